@@ -1,0 +1,1 @@
+"""Tally: an open metering ledger."""

@@ -1,0 +1,1 @@
+"""Adapters: everything that talks to PostgreSQL, Redis or the file system."""

@@ -1,0 +1,168 @@
+"""Wire contract v1: the CloudEvents that integrations XADD (DESIGN §2).
+
+These models are the single source of the JSON Schemas in ``schemas/``. Validation is
+strict: unknown fields, wrong types, naive timestamps and non-finite or negative
+quantities are refused with a message naming the field.
+
+JSON numbers are parsed as ``Decimal`` (never through ``float``) by ``parse_event``, so
+``"quantity": 0.1`` means exactly one tenth.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+EVENT_TYPES = ("api.request", "ai.usage", "license.usage")
+MAX_QUANTITY = Decimal(10) ** 15
+
+NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+Quantity = Annotated[Decimal, Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiRequestData(_Strict):
+    oauth_client_id: NonEmpty
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+    template_uri: Annotated[StrictStr, Field(min_length=1, max_length=2048)]
+    status: Annotated[StrictInt, Field(ge=100, le=599)]
+    client_kind: NonEmpty
+    count: Annotated[StrictInt, Field(ge=1, le=10**9)] = 1
+
+
+class AiUsageData(_Strict):
+    feature: NonEmpty
+    quantity: Quantity
+    unit: NonEmpty
+    user_id: NonEmpty | None = None
+
+
+class LicenseUsageData(_Strict):
+    license: Literal["communicate", "gc1", "gc2", "gc3"]
+    model: Literal["named", "concurrent", "hourly"]
+    users: Annotated[StrictInt, Field(ge=0)] | None = None
+    hours: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _count_matches_model(self) -> LicenseUsageData:
+        if self.model == "hourly":
+            if self.hours is None or self.users is not None:
+                raise ValueError("hourly licenses report 'hours' (and no 'users')")
+        elif self.users is None or self.hours is not None:
+            raise ValueError(f"{self.model} licenses report 'users' (and no 'hours')")
+        return self
+
+
+class _Envelope(_Strict):
+    specversion: Literal["1.0"]
+    id: NonEmpty
+    source: NonEmpty
+    time: AwareDatetime
+    subject: NonEmpty
+    datacontenttype: Literal["application/json"] | None = None
+
+    @property
+    def utc_time(self) -> datetime:
+        return self.time.astimezone(UTC)
+
+    @property
+    def period(self) -> str:
+        """The billing period: the UTC calendar month, ``YYYY-MM``."""
+        return self.utc_time.strftime("%Y-%m")
+
+
+class ApiRequestEvent(_Envelope):
+    type: Literal["api.request"]
+    data: ApiRequestData
+
+
+class AiUsageEvent(_Envelope):
+    type: Literal["ai.usage"]
+    data: AiUsageData
+
+
+class LicenseUsageEvent(_Envelope):
+    type: Literal["license.usage"]
+    data: LicenseUsageData
+
+
+UsageEvent = Annotated[
+    ApiRequestEvent | AiUsageEvent | LicenseUsageEvent, Field(discriminator="type")
+]
+EVENT_MODELS: dict[str, type[_Envelope]] = {
+    "api.request": ApiRequestEvent,
+    "ai.usage": AiUsageEvent,
+    "license.usage": LicenseUsageEvent,
+}
+_adapter: TypeAdapter[ApiRequestEvent | AiUsageEvent | LicenseUsageEvent] = TypeAdapter(
+    UsageEvent
+)
+
+
+class InvalidEvent(ValueError):
+    """A stream entry that cannot be metered; ``reason`` is what the dead letter records."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False)[:5]:
+        loc = item["loc"][1:] if item["loc"] and item["loc"][0] in EVENT_TYPES else item["loc"]
+        where = ".".join(str(p) for p in loc)
+        parts.append(f"{where or 'event'}: {item['msg']}")
+    return "schema violation: " + "; ".join(parts)
+
+
+def decode_json(raw: bytes) -> dict[str, Any]:
+    """Parse an event's JSON, numbers as ``Decimal``; refuse anything but an object."""
+    try:
+        body = json.loads(raw, parse_float=Decimal, parse_constant=_refuse_constant)
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"malformed JSON: not UTF-8 ({exc.reason})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEvent(f"malformed JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidEvent(f"malformed JSON: expected an object, got {type(body).__name__}")
+    return body
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"non-finite number {name}")
+
+
+def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:
+    kind = body.get("type")
+    if kind not in EVENT_MODELS:
+        raise InvalidEvent(
+            f"unknown type {kind!r}: expected one of {', '.join(EVENT_TYPES)}"
+            if kind is not None
+            else "schema violation: type: Field required"
+        )
+    try:
+        return _adapter.validate_python(body)
+    except ValidationError as exc:
+        raise InvalidEvent(_describe(exc)) from exc
+
+
+def parse_event(raw: bytes) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:
+    return validate_event(decode_json(raw))

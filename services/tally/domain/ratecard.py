@@ -1,0 +1,100 @@
+"""The rate card: allocations, prices and conversions as versioned, effective-dated data.
+
+A card is plain data (``ratecards/*.toml`` in the package, loaded into PostgreSQL by
+``tally migrate``). Every ledger entry records the version that priced it, so a later
+card never reprices the past.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import ROUND_CEILING, Decimal
+from importlib import resources
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+LicenseName = Literal["communicate", "gc1", "gc2", "gc3"]
+LicenseModel = Literal["named", "concurrent", "hourly"]
+Amount = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureConversion(_Data):
+    unit: str
+    tokens: Annotated[int, Field(ge=0)]
+    per: Annotated[int, Field(ge=1)]
+
+
+class ApiCard(_Data):
+    billable_client_kinds: frozenset[str]
+    non_billable_client_kinds: frozenset[str]
+    allocation: dict[LicenseName, dict[LicenseModel, Annotated[int, Field(ge=0)]]]
+    price: dict[str, Amount]
+
+
+class AiCard(_Data):
+    token_scale: Annotated[int, Field(ge=0, le=12)]
+    overage_whole_tokens: Literal["up", "half_up", "none"]
+    allocation: dict[LicenseModel, Annotated[int, Field(ge=0)]]
+    price: dict[str, Amount]
+    features: dict[str, FeatureConversion]
+
+
+class RateCard(_Data):
+    version: str
+    effective_from: AwareDatetime
+    note: str = ""
+    currencies: dict[str, Annotated[int, Field(ge=0, le=6)]]
+    api: ApiCard
+    ai: AiCard
+
+    def tokens(self, feature: str, quantity: Decimal) -> Decimal:
+        """Tokens for a feature's cumulative quantity, rounded up to ``token_scale``.
+
+        Rounding the cumulative total (not each event) keeps the ledger's tokens equal to
+        the exact conversion of everything used, whatever the batching: rounding up at
+        the scale never changes the whole-token ceiling that overage is billed on.
+        """
+        conversion = self.ai.features[feature]
+        exact = quantity * conversion.tokens / conversion.per
+        return exact.quantize(Decimal(1).scaleb(-self.ai.token_scale), rounding=ROUND_CEILING)
+
+
+class RateCardBook:
+    """All known cards; picks the one in effect at an instant."""
+
+    def __init__(self, cards: Iterable[RateCard]) -> None:
+        self.cards = sorted(cards, key=lambda card: card.effective_from)
+        if not self.cards:
+            raise ValueError("no rate card loaded: run `tally migrate`")
+
+    def in_effect(self, at: datetime) -> RateCard | None:
+        chosen = None
+        for card in self.cards:
+            if card.effective_from <= at:
+                chosen = card
+        return chosen
+
+    @property
+    def currencies(self) -> frozenset[str]:
+        return frozenset(self.cards[-1].currencies)
+
+
+def parse_card(text: str) -> RateCard:
+    return RateCard.model_validate(tomllib.loads(text, parse_float=Decimal))
+
+
+def bundled_cards() -> list[RateCard]:
+    """The cards shipped in ``tally/ratecards``."""
+    folder = resources.files("tally") / "ratecards"
+    return [
+        parse_card(item.read_text(encoding="utf-8"))
+        for item in sorted(folder.iterdir(), key=lambda entry: entry.name)
+        if item.name.endswith(".toml")
+    ]

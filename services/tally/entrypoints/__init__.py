@@ -1,0 +1,1 @@
+"""Thin entrypoints: the CLI, the consumer, the HTTP API. They translate and delegate."""
