@@ -111,9 +111,7 @@ EVENT_MODELS: dict[str, type[_Envelope]] = {
     "ai.usage": AiUsageEvent,
     "license.usage": LicenseUsageEvent,
 }
-_adapter: TypeAdapter[ApiRequestEvent | AiUsageEvent | LicenseUsageEvent] = TypeAdapter(
-    UsageEvent
-)
+_adapter: TypeAdapter[ApiRequestEvent | AiUsageEvent | LicenseUsageEvent] = TypeAdapter(UsageEvent)
 
 
 class InvalidEvent(ValueError):
@@ -166,3 +164,20 @@ def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | Lic
 
 def parse_event(raw: bytes) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:
     return validate_event(decode_json(raw))
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """One JSON Schema per event type, keyed by file name (what ``schemas/`` holds)."""
+    out = {}
+    for kind, model in EVENT_MODELS.items():
+        schema = model.model_json_schema(mode="validation")
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://tally.dev/schemas/v1/{kind}.json"
+        schema["title"] = f"Tally {kind} event (wire contract v1)"
+        schema["description"] = (
+            f"One '{kind}' usage event: the value of the 'event' field of a stream entry, "
+            "a CloudEvents 1.0 structured event in UTF-8 JSON. (source, id) is its "
+            "idempotency key, forever."
+        )
+        out[f"{kind}.json"] = schema
+    return out

@@ -2,16 +2,55 @@
 
 from __future__ import annotations
 
-import typer
+import sys
 
-from tally.entrypoints.cli import produce
+import asyncpg
+import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tally.adapters.postgres.organizations import OrganizationError
+from tally.adapters.postgres.schema import RateCardChanged
+from tally.entrypoints.cli import admin, consume, ledger, produce, servers
+from tally.entrypoints.cli.output import errors
 
 app = typer.Typer(
     name="tally",
     help="Tally: an open metering ledger (Redis Streams in, double-entry PostgreSQL out).",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
 )
 
-for module in (produce,):
+for module in (admin, consume, ledger, produce, servers):
     module.register(app)
+
+
+def _explain(exc: BaseException) -> str | None:
+    """A one-line answer for the failures a user can fix; None for real bugs."""
+    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidCatalogNameError):
+        return f"the database is not set up ({exc}): run `tally migrate`"
+    if isinstance(exc, OSError | asyncpg.CannotConnectNowError) and not isinstance(
+        exc, RedisConnectionError
+    ):
+        return f"cannot reach PostgreSQL ({exc}): check TALLY_DATABASE_URL"
+    if isinstance(exc, RedisConnectionError):
+        return f"cannot reach Redis ({exc}): check TALLY_REDIS_URL"
+    if isinstance(exc, RateCardChanged | OrganizationError | LookupError):
+        return str(exc)
+    return None
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None:
+            message = _explain(cause)
+            if message:
+                errors.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+                sys.exit(1)
+            cause = cause.__cause__
+        raise

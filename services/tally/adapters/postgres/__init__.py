@@ -1,0 +1,1 @@
+"""PostgreSQL: the schema (SQLModel + Alembic), the batch writer and the read side."""

@@ -1,0 +1,113 @@
+"""The read side: balances, an event's story, dead letters. Nothing here writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters.postgres.connection import raw_connection
+
+
+async def balances(engine: AsyncEngine, org: str, period: str | None) -> list[dict[str, Any]]:
+    async with raw_connection(engine) as conn:
+        rows = await conn.fetch(
+            """SELECT a.code AS account, a.unit, coalesce(sum(l.amount), 0) AS balance
+                 FROM account a LEFT JOIN entry_line l ON l.account_id = a.id
+                WHERE a.owner = $1 AND ($2::text IS NULL OR a.period = $2)
+                GROUP BY a.code, a.unit ORDER BY a.code""",
+            org,
+            period,
+        )
+    return [dict(row) for row in rows]
+
+
+async def event_story(engine: AsyncEngine, source: str, event_id: str) -> dict[str, Any] | None:
+    """Every delivery of one (source, id), and the entry that carries it."""
+    async with raw_connection(engine) as conn:
+        event = await conn.fetchrow(
+            """SELECT status, type, org, period, event_time, meter, feature, quantity,
+                      rate_card_version, stream, stream_id, received_at, entry_id,
+                      convert_from(raw, 'UTF8') AS payload
+                 FROM usage_event WHERE source = $1 AND id = $2""",
+            source,
+            event_id,
+        )
+        deliveries = [
+            dict(row)
+            for row in await conn.fetch(
+                """SELECT 'duplicate' AS status, stream_id, received_at, NULL AS detail
+                     FROM duplicate_delivery WHERE source = $1 AND id = $2
+                   UNION ALL
+                   SELECT 'conflict', stream_id, received_at,
+                          'same key, different payload: not metered'
+                     FROM event_conflict WHERE source = $1 AND id = $2
+                   UNION ALL
+                   SELECT CASE WHEN replayed_at IS NULL THEN 'rejected' ELSE 'rejected, replayed'
+                          END, stream_id, received_at,
+                          reason || coalesce(' (replay: ' || replay_outcome || ')', '')
+                     FROM dead_letter WHERE source = $1 AND event_id = $2
+                   ORDER BY received_at, stream_id""",
+                source,
+                event_id,
+            )
+        ]
+        entry = None
+        if event is not None and event["entry_id"] is not None:
+            header = await conn.fetchrow(
+                """SELECT id, idempotency_key, kind, posted_at, rate_card_version, lane, seq
+                     FROM journal_entry WHERE id = $1""",
+                event["entry_id"],
+            )
+            lines = await conn.fetch(
+                """SELECT a.code AS account, a.unit, l.amount FROM entry_line l
+                     JOIN account a ON a.id = l.account_id WHERE l.entry_id = $1 ORDER BY a.code""",
+                event["entry_id"],
+            )
+            carried = await conn.fetchval(
+                "SELECT count(*) FROM usage_event WHERE entry_id = $1", event["entry_id"]
+            )
+            entry = {**dict(header or {}), "events": carried, "lines": [dict(x) for x in lines]}
+    if event is None and not deliveries:
+        return None
+    return {
+        "source": source,
+        "id": event_id,
+        "status": event["status"] if event else deliveries[-1]["status"],
+        "event": dict(event) if event else None,
+        "entry": entry,
+        "deliveries": deliveries,
+    }
+
+
+async def dead_letters(
+    engine: AsyncEngine, include_replayed: bool = False, limit: int = 100
+) -> list[dict[str, Any]]:
+    async with raw_connection(engine) as conn:
+        rows = await conn.fetch(
+            """SELECT id, stream_id, reason, received_at, source, event_id,
+                      CASE WHEN replayed_at IS NULL THEN 'open' ELSE 'replayed' END AS state,
+                      replay_outcome
+                 FROM dead_letter
+                WHERE $1 OR replayed_at IS NULL
+                ORDER BY id LIMIT $2""",
+            include_replayed,
+            limit,
+        )
+    return [dict(row) for row in rows]
+
+
+async def open_dead_letters(
+    engine: AsyncEngine, ids: list[int] | None, after: int, limit: int
+) -> list[dict[str, Any]]:
+    """Open dead letters to replay (all, or the given ids) after id ``after``, oldest first."""
+    async with raw_connection(engine) as conn:
+        rows = await conn.fetch(
+            """SELECT id, stream, stream_id, raw, reason FROM dead_letter
+                WHERE replayed_at IS NULL AND ($1::bigint[] IS NULL OR id = ANY($1)) AND id > $2
+                ORDER BY id LIMIT $3""",
+            ids,
+            after,
+            limit,
+        )
+    return [dict(row) for row in rows]

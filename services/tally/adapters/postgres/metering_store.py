@@ -1,0 +1,202 @@
+"""The metering consumer's reads and writes, all set-based (arrays, COPY), one batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+
+from tally.domain.metering import Deliveries, EventKey, Posting, Rated, Reject, TotalKey
+from tally.domain.ratecard import RateCard, RateCardBook
+
+EVENT_COLUMNS = (
+    "source",
+    "id",
+    "type",
+    "org",
+    "event_time",
+    "period",
+    "status",
+    "meter",
+    "feature",
+    "quantity",
+    "rate_card_version",
+    "payload_hash",
+    "raw",
+    "stream",
+    "stream_id",
+    "received_at",
+    "entry_id",
+)
+
+
+async def load_rate_cards(conn: asyncpg.Connection) -> RateCardBook:
+    rows = await conn.fetch("SELECT body::text AS body FROM rate_card")
+    return RateCardBook(RateCard.model_validate_json(row["body"]) for row in rows)
+
+
+async def organizations(conn: asyncpg.Connection, names: Iterable[str]) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT name, currency FROM organization WHERE name = ANY($1::text[])", list(names)
+    )
+    return {row["name"]: row["currency"] for row in rows}
+
+
+async def stored_keys(
+    conn: asyncpg.Connection, keys: Sequence[EventKey]
+) -> dict[EventKey, tuple[bytes, str]]:
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        """SELECT e.source, e.id, e.payload_hash, e.stream_id
+             FROM unnest($1::text[], $2::text[]) AS k(source, id)
+             JOIN usage_event e USING (source, id)""",
+        [key[0] for key in keys],
+        [key[1] for key in keys],
+    )
+    return {(r["source"], r["id"]): (bytes(r["payload_hash"]), r["stream_id"]) for r in rows}
+
+
+async def add_ai_quantities(
+    conn: asyncpg.Connection, batch: Mapping[TotalKey, Decimal]
+) -> dict[TotalKey, Decimal]:
+    """Add the batch's AI quantities to the running totals; returns the totals after.
+
+    Rows are locked in key order so concurrent consumers cannot deadlock on them.
+    """
+    if not batch:
+        return {}
+    keys = sorted(batch)
+    rows = await conn.fetch(
+        """INSERT INTO meter_total AS t (org, period, feature, rate_card_version, quantity)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[])
+           ON CONFLICT (org, period, feature, rate_card_version)
+           DO UPDATE SET quantity = t.quantity + excluded.quantity
+           RETURNING org, period, feature, rate_card_version, quantity""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [k[3] for k in keys],
+        [batch[k] for k in keys],
+    )
+    return {
+        (r["org"], r["period"], r["feature"], r["rate_card_version"]): r["quantity"] for r in rows
+    }
+
+
+async def write_events(
+    conn: asyncpg.Connection,
+    stream: str,
+    received_at: datetime,
+    deliveries: Deliveries,
+    postings: Sequence[Posting],
+    entry_ids: Mapping[str, int],
+) -> None:
+    """COPY the new events (each linked to its entry), then record duplicates and conflicts.
+
+    A key inserted meanwhile by another consumer makes the COPY fail with a unique
+    violation; the caller rolls back and retries, and then sees it as stored.
+    """
+    carrier = {key: entry_ids[p.entry.key] for p in postings for key in p.events}
+    if deliveries.new:
+        await conn.copy_records_to_table(
+            "usage_event",
+            columns=EVENT_COLUMNS,
+            records=[
+                _event_record(e, stream, received_at, carrier.get(e.key)) for e in deliveries.new
+            ],
+        )
+    licenses = [e for e in deliveries.new if e.license is not None]
+    if licenses:
+        await conn.copy_records_to_table(
+            "license_usage",
+            columns=("source", "id", "org", "period", "day", "license", "model", "users", "hours"),
+            records=[
+                (
+                    e.source,
+                    e.id,
+                    e.org,
+                    e.period,
+                    e.day,
+                    e.license.license,
+                    e.license.model,
+                    e.license.users,
+                    e.license.hours,
+                )
+                for e in licenses
+                if e.license is not None
+            ],
+        )
+    if deliveries.duplicates:
+        await conn.execute(
+            """INSERT INTO duplicate_delivery (stream, stream_id, source, id, received_at)
+               SELECT $1, * , $5 FROM unnest($2::text[], $3::text[], $4::text[])
+               ON CONFLICT DO NOTHING""",
+            stream,
+            [e.stream_id for e in deliveries.duplicates],
+            [e.source for e in deliveries.duplicates],
+            [e.id for e in deliveries.duplicates],
+            received_at,
+        )
+    if deliveries.conflicts:
+        await conn.execute(
+            """INSERT INTO event_conflict (stream, stream_id, source, id, payload_hash, raw,
+                                           received_at)
+               SELECT $1, *, $7 FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[],
+                                            $6::bytea[])
+               ON CONFLICT DO NOTHING""",
+            stream,
+            [e.stream_id for e in deliveries.conflicts],
+            [e.source for e in deliveries.conflicts],
+            [e.id for e in deliveries.conflicts],
+            [e.payload_hash for e in deliveries.conflicts],
+            [e.raw for e in deliveries.conflicts],
+            received_at,
+        )
+
+
+def _event_record(
+    event: Rated, stream: str, received_at: datetime, entry_id: int | None
+) -> tuple[object, ...]:
+    return (
+        event.source,
+        event.id,
+        event.type,
+        event.org,
+        event.time,
+        event.period,
+        event.status,
+        event.meter,
+        event.feature,
+        event.quantity,
+        event.rate_card_version,
+        event.payload_hash,
+        event.raw,
+        stream,
+        event.stream_id,
+        received_at,
+        entry_id,
+    )
+
+
+async def write_rejects(
+    conn: asyncpg.Connection, stream: str, received_at: datetime, rejects: Sequence[Reject]
+) -> None:
+    """Dead letters; a redelivered entry (same stream id) is kept once."""
+    if not rejects:
+        return
+    await conn.execute(
+        """INSERT INTO dead_letter (stream, stream_id, raw, reason, source, event_id, received_at)
+           SELECT $1, *, $7 FROM unnest($2::text[], $3::bytea[], $4::text[], $5::text[],
+                                        $6::text[])
+           ON CONFLICT (stream, stream_id) DO NOTHING""",
+        stream,
+        [r.stream_id for r in rejects],
+        [r.raw for r in rejects],
+        [r.reason for r in rejects],
+        [r.source for r in rejects],
+        [r.event_id for r in rejects],
+        received_at,
+    )

@@ -1,0 +1,49 @@
+"""Organizations: who is billed, and in which currency."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tally.adapters.postgres import metering_store
+from tally.adapters.postgres.connection import raw_transaction
+from tally.adapters.postgres.tables import Organization
+
+
+class OrganizationError(ValueError):
+    pass
+
+
+async def add(engine: AsyncEngine, name: str, currency: str) -> bool:
+    """Add an organization; False when it exists with that currency already."""
+    currency = currency.upper()
+    async with raw_transaction(engine) as conn:
+        book = await metering_store.load_rate_cards(conn)
+        if currency not in book.currencies:
+            raise OrganizationError(
+                f"currency {currency!r} is not priced by the rate card: "
+                f"use one of {', '.join(sorted(book.currencies))}"
+            )
+        if not name.strip() or name != name.strip():
+            raise OrganizationError("an organization name is non-empty, without outer spaces")
+        inserted = await conn.fetchval(
+            "INSERT INTO organization (name, currency) VALUES ($1, $2) "
+            "ON CONFLICT (name) DO NOTHING RETURNING name",
+            name,
+            currency,
+        )
+        if inserted:
+            return True
+        existing = await conn.fetchval("SELECT currency FROM organization WHERE name = $1", name)
+        if existing != currency:
+            raise OrganizationError(
+                f"organization {name!r} exists with currency {existing}; "
+                "an organization's currency never changes"
+            )
+        return False
+
+
+async def list_all(engine: AsyncEngine) -> list[Organization]:
+    async with AsyncSession(engine) as session:
+        return list((await session.exec(select(Organization).order_by(Organization.name))).all())

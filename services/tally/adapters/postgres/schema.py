@@ -1,0 +1,60 @@
+"""``tally migrate``: the Alembic upgrade, then the bundled rate cards loaded as data."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters.postgres.connection import async_url, raw_transaction
+from tally.domain.ratecard import RateCard, bundled_cards
+
+MIGRATIONS = Path(__file__).resolve().parents[4] / "migrations"
+
+
+class RateCardChanged(RuntimeError):
+    pass
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
+    return config
+
+
+async def upgrade(url: str) -> None:
+    """Upgrade to the newest revision (in a thread: Alembic's env runs its own event loop)."""
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+
+
+async def load_rate_cards(engine: AsyncEngine, cards: list[RateCard] | None = None) -> list[str]:
+    """Insert cards not yet loaded; a published version whose content changed is refused."""
+    loaded = []
+    async with raw_transaction(engine) as conn:
+        for card in cards if cards is not None else bundled_cards():
+            body = card.model_dump_json()
+            inserted = await conn.fetchval(
+                """INSERT INTO rate_card (version, effective_from, body)
+                   VALUES ($1, $2, $3::jsonb) ON CONFLICT (version) DO NOTHING
+                   RETURNING version""",
+                card.version,
+                card.effective_from,
+                body,
+            )
+            if inserted:
+                loaded.append(card.version)
+                continue
+            stored = await conn.fetchval(
+                "SELECT body::text FROM rate_card WHERE version = $1", card.version
+            )
+            if RateCard.model_validate_json(stored) != card:
+                raise RateCardChanged(
+                    f"rate card {card.version} differs from the one already loaded: "
+                    "a published card is never edited; add a new version with a later "
+                    "effective_from"
+                )
+    return loaded

@@ -1,0 +1,86 @@
+"""Redis Streams plumbing the consumer needs beyond FastStream: the group, claims, lag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+RawEntry = tuple[str, dict[bytes, bytes]]
+
+
+def connect(url: str) -> aioredis.Redis:
+    return aioredis.from_url(url, decode_responses=False)
+
+
+async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
+    """Create the group from id 0 (never ``$``: that skips what is already there).
+
+    Returns False when it already existed; safe to call concurrently.
+    """
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" in str(exc):
+            return False
+        raise
+    return True
+
+
+def _decode(entries: Any) -> list[RawEntry]:
+    return [(sid.decode(), fields) for sid, fields in entries or [] if fields is not None]
+
+
+async def read_own_pending(
+    client: aioredis.Redis, stream: str, group: str, consumer: str, count: int
+) -> list[RawEntry]:
+    """What this consumer name was given but never acked (a previous run's crash)."""
+    reply: Any = await client.xreadgroup(group, consumer, {stream: "0"}, count=count)
+    return _decode(reply[0][1]) if reply else []
+
+
+async def claim_idle(
+    client: aioredis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    min_idle_ms: int,
+    count: int,
+) -> list[RawEntry]:
+    """Take over entries other consumers left pending for ``min_idle_ms`` (dead consumers)."""
+    claimed: list[RawEntry] = []
+    start = "0-0"
+    while len(claimed) < count:
+        reply: Any = await client.xautoclaim(
+            stream, group, consumer, min_idle_ms, start_id=start, count=count - len(claimed)
+        )
+        start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        claimed.extend(_decode(reply[1]))
+        if start == "0-0":
+            break
+    return claimed
+
+
+@dataclass(frozen=True)
+class Backlog:
+    lag: int  # entries never delivered to the group
+    pending: int  # delivered, not acked
+
+    @property
+    def drained(self) -> bool:
+        return self.lag == 0 and self.pending == 0
+
+
+async def backlog(client: aioredis.Redis, stream: str, group: str) -> Backlog:
+    for info in await client.xinfo_groups(stream):
+        name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+        if name == group:
+            lag = info.get("lag")
+            if lag is None:  # Redis < 7 or an unknown lag: count what is after the last id
+                last = info["last-delivered-id"]
+                after: Any = await client.xrange(stream, min=f"({last.decode()}", count=1)
+                lag = len(after)
+            return Backlog(int(lag), int(info["pending"]))
+    raise LookupError(f"no consumer group {group!r} on stream {stream!r}: run `tally migrate`")

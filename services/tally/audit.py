@@ -1,0 +1,195 @@
+"""``tally ledger verify``: re-derive what the ledger promises and name every breach.
+
+Checks: each entry balances per unit and has two lines or more; each metered event is
+carried by an existing usage entry whose amount is the sum of its events; each lane of
+the hash chain is contiguous and every hash recomputes; the lane heads match.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters.postgres import metering_store
+from tally.adapters.postgres.connection import raw_connection
+from tally.domain.ledger import (
+    AI_TOKEN,
+    API_REQUEST,
+    GENESIS_HASH,
+    Entry,
+    chain_hash,
+    events_digest,
+)
+
+
+@dataclass
+class Finding:
+    check: str
+    detail: str
+
+
+@dataclass
+class Verification:
+    entries: int = 0
+    lines: int = 0
+    events: int = 0
+    lanes: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def add(self, check: str, detail: str) -> None:
+        self.findings.append(Finding(check, detail))
+
+
+async def verify(engine: AsyncEngine) -> Verification:
+    result = Verification()
+    async with (
+        raw_connection(engine) as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        await _balance(conn, result)
+        await _events(conn, result)
+        await _ai_totals(conn, result)
+        await _chain(conn, result)
+    return result
+
+
+async def _balance(conn: asyncpg.Connection, result: Verification) -> None:
+    for row in await conn.fetch(
+        """SELECT l.entry_id, a.unit, sum(l.amount) AS total FROM entry_line l
+             JOIN account a ON a.id = l.account_id
+            GROUP BY l.entry_id, a.unit HAVING sum(l.amount) <> 0 ORDER BY 1"""
+    ):
+        result.add("unbalanced", f"entry {row['entry_id']}: {row['unit']} sums to {row['total']}")
+    for row in await conn.fetch(
+        """SELECT e.id, count(l.id) AS n FROM journal_entry e
+             LEFT JOIN entry_line l ON l.entry_id = e.id GROUP BY e.id HAVING count(l.id) < 2"""
+    ):
+        result.add("too few lines", f"entry {row['id']} has {row['n']} line(s)")
+
+
+async def _events(conn: asyncpg.Connection, result: Verification) -> None:
+    result.events = await conn.fetchval("SELECT count(*) FROM usage_event")
+    for row in await conn.fetch(
+        """SELECT v.source, v.id, v.entry_id FROM usage_event v
+             LEFT JOIN journal_entry e ON e.id = v.entry_id
+            WHERE v.status = 'metered' AND (e.id IS NULL OR e.kind <> 'usage'
+                  OR e.org <> v.org OR e.period <> v.period)"""
+    ):
+        result.add(
+            "unlinked event",
+            f"metered event ({row['source']}, {row['id']}) has no matching usage entry "
+            f"(entry_id {row['entry_id']})",
+        )
+    for row in await conn.fetch(
+        """SELECT e.id FROM journal_entry e
+            WHERE e.kind = 'usage'
+              AND NOT EXISTS (SELECT 1 FROM usage_event v WHERE v.entry_id = e.id)"""
+    ):
+        result.add("empty usage entry", f"usage entry {row['id']} carries no event")
+    for row in await conn.fetch(
+        f"""WITH carried AS (SELECT entry_id, sum(quantity) AS q FROM usage_event
+                              WHERE meter = '{API_REQUEST}' GROUP BY entry_id),
+                 posted AS (SELECT l.entry_id, sum(l.amount) AS q FROM entry_line l
+                              JOIN account a ON a.id = l.account_id
+                             WHERE a.unit = '{API_REQUEST}' AND a.kind = 'usage'
+                             GROUP BY l.entry_id)
+            SELECT c.entry_id, c.q AS carried, p.q AS posted
+              FROM carried c LEFT JOIN posted p USING (entry_id)
+             WHERE p.q IS DISTINCT FROM c.q"""
+    ):
+        result.add(
+            "usage mismatch",
+            f"entry {row['entry_id']} posts {row['posted']} requests, its events count "
+            f"{row['carried']}",
+        )
+
+
+async def _ai_totals(conn: asyncpg.Connection, result: Verification) -> None:
+    """Tokens per feature equal the conversion of the events' total quantity."""
+    book = await metering_store.load_rate_cards(conn)
+    cards = {card.version: card for card in book.cards}
+    used: dict[tuple[str, str, str, str], Decimal] = {}
+    for row in await conn.fetch(
+        f"""SELECT org, period, feature, rate_card_version, sum(quantity) AS q FROM usage_event
+             WHERE meter = '{AI_TOKEN}' GROUP BY 1, 2, 3, 4"""
+    ):
+        used[(row["org"], row["period"], row["feature"], row["rate_card_version"])] = row["q"]
+    tokens: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+    for key, quantity in used.items():
+        tokens[key[:3]] += cards[key[3]].tokens(key[2], quantity)
+    posted = {
+        (row["owner"], row["period"], row["feature"]): row["amount"]
+        for row in await conn.fetch(
+            f"""SELECT a.owner, a.period, a.feature, sum(l.amount) AS amount FROM entry_line l
+                  JOIN account a ON a.id = l.account_id
+                 WHERE a.unit = '{AI_TOKEN}' AND a.kind = 'usage' GROUP BY 1, 2, 3"""
+        )
+    }
+    for where in sorted(set(tokens) | set(posted)):
+        if tokens.get(where, Decimal(0)) != posted.get(where, Decimal(0)):
+            result.add(
+                "token mismatch",
+                f"{where[0]} {where[1]} {where[2]}: ledger has {posted.get(where, 0)} tokens, "
+                f"events convert to {tokens.get(where, 0)}",
+            )
+
+
+async def _chain(conn: asyncpg.Connection, result: Verification) -> None:
+    lines: dict[int, list[tuple[str, Decimal]]] = defaultdict(list)
+    for row in await conn.fetch(
+        "SELECT l.entry_id, a.code, l.amount FROM entry_line l "
+        "JOIN account a ON a.id = l.account_id"
+    ):
+        lines[row["entry_id"]].append((row["code"], row["amount"]))
+        result.lines += 1
+    carried: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for row in await conn.fetch(
+        "SELECT entry_id, source, id FROM usage_event WHERE entry_id IS NOT NULL"
+    ):
+        carried[row["entry_id"]].append((row["source"], row["id"]))
+    heads = {row["lane"]: row for row in await conn.fetch("SELECT * FROM ledger_lane")}
+    result.lanes = len(heads)
+    position: dict[int, tuple[int, bytes]] = {lane: (0, GENESIS_HASH) for lane in heads}
+    for row in await conn.fetch("SELECT * FROM journal_entry ORDER BY lane, seq"):
+        result.entries += 1
+        lane = row["lane"]
+        seq, head = position.get(lane, (0, GENESIS_HASH))
+        where = f"lane {lane} seq {row['seq']} (entry {row['id']})"
+        if row["seq"] != seq + 1:
+            result.add("chain gap", f"{where}: expected seq {seq + 1}: a row was removed or added")
+        if bytes(row["prev_hash"]) != head:
+            result.add("chain broken", f"{where}: does not link to its predecessor")
+        entry = Entry(
+            row["idempotency_key"],
+            row["kind"],
+            row["org"],
+            row["period"],
+            row["rate_card_version"],
+            (),
+        )
+        expected = chain_hash(
+            bytes(row["prev_hash"]),
+            lane,
+            row["seq"],
+            row["posted_at"],
+            entry,
+            lines.get(row["id"], []),
+            events_digest(carried.get(row["id"], [])),
+        )
+        if expected != bytes(row["hash"]):
+            result.add("hash mismatch", f"{where}: its contents changed after posting")
+        position[lane] = (row["seq"], bytes(row["hash"]))
+    for lane, head in heads.items():
+        seq, last = position[lane]
+        if head["seq"] != seq or bytes(head["head_hash"]) != last:
+            result.add(
+                "lane head", f"lane {lane}: head says seq {head['seq']}, chain ends at {seq}"
+            )

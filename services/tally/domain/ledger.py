@@ -1,0 +1,156 @@
+"""Ledger vocabulary and posting rules.
+
+Vocabulary (used the same way everywhere):
+
+- **unit**: what an amount counts: ``api_request``, ``ai_token``, or a currency code.
+- **account**: a named balance in one unit, owned by an organization or the platform,
+  usually for one billing **period** (``YYYY-MM``).
+- **entry**: one journal entry, a set of **lines** (account, signed amount). Positive is
+  a debit, negative a credit.
+- **lane**: one of a few hash chains entries are appended to; writers take any free lane,
+  so the chain is tamper-evident without serialising every writer into one queue.
+
+Invariants (kept by PostgreSQL, checked again by ``tally ledger verify``):
+
+1. Every entry's lines sum to zero per unit.
+2. Posted entries, lines and metered events are never updated or deleted.
+3. An idempotency key posts at most one entry.
+4. Each entry's hash covers its lane predecessor's hash, its own fields, its lines and
+   the events it carries: a changed, removed or inserted row breaks the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Final, Literal
+
+PLATFORM = "platform"
+API_REQUEST: Final = "api_request"
+AI_TOKEN: Final = "ai_token"
+Meter = Literal["api_request", "ai_token"]
+GENESIS_HASH = bytes(32)
+
+
+@dataclass(frozen=True, order=True)
+class Account:
+    """An account, named by its code ``owner/period/unit/kind[/feature]``."""
+
+    owner: str
+    period: str | None
+    unit: str
+    kind: str
+    feature: str | None = None
+
+    @property
+    def code(self) -> str:
+        parts = [
+            "org/" + self.owner if self.owner != PLATFORM else PLATFORM,
+            self.period,
+            self.unit,
+            self.kind,
+            self.feature,
+        ]
+        return "/".join(part for part in parts if part)
+
+
+def allowance(org: str, period: str, unit: str) -> Account:
+    """What the organization may still use this period: granted at close, drawn by usage."""
+    return Account(org, period, unit, "allowance")
+
+
+def usage(org: str, period: str, unit: str, feature: str | None = None) -> Account:
+    """What the organization used this period (AI tokens per feature)."""
+    return Account(org, period, unit, "usage", feature)
+
+
+@dataclass(frozen=True)
+class Line:
+    account: Account
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str  # idempotency key
+    kind: str
+    org: str | None
+    period: str | None
+    rate_card_version: str | None
+    lines: tuple[Line, ...]
+
+
+class UnbalancedEntry(ValueError):
+    pass
+
+
+def imbalance(lines: Iterable[Line]) -> dict[str, Decimal]:
+    """Per unit, what the lines fail to sum to zero by (empty when balanced)."""
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for line in lines:
+        totals[line.account.unit] += line.amount
+    return {unit: total for unit, total in totals.items() if total != 0}
+
+
+def usage_entry(
+    key: str,
+    org: str,
+    period: str,
+    meter: Meter,
+    amounts: dict[str | None, Decimal],
+    rate_card_version: str,
+) -> Entry:
+    """Usage draws the allowance: debit usage (per AI feature), credit the allowance."""
+    lines = [
+        Line(usage(org, period, meter, feature), amount) for feature, amount in amounts.items()
+    ]
+    lines.append(Line(allowance(org, period, meter), -sum(amounts.values(), Decimal(0))))
+    entry = Entry(key, "usage", org, period, rate_card_version, tuple(lines))
+    if imbalance(entry.lines):
+        raise UnbalancedEntry(f"{key}: {imbalance(entry.lines)}")
+    return entry
+
+
+def canonical_amount(amount: Decimal) -> str:
+    """One spelling per value (``1.50`` and ``1.5`` hash the same)."""
+    return format(amount.normalize(), "f") if amount else "0"
+
+
+def events_digest(event_keys: Iterable[tuple[str, str]]) -> bytes:
+    """Digest of the (source, id) keys an entry carries, order-free."""
+    digest = hashlib.sha256()
+    for source, event_id in sorted(event_keys):
+        digest.update(f"{source}\x1f{event_id}\x1e".encode())
+    return digest.digest()
+
+
+def chain_hash(
+    prev_hash: bytes,
+    lane: int,
+    seq: int,
+    posted_at: datetime,
+    entry: Entry,
+    lines: Iterable[tuple[str, Decimal]],
+    carried: bytes,
+) -> bytes:
+    """The entry's link in its lane: prev hash, fields, lines (account code, amount), events."""
+    digest = hashlib.sha256(prev_hash)
+    fields = (
+        str(lane),
+        str(seq),
+        posted_at.isoformat(),
+        entry.key,
+        entry.kind,
+        entry.org or "",
+        entry.period or "",
+        entry.rate_card_version or "",
+    )
+    digest.update("\x1f".join(fields).encode())
+    for code, amount in sorted((code, canonical_amount(amount)) for code, amount in lines):
+        digest.update(f"\x1e{code}\x1f{amount}".encode())
+    digest.update(carried)
+    return digest.digest()

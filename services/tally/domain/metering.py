@@ -1,0 +1,287 @@
+"""Metering rules: from a stream entry to a rated event or a reject, and from a batch of
+new events to the usage entries that carry them. Pure: the caller supplies what the
+database knows (organizations, keys already stored, running AI totals).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from tally.domain.events import (
+    AiUsageEvent,
+    ApiRequestEvent,
+    InvalidEvent,
+    LicenseUsageData,
+    decode_json,
+    validate_event,
+)
+from tally.domain.ledger import AI_TOKEN, API_REQUEST, Entry, Meter, usage_entry
+from tally.domain.ratecard import RateCardBook
+
+EVENT_FIELD = b"event"
+NO_EVENT_FIELD = "stream entry without the 'event' field"
+Status = Literal["metered", "non_billable", "recorded"]
+EventKey = tuple[str, str]  # (source, id): the idempotency key, forever
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_event_bytes: int
+    max_future_skew: timedelta
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A stream entry that cannot be metered, kept as a dead letter."""
+
+    stream_id: str
+    raw: bytes
+    reason: str
+    source: str | None = None
+    event_id: str | None = None
+    unknown_org: str | None = None  # set when only the organization was missing
+
+
+@dataclass(frozen=True)
+class Rated:
+    """A valid event with what it counts for."""
+
+    source: str
+    id: str
+    type: str
+    org: str
+    time: datetime
+    period: str
+    status: Status
+    meter: Meter | None
+    feature: str | None
+    quantity: Decimal  # requests, the feature's own unit, or license users/hours
+    rate_card_version: str
+    payload_hash: bytes
+    raw: bytes
+    stream_id: str
+    license: LicenseUsageData | None = None
+
+    @property
+    def key(self) -> EventKey:
+        return (self.source, self.id)
+
+    @property
+    def day(self) -> date:
+        return self.time.date()
+
+
+def payload_hash(body: dict[str, Any]) -> bytes:
+    """Same payload means the same JSON document, whatever the key order or spacing."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def _key_of(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    source, event_id = body.get("source"), body.get("id")
+    return (
+        source if isinstance(source, str) else None,
+        event_id if isinstance(event_id, str) else None,
+    )
+
+
+def rate(
+    stream_id: str,
+    fields: Mapping[bytes, bytes],
+    orgs: Mapping[str, str],
+    book: RateCardBook,
+    limits: Limits,
+    now: datetime,
+) -> Rated | Reject:
+    """Validate one stream entry against the wire contract, the organizations and the card."""
+    raw = fields.get(EVENT_FIELD)
+    if raw is None:
+        names = ", ".join(sorted(name.decode(errors="replace") for name in fields)) or "none"
+        return Reject(stream_id, _flatten(fields), f"{NO_EVENT_FIELD} (fields: {names})")
+    if len(raw) > limits.max_event_bytes:
+        return Reject(
+            stream_id, raw, f"oversized entry: {len(raw)} bytes, limit {limits.max_event_bytes}"
+        )
+    source = event_id = None
+    try:
+        body = decode_json(raw)
+        source, event_id = _key_of(body)
+        event = validate_event(body)
+        time = event.utc_time
+        if time > now + limits.max_future_skew:
+            raise InvalidEvent(
+                f"time {event.time.isoformat()} is more than "
+                f"{int(limits.max_future_skew.total_seconds())}s in the future"
+            )
+        if event.subject not in orgs:
+            reason = f"unknown organization {event.subject!r}: add it with `tally org add`"
+            return Reject(stream_id, raw, reason, source, event_id, unknown_org=event.subject)
+        card = book.in_effect(time)
+        if card is None:
+            raise InvalidEvent(f"no rate card in effect at {time.isoformat()}")
+        status: Status = "metered"
+        meter: Meter | None = None
+        feature: str | None = None
+        license_data: LicenseUsageData | None = None
+        if isinstance(event, ApiRequestEvent):
+            kind = event.data.client_kind
+            if kind in card.api.billable_client_kinds:
+                meter = API_REQUEST
+            elif kind in card.api.non_billable_client_kinds:
+                status = "non_billable"
+            else:
+                raise InvalidEvent(f"unknown client_kind {kind!r} (rate card {card.version})")
+            quantity = Decimal(event.data.count)
+        elif isinstance(event, AiUsageEvent):
+            feature = event.data.feature
+            conversion = card.ai.features.get(feature)
+            if conversion is None:
+                raise InvalidEvent(f"unknown feature {feature!r} (rate card {card.version})")
+            if event.data.unit != conversion.unit:
+                raise InvalidEvent(
+                    f"wrong unit {event.data.unit!r} for feature {feature!r}: "
+                    f"expected {conversion.unit!r}"
+                )
+            meter, quantity = AI_TOKEN, event.data.quantity
+        else:
+            license_data = event.data
+            if license_data.model not in card.api.allocation.get(license_data.license, {}):
+                raise InvalidEvent(
+                    f"license {license_data.license!r} has no {license_data.model!r} model "
+                    f"(rate card {card.version})"
+                )
+            status = "recorded"
+            quantity = Decimal(
+                license_data.users if license_data.users is not None else license_data.hours or 0
+            )
+    except InvalidEvent as exc:
+        return Reject(stream_id, raw, exc.reason, source, event_id)
+    return Rated(
+        source=event.source,
+        id=event.id,
+        type=event.type,
+        org=event.subject,
+        time=time,
+        period=event.period,
+        status=status,
+        meter=meter,
+        feature=feature,
+        quantity=quantity,
+        rate_card_version=card.version,
+        payload_hash=payload_hash(body),
+        raw=raw,
+        stream_id=stream_id,
+        license=license_data,
+    )
+
+
+def _flatten(fields: Mapping[bytes, bytes]) -> bytes:
+    """An entry without ``event`` is kept whole, as the JSON object of its fields."""
+    return json.dumps(
+        {
+            name.decode(errors="replace"): value.decode(errors="replace")
+            for name, value in fields.items()
+        }
+    ).encode()
+
+
+def stream_fields(raw: bytes, reason: str) -> dict[bytes, bytes]:
+    """The stream entry a dead letter was made from, for replaying it."""
+    if reason.startswith(NO_EVENT_FIELD):
+        kept: dict[str, str] = json.loads(raw)
+        return {key.encode(): value.encode() for key, value in kept.items()}
+    return {EVENT_FIELD: raw}
+
+
+@dataclass
+class Deliveries:
+    """A batch's valid events, sorted against what is already stored."""
+
+    new: list[Rated]
+    duplicates: list[Rated]  # same key, same payload: counted once, delivery recorded
+    conflicts: list[Rated]  # same key, different payload: recorded, never metered
+
+
+def sort_deliveries(
+    rated: Iterable[Rated], stored: Mapping[EventKey, tuple[bytes, str]]
+) -> Deliveries:
+    """``stored`` maps keys already in the ledger to (payload hash, stream id).
+
+    The very same stream entry seen again (a redelivery after a crash between commit and
+    XACK) is dropped silently: it was already handled.
+    """
+    seen: dict[EventKey, tuple[bytes, str]] = dict(stored)
+    out = Deliveries([], [], [])
+    for event in rated:
+        earlier = seen.get(event.key)
+        if earlier is None:
+            seen[event.key] = (event.payload_hash, event.stream_id)
+            out.new.append(event)
+        elif earlier[1] == event.stream_id:
+            continue
+        elif earlier[0] == event.payload_hash:
+            out.duplicates.append(event)
+        else:
+            out.conflicts.append(event)
+    return out
+
+
+TotalKey = tuple[str, str, str, str]  # (org, period, feature, rate card version)
+
+
+def ai_quantities(events: Iterable[Rated]) -> dict[TotalKey, Decimal]:
+    """This batch's AI quantity per feature, in the feature's own unit."""
+    totals: dict[TotalKey, Decimal] = defaultdict(Decimal)
+    for event in events:
+        if event.meter == AI_TOKEN and event.feature is not None:
+            totals[(event.org, event.period, event.feature, event.rate_card_version)] += (
+                event.quantity
+            )
+    return dict(totals)
+
+
+@dataclass(frozen=True)
+class Posting:
+    entry: Entry
+    events: tuple[EventKey, ...]
+
+
+def usage_postings(
+    new: Iterable[Rated],
+    book: RateCardBook,
+    totals_after: Mapping[TotalKey, Decimal],
+) -> list[Posting]:
+    """One usage entry per (org, period, meter, rate card) for the batch's new metered events.
+
+    AI tokens per feature are the difference of the conversion of the running quantity
+    after and before this batch (``totals_after`` includes the batch).
+    """
+    cards = {card.version: card for card in book.cards}
+    groups: dict[tuple[str, str, Meter, str], list[Rated]] = defaultdict(list)
+    for event in new:
+        if event.meter is not None:
+            groups[(event.org, event.period, event.meter, event.rate_card_version)].append(event)
+    batch = ai_quantities(new)
+    postings = []
+    for (org, period, meter, version), events in sorted(groups.items()):
+        amounts: dict[str | None, Decimal] = defaultdict(Decimal)
+        if meter == API_REQUEST:
+            amounts[None] = sum((event.quantity for event in events), Decimal(0))
+        else:
+            card = cards[version]
+            for feature in sorted({event.feature for event in events if event.feature}):
+                after = totals_after[(org, period, feature, version)]
+                before = after - batch[(org, period, feature, version)]
+                amounts[feature] = card.tokens(feature, after) - card.tokens(feature, before)
+        keys = tuple(sorted(event.key for event in events))
+        digest = hashlib.sha256("\x1e".join(f"{s}\x1f{i}" for s, i in keys).encode()).hexdigest()
+        key = f"usage/{org}/{period}/{meter}/{digest[:32]}"
+        postings.append(Posting(usage_entry(key, org, period, meter, amounts, version), keys))
+    return postings

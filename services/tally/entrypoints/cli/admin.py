@@ -1,0 +1,82 @@
+"""Setting up: ``tally migrate``, ``tally org …``, ``tally schemas export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tally.adapters.postgres import organizations
+from tally.domain.events import json_schemas
+from tally.entrypoints.cli.context import engine_for, run, settings_and_urls, with_engine
+from tally.entrypoints.cli.output import Format, FormatOption, console, emit, fail
+from tally.migrate import migrate
+
+org_app = typer.Typer(help="Organizations: who is billed, in which currency.", no_args_is_help=True)
+schemas_app = typer.Typer(help="The wire contract's JSON Schemas.", no_args_is_help=True)
+SCHEMAS_DIR = Path("schemas")
+
+
+def migrate_command() -> None:
+    """Upgrade the schema, load the rate cards, create the consumer group from id 0."""
+    settings, urls = settings_and_urls()
+
+    async def main() -> list[str]:
+        async with engine_for(urls) as engine:
+            return await migrate(settings, urls, engine)
+
+    for line in run(main()):
+        console.print(f"[green]✓[/green] {line}")
+
+
+@org_app.command("add")
+def org_add(
+    org: Annotated[str, typer.Argument(help="The organization's name: the events' subject.")],
+    currency: Annotated[str, typer.Option(help="Billing currency, priced by the rate card.")],
+) -> None:
+    """Add an organization (idempotent for the same currency)."""
+    try:
+        added = with_engine(lambda engine: organizations.add(engine, org, currency))
+    except organizations.OrganizationError as exc:
+        raise fail(str(exc), 2) from exc
+    console.print(f"{'added' if added else 'already there:'} {org} ({currency.upper()})")
+
+
+@org_app.command("list")
+def org_list(fmt: FormatOption = Format.table) -> None:
+    """The organizations and their currencies."""
+    rows = with_engine(organizations.list_all)
+    emit(
+        [{"org": o.name, "currency": o.currency, "created_at": o.created_at} for o in rows],
+        fmt,
+        "organizations",
+    )
+
+
+@schemas_app.command("export")
+def schemas_export(
+    out: Annotated[Path, typer.Option(help="Folder to write into.")] = SCHEMAS_DIR,
+    check: Annotated[bool, typer.Option(help="Only check the folder is current.")] = False,
+) -> None:
+    """Write one JSON Schema per event type (``--check``: fail when the folder is stale)."""
+    stale = []
+    for name, schema in json_schemas().items():
+        text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        path = out / name
+        if check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(str(path))
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        console.print(f"wrote {path}")
+    if stale:
+        raise fail(f"stale schemas: {', '.join(stale)}; run `tally schemas export`")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("migrate")(migrate_command)
+    app.add_typer(org_app, name="org")
+    app.add_typer(schemas_app, name="schemas")

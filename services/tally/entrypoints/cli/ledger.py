@@ -1,0 +1,144 @@
+"""Looking at the ledger: balances, verification, an event's story, dead letters."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import typer
+
+from tally.adapters.postgres import ledger_queries
+from tally.audit import verify
+from tally.config import get_settings
+from tally.domain.metering import Limits
+from tally.entrypoints.cli.context import with_engine
+from tally.entrypoints.cli.output import Format, FormatOption, console, emit, fail
+from tally.metering import MeteringService, replay_dead_letters
+
+ledger_app = typer.Typer(help="Balances and tamper evidence.", no_args_is_help=True)
+events_app = typer.Typer(help="What became of an event.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead letters: rejected stream entries, kept whole.", no_args_is_help=True
+)
+PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def _period(value: str | None) -> str | None:
+    if value is not None and not PERIOD.match(value):
+        raise typer.BadParameter(f"{value!r} is not a period YYYY-MM")
+    return value
+
+
+@ledger_app.command("balances")
+def balances(
+    org: Annotated[str, typer.Option(help="Organization (or 'platform').")],
+    period: Annotated[
+        str | None, typer.Option(help="Billing period YYYY-MM; all when omitted.", callback=_period)
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Each account's balance (debits positive) for an organization and period."""
+    rows = with_engine(lambda engine: ledger_queries.balances(engine, org, period))
+    emit(rows, fmt, f"balances of {org}" + (f" for {period}" if period else ""))
+
+
+@ledger_app.command("verify")
+def verify_command(fmt: FormatOption = Format.table) -> None:
+    """Balanced entries, linked events, intact hash chain; exit 1 on any finding."""
+    result = with_engine(verify)
+    summary = {
+        "ok": result.ok,
+        "entries": result.entries,
+        "lines": result.lines,
+        "events": result.events,
+        "lanes": result.lanes,
+        "findings": [{"check": f.check, "detail": f.detail} for f in result.findings],
+    }
+    if fmt is Format.json:
+        emit(summary, fmt)
+    else:
+        console.print(
+            f"checked {result.entries} entries, {result.lines} lines, {result.events} events, "
+            f"{result.lanes} lanes"
+        )
+        if result.findings:
+            emit(summary["findings"], fmt, "findings")
+        else:
+            console.print("[green]✓ ledger verified: no findings[/green]")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@events_app.command("show")
+def events_show(
+    source: Annotated[str, typer.Argument(help="The event's source.")],
+    event_id: Annotated[str, typer.Argument(metavar="ID", help="The event's id.")],
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Status (metered, non_billable, recorded, duplicate, conflict, rejected) and entry."""
+    story = with_engine(lambda engine: ledger_queries.event_story(engine, source, event_id))
+    if story is None:
+        raise fail(f"no event ({source}, {event_id}) was ever received")
+    if fmt is Format.json:
+        emit(story, fmt)
+        return
+    console.print(f"[bold]({source}, {event_id})[/bold]: {story['status']}")
+    if story["event"]:
+        event = {k: v for k, v in story["event"].items() if k != "payload"}
+        emit([{"field": k, "value": v} for k, v in event.items()], fmt, "event")
+    if story["entry"]:
+        entry: dict[str, Any] = story["entry"]
+        console.print(
+            f"entry {entry['id']} ({entry['kind']}, key {entry['idempotency_key']}, "
+            f"lane {entry['lane']} seq {entry['seq']}) carries {entry['events']} event(s)"
+        )
+        emit(entry["lines"], fmt, "entry lines")
+    if story["deliveries"]:
+        emit(story["deliveries"], fmt, "other deliveries of this key")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include replayed dead letters.")] = False,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Rejected entries with their reason (open ones unless --all)."""
+    rows = with_engine(lambda engine: ledger_queries.dead_letters(engine, all_, limit))
+    emit(rows, fmt, "dead letters")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    dead_letter: Annotated[
+        int | None, typer.Argument(metavar="[ID]", help="One dead letter's id.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every open dead letter.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Meter dead letters again after a fix (e.g. the organization now exists). Idempotent."""
+    if (dead_letter is None) == (not all_):
+        raise fail("give one dead letter ID, or --all", 2)
+    settings = get_settings()
+
+    async def work(engine: Any) -> dict[int, str]:
+        service = MeteringService(
+            engine, Limits(settings.max_event_bytes, settings.max_future_skew)
+        )
+        ids = None if all_ else [dead_letter] if dead_letter is not None else None
+        return await replay_dead_letters(service, ids, settings.batch_size)
+
+    outcomes = with_engine(work)
+    if dead_letter is not None and not outcomes:
+        raise fail(f"dead letter {dead_letter} does not exist or was already replayed")
+    emit(
+        [{"id": key, "outcome": value} for key, value in sorted(outcomes.items())],
+        fmt,
+        "replayed",
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ledger_app, name="ledger")
+    app.add_typer(events_app, name="events")
+    app.add_typer(dlq_app, name="dlq")

@@ -1,0 +1,175 @@
+"""The metering consumer: a FastStream app on the ``metering`` group of the usage stream.
+
+FastStream reads new entries in batches (XREADGROUP ``>``). Beside it run what FastStream
+cannot do on Redis 7: finishing this consumer name's own pending entries at start-up,
+claiming idle entries of dead consumers (XAUTOCLAIM), and, with ``until_idle``, exiting
+once the group has nothing left. Every batch is committed to PostgreSQL first and XACKed
+after, so a crash anywhere redelivers entries whose effect is then a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from faststream import AckPolicy, FastStream
+from faststream.message import StreamMessage
+from faststream.redis import RedisBroker, StreamSub
+
+from tally.adapters import redis_streams
+from tally.adapters.postgres.connection import make_engine
+from tally.config import Settings
+from tally.domain.metering import Limits
+from tally.metering import BatchReport, MeteringService, StreamEntry
+from tally.runtime import ServiceUrls
+
+log = logging.getLogger(__name__)
+broker_log = logging.getLogger("tally.faststream")  # FastStream logs every batch at INFO
+broker_log.setLevel(logging.WARNING)
+IDLE_CHECKS = 3  # consecutive empty looks before --until-idle exits
+
+
+def consumer_name(settings: Settings) -> str:
+    return settings.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _raw_parser(message: Any) -> StreamMessage[Any]:
+    """Skip FastStream's envelope decoding: our entries are plain ``event`` fields."""
+    return StreamMessage(raw_message=message, body=message)
+
+
+async def _raw_decoder(message: StreamMessage[Any]) -> Any:
+    return message.body
+
+
+class Consumer:
+    def __init__(
+        self,
+        settings: Settings,
+        urls: ServiceUrls,
+        until_idle: bool = False,
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = consumer_name(settings)
+        self.until_idle = until_idle
+        self.on_batch = on_batch
+        self.engine = make_engine(urls.database)
+        self.service = MeteringService(
+            self.engine, Limits(settings.max_event_bytes, settings.max_future_skew)
+        )
+        self.redis = redis_streams.connect(urls.redis)
+        self.broker = RedisBroker(urls.redis, logger=broker_log)
+        self.app = FastStream(self.broker, logger=broker_log)
+        self.report = BatchReport()
+        self._lock = asyncio.Lock()  # one transaction at a time per process
+        self._tasks: list[asyncio.Task[None]] = []
+        self.broker.subscriber(
+            stream=StreamSub(
+                settings.stream,
+                group=settings.group,
+                consumer=self.name,
+                batch=True,
+                max_records=settings.batch_size,
+                polling_interval=settings.block_ms,
+                last_id=">",
+            ),
+            ack_policy=AckPolicy.MANUAL,
+            parser=_raw_parser,
+            decoder=_raw_decoder,
+        )(self._on_message)
+        self.app.on_startup(self._before_reading)
+        self.app.after_startup(self._start_background)
+        self.app.on_shutdown(self._stop_background)
+
+    async def _on_message(self, body: Any) -> None:
+        entries = [
+            (sid.decode(), fields)
+            for sid, fields in zip(body["message_ids"], body["data"], strict=True)
+        ]
+        try:
+            await self.handle(entries)
+        except Exception:
+            log.exception(
+                "batch of %d entries failed; they stay pending and are retried", len(entries)
+            )
+            await asyncio.sleep(1)
+
+    async def handle(self, entries: Sequence[StreamEntry]) -> None:
+        """Commit the batch, then XACK it. A failure leaves the entries pending (claimed later)."""
+        if not entries:
+            return
+        async with self._lock:
+            report = await self.service.process(self.settings.stream, entries)
+        await self.redis.xack(
+            self.settings.stream, self.settings.group, *[sid for sid, _ in entries]
+        )
+        self.report.add(report)
+        if self.on_batch:
+            self.on_batch(report)
+
+    async def _before_reading(self) -> None:
+        """The group from id 0, then whatever a previous run of this name left pending."""
+        await redis_streams.ensure_group(self.redis, self.settings.stream, self.settings.group)
+        while pending := await redis_streams.read_own_pending(
+            self.redis,
+            self.settings.stream,
+            self.settings.group,
+            self.name,
+            self.settings.batch_size,
+        ):
+            await self.handle(pending)
+
+    async def _start_background(self) -> None:
+        self._tasks.append(asyncio.create_task(self._claim_loop(), name="claim"))
+        if self.until_idle:
+            self._tasks.append(asyncio.create_task(self._exit_when_idle(), name="idle"))
+
+    async def _stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+    async def claim_once(self) -> int:
+        claimed = await redis_streams.claim_idle(
+            self.redis,
+            self.settings.stream,
+            self.settings.group,
+            self.name,
+            self.settings.claim_idle_ms,
+            self.settings.batch_size,
+        )
+        await self.handle(claimed)
+        return len(claimed)
+
+    async def _claim_loop(self) -> None:
+        interval = max(self.settings.claim_idle_ms / 2000, 0.05)
+        while True:
+            try:
+                while await self.claim_once() == self.settings.batch_size:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming idle entries failed; retrying")
+            await asyncio.sleep(interval)
+
+    async def _exit_when_idle(self) -> None:
+        quiet = 0
+        while quiet < IDLE_CHECKS:
+            await asyncio.sleep(max(self.settings.block_ms / 1000, 0.05))
+            backlog = await redis_streams.backlog(
+                self.redis, self.settings.stream, self.settings.group
+            )
+            quiet = quiet + 1 if backlog.drained and not self._lock.locked() else 0
+        self.app.exit()
+
+    async def run(self) -> BatchReport:
+        await self.app.run()
+        return self.report

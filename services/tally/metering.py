@@ -1,0 +1,203 @@
+"""The metering service: one batch of stream entries into one PostgreSQL transaction.
+
+Everything a batch changes (events, usage entries, duplicates, conflicts, dead letters,
+replayed dead letters) commits together or not at all, so the caller may XACK exactly
+the entries of a committed batch and redeliver the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres import metering_store as store
+from tally.adapters.postgres.connection import raw_connection, raw_transaction
+from tally.adapters.postgres.journal import Journal
+from tally.domain.metering import (
+    Limits,
+    Rated,
+    Reject,
+    ai_quantities,
+    rate,
+    sort_deliveries,
+    stream_fields,
+    usage_postings,
+)
+from tally.domain.ratecard import RateCardBook
+
+log = logging.getLogger(__name__)
+StreamEntry = tuple[str, Mapping[bytes, bytes]]  # (stream id, fields)
+RETRIES = 5
+
+
+@dataclass
+class BatchReport:
+    counts: Counter[str] = field(default_factory=Counter)
+    outcomes: dict[str, str] = field(default_factory=dict)  # stream id -> what became of it
+
+    def add(self, other: BatchReport) -> None:
+        self.counts.update(other.counts)
+        self.outcomes.update(other.outcomes)
+
+
+class MeteringService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        limits: Limits,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.clock = clock
+        self.journal = Journal()
+        self._orgs: dict[str, str] = {}
+        self._book: RateCardBook | None = None
+
+    async def book(self) -> RateCardBook:
+        if self._book is None:
+            async with raw_connection(self.engine) as conn:
+                self._book = await store.load_rate_cards(conn)
+        return self._book
+
+    async def _rate(self, entries: Sequence[StreamEntry]) -> list[Rated | Reject]:
+        book, now = await self.book(), self.clock()
+        results = [rate(sid, fields, self._orgs, book, self.limits, now) for sid, fields in entries]
+        unknown = {r.unknown_org for r in results if isinstance(r, Reject) and r.unknown_org}
+        if unknown:
+            async with raw_connection(self.engine) as conn:
+                found = await store.organizations(conn, unknown)
+            if found:
+                self._orgs.update(found)
+                results = [
+                    rate(sid, fields, self._orgs, book, self.limits, now)
+                    if isinstance(result, Reject) and result.unknown_org in found
+                    else result
+                    for (sid, fields), result in zip(entries, results, strict=True)
+                ]
+        return results
+
+    async def process(
+        self,
+        stream: str,
+        entries: Sequence[StreamEntry],
+        replaying: Mapping[str, int] | None = None,
+    ) -> BatchReport:
+        """Meter a batch; ``replaying`` maps stream ids to the dead letters they replay."""
+        results = await self._rate(entries)
+        rated = [r for r in results if isinstance(r, Rated)]
+        rejects = [r for r in results if isinstance(r, Reject)]
+        book = await self.book()
+        for attempt in range(1, RETRIES + 1):
+            try:
+                report = await self._commit(stream, rated, rejects, book, replaying or {})
+            except asyncpg.UniqueViolationError as exc:
+                self.journal.rolled_back()
+                if attempt == RETRIES:
+                    raise
+                log.info("batch raced another consumer on a key (%s); retrying", exc)
+                continue
+            except BaseException:
+                self.journal.rolled_back()
+                raise
+            self.journal.committed()
+            return report
+        raise AssertionError("unreachable")
+
+    async def _commit(
+        self,
+        stream: str,
+        rated: list[Rated],
+        rejects: list[Reject],
+        book: RateCardBook,
+        replaying: Mapping[str, int],
+    ) -> BatchReport:
+        received_at = self.clock()
+        report = BatchReport()
+        async with raw_transaction(self.engine) as conn:
+            stored = await store.stored_keys(conn, [event.key for event in rated])
+            deliveries = sort_deliveries(rated, stored)
+            totals_after = await store.add_ai_quantities(conn, ai_quantities(deliveries.new))
+            postings = usage_postings(deliveries.new, book, totals_after)
+            entry_ids = await self.journal.post(
+                conn, [p.entry for p in postings], {p.entry.key: p.events for p in postings}
+            )
+            await store.write_events(conn, stream, received_at, deliveries, postings, entry_ids)
+            await store.write_rejects(conn, stream, received_at, rejects)
+            for event in deliveries.new:
+                report.outcomes[event.stream_id] = event.status
+            for event in deliveries.duplicates:
+                report.outcomes[event.stream_id] = "duplicate"
+            for event in deliveries.conflicts:
+                report.outcomes[event.stream_id] = "conflict"
+            for event in rated:
+                report.outcomes.setdefault(event.stream_id, "already stored")
+            for reject in rejects:
+                report.outcomes[reject.stream_id] = "rejected: " + reject.reason
+            report.counts.update(report.outcomes[e.stream_id].split(":")[0] for e in rated)
+            report.counts.update(rejected=len(rejects))
+            report.counts.update(entries=len(postings))
+            if replaying:
+                await _record_replays(conn, replaying, report.outcomes, received_at)
+        return report
+
+
+async def _record_replays(
+    conn: asyncpg.Connection,
+    replaying: Mapping[str, int],
+    outcomes: Mapping[str, str],
+    at: datetime,
+) -> None:
+    """A dead letter is resolved once its event is stored; a new reject leaves it open."""
+    ids = list(replaying.values())
+    done = [not outcomes[sid].startswith("rejected") for sid in replaying]
+    await conn.execute(
+        """UPDATE dead_letter d
+              SET replayed_at = CASE WHEN u.done THEN $3::timestamptz END,
+                  replay_outcome = u.outcome
+             FROM unnest($1::bigint[], $2::text[], $4::bool[]) AS u(id, outcome, done)
+            WHERE d.id = u.id AND d.replayed_at IS NULL""",
+        ids,
+        [outcomes[sid] for sid in replaying],
+        at,
+        done,
+    )
+
+
+async def replay_dead_letters(
+    service: MeteringService,
+    ids: list[int] | None,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[int, str]:
+    """Meter open dead letters again (after a fix); returns what became of each.
+
+    Idempotent: a replayed letter is closed, and its event is then stored, so replaying
+    again finds nothing to do.
+    """
+    outcomes: dict[int, str] = {}
+    after = 0
+    while letters := await ledger_queries.open_dead_letters(service.engine, ids, after, batch_size):
+        after = letters[-1]["id"]
+        for stream in sorted({letter["stream"] for letter in letters}):
+            chosen = [letter for letter in letters if letter["stream"] == stream]
+            entries = [
+                (letter["stream_id"], stream_fields(bytes(letter["raw"]), letter["reason"]))
+                for letter in chosen
+            ]
+            report = await service.process(
+                stream, entries, {letter["stream_id"]: letter["id"] for letter in chosen}
+            )
+            outcomes.update(
+                {letter["id"]: report.outcomes[letter["stream_id"]] for letter in chosen}
+            )
+        if on_batch:
+            on_batch(len(letters))
+    return outcomes
