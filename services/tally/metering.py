@@ -47,6 +47,14 @@ class BatchReport:
         self.outcomes.update(other.outcomes)
 
 
+@dataclass
+class RatedBatch:
+    stream: str
+    stream_ids: list[str]  # every entry of the batch: what is XACKed after the commit
+    rated: list[Rated]
+    rejects: list[Reject]
+
+
 class MeteringService:
     def __init__(
         self,
@@ -84,6 +92,16 @@ class MeteringService:
                 ]
         return results
 
+    async def rate_batch(self, stream: str, entries: Sequence[StreamEntry]) -> RatedBatch:
+        """The CPU half of a batch (no transaction): a consumer overlaps it with a commit."""
+        results = await self._rate(entries)
+        return RatedBatch(
+            stream,
+            [sid for sid, _ in entries],
+            [r for r in results if isinstance(r, Rated)],
+            [r for r in results if isinstance(r, Reject)],
+        )
+
     async def process(
         self,
         stream: str,
@@ -91,13 +109,18 @@ class MeteringService:
         replaying: Mapping[str, int] | None = None,
     ) -> BatchReport:
         """Meter a batch; ``replaying`` maps stream ids to the dead letters they replay."""
-        results = await self._rate(entries)
-        rated = [r for r in results if isinstance(r, Rated)]
-        rejects = [r for r in results if isinstance(r, Reject)]
+        return await self.commit(await self.rate_batch(stream, entries), replaying)
+
+    async def commit(
+        self, batch: RatedBatch, replaying: Mapping[str, int] | None = None
+    ) -> BatchReport:
+        """The batch's one transaction, retried when another consumer raced it on a key."""
         book = await self.book()
         for attempt in range(1, RETRIES + 1):
             try:
-                report = await self._commit(stream, rated, rejects, book, replaying or {})
+                report = await self._commit(
+                    batch.stream, batch.rated, batch.rejects, book, replaying or {}
+                )
             except asyncpg.UniqueViolationError as exc:
                 self.journal.rolled_back()
                 if attempt == RETRIES:

@@ -85,7 +85,11 @@ class _Envelope(_Strict):
     @property
     def period(self) -> str:
         """The billing period: the UTC calendar month, ``YYYY-MM``."""
-        return self.utc_time.strftime("%Y-%m")
+        return period_of(self.utc_time)
+
+
+def period_of(utc_time: datetime) -> str:
+    return f"{utc_time.year:04d}-{utc_time.month:02d}"
 
 
 class ApiRequestEvent(_Envelope):
@@ -134,7 +138,7 @@ def _describe(error: ValidationError) -> str:
 def decode_json(raw: bytes) -> dict[str, Any]:
     """Parse an event's JSON, numbers as ``Decimal``; refuse anything but an object."""
     try:
-        body = json.loads(raw, parse_float=Decimal, parse_constant=_refuse_constant)
+        body = _decoder.decode(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"malformed JSON: not UTF-8 ({exc.reason})") from exc
     except (ValueError, RecursionError) as exc:
@@ -146,6 +150,9 @@ def decode_json(raw: bytes) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"non-finite number {name}")
+
+
+_decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant)
 
 
 def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:

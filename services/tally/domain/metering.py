@@ -20,6 +20,7 @@ from tally.domain.events import (
     InvalidEvent,
     LicenseUsageData,
     decode_json,
+    period_of,
     validate_event,
 )
 from tally.domain.ledger import AI_TOKEN, API_REQUEST, Entry, Meter, usage_entry
@@ -49,7 +50,7 @@ class Reject:
     unknown_org: str | None = None  # set when only the organization was missing
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Rated:
     """A valid event with what it counts for."""
 
@@ -64,7 +65,7 @@ class Rated:
     feature: str | None
     quantity: Decimal  # requests, the feature's own unit, or license users/hours
     rate_card_version: str
-    payload_hash: bytes
+    payload_hash: bytes  # sha256 of the raw bytes
     raw: bytes
     stream_id: str
     license: LicenseUsageData | None = None
@@ -78,10 +79,17 @@ class Rated:
         return self.time.date()
 
 
-def payload_hash(body: dict[str, Any]) -> bytes:
-    """Same payload means the same JSON document, whatever the key order or spacing."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).digest()
+def same_payload(raw: bytes, other: bytes) -> bool:
+    """Same payload means the same JSON document, whatever the key order or spacing.
+
+    Byte-equal payloads (a producer's retry) are decided without parsing; only a real
+    collision on a key pays for the canonical comparison.
+    """
+    return raw == other or _canonical(raw) == _canonical(other)
+
+
+def _canonical(raw: bytes) -> str:
+    return json.dumps(decode_json(raw), sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _key_of(body: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -115,6 +123,7 @@ def rate(
         source, event_id = _key_of(body)
         event = validate_event(body)
         time = event.utc_time
+        period = period_of(time)
         if time > now + limits.max_future_skew:
             raise InvalidEvent(
                 f"time {event.time.isoformat()} is more than "
@@ -169,13 +178,13 @@ def rate(
         type=event.type,
         org=event.subject,
         time=time,
-        period=event.period,
+        period=period,
         status=status,
         meter=meter,
         feature=feature,
         quantity=quantity,
         rate_card_version=card.version,
-        payload_hash=payload_hash(body),
+        payload_hash=hashlib.sha256(raw).digest(),
         raw=raw,
         stream_id=stream_id,
         license=license_data,
@@ -212,7 +221,7 @@ class Deliveries:
 def sort_deliveries(
     rated: Iterable[Rated], stored: Mapping[EventKey, tuple[bytes, str]]
 ) -> Deliveries:
-    """``stored`` maps keys already in the ledger to (payload hash, stream id).
+    """``stored`` maps keys already in the ledger to (raw payload, stream id).
 
     The very same stream entry seen again (a redelivery after a crash between commit and
     XACK) is dropped silently: it was already handled.
@@ -222,11 +231,11 @@ def sort_deliveries(
     for event in rated:
         earlier = seen.get(event.key)
         if earlier is None:
-            seen[event.key] = (event.payload_hash, event.stream_id)
+            seen[event.key] = (event.raw, event.stream_id)
             out.new.append(event)
         elif earlier[1] == event.stream_id:
             continue
-        elif earlier[0] == event.payload_hash:
+        elif same_payload(earlier[0], event.raw):
             out.duplicates.append(event)
         else:
             out.conflicts.append(event)

@@ -5,6 +5,9 @@ cannot do on Redis 7: finishing this consumer name's own pending entries at star
 claiming idle entries of dead consumers (XAUTOCLAIM), and, with ``until_idle``, exiting
 once the group has nothing left. Every batch is committed to PostgreSQL first and XACKed
 after, so a crash anywhere redelivers entries whose effect is then a no-op.
+
+Rating a batch (CPU) and committing the previous one (waiting on PostgreSQL) overlap:
+the handler rates and hands the batch to one commit worker through a queue of one.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +28,7 @@ from tally.adapters import redis_streams
 from tally.adapters.postgres.connection import make_engine
 from tally.config import Settings
 from tally.domain.metering import Limits
-from tally.metering import BatchReport, MeteringService, StreamEntry
+from tally.metering import BatchReport, MeteringService, RatedBatch, StreamEntry
 from tally.runtime import ServiceUrls
 
 log = logging.getLogger(__name__)
@@ -65,8 +69,9 @@ class Consumer:
         self.redis = redis_streams.connect(urls.redis)
         self.broker = RedisBroker(urls.redis, logger=broker_log)
         self.app = FastStream(self.broker, logger=broker_log)
-        self.report = BatchReport()
-        self._lock = asyncio.Lock()  # one transaction at a time per process
+        self.totals: Counter[str] = Counter()
+        self._ready: asyncio.Queue[RatedBatch] = asyncio.Queue(maxsize=1)
+        self._committing = False
         self._tasks: list[asyncio.Task[None]] = []
         self.broker.subscriber(
             stream=StreamSub(
@@ -84,7 +89,7 @@ class Consumer:
         )(self._on_message)
         self.app.on_startup(self._before_reading)
         self.app.after_startup(self._start_background)
-        self.app.on_shutdown(self._stop_background)
+        self.app.after_shutdown(self._stop_background)
 
     async def _on_message(self, body: Any) -> None:
         entries = [
@@ -100,20 +105,37 @@ class Consumer:
             await asyncio.sleep(1)
 
     async def handle(self, entries: Sequence[StreamEntry]) -> None:
-        """Commit the batch, then XACK it. A failure leaves the entries pending (claimed later)."""
-        if not entries:
-            return
-        async with self._lock:
-            report = await self.service.process(self.settings.stream, entries)
-        await self.redis.xack(
-            self.settings.stream, self.settings.group, *[sid for sid, _ in entries]
-        )
-        self.report.add(report)
-        if self.on_batch:
-            self.on_batch(report)
+        """Rate the batch and queue it for the commit worker (waits while one is queued)."""
+        if entries:
+            await self._ready.put(await self.service.rate_batch(self.settings.stream, entries))
+
+    async def _commit_worker(self) -> None:
+        """Commit each batch, then XACK it. A failure leaves its entries pending (claimed later)."""
+        while True:
+            batch = await self._ready.get()
+            self._committing = True
+            try:
+                report = await self.service.commit(batch)
+                await self.redis.xack(self.settings.stream, self.settings.group, *batch.stream_ids)
+            except Exception:
+                log.exception(
+                    "batch of %d entries failed; they stay pending and are claimed again after "
+                    "%d ms",
+                    len(batch.stream_ids),
+                    self.settings.claim_idle_ms,
+                )
+                await asyncio.sleep(1)
+                continue
+            finally:
+                self._committing = False
+                self._ready.task_done()
+            self.totals.update(report.counts)
+            if self.on_batch:
+                self.on_batch(report)
 
     async def _before_reading(self) -> None:
         """The group from id 0, then whatever a previous run of this name left pending."""
+        self._tasks.append(asyncio.create_task(self._commit_worker(), name="commit"))
         await redis_streams.ensure_group(self.redis, self.settings.stream, self.settings.group)
         while pending := await redis_streams.read_own_pending(
             self.redis,
@@ -123,6 +145,7 @@ class Consumer:
             self.settings.batch_size,
         ):
             await self.handle(pending)
+            await self._ready.join()
 
     async def _start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._claim_loop(), name="claim"))
@@ -130,6 +153,11 @@ class Consumer:
             self._tasks.append(asyncio.create_task(self._exit_when_idle(), name="idle"))
 
     async def _stop_background(self) -> None:
+        """After the broker stopped reading: finish the queued commit, then stop the tasks."""
+        try:
+            await asyncio.wait_for(self._ready.join(), timeout=30)
+        except TimeoutError:
+            log.warning("a queued batch was not committed; it stays pending for the next run")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -167,9 +195,10 @@ class Consumer:
             backlog = await redis_streams.backlog(
                 self.redis, self.settings.stream, self.settings.group
             )
-            quiet = quiet + 1 if backlog.drained and not self._lock.locked() else 0
+            idle = backlog.drained and self._ready.empty() and not self._committing
+            quiet = quiet + 1 if idle else 0
         self.app.exit()
 
-    async def run(self) -> BatchReport:
+    async def run(self) -> Counter[str]:
         await self.app.run()
-        return self.report
+        return self.totals

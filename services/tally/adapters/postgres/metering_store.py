@@ -50,13 +50,13 @@ async def stored_keys(
     if not keys:
         return {}
     rows = await conn.fetch(
-        """SELECT e.source, e.id, e.payload_hash, e.stream_id
+        """SELECT e.source, e.id, e.raw, e.stream_id
              FROM unnest($1::text[], $2::text[]) AS k(source, id)
              JOIN usage_event e USING (source, id)""",
         [key[0] for key in keys],
         [key[1] for key in keys],
     )
-    return {(r["source"], r["id"]): (bytes(r["payload_hash"]), r["stream_id"]) for r in rows}
+    return {(r["source"], r["id"]): (bytes(r["raw"]), r["stream_id"]) for r in rows}
 
 
 async def add_ai_quantities(

@@ -40,9 +40,9 @@ def consume(
         + (" (until idle)" if until_idle else ""),
         highlight=False,
     )
-    report = run(consumer.run())
+    totals = run(consumer.run())
     emit(
-        [{"outcome": key, "count": value} for key, value in sorted(report.counts.items())],
+        [{"outcome": key, "count": value} for key, value in sorted(totals.items())],
         fmt,
         "consumed",
     )

@@ -46,13 +46,14 @@ def balances(
 def verify_command(fmt: FormatOption = Format.table) -> None:
     """Balanced entries, linked events, intact hash chain; exit 1 on any finding."""
     result = with_engine(verify)
+    findings = [{"check": f.check, "detail": f.detail} for f in result.findings]
     summary = {
         "ok": result.ok,
         "entries": result.entries,
         "lines": result.lines,
         "events": result.events,
         "lanes": result.lanes,
-        "findings": [{"check": f.check, "detail": f.detail} for f in result.findings],
+        "findings": findings,
     }
     if fmt is Format.json:
         emit(summary, fmt)
@@ -62,7 +63,7 @@ def verify_command(fmt: FormatOption = Format.table) -> None:
             f"{result.lanes} lanes"
         )
         if result.findings:
-            emit(summary["findings"], fmt, "findings")
+            emit(findings, fmt, "findings")
         else:
             console.print("[green]✓ ledger verified: no findings[/green]")
     if not result.ok:

@@ -1,9 +1,283 @@
-"""Publishing events: ``tally emit`` and ``tally loadgen`` (placeholder, being written)."""
+"""Publishing events: ``tally emit`` (one event) and ``tally loadgen`` (a synthetic mix)."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from tally.config import get_settings
+from tally.domain.events import InvalidEvent, parse_event
+from tally.entrypoints.cli.output import Format, FormatOption, errors, fail
+from tally.entrypoints.cli.output import emit as show
+from tally.loadgen import LoadEntry, LoadMix, LoadSummary
+from tally.producer import Fields, UsageProducer
+from tally.runtime import service_urls
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    app.command("emit")(emit_command)
+    app.command("loadgen")(loadgen_command)
+
+
+# --- tally emit ---------------------------------------------------------------------------
+
+
+def _read_event(event: str | None) -> bytes:
+    if event is not None and event != "-":
+        return event.strip().encode()
+    stdin = sys.stdin
+    data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+    return data.strip()
+
+
+def emit_command(
+    event: Annotated[
+        str | None,
+        typer.Argument(
+            help="The event: a CloudEvents JSON object (DESIGN §2). Omitted or '-': stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Publish even an invalid event (to exercise the dead-letter path)."
+        ),
+    ] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Publish one event to the usage stream; prints its stream id.
+
+    The event is checked first (schema, types, size); an invalid one is refused with
+    exit code 2 unless --force. Rate-card checks (organization, feature, unit) happen in
+    the consumer.
+    """
+    settings = get_settings()
+    raw = _read_event(event)
+    if not raw:
+        raise fail("no event given: pass the JSON as an argument or on stdin", 2)
+    problem: str | None = None
+    source = event_id = None
+    try:
+        parsed = parse_event(raw)
+        source, event_id = parsed.source, parsed.id
+    except InvalidEvent as exc:
+        problem = exc.reason
+    if problem is None and len(raw) > settings.max_event_bytes:
+        problem = f"oversized: {len(raw)} bytes (limit {settings.max_event_bytes})"
+    if problem is not None:
+        if not force:
+            raise fail(f"invalid event: {problem}", 2)
+        errors.print(f"[yellow]warning:[/yellow] publishing an invalid event: {problem}")
+    stream_id = asyncio.run(_publish_one(raw))
+    if fmt is Format.json:
+        show(
+            {
+                "stream": settings.stream,
+                "stream_id": stream_id,
+                "source": source,
+                "id": event_id,
+                "valid": problem is None,
+                "problem": problem,
+            },
+            fmt,
+        )
+    else:
+        typer.echo(stream_id)
+
+
+async def _publish_one(raw: bytes) -> str:
+    url = service_urls(get_settings()).redis
+    async with UsageProducer(url, get_settings().stream, max_retries=2) as producer:
+        return (await producer.publish_raw([raw]))[0]
+
+
+# --- tally loadgen ------------------------------------------------------------------------
+
+
+def _last_month() -> str:
+    first = datetime.now(UTC).replace(day=1)
+    return (first - timedelta(days=1)).strftime("%Y-%m")
+
+
+def loadgen_command(
+    events: Annotated[
+        int, typer.Option("--events", "-n", min=0, help="Stream entries to publish in all.")
+    ],
+    orgs: Annotated[
+        str, typer.Option("--orgs", help="Organizations (comma-separated) billed.")
+    ] = "acme,globex,initech",
+    period: Annotated[
+        str | None,
+        typer.Option(
+            "--period", help="Billing period YYYY-MM the events fall in. [default: last month]"
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same events (and ids).")] = 7,
+    duplicates: Annotated[
+        float,
+        typer.Option("--duplicates", min=0.0, max=1.0, help="Share of re-sent events."),
+    ] = 0.01,
+    bad: Annotated[
+        float, typer.Option("--bad", min=0.0, max=1.0, help="Share of bad entries.")
+    ] = 0.01,
+    source: Annotated[
+        str, typer.Option("--source", help="Prefix of the events' CloudEvents source.")
+    ] = "loadgen",
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, help="Entries per pipelined XADD round.")
+    ] = 1000,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Generate only; publish nothing.")
+    ] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Publish a deterministic synthetic usage mix and print what it contains.
+
+    About 80 % api.request, 18 % ai.usage and daily license.usage reports, plus the
+    asked shares of duplicates and bad entries of every class. The summary gives the
+    totals the ledger should show (billable requests, allocations, AI tokens).
+    """
+    names = [name.strip() for name in orgs.split(",") if name.strip()]
+    chosen = period or _last_month()
+    try:
+        mix = LoadMix(
+            names, chosen, events, seed=seed, duplicates=duplicates, bad=bad, source=source
+        )
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+    month_end = datetime(mix.year, mix.month, 1, tzinfo=UTC) + timedelta(days=32)
+    if month_end.replace(day=1) > datetime.now(UTC):
+        errors.print(
+            f"[yellow]warning:[/yellow] {mix.period} is not over: events timed after now "
+            "will be dead-lettered as from the future"
+        )
+    settings = get_settings()
+    started = time.perf_counter()
+    published: list[str] = []
+    if dry_run:
+        for _ in _progress(mix, "generating"):
+            pass
+    else:
+        url = service_urls(settings).redis
+        published = asyncio.run(_publish_mix(mix, url, settings.stream, batch))
+    seconds = time.perf_counter() - started
+    report: dict[str, Any] = {
+        "stream": None if dry_run else settings.stream,
+        "published": len(published),
+        "seconds": round(seconds, 3),
+        "entries_per_s": round(mix.summary.entries / seconds) if seconds > 0 else None,
+        "first_stream_id": published[0] if published else None,
+        "last_stream_id": published[-1] if published else None,
+    }
+    if fmt is Format.json:
+        show({**mix.summary.as_dict(), "publish": report}, fmt)
+        return
+    _show_summary(mix.summary, report)
+
+
+def _progress(mix: LoadMix, what: str) -> Iterator[LoadEntry]:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+    ) as progress:
+        task = progress.add_task(what, total=len(mix))
+        for done, entry in enumerate(mix, 1):
+            if done % 1000 == 0:
+                progress.update(task, completed=done)
+            yield entry
+        progress.update(task, completed=len(mix))
+
+
+async def _publish_mix(mix: LoadMix, url: str, stream: str, batch: int) -> list[str]:
+    published: list[str] = []
+    async with UsageProducer(url, stream, batch_size=batch) as producer:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=errors,
+        ) as progress:
+            task = progress.add_task(f"XADD {stream}", total=len(mix))
+            sending: asyncio.Task[list[str]] | None = None
+            chunk: list[Fields] = []
+            for entry in mix:
+                chunk.append(entry.fields)
+                if len(chunk) < batch:
+                    continue
+                # generate the next batch while Redis works on this one
+                if sending is not None:
+                    published += await sending
+                    progress.update(task, completed=len(published))
+                sending = asyncio.create_task(producer.publish_raw(chunk))
+                await asyncio.sleep(0)
+                chunk = []
+            if sending is not None:
+                published += await sending
+            if chunk:
+                published += await producer.publish_raw(chunk)
+            progress.update(task, completed=len(published))
+    return published
+
+
+def _show_summary(summary: LoadSummary, report: dict[str, Any]) -> None:
+    mix = {
+        "period": summary.period,
+        "seed": summary.seed,
+        "entries": summary.entries,
+        **{f"{kind} events": count for kind, count in summary.by_type.items()},
+        "duplicates": summary.duplicates,
+        "bad": summary.bad_total,
+        "published": report["published"],
+        "seconds": report["seconds"],
+        "entries/s": report["entries_per_s"],
+    }
+    show([{"": key, "value": value} for key, value in mix.items()], Format.table, title="load mix")
+    show(
+        [{"class": name, "entries": count} for name, count in summary.bad.items()],
+        Format.table,
+        title="bad entries",
+    )
+    overage = summary.api_overage
+    show(
+        [
+            {
+                "org": org,
+                "billable requests": summary.billable_requests[org],
+                "non-billable": summary.non_billable_requests[org],
+                "API allocation": summary.api_allocation[org],
+                "API overage": overage[org],
+                "AI tokens": summary.ai_tokens[org],
+                "licenses": ", ".join(
+                    f"{name} {users}" for name, users in summary.license_users[org].items()
+                )
+                or "-",
+            }
+            for org in summary.orgs
+        ],
+        Format.table,
+        title="expected per organization",
+    )

@@ -1,0 +1,160 @@
+"""``tally bench``: drain throughput and steady-rate latency, in a throwaway database.
+
+Drain: the stream is filled with N events first (untimed), then the clock runs from the
+consumer's start to the commit of the last batch. Steady: events are published at a
+fixed rate; latency is commit time minus the time Redis stamped on the entry's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from tally.adapters import redis_streams
+from tally.adapters.postgres import databases, organizations
+from tally.adapters.postgres.connection import make_engine
+from tally.config import Settings
+from tally.entrypoints.consumer import Consumer
+from tally.loadgen import LoadMix
+from tally.metering import BatchReport
+from tally.migrate import migrate
+from tally.producer import UsageProducer
+from tally.runtime import ServiceUrls
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class DrainResult:
+    events: int
+    seconds: float
+    events_per_second: float
+    batch_size: int
+    entries_posted: int
+
+
+@dataclass
+class SteadyResult:
+    rate: int
+    seconds: float
+    events: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def bench_orgs(count: int) -> list[str]:
+    return [f"bench-{i:03d}" for i in range(count)]
+
+
+class Bench:
+    """A scratch database and stream, migrated, with the benchmark's organizations."""
+
+    def __init__(self, settings: Settings, urls: ServiceUrls, orgs: int) -> None:
+        self.base_settings = settings
+        self.base_urls = urls
+        self.orgs = bench_orgs(orgs)
+
+    async def __aenter__(self) -> Bench:
+        database = await databases.create_scratch(self.base_urls.database, "tally_bench")
+        self.urls = replace(self.base_urls, database=database)
+        self.settings = self.base_settings.model_copy(
+            update={"stream": f"tally:bench:{secrets.token_hex(4)}", "consumer_name": "bench"}
+        )
+        engine = make_engine(database)
+        try:
+            await migrate(self.settings, self.urls, engine)
+            for org in self.orgs:
+                await organizations.add(engine, org, "USD")
+        finally:
+            await engine.dispose()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        client = redis_streams.connect(self.urls.redis)
+        try:
+            await client.delete(self.settings.stream)
+        finally:
+            await client.aclose()
+        await databases.drop(self.urls.database)
+
+    async def fill(self, events: int, seed: int, progress: Progress | None = None) -> int:
+        mix = LoadMix(self.orgs, "2026-10", events, seed=seed, duplicates=0.01, bad=0.01)
+        async with UsageProducer(self.urls.redis, self.settings.stream) as producer:
+            chunk: list[Any] = []
+            for entry in mix:
+                chunk.append(entry.fields)
+                if len(chunk) == 5000:
+                    await producer.publish_raw(chunk)
+                    if progress:
+                        progress(producer.sent, events)
+                    chunk = []
+            await producer.publish_raw(chunk)
+            if progress:
+                progress(producer.sent, events)
+            return producer.sent
+
+    async def drain(self, events: int, seed: int, progress: Progress | None = None) -> DrainResult:
+        await self.fill(events, seed, progress)
+        counts: Counter[str] = Counter()
+        last = [0.0]
+
+        def on_batch(report: BatchReport) -> None:
+            counts.update(events=len(report.outcomes), entries=report.counts["entries"])
+            last[0] = time.perf_counter()
+
+        consumer = Consumer(self.settings, self.urls, until_idle=True, on_batch=on_batch)
+        started = time.perf_counter()
+        await consumer.run()
+        seconds = last[0] - started
+        return DrainResult(
+            events=counts["events"],
+            seconds=round(seconds, 3),
+            events_per_second=round(counts["events"] / seconds, 1),
+            batch_size=self.settings.batch_size,
+            entries_posted=counts["entries"],
+        )
+
+    async def steady(self, rate: int, seconds: float, seed: int) -> SteadyResult:
+        total = int(rate * seconds)
+        mix = iter(LoadMix(self.orgs, "2026-10", total, seed=seed, duplicates=0.0, bad=0.0))
+        latencies: list[float] = []
+
+        def on_batch(report: BatchReport) -> None:
+            now_ms = time.time() * 1000
+            latencies.extend(now_ms - int(sid.split("-")[0]) for sid in report.outcomes)
+
+        consumer = Consumer(self.settings, self.urls, until_idle=False, on_batch=on_batch)
+        runner = asyncio.create_task(consumer.run())
+        tick = 0.01
+        async with UsageProducer(self.urls.redis, self.settings.stream) as producer:
+            started = time.perf_counter()
+            sent = 0
+            while sent < total:
+                due = min(total, int((time.perf_counter() - started) * rate) + 1)
+                if due > sent:
+                    await producer.publish_raw([next(mix).fields for _ in range(due - sent)])
+                    sent = due
+                await asyncio.sleep(tick)
+        while len(latencies) < total:
+            await asyncio.sleep(0.05)
+        consumer.app.exit()
+        await runner
+        latencies.sort()
+        return SteadyResult(
+            rate=rate,
+            seconds=seconds,
+            events=len(latencies),
+            p50_ms=round(latencies[len(latencies) // 2], 1),
+            p99_ms=round(latencies[int(len(latencies) * 0.99) - 1], 1),
+            max_ms=round(latencies[-1], 1),
+        )
+
+
+def as_dict(result: DrainResult | SteadyResult) -> dict[str, Any]:
+    return asdict(result)

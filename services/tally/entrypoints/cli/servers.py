@@ -1,0 +1,24 @@
+"""``tally stop``: the embedded servers outlive each command, so they need an explicit stop."""
+
+from __future__ import annotations
+
+import typer
+
+from tally.entrypoints.cli.output import console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stop")(stop)
+
+
+def stop() -> None:
+    """Stop the embedded PostgreSQL and Redis started in TALLY_DATA_DIR (default .tally)."""
+    from tally.adapters.embedded import stop_servers
+    from tally.config import get_settings
+
+    data_dir = get_settings().data_dir
+    lines = stop_servers(data_dir)
+    for line in lines:
+        console.print(line)
+    if not lines:
+        console.print(f"no embedded servers running in {data_dir}")

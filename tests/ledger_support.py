@@ -1,0 +1,102 @@
+"""Fixtures and helpers for tests that need a migrated ledger (registered from conftest)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters.postgres import organizations
+from tally.adapters.postgres.connection import make_engine
+from tally.config import Settings
+from tally.domain.metering import Limits
+from tally.entrypoints.consumer import Consumer
+from tally.metering import MeteringService
+from tally.migrate import migrate
+from tally.runtime import ServiceUrls
+
+ORGS = {"acme": "USD", "globex": "EUR", "initech": "JPY"}
+
+
+def urls_of(settings: Settings) -> ServiceUrls:
+    assert settings.database_url and settings.redis_url
+    return ServiceUrls(settings.database_url, settings.redis_url, embedded=False)
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """A migrated ledger with the organizations in ``ORGS``."""
+    engine = make_engine(urls_of(settings).database)
+    await migrate(settings, urls_of(settings), engine)
+    for org, currency in ORGS.items():
+        await organizations.add(engine, org, currency)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def service(engine: AsyncEngine, settings: Settings) -> MeteringService:
+    return MeteringService(engine, Limits(settings.max_event_bytes, settings.max_future_skew))
+
+
+@pytest.fixture
+async def stream(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(urls_of(settings).redis)
+    yield client
+    await client.aclose()
+
+
+def event(
+    kind: str,
+    event_id: str,
+    data: dict[str, Any],
+    *,
+    org: str = "acme",
+    source: str = "test",
+    time: str = "2026-10-15T12:00:00Z",
+) -> bytes:
+    """A wire-contract event, as an integration would XADD it."""
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": source,
+            "type": kind,
+            "time": time,
+            "subject": org,
+            "data": data,
+        }
+    ).encode()
+
+
+def api(event_id: str, count: int = 1, kind: str = "integration", **extra: Any) -> bytes:
+    data = {
+        "oauth_client_id": "c-42",
+        "method": "GET",
+        "template_uri": "/api/v2/users/{userId}",
+        "status": 200,
+        "client_kind": kind,
+        "count": count,
+    }
+    return event("api.request", event_id, data, **extra)
+
+
+def ai(event_id: str, feature: str, quantity: Any, unit: str, **extra: Any) -> bytes:
+    return event(
+        "ai.usage", event_id, {"feature": feature, "quantity": quantity, "unit": unit}, **extra
+    )
+
+
+async def drain(settings: Settings, **overrides: Any) -> Consumer:
+    """Run a consumer until the group has nothing left; returns it (``totals``)."""
+    consumer = Consumer(settings.model_copy(update=overrides), urls_of(settings), until_idle=True)
+    await consumer.run()
+    return consumer
+
+
+def balance_map(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {row["account"]: row["balance"] for row in rows}

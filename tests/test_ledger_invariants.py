@@ -1,0 +1,100 @@
+"""PostgreSQL itself keeps the ledger's invariants, whatever the application does."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ledger_support import api
+from tally.adapters.postgres.connection import raw_connection, raw_transaction
+from tally.adapters.postgres.journal import Journal
+from tally.domain.ledger import Account, Entry, Line, allowance, usage
+from tally.metering import MeteringService
+
+
+async def _post(engine: AsyncEngine, entry: Entry) -> None:
+    async with raw_transaction(engine) as conn:
+        await Journal().post(conn, [entry])
+
+
+def _entry(key: str, *amounts: tuple[Account, str]) -> Entry:
+    lines = tuple(Line(account, Decimal(amount)) for account, amount in amounts)
+    return Entry(key, "usage", "acme", "2026-10", "2020-01", lines)
+
+
+async def test_a_balanced_entry_posts(engine: AsyncEngine) -> None:
+    await _post(
+        engine,
+        _entry(
+            "ok",
+            (usage("acme", "2026-10", "api_request"), "5"),
+            (allowance("acme", "2026-10", "api_request"), "-5"),
+        ),
+    )
+
+
+async def test_an_unbalanced_entry_is_refused(engine: AsyncEngine) -> None:
+    with pytest.raises(asyncpg.CheckViolationError, match="unbalanced entry"):
+        await _post(
+            engine,
+            _entry(
+                "lopsided",
+                (usage("acme", "2026-10", "api_request"), "5"),
+                (allowance("acme", "2026-10", "api_request"), "-4"),
+            ),
+        )
+
+
+async def test_balance_is_per_unit(engine: AsyncEngine) -> None:
+    """Five requests cannot pay for five tokens: each unit balances on its own."""
+    with pytest.raises(asyncpg.CheckViolationError, match="unbalanced entry"):
+        await _post(
+            engine,
+            _entry(
+                "mixed",
+                (usage("acme", "2026-10", "api_request"), "5"),
+                (allowance("acme", "2026-10", "ai_token"), "-5"),
+            ),
+        )
+
+
+async def test_an_entry_needs_two_lines(engine: AsyncEngine) -> None:
+    with pytest.raises(asyncpg.CheckViolationError, match="fewer than two lines"):
+        await _post(engine, _entry("lonely", (usage("acme", "2026-10", "api_request"), "0")))
+
+
+async def test_an_idempotency_key_posts_once(engine: AsyncEngine) -> None:
+    entry = _entry(
+        "once",
+        (usage("acme", "2026-10", "api_request"), "1"),
+        (allowance("acme", "2026-10", "api_request"), "-1"),
+    )
+    await _post(engine, entry)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await _post(engine, entry)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE entry_line SET amount = amount + 1",
+        "DELETE FROM entry_line",
+        "UPDATE journal_entry SET kind = 'x'",
+        "DELETE FROM journal_entry",
+        "UPDATE usage_event SET quantity = 0",
+        "DELETE FROM usage_event",
+        "TRUNCATE entry_line CASCADE",
+        "UPDATE dead_letter SET reason = 'nothing to see'",
+        "DELETE FROM dead_letter",
+    ],
+)
+async def test_posted_rows_refuse_update_and_delete(
+    engine: AsyncEngine, service: MeteringService, statement: str
+) -> None:
+    await service.process("s", [("1-0", {b"event": api("e1")}), ("2-0", {b"junk": b"1"})])
+    async with raw_connection(engine) as conn:
+        with pytest.raises(asyncpg.RestrictViolationError, match="refused|keeps its bytes"):
+            await conn.execute(statement)
