@@ -96,5 +96,5 @@ async def test_posted_rows_refuse_update_and_delete(
 ) -> None:
     await service.process("s", [("1-0", {b"event": api("e1")}), ("2-0", {b"junk": b"1"})])
     async with raw_connection(engine) as conn:
-        with pytest.raises(asyncpg.RestrictViolationError, match="refused|keeps its bytes"):
+        with pytest.raises(asyncpg.RestrictViolationError, match=r"refused|keeps its bytes"):
             await conn.execute(statement)

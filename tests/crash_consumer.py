@@ -1,0 +1,59 @@
+"""Run the real consumer and SIGKILL it at a chosen point (used by test_crashes.py).
+
+    python crash_consumer.py POINT N
+
+POINT: ``before_commit`` (the batch is rated, no transaction yet), ``mid_batch`` (inside
+the transaction, entries posted, events not yet written), ``after_commit`` (committed,
+not yet XACKed). N: the call at which to die. Settings come from the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tally.adapters.postgres import metering_store
+from tally.config import Settings
+from tally.entrypoints.consumer import Consumer
+from tally.metering import MeteringService
+from tally.runtime import service_urls
+
+
+def die_on_call(owner: Any, name: str, nth: int) -> None:
+    original: Callable[..., Any] = getattr(owner, name)
+    calls = {"n": 0}
+
+    @functools.wraps(original)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return await original(*args, **kwargs)
+
+    setattr(owner, name, wrapper)
+
+
+POINTS = {
+    "before_commit": (MeteringService, "commit"),
+    "mid_batch": (metering_store, "write_events"),
+    "after_commit": (aioredis.Redis, "xack"),
+}
+
+
+def main() -> None:
+    point, nth = sys.argv[1], int(sys.argv[2])
+    owner, name = POINTS[point]
+    die_on_call(owner, name, nth)
+    settings = Settings()
+    asyncio.run(Consumer(settings, service_urls(settings), until_idle=True).run())
+
+
+if __name__ == "__main__":
+    main()
