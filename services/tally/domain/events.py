@@ -119,10 +119,15 @@ _adapter: TypeAdapter[ApiRequestEvent | AiUsageEvent | LicenseUsageEvent] = Type
 
 
 class InvalidEvent(ValueError):
-    """A stream entry that cannot be metered; ``reason`` is what the dead letter records."""
+    """A stream entry that cannot be metered.
 
-    def __init__(self, reason: str) -> None:
+    ``code`` is the class of problem (stable, for grouping and alerting); ``reason`` says
+    exactly what is wrong. Both go into the dead letter.
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
+        self.code = code
         self.reason = reason
 
 
@@ -140,11 +145,13 @@ def decode_json(raw: bytes) -> dict[str, Any]:
     try:
         body = _decoder.decode(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise InvalidEvent(f"malformed JSON: not UTF-8 ({exc.reason})") from exc
+        raise InvalidEvent("malformed_json", f"malformed JSON: not UTF-8 ({exc.reason})") from exc
     except (ValueError, RecursionError) as exc:
-        raise InvalidEvent(f"malformed JSON: {exc}") from exc
+        raise InvalidEvent("malformed_json", f"malformed JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise InvalidEvent(f"malformed JSON: expected an object, got {type(body).__name__}")
+        raise InvalidEvent(
+            "malformed_json", f"malformed JSON: expected an object, got {type(body).__name__}"
+        )
     return body
 
 
@@ -158,15 +165,15 @@ _decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant
 def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:
     kind = body.get("type")
     if kind not in EVENT_MODELS:
+        if kind is None:
+            raise InvalidEvent("schema_violation", "schema violation: type: Field required")
         raise InvalidEvent(
-            f"unknown type {kind!r}: expected one of {', '.join(EVENT_TYPES)}"
-            if kind is not None
-            else "schema violation: type: Field required"
+            "unknown_type", f"unknown type {kind!r}: expected one of {', '.join(EVENT_TYPES)}"
         )
     try:
         return _adapter.validate_python(body)
     except ValidationError as exc:
-        raise InvalidEvent(_describe(exc)) from exc
+        raise InvalidEvent("schema_violation", _describe(exc)) from exc
 
 
 def parse_event(raw: bytes) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:

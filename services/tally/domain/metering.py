@@ -45,6 +45,7 @@ class Reject:
     stream_id: str
     raw: bytes
     reason: str
+    code: str
     source: str | None = None
     event_id: str | None = None
     unknown_org: str | None = None  # set when only the organization was missing
@@ -112,10 +113,14 @@ def rate(
     raw = fields.get(EVENT_FIELD)
     if raw is None:
         names = ", ".join(sorted(name.decode(errors="replace") for name in fields)) or "none"
-        return Reject(stream_id, _flatten(fields), f"{NO_EVENT_FIELD} (fields: {names})")
+        reason = f"{NO_EVENT_FIELD} (fields: {names})"
+        return Reject(stream_id, _flatten(fields), reason, "missing_event_field")
     if len(raw) > limits.max_event_bytes:
         return Reject(
-            stream_id, raw, f"oversized entry: {len(raw)} bytes, limit {limits.max_event_bytes}"
+            stream_id,
+            raw,
+            f"oversized entry: {len(raw)} bytes, limit {limits.max_event_bytes}",
+            "oversized",
         )
     source = event_id = None
     try:
@@ -126,15 +131,18 @@ def rate(
         period = period_of(time)
         if time > now + limits.max_future_skew:
             raise InvalidEvent(
+                "future_time",
                 f"time {event.time.isoformat()} is more than "
-                f"{int(limits.max_future_skew.total_seconds())}s in the future"
+                f"{int(limits.max_future_skew.total_seconds())}s in the future",
             )
         if event.subject not in orgs:
             reason = f"unknown organization {event.subject!r}: add it with `tally org add`"
-            return Reject(stream_id, raw, reason, source, event_id, unknown_org=event.subject)
+            return Reject(
+                stream_id, raw, reason, "unknown_organization", source, event_id, event.subject
+            )
         card = book.in_effect(time)
         if card is None:
-            raise InvalidEvent(f"no rate card in effect at {time.isoformat()}")
+            raise InvalidEvent("no_rate_card", f"no rate card in effect at {time.isoformat()}")
         status: Status = "metered"
         meter: Meter | None = None
         feature: str | None = None
@@ -146,32 +154,39 @@ def rate(
             elif kind in card.api.non_billable_client_kinds:
                 status = "non_billable"
             else:
-                raise InvalidEvent(f"unknown client_kind {kind!r} (rate card {card.version})")
+                raise InvalidEvent(
+                    "unknown_client_kind",
+                    f"unknown client_kind {kind!r} (rate card {card.version})",
+                )
             quantity = Decimal(event.data.count)
         elif isinstance(event, AiUsageEvent):
             feature = event.data.feature
             conversion = card.ai.features.get(feature)
             if conversion is None:
-                raise InvalidEvent(f"unknown feature {feature!r} (rate card {card.version})")
+                raise InvalidEvent(
+                    "unknown_feature", f"unknown feature {feature!r} (rate card {card.version})"
+                )
             if event.data.unit != conversion.unit:
                 raise InvalidEvent(
+                    "wrong_unit",
                     f"wrong unit {event.data.unit!r} for feature {feature!r}: "
-                    f"expected {conversion.unit!r}"
+                    f"expected {conversion.unit!r}",
                 )
             meter, quantity = AI_TOKEN, event.data.quantity
         else:
             license_data = event.data
             if license_data.model not in card.api.allocation.get(license_data.license, {}):
                 raise InvalidEvent(
+                    "unknown_license_model",
                     f"license {license_data.license!r} has no {license_data.model!r} model "
-                    f"(rate card {card.version})"
+                    f"(rate card {card.version})",
                 )
             status = "recorded"
             quantity = Decimal(
                 license_data.users if license_data.users is not None else license_data.hours or 0
             )
     except InvalidEvent as exc:
-        return Reject(stream_id, raw, exc.reason, source, event_id)
+        return Reject(stream_id, raw, exc.reason, exc.code, source, event_id)
     return Rated(
         source=event.source,
         id=event.id,

@@ -85,7 +85,7 @@ async def dead_letters(
 ) -> list[dict[str, Any]]:
     async with raw_connection(engine) as conn:
         rows = await conn.fetch(
-            """SELECT id, stream_id, reason, received_at, source, event_id,
+            """SELECT id, stream_id, code, reason, received_at, source, event_id,
                       CASE WHEN replayed_at IS NULL THEN 'open' ELSE 'replayed' END AS state,
                       replay_outcome
                  FROM dead_letter

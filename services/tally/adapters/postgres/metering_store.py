@@ -188,14 +188,16 @@ async def write_rejects(
     if not rejects:
         return
     await conn.execute(
-        """INSERT INTO dead_letter (stream, stream_id, raw, reason, source, event_id, received_at)
-           SELECT $1, *, $7 FROM unnest($2::text[], $3::bytea[], $4::text[], $5::text[],
-                                        $6::text[])
+        """INSERT INTO dead_letter (stream, stream_id, raw, reason, code, source, event_id,
+                                    received_at)
+           SELECT $1, *, $8 FROM unnest($2::text[], $3::bytea[], $4::text[], $5::text[],
+                                        $6::text[], $7::text[])
            ON CONFLICT (stream, stream_id) DO NOTHING""",
         stream,
         [r.stream_id for r in rejects],
         [r.raw for r in rejects],
         [r.reason for r in rejects],
+        [r.code for r in rejects],
         [r.source for r in rejects],
         [r.event_id for r in rejects],
         received_at,

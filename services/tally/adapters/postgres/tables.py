@@ -153,6 +153,7 @@ class DeadLetter(SQLModel, table=True):
     stream_id: str
     raw: bytes = _bytes(nullable=False)
     reason: str = Field(sa_column=Column(Text, nullable=False))
+    code: str
     source: str | None = None
     event_id: str | None = None
     received_at: datetime = _ts(nullable=False)

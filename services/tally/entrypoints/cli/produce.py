@@ -25,7 +25,7 @@ from tally.domain.events import InvalidEvent, parse_event
 from tally.entrypoints.cli.output import Format, FormatOption, errors, fail
 from tally.entrypoints.cli.output import emit as show
 from tally.loadgen import LoadEntry, LoadMix, LoadSummary
-from tally.producer import Fields, UsageProducer
+from tally.producer import UsageProducer
 from tally.runtime import service_urls
 
 
@@ -63,9 +63,9 @@ def emit_command(
 ) -> None:
     """Publish one event to the usage stream; prints its stream id.
 
-    The event is checked first (schema, types, size); an invalid one is refused with
-    exit code 2 unless --force. Rate-card checks (organization, feature, unit) happen in
-    the consumer.
+    The event is checked first (schema, types, size): an invalid one is
+    refused with exit code 2 unless --force. The organization, feature and
+    unit are checked by the consumer, against the rate card.
     """
     settings = get_settings()
     raw = _read_event(event)
@@ -128,7 +128,12 @@ def loadgen_command(
             "--period", help="Billing period YYYY-MM the events fall in. [default: last month]"
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Same seed, same events (and ids).")] = 7,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", help="Same seed, same events and ids: publishing it twice meters nothing new."
+        ),
+    ] = 7,
     duplicates: Annotated[
         float,
         typer.Option("--duplicates", min=0.0, max=1.0, help="Share of re-sent events."),
@@ -149,9 +154,9 @@ def loadgen_command(
 ) -> None:
     """Publish a deterministic synthetic usage mix and print what it contains.
 
-    About 80 % api.request, 18 % ai.usage and daily license.usage reports, plus the
-    asked shares of duplicates and bad entries of every class. The summary gives the
-    totals the ledger should show (billable requests, allocations, AI tokens).
+    About 80 % api.request, 18 % ai.usage and daily license.usage reports,
+    plus the asked shares of duplicates and of bad entries (every class).
+    The summary gives the totals the ledger should then show.
     """
     names = [name.strip() for name in orgs.split(",") if name.strip()]
     chosen = period or _last_month()
@@ -191,8 +196,9 @@ def loadgen_command(
     _show_summary(mix.summary, report)
 
 
-def _progress(mix: LoadMix, what: str) -> Iterator[LoadEntry]:
-    with Progress(
+def _bar() -> Progress:
+    """A progress bar on stderr, so stdout stays clean for ``--format json``."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -200,7 +206,11 @@ def _progress(mix: LoadMix, what: str) -> Iterator[LoadEntry]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=errors,
-    ) as progress:
+    )
+
+
+def _progress(mix: LoadMix, what: str) -> Iterator[LoadEntry]:
+    with _bar() as progress:
         task = progress.add_task(what, total=len(mix))
         for done, entry in enumerate(mix, 1):
             if done % 1000 == 0:
@@ -210,7 +220,6 @@ def _progress(mix: LoadMix, what: str) -> Iterator[LoadEntry]:
 
 
 async def _publish_mix(mix: LoadMix, url: str, stream: str, batch: int) -> list[str]:
-    published: list[str] = []
     async with UsageProducer(url, stream, batch_size=batch) as producer:
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -222,25 +231,10 @@ async def _publish_mix(mix: LoadMix, url: str, stream: str, batch: int) -> list[
             console=errors,
         ) as progress:
             task = progress.add_task(f"XADD {stream}", total=len(mix))
-            sending: asyncio.Task[list[str]] | None = None
-            chunk: list[Fields] = []
-            for entry in mix:
-                chunk.append(entry.fields)
-                if len(chunk) < batch:
-                    continue
-                # generate the next batch while Redis works on this one
-                if sending is not None:
-                    published += await sending
-                    progress.update(task, completed=len(published))
-                sending = asyncio.create_task(producer.publish_raw(chunk))
-                await asyncio.sleep(0)
-                chunk = []
-            if sending is not None:
-                published += await sending
-            if chunk:
-                published += await producer.publish_raw(chunk)
-            progress.update(task, completed=len(published))
-    return published
+            return await producer.publish_all(
+                (entry.fields for entry in mix),
+                lambda done: progress.update(task, completed=done),
+            )
 
 
 def _show_summary(summary: LoadSummary, report: dict[str, Any]) -> None:

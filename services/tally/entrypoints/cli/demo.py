@@ -1,0 +1,93 @@
+"""``tally demo``: migrate, add organizations, publish a month of usage, meter, show, verify."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+from tally.demo import DEMO_ORGS, DemoResult, run_demo
+from tally.entrypoints.cli.context import engine_for, run, settings_and_urls
+from tally.entrypoints.cli.output import Format, console, emit
+
+
+def demo(
+    events: Annotated[int, typer.Option(min=1, help="Stream entries to publish.")] = 20_000,
+    seed: Annotated[
+        int, typer.Option(help="Same seed, same events: a rerun is all duplicates.")
+    ] = 7,
+) -> None:
+    """Run Tally end to end (on embedded servers unless TALLY_DATABASE_URL/REDIS_URL are set)."""
+    started = time.perf_counter()
+    settings, urls = settings_and_urls()
+    where = (
+        "embedded servers in " + str(settings.data_dir) if urls.embedded else "configured servers"
+    )
+    console.print(f"[bold]Tally demo[/bold] on {where}, stream {settings.stream!r}")
+    tasks: dict[str, TaskID] = {}
+
+    with Progress(
+        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bars:
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bars.add_task(what, total=total)
+            bars.update(tasks[what], completed=done, total=max(total, done))
+
+        async def main() -> DemoResult:
+            async with engine_for(urls) as engine:
+                return await run_demo(
+                    settings,
+                    urls,
+                    engine,
+                    events,
+                    seed,
+                    lambda line: bars.console.print(f"[green]✓[/green] {line}"),
+                    progress,
+                )
+
+        result = run(main())
+
+    summary = result.summary
+    console.print(
+        f"\npublished {summary.entries} entries for {result.period}: "
+        + ", ".join(f"{count} {kind}" for kind, count in summary.by_type.items())
+        + f", {summary.duplicates} duplicates, {summary.bad_total} bad"
+    )
+    consumed = Counter({k: v for k, v in result.consumed.items() if k != "entries"})
+    console.print("metered: " + ", ".join(f"{v} {k}" for k, v in sorted(consumed.items())))
+    for org, rows in result.balances.items():
+        emit(rows, Format.table, f"{org} ({DEMO_ORGS[org]}) balances, {result.period}")
+        used = next((r["balance"] for r in rows if r["account"].endswith("api_request/usage")), 0)
+        expected = summary.billable_requests.get(org, 0)
+        mark = "[green]✓[/green]" if used == expected else "[red]✗[/red]"
+        console.print(f"  {mark} billable API requests {used} (the generator sent {expected})")
+    codes = Counter(letter["code"] for letter in result.dead_letters)
+    emit(
+        [{"code": code, "dead letters": count} for code, count in codes.most_common()],
+        Format.table,
+        "dead letters (tally dlq list)",
+    )
+    verification = result.verification
+    assert verification is not None
+    if verification.ok:
+        console.print(
+            f"[green]✓ ledger verified[/green]: {verification.entries} entries, "
+            f"{verification.events} events, {verification.lanes} hash-chained lanes"
+        )
+    else:
+        emit([vars(f) for f in verification.findings], Format.table, "verification findings")
+    console.print(
+        f"\ndone in {time.perf_counter() - started:.1f}s. Try: tally ledger balances --org acme "
+        f"--period {result.period} · tally dlq list · tally events show SOURCE ID · tally stop"
+    )
+    if not verification.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
