@@ -155,6 +155,7 @@ CREATE TABLE dead_letter (
     stream_id      text NOT NULL,
     raw            bytea NOT NULL,
     reason         text NOT NULL,
+    code           text NOT NULL,
     source         text,
     event_id       text,
     received_at    timestamptz NOT NULL,
@@ -203,8 +204,10 @@ CREATE CONSTRAINT TRIGGER journal_entry_has_lines AFTER INSERT ON journal_entry
 
 CREATE FUNCTION tally_dead_letter_resolve_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' OR (NEW.id, NEW.stream, NEW.stream_id, NEW.raw, NEW.reason, NEW.received_at)
-        IS DISTINCT FROM (OLD.id, OLD.stream, OLD.stream_id, OLD.raw, OLD.reason, OLD.received_at)
+    IF TG_OP = 'DELETE' OR (NEW.id, NEW.stream, NEW.stream_id, NEW.raw, NEW.reason, NEW.code,
+                            NEW.received_at)
+        IS DISTINCT FROM (OLD.id, OLD.stream, OLD.stream_id, OLD.raw, OLD.reason, OLD.code,
+                          OLD.received_at)
     THEN
     RAISE EXCEPTION 'ledger: a dead letter keeps its bytes and reason; only replays are recorded'
             USING ERRCODE = 'restrict_violation';
