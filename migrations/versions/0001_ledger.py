@@ -90,7 +90,6 @@ CREATE TABLE usage_event (
     feature           text,
     quantity          numeric NOT NULL CHECK (quantity >= 0),
     rate_card_version text NOT NULL,
-    payload_hash      bytea NOT NULL,
     raw               bytea NOT NULL,
     stream            text NOT NULL,
     stream_id         text NOT NULL,
@@ -142,7 +141,6 @@ CREATE TABLE event_conflict (
     stream_id    text NOT NULL,
     source       text NOT NULL,
     id           text NOT NULL,
-    payload_hash bytea NOT NULL,
     raw          bytea NOT NULL,
     received_at  timestamptz NOT NULL,
     PRIMARY KEY (stream, stream_id)

@@ -66,14 +66,13 @@ class Rated:
     feature: str | None
     quantity: Decimal  # requests, the feature's own unit, or license users/hours
     rate_card_version: str
-    payload_hash: bytes  # sha256 of the raw bytes
     raw: bytes
     stream_id: str
     license: LicenseUsageData | None = None
+    key: EventKey = ("", "")
 
-    @property
-    def key(self) -> EventKey:
-        return (self.source, self.id)
+    def __post_init__(self) -> None:
+        self.key = (self.source, self.id)
 
     @property
     def day(self) -> date:
@@ -199,7 +198,6 @@ def rate(
         feature=feature,
         quantity=quantity,
         rate_card_version=card.version,
-        payload_hash=hashlib.sha256(raw).digest(),
         raw=raw,
         stream_id=stream_id,
         license=license_data,

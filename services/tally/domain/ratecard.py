@@ -73,13 +73,15 @@ class RateCardBook:
         self.cards = sorted(cards, key=lambda card: card.effective_from)
         if not self.cards:
             raise ValueError("no rate card loaded: run `tally migrate`")
+        self._newest_first = [(c.effective_from.timestamp(), c) for c in reversed(self.cards)]
 
     def in_effect(self, at: datetime) -> RateCard | None:
-        chosen = None
-        for card in self.cards:
-            if card.effective_from <= at:
-                chosen = card
-        return chosen
+        """The newest card whose ``effective_from`` is not after ``at`` (None before all)."""
+        instant = at.timestamp()
+        for start, card in self._newest_first:
+            if start <= instant:
+                return card
+        return None
 
     @property
     def currencies(self) -> frozenset[str]:

@@ -23,7 +23,6 @@ EVENT_COLUMNS = (
     "feature",
     "quantity",
     "rate_card_version",
-    "payload_hash",
     "raw",
     "stream",
     "stream_id",
@@ -142,16 +141,13 @@ async def write_events(
         )
     if deliveries.conflicts:
         await conn.execute(
-            """INSERT INTO event_conflict (stream, stream_id, source, id, payload_hash, raw,
-                                           received_at)
-               SELECT $1, *, $7 FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[],
-                                            $6::bytea[])
+            """INSERT INTO event_conflict (stream, stream_id, source, id, raw, received_at)
+               SELECT $1, *, $6 FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[])
                ON CONFLICT DO NOTHING""",
             stream,
             [e.stream_id for e in deliveries.conflicts],
             [e.source for e in deliveries.conflicts],
             [e.id for e in deliveries.conflicts],
-            [e.payload_hash for e in deliveries.conflicts],
             [e.raw for e in deliveries.conflicts],
             received_at,
         )
@@ -172,7 +168,6 @@ def _event_record(
         event.feature,
         event.quantity,
         event.rate_card_version,
-        event.payload_hash,
         event.raw,
         stream,
         event.stream_id,

@@ -96,7 +96,6 @@ class UsageEvent(SQLModel, table=True):
     feature: str | None = None
     quantity: Decimal = _num(nullable=False)
     rate_card_version: str
-    payload_hash: bytes = _bytes(nullable=False)
     raw: bytes = _bytes(nullable=False)
     stream: str
     stream_id: str
@@ -141,7 +140,6 @@ class EventConflict(SQLModel, table=True):
     stream_id: str = Field(primary_key=True)
     source: str
     id: str
-    payload_hash: bytes = _bytes(nullable=False)
     raw: bytes = _bytes(nullable=False)
     received_at: datetime = _ts(nullable=False)
 

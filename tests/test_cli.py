@@ -1,0 +1,394 @@
+"""The ``tally`` CLI for real: subprocesses on this test's database and stream.
+
+The environment names the test's PostgreSQL and Redis (``TALLY_DATABASE_URL``,
+``TALLY_REDIS_URL``, ``TALLY_STREAM``), so no embedded server starts. Each CLI start costs
+about a second or more, so independent commands run side by side (``tally_all``), and one
+test walks the whole story a new user would: migrate, organizations, events XADDed with
+plain ``redis-cli``, consume, look, replay, verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import asyncpg
+import redis.asyncio as aioredis
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
+
+from ledger_support import ai, api, event, urls_of
+from tally.adapters.postgres.schema import alembic_config
+from tally.config import Settings
+from tally.domain.ratecard import bundled_cards
+
+CLI = (sys.executable, "-m", "tally.entrypoints.cli")
+PERIOD = "2026-10"
+APR = f"org/acme/{PERIOD}/api_request"
+TOK = f"org/acme/{PERIOD}/ai_token"
+
+
+@dataclass(frozen=True)
+class Run:
+    args: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def said(self) -> str:
+        """stdout and stderr as one line (Rich wraps long messages at the terminal width)."""
+        return " ".join((self.stdout + " " + self.stderr).split())
+
+    def json(self) -> Any:
+        assert self.code == 0, self
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        return f"tally {' '.join(self.args)} → {self.code}\n{self.stdout}\n{self.stderr[-3000:]}"
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """This test's servers and stream; no other ``TALLY_*`` setting leaks in."""
+    urls = urls_of(settings)
+    return {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")} | {
+        "TALLY_DATABASE_URL": urls.database,
+        "TALLY_REDIS_URL": urls.redis,
+        "TALLY_STREAM": settings.stream,
+        "TALLY_DATA_DIR": str(settings.data_dir),
+        "TALLY_CONSUMER_NAME": "cli-test",
+        "TALLY_BATCH_SIZE": str(settings.batch_size),
+        "TALLY_BLOCK_MS": str(settings.block_ms),
+        "TALLY_CLAIM_IDLE_MS": str(settings.claim_idle_ms),
+    }
+
+
+async def tally(settings: Settings, *args: str) -> Run:
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        env=env_for(settings),
+        cwd=settings.data_dir,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    import time as _t
+    _s = _t.perf_counter()
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=180)
+    print(f"TIMING {_t.perf_counter()-_s:.1f}s {args}", file=sys.stderr)
+    assert process.returncode is not None
+    return Run(args, process.returncode, stdout.decode(), stderr.decode())
+
+
+async def tally_all(settings: Settings, *commands: list[str]) -> list[Run]:
+    """Independent commands, side by side."""
+    return list(await asyncio.gather(*(tally(settings, *command) for command in commands)))
+
+
+def redis_cli_target(url: str) -> list[str]:
+    """``redis-cli`` arguments for a ``redis://`` or ``unix://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        db = parse_qs(parts.query).get("db", ["0"])[0]
+        return ["-s", unquote(parts.path), "-n", db]
+    return ["-u", url]
+
+
+async def xadd_like_an_integration(settings: Settings, value: bytes) -> str:
+    """``XADD <stream> * event <json>`` with plain ``redis-cli`` (redis-py if it is missing)."""
+    url = urls_of(settings).redis
+    if shutil.which("redis-cli") is None:
+        client = aioredis.from_url(url)
+        try:
+            return (await client.xadd(settings.stream, {b"event": value})).decode()
+        finally:
+            await client.aclose()
+    process = await asyncio.create_subprocess_exec(
+        "redis-cli",
+        *redis_cli_target(url),
+        "XADD",
+        settings.stream,
+        "*",
+        "event",
+        value.decode(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    stream_id = stdout.decode().strip()
+    assert stream_id.count("-") == 1, stdout.decode()  # not an "(error) …"
+    return stream_id
+
+
+def dsn(settings: Settings) -> str:
+    return (
+        make_url(urls_of(settings).database)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
+
+
+async def fetch(settings: Settings, query: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn(settings))
+    try:
+        return list(await conn.fetch(query))
+    finally:
+        await conn.close()
+
+
+async def stream_length(settings: Settings) -> int:
+    client = aioredis.from_url(urls_of(settings).redis)
+    try:
+        return int(await client.xlen(settings.stream))
+    finally:
+        await client.aclose()
+
+
+async def groups(settings: Settings) -> list[dict[str, Any]]:
+    client = aioredis.from_url(urls_of(settings).redis, decode_responses=True)
+    try:
+        return list(await client.xinfo_groups(settings.stream))
+    finally:
+        await client.aclose()
+
+
+def balances_of(run: Run) -> dict[str, Decimal]:
+    rows = run.json()
+    assert isinstance(rows, list) and rows, run
+    for row in rows:
+        assert set(row) == {"account", "unit", "balance"}, row
+        assert isinstance(row["balance"], str), row  # decimals as strings, never floats
+    return {row["account"]: Decimal(row["balance"]) for row in rows}
+
+
+# ---------------------------------------------------------------------------- migrate
+
+
+async def test_migrate_concurrently_then_again_leaves_one_schema_and_a_group_from_0(
+    settings: Settings,
+) -> None:
+    # an integration that published before anyone migrated: a group at `$` would skip it
+    early = await xadd_like_an_integration(settings, api("early"))
+
+    both = await tally_all(settings, ["migrate"], ["migrate"])
+    for run in both:
+        assert run.code == 0, run
+        assert "schema at the newest revision" in run.said
+    assert sorted("created from id 0" in run.said for run in both) == [False, True], both
+    assert sorted("rate cards loaded" in run.said for run in both) == [False, True], both
+
+    again = await tally(settings, "migrate")
+    assert again.code == 0, again
+    assert "rate cards up to date" in again.said
+    assert f"consumer group 'metering' on '{settings.stream}' already there" in again.said
+
+    head = ScriptDirectory.from_config(alembic_config(urls_of(settings).database))
+    versions = await fetch(settings, "SELECT version_num FROM alembic_version")
+    assert [row["version_num"] for row in versions] == [head.get_current_head()]
+    cards = await fetch(settings, "SELECT version FROM rate_card ORDER BY version")
+    assert [row["version"] for row in cards] == sorted(card.version for card in bundled_cards())
+    homes = await fetch(
+        settings,
+        """SELECT DISTINCT schemaname FROM pg_tables
+            WHERE schemaname NOT IN ('pg_catalog', 'information_schema')""",
+    )
+    assert [row["schemaname"] for row in homes] == ["public"]
+
+    (group,) = await groups(settings)
+    assert group["name"] == "metering"
+    assert group["last-delivered-id"] == "0-0", group  # created from 0, not `$`
+    assert (group["consumers"], group["pending"]) == (0, 0)
+    if "lag" in group:  # Redis ≥ 7: the early event is still to be read
+        assert group["lag"] == 1, group
+    assert await stream_length(settings) == 1 and early
+
+
+async def test_a_command_on_an_unmigrated_database_says_to_run_migrate(
+    settings: Settings,
+) -> None:
+    runs = await tally_all(
+        settings,
+        ["org", "list"],
+        ["ledger", "balances", "--org", "acme", "--format", "json"],
+    )
+    for run in runs:
+        assert run.code == 1, run
+        assert run.stdout == "", run
+        assert "Traceback" not in run.stderr, run
+        assert run.stderr.count("error:") == 1, run
+        assert run.said.startswith("error: the database is not set up"), run
+        assert run.said.endswith("run `tally migrate`"), run
+
+
+# ---------------------------------------------------------------------------- the story
+
+
+def bad_count(event_id: str) -> bytes:
+    return api(event_id, count=0)
+
+
+async def test_the_whole_story_through_the_cli(settings: Settings) -> None:
+    crm = {"source": "crm-sync"}
+    emitted = api("e1", count=5, source="tally-emit")
+    before = await stream_length(settings)
+
+    # 1. migrate, and what needs no database: publishing, refusing bad arguments
+    (
+        migrate,
+        emit_ok,
+        emit_bad,
+        emit_garbage,
+        emit_forced,
+        bad_period,
+        replay_nothing,
+    ) = await tally_all(
+        settings,
+        ["migrate"],
+        ["emit", emitted.decode()],
+        ["emit", bad_count("e2").decode()],
+        ["emit", "{oops"],
+        ["emit", "--force", bad_count("e3").decode()],
+        ["ledger", "balances", "--period", "2026-13", "--org", "acme"],
+        ["dlq", "replay"],
+    )
+    assert migrate.code == 0, migrate
+    assert emit_ok.code == 0, emit_ok
+    assert emit_bad.code == 2, emit_bad
+    assert "invalid event: schema violation: data.count" in emit_bad.said, emit_bad
+    assert emit_garbage.code == 2, emit_garbage
+    assert "invalid event: malformed JSON" in emit_garbage.said, emit_garbage
+    assert emit_forced.code == 0, emit_forced
+    assert "publishing an invalid event" in emit_forced.said
+    assert bad_period.code == 2, bad_period
+    assert "'2026-13' is not a period YYYY-MM" in bad_period.said, bad_period
+    assert "Traceback" not in bad_period.stderr
+    assert replay_nothing.code == 2, replay_nothing
+    assert "give one dead letter ID, or --all" in replay_nothing.said
+    assert await stream_length(settings) == before + 2  # the refused ones were not published
+    client = aioredis.from_url(urls_of(settings).redis)
+    try:
+        ((_, fields),) = await client.xrange(settings.stream, emit_ok.stdout.strip(), "+", 1)
+    finally:
+        await client.aclose()
+    assert fields == {b"event": emitted}  # the emitted bytes, as given
+
+    # 2. events as a non-Python integration XADDs them: a duplicate, a conflict, bad ones
+    ids = {
+        "r1": await xadd_like_an_integration(settings, api("r1", count=3, **crm)),
+        "r1 again": await xadd_like_an_integration(settings, api("r1", count=3, **crm)),
+        "r1 conflict": await xadd_like_an_integration(settings, api("r1", count=7, **crm)),
+        "a1": await xadd_like_an_integration(
+            settings, ai("a1", "voice_bot", "170", "minute", **crm)
+        ),
+        "a2": await xadd_like_an_integration(settings, ai("a2", "agent_copilot", 0.1, "token")),
+        "l1": await xadd_like_an_integration(
+            settings,
+            event("license.usage", "l1", {"license": "gc2", "model": "named", "users": 20}),
+        ),
+        "hooli": await xadd_like_an_integration(settings, api("h1", count=2, org="hooli")),
+        "malformed": await xadd_like_an_integration(settings, b'{"specversion": "1.0", "id": '),
+    }
+
+    # 3. organizations
+    added, unpriced = await tally_all(
+        settings,
+        ["org", "add", "acme", "--currency", "usd"],
+        ["org", "add", "initech", "--currency", "XYZ"],
+    )
+    assert added.code == 0 and "added acme (USD)" in added.said, added
+    assert unpriced.code == 2, unpriced
+    assert "currency 'XYZ' is not priced by the rate card" in unpriced.said
+    assert "AUD, BRL, CAD, EUR, GBP, JPY, NZD, USD, ZAR" in unpriced.said, unpriced
+
+    # 4. consume, while looking at the organizations
+    consumed, listed, changed, re_added = await tally_all(
+        settings,
+        ["consume", "--until-idle"],
+        ["org", "list", "--format", "json"],
+        ["org", "add", "acme", "--currency", "EUR"],
+        ["org", "add", "acme", "--currency", "USD"],
+    )
+    assert consumed.code == 0, consumed
+    orgs = listed.json()
+    assert [(o["org"], o["currency"]) for o in orgs] == [("acme", "USD")], orgs
+    assert changed.code == 2, changed
+    assert "'acme' exists with currency USD" in changed.said, changed
+    assert re_added.code == 0 and "already there" in re_added.said, re_added
+    assert (await groups(settings))[0]["pending"] == 0
+
+    # 5. look at what became of it all
+    balances, story, unknown, letters, verified, hooli = await tally_all(
+        settings,
+        ["ledger", "balances", "--org", "acme", "--period", PERIOD, "--format", "json"],
+        ["events", "show", "crm-sync", "r1", "--format", "json"],
+        ["events", "show", "crm-sync", "no-such-id"],
+        ["dlq", "list", "--format", "json"],
+        ["ledger", "verify"],
+        ["org", "add", "hooli", "--currency", "gbp"],
+    )
+    amounts = balances_of(balances)
+    assert amounts[f"{APR}/usage"] == 3 + 5  # r1 once (not the duplicate, not the conflict)
+    assert amounts[f"{APR}/allowance"] == -8
+    assert amounts[f"{TOK}/usage/voice_bot"] == 10  # 170 minutes / 17
+    assert amounts[f"{TOK}/usage/agent_copilot"] == Decimal("0.1")
+    assert sum(amounts.values()) == 0  # double entry, per unit here: all of acme's lines
+
+    shown = story.json()
+    assert shown["status"] == "metered", shown
+    entry = shown["entry"]
+    assert entry and entry["lines"] and entry["id"] == shown["event"]["entry_id"], shown
+    assert sum(Decimal(line["amount"]) for line in entry["lines"]) == 0
+    assert shown["event"]["stream_id"] == ids["r1"]
+    deliveries = sorted((d["status"], d["stream_id"]) for d in shown["deliveries"])
+    assert deliveries == [("conflict", ids["r1 conflict"]), ("duplicate", ids["r1 again"])]
+
+    assert unknown.code != 0, unknown
+    assert "no event (crm-sync, no-such-id) was ever received" in unknown.said, unknown
+    assert "Traceback" not in unknown.stderr
+
+    dead = letters.json()
+    for letter in dead:
+        assert {"id", "reason", "stream_id", "received_at"} <= set(letter), letter
+        datetime.fromisoformat(letter["received_at"])
+    reasons = {letter["stream_id"]: letter["reason"] for letter in dead}
+    assert len(dead) == 3, dead
+    assert "unknown organization 'hooli'" in reasons[ids["hooli"]]
+    assert reasons[ids["malformed"]].startswith("malformed JSON")
+    (forced,) = [r for sid, r in reasons.items() if sid not in (ids["hooli"], ids["malformed"])]
+    assert "data.count" in forced
+
+    assert verified.code == 0, verified
+    assert "no findings" in verified.said, verified
+    assert hooli.code == 0, hooli
+
+    # 6. replay the unknown organization's event now that it exists, once
+    (letter_id,) = [letter["id"] for letter in dead if letter["stream_id"] == ids["hooli"]]
+    replayed = await tally(settings, "dlq", "replay", str(letter_id), "--format", "json")
+    assert replayed.json() == [{"id": letter_id, "outcome": "metered"}], replayed
+
+    again, hooli_balances, verified_json, still_open = await tally_all(
+        settings,
+        ["dlq", "replay", str(letter_id)],
+        ["ledger", "balances", "--org", "hooli", "--period", PERIOD, "--format", "json"],
+        ["ledger", "verify", "--format", "json"],
+        ["dlq", "list", "--format", "json"],
+    )
+    assert again.code != 0, again
+    assert f"dead letter {letter_id} does not exist or was already replayed" in again.said
+    assert balances_of(hooli_balances)[f"org/hooli/{PERIOD}/api_request/usage"] == 2
+    report = verified_json.json()
+    assert report["ok"] is True and report["findings"] == [], report
+    assert report["events"] >= 5
+    assert sorted(letter["stream_id"] for letter in still_open.json()) == sorted(
+        sid for sid in reasons if sid != ids["hooli"]
+    )
