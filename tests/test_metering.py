@@ -92,7 +92,9 @@ BAD = {
     "data.quantity: Input should be greater than or equal to 0": ai(
         "b8", "voice_bot", -1, "minute"
     ),
-    "data.quantity: Input should be a finite number": ai("b9", "voice_bot", "NaN", "minute"),
+    "data.quantity: Value error, a quantity string is plain decimal digits": ai(
+        "b9", "voice_bot", "NaN", "minute"
+    ),
     "malformed JSON: non-finite number Infinity": ai("b10", "voice_bot", 1, "minute").replace(
         b"1,", b"Infinity,"
     ),

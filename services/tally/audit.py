@@ -38,6 +38,7 @@ class Verification:
     lines: int = 0
     events: int = 0
     lanes: int = 0
+    heads: list[dict[str, object]] = field(default_factory=list)  # to keep outside the database
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -155,8 +156,12 @@ async def _chain(conn: asyncpg.Connection, result: Verification) -> None:
         "SELECT entry_id, source, id FROM usage_event WHERE entry_id IS NOT NULL"
     ):
         carried[row["entry_id"]].append((row["source"], row["id"]))
-    heads = {row["lane"]: row for row in await conn.fetch("SELECT * FROM ledger_lane")}
+    heads = {row["lane"]: row for row in await conn.fetch("SELECT * FROM ledger_lane ORDER BY 1")}
     result.lanes = len(heads)
+    result.heads = [
+        {"lane": lane, "seq": row["seq"], "head_hash": bytes(row["head_hash"]).hex()}
+        for lane, row in heads.items()
+    ]
     position: dict[int, tuple[int, bytes]] = {lane: (0, GENESIS_HASH) for lane in heads}
     for row in await conn.fetch("SELECT * FROM journal_entry ORDER BY lane, seq"):
         result.entries += 1

@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     consumer_name: str | None = Field(
         default=None, description="Name in the group; unset: hostname-pid."
     )
-    batch_size: int = Field(default=5000, ge=1, description="Entries read per XREADGROUP.")
+    batch_size: int = Field(
+        default=10_000, ge=1, description="Entries per XREADGROUP and per transaction."
+    )
     block_ms: int = Field(default=200, ge=1, description="XREADGROUP block time.")
     claim_idle_ms: int = Field(
         default=30_000, ge=1, description="Pending entries idle this long are claimed."

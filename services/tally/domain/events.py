@@ -11,6 +11,7 @@ JSON numbers are parsed as ``Decimal`` (never through ``float``) by ``parse_even
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -18,20 +19,53 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
     StrictStr,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
 EVENT_TYPES = ("api.request", "ai.usage", "license.usage")
 MAX_QUANTITY = Decimal(10) ** 15
 
+DECIMAL_TEXT = r"^[0-9]+(\.[0-9]+)?$"
+_decimal_text = re.compile(DECIMAL_TEXT)
+
+
+def _plain_decimal(value: Any) -> Any:
+    """A quantity given as a string is plain decimal digits: no sign, spaces, ``_`` or NaN."""
+    if isinstance(value, str) and not _decimal_text.match(value):
+        raise ValueError(f"a quantity string is plain decimal digits like '12.5', not {value!r}")
+    return value
+
+
+def _whole(value: Any) -> Any:
+    """JSON Schema's integer: ``2.0`` is the integer 2; ``2.5`` and ``true`` are not integers."""
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
 NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=256)]
-Quantity = Annotated[Decimal, Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False)]
+Quantity = Annotated[
+    Decimal,
+    BeforeValidator(_plain_decimal),
+    Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": int(MAX_QUANTITY)},
+                {"type": "string", "pattern": DECIMAL_TEXT},
+            ]
+        }
+    ),
+]
+Whole = Annotated[StrictInt, BeforeValidator(_whole)]
 
 
 class _Strict(BaseModel):
@@ -42,9 +76,9 @@ class ApiRequestData(_Strict):
     oauth_client_id: NonEmpty
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     template_uri: Annotated[StrictStr, Field(min_length=1, max_length=2048)]
-    status: Annotated[StrictInt, Field(ge=100, le=599)]
+    status: Annotated[Whole, Field(ge=100, le=599)]
     client_kind: NonEmpty
-    count: Annotated[StrictInt, Field(ge=1, le=10**9)] = 1
+    count: Annotated[Whole, Field(ge=1, le=10**9)] = 1
 
 
 class AiUsageData(_Strict):
@@ -57,7 +91,7 @@ class AiUsageData(_Strict):
 class LicenseUsageData(_Strict):
     license: Literal["communicate", "gc1", "gc2", "gc3"]
     model: Literal["named", "concurrent", "hourly"]
-    users: Annotated[StrictInt, Field(ge=0)] | None = None
+    users: Annotated[Whole, Field(ge=0)] | None = None
     hours: Quantity | None = None
 
     @model_validator(mode="after")
@@ -165,7 +199,7 @@ _decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant
 def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:
     kind = body.get("type")
     if kind not in EVENT_MODELS:
-        if kind is None:
+        if "type" not in body:
             raise InvalidEvent("schema_violation", "schema violation: type: Field required")
         raise InvalidEvent(
             "unknown_type", f"unknown type {kind!r}: expected one of {', '.join(EVENT_TYPES)}"

@@ -136,6 +136,7 @@ class Consumer:
 
     async def _before_reading(self) -> None:
         """The group from id 0, then whatever a previous run of this name left pending."""
+        await self.service.book()  # fails fast, with a clear error, on an unmigrated database
         self._tasks.append(asyncio.create_task(self._commit_worker(), name="commit"))
         await redis_streams.ensure_group(self.redis, self.settings.stream, self.settings.group)
         while pending := await redis_streams.read_own_pending(

@@ -26,7 +26,9 @@ for module in (admin, bench, consume, demo, ledger, produce, servers):
 
 def _explain(exc: BaseException) -> str | None:
     """A one-line answer for the failures a user can fix; None for real bugs."""
-    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidCatalogNameError):
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return f"{exc}: create it (createdb) or fix TALLY_DATABASE_URL"
+    if isinstance(exc, asyncpg.UndefinedTableError):
         return f"the database is not set up ({exc}): run `tally migrate`"
     if isinstance(exc, OSError | asyncpg.CannotConnectNowError) and not isinstance(
         exc, RedisConnectionError

@@ -53,6 +53,7 @@ def verify_command(fmt: FormatOption = Format.table) -> None:
         "lines": result.lines,
         "events": result.events,
         "lanes": result.lanes,
+        "heads": result.heads,
         "findings": findings,
     }
     if fmt is Format.json:
