@@ -404,3 +404,19 @@ async def test_the_whole_story_through_the_cli(settings: Settings) -> None:
     assert sorted(letter["stream_id"] for letter in still_open) == sorted(
         sid for sid in reasons if sid != ids["hooli"]
     )
+
+
+async def test_the_demo_runs_end_to_end_and_a_rerun_changes_nothing(settings: Settings) -> None:
+    first = (await tally(settings, "demo", "--events", "3000", "--format", "json")).json()
+    assert first["verified"] is True and first["findings"] == []
+    assert first["consumed"]["metered"] > 0
+    assert sum(first["dead_letters"].values()) == first["published"]["bad_total"]
+    for org, rows in first["balances"].items():
+        used = {row["account"]: row["balance"] for row in rows}
+        assert used.get(f"org/{org}/{first['period']}/api_request/usage", "0") == str(
+            first["published"]["billable_requests"][org]
+        )
+    again = (await tally(settings, "demo", "--events", "3000", "--format", "json")).json()
+    assert again["balances"] == first["balances"]
+    assert again["consumed"].get("metered", 0) == 0
+    assert again["verified"] is True

@@ -121,7 +121,7 @@ class MeteringService:
                 report = await self._commit(
                     batch.stream, batch.rated, batch.rejects, book, replaying or {}
                 )
-            except asyncpg.UniqueViolationError as exc:
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError) as exc:
                 self.journal.rolled_back()
                 if attempt == RETRIES:
                     raise

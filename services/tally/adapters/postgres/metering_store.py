@@ -96,7 +96,9 @@ async def write_events(
     """COPY the new events (each linked to its entry), then record duplicates and conflicts.
 
     A key inserted meanwhile by another consumer makes the COPY fail with a unique
-    violation; the caller rolls back and retries, and then sees it as stored.
+    violation; the caller rolls back and retries, and then sees it as stored. Rows go in
+    key order, so two consumers inserting overlapping keys wait on each other instead of
+    deadlocking.
     """
     carrier = {key: entry_ids[p.entry.key] for p in postings for key in p.events}
     if deliveries.new:
@@ -104,7 +106,8 @@ async def write_events(
             "usage_event",
             columns=EVENT_COLUMNS,
             records=[
-                _event_record(e, stream, received_at, carrier.get(e.key)) for e in deliveries.new
+                _event_record(e, stream, received_at, carrier.get(e.key))
+                for e in sorted(deliveries.new, key=lambda event: event.key)
             ],
         )
     licenses = [e for e in deliveries.new if e.license is not None]

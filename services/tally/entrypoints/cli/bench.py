@@ -9,7 +9,7 @@ from rich.progress import Progress
 
 from tally.bench import Bench, as_dict
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.cli.output import Format, console, emit, errors
+from tally.entrypoints.cli.output import Format, FormatOption, emit, errors
 
 
 def bench(
@@ -21,7 +21,8 @@ def bench(
     orgs: Annotated[int, typer.Option(help="Organizations in the mix.")] = 20,
     batch_size: Annotated[int | None, typer.Option(help="Consumer batch size.")] = None,
     seed: Annotated[int, typer.Option()] = 7,
-    json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    fmt: FormatOption = Format.table,
 ) -> None:
     """Measure drain throughput (default) or steady-rate latency, in a scratch database."""
     settings, urls = settings_and_urls()
@@ -41,9 +42,7 @@ def bench(
             return as_dict(result)
 
     figures = run(main())
-    emit(figures, Format.json if json_ else Format.table, "bench")
-    if not json_:
-        console.print(f"[dim]{figures}[/dim]")
+    emit(figures, Format.json if json_ else fmt, "bench")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from tally.demo import DEMO_ORGS, DemoResult, run_demo
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls
-from tally.entrypoints.cli.output import Format, console, emit
+from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors
 
 
 def demo(
@@ -19,18 +19,18 @@ def demo(
     seed: Annotated[
         int, typer.Option(help="Same seed, same events: a rerun is all duplicates.")
     ] = 7,
+    fmt: FormatOption = Format.table,
 ) -> None:
     """Run Tally end to end (on embedded servers unless TALLY_DATABASE_URL/REDIS_URL are set)."""
     started = time.perf_counter()
     settings, urls = settings_and_urls()
-    where = (
-        "embedded servers in " + str(settings.data_dir) if urls.embedded else "configured servers"
-    )
-    console.print(f"[bold]Tally demo[/bold] on {where}, stream {settings.stream!r}")
+    screen = console if fmt is Format.table else errors  # JSON alone on stdout
+    where = f"embedded servers in {settings.data_dir}" if urls.embedded else "configured servers"
+    screen.print(f"[bold]Tally demo[/bold] on {where}, stream {settings.stream!r}")
     tasks: dict[str, TaskID] = {}
 
     with Progress(
-        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), console=console
+        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), console=screen
     ) as bars:
 
         def progress(what: str, done: int, total: int) -> None:
@@ -52,13 +52,42 @@ def demo(
 
         result = run(main())
 
+    verification = result.verification
+    assert verification is not None
+    if fmt is Format.json:
+        emit(_as_data(result), fmt)
+    else:
+        _show(result)
+        console.print(
+            f"\ndone in {time.perf_counter() - started:.1f}s. Try: tally ledger balances "
+            f"--org acme --period {result.period} · tally dlq list · "
+            "tally events show SOURCE ID · tally stop"
+        )
+    if not verification.ok:
+        raise typer.Exit(1)
+
+
+def _as_data(result: DemoResult) -> dict[str, Any]:
+    assert result.verification is not None
+    return {
+        "period": result.period,
+        "published": result.summary.as_dict(),
+        "consumed": dict(result.consumed),
+        "balances": result.balances,
+        "dead_letters": dict(Counter(letter["code"] for letter in result.dead_letters)),
+        "verified": result.verification.ok,
+        "findings": [vars(finding) for finding in result.verification.findings],
+    }
+
+
+def _show(result: DemoResult) -> None:
     summary = result.summary
     console.print(
         f"\npublished {summary.entries} entries for {result.period}: "
         + ", ".join(f"{count} {kind}" for kind, count in summary.by_type.items())
         + f", {summary.duplicates} duplicates, {summary.bad_total} bad"
     )
-    consumed = Counter({k: v for k, v in result.consumed.items() if k != "entries"})
+    consumed = {k: v for k, v in result.consumed.items() if k != "entries"}
     console.print("metered: " + ", ".join(f"{v} {k}" for k, v in sorted(consumed.items())))
     for org, rows in result.balances.items():
         emit(rows, Format.table, f"{org} ({DEMO_ORGS[org]}) balances, {result.period}")
@@ -81,12 +110,6 @@ def demo(
         )
     else:
         emit([vars(f) for f in verification.findings], Format.table, "verification findings")
-    console.print(
-        f"\ndone in {time.perf_counter() - started:.1f}s. Try: tally ledger balances --org acme "
-        f"--period {result.period} · tally dlq list · tally events show SOURCE ID · tally stop"
-    )
-    if not verification.ok:
-        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
