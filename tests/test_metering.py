@@ -177,12 +177,13 @@ async def test_replay_after_the_fix_meters_once_and_is_idempotent(
         (
             "DELETE FROM usage_event WHERE entry_id = 1; DELETE FROM entry_line WHERE entry_id = 1;"
             "DELETE FROM journal_entry WHERE id = 1",
-            "lane head",
+            "lane head|chain gap",  # which one depends on the lane entry 2 went to
         ),
         (
             "INSERT INTO journal_entry (idempotency_key, kind, org, period, posted_at, lane, seq,"
-            " prev_hash, hash) SELECT 'forged', 'usage', org, period, posted_at, lane, seq + 1,"
-            " hash, hash FROM journal_entry WHERE id = 1",
+            " prev_hash, hash) SELECT 'forged', 'usage', org, period, posted_at, lane,"
+            " (SELECT max(seq) + 1 FROM journal_entry j WHERE j.lane = e.lane), hash, hash"
+            " FROM journal_entry e WHERE id = 1",
             "too few lines",
         ),
         ("UPDATE journal_entry SET org = 'globex' WHERE id = 1", "hash mismatch"),
@@ -201,4 +202,4 @@ async def test_verify_names_rows_changed_behind_the_applications_back(
         await conn.execute("SET session_replication_role = origin")
     result = await verify(engine)
     assert not result.ok
-    assert finding in {f.check for f in result.findings}, result.findings
+    assert set(finding.split("|")) & {f.check for f in result.findings}, result.findings
