@@ -6,13 +6,14 @@ import re
 from typing import Annotated, Any
 
 import typer
+from rich.progress import Progress
 
 from tally.adapters.postgres import ledger_queries
 from tally.audit import verify
 from tally.config import get_settings
 from tally.domain.metering import Limits
 from tally.entrypoints.cli.context import with_engine
-from tally.entrypoints.cli.output import Format, FormatOption, console, emit, fail
+from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors, fail
 from tally.metering import MeteringService, replay_dead_letters
 
 ledger_app = typer.Typer(help="Balances and tamper evidence.", no_args_is_help=True)
@@ -128,7 +129,11 @@ def dlq_replay(
             engine, Limits(settings.max_event_bytes, settings.max_future_skew)
         )
         ids = None if all_ else [dead_letter] if dead_letter is not None else None
-        return await replay_dead_letters(service, ids, settings.batch_size)
+        with Progress(console=errors, transient=True) as progress:
+            task = progress.add_task("replaying dead letters", total=None)
+            return await replay_dead_letters(
+                service, ids, settings.batch_size, lambda n: progress.advance(task, n)
+            )
 
     outcomes = with_engine(work)
     if dead_letter is not None and not outcomes:
