@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger_support import api
+from ledger_support import ai, api
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
 from tally.domain.ledger import Account, Entry, Line, allowance, usage
@@ -89,12 +89,27 @@ async def test_an_idempotency_key_posts_once(engine: AsyncEngine) -> None:
         "TRUNCATE entry_line CASCADE",
         "UPDATE dead_letter SET reason = 'nothing to see'",
         "DELETE FROM dead_letter",
+        "UPDATE account SET owner = 'globex'",
+        "DELETE FROM meter_total",
+        "UPDATE meter_total SET quantity = 0",
+        "INSERT INTO entry_line (entry_id, account_id, amount)"
+        " SELECT entry_id, account_id, -amount FROM entry_line"
+        " UNION ALL SELECT entry_id, account_id, amount FROM entry_line",
     ],
 )
 async def test_posted_rows_refuse_update_and_delete(
     engine: AsyncEngine, service: MeteringService, statement: str
 ) -> None:
-    await service.process("s", [("1-0", {b"event": api("e1")}), ("2-0", {b"junk": b"1"})])
+    await service.process(
+        "s",
+        [
+            ("1-0", {b"event": api("e1")}),
+            ("2-0", {b"junk": b"1"}),
+            ("3-0", {b"event": ai("a1", "voice_bot", "3", "minute")}),
+        ],
+    )
     async with raw_connection(engine) as conn:
-        with pytest.raises(asyncpg.RestrictViolationError, match=r"refused|keeps its bytes"):
+        with pytest.raises(
+            asyncpg.RestrictViolationError, match=r"refused|keeps its bytes|is posted|only grows"
+        ):
             await conn.execute(statement)

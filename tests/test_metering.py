@@ -187,6 +187,15 @@ async def test_replay_after_the_fix_meters_once_and_is_idempotent(
             "too few lines",
         ),
         ("UPDATE journal_entry SET org = 'globex' WHERE id = 1", "hash mismatch"),
+        ("UPDATE account SET owner = 'initech'", "account"),
+        (
+            "UPDATE usage_event SET raw = convert_to(replace(convert_from(raw, 'UTF8'),"
+            " '\"count\": 3', '\"count\": 30'), 'UTF8') WHERE id = 'r1'",
+            "hash mismatch|event bytes",
+        ),
+        ("UPDATE usage_event SET event_time = event_time - interval '1 hour'", "event bytes"),
+        ("UPDATE license_usage SET users = 2000", "event bytes"),
+        ("DELETE FROM license_usage", "event bytes"),
     ],
 )
 async def test_verify_names_rows_changed_behind_the_applications_back(
@@ -194,6 +203,8 @@ async def test_verify_names_rows_changed_behind_the_applications_back(
 ) -> None:
     await service.process("s", [("1-0", {b"event": api("r1", count=3)})])
     await service.process("s", [("2-0", {b"event": api("r2", count=2)})])
+    licensed = event("license.usage", "l1", {"license": "gc2", "model": "named", "users": 20})
+    await service.process("s", [("3-0", {b"event": licensed})])
     assert (await verify(engine)).ok
     async with raw_connection(engine) as conn:  # a superuser, triggers off
         await conn.execute("SET session_replication_role = replica")
@@ -203,3 +214,64 @@ async def test_verify_names_rows_changed_behind_the_applications_back(
     result = await verify(engine)
     assert not result.ok
     assert set(finding.split("|")) & {f.check for f in result.findings}, result.findings
+
+
+POISON = {
+    "NUL in source": api("p1", source="crm\u0000x"),
+    "lone surrogate id": api("x").replace(b'"id": "x"', b'"id": "\\ud800"'),
+    "users beyond any licence": event(
+        "license.usage", "p3", {"license": "gc2", "model": "named", "users": 3_000_000_000}
+    ),
+    "17,000 decimal places": ai("p4", "voice_bot", "0." + "0" * 17_000 + "1", "minute"),
+    "exponent far below zero": ai("p5", "voice_bot", 1, "minute").replace(
+        b'"quantity": 1', b'"quantity": 1E-17001'
+    ),
+    "time that overflows in UTC": api("p6", time="0001-01-01T00:00:00+14:00"),
+    "NUL in an unknown org's source": api("p7", source="crm\u0000x", org="nobody"),
+}
+
+
+async def test_entries_postgres_could_not_store_are_dead_letters_not_a_stalled_batch(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    entries = [(f"{n}-0", {b"event": raw}) for n, raw in enumerate(POISON.values(), 1)]
+    entries.append(("99-0", {b"event": api("fine", count=6)}))
+    report = await service.process("s", entries)
+    assert report.counts["metered"] == 1
+    assert report.counts["rejected"] == len(POISON)
+    letters = await ledger_queries.dead_letters(engine)
+    assert {letter["code"] for letter in letters} == {"schema_violation"}
+    assert all(letter["source"] in (None, "test") for letter in letters)
+    assert (await verify(engine)).ok
+
+
+async def test_an_entry_the_database_refuses_is_isolated_and_the_rest_is_metered(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    """Whatever PostgreSQL refuses in a batch (here a constraint the rules do not know of),
+    the batch is split until that one entry is left; it becomes an ``unstorable`` dead
+    letter and every other entry is metered."""
+    async with raw_connection(engine) as conn:
+        await conn.execute("ALTER TABLE usage_event ADD CONSTRAINT no_evil CHECK (id <> 'evil')")
+    entries = [(f"{n}-0", {b"event": api(f"ok{n}", count=n)}) for n in range(1, 8)]
+    entries.insert(4, ("50-0", {b"event": api("evil", count=100)}))
+    report = await service.process("s", entries)
+    assert report.counts["metered"] == 7
+    letters = await ledger_queries.dead_letters(engine)
+    assert [(letter["code"], letter["stream_id"]) for letter in letters] == [("unstorable", "50-0")]
+    assert "no_evil" in letters[0]["reason"]
+    balances = balance_map(await ledger_queries.balances(engine, "acme", "2026-10"))
+    assert balances[f"{APR}/usage"] == sum(range(1, 8))
+    assert (await verify(engine)).ok
+
+
+async def test_an_entry_deleted_while_pending_does_not_hold_the_group(
+    engine: AsyncEngine, stream: aioredis.Redis, settings: Settings
+) -> None:
+    await xadd(stream, settings.stream, api("d1"), api("d2", count=2))
+    taken = await stream.xreadgroup(settings.group, "gone", {settings.stream: ">"}, count=1)
+    await stream.xdel(settings.stream, taken[0][1][0][0])  # read by a dead consumer, then deleted
+    await drain(settings, claim_idle_ms=100)
+    assert (await stream.xpending(settings.stream, settings.group))["pending"] == 0
+    balances = balance_map(await ledger_queries.balances(engine, "acme", "2026-10"))
+    assert balances[f"{APR}/usage"] == 2

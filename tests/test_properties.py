@@ -41,14 +41,14 @@ def payload(run: int, d: tuple, orgs: list[str]) -> tuple[bytes, dict]:
     org, time = orgs[org_i], f"{PERIODS[period_i]}-1{key}T08:00:00Z"
     event_id = f"e{key}"
     if kind == "ai":
-        quantity = Decimal(amount) / (7 if variant else 1)
+        quantity = Decimal(amount) / (8 if variant else 1)
         raw = ai(event_id, feature, str(quantity), conversion.unit, org=org, time=time)
         effect = {
             "meter": "ai",
             "org": org,
             "period": PERIODS[period_i],
             "feature": feature,
-            "quantity": Fraction(amount, 7 if variant else 1),
+            "quantity": Fraction(amount, 8 if variant else 1),
         }
     else:
         raw = api(

@@ -94,7 +94,7 @@ CREATE TABLE usage_event (
     stream            text NOT NULL,
     stream_id         text NOT NULL,
     received_at       timestamptz NOT NULL,
-    entry_id          bigint,
+    entry_id          bigint REFERENCES journal_entry (id),
     PRIMARY KEY (source, id),
     CHECK ((status = 'metered') = (entry_id IS NOT NULL))
 );
@@ -173,6 +173,15 @@ END $$;
 CREATE FUNCTION tally_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE bad record;
 BEGIN
+    -- lines join only entries posted by this same transaction: a posted entry is closed
+    SELECT e.id INTO bad FROM journal_entry e
+     WHERE e.id IN (SELECT DISTINCT entry_id FROM new_lines)
+       AND e.xmin::text::bigint <> txid_current() % 4294967296
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger: entry % is posted; its lines cannot change', bad.id
+            USING ERRCODE = 'restrict_violation';
+    END IF;
     SELECT l.entry_id, a.unit, sum(l.amount) AS total INTO bad
       FROM entry_line l JOIN account a ON a.id = l.account_id
      WHERE l.entry_id IN (SELECT DISTINCT entry_id FROM new_lines)
@@ -200,6 +209,20 @@ CREATE TRIGGER entry_line_balanced AFTER INSERT ON entry_line
 CREATE CONSTRAINT TRIGGER journal_entry_has_lines AFTER INSERT ON journal_entry
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tally_check_has_lines();
 
+-- Running AI quantities only grow: the next batch's tokens are computed from them.
+CREATE FUNCTION tally_meter_total_grows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR NEW.quantity < OLD.quantity
+       OR (NEW.org, NEW.period, NEW.feature, NEW.rate_card_version)
+          IS DISTINCT FROM (OLD.org, OLD.period, OLD.feature, OLD.rate_card_version) THEN
+        RAISE EXCEPTION 'ledger: a running meter total only grows'
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER meter_total_grows BEFORE UPDATE OR DELETE ON meter_total
+    FOR EACH ROW EXECUTE FUNCTION tally_meter_total_grows();
+
 CREATE FUNCTION tally_dead_letter_resolve_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' OR (NEW.id, NEW.stream, NEW.stream_id, NEW.raw, NEW.reason, NEW.code,
@@ -219,6 +242,7 @@ CREATE TRIGGER dead_letter_resolve_only BEFORE UPDATE OR DELETE ON dead_letter
 IMMUTABLE = (
     "rate_card",
     "organization",
+    "account",
     "journal_entry",
     "entry_line",
     "usage_event",
@@ -253,7 +277,7 @@ def upgrade() -> None:
             f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
             "FOR EACH STATEMENT EXECUTE FUNCTION tally_refuse_change()"
         )
-    for table in ("dead_letter", "account", "ledger_lane", "meter_total"):
+    for table in ("dead_letter", "ledger_lane", "meter_total"):
         op.execute(
             f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
             "FOR EACH STATEMENT EXECUTE FUNCTION tally_refuse_change()"
@@ -281,5 +305,6 @@ def downgrade() -> None:
         "tally_check_balanced",
         "tally_check_has_lines",
         "tally_dead_letter_resolve_only",
+        "tally_meter_total_grows",
     ):
         op.execute(f"DROP FUNCTION IF EXISTS {function}() CASCADE")

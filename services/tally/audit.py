@@ -1,14 +1,17 @@
 """``tally ledger verify``: re-derive what the ledger promises and name every breach.
 
 Checks: each entry balances per unit and has two lines or more; each metered event is
-carried by an existing usage entry whose amount is the sum of its events; each lane of
-the hash chain is contiguous and every hash recomputes; the lane heads match.
+carried by an existing usage entry whose amount is the sum of its events; each feature's
+tokens are the conversion of its events; every stored event, rated again from its raw
+bytes, matches its columns; each lane of the hash chain is contiguous and every hash
+recomputes; the lane heads match.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -20,10 +23,13 @@ from tally.domain.ledger import (
     AI_TOKEN,
     API_REQUEST,
     GENESIS_HASH,
+    Account,
+    CarriedEvent,
     Entry,
     chain_hash,
     events_digest,
 )
+from tally.domain.metering import EVENT_FIELD, Limits, Rated, rate
 
 
 @dataclass
@@ -55,11 +61,21 @@ async def verify(engine: AsyncEngine) -> Verification:
         raw_connection(engine) as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
+        await _accounts(conn, result)
         await _balance(conn, result)
         await _events(conn, result)
         await _ai_totals(conn, result)
+        await _events_match_their_bytes(conn, result)
         await _chain(conn, result)
     return result
+
+
+async def _accounts(conn: asyncpg.Connection, result: Verification) -> None:
+    """An account's code (what the hash covers) names its owner, period, unit and kind."""
+    for row in await conn.fetch("SELECT * FROM account ORDER BY id"):
+        named = Account(row["owner"], row["period"], row["unit"], row["kind"], row["feature"])
+        if named.code != row["code"]:
+            result.add("account", f"account {row['code']} is described as {named.code}")
 
 
 async def _balance(conn: asyncpg.Connection, result: Verification) -> None:
@@ -143,6 +159,51 @@ async def _ai_totals(conn: asyncpg.Connection, result: Verification) -> None:
             )
 
 
+STORED_AS_RATED = ("type", "org", "period", "status", "meter", "feature", "quantity")
+
+
+async def _events_match_their_bytes(conn: asyncpg.Connection, result: Verification) -> None:
+    """Every stored event, rated again from its raw bytes, gives the columns stored with it
+    (and its license row): a column changed behind the application's back shows here."""
+    book = await metering_store.load_rate_cards(conn)
+    orgs = {row["name"]: row["currency"] for row in await conn.fetch("SELECT * FROM organization")}
+    unchecked = Limits(max_event_bytes=2**31, max_future_skew=timedelta(days=365_000))
+    query = """SELECT v.*, l.license, l.model, l.users, l.hours, l.day
+                 FROM usage_event v LEFT JOIN license_usage l USING (source, id)"""
+    async for row in conn.cursor(query, prefetch=5000):
+        key = f"({row['source']}, {row['id']})"
+        rated = rate(
+            row["stream_id"],
+            {EVENT_FIELD: bytes(row["raw"])},
+            orgs,
+            book,
+            unchecked,
+            row["received_at"],
+        )
+        if not isinstance(rated, Rated):
+            result.add("event bytes", f"{key} no longer rates: {rated.reason}")
+            continue
+        differs = [name for name in STORED_AS_RATED if getattr(rated, name) != row[name]]
+        if (rated.source, rated.id) != (row["source"], row["id"]):
+            differs.append("key")
+        if rated.time != row["event_time"]:
+            differs.append("event_time")
+        if rated.license is not None and (
+            rated.license.license,
+            rated.license.model,
+            rated.license.users,
+            rated.license.hours,
+            rated.day,
+        ) != (row["license"], row["model"], row["users"], row["hours"], row["day"]):
+            differs.append("license usage")
+        if rated.license is None and row["license"] is not None:
+            differs.append("license usage")
+        if differs:
+            result.add(
+                "event bytes", f"{key}: stored {', '.join(differs)} differ from its raw bytes"
+            )
+
+
 async def _chain(conn: asyncpg.Connection, result: Verification) -> None:
     lines: dict[int, list[tuple[str, Decimal]]] = defaultdict(list)
     for row in await conn.fetch(
@@ -151,11 +212,12 @@ async def _chain(conn: asyncpg.Connection, result: Verification) -> None:
     ):
         lines[row["entry_id"]].append((row["code"], row["amount"]))
         result.lines += 1
-    carried: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    carried: dict[int, list[CarriedEvent]] = defaultdict(list)
     for row in await conn.fetch(
-        "SELECT entry_id, source, id FROM usage_event WHERE entry_id IS NOT NULL"
+        "SELECT entry_id, source, id, sha256(raw) AS raw_hash FROM usage_event"
+        " WHERE entry_id IS NOT NULL"
     ):
-        carried[row["entry_id"]].append((row["source"], row["id"]))
+        carried[row["entry_id"]].append((row["source"], row["id"], bytes(row["raw_hash"])))
     heads = {row["lane"]: row for row in await conn.fetch("SELECT * FROM ledger_lane ORDER BY 1")}
     result.lanes = len(heads)
     result.heads = [

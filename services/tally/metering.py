@@ -35,6 +35,9 @@ from tally.domain.ratecard import RateCardBook
 log = logging.getLogger(__name__)
 StreamEntry = tuple[str, Mapping[bytes, bytes]]  # (stream id, fields)
 RETRIES = 5
+# What PostgreSQL (or the encoding of a value for it) refuses because of an entry's content;
+# connection failures are not among them: those batches wait and are retried whole.
+UNSTORABLE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ArithmeticError)
 
 
 @dataclass
@@ -114,13 +117,50 @@ class MeteringService:
     async def commit(
         self, batch: RatedBatch, replaying: Mapping[str, int] | None = None
     ) -> BatchReport:
-        """The batch's one transaction, retried when another consumer raced it on a key."""
+        """The batch's one transaction; an entry PostgreSQL cannot store is isolated."""
+        try:
+            return await self._commit_retrying(batch.stream, batch.rated, batch.rejects, replaying)
+        except UNSTORABLE as exc:
+            log.warning("batch refused by PostgreSQL (%s); isolating the entry at fault", exc)
+            return await self._isolate(batch.stream, [*batch.rated, *batch.rejects], replaying, exc)
+
+    async def _isolate(
+        self,
+        stream: str,
+        items: list[Rated | Reject],
+        replaying: Mapping[str, int] | None,
+        error: Exception,
+    ) -> BatchReport:
+        """Commit the halves of a refused batch apart, down to the one entry at fault, which
+        becomes an ``unstorable`` dead letter: one poison entry never stalls the stream."""
+        if len(items) == 1:
+            item = items[0]
+            reason = f"cannot be stored: {type(error).__name__}: {error}"
+            kept = Reject(item.stream_id, item.raw, reason, "unstorable")
+            return await self._commit_retrying(stream, [], [kept], replaying)
+        report = BatchReport()
+        middle = len(items) // 2
+        for half in (items[:middle], items[middle:]):
+            rated = [item for item in half if isinstance(item, Rated)]
+            rejects = [item for item in half if isinstance(item, Reject)]
+            try:
+                report.add(await self._commit_retrying(stream, rated, rejects, replaying))
+            except UNSTORABLE as exc:
+                report.add(await self._isolate(stream, half, replaying, exc))
+        return report
+
+    async def _commit_retrying(
+        self,
+        stream: str,
+        rated: list[Rated],
+        rejects: list[Reject],
+        replaying: Mapping[str, int] | None,
+    ) -> BatchReport:
+        """One transaction, retried when another consumer raced it on a key."""
         book = await self.book()
         for attempt in range(1, RETRIES + 1):
             try:
-                report = await self._commit(
-                    batch.stream, batch.rated, batch.rejects, book, replaying or {}
-                )
+                report = await self._commit(stream, rated, rejects, book, replaying or {})
             except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError) as exc:
                 self.journal.rolled_back()
                 if attempt == RETRIES:
@@ -150,7 +190,7 @@ class MeteringService:
             totals_after = await store.add_ai_quantities(conn, ai_quantities(deliveries.new))
             postings = usage_postings(deliveries.new, book, totals_after)
             entry_ids = await self.journal.post(
-                conn, [p.entry for p in postings], {p.entry.key: p.events for p in postings}
+                conn, [p.entry for p in postings], {p.entry.key: p.carried() for p in postings}
             )
             await store.write_events(conn, stream, received_at, deliveries, postings, entry_ids)
             await store.write_rejects(conn, stream, received_at, rejects)
@@ -168,30 +208,8 @@ class MeteringService:
             report.counts.update(rejected=len(rejects))
             report.counts.update(entries=len(postings))
             if replaying:
-                await _record_replays(conn, replaying, report.outcomes, received_at)
+                await store.record_replays(conn, replaying, report.outcomes, received_at)
         return report
-
-
-async def _record_replays(
-    conn: asyncpg.Connection,
-    replaying: Mapping[str, int],
-    outcomes: Mapping[str, str],
-    at: datetime,
-) -> None:
-    """A dead letter is resolved once its event is stored; a new reject leaves it open."""
-    ids = list(replaying.values())
-    done = [not outcomes[sid].startswith("rejected") for sid in replaying]
-    await conn.execute(
-        """UPDATE dead_letter d
-              SET replayed_at = CASE WHEN u.done THEN $3::timestamptz END,
-                  replay_outcome = u.outcome
-             FROM unnest($1::bigint[], $2::text[], $4::bool[]) AS u(id, outcome, done)
-            WHERE d.id = u.id AND d.replayed_at IS NULL""",
-        ids,
-        [outcomes[sid] for sid in replaying],
-        at,
-        done,
-    )
 
 
 async def replay_dead_letters(

@@ -30,14 +30,16 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
 
 
 def _decode(entries: Any) -> list[RawEntry]:
-    return [(sid.decode(), fields) for sid, fields in entries or [] if fields is not None]
+    """Entry ids as text; an entry deleted from the stream while pending has no fields."""
+    return [(sid.decode(), fields or {}) for sid, fields in entries or []]
 
 
 async def read_own_pending(
-    client: aioredis.Redis, stream: str, group: str, consumer: str, count: int
+    client: aioredis.Redis, stream: str, group: str, consumer: str, count: int, after: str = "0"
 ) -> list[RawEntry]:
-    """What this consumer name was given but never acked (a previous run's crash)."""
-    reply: Any = await client.xreadgroup(group, consumer, {stream: "0"}, count=count)
+    """What this consumer name was given but never acked (a previous run's crash), after
+    the id ``after``: a caller pages with the last id it got, so each entry is read once."""
+    reply: Any = await client.xreadgroup(group, consumer, {stream: after}, count=count)
     return _decode(reply[0][1]) if reply else []
 
 

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -32,6 +33,8 @@ from pydantic import (
 
 EVENT_TYPES = ("api.request", "ai.usage", "license.usage")
 MAX_QUANTITY = Decimal(10) ** 15
+MAX_DECIMAL_PLACES = 12  # finer than any meter needs; bounds what NUMERIC must store
+MAX_USERS = 10**7
 
 DECIMAL_TEXT = r"^[0-9]+(\.[0-9]+)?$"
 _decimal_text = re.compile(DECIMAL_TEXT)
@@ -51,17 +54,38 @@ def _whole(value: Any) -> Any:
     return value
 
 
-NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+def storable_text(value: str) -> str:
+    """Text PostgreSQL can keep: UTF-8 encodable (no lone surrogates) and without NUL."""
+    if "\x00" in value:
+        raise ValueError("text must not contain the NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text must be valid Unicode (no lone surrogate \\uD800-\\uDFFF)") from exc
+    return value
+
+
+def _utc_representable(value: datetime) -> datetime:
+    """A time whose UTC instant exists (``0001-01-01T00:00+14:00`` does not)."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("time is out of range once converted to UTC") from exc
+    return value
+
+
+NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=256), AfterValidator(storable_text)]
 Quantity = Annotated[
     Decimal,
     BeforeValidator(_plain_decimal),
-    Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False),
+    Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False, decimal_places=MAX_DECIMAL_PLACES),
     WithJsonSchema(
         {
             "anyOf": [
                 {"type": "number", "minimum": 0, "maximum": int(MAX_QUANTITY)},
                 {"type": "string", "pattern": DECIMAL_TEXT},
-            ]
+            ],
+            "description": f"at most {MAX_DECIMAL_PLACES} decimal places",
         }
     ),
 ]
@@ -75,7 +99,9 @@ class _Strict(BaseModel):
 class ApiRequestData(_Strict):
     oauth_client_id: NonEmpty
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
-    template_uri: Annotated[StrictStr, Field(min_length=1, max_length=2048)]
+    template_uri: Annotated[
+        StrictStr, Field(min_length=1, max_length=2048), AfterValidator(storable_text)
+    ]
     status: Annotated[Whole, Field(ge=100, le=599)]
     client_kind: NonEmpty
     count: Annotated[Whole, Field(ge=1, le=10**9)] = 1
@@ -91,7 +117,7 @@ class AiUsageData(_Strict):
 class LicenseUsageData(_Strict):
     license: Literal["communicate", "gc1", "gc2", "gc3"]
     model: Literal["named", "concurrent", "hourly"]
-    users: Annotated[Whole, Field(ge=0)] | None = None
+    users: Annotated[Whole, Field(ge=0, le=MAX_USERS)] | None = None
     hours: Quantity | None = None
 
     @model_validator(mode="after")
@@ -108,7 +134,7 @@ class _Envelope(_Strict):
     specversion: Literal["1.0"]
     id: NonEmpty
     source: NonEmpty
-    time: AwareDatetime
+    time: Annotated[AwareDatetime, AfterValidator(_utc_representable)]
     subject: NonEmpty
     datacontenttype: Literal["application/json"] | None = None
 

@@ -120,11 +120,14 @@ def canonical_amount(amount: Decimal) -> str:
     return format(amount.normalize(), "f") if amount else "0"
 
 
-def events_digest(event_keys: Iterable[tuple[str, str]]) -> bytes:
-    """Digest of the (source, id) keys an entry carries, order-free."""
+CarriedEvent = tuple[str, str, bytes]  # (source, id, sha256 of the event's raw bytes)
+
+
+def events_digest(events: Iterable[CarriedEvent]) -> bytes:
+    """Digest of the events an entry carries (keys and exact bytes), order-free."""
     digest = hashlib.sha256()
-    for source, event_id in sorted(event_keys):
-        digest.update(f"{source}\x1f{event_id}\x1e".encode())
+    for source, event_id, raw_hash in sorted(events):
+        digest.update(f"{source}\x1f{event_id}\x1f".encode() + raw_hash + b"\x1e")
     return digest.digest()
 
 

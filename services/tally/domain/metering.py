@@ -21,9 +21,10 @@ from tally.domain.events import (
     LicenseUsageData,
     decode_json,
     period_of,
+    storable_text,
     validate_event,
 )
-from tally.domain.ledger import AI_TOKEN, API_REQUEST, Entry, Meter, usage_entry
+from tally.domain.ledger import AI_TOKEN, API_REQUEST, CarriedEvent, Entry, Meter, usage_entry
 from tally.domain.ratecard import RateCardBook
 
 EVENT_FIELD = b"event"
@@ -93,11 +94,17 @@ def _canonical(raw: bytes) -> str:
 
 
 def _key_of(body: dict[str, Any]) -> tuple[str | None, str | None]:
-    source, event_id = body.get("source"), body.get("id")
-    return (
-        source if isinstance(source, str) else None,
-        event_id if isinstance(event_id, str) else None,
-    )
+    """The (source, id) a reject claims, when they are text worth indexing."""
+
+    def usable(value: Any) -> str | None:
+        if not isinstance(value, str) or len(value) > 256:
+            return None
+        try:
+            return storable_text(value)
+        except ValueError:
+            return None
+
+    return usable(body.get("source")), usable(body.get("id"))
 
 
 def rate(
@@ -109,6 +116,9 @@ def rate(
     now: datetime,
 ) -> Rated | Reject:
     """Validate one stream entry against the wire contract, the organizations and the card."""
+    if not fields:
+        reason = "the entry was deleted from the stream (XDEL or trimming) before it was metered"
+        return Reject(stream_id, b"", reason, "deleted_from_stream")
     raw = fields.get(EVENT_FIELD)
     if raw is None:
         names = ", ".join(sorted(name.decode(errors="replace") for name in fields)) or "none"
@@ -186,6 +196,9 @@ def rate(
             )
     except InvalidEvent as exc:
         return Reject(stream_id, raw, exc.reason, exc.code, source, event_id)
+    except Exception as exc:  # a rule's own failure must not stall the stream
+        reason = f"cannot be rated: {type(exc).__name__}: {exc}"
+        return Reject(stream_id, raw, reason, "unratable", source, event_id)
     return Rated(
         source=event.source,
         id=event.id,
@@ -272,7 +285,11 @@ def ai_quantities(events: Iterable[Rated]) -> dict[TotalKey, Decimal]:
 @dataclass(frozen=True)
 class Posting:
     entry: Entry
-    events: tuple[EventKey, ...]
+    events: tuple[Rated, ...]
+
+    def carried(self) -> list[CarriedEvent]:
+        """What the entry's hash covers of its events: keys and exact bytes."""
+        return [(e.source, e.id, hashlib.sha256(e.raw).digest()) for e in self.events]
 
 
 def usage_postings(
@@ -305,5 +322,6 @@ def usage_postings(
         keys = tuple(sorted(event.key for event in events))
         digest = hashlib.sha256("\x1e".join(f"{s}\x1f{i}" for s, i in keys).encode()).hexdigest()
         key = f"usage/{org}/{period}/{meter}/{digest[:32]}"
-        postings.append(Posting(usage_entry(key, org, period, meter, amounts, version), keys))
+        entry = usage_entry(key, org, period, meter, amounts, version)
+        postings.append(Posting(entry, tuple(events)))
     return postings

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, localcontext
 from importlib import resources
 from typing import Annotated, Literal
 
@@ -62,8 +62,10 @@ class RateCard(_Data):
         the scale never changes the whole-token ceiling that overage is billed on.
         """
         conversion = self.ai.features[feature]
-        exact = quantity * conversion.tokens / conversion.per
-        return exact.quantize(Decimal(1).scaleb(-self.ai.token_scale), rounding=ROUND_CEILING)
+        with localcontext() as exact_enough:  # enough digits for any running total
+            exact_enough.prec = 60
+            exact = quantity * conversion.tokens / conversion.per
+            return exact.quantize(Decimal(1).scaleb(-self.ai.token_scale), rounding=ROUND_CEILING)
 
 
 class RateCardBook:

@@ -139,15 +139,18 @@ class Consumer:
         await self.service.book()  # fails fast, with a clear error, on an unmigrated database
         self._tasks.append(asyncio.create_task(self._commit_worker(), name="commit"))
         await redis_streams.ensure_group(self.redis, self.settings.stream, self.settings.group)
+        after = "0"
         while pending := await redis_streams.read_own_pending(
             self.redis,
             self.settings.stream,
             self.settings.group,
             self.name,
             self.settings.batch_size,
+            after,
         ):
             await self.handle(pending)
-            await self._ready.join()
+            after = pending[-1][0]
+        await self._ready.join()
 
     async def _start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._claim_loop(), name="claim"))

@@ -12,9 +12,16 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from tally.domain.ledger import GENESIS_HASH, Account, Entry, chain_hash, events_digest
+from tally.domain.ledger import (
+    GENESIS_HASH,
+    Account,
+    CarriedEvent,
+    Entry,
+    chain_hash,
+    events_digest,
+)
 
-Carried = Mapping[str, Iterable[tuple[str, str]]]  # entry key -> the event keys it carries
+Carried = Mapping[str, Iterable[CarriedEvent]]  # entry key -> the events it carries
 
 
 class Journal:

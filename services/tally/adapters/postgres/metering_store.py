@@ -100,7 +100,7 @@ async def write_events(
     key order, so two consumers inserting overlapping keys wait on each other instead of
     deadlocking.
     """
-    carrier = {key: entry_ids[p.entry.key] for p in postings for key in p.events}
+    carrier = {event.key: entry_ids[p.entry.key] for p in postings for event in p.events}
     if deliveries.new:
         await conn.copy_records_to_table(
             "usage_event",
@@ -199,4 +199,29 @@ async def write_rejects(
         [r.source for r in rejects],
         [r.event_id for r in rejects],
         received_at,
+    )
+
+
+async def record_replays(
+    conn: asyncpg.Connection,
+    replaying: Mapping[str, int],
+    outcomes: Mapping[str, str],
+    at: datetime,
+) -> None:
+    """A dead letter is closed once its event is stored; a new reject leaves it open.
+
+    ``replaying`` maps stream ids to dead-letter ids; only those this commit decided
+    (present in ``outcomes``) are recorded.
+    """
+    decided = [sid for sid in replaying if sid in outcomes]
+    await conn.execute(
+        """UPDATE dead_letter d
+              SET replayed_at = CASE WHEN u.done THEN $3::timestamptz END,
+                  replay_outcome = u.outcome
+             FROM unnest($1::bigint[], $2::text[], $4::bool[]) AS u(id, outcome, done)
+            WHERE d.id = u.id AND d.replayed_at IS NULL""",
+        [replaying[sid] for sid in decided],
+        [outcomes[sid] for sid in decided],
+        at,
+        [not outcomes[sid].startswith("rejected") for sid in decided],
     )
