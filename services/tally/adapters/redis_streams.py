@@ -51,18 +51,39 @@ async def claim_idle(
     min_idle_ms: int,
     count: int,
 ) -> list[RawEntry]:
-    """Take over entries other consumers left pending for ``min_idle_ms`` (dead consumers)."""
+    """Take over entries other consumers left pending for ``min_idle_ms`` (dead consumers).
+
+    An entry deleted from the stream while pending comes back with no fields, so that the
+    caller can acknowledge it. (Redis 7 drops such entries from the pending list itself;
+    Redis 6.2 claims them without their ids, which only this consumer's own pending list
+    then shows.)
+    """
     claimed: list[RawEntry] = []
     start = "0-0"
+    lost_ids = False
     while len(claimed) < count:
         reply: Any = await client.xautoclaim(
             stream, group, consumer, min_idle_ms, start_id=start, count=count - len(claimed)
         )
         start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-        claimed.extend(_decode(reply[1]))
+        lost_ids = lost_ids or any(sid is None for sid, _ in reply[1])
+        claimed.extend(_decode([entry for entry in reply[1] if entry[0] is not None]))
         if start == "0-0":
             break
+    if lost_ids:
+        claimed.extend(await _own_deleted(client, stream, group, consumer, count))
     return claimed
+
+
+async def _own_deleted(
+    client: aioredis.Redis, stream: str, group: str, consumer: str, count: int
+) -> list[RawEntry]:
+    deleted: list[RawEntry] = []
+    after = "0"
+    while page := await read_own_pending(client, stream, group, consumer, count, after):
+        deleted.extend(entry for entry in page if not entry[1])
+        after = page[-1][0]
+    return deleted
 
 
 @dataclass(frozen=True)
