@@ -31,8 +31,8 @@ from ledger_support import ai, api, event, urls_of
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.connection import make_engine
 from tally.adapters.postgres.schema import alembic_config
+from tally.adapters.ratecard_files import bundled_cards
 from tally.config import Settings
-from tally.domain.ratecard import bundled_cards
 
 CLI = (sys.executable, "-m", "tally.entrypoints.cli")
 PERIOD = "2026-10"

@@ -12,6 +12,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from tally.adapters.ratecard_files import bundled_cards
 from tally.config import get_settings
 from tally.domain.events import (
     AiUsageEvent,
@@ -20,7 +21,6 @@ from tally.domain.events import (
     LicenseUsageEvent,
     parse_event,
 )
-from tally.domain.ratecard import bundled_cards
 from tally.loadgen import BAD_CLASSES, NEEDS_CONTEXT, LoadEntry, LoadMix, LoadSummary, generate
 
 ORGS = ["acme", "globex", "initech"]

@@ -30,7 +30,8 @@ CREATE TABLE rate_card (
 );
 
 CREATE TABLE organization (
-    name       text PRIMARY KEY CHECK (name <> ''),
+    name       text PRIMARY KEY
+               CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{{0,127}}$' AND name <> 'platform'),
     currency   text NOT NULL CHECK (currency ~ '^[A-Z]{{3}}$'),
     created_at timestamptz NOT NULL DEFAULT now()
 );

@@ -107,7 +107,7 @@ class Bench:
         last = [0.0]
 
         def on_batch(report: BatchReport) -> None:
-            counts.update(events=len(report.outcomes), entries=report.counts["entries"])
+            counts.update(events=len(report.outcomes), postings=report.postings)
             last[0] = time.perf_counter()
 
         consumer = Consumer(self.settings, self.urls, until_idle=True, on_batch=on_batch)
@@ -119,7 +119,7 @@ class Bench:
             seconds=round(seconds, 3),
             events_per_second=round(counts["events"] / seconds, 1),
             batch_size=self.settings.batch_size,
-            entries_posted=counts["entries"],
+            entries_posted=counts["postings"],
         )
 
     async def steady(self, rate: int, seconds: float, seed: int) -> SteadyResult:
@@ -143,7 +143,15 @@ class Bench:
                     await producer.publish_raw([next(mix).fields for _ in range(due - sent)])
                     sent = due
                 await asyncio.sleep(tick)
+        deadline = time.perf_counter() + 60
         while len(latencies) < total:
+            if time.perf_counter() > deadline:
+                consumer.app.exit()
+                await runner
+                raise RuntimeError(
+                    f"only {len(latencies)} of {total} events were committed a minute after "
+                    "the last was published: see the consumer's log above"
+                )
             await asyncio.sleep(0.05)
         consumer.app.exit()
         await runner

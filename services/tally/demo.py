@@ -57,7 +57,15 @@ async def run_demo(
         added = await organizations.add(engine, org, currency)
         step(f"organization {org} ({currency}) {'added' if added else 'already there'}")
     period = last_month(datetime.now(UTC))
-    mix = LoadMix(list(DEMO_ORGS), period, events, seed=seed, duplicates=0.02, bad=0.01)
+    mix = LoadMix(
+        list(DEMO_ORGS),
+        period,
+        events,
+        seed=seed,
+        duplicates=0.02,
+        bad=0.01,
+        source=f"demo-{period}",  # a rerun next month is new usage, not conflicts
+    )
     await publish_mix(
         urls.redis, settings.stream, mix, lambda done: progress("publishing", done, events)
     )

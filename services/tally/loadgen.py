@@ -42,7 +42,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
-from tally.domain.ratecard import RateCard, bundled_cards
+from tally.adapters.ratecard_files import bundled_cards
+from tally.domain.ratecard import RateCard
 from tally.producer import EVENT_FIELD, format_uuid7
 
 __all__ = [

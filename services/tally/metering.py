@@ -42,12 +42,14 @@ UNSTORABLE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, Arit
 
 @dataclass
 class BatchReport:
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)  # entries per outcome
     outcomes: dict[str, str] = field(default_factory=dict)  # stream id -> what became of it
+    postings: int = 0  # usage entries posted to the ledger
 
     def add(self, other: BatchReport) -> None:
         self.counts.update(other.counts)
         self.outcomes.update(other.outcomes)
+        self.postings += other.postings
 
 
 @dataclass
@@ -71,11 +73,16 @@ class MeteringService:
         self.journal = Journal()
         self._orgs: dict[str, str] = {}
         self._book: RateCardBook | None = None
+        self._book_loaded: tuple[int, datetime | None] = (0, None)
 
     async def book(self) -> RateCardBook:
-        if self._book is None:
-            async with raw_connection(self.engine) as conn:
+        """The rate cards, reloaded when ``tally migrate`` loaded a new one (one cheap query
+        per batch), so a long-running consumer prices like a fresh one."""
+        async with raw_connection(self.engine) as conn:
+            loaded = await store.rate_cards_loaded(conn)
+            if self._book is None or loaded != self._book_loaded:
                 self._book = await store.load_rate_cards(conn)
+                self._book_loaded = loaded
         return self._book
 
     async def _rate(self, entries: Sequence[StreamEntry]) -> list[Rated | Reject]:
@@ -157,7 +164,7 @@ class MeteringService:
         replaying: Mapping[str, int] | None,
     ) -> BatchReport:
         """One transaction, retried when another consumer raced it on a key."""
-        book = await self.book()
+        book = self._book if self._book is not None else await self.book()
         for attempt in range(1, RETRIES + 1):
             try:
                 report = await self._commit(stream, rated, rejects, book, replaying or {})
@@ -186,7 +193,7 @@ class MeteringService:
         report = BatchReport()
         async with raw_transaction(self.engine) as conn:
             stored = await store.stored_keys(conn, [event.key for event in rated])
-            deliveries = sort_deliveries(rated, stored)
+            deliveries = sort_deliveries(stream, rated, stored)
             totals_after = await store.add_ai_quantities(conn, ai_quantities(deliveries.new))
             postings = usage_postings(deliveries.new, book, totals_after)
             entry_ids = await self.journal.post(
@@ -205,8 +212,9 @@ class MeteringService:
             for reject in rejects:
                 report.outcomes[reject.stream_id] = "rejected: " + reject.reason
             report.counts.update(report.outcomes[e.stream_id].split(":")[0] for e in rated)
-            report.counts.update(rejected=len(rejects))
-            report.counts.update(entries=len(postings))
+            if rejects:
+                report.counts.update(rejected=len(rejects))
+            report.postings = len(postings)
             if replaying:
                 await store.record_replays(conn, replaying, report.outcomes, received_at)
         return report
@@ -230,7 +238,7 @@ async def replay_dead_letters(
         for stream in sorted({letter["stream"] for letter in letters}):
             chosen = [letter for letter in letters if letter["stream"] == stream]
             entries = [
-                (letter["stream_id"], stream_fields(bytes(letter["raw"]), letter["reason"]))
+                (letter["stream_id"], stream_fields(bytes(letter["raw"]), letter["code"]))
                 for letter in chosen
             ]
             report = await service.process(

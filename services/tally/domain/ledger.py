@@ -30,6 +30,8 @@ from decimal import Decimal
 from typing import Final, Literal
 
 PLATFORM = "platform"
+# An organization's name is a segment of its account codes: no '/', and never "platform".
+ORG_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 API_REQUEST: Final = "api_request"
 AI_TOKEN: Final = "ai_token"
 Meter = Literal["api_request", "ai_token"]

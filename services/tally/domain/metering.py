@@ -28,7 +28,6 @@ from tally.domain.ledger import AI_TOKEN, API_REQUEST, CarriedEvent, Entry, Mete
 from tally.domain.ratecard import RateCardBook
 
 EVENT_FIELD = b"event"
-NO_EVENT_FIELD = "stream entry without the 'event' field"
 Status = Literal["metered", "non_billable", "recorded"]
 EventKey = tuple[str, str]  # (source, id): the idempotency key, forever
 
@@ -122,7 +121,7 @@ def rate(
     raw = fields.get(EVENT_FIELD)
     if raw is None:
         names = ", ".join(sorted(name.decode(errors="replace") for name in fields)) or "none"
-        reason = f"{NO_EVENT_FIELD} (fields: {names})"
+        reason = f"stream entry without the 'event' field (fields: {names})"
         return Reject(stream_id, _flatten(fields), reason, "missing_event_field")
     if len(raw) > limits.max_event_bytes:
         return Reject(
@@ -227,9 +226,9 @@ def _flatten(fields: Mapping[bytes, bytes]) -> bytes:
     ).encode()
 
 
-def stream_fields(raw: bytes, reason: str) -> dict[bytes, bytes]:
+def stream_fields(raw: bytes, code: str) -> dict[bytes, bytes]:
     """The stream entry a dead letter was made from, for replaying it."""
-    if reason.startswith(NO_EVENT_FIELD):
+    if code == "missing_event_field":
         kept: dict[str, str] = json.loads(raw)
         return {key.encode(): value.encode() for key, value in kept.items()}
     return {EVENT_FIELD: raw}
@@ -245,9 +244,9 @@ class Deliveries:
 
 
 def sort_deliveries(
-    rated: Iterable[Rated], stored: Mapping[EventKey, tuple[bytes, str]]
+    stream: str, rated: Iterable[Rated], stored: Mapping[EventKey, tuple[bytes, str]]
 ) -> Deliveries:
-    """``stored`` maps keys already in the ledger to (raw payload, stream id).
+    """``stored`` maps keys already in the ledger to (raw payload, ``stream/stream id``).
 
     The very same stream entry seen again (a redelivery after a crash between commit and
     XACK) is dropped silently: it was already handled.
@@ -256,10 +255,11 @@ def sort_deliveries(
     out = Deliveries([], [], [])
     for event in rated:
         earlier = seen.get(event.key)
+        delivery = f"{stream}/{event.stream_id}"
         if earlier is None:
-            seen[event.key] = (event.raw, event.stream_id)
+            seen[event.key] = (event.raw, delivery)
             out.new.append(event)
-        elif earlier[1] == event.stream_id:
+        elif earlier[1] == delivery:
             continue
         elif same_payload(earlier[0], event.raw):
             out.duplicates.append(event)

@@ -11,7 +11,6 @@ import tomllib
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal, localcontext
-from importlib import resources
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -92,13 +91,3 @@ class RateCardBook:
 
 def parse_card(text: str) -> RateCard:
     return RateCard.model_validate(tomllib.loads(text, parse_float=Decimal))
-
-
-def bundled_cards() -> list[RateCard]:
-    """The cards shipped in ``tally/ratecards``."""
-    folder = resources.files("tally") / "ratecards"
-    return [
-        parse_card(item.read_text(encoding="utf-8"))
-        for item in sorted(folder.iterdir(), key=lambda entry: entry.name)
-        if item.name.endswith(".toml")
-    ]

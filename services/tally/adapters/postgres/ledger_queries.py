@@ -103,7 +103,7 @@ async def open_dead_letters(
     """Open dead letters to replay (all, or the given ids) after id ``after``, oldest first."""
     async with raw_connection(engine) as conn:
         rows = await conn.fetch(
-            """SELECT id, stream, stream_id, raw, reason FROM dead_letter
+            """SELECT id, stream, stream_id, raw, code FROM dead_letter
                 WHERE replayed_at IS NULL AND ($1::bigint[] IS NULL OR id = ANY($1)) AND id > $2
                 ORDER BY id LIMIT $3""",
             ids,

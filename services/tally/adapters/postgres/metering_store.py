@@ -31,6 +31,13 @@ EVENT_COLUMNS = (
 )
 
 
+async def rate_cards_loaded(conn: asyncpg.Connection) -> tuple[int, datetime | None]:
+    """How many cards are loaded and when the last one was: changes when one is added."""
+    row = await conn.fetchrow("SELECT count(*) AS n, max(loaded_at) AS last FROM rate_card")
+    assert row is not None
+    return row["n"], row["last"]
+
+
 async def load_rate_cards(conn: asyncpg.Connection) -> RateCardBook:
     rows = await conn.fetch("SELECT body::text AS body FROM rate_card")
     return RateCardBook(RateCard.model_validate_json(row["body"]) for row in rows)
@@ -46,16 +53,17 @@ async def organizations(conn: asyncpg.Connection, names: Iterable[str]) -> dict[
 async def stored_keys(
     conn: asyncpg.Connection, keys: Sequence[EventKey]
 ) -> dict[EventKey, tuple[bytes, str]]:
+    """Raw bytes and delivery (``stream/stream id``) of the keys already stored."""
     if not keys:
         return {}
     rows = await conn.fetch(
-        """SELECT e.source, e.id, e.raw, e.stream_id
+        """SELECT e.source, e.id, e.raw, e.stream || '/' || e.stream_id AS delivery
              FROM unnest($1::text[], $2::text[]) AS k(source, id)
              JOIN usage_event e USING (source, id)""",
         [key[0] for key in keys],
         [key[1] for key in keys],
     )
-    return {(r["source"], r["id"]): (bytes(r["raw"]), r["stream_id"]) for r in rows}
+    return {(r["source"], r["id"]): (bytes(r["raw"]), r["delivery"]) for r in rows}
 
 
 async def add_ai_quantities(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -9,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tally.adapters.postgres import metering_store
 from tally.adapters.postgres.connection import raw_transaction
 from tally.adapters.postgres.tables import Organization
+from tally.domain.ledger import ORG_NAME, PLATFORM
 
 
 class OrganizationError(ValueError):
@@ -25,8 +28,11 @@ async def add(engine: AsyncEngine, name: str, currency: str) -> bool:
                 f"currency {currency!r} is not priced by the rate card: "
                 f"use one of {', '.join(sorted(book.currencies))}"
             )
-        if not name.strip() or name != name.strip():
-            raise OrganizationError("an organization name is non-empty, without outer spaces")
+        if not re.match(ORG_NAME, name) or name == PLATFORM:
+            raise OrganizationError(
+                f"{name!r} is not an organization name: letters, digits and . _ : - "
+                f"(starting with a letter or digit, at most 128), and not {PLATFORM!r}"
+            )
         inserted = await conn.fetchval(
             "INSERT INTO organization (name, currency) VALUES ($1, $2) "
             "ON CONFLICT (name) DO NOTHING RETURNING name",

@@ -10,7 +10,8 @@ from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import async_url, raw_transaction
-from tally.domain.ratecard import RateCard, bundled_cards
+from tally.adapters.ratecard_files import bundled_cards
+from tally.domain.ratecard import RateCard
 
 MIGRATIONS = Path(__file__).resolve().parents[4] / "migrations"
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.cli.output import Format, FormatOption, console, emit
+from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors
 from tally.entrypoints.consumer import Consumer
 from tally.metering import BatchReport
 
@@ -23,19 +23,19 @@ def consume(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings, urls = settings_and_urls()
     seen = {"n": 0}
+    screen = console if fmt is Format.table else errors  # JSON alone on stdout
 
     def progress(report: BatchReport) -> None:
         seen["n"] += len(report.outcomes)
-        if fmt is Format.table:
-            console.print(
-                f"[dim]batch: {len(report.outcomes)} entries "
-                f"({', '.join(f'{k} {v}' for k, v in sorted(report.counts.items()) if v)}); "
-                f"{seen['n']} so far[/dim]",
-                highlight=False,
-            )
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
+        screen.print(
+            f"[dim]batch of {len(report.outcomes)} stream entries ({outcomes}), "
+            f"{report.postings} ledger entries posted; {seen['n']} so far[/dim]",
+            highlight=False,
+        )
 
     consumer = Consumer(settings, urls, until_idle=until_idle, on_batch=progress)
-    console.print(
+    screen.print(
         f"consumer {consumer.name} on {settings.stream!r} group {settings.group!r}"
         + (" (until idle)" if until_idle else ""),
         highlight=False,

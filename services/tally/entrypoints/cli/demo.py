@@ -87,7 +87,7 @@ def _show(result: DemoResult) -> None:
         + ", ".join(f"{count} {kind}" for kind, count in summary.by_type.items())
         + f", {summary.duplicates} duplicates, {summary.bad_total} bad"
     )
-    consumed = {k: v for k, v in result.consumed.items() if k != "entries"}
+    consumed = result.consumed
     console.print("metered: " + ", ".join(f"{v} {k}" for k, v in sorted(consumed.items())))
     for org, rows in result.balances.items():
         emit(rows, Format.table, f"{org} ({DEMO_ORGS[org]}) balances, {result.period}")
