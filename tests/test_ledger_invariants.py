@@ -113,3 +113,16 @@ async def test_posted_rows_refuse_update_and_delete(
             asyncpg.RestrictViolationError, match=r"refused|keeps its bytes|is posted|only grows"
         ):
             await conn.execute(statement)
+
+
+async def test_an_event_cannot_point_at_an_entry_that_does_not_exist(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    await service.process("s", [("1-0", {b"event": api("e1")})])
+    async with raw_connection(engine) as conn:
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="does not exist"):
+            await conn.execute(
+                "INSERT INTO usage_event SELECT source, 'e2', type, org, event_time, period,"
+                " status, meter, feature, quantity, rate_card_version, raw, stream, '9-9',"
+                " received_at, entry_id + 1000 FROM usage_event"
+            )

@@ -17,7 +17,6 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -47,13 +46,6 @@ def _plain_decimal(value: Any) -> Any:
     return value
 
 
-def _whole(value: Any) -> Any:
-    """JSON Schema's integer: ``2.0`` is the integer 2; ``2.5`` and ``true`` are not integers."""
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return int(value)
-    return value
-
-
 def storable_text(value: str) -> str:
     """Text PostgreSQL can keep: UTF-8 encodable (no lone surrogates) and without NUL."""
     if "\x00" in value:
@@ -65,16 +57,21 @@ def storable_text(value: str) -> str:
     return value
 
 
-def _utc_representable(value: datetime) -> datetime:
-    """A time whose UTC instant exists (``0001-01-01T00:00+14:00`` does not)."""
-    try:
-        value.astimezone(UTC)
-    except OverflowError as exc:
-        raise ValueError("time is out of range once converted to UTC") from exc
-    return value
+def _unstorable_text(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            storable_text(value)
+        except ValueError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_unstorable_text(k) or _unstorable_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable_text(item) for item in value)
+    return False
 
 
-NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=256), AfterValidator(storable_text)]
+NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 Quantity = Annotated[
     Decimal,
     BeforeValidator(_plain_decimal),
@@ -89,7 +86,6 @@ Quantity = Annotated[
         }
     ),
 ]
-Whole = Annotated[StrictInt, BeforeValidator(_whole)]
 
 
 class _Strict(BaseModel):
@@ -99,12 +95,10 @@ class _Strict(BaseModel):
 class ApiRequestData(_Strict):
     oauth_client_id: NonEmpty
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
-    template_uri: Annotated[
-        StrictStr, Field(min_length=1, max_length=2048), AfterValidator(storable_text)
-    ]
-    status: Annotated[Whole, Field(ge=100, le=599)]
+    template_uri: Annotated[StrictStr, Field(min_length=1, max_length=2048)]
+    status: Annotated[StrictInt, Field(ge=100, le=599)]
     client_kind: NonEmpty
-    count: Annotated[Whole, Field(ge=1, le=10**9)] = 1
+    count: Annotated[StrictInt, Field(ge=1, le=10**9)] = 1
 
 
 class AiUsageData(_Strict):
@@ -117,7 +111,7 @@ class AiUsageData(_Strict):
 class LicenseUsageData(_Strict):
     license: Literal["communicate", "gc1", "gc2", "gc3"]
     model: Literal["named", "concurrent", "hourly"]
-    users: Annotated[Whole, Field(ge=0, le=MAX_USERS)] | None = None
+    users: Annotated[StrictInt, Field(ge=0, le=MAX_USERS)] | None = None
     hours: Quantity | None = None
 
     @model_validator(mode="after")
@@ -134,7 +128,7 @@ class _Envelope(_Strict):
     specversion: Literal["1.0"]
     id: NonEmpty
     source: NonEmpty
-    time: Annotated[AwareDatetime, AfterValidator(_utc_representable)]
+    time: AwareDatetime
     subject: NonEmpty
     datacontenttype: Literal["application/json"] | None = None
 
@@ -212,6 +206,11 @@ def decode_json(raw: bytes) -> dict[str, Any]:
         raise InvalidEvent(
             "malformed_json", f"malformed JSON: expected an object, got {type(body).__name__}"
         )
+    if b"\\u" in raw and _unstorable_text(body):  # only an escape can spell NUL or a surrogate
+        raise InvalidEvent(
+            "schema_violation",
+            "schema violation: text must not contain NUL or a lone surrogate (\\u0000, \\ud800)",
+        )
     return body
 
 
@@ -219,7 +218,16 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"non-finite number {name}")
 
 
-_decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant)
+def _number(text: str) -> Decimal | int:
+    """A JSON number with a fraction or exponent: exact, and an integer when it is one
+    (JSON Schema's integer: ``2.0`` is 2, so ``"count": 2.0`` means two requests)."""
+    value = Decimal(text)
+    if value == value.to_integral_value() and value.adjusted() < 19:
+        return int(value)
+    return value
+
+
+_decoder = json.JSONDecoder(parse_float=_number, parse_constant=_refuse_constant)
 
 
 def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:
@@ -231,9 +239,16 @@ def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | Lic
             "unknown_type", f"unknown type {kind!r}: expected one of {', '.join(EVENT_TYPES)}"
         )
     try:
-        return _adapter.validate_python(body)
+        event = _adapter.validate_python(body)
     except ValidationError as exc:
         raise InvalidEvent("schema_violation", _describe(exc)) from exc
+    try:
+        event.utc_time  # noqa: B018  (0001-01-01T00:00+14:00 has no UTC instant)
+    except OverflowError as exc:
+        raise InvalidEvent(
+            "schema_violation", "schema violation: time: out of range once converted to UTC"
+        ) from exc
+    return event
 
 
 def parse_event(raw: bytes) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:

@@ -130,10 +130,9 @@ def rate(
             f"oversized entry: {len(raw)} bytes, limit {limits.max_event_bytes}",
             "oversized",
         )
-    source = event_id = None
+    body: dict[str, Any] = {}
     try:
         body = decode_json(raw)
-        source, event_id = _key_of(body)
         event = validate_event(body)
         time = event.utc_time
         period = period_of(time)
@@ -146,7 +145,13 @@ def rate(
         if event.subject not in orgs:
             reason = f"unknown organization {event.subject!r}: add it with `tally org add`"
             return Reject(
-                stream_id, raw, reason, "unknown_organization", source, event_id, event.subject
+                stream_id,
+                raw,
+                reason,
+                "unknown_organization",
+                event.source,
+                event.id,
+                event.subject,
             )
         card = book.in_effect(time)
         if card is None:
@@ -194,10 +199,10 @@ def rate(
                 license_data.users if license_data.users is not None else license_data.hours or 0
             )
     except InvalidEvent as exc:
-        return Reject(stream_id, raw, exc.reason, exc.code, source, event_id)
+        return Reject(stream_id, raw, exc.reason, exc.code, *_key_of(body))
     except Exception as exc:  # a rule's own failure must not stall the stream
         reason = f"cannot be rated: {type(exc).__name__}: {exc}"
-        return Reject(stream_id, raw, reason, "unratable", source, event_id)
+        return Reject(stream_id, raw, reason, "unratable", *_key_of(body))
     return Rated(
         source=event.source,
         id=event.id,
@@ -255,11 +260,10 @@ def sort_deliveries(
     out = Deliveries([], [], [])
     for event in rated:
         earlier = seen.get(event.key)
-        delivery = f"{stream}/{event.stream_id}"
         if earlier is None:
-            seen[event.key] = (event.raw, delivery)
+            seen[event.key] = (event.raw, f"{stream}/{event.stream_id}")
             out.new.append(event)
-        elif earlier[1] == delivery:
+        elif earlier[1] == f"{stream}/{event.stream_id}":
             continue
         elif same_payload(earlier[0], event.raw):
             out.duplicates.append(event)
