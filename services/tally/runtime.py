@@ -24,7 +24,10 @@ def service_urls(settings: Settings) -> ServiceUrls:
         return ServiceUrls(settings.database_url, settings.redis_url, embedded=False)
     from tally.adapters.embedded import ensure_servers
 
-    database, redis = ensure_servers(settings.data_dir)
-    return ServiceUrls(
-        settings.database_url or database, settings.redis_url or redis, embedded=True
+    database, redis = ensure_servers(
+        settings.data_dir, postgres=not settings.database_url, redis=not settings.redis_url
     )
+    database = settings.database_url or database
+    redis = settings.redis_url or redis
+    assert database and redis
+    return ServiceUrls(database, redis, embedded=True)

@@ -40,17 +40,19 @@ _STOP_TIMEOUT_S = 30.0
 _log = logging.getLogger(__name__)
 
 
-def ensure_servers(data_dir: Path) -> tuple[str, str]:
+def ensure_servers(
+    data_dir: Path, postgres: bool = True, redis: bool = True
+) -> tuple[str | None, str | None]:
     """Start (or find running) PostgreSQL and Redis in ``data_dir``; return their URLs.
 
     Returns ``(database_url, redis_url)``: ``postgresql+asyncpg://`` to the database
     ``tally`` (created if missing), and a ``unix://`` (or, when the socket path would be
-    too long, ``redis://127.0.0.1:PORT/0``) Redis URL.
+    too long, ``redis://127.0.0.1:PORT/0``) Redis URL; None for a server not asked for.
     """
     root = _root(data_dir)
     with _locked(root):
-        database_url = _ensure_postgres(root / "pg")
-        redis_url = _ensure_redis(root / "redis")
+        database_url = _ensure_postgres(root / "pg") if postgres else None
+        redis_url = _ensure_redis(root / "redis") if redis else None
     return database_url, redis_url
 
 

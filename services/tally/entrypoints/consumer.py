@@ -24,6 +24,7 @@ from typing import Any
 from faststream import AckPolicy, FastStream
 from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
+from redis.exceptions import ResponseError
 
 from tally.adapters import redis_streams
 from tally.adapters.postgres.connection import make_engine
@@ -60,6 +61,7 @@ class Consumer:
         on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.urls = urls
         self.name = consumer_name(settings)
         self.until_idle = until_idle
         self.on_batch = on_batch
@@ -207,7 +209,25 @@ class Consumer:
     async def run(self) -> Counter[str]:
         tune_gc()
         await self.app.run()
+        await self._group_still_there()
         return self.totals
+
+    async def _group_still_there(self) -> None:
+        """FastStream stops quietly when the group vanishes (NOGROUP): say so, and fail."""
+        client = redis_streams.connect(self.urls.redis)
+        try:
+            await redis_streams.backlog(client, self.settings.stream, self.settings.group)
+        except LookupError as exc:
+            raise LookupError(
+                f"{exc}: the stream or its group disappeared under the consumer (deleted, or "
+                "Redis restarted without persistence)"
+            ) from exc
+        except ResponseError as exc:  # no such key: the stream itself is gone
+            raise LookupError(
+                f"stream {self.settings.stream!r} is gone ({exc}): run `tally migrate`"
+            ) from exc
+        finally:
+            await client.aclose()
 
 
 def tune_gc() -> None:
