@@ -420,3 +420,18 @@ async def test_the_demo_runs_end_to_end_and_a_rerun_changes_nothing(settings: Se
     assert again["balances"] == first["balances"]
     assert again["consumed"].get("metered", 0) == 0
     assert again["verified"] is True
+
+
+async def test_the_benchmark_drains_every_event_and_measures_latency(settings: Settings) -> None:
+    """Smoke run of ``tally bench`` (no timing is asserted: figures come from real runs)."""
+    drain, steady = await tally_all(
+        settings,
+        ["bench", "--events", "3000", "--consumers", "2", "--batch-size", "500", "--json"],
+        ["bench", "--rate", "400", "--seconds", "2", "--json"],
+    )
+    figures = drain.json()
+    assert figures["events"] == 3000 and figures["consumers"] == 2
+    assert figures["entries_posted"] > 0 and figures["events_per_second"] > 0
+    latency = steady.json()
+    assert latency["events"] == 800
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]

@@ -8,6 +8,7 @@ fixed rate; latency is commit time minus the time Redis stamped on the entry's i
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import secrets
 import time
 from collections import Counter
@@ -36,6 +37,7 @@ class DrainResult:
     seconds: float
     events_per_second: float
     batch_size: int
+    consumers: int
     entries_posted: int
 
 
@@ -55,6 +57,28 @@ async def publish_mix(
     """XADD a whole synthetic mix in pipelined batches; returns how many entries were sent."""
     async with UsageProducer(redis_url, stream, batch_size=PUBLISH_BATCH) as producer:
         return len(await producer.publish_all((entry.fields for entry in mix), progress))
+
+
+def _drain_in_process(
+    settings: Settings,
+    urls: ServiceUrls,
+    ready: Any,
+    go: Any,
+    results: Any,
+) -> None:
+    """One benchmark consumer: (entries, ledger entries, time of its last commit)."""
+    counts: Counter[str] = Counter()
+    last = [0.0]
+
+    def on_batch(report: BatchReport) -> None:
+        counts.update(events=len(report.outcomes), postings=report.postings)
+        last[0] = time.time()
+
+    consumer = Consumer(settings, urls, until_idle=True, on_batch=on_batch)
+    ready.wait()
+    go.wait()
+    asyncio.run(consumer.run())
+    results.put((counts["events"], counts["postings"], last[0]))
 
 
 def bench_orgs(count: int) -> list[str]:
@@ -101,25 +125,45 @@ class Bench:
             (lambda done: progress(done, events)) if progress else None,
         )
 
-    async def drain(self, events: int, seed: int, progress: Progress | None = None) -> DrainResult:
+    async def drain(
+        self, events: int, seed: int, consumers: int = 1, progress: Progress | None = None
+    ) -> DrainResult:
+        """Time from the consumers' start to the commit of the last batch. Each consumer is
+        its own process (one group, as when scaling out), started and imported before the
+        clock runs."""
         await self.fill(events, seed, progress)
-        counts: Counter[str] = Counter()
-        last = [0.0]
-
-        def on_batch(report: BatchReport) -> None:
-            counts.update(events=len(report.outcomes), postings=report.postings)
-            last[0] = time.perf_counter()
-
-        consumer = Consumer(self.settings, self.urls, until_idle=True, on_batch=on_batch)
-        started = time.perf_counter()
-        await consumer.run()
-        seconds = last[0] - started
+        context = multiprocessing.get_context("spawn")
+        ready, go, results = context.Barrier(consumers + 1), context.Event(), context.Queue()
+        processes = [
+            context.Process(
+                target=_drain_in_process,
+                args=(
+                    self.settings.model_copy(update={"consumer_name": f"bench-{n}"}),
+                    self.urls,
+                    ready,
+                    go,
+                    results,
+                ),
+            )
+            for n in range(consumers)
+        ]
+        for process in processes:
+            process.start()
+        await asyncio.to_thread(ready.wait)
+        started = time.time()
+        go.set()
+        outcomes = [await asyncio.to_thread(results.get) for _ in processes]
+        for process in processes:
+            await asyncio.to_thread(process.join)
+        drained = sum(n for n, _, _ in outcomes)
+        seconds = max(last for _, _, last in outcomes) - started
         return DrainResult(
-            events=counts["events"],
+            events=drained,
             seconds=round(seconds, 3),
-            events_per_second=round(counts["events"] / seconds, 1),
+            events_per_second=round(drained / seconds, 1),
             batch_size=self.settings.batch_size,
-            entries_posted=counts["postings"],
+            consumers=consumers,
+            entries_posted=sum(p for _, p, _ in outcomes),
         )
 
     async def steady(self, rate: int, seconds: float, seed: int) -> SteadyResult:

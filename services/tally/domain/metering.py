@@ -20,9 +20,9 @@ from tally.domain.events import (
     InvalidEvent,
     LicenseUsageData,
     decode_json,
+    parse_event,
     period_of,
     storable_text,
-    validate_event,
 )
 from tally.domain.ledger import AI_TOKEN, API_REQUEST, CarriedEvent, Entry, Meter, usage_entry
 from tally.domain.ratecard import RateCardBook
@@ -92,8 +92,12 @@ def _canonical(raw: bytes) -> str:
     return json.dumps(decode_json(raw), sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _key_of(body: dict[str, Any]) -> tuple[str | None, str | None]:
+def _key_of(raw: bytes) -> tuple[str | None, str | None]:
     """The (source, id) a reject claims, when they are text worth indexing."""
+    try:
+        body = decode_json(raw)
+    except InvalidEvent:
+        return None, None
 
     def usable(value: Any) -> str | None:
         if not isinstance(value, str) or len(value) > 256:
@@ -130,10 +134,8 @@ def rate(
             f"oversized entry: {len(raw)} bytes, limit {limits.max_event_bytes}",
             "oversized",
         )
-    body: dict[str, Any] = {}
     try:
-        body = decode_json(raw)
-        event = validate_event(body)
+        event = parse_event(raw)
         time = event.utc_time
         period = period_of(time)
         if time > now + limits.max_future_skew:
@@ -199,10 +201,10 @@ def rate(
                 license_data.users if license_data.users is not None else license_data.hours or 0
             )
     except InvalidEvent as exc:
-        return Reject(stream_id, raw, exc.reason, exc.code, *_key_of(body))
+        return Reject(stream_id, raw, exc.reason, exc.code, *_key_of(raw))
     except Exception as exc:  # a rule's own failure must not stall the stream
         reason = f"cannot be rated: {type(exc).__name__}: {exc}"
-        return Reject(stream_id, raw, reason, "unratable", *_key_of(body))
+        return Reject(stream_id, raw, reason, "unratable", *_key_of(raw))
     return Rated(
         source=event.source,
         id=event.id,

@@ -19,6 +19,9 @@ def bench(
     ] = None,
     seconds: Annotated[float, typer.Option(help="Steady mode: how long to hold the rate.")] = 30,
     orgs: Annotated[int, typer.Option(help="Organizations in the mix.")] = 20,
+    consumers: Annotated[
+        int, typer.Option(min=1, help="Drain: consumer processes in the group.")
+    ] = 1,
     batch_size: Annotated[int | None, typer.Option(help="Consumer batch size.")] = None,
     seed: Annotated[int, typer.Option()] = 7,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
@@ -37,7 +40,7 @@ def bench(
             with Progress(console=errors, transient=True) as progress:
                 task = progress.add_task("pre-filling the stream", total=events)
                 result = await scratch.drain(
-                    events, seed, lambda done, _: progress.update(task, completed=done)
+                    events, seed, consumers, lambda done, _: progress.update(task, completed=done)
                 )
             return as_dict(result)
 
