@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -69,7 +69,7 @@ class Rated:
     raw: bytes
     stream_id: str
     license: LicenseUsageData | None = None
-    key: EventKey = ("", "")
+    key: EventKey = field(init=False)
 
     def __post_init__(self) -> None:
         self.key = (self.source, self.id)
