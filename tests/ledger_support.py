@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres import organizations
 from tally.adapters.postgres.connection import make_engine
-from tally.config import Settings
+from tally.config import Settings, get_settings
 from tally.domain.metering import Limits
 from tally.entrypoints.consumer import Consumer
 from tally.metering import MeteringService
@@ -41,6 +41,17 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def service(engine: AsyncEngine, settings: Settings) -> MeteringService:
     return MeteringService(engine, Limits(settings.max_event_bytes, settings.max_future_skew))
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, stream_key: str) -> Iterator[None]:
+    """In-process CLI runs against this test's Redis stream (no database needed)."""
+    monkeypatch.setenv("TALLY_DATABASE_URL", "postgresql+asyncpg://unused@127.0.0.1:1/unused")
+    monkeypatch.setenv("TALLY_REDIS_URL", redis_url)
+    monkeypatch.setenv("TALLY_STREAM", stream_key)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture

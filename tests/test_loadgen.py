@@ -21,7 +21,14 @@ from tally.domain.events import (
     LicenseUsageEvent,
     parse_event,
 )
-from tally.loadgen import BAD_CLASSES, NEEDS_CONTEXT, LoadEntry, LoadMix, LoadSummary, generate
+from tally.loadgen import BAD_CLASSES, NEEDS_CONTEXT, LoadEntry, LoadMix, LoadSummary
+
+
+def generate(*args: Any, **kwargs: Any) -> tuple[list[LoadEntry], LoadSummary]:
+    """The whole mix as a list, with its summary."""
+    mix = LoadMix(*args, **kwargs)
+    return list(mix), mix.summary
+
 
 ORGS = ["acme", "globex", "initech"]
 CARD = bundled_cards()[-1]
@@ -258,16 +265,6 @@ def test_tiny_mixes_work() -> None:
 
 
 # --- tally loadgen ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, stream_key: str) -> Any:
-    monkeypatch.setenv("TALLY_DATABASE_URL", "postgresql+asyncpg://unused@127.0.0.1:1/unused")
-    monkeypatch.setenv("TALLY_REDIS_URL", redis_url)
-    monkeypatch.setenv("TALLY_STREAM", stream_key)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 def test_loadgen_command_publishes_the_mix(cli_env: Any, redis_url: str, stream_key: str) -> None:

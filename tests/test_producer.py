@@ -343,16 +343,6 @@ async def test_exhausted_retries_raise_and_keep_the_entries_queued(
 # --- tally emit -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, stream_key: str) -> Any:
-    monkeypatch.setenv("TALLY_DATABASE_URL", "postgresql+asyncpg://unused@127.0.0.1:1/unused")
-    monkeypatch.setenv("TALLY_REDIS_URL", redis_url)
-    monkeypatch.setenv("TALLY_STREAM", stream_key)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
-
-
 def _cli() -> Any:
     from tally.entrypoints.cli import app
 

@@ -52,7 +52,6 @@ __all__ = [
     "LoadEntry",
     "LoadMix",
     "LoadSummary",
-    "generate",
 ]
 
 BAD_CLASSES: tuple[str, ...] = (
@@ -716,22 +715,3 @@ def _quantity(rng: random.Random, unit: str) -> tuple[Decimal, str, bool]:
     else:  # interaction, and units of cards yet to come
         value = 1
     return Decimal(value), str(value), rng.random() < 0.1
-
-
-def generate(
-    orgs: Sequence[str],
-    period: str,
-    events: int,
-    *,
-    seed: int = 7,
-    duplicates: float = 0.01,
-    bad: float = 0.01,
-    source: str = "loadgen",
-    card: RateCard | None = None,
-) -> tuple[list[LoadEntry], LoadSummary]:
-    """The whole mix as a list, with its summary."""
-    mix = LoadMix(
-        orgs, period, events, seed=seed, duplicates=duplicates, bad=bad, source=source, card=card
-    )
-    entries = list(mix)
-    return entries, mix.summary

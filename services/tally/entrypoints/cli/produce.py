@@ -221,15 +221,7 @@ def _progress(mix: LoadMix, what: str) -> Iterator[LoadEntry]:
 
 async def _publish_mix(mix: LoadMix, url: str, stream: str, batch: int) -> list[str]:
     async with UsageProducer(url, stream, batch_size=batch) as producer:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=errors,
-        ) as progress:
+        with _bar() as progress:
             task = progress.add_task(f"XADD {stream}", total=len(mix))
             return await producer.publish_all(
                 (entry.fields for entry in mix),
