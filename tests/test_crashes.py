@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger_support import ORGS, balance_map, drain, urls_of
 from tally.adapters.postgres import ledger_queries
-from tally.audit import verify
+from tally.adapters.postgres.verification import verify
 from tally.config import Settings
 from tally.loadgen import LoadMix, LoadSummary
 from tally.producer import UsageProducer

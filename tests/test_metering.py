@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger_support import ai, api, balance_map, drain, event
 from tally.adapters.postgres import ledger_queries, organizations
 from tally.adapters.postgres.connection import raw_connection
-from tally.audit import verify
+from tally.adapters.postgres.verification import verify
 from tally.config import Settings
 from tally.metering import MeteringService, replay_dead_letters
 

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger_support import ai, api
 from tally.adapters.postgres import ledger_queries, organizations
+from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
-from tally.audit import verify
 from tally.metering import MeteringService
 
 CARD = bundled_cards()[0]

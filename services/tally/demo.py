@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters import redis_streams
 from tally.adapters.postgres import ledger_queries, organizations
-from tally.audit import Verification, verify
+from tally.adapters.postgres.verification import Verification, verify
 from tally.bench import publish_mix
 from tally.config import Settings
 from tally.entrypoints.consumer import Consumer

@@ -9,7 +9,7 @@ import typer
 from rich.progress import Progress
 
 from tally.adapters.postgres import ledger_queries
-from tally.audit import verify
+from tally.adapters.postgres.verification import verify
 from tally.config import get_settings
 from tally.domain.metering import Limits
 from tally.entrypoints.cli.context import with_engine
