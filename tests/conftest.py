@@ -21,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import pytest
 import redis
 from sqlalchemy.engine import make_url
 
+from tally.adapters.postgres import databases
+from tally.adapters.postgres.connection import async_url
 from tally.config import Settings
 
 T = TypeVar("T")
@@ -45,25 +46,6 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion on a fresh loop in another thread."""
     with ThreadPoolExecutor(max_workers=1) as worker:
         return worker.submit(asyncio.run, coro).result()
-
-
-def asyncpg_url(url: str) -> str:
-    """``postgres://``, ``postgresql://``, ``postgresql+<driver>://`` → ``postgresql+asyncpg://``."""
-    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-
-
-def asyncpg_dsn(url: str) -> str:
-    """The same server and database as a DSN for ``asyncpg.connect``."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _pg_execute(url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(url), timeout=30)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def _docker_answers() -> bool:
@@ -117,7 +99,7 @@ def _embedded() -> Iterator[tuple[str, str]]:
 def pg_admin_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """``postgresql+asyncpg://`` URL of a database where CREATE DATABASE may run."""
     if url := os.environ.get("TALLY_TEST_DATABASE_URL"):
-        yield asyncpg_url(url)
+        yield async_url(url)
     elif request.getfixturevalue("_docker"):
         try:
             from testcontainers.community.postgres import PostgresContainer
@@ -125,7 +107,7 @@ def pg_admin_url(request: pytest.FixtureRequest) -> Iterator[str]:
             from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:15", driver=None) as container:
-            yield asyncpg_url(container.get_connection_url())
+            yield async_url(container.get_connection_url())
     else:
         database_url, _ = request.getfixturevalue("_embedded")
         yield make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
@@ -156,12 +138,11 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.fixture
 def database_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty database for this test only (``postgresql+asyncpg://``)."""
-    name = f"tally_t_{secrets.token_hex(6)}"
-    run_sync(_pg_execute(pg_admin_url, f'CREATE DATABASE "{name}"'))
+    url = run_sync(databases.create_scratch(pg_admin_url, "tally_t"))
     try:
-        yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        run_sync(_pg_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_sync(databases.drop(url))
 
 
 @pytest.fixture

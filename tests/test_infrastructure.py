@@ -14,20 +14,16 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tally.adapters.postgres.databases import dsn
 from tally.config import Settings
 
 _seen: dict[str, str] = {}
 
 
-def asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 async def _databases(admin_url: str) -> set[str]:
-    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+    conn = await asyncpg.connect(dsn(admin_url))
     try:
         return {row["datname"] for row in await conn.fetch("SELECT datname FROM pg_database")}
     finally:
@@ -109,7 +105,7 @@ print(json.dumps({"urls": urls, "seconds": time.monotonic() - started}))
 
 async def _pg_answers(database_url: str) -> str | None:
     try:
-        conn = await asyncpg.connect(asyncpg_dsn(database_url), timeout=5)
+        conn = await asyncpg.connect(dsn(database_url), timeout=5)
     except (OSError, asyncpg.PostgresError):
         return None
     try:

@@ -10,7 +10,8 @@ from sqlalchemy.engine import make_url
 from tally.adapters.postgres.connection import async_url
 
 
-def _dsn(url: str, database: str | None = None) -> str:
+def dsn(url: str, database: str | None = None) -> str:
+    """The URL as a DSN for ``asyncpg.connect`` (optionally naming another database)."""
     parsed = make_url(async_url(url)).set(drivername="postgresql")
     if database is not None:
         parsed = parsed.set(database=database)
@@ -20,17 +21,17 @@ def _dsn(url: str, database: str | None = None) -> str:
 async def create_scratch(url: str, prefix: str) -> str:
     """A new empty database beside the one ``url`` names; returns its URL."""
     name = f"{prefix}_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(dsn(url))
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    return async_url(_dsn(url, name))
+    return async_url(dsn(url, name))
 
 
 async def drop(url: str) -> None:
     name = make_url(url).database
-    conn = await asyncpg.connect(_dsn(url, "postgres"))
+    conn = await asyncpg.connect(dsn(url, "postgres"))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
