@@ -194,8 +194,9 @@ class MeteringService:
         async with raw_transaction(self.engine) as conn:
             stored = await store.stored_keys(conn, [event.key for event in rated])
             deliveries = sort_deliveries(stream, rated, stored)
-            totals_after = await store.add_ai_quantities(conn, ai_quantities(deliveries.new))
-            postings = usage_postings(deliveries.new, book, totals_after)
+            batch_ai = ai_quantities(deliveries.new)
+            totals_after = await store.add_ai_quantities(conn, batch_ai)
+            postings = usage_postings(deliveries.new, book, batch_ai, totals_after)
             entry_ids = await self.journal.post(
                 conn, [p.entry for p in postings], {p.entry.key: p.carried() for p in postings}
             )
@@ -211,7 +212,7 @@ class MeteringService:
                 report.outcomes.setdefault(event.stream_id, "already stored")
             for reject in rejects:
                 report.outcomes[reject.stream_id] = "rejected: " + reject.reason
-            report.counts.update(report.outcomes[e.stream_id].split(":")[0] for e in rated)
+            report.counts.update(report.outcomes[e.stream_id] for e in rated)
             if rejects:
                 report.counts.update(rejected=len(rejects))
             report.postings = len(postings)

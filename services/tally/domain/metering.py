@@ -301,19 +301,20 @@ class Posting:
 def usage_postings(
     new: Iterable[Rated],
     book: RateCardBook,
+    batch: Mapping[TotalKey, Decimal],
     totals_after: Mapping[TotalKey, Decimal],
 ) -> list[Posting]:
     """One usage entry per (org, period, meter, rate card) for the batch's new metered events.
 
     AI tokens per feature are the difference of the conversion of the running quantity
-    after and before this batch (``totals_after`` includes the batch).
+    after and before this batch (``batch``: the batch's own quantities, ``ai_quantities``;
+    ``totals_after`` includes them).
     """
     cards = {card.version: card for card in book.cards}
     groups: dict[tuple[str, str, Meter, str], list[Rated]] = defaultdict(list)
     for event in new:
         if event.meter is not None:
             groups[(event.org, event.period, event.meter, event.rate_card_version)].append(event)
-    batch = ai_quantities(new)
     postings = []
     for (org, period, meter, version), events in sorted(groups.items()):
         amounts: dict[str | None, Decimal] = defaultdict(Decimal)

@@ -30,6 +30,7 @@ from tally.domain.ledger import (
     events_digest,
 )
 from tally.domain.metering import EVENT_FIELD, Limits, Rated, rate
+from tally.domain.ratecard import RateCardBook
 
 
 @dataclass
@@ -64,8 +65,9 @@ async def verify(engine: AsyncEngine) -> Verification:
         await _accounts(conn, result)
         await _balance(conn, result)
         await _events(conn, result)
-        await _ai_totals(conn, result)
-        await _events_match_their_bytes(conn, result)
+        book = await metering_store.load_rate_cards(conn)
+        await _ai_totals(conn, result, book)
+        await _events_match_their_bytes(conn, result, book)
         await _chain(conn, result)
     return result
 
@@ -129,9 +131,8 @@ async def _events(conn: asyncpg.Connection, result: Verification) -> None:
         )
 
 
-async def _ai_totals(conn: asyncpg.Connection, result: Verification) -> None:
+async def _ai_totals(conn: asyncpg.Connection, result: Verification, book: RateCardBook) -> None:
     """Tokens per feature equal the conversion of the events' total quantity."""
-    book = await metering_store.load_rate_cards(conn)
     cards = {card.version: card for card in book.cards}
     used: dict[tuple[str, str, str, str], Decimal] = {}
     for row in await conn.fetch(
@@ -162,10 +163,11 @@ async def _ai_totals(conn: asyncpg.Connection, result: Verification) -> None:
 STORED_AS_RATED = ("type", "org", "period", "status", "meter", "feature", "quantity")
 
 
-async def _events_match_their_bytes(conn: asyncpg.Connection, result: Verification) -> None:
+async def _events_match_their_bytes(
+    conn: asyncpg.Connection, result: Verification, book: RateCardBook
+) -> None:
     """Every stored event, rated again from its raw bytes, gives the columns stored with it
     (and its license row): a column changed behind the application's back shows here."""
-    book = await metering_store.load_rate_cards(conn)
     orgs = {row["name"]: row["currency"] for row in await conn.fetch("SELECT * FROM organization")}
     unchecked = Limits(max_event_bytes=2**31, max_future_skew=timedelta(days=365_000))
     query = """SELECT v.*, l.license, l.model, l.users, l.hours, l.day
