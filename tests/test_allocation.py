@@ -130,6 +130,6 @@ def test_a_line_equals_an_independent_computation(
         over = Fraction(ceil(over))
     assert Fraction(line.overage) == over
     assert Fraction(line.amount) == half_up(over * Fraction(price), minor)
-    assert Fraction(line.amount) - Fraction(line.rounding) == over * Fraction(price)
+    assert Fraction(line.amount) - Fraction(line.money.rounding) == over * Fraction(price)
     assert Fraction(line.expired) == max(Fraction(allowed) - used_exact, Fraction(0))
-    assert abs(line.rounding) <= Fraction(1, 2 * 10**minor)
+    assert abs(line.money.rounding) <= Fraction(1, 2 * 10**minor)

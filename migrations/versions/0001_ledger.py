@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from tally.adapters.postgres.ddl import refuse_changes, refuse_truncate, run_script
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -273,36 +275,12 @@ IMMUTABLE = (
 )
 
 
-def statements(script: str) -> list[str]:
-    """Split on semicolons outside dollar-quoted bodies (asyncpg runs one per call)."""
-    parts, current = [], []
-    for piece in script.split(";"):
-        current.append(piece)
-        if "".join(current).count("$$") % 2 == 0:
-            statement = ";".join(current).strip()
-            if statement:
-                parts.append(statement)
-            current = []
-    return parts
-
-
 def upgrade() -> None:
-    for statement in statements(UPGRADE):
-        op.execute(statement)
+    run_script(UPGRADE)
     for table in IMMUTABLE:
-        op.execute(
-            f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION tally_refuse_change()"
-        )
-        op.execute(
-            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION tally_refuse_change()"
-        )
+        refuse_changes(table)
     for table in ("dead_letter", "ledger_lane", "meter_total"):
-        op.execute(
-            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION tally_refuse_change()"
-        )
+        refuse_truncate(table)
 
 
 def downgrade() -> None:

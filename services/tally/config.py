@@ -42,6 +42,17 @@ class Settings(BaseSettings):
         default=300, ge=0, description="Events timed further ahead than this are dead-lettered."
     )
 
+    close_grace_hours: float = Field(
+        default=24,
+        ge=0,
+        description="A period closes this long after it ended (usage is reported late).",
+    )
+    close_chunk: int = Field(default=500, ge=1, description="Organizations closed per transaction.")
+
+    @property
+    def close_grace(self) -> timedelta:
+        return timedelta(hours=self.close_grace_hours)
+
     @property
     def max_future_skew(self) -> timedelta:
         return timedelta(seconds=self.max_future_skew_s)

@@ -3,7 +3,8 @@
 Rules (DESIGN §3, seeds 000 and 003):
 
 - Billable users of a license and model in a period: named, the highest daily ``users``;
-  concurrent, the highest daily peak; hourly, the sum of the daily ``hours``.
+  concurrent, the highest daily peak; hourly, the sum of the daily ``hours`` (a day
+  reported more than once counts its highest report).
 - A committed minimum counts when it is higher than the usage.
 - Allocations of every license are pooled per organization: API requests per billable
   user (hourly: per billable hour), AI tokens per named or concurrent user.
@@ -38,14 +39,19 @@ class LicenseDay:
 
 
 def billable_users(days: Iterable[LicenseDay]) -> dict[Seat, Decimal]:
-    """Per license and model: highest daily users (named, concurrent) or sum of hours."""
-    out: dict[Seat, Decimal] = defaultdict(Decimal)
+    """Per license and model: highest daily users (named, concurrent) or sum of hours.
+
+    A day reported twice (a resend under a new id, a correction) counts its highest report
+    once, so a licensing system that repeats itself never inflates the allocation.
+    """
+    per_day: dict[tuple[Seat, date], Decimal] = defaultdict(Decimal)
     for report in days:
-        seat = (report.license, report.model)
-        if report.model == "hourly":
-            out[seat] += report.hours or ZERO
-        else:
-            out[seat] = max(out[seat], Decimal(report.users or 0))
+        key = ((report.license, report.model), report.day)
+        value = (report.hours or ZERO) if report.model == "hourly" else Decimal(report.users or 0)
+        per_day[key] = max(per_day[key], value)
+    out: dict[Seat, Decimal] = defaultdict(Decimal)
+    for (seat, _), value in per_day.items():
+        out[seat] = out[seat] + value if seat[1] == "hourly" else max(out[seat], value)
     return dict(out)
 
 
@@ -78,6 +84,29 @@ def allocation(users: Mapping[Seat, Decimal], card: RateCard) -> Allocation:
     return Allocation(api, ai)
 
 
+def billed_units(deficit: Decimal, whole_units: str) -> Decimal:
+    """Units billed for a deficit: exact (``"none"``) or whole, rounded ``"up"``/``"half_up"``."""
+    if whole_units == "none":
+        return deficit
+    return deficit.quantize(Decimal(1), ROUND_CEILING if whole_units == "up" else ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class Money:
+    exact: Decimal  # units * unit price, unrounded
+    amount: Decimal  # rounded once, half up, to the currency's minor unit
+
+    @property
+    def rounding(self) -> Decimal:
+        """What rounding added (or took): posted to its own account, never lost."""
+        return self.amount - self.exact
+
+
+def money(units: Decimal, unit_price: Decimal, minor_units: int) -> Money:
+    exact = units * unit_price
+    return Money(exact, exact.quantize(Decimal(1).scaleb(-minor_units), ROUND_HALF_UP))
+
+
 @dataclass(frozen=True)
 class Line:
     """One meter of an invoice: what was allowed, used, billed, and the money."""
@@ -87,8 +116,16 @@ class Line:
     overage: Decimal  # billed units (AI tokens: whole, rounded as the card says)
     expired: Decimal  # unused allocation, gone at the end of the period
     unit_price: Decimal
-    amount: Decimal  # rounded once, to the currency's minor unit
-    rounding: Decimal  # amount minus the exact overage * price: posted, never lost
+    money: Money
+
+    @property
+    def deficit(self) -> Decimal:
+        """Exact units used beyond the allocation (``overage`` may be rounded to whole)."""
+        return max(self.used - self.allocation, ZERO)
+
+    @property
+    def amount(self) -> Decimal:
+        return self.money.amount
 
 
 def price_line(
@@ -103,17 +140,12 @@ def price_line(
     ``whole_units``: ``"none"`` bills the exact overage; ``"up"`` and ``"half_up"`` round
     it to whole units first (the rate card's AI token rule).
     """
-    over = max(used - allocated, ZERO)
-    if whole_units != "none":
-        over = over.quantize(Decimal(1), ROUND_CEILING if whole_units == "up" else ROUND_HALF_UP)
-    exact = over * unit_price
-    amount = exact.quantize(Decimal(1).scaleb(-minor_units), ROUND_HALF_UP)
+    over = billed_units(max(used - allocated, ZERO), whole_units)
     return Line(
         allocation=allocated,
         used=used,
         overage=over,
         expired=max(allocated - used, ZERO),
         unit_price=unit_price,
-        amount=amount,
-        rounding=amount - exact,
+        money=money(over, unit_price, minor_units),
     )

@@ -117,6 +117,89 @@ def usage_entry(
     return entry
 
 
+def _entry(key: str, kind: str, org: str, period: str, version: str, lines: list[Line]) -> Entry:
+    kept = tuple(line for line in lines if line.amount != 0)
+    entry = Entry(key, kind, org, period, version, kept)
+    if imbalance(entry.lines):
+        raise UnbalancedEntry(f"{key}: {imbalance(entry.lines)}")
+    return entry
+
+
+def grant_entry(key: str, org: str, period: str, unit: str, amount: Decimal, version: str) -> Entry:
+    """The period's allocation, issued by the platform into the allowance."""
+    return _entry(
+        key,
+        "grant",
+        org,
+        period,
+        version,
+        [
+            Line(allowance(org, period, unit), amount),
+            Line(Account(PLATFORM, period, unit, "granted"), -amount),
+        ],
+    )
+
+
+def expiry_entry(
+    key: str, org: str, period: str, unit: str, amount: Decimal, version: str
+) -> Entry:
+    """Unused allocation expires at the close (no carryover); a negative ``amount`` reverses
+    an expiry, when late usage draws on what had expired."""
+    return _entry(
+        key,
+        "expiry" if amount >= 0 else "expiry_reversal",
+        org,
+        period,
+        version,
+        [
+            Line(allowance(org, period, unit), -amount),
+            Line(Account(PLATFORM, period, unit, "expired"), amount),
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Charge:
+    """The money of an overage: billed on the invoice of ``invoice_period``."""
+
+    currency: str
+    invoice_period: str
+    exact: Decimal  # billed units * unit price
+    amount: Decimal  # rounded on the invoice line
+
+
+def overage_entry(
+    key: str,
+    org: str,
+    period: str,
+    unit: str,
+    deficit: Decimal,
+    billed: Decimal,
+    charge: Charge,
+    version: str,
+) -> Entry:
+    """Usage beyond the allocation is sold: the deficit clears the allowance, the billed
+    units (whole AI tokens) are the platform's sale, and the money goes into the
+    organization's receivable and the platform's revenue. What rounding adds to units or
+    money goes to its own account, so every line stays exact."""
+    cur, at = charge.currency, charge.invoice_period
+    return _entry(
+        key,
+        "overage",
+        org,
+        period,
+        version,
+        [
+            Line(allowance(org, period, unit), deficit),
+            Line(Account(PLATFORM, period, unit, "overage"), -billed),
+            Line(Account(PLATFORM, period, unit, "unit_rounding"), billed - deficit),
+            Line(Account(org, at, cur, "receivable"), charge.amount),
+            Line(Account(PLATFORM, period, cur, "revenue", unit), -charge.exact),
+            Line(Account(PLATFORM, period, cur, "rounding"), charge.exact - charge.amount),
+        ],
+    )
+
+
 def canonical_amount(amount: Decimal) -> str:
     """One spelling per value (``1.50`` and ``1.5`` hash the same)."""
     return format(amount.normalize(), "f") if amount else "0"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
@@ -53,3 +55,45 @@ async def add(engine: AsyncEngine, name: str, currency: str) -> bool:
 async def list_all(engine: AsyncEngine) -> list[Organization]:
     async with AsyncSession(engine) as session:
         return list((await session.exec(select(Organization).order_by(Organization.name))).all())
+
+
+async def commit(
+    engine: AsyncEngine, org: str, license: str, model: str, quantity: Decimal, from_period: str
+) -> None:
+    """Record a committed minimum of billable users (hourly: hours) from ``from_period`` on.
+
+    Commitments are never edited: a newer one for the same license and model supersedes
+    the older from its period on, and ``0`` ends one. Closed periods keep their invoices.
+    """
+    async with raw_transaction(engine) as conn:
+        card = (await metering_store.load_rate_cards(conn)).cards[-1]
+        if model not in card.api.allocation.get(license, {}):  # type: ignore[call-overload]
+            offered = ", ".join(
+                f"{lic} {mod}" for lic, models in card.api.allocation.items() for mod in models
+            )
+            raise OrganizationError(
+                f"the rate card has no allocation for {license} {model}: use one of {offered}"
+            )
+        if not await conn.fetchval("SELECT 1 FROM organization WHERE name = $1", org):
+            raise OrganizationError(f"no organization {org!r}: add it with `tally org add`")
+        if quantity < 0:
+            raise OrganizationError("a commitment is a number of users or hours, at least 0")
+        await conn.execute(
+            """INSERT INTO commitment (org, license, model, quantity, from_period)
+               VALUES ($1, $2, $3, $4, $5)""",
+            org,
+            license,
+            model,
+            quantity,
+            from_period,
+        )
+
+
+async def commitments(engine: AsyncEngine, org: str) -> list[dict[str, Any]]:
+    async with raw_transaction(engine) as conn:
+        rows = await conn.fetch(
+            """SELECT license, model, quantity, from_period, recorded_at FROM commitment
+                WHERE org = $1 ORDER BY license, model, from_period, id""",
+            org,
+        )
+    return [dict(row) for row in rows]

@@ -10,7 +10,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tally.adapters.postgres.organizations import OrganizationError
 from tally.adapters.postgres.schema import RateCardChanged
-from tally.entrypoints.cli import admin, bench, consume, demo, ledger, produce, servers
+from tally.entrypoints.cli import (
+    admin,
+    bench,
+    billing,
+    consume,
+    demo,
+    ledger,
+    produce,
+    servers,
+)
 from tally.entrypoints.cli.output import errors
 
 app = typer.Typer(
@@ -20,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (admin, bench, consume, demo, ledger, produce, servers):
+for module in (admin, bench, billing, consume, demo, ledger, produce, servers):
     module.register(app)
 
 

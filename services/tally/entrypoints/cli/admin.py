@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,7 @@ import typer
 from tally.adapters.postgres import organizations
 from tally.domain.events import json_schemas
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls, with_engine
-from tally.entrypoints.cli.output import Format, FormatOption, console, emit, fail
+from tally.entrypoints.cli.output import Format, FormatOption, check_period, console, emit, fail
 from tally.migrate import migrate
 
 org_app = typer.Typer(help="Organizations: who is billed, in which currency.", no_args_is_help=True)
@@ -52,6 +53,54 @@ def org_list(fmt: FormatOption = Format.table) -> None:
         [{"org": o.name, "currency": o.currency, "created_at": o.created_at} for o in rows],
         fmt,
         "organizations",
+    )
+
+
+@org_app.command("commit")
+def org_commit(
+    org: Annotated[str, typer.Argument(help="The organization.")],
+    license: Annotated[str, typer.Option(help="communicate, gc1, gc2 or gc3.")],
+    model: Annotated[str, typer.Option(help="named, concurrent or hourly.")],
+    users: Annotated[
+        int | None, typer.Option(min=0, help="Committed users (named, concurrent); 0 ends it.")
+    ] = None,
+    hours: Annotated[
+        Decimal | None, typer.Option(min=0, help="Committed user-hours (hourly); 0 ends it.")
+    ] = None,
+    from_period: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="First period it applies to (YYYY-MM); default: every period not yet closed.",
+            callback=check_period,
+        ),
+    ] = "0001-01",
+) -> None:
+    """A committed minimum: counts at the close when higher than the reported usage."""
+    if (users is None) == (hours is None) or (hours is not None) != (model == "hourly"):
+        raise fail("give --users for named or concurrent, or --hours for hourly", 2)
+    quantity = Decimal(users) if users is not None else hours
+    assert quantity is not None
+    try:
+        with_engine(
+            lambda engine: organizations.commit(engine, org, license, model, quantity, from_period)
+        )
+    except organizations.OrganizationError as exc:
+        raise fail(str(exc), 2) from exc
+    unit = "users" if users is not None else "hours"
+    console.print(f"{org} commits to {quantity} {license} {model} {unit} from {from_period}")
+
+
+@org_app.command("commitments")
+def org_commitments(
+    org: Annotated[str, typer.Argument(help="The organization.")],
+    fmt: FormatOption = Format.table,
+) -> None:
+    """The organization's commitments, oldest first (a later one supersedes)."""
+    emit(
+        with_engine(lambda engine: organizations.commitments(engine, org)),
+        fmt,
+        f"commitments of {org}",
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +12,15 @@ from tally.adapters.postgres.verification import verify
 from tally.config import get_settings
 from tally.domain.metering import Limits
 from tally.entrypoints.cli.context import with_engine
-from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors, fail
+from tally.entrypoints.cli.output import (
+    Format,
+    FormatOption,
+    check_period,
+    console,
+    emit,
+    errors,
+    fail,
+)
 from tally.metering import MeteringService, replay_dead_letters
 
 ledger_app = typer.Typer(help="Balances and tamper evidence.", no_args_is_help=True)
@@ -21,20 +28,14 @@ events_app = typer.Typer(help="What became of an event.", no_args_is_help=True)
 dlq_app = typer.Typer(
     help="Dead letters: rejected stream entries, kept whole.", no_args_is_help=True
 )
-PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
-
-def _period(value: str | None) -> str | None:
-    if value is not None and not PERIOD.match(value):
-        raise typer.BadParameter(f"{value!r} is not a period YYYY-MM")
-    return value
 
 
 @ledger_app.command("balances")
 def balances(
     org: Annotated[str, typer.Option(help="Organization (or 'platform').")],
     period: Annotated[
-        str | None, typer.Option(help="Billing period YYYY-MM; all when omitted.", callback=_period)
+        str | None,
+        typer.Option(help="Billing period YYYY-MM; all when omitted.", callback=check_period),
     ] = None,
     fmt: FormatOption = Format.table,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -63,3 +64,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a clear error and return the exit to raise."""
     errors.print(f"[bold red]error:[/bold red] {message}")
     return typer.Exit(code)
+
+
+PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def check_period(value: str | None) -> str | None:
+    """Typer callback: a billing period is ``YYYY-MM``."""
+    if value is not None and not PERIOD.match(value):
+        raise typer.BadParameter(f"{value!r} is not a period YYYY-MM")
+    return value

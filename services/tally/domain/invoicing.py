@@ -1,0 +1,273 @@
+"""Closing a period for one organization: its invoice and the entries that post it. Pure.
+
+The close reads the ledger (usage entries per meter), the licensing system's reports and
+the commitments, and decides, per meter:
+
+- **grant**: the pooled allocation goes into the period's allowance account;
+- **expiry**: what the usage left of it expires (no carryover);
+- **overage**: what the usage took beyond it is sold, at the organization's currency price.
+
+After these entries the allowance account of the period is exactly zero.
+
+Late usage (usage entries of an already invoiced period that no invoice bills yet) is
+rated against that period's allocation: first it takes back what had expired, then it is
+overage at that period's unit price. It becomes an adjustment line on this invoice that
+references the original one; the original is never rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Final, Literal
+
+from tally.domain.allocation import (
+    ZERO,
+    LicenseDay,
+    Line,
+    Seat,
+    allocation,
+    billable_users,
+    billed_units,
+    money,
+    price_line,
+    with_commitments,
+)
+from tally.domain.ledger import (
+    AI_TOKEN,
+    API_REQUEST,
+    Charge,
+    Entry,
+    expiry_entry,
+    grant_entry,
+    overage_entry,
+)
+from tally.domain.ratecard import RateCard
+
+InvoiceMeter = Literal["api_requests", "ai_tokens"]
+METERS: Final[dict[InvoiceMeter, str]] = {"api_requests": API_REQUEST, "ai_tokens": AI_TOKEN}
+STATUS: Final = "finalized"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A meter's usage entries for the period, as the ledger holds them."""
+
+    amount: Decimal = ZERO
+    entries: tuple[int, ...] = ()
+    features: Mapping[str, Decimal] = field(default_factory=dict)  # AI tokens per feature
+
+
+@dataclass(frozen=True)
+class Billed:
+    """What invoices already billed for one meter of a closed period."""
+
+    invoice: int
+    period: str
+    allocation: Decimal
+    used: Decimal
+    overage: Decimal  # billed units, the original line's and every adjustment's
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class LateUsage:
+    meter: InvoiceMeter
+    billed: Billed
+    amount: Decimal
+    entries: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CloseInput:
+    org: str
+    currency: str
+    period: str
+    card: RateCard
+    days: Sequence[LicenseDay]
+    commitments: Mapping[Seat, Decimal]
+    usage: Mapping[InvoiceMeter, Usage]
+    late: Sequence[LateUsage] = ()
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    meter: InvoiceMeter
+    description: str
+    line: Line
+    entries: tuple[int, ...]  # the usage entries this line bills
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """Late usage of an earlier period, billed on this invoice."""
+
+    period: str
+    original: int  # the invoice of that period
+    meter: InvoiceMeter
+    description: str
+    used: Decimal  # late units
+    unexpired: Decimal  # of them, taken from what had expired
+    overage: Decimal  # billed units
+    unit_price: Decimal
+    amount: Decimal
+    entries: tuple[int, ...]  # the late usage entries this adjustment bills
+
+
+@dataclass(frozen=True)
+class Posting:
+    """An entry the close posts, and the invoice line (or adjustment) it belongs to."""
+
+    entry: Entry
+    meter: InvoiceMeter
+    original: int | None = None  # set for an adjustment: the invoice it adjusts
+
+
+@dataclass(frozen=True)
+class InvoiceDraft:
+    org: str
+    period: str
+    currency: str
+    rate_card_version: str
+    lines: tuple[InvoiceLine, ...]
+    adjustments: tuple[Adjustment, ...]
+    features: Mapping[str, Decimal]
+    postings: tuple[Posting, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.line.amount for line in self.lines), ZERO) + sum(
+            (adjustment.amount for adjustment in self.adjustments), ZERO
+        )
+
+
+def quantity(value: Decimal) -> str:
+    """A quantity for people: thousands separated, no exponent, no trailing zeros."""
+    value = value.normalize()
+    return f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,f}"
+
+
+def close_org(given: CloseInput) -> InvoiceDraft:
+    """The invoice of one organization for one period, and the entries that post it."""
+    card, org, period = given.card, given.org, given.period
+    seats = with_commitments(billable_users(given.days), given.commitments)
+    allocated = allocation(seats, card)
+    minor = card.currencies[given.currency]
+    lines, postings = [], []
+    for meter, unit in METERS.items():
+        usage = given.usage.get(meter, Usage())
+        if meter == "api_requests":
+            allowed, price, whole = allocated.api_requests, card.api.price, "none"
+            per = {seat: Decimal(card.api.allocation[seat[0]][seat[1]]) for seat in seats}
+            label = "API requests"
+        else:
+            allowed, price, whole = allocated.ai_tokens, card.ai.price, card.ai.overage_whole_tokens
+            per = {seat: Decimal(card.ai.allocation.get(seat[1], 0)) for seat in seats}
+            label = "AI Experience tokens"
+        line = price_line(allowed, usage.amount, price[given.currency], minor, whole)
+        description = f"{label} beyond the allocation ({_seats(seats, per)})"
+        if meter == "ai_tokens" and usage.features:
+            used = ", ".join(f"{f} {quantity(t)}" for f, t in sorted(usage.features.items()))
+            description += f"; used: {used}"
+        lines.append(InvoiceLine(meter, description, line, usage.entries))
+        key = f"close/{org}/{period}/{unit}"
+        if allowed:
+            entry = grant_entry(f"{key}/grant", org, period, unit, allowed, card.version)
+            postings.append(Posting(entry, meter))
+        if line.expired:
+            entry = expiry_entry(f"{key}/expiry", org, period, unit, line.expired, card.version)
+            postings.append(Posting(entry, meter))
+        if line.deficit:
+            charge = Charge(given.currency, period, line.money.exact, line.amount)
+            entry = overage_entry(
+                f"{key}/overage",
+                org,
+                period,
+                unit,
+                line.deficit,
+                line.overage,
+                charge,
+                card.version,
+            )
+            postings.append(Posting(entry, meter))
+    adjustments = []
+    for late in sorted(given.late, key=lambda item: (item.billed.period, item.meter)):
+        adjustment, entries = _adjust(given, late, minor)
+        adjustments.append(adjustment)
+        postings.extend(Posting(entry, late.meter, late.billed.invoice) for entry in entries)
+    features = given.usage.get("ai_tokens", Usage()).features
+    return InvoiceDraft(
+        org,
+        period,
+        given.currency,
+        card.version,
+        tuple(lines),
+        tuple(adjustments),
+        dict(features),
+        tuple(postings),
+    )
+
+
+def _seats(seats: Mapping[Seat, Decimal], per: Mapping[Seat, Decimal]) -> str:
+    shown = [
+        f"{lic} {model} {quantity(count)} x {quantity(per[(lic, model)])}"
+        for (lic, model), count in sorted(seats.items())
+        if count and per[(lic, model)]
+    ]
+    return "; ".join(shown) or "no licensed users"
+
+
+def _adjust(given: CloseInput, late: LateUsage, minor: int) -> tuple[Adjustment, list[Entry]]:
+    """Late units take back expired allocation first, then are overage at the old price."""
+    billed, unit = late.billed, METERS[late.meter]
+    whole = "none" if late.meter == "api_requests" else given.card.ai.overage_whole_tokens
+    before, after = billed.used, billed.used + late.amount
+    unexpired = max(billed.allocation - before, ZERO) - max(billed.allocation - after, ZERO)
+    deficit = max(after - billed.allocation, ZERO) - max(before - billed.allocation, ZERO)
+    units = billed_units(max(after - billed.allocation, ZERO), whole) - billed.overage
+    charge = money(units, billed.unit_price, minor)
+    label = "requests" if late.meter == "api_requests" else "tokens"
+    description = (
+        f"late usage for {billed.period}: {quantity(late.amount)} {label}, "
+        f"{quantity(unexpired)} from the expired allocation, {quantity(units)} over"
+    )
+    key = f"adjust/{given.org}/{billed.period}/{unit}/on-{given.period}"
+    entries = []
+    if unexpired:
+        entries.append(
+            expiry_entry(
+                f"{key}/expiry_reversal",
+                given.org,
+                billed.period,
+                unit,
+                -unexpired,
+                given.card.version,
+            )
+        )
+    if deficit:
+        entries.append(
+            overage_entry(
+                f"{key}/overage",
+                given.org,
+                billed.period,
+                unit,
+                deficit,
+                units,
+                Charge(given.currency, given.period, charge.exact, charge.amount),
+                given.card.version,
+            )
+        )
+    adjustment = Adjustment(
+        billed.period,
+        billed.invoice,
+        late.meter,
+        description,
+        late.amount,
+        unexpired,
+        units,
+        billed.unit_price,
+        charge.amount,
+        late.entries,
+    )
+    return adjustment, entries

@@ -1,0 +1,152 @@
+"""Billing: ``tally close`` and ``tally invoice list|show``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from tally.adapters.postgres import invoices
+from tally.config import get_settings
+from tally.entrypoints.cli.context import with_engine
+from tally.entrypoints.cli.output import (
+    Format,
+    FormatOption,
+    check_period,
+    console,
+    emit,
+    errors,
+    fail,
+)
+from tally.invoice_formats import rows, to_csv, to_html
+from tally.month_close import CloseRefused, CloseReport, close_period, previous_period
+
+invoice_app = typer.Typer(help="Issued invoices: finalized, immutable.", no_args_is_help=True)
+
+
+class DocumentFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    html = "html"
+
+
+def _instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not a timestamp (e.g. 2026-12-02T00:00:00Z)"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} has no UTC offset (add Z or +HH:MM)")
+    return parsed
+
+
+def close(
+    period: Annotated[
+        str | None,
+        typer.Option(
+            help="Billing period YYYY-MM; default: the previous UTC month.", callback=check_period
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="The close's clock (RFC 3339), for tests and replays; default: now."
+        ),
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Close a period: allocation, overage and expiry posted, one invoice per organization."""
+    settings = get_settings()
+    clock = _instant(as_of) or datetime.now(UTC)
+    chosen = period or previous_period(clock)
+
+    async def work(engine: Any) -> CloseReport:
+        with Progress(
+            TextColumn("closing {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=errors,
+            transient=True,
+        ) as bars:
+            task = bars.add_task(chosen, total=None)
+            return await close_period(
+                engine,
+                chosen,
+                clock,
+                settings.close_grace,
+                lambda done, total: bars.update(task, completed=done, total=total),
+                settings.close_chunk,
+            )
+
+    try:
+        report = with_engine(work)
+    except CloseRefused as exc:
+        raise fail(str(exc)) from exc
+    listed = with_engine(lambda engine: invoices.list_invoices(engine, chosen))
+    if fmt is Format.json:
+        emit({"period": chosen, "issued": report.issued, "invoices": listed}, fmt)
+        return
+    if report.waited:
+        console.print("another close was running; waited for it")
+    emit(listed, fmt, f"invoices for {chosen}")
+    console.print(
+        f"period {chosen} closed: {report.issued} invoice(s) issued by this run, "
+        f"{report.invoices} in all"
+        + ("" if report.issued else " (already closed: nothing changed)")
+    )
+
+
+@invoice_app.command("list")
+def invoice_list(
+    period: Annotated[
+        str | None,
+        typer.Option(help="Billing period YYYY-MM; all when omitted.", callback=check_period),
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Invoices, in number order."""
+    listed = with_engine(lambda engine: invoices.list_invoices(engine, period))
+    emit(listed, fmt, "invoices" + (f" for {period}" if period else ""))
+
+
+@invoice_app.command("show")
+def invoice_show(
+    org: Annotated[str, typer.Option(help="Organization.")],
+    period: Annotated[str, typer.Option(help="Billing period YYYY-MM.", callback=check_period)],
+    fmt: Annotated[
+        DocumentFormat, typer.Option("--format", "-f", help="table, json, csv or html.")
+    ] = DocumentFormat.table,
+) -> None:
+    """One invoice: lines per meter, AI tokens per feature, adjustments, total, entries."""
+    found = with_engine(lambda engine: invoices.invoice(engine, org, period))
+    if found is None:
+        raise fail(f"no invoice for {org} in {period}: is the period closed (`tally close`)?")
+    if fmt is DocumentFormat.json:
+        emit(found.document, Format.json)
+    elif fmt is DocumentFormat.csv:
+        typer.echo(to_csv(found), nl=False)
+    elif fmt is DocumentFormat.html:
+        typer.echo(to_html(found), nl=False)
+    else:
+        doc = found.document
+        emit(
+            rows(found),
+            Format.table,
+            " · ".join(doc[key] for key in ("number", "org", "period", "currency", "status")),
+        )
+        for where, entries in sorted(found.entries.items()):
+            ids = ", ".join(f"{entry['id']} ({entry['kind']})" for entry in entries)
+            console.print(f"[dim]{where} bills entries {ids}[/dim]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("close")(close)
+    app.add_typer(invoice_app, name="invoice")

@@ -1,0 +1,104 @@
+"""The month close: every organization's invoice for a period, posted to the ledger.
+
+Safe to run again, at once from two places, or after a crash:
+- one close at a time (a PostgreSQL advisory lock; a second close waits, then finds the
+  work done and returns the same invoices);
+- organizations are closed in chunks, each chunk in one transaction, so an organization
+  is invoiced whole or not at all and a rerun carries on where a crash stopped;
+- an organization that has its invoice for the period is never closed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters.postgres import close_store, metering_store
+from tally.adapters.postgres.connection import raw_connection, raw_transaction
+from tally.adapters.postgres.journal import Journal
+from tally.domain.invoicing import close_org
+
+Progress = Callable[[int, int], None]  # (organizations closed, organizations to close)
+CHUNK = 500
+
+
+class CloseRefused(ValueError):
+    """The period cannot be closed yet (or at all): the message says why and when."""
+
+
+@dataclass(frozen=True)
+class CloseReport:
+    period: str
+    as_of: datetime
+    issued: int  # invoices this run issued
+    invoices: int  # invoices the period has now
+    waited: bool  # another close held the lock first
+
+
+def period_bounds(period: str) -> tuple[datetime, datetime]:
+    """The first instant of the UTC month and of the next one."""
+    year, month = (int(part) for part in period.split("-"))
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def previous_period(now: datetime) -> str:
+    last = now.astimezone(UTC).replace(day=1) - timedelta(days=1)
+    return f"{last.year:04d}-{last.month:02d}"
+
+
+def closable_from(period: str, grace: timedelta) -> datetime:
+    """Usage is reported late: a period closes only once it ended plus the grace time."""
+    return period_bounds(period)[1] + grace
+
+
+async def close_period(
+    engine: AsyncEngine,
+    period: str,
+    as_of: datetime,
+    grace: timedelta,
+    progress: Progress | None = None,
+    chunk: int = CHUNK,
+) -> CloseReport:
+    start, end = period_bounds(period)
+    if as_of < end + grace:
+        raise CloseRefused(
+            f"period {period} ends {end:%Y-%m-%dT%H:%MZ}; with a grace of {grace} it can be "
+            f"closed from {end + grace:%Y-%m-%dT%H:%MZ} (the close's clock says "
+            f"{as_of.astimezone(UTC):%Y-%m-%dT%H:%MZ}; --as-of sets it)"
+        )
+    async with raw_connection(engine) as session:
+        waited = await close_store.lock(session)
+        try:
+            book = await metering_store.load_rate_cards(session)
+            card = book.in_effect(start)
+            if card is None:
+                raise CloseRefused(f"no rate card is in effect at the start of {period}")
+            orgs = await close_store.orgs_to_close(session, period, end)
+            journal, issued = Journal(), 0
+            if progress:
+                progress(0, len(orgs))
+            for first in range(0, len(orgs), chunk):
+                part = orgs[first : first + chunk]
+                try:
+                    async with raw_transaction(engine) as conn:
+                        inputs = await close_store.close_inputs(conn, part, period, card)
+                        drafts = [close_org(given) for given in inputs]
+                        issued += len(
+                            await close_store.write_invoices(conn, journal, drafts, as_of)
+                        )
+                except BaseException:
+                    journal.rolled_back()
+                    raise
+                journal.committed()
+                if progress:
+                    progress(first + len(part), len(orgs))
+            total = await session.fetchval("SELECT count(*) FROM invoice WHERE period = $1", period)
+            await close_store.record_closed(session, period, as_of, total)
+        finally:
+            await close_store.unlock(session)
+    return CloseReport(period, as_of, issued, total, waited)
