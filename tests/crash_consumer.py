@@ -26,16 +26,21 @@ from tally.metering import MeteringService
 from tally.runtime import service_urls
 
 
-def die_on_call(owner: Any, name: str, nth: int) -> None:
+def die_on_call(owner: Any, name: str, nth: int, after: bool = False) -> None:
+    """SIGKILL this process at the ``nth`` call of ``owner.name`` (before it, or after it
+    returned when ``after``)."""
     original: Callable[..., Any] = getattr(owner, name)
     calls = {"n": 0}
 
     @functools.wraps(original)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
+        if calls["n"] == nth and not after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = await original(*args, **kwargs)
         if calls["n"] == nth:
             os.kill(os.getpid(), signal.SIGKILL)
-        return await original(*args, **kwargs)
+        return result
 
     setattr(owner, name, wrapper)
 

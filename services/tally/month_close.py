@@ -66,8 +66,9 @@ async def close_period(
 ) -> CloseReport:
     start, end = period_bounds(period)
     if as_of < end + grace:
+        hours = grace.total_seconds() / 3600
         raise CloseRefused(
-            f"period {period} ends {end:%Y-%m-%dT%H:%MZ}; with a grace of {grace} it can be "
+            f"period {period} ends {end:%Y-%m-%dT%H:%MZ}; with a grace of {hours:g} h it can be "
             f"closed from {end + grace:%Y-%m-%dT%H:%MZ} (the close's clock says "
             f"{as_of.astimezone(UTC):%Y-%m-%dT%H:%MZ}; --as-of sets it)"
         )

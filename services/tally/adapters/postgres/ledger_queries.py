@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.invoices import invoice_number
 
 
 async def balances(engine: AsyncEngine, org: str, period: str | None) -> list[dict[str, Any]]:
@@ -68,6 +70,7 @@ async def event_story(engine: AsyncEngine, source: str, event_id: str) -> dict[s
                 "SELECT count(*) FROM usage_event WHERE entry_id = $1", event["entry_id"]
             )
             entry = {**dict(header or {}), "events": carried, "lines": [dict(x) for x in lines]}
+        billing = await _billing(conn, event) if event is not None else None
     if event is None and not deliveries:
         return None
     return {
@@ -76,8 +79,43 @@ async def event_story(engine: AsyncEngine, source: str, event_id: str) -> dict[s
         "status": event["status"] if event else deliveries[-1]["status"],
         "event": dict(event) if event else None,
         "entry": entry,
+        "billing": billing,
         "deliveries": deliveries,
     }
+
+
+async def _billing(conn: asyncpg.Connection, event: asyncpg.Record) -> dict[str, Any]:
+    """Which invoice bills the event, and whether it was late (after its period's close)."""
+    closed = await conn.fetchrow(
+        "SELECT number, recorded_at FROM invoice WHERE org = $1 AND period = $2",
+        event["org"],
+        event["period"],
+    )
+    billed = None
+    if event["entry_id"] is not None:
+        billed = await conn.fetchrow(
+            "SELECT invoice, original FROM billed_entry WHERE entry_id = $1", event["entry_id"]
+        )
+    if closed is None:
+        return {"late": False, "invoice": None, "detail": "period not closed yet"}
+    original = invoice_number(closed["number"])
+    if billed is not None and billed["original"] is None:
+        return {"late": False, "invoice": original, "detail": f"billed on {original}"}
+    if billed is not None:
+        on = invoice_number(billed["invoice"])
+        detail = f"late: billed on {on} as a prior-period adjustment of {original}"
+        return {"late": True, "invoice": on, "detail": detail}
+    if event["entry_id"] is not None:
+        detail = (
+            f"late: arrived after {original} was issued; "
+            "the next close bills it as a prior-period adjustment"
+        )
+        return {"late": True, "invoice": None, "detail": detail}
+    late = event["received_at"] > closed["recorded_at"]
+    detail = f"not billed ({event['status']})" + (
+        f"; late: recorded after {original} was issued, which stays as issued" if late else ""
+    )
+    return {"late": late, "invoice": None, "detail": detail}
 
 
 async def dead_letters(

@@ -79,7 +79,8 @@ def events_show(
     event_id: Annotated[str, typer.Argument(metavar="ID", help="The event's id.")],
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Status (metered, non_billable, recorded, duplicate, conflict, rejected) and entry."""
+    """Status (metered, non_billable, recorded, duplicate, conflict, rejected), entry, and
+    the invoice that bills it (late: it arrived after its period was closed)."""
     story = with_engine(lambda engine: ledger_queries.event_story(engine, source, event_id))
     if story is None:
         raise fail(f"no event ({source}, {event_id}) was ever received")
@@ -87,6 +88,9 @@ def events_show(
         emit(story, fmt)
         return
     console.print(f"[bold]({source}, {event_id})[/bold]: {story['status']}")
+    if story["billing"]:
+        late = "[yellow]late[/yellow] · " if story["billing"]["late"] else ""
+        console.print(f"billing: {late}{story['billing']['detail']}")
     if story["event"]:
         event = {k: v for k, v in story["event"].items() if k != "payload"}
         emit([{"field": k, "value": v} for k, v in event.items()], fmt, "event")

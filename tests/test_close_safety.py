@@ -1,0 +1,202 @@
+"""The close is idempotent, safe when run twice at once or killed halfway, never rewrites
+an invoice, and bills late usage as adjustments on the next invoice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from close_support import after, balance, close, document, license_day, line, meter
+from ledger_support import ORGS, ai, api, urls_of
+from tally.adapters.postgres import invoices, ledger_queries
+from tally.adapters.postgres.connection import raw_connection, raw_transaction
+from tally.adapters.postgres.verification import verify
+from tally.config import Settings
+from tally.metering import MeteringService
+from tally.month_close import CloseRefused, close_period
+
+OCT, NOV, DEC = "2026-10", "2026-11", "2026-12"
+DRIVER = Path(__file__).with_name("crash_close.py")
+
+
+async def usage_for_every_org(service: MeteringService) -> None:
+    payloads = []
+    for n, org in enumerate(ORGS):
+        payloads += [
+            license_day(f"{org}-lic", "gc2", "named", 10 + n, org=org, day="2026-10-03"),
+            api(f"{org}-r", count=1_500_000 + 100_000 * n, org=org),
+            ai(f"{org}-ai", "virtual_agent", 1_300 + 500 * n, "session", org=org),
+        ]
+    await meter(service, payloads)
+
+
+async def all_documents(engine: AsyncEngine, period: str) -> list[dict]:
+    return [await document(engine, org, period) for org in ORGS]
+
+
+async def test_a_rerun_changes_nothing_and_returns_the_same_invoices(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    await usage_for_every_org(service)
+    first = await close(engine, OCT)
+    before = await all_documents(engine, OCT)
+    again = await close(engine, OCT)
+    assert (first.issued, again.issued, again.invoices) == (3, 0, 3)
+    assert await all_documents(engine, OCT) == before
+    assert [doc["number"] for doc in before] == ["INV-000001", "INV-000002", "INV-000003"]
+
+
+async def test_two_closes_at_once_produce_one_set(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    await usage_for_every_org(service)
+    reports = await asyncio.gather(close(engine, OCT, chunk=1), close(engine, OCT, chunk=1))
+    assert sorted(report.issued for report in reports) == [0, 3]
+    assert any(report.waited for report in reports)
+    listed = await invoices.list_invoices(engine, OCT)
+    assert [row["number"] for row in listed] == ["INV-000001", "INV-000002", "INV-000003"]
+
+
+async def test_a_close_killed_halfway_leaves_no_partial_invoice_and_reruns(
+    engine: AsyncEngine, service: MeteringService, settings: Settings
+) -> None:
+    await usage_for_every_org(service)
+    env = os.environ | {
+        "TALLY_DATABASE_URL": urls_of(settings).database,
+        "TALLY_REDIS_URL": urls_of(settings).redis,
+        "TALLY_CLOSE_CHUNK": "1",
+        "PYTHONPATH": str(DRIVER.parent),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(DRIVER),
+        OCT,
+        after(OCT).isoformat(),
+        "2",  # dies inside the second organization's transaction, its invoice written
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+
+    survived = await invoices.list_invoices(engine, OCT)
+    assert [row["org"] for row in survived] == ["acme"]  # globex's invoice rolled back whole
+    async with raw_connection(engine) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM invoice_line") == 2
+        assert await conn.fetchval("SELECT count(*) FROM journal_entry WHERE org = 'globex' "
+                                   "AND kind <> 'usage'") == 0  # fmt: skip
+
+    report = await close(engine, OCT)
+    assert report.issued == 2
+    listed = await invoices.list_invoices(engine, OCT)
+    assert [row["number"] for row in listed] == ["INV-000001", "INV-000002", "INV-000003"]
+    for org, currency in ORGS.items():
+        doc = await document(engine, org, OCT)
+        assert await balance(engine, f"org/{org}/{OCT}/{currency}/receivable") == doc["total"]
+        assert await balance(engine, f"org/{org}/{OCT}/api_request/allowance") == 0
+    assert (await verify(engine)).ok
+
+
+async def test_a_period_closes_only_after_its_grace_time(engine: AsyncEngine) -> None:
+    too_early = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    with pytest.raises(CloseRefused, match="closed from 2026-11-02T00:00Z"):
+        await close_period(engine, OCT, too_early, timedelta(hours=24))
+    with pytest.raises(CloseRefused, match="closed from 2026-11-01T12:01Z"):
+        await close_period(engine, OCT, too_early, timedelta(hours=12, minutes=1))
+    report = await close_period(engine, OCT, too_early, timedelta(hours=12))
+    assert report.invoices == 0  # nothing to bill: ORGS were created after October
+
+
+async def test_late_usage_becomes_adjustments_on_the_next_invoice(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    await meter(
+        service,
+        [
+            license_day("lic", "gc2", "named", 20, org="acme", day="2026-10-01"),
+            api("r1", count=2_000_000),  # 200,000 of 2,200,000 left: they expire
+            ai("a1", "agent_copilot", 4_900, "token"),  # 100 of 5,000 tokens expire
+        ],
+    )
+    await close(engine, OCT)
+    october = await document(engine, "acme", OCT)
+    assert str(october["total"]) == "0.00"
+
+    await meter(
+        service,
+        [
+            api("late-1", count=150_000),  # within what expired
+            api("late-2", count=100_000),  # 50,000 more from what expired, 50,000 over
+            ai("late-3", "agent_copilot", 300, "token"),  # 100 from what expired, 200 over
+        ],
+    )
+    story = await ledger_queries.event_story(engine, "test", "late-2")
+    assert story is not None and story["billing"]["late"]
+    assert "next close" in story["billing"]["detail"]
+    assert await balance(engine, f"org/acme/{OCT}/api_request/allowance") == -250_000
+
+    await close(engine, NOV)
+    november = await document(engine, "acme", NOV)
+    assert [(a["period"], a["invoice"], a["meter"], str(a["amount"]))
+            for a in november["adjustments"]] == [
+        (OCT, october["number"], "ai_tokens", "200.00"),
+        (OCT, october["number"], "api_requests", "5.00"),
+    ]  # fmt: skip
+    assert str(november["total"]) == "205.00"
+    assert await document(engine, "acme", OCT) == october  # never rewritten
+    assert await balance(engine, f"org/acme/{OCT}/api_request/allowance") == 0
+    assert await balance(engine, f"org/acme/{OCT}/ai_token/allowance") == 0
+    assert await balance(engine, f"org/acme/{NOV}/USD/receivable") == Decimal("205.00")
+    story = await ledger_queries.event_story(engine, "test", "late-2")
+    assert story is not None and story["billing"]["invoice"] == november["number"]
+
+    # later still: nothing expired is left, so it is all overage at October's price
+    await meter(service, [api("late-4", count=10_000, time="2026-10-31T23:59:59Z")])
+    await close(engine, DEC)
+    december = await document(engine, "acme", DEC)
+    assert [str(a["amount"]) for a in december["adjustments"]] == ["1.00"]
+    assert "0 from the expired allocation" in december["adjustments"][0]["description"]
+    assert line(december, "api_requests")["used"] == 0
+    assert (await verify(engine)).ok
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ("UPDATE invoice SET total = 0", "immutable"),
+        ("DELETE FROM invoice_line", "immutable"),
+        ("UPDATE invoice_feature SET tokens = 0", "immutable"),
+        ("DELETE FROM billed_entry", "immutable"),
+        ("TRUNCATE invoice CASCADE", "immutable"),
+        ("INSERT INTO invoice (number, org, period, currency, total, rate_card_version, issued_at)"
+         " VALUES (9, 'acme', '2026-09', 'USD', 0, '2020-01', now())", "gap"),
+        ("INSERT INTO billed_entry (entry_id, invoice, meter) SELECT entry_id, invoice, meter"
+         " FROM billed_entry LIMIT 1", "duplicate key"),
+    ],
+)  # fmt: skip
+async def test_the_database_refuses_to_change_an_issued_invoice(
+    engine: AsyncEngine, service: MeteringService, statement: str, message: str
+) -> None:
+    await usage_for_every_org(service)
+    await close(engine, OCT)
+    with pytest.raises(asyncpg.PostgresError, match=message):
+        async with raw_transaction(engine) as conn:
+            await conn.execute(statement)
+
+
+async def test_the_database_refuses_an_incomplete_invoice(engine: AsyncEngine) -> None:
+    with pytest.raises(asyncpg.PostgresError, match="meter lines, not 2"):
+        async with raw_transaction(engine) as conn:
+            await conn.execute(
+                "INSERT INTO invoice (number, org, period, currency, total, rate_card_version,"
+                " issued_at) VALUES (1, 'acme', '2026-09', 'USD', 0, '2020-01', now())"
+            )
