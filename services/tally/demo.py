@@ -1,17 +1,23 @@
-"""``tally demo``: the whole path on one screen, from XADD to a verified ledger."""
+"""``tally demo``: the whole path on one screen, from XADD to a verified ledger and the
+month's invoices.
+
+``acme`` (USD) gets seed 000's worked example (gc2 named, 20 users, 3,000,000 billable
+requests: USD 80.00); the other organizations get a seeded synthetic month.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters import redis_streams
-from tally.adapters.postgres import ledger_queries, organizations
+from tally.adapters.postgres import invoices, ledger_queries, organizations
+from tally.adapters.postgres.invoices import Invoice
 from tally.adapters.postgres.verification import Verification, verify
 from tally.bench import publish_mix
 from tally.config import Settings
@@ -19,9 +25,13 @@ from tally.entrypoints.consumer import Consumer
 from tally.loadgen import LoadMix, LoadSummary
 from tally.metering import BatchReport
 from tally.migrate import migrate
+from tally.month_close import CloseReport, closable_from, close_period, previous_period
+from tally.producer import UsageProducer
 from tally.runtime import ServiceUrls
 
 DEMO_ORGS = {"acme": "USD", "globex": "EUR", "initech": "JPY", "umbrella": "GBP"}
+SEED_000_ORG = "acme"
+SEED_000_REQUESTS = 3_000_000
 Step = Callable[[str], None]
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -34,12 +44,34 @@ class DemoResult:
     balances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     verification: Verification | None = None
+    close: CloseReport | None = None
+    invoices: dict[str, Invoice] = field(default_factory=dict)
+
+    def billable_requests(self, org: str) -> int:
+        """What the demo sent: seed 000's requests for acme, the generator's for the rest."""
+        sent = self.summary.billable_requests.get(org, 0)
+        return sent + (SEED_000_REQUESTS if org == SEED_000_ORG else 0)
 
 
-def last_month(now: datetime) -> str:
-    first = now.astimezone(UTC).replace(day=1)
-    previous = first - timedelta(days=1)
-    return f"{previous.year:04d}-{previous.month:02d}"
+async def publish_seed_000(redis_url: str, stream: str, period: str) -> None:
+    """gc2 named, 20 users, 3,000,000 requests: three pre-aggregated events (``count``)."""
+    async with UsageProducer(redis_url, stream, source=f"demo-seed-000-{period}") as producer:
+        day = f"{period}-01T09:00:00Z"
+        await producer.license_usage(
+            SEED_000_ORG, license="gc2", model="named", users=20, time=day, id="licenses"
+        )
+        for n in range(3):
+            await producer.api_request(
+                SEED_000_ORG,
+                oauth_client_id="crm-sync",
+                method="GET",
+                template_uri="/api/v2/users/{userId}",
+                status=200,
+                client_kind="integration",
+                count=SEED_000_REQUESTS // 3,
+                time=f"{period}-{10 + n}T12:00:00Z",
+                id=f"requests-{n}",
+            )
 
 
 async def run_demo(
@@ -56,9 +88,9 @@ async def run_demo(
     for org, currency in DEMO_ORGS.items():
         added = await organizations.add(engine, org, currency)
         step(f"organization {org} ({currency}) {'added' if added else 'already there'}")
-    period = last_month(datetime.now(UTC))
+    period = previous_period(datetime.now(UTC))
     mix = LoadMix(
-        list(DEMO_ORGS),
+        [org for org in DEMO_ORGS if org != SEED_000_ORG],
         period,
         events,
         seed=seed,
@@ -66,6 +98,7 @@ async def run_demo(
         bad=0.01,
         source=f"demo-{period}",  # a rerun next month is new usage, not conflicts
     )
+    await publish_seed_000(urls.redis, settings.stream, period)
     await publish_mix(
         urls.redis, settings.stream, mix, lambda done: progress("publishing", done, events)
     )
@@ -86,5 +119,20 @@ async def run_demo(
     for org in DEMO_ORGS:
         result.balances[org] = await ledger_queries.balances(engine, org, period)
     result.dead_letters = await ledger_queries.dead_letters(engine, limit=1000)
+    # the close's clock: now, or the earliest instant the month may close (its grace)
+    as_of = max(datetime.now(UTC), closable_from(period, settings.close_grace))
+    result.close = await close_period(
+        engine,
+        period,
+        as_of,
+        settings.close_grace,
+        lambda done, total: progress("closing", done, total),
+        settings.close_chunk,
+    )
+    step(f"closed {period}: {result.close.invoices} invoices")
+    for org in DEMO_ORGS:
+        invoice = await invoices.invoice(engine, org, period)
+        if invoice is not None:
+            result.invoices[org] = invoice
     result.verification = await verify(engine)
     return result

@@ -21,7 +21,7 @@ def invoice_number(number: int) -> str:
 async def list_invoices(engine: AsyncEngine, period: str | None) -> list[dict[str, Any]]:
     async with raw_connection(engine) as conn:
         rows = await conn.fetch(
-            """SELECT i.number, i.org, i.period, i.currency, i.status, i.total, i.issued_at,
+            """SELECT i.number, i.org, i.period, i.currency, i.status, i.total,
                       (SELECT count(*) FROM invoice_adjustment a WHERE a.invoice = i.number)
                           AS adjustments
                  FROM invoice i WHERE $1::text IS NULL OR i.period = $1

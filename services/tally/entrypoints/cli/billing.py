@@ -8,8 +8,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
 
 from tally.adapters.postgres import invoices
+from tally.adapters.postgres.invoices import Invoice
 from tally.config import get_settings
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.output import (
@@ -136,15 +138,42 @@ def invoice_show(
     elif fmt is DocumentFormat.html:
         typer.echo(to_html(found), nl=False)
     else:
-        doc = found.document
-        emit(
-            rows(found),
-            Format.table,
-            " · ".join(doc[key] for key in ("number", "org", "period", "currency", "status")),
-        )
+        print_invoice(found)
         for where, entries in sorted(found.entries.items()):
             ids = ", ".join(f"{entry['id']} ({entry['kind']})" for entry in entries)
             console.print(f"[dim]{where} bills entries {ids}[/dim]")
+
+
+def print_invoice(invoice: Invoice) -> None:
+    """The invoice for people: one row per line, AI feature and adjustment, then the
+    descriptions (the table stays narrow enough for a terminal)."""
+    doc = invoice.document
+    table = Table(
+        title=" · ".join(doc[key] for key in ("number", "org", "period", "currency", "status")),
+        title_justify="left",
+    )
+    table.add_column("item")
+    for column in ("allocation", "used", "overage", "unit price", "amount"):
+        table.add_column(column, justify="right")
+    notes = []
+    for row in rows(invoice):
+        if row["kind"] == "line":
+            notes.append(f"{row['meter']}: {row['description'].split('; used:')[0]}")
+            item = row["meter"]
+        elif row["kind"] == "feature":
+            item = f"  {row['description']}"
+        elif row["kind"] == "adjustment":
+            notes.append(f"adjustment, {row['meter']}: {row['description']}")
+            item = f"adjustment {row['meter']}"
+        else:
+            table.add_section()
+            item = f"total {row['description']}"
+        table.add_row(
+            item, row["allocation"], row["used"], row["overage"], row["unit_price"], row["amount"]
+        )
+    console.print(table)
+    for note in notes:
+        console.print(f"  [dim]{note}[/dim]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

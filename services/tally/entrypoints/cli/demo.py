@@ -1,4 +1,5 @@
-"""``tally demo``: migrate, add organizations, publish a month of usage, meter, show, verify."""
+"""``tally demo``: migrate, add organizations, publish a month of usage, meter, close the
+month, show the invoices, verify."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from tally.demo import DEMO_ORGS, DemoResult, run_demo
+from tally.entrypoints.cli.billing import print_invoice
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls
 from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors
 
@@ -60,7 +62,8 @@ def demo(
         _show(result)
         console.print(
             f"\ndone in {time.perf_counter() - started:.1f}s. Try: tally ledger balances "
-            f"--org acme --period {result.period} · tally dlq list · "
+            f"--org acme --period {result.period} · tally invoice show --org acme --period "
+            f"{result.period} --format html · tally dlq list · "
             "tally events show SOURCE ID · tally stop"
         )
     if not verification.ok:
@@ -75,6 +78,7 @@ def _as_data(result: DemoResult) -> dict[str, Any]:
         "consumed": dict(result.consumed),
         "balances": result.balances,
         "dead_letters": dict(Counter(letter["code"] for letter in result.dead_letters)),
+        "invoices": {org: invoice.document for org, invoice in result.invoices.items()},
         "verified": result.verification.ok,
         "findings": [vars(finding) for finding in result.verification.findings],
     }
@@ -89,18 +93,25 @@ def _show(result: DemoResult) -> None:
     )
     consumed = result.consumed
     console.print("metered: " + ", ".join(f"{v} {k}" for k, v in sorted(consumed.items())))
-    for org, rows in result.balances.items():
-        emit(rows, Format.table, f"{org} ({DEMO_ORGS[org]}) balances, {result.period}")
-        used = next((r["balance"] for r in rows if r["account"].endswith("api_request/usage")), 0)
-        expected = summary.billable_requests.get(org, 0)
+    for org, accounts in result.balances.items():
+        used = next(
+            (a["balance"] for a in accounts if a["account"].endswith("api_request/usage")), 0
+        )
+        expected = result.billable_requests(org)
         mark = "[green]✓[/green]" if used == expected else "[red]✗[/red]"
-        console.print(f"  {mark} billable API requests {used} (the generator sent {expected})")
+        console.print(
+            f"  {mark} {org} ({DEMO_ORGS[org]}): {used:f} billable API requests metered "
+            f"({expected} sent)"
+        )
     codes = Counter(letter["code"] for letter in result.dead_letters)
     emit(
         [{"code": code, "dead letters": count} for code, count in codes.most_common()],
         Format.table,
         "dead letters (tally dlq list)",
     )
+    console.print(f"\n[bold]invoices for {result.period}[/bold] (tally invoice show)")
+    for invoice in result.invoices.values():
+        print_invoice(invoice)
     verification = result.verification
     assert verification is not None
     if verification.ok:
