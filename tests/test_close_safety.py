@@ -143,6 +143,7 @@ async def test_late_usage_becomes_adjustments_on_the_next_invoice(
     assert story is not None and story["billing"]["late"]
     assert "next close" in story["billing"]["detail"]
     assert await balance(engine, f"org/acme/{OCT}/api_request/allowance") == -250_000
+    assert (await verify(engine)).ok  # late usage not yet billed is not a finding
 
     await close(engine, NOV)
     november = await document(engine, "acme", NOV)
@@ -200,3 +201,25 @@ async def test_the_database_refuses_an_incomplete_invoice(engine: AsyncEngine) -
                 "INSERT INTO invoice (number, org, period, currency, total, rate_card_version,"
                 " issued_at) VALUES (1, 'acme', '2026-09', 'USD', 0, '2020-01', now())"
             )
+
+
+@pytest.mark.parametrize(
+    ("tamper", "check"),
+    [
+        ("UPDATE invoice SET total = total + 1 WHERE org = 'acme'", "invoice"),
+        ("UPDATE invoice_line SET used = used - 1 WHERE meter = 'api_requests'", "invoice"),
+        ("DELETE FROM billed_entry WHERE entry_id = (SELECT min(entry_id) FROM billed_entry)",
+         "allowance"),
+    ],
+)  # fmt: skip
+async def test_verify_names_an_invoice_that_no_longer_matches_the_ledger(
+    engine: AsyncEngine, service: MeteringService, tamper: str, check: str
+) -> None:
+    await usage_for_every_org(service)
+    await close(engine, OCT)
+    assert (await verify(engine)).ok
+    async with raw_transaction(engine) as conn:  # what only a superuser could do
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(tamper)
+    findings = (await verify(engine)).findings
+    assert check in {finding.check for finding in findings}, findings

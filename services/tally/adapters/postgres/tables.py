@@ -157,3 +157,83 @@ class DeadLetter(SQLModel, table=True):
     received_at: datetime = _ts(nullable=False)
     replayed_at: datetime | None = _ts(nullable=True)
     replay_outcome: str | None = None
+
+
+class Commitment(SQLModel, table=True):
+    __tablename__ = "commitment"
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(foreign_key="organization.name")
+    license: str
+    model: str
+    quantity: Decimal = _num(nullable=False)
+    from_period: str
+    recorded_at: datetime = _ts(nullable=False)
+
+
+class InvoiceCounter(SQLModel, table=True):
+    __tablename__ = "invoice_counter"
+    one: bool = Field(default=True, primary_key=True)
+    last: int
+
+
+class InvoiceRow(SQLModel, table=True):
+    __tablename__ = "invoice"
+    number: int = Field(primary_key=True)
+    org: str = Field(foreign_key="organization.name")
+    period: str
+    currency: str
+    status: str
+    total: Decimal = _num(nullable=False)
+    rate_card_version: str = Field(foreign_key="rate_card.version")
+    issued_at: datetime = _ts(nullable=False)
+    recorded_at: datetime = _ts(nullable=False)
+
+
+class InvoiceLine(SQLModel, table=True):
+    __tablename__ = "invoice_line"
+    invoice: int = Field(primary_key=True, foreign_key="invoice.number")
+    meter: str = Field(primary_key=True)
+    description: str
+    allocation: Decimal = _num(nullable=False)
+    used: Decimal = _num(nullable=False)
+    overage: Decimal = _num(nullable=False)
+    expired: Decimal = _num(nullable=False)
+    unit_price: Decimal = _num(nullable=False)
+    amount: Decimal = _num(nullable=False)
+
+
+class InvoiceFeature(SQLModel, table=True):
+    __tablename__ = "invoice_feature"
+    invoice: int = Field(primary_key=True, foreign_key="invoice.number")
+    feature: str = Field(primary_key=True)
+    tokens: Decimal = _num(nullable=False)
+
+
+class InvoiceAdjustment(SQLModel, table=True):
+    __tablename__ = "invoice_adjustment"
+    invoice: int = Field(primary_key=True, foreign_key="invoice.number")
+    original: int = Field(primary_key=True, foreign_key="invoice.number")
+    period: str
+    meter: str = Field(primary_key=True)
+    description: str
+    used: Decimal = _num(nullable=False)
+    unexpired: Decimal = _num(nullable=False)
+    overage: Decimal = _num(nullable=False)
+    unit_price: Decimal = _num(nullable=False)
+    amount: Decimal = _num(nullable=False)
+
+
+class BilledEntry(SQLModel, table=True):
+    __tablename__ = "billed_entry"
+    entry_id: int = Field(primary_key=True, foreign_key="journal_entry.id")
+    invoice: int = Field(foreign_key="invoice.number")
+    meter: str
+    original: int | None = Field(default=None, foreign_key="invoice.number")
+
+
+class PeriodClose(SQLModel, table=True):
+    __tablename__ = "period_close"
+    period: str = Field(primary_key=True)
+    as_of: datetime = _ts(nullable=False)
+    invoices: int
+    closed_at: datetime = _ts(nullable=False)

@@ -4,7 +4,9 @@ Checks: each entry balances per unit and has two lines or more; each metered eve
 carried by an existing usage entry whose amount is the sum of its events; each feature's
 tokens are the conversion of its events; every stored event, rated again from its raw
 bytes, matches its columns; each lane of the hash chain is contiguous and every hash
-recomputes; the lane heads match.
+recomputes; the lane heads match; each invoice's total is its receivable movement, each
+line and adjustment bills exactly its usage entries, and a closed period's allowance is
+zero but for late usage no invoice bills yet.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ async def verify(engine: AsyncEngine) -> Verification:
         await _ai_totals(conn, result, book)
         await _events_match_their_bytes(conn, result, book)
         await _chain(conn, result)
+        await _invoices(conn, result)
     return result
 
 
@@ -261,4 +264,73 @@ async def _chain(conn: asyncpg.Connection, result: Verification) -> None:
         if head["seq"] != seq or bytes(head["head_hash"]) != last:
             result.add(
                 "lane head", f"lane {lane}: head says seq {head['seq']}, chain ends at {seq}"
+            )
+
+
+BILLED_USAGE = """
+    SELECT b.invoice, b.meter, b.original, sum(l.amount) AS amount
+      FROM billed_entry b
+      JOIN journal_entry e ON e.id = b.entry_id AND e.kind = 'usage'
+      JOIN entry_line l ON l.entry_id = e.id
+      JOIN account a ON a.id = l.account_id AND a.kind = 'usage'
+     GROUP BY b.invoice, b.meter, b.original"""
+
+
+async def _invoices(conn: asyncpg.Connection, result: Verification) -> None:
+    """Invoices against the ledger: money, units, and the allowances their close emptied."""
+    for row in await conn.fetch(
+        """SELECT i.number, i.total, coalesce(sum(l.amount), 0) AS receivable
+             FROM invoice i
+             LEFT JOIN billed_entry b ON b.invoice = i.number
+             LEFT JOIN (entry_line l JOIN account a ON a.id = l.account_id
+                                                  AND a.kind = 'receivable')
+                    ON l.entry_id = b.entry_id
+            GROUP BY i.number, i.total HAVING i.total <> coalesce(sum(l.amount), 0)"""
+    ):
+        result.add(
+            "invoice",
+            f"invoice {row['number']} totals {row['total']} but its entries move the "
+            f"receivable by {row['receivable']}",
+        )
+    for row in await conn.fetch(
+        f"""WITH used AS ({BILLED_USAGE})
+            SELECT x.invoice, x.meter, x.original, x.used, coalesce(u.amount, 0) AS billed
+              FROM (SELECT invoice, meter, NULL::bigint AS original, used FROM invoice_line
+                    UNION ALL
+                    SELECT invoice, meter, original, used FROM invoice_adjustment) x
+              LEFT JOIN used u ON u.invoice = x.invoice AND u.meter = x.meter
+                              AND u.original IS NOT DISTINCT FROM x.original
+             WHERE x.used <> coalesce(u.amount, 0)"""
+    ):
+        what = "line" if row["original"] is None else f"adjustment of {row['original']}"
+        result.add(
+            "invoice",
+            f"invoice {row['invoice']} {row['meter']} "
+            f"{what} says {row['used']} used; its usage entries carry {row['billed']}",
+        )
+    unbilled: dict[str, Decimal] = defaultdict(Decimal)
+    for row in await conn.fetch(
+        """SELECT e.org, e.period, a.unit, sum(l.amount) AS amount
+             FROM journal_entry e
+             JOIN invoice i ON i.org = e.org AND i.period = e.period
+             JOIN entry_line l ON l.entry_id = e.id
+             JOIN account a ON a.id = l.account_id AND a.kind = 'usage'
+            WHERE e.kind = 'usage'
+              AND NOT EXISTS (SELECT 1 FROM billed_entry b WHERE b.entry_id = e.id)
+            GROUP BY e.org, e.period, a.unit"""
+    ):
+        code = Account(row["org"], row["period"], row["unit"], "allowance").code
+        unbilled[code] += row["amount"]
+    for row in await conn.fetch(
+        """SELECT a.code, coalesce(sum(l.amount), 0) AS balance
+             FROM account a
+             JOIN invoice i ON i.org = a.owner AND i.period = a.period
+             LEFT JOIN entry_line l ON l.account_id = a.id
+            WHERE a.kind = 'allowance' GROUP BY a.code"""
+    ):
+        if row["balance"] != -unbilled.get(row["code"], Decimal(0)):
+            result.add(
+                "allowance",
+                f"{row['code']} is {row['balance']} after its close; late usage not yet "
+                f"billed accounts for {-unbilled.get(row['code'], Decimal(0))}",
             )
