@@ -116,8 +116,6 @@ async def run_demo(
 
     consumed = await Consumer(settings, urls, until_idle=True, on_batch=on_batch).run()
     result = DemoResult(period, mix.summary, consumed)
-    for org in DEMO_ORGS:
-        result.balances[org] = await ledger_queries.balances(engine, org, period)
     result.dead_letters = await ledger_queries.dead_letters(engine, limit=1000)
     # the close's clock: now, or the earliest instant the month may close (its grace)
     as_of = max(datetime.now(UTC), closable_from(period, settings.close_grace))
@@ -131,6 +129,7 @@ async def run_demo(
     )
     step(f"closed {period}: {result.close.invoices} invoices")
     for org in DEMO_ORGS:
+        result.balances[org] = await ledger_queries.balances(engine, org, period)
         invoice = await invoices.invoice(engine, org, period)
         if invoice is not None:
             result.invoices[org] = invoice
