@@ -1,18 +1,29 @@
-"""``tally bench``: the project's own performance figures."""
+"""``tally bench``: the project's own performance figures.
+
+``tally bench [--events N | --rate R …]`` measures the consumer; ``tally bench close
+--orgs N`` the month close. ``bench`` is a group whose callback runs when no subcommand
+is named, so the drain and steady options keep working as before.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from tally.bench import Bench, as_dict
+from tally.bench import CLOSE_PERIOD, Bench, CloseBench, as_dict
 from tally.entrypoints.cli.context import run, settings_and_urls
 from tally.entrypoints.cli.output import Format, FormatOption, emit, errors
 
+bench_app = typer.Typer(
+    help="Measure drain throughput (default) or steady-rate latency; `close`: the month close."
+)
 
+
+@bench_app.callback(invoke_without_command=True)
 def bench(
+    ctx: typer.Context,
     events: Annotated[int, typer.Option(help="Drain: events pre-filled, then drained.")] = 200_000,
     rate: Annotated[
         int | None, typer.Option(help="Steady mode: events per second to hold (instead of drain).")
@@ -27,7 +38,12 @@ def bench(
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Measure drain throughput (default) or steady-rate latency, in a scratch database."""
+    """Measure drain throughput (default) or steady-rate latency, in a scratch database.
+
+    `tally bench close --orgs N` measures the month close instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     settings, urls = settings_and_urls()
     if batch_size:
         settings = settings.model_copy(update={"batch_size": batch_size})
@@ -48,5 +64,54 @@ def bench(
     emit(figures, Format.json if json_ else fmt, "bench")
 
 
+@bench_app.command("close")
+def bench_close(
+    orgs: Annotated[
+        int, typer.Option(min=1, help="Organizations to close, each with usage and licenses.")
+    ] = 10_000,
+    json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Time the month close of N organizations, in a scratch database.
+
+    First, untimed: each organization's licenses, API requests and AI usage, metered.
+    """
+    settings, urls = settings_and_urls()
+
+    async def main() -> dict[str, Any]:
+        async with CloseBench(settings, urls, orgs) as scratch:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=errors,
+                transient=True,
+            ) as bars:
+                filling = bars.add_task(f"metering {CLOSE_PERIOD}", total=None)
+                closing = bars.add_task(f"closing {CLOSE_PERIOD}", total=None, visible=False)
+
+                def filled(done: int, total: int) -> None:
+                    bars.update(filling, completed=done, total=total)
+
+                def closed(done: int, total: int) -> None:
+                    bars.update(filling, visible=False)
+                    bars.update(closing, completed=done, total=total, visible=True)
+
+                result = await scratch.close(CLOSE_PERIOD, filled, closed)
+            return as_dict(result)
+
+    figures = run(main())
+    if json_ or fmt is Format.json:
+        emit(figures, Format.json)
+        return
+    totals = figures.pop("totals")
+    emit([{"figure": key, "value": value} for key, value in figures.items()], fmt, "bench close")
+    emit(
+        [{"currency": currency, "total": total} for currency, total in totals.items()],
+        Format.table,
+        f"invoice totals for {figures['period']}",
+    )
+
+
 def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)
+    app.add_typer(bench_app, name="bench")
