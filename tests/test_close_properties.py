@@ -111,7 +111,7 @@ def as_events(requests_: list, uses: list) -> list:
 
 
 @settings(
-    max_examples=40,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import Progress
 
 from tally.bench import CLOSE_PERIOD, Bench, CloseBench, as_dict
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.cli.output import Format, FormatOption, emit, errors
+from tally.entrypoints.cli.output import Format, FormatOption, counting_bars, emit, errors
 
 bench_app = typer.Typer(
     help="Measure drain throughput (default) or steady-rate latency; `close`: the month close."
@@ -80,13 +80,7 @@ def bench_close(
 
     async def main() -> dict[str, Any]:
         async with CloseBench(settings, urls, orgs) as scratch:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=errors,
-                transient=True,
-            ) as bars:
+            with counting_bars() as bars:
                 filling = bars.add_task(f"metering {CLOSE_PERIOD}", total=None)
                 closing = bars.add_task(f"closing {CLOSE_PERIOD}", total=None, visible=False)
 

@@ -7,7 +7,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from tally.adapters.postgres import invoices
@@ -19,8 +18,8 @@ from tally.entrypoints.cli.output import (
     FormatOption,
     check_period,
     console,
+    counting_bars,
     emit,
-    errors,
     fail,
 )
 from tally.invoice_formats import rows, to_csv, to_html
@@ -71,14 +70,8 @@ def close(
     chosen = period or previous_period(clock)
 
     async def work(engine: Any) -> CloseReport:
-        with Progress(
-            TextColumn("closing {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=errors,
-            transient=True,
-        ) as bars:
-            task = bars.add_task(chosen, total=None)
+        with counting_bars() as bars:
+            task = bars.add_task(f"closing {chosen}", total=None)
             return await close_period(
                 engine,
                 chosen,

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 console = Console()
@@ -74,3 +75,15 @@ def check_period(value: str | None) -> str | None:
     if value is not None and not PERIOD.match(value):
         raise typer.BadParameter(f"{value!r} is not a period YYYY-MM")
     return value
+
+
+def counting_bars() -> Progress:
+    """Progress bars on stderr (stdout stays clean for JSON) that count done of total and
+    vanish when the work is done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=errors,
+        transient=True,
+    )
