@@ -9,6 +9,9 @@ Vocabulary (used the same way everywhere):
   a debit, negative a credit.
 - **lane**: one of a few hash chains entries are appended to; writers take any free lane,
   so the chain is tamper-evident without serialising every writer into one queue.
+- **allowance**: what an organization may use in a period; usage draws it, the close's
+  **grant** fills it with the **allocation**, **expiry** removes what is left unused (no
+  carryover) and **overage** sells what was used beyond it, into a **receivable**.
 
 Invariants (kept by PostgreSQL, checked again by ``tally ledger verify``):
 
