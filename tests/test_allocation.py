@@ -1,7 +1,5 @@
-"""Month-close arithmetic against the seeds' worked examples and an independent model.
-
-The close itself (issue 3) is not built yet; these pin the rules it will post.
-"""
+"""Month-close arithmetic against the seeds' worked examples and an independent model
+(pure; tests/test_month_close.py runs the same rules through the ledger)."""
 
 from __future__ import annotations
 
@@ -13,6 +11,7 @@ from math import ceil, floor
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from tally.adapters.ratecard_files import bundled_cards
 from tally.domain.allocation import (
@@ -22,6 +21,7 @@ from tally.domain.allocation import (
     price_line,
     with_commitments,
 )
+from tally.domain.ratecard import RateCard
 
 CARD = bundled_cards()[0]
 
@@ -133,3 +133,15 @@ def test_a_line_equals_an_independent_computation(
     assert Fraction(line.amount) - Fraction(line.money.rounding) == over * Fraction(price)
     assert Fraction(line.expired) == max(Fraction(allowed) - used_exact, Fraction(0))
     assert abs(line.money.rounding) <= Fraction(1, 2 * 10**minor)
+
+
+def test_a_seat_the_card_does_not_price_is_refused_not_ignored() -> None:
+    with pytest.raises(ValueError, match="no allocation for communicate concurrent"):
+        allocation({("communicate", "concurrent"): Decimal(3)}, CARD)  # type: ignore[dict-item]
+
+
+def test_a_rate_card_takes_effect_at_the_start_of_a_month() -> None:
+    body = CARD.model_dump()
+    with pytest.raises(ValidationError, match="start of a UTC month"):
+        RateCard.model_validate(body | {"effective_from": "2026-10-15T00:00:00Z"})
+    assert RateCard.model_validate(body | {"effective_from": "2026-10-01T02:00:00+02:00"})

@@ -11,7 +11,8 @@ from ledger_support import api
 from tally.config import Settings
 from test_cli import tally, tally_all, xadd_like_an_integration
 
-OCT = "2026-10"
+SEP = "2026-09"
+SEPT = {"time": "2026-09-15T12:00:00Z"}
 
 
 async def test_closing_a_month_and_reading_its_invoices(settings: Settings) -> None:
@@ -22,34 +23,41 @@ async def test_closing_a_month_and_reading_its_invoices(settings: Settings) -> N
         ["org", "add", "globex", "--currency", "JPY"],
     )
     assert all(run.code == 0 for run in added), added
-    commit, wrong_model, wrong_unit = await tally_all(
+    commit, wrong_model, wrong_unit, tiny = await tally_all(
         settings,
         ["org", "commit", "globex", "--license", "gc2", "--model", "named", "--users", "20"],
         ["org", "commit", "globex", "--license", "communicate", "--model", "hourly",
          "--hours", "5"],
         ["org", "commit", "globex", "--license", "gc2", "--model", "named", "--hours", "5"],
+        ["org", "commit", "globex", "--license", "gc2", "--model", "hourly", "--hours",
+         "1e-20000"],
     )  # fmt: skip
     assert commit.code == 0, commit
     assert wrong_model.code == 2 and "no allocation for communicate hourly" in wrong_model.said
     assert wrong_unit.code == 2 and "--users for named or concurrent" in wrong_unit.said
+    assert tiny.code == 2 and "at most 6 decimal places" in tiny.said, tiny
 
     for payload in (
-        license_day("lic", "gc2", "named", 20, org="acme", day="2026-10-02"),
-        *(api(f"r{n}", count=1_000_000) for n in range(3)),
-        api("g1", count=3_000_000, org="globex"),  # no license report: the commitment counts
+        license_day("lic", "gc2", "named", 20, org="acme", day="2026-09-02"),
+        *(api(f"r{n}", count=1_000_000, **SEPT) for n in range(3)),
+        api("g1", count=3_000_000, org="globex", **SEPT),  # no license: the commitment counts
     ):
         await xadd_like_an_integration(settings, payload)
     assert (await tally(settings, "consume", "--until-idle")).code == 0
 
-    early, closed, missing = await tally_all(
+    early, ahead, far, closed, missing = await tally_all(
         settings,
-        ["close", "--period", OCT, "--as-of", "2026-11-01T20:00:00Z"],
-        ["close", "--period", OCT, "--as-of", "2026-11-02T00:00:00Z", "--format", "json"],
-        ["invoice", "show", "--org", "acme", "--period", "2026-09"],
+        ["close", "--period", SEP, "--as-of", "2026-10-01T20:00:00Z"],
+        ["close", "--period", SEP, "--as-of", "2099-01-01T00:00:00Z"],
+        ["close", "--period", "9999-12"],
+        ["close", "--period", SEP, "--as-of", "2026-10-02T00:00:00Z", "--format", "json"],
+        ["invoice", "show", "--org", "acme", "--period", "2026-08"],
     )
-    assert early.code == 1 and "can be closed from 2026-11-02T00:00Z" in early.said, early
-    assert "Traceback" not in early.stderr
-    assert missing.code == 1 and "no invoice for acme in 2026-09" in missing.said, missing
+    assert early.code == 1 and "can be closed from 2026-10-02T00:00Z" in early.said, early
+    assert ahead.code == 1 and "ahead of the real one" in ahead.said, ahead
+    assert far.code == 2 and "is not a period" in far.said, far
+    assert all("Traceback" not in run.stderr for run in (early, ahead, far))
+    assert missing.code == 1 and "no invoice for acme in 2026-08" in missing.said, missing
     report = closed.json()
     assert report["issued"] == 2
     assert [(i["org"], i["total"]) for i in report["invoices"]] == [
@@ -59,18 +67,18 @@ async def test_closing_a_month_and_reading_its_invoices(settings: Settings) -> N
 
     again, shown, as_csv, as_html, listed = await tally_all(
         settings,
-        ["close", "--period", OCT, "--as-of", "2026-11-03T00:00:00Z", "--format", "json"],
-        ["invoice", "show", "--org", "acme", "--period", OCT, "--format", "json"],
-        ["invoice", "show", "--org", "acme", "--period", OCT, "--format", "csv"],
-        ["invoice", "show", "--org", "acme", "--period", OCT, "--format", "html"],
-        ["invoice", "show", "--org", "acme", "--period", OCT],
+        ["close", "--period", SEP, "--as-of", "2026-10-03T00:00:00Z", "--format", "json"],
+        ["invoice", "show", "--org", "acme", "--period", SEP, "--format", "json"],
+        ["invoice", "show", "--org", "acme", "--period", SEP, "--format", "csv"],
+        ["invoice", "show", "--org", "acme", "--period", SEP, "--format", "html"],
+        ["invoice", "show", "--org", "acme", "--period", SEP],
     )
     assert again.json()["issued"] == 0 and again.json()["invoices"] == report["invoices"]
     doc = shown.json()
     assert doc == {
         "number": "INV-000001",
         "org": "acme",
-        "period": OCT,
+        "period": SEP,
         "currency": "USD",
         "status": "finalized",
         "lines": [
@@ -105,17 +113,17 @@ async def test_closing_a_month_and_reading_its_invoices(settings: Settings) -> N
     assert as_html.stdout.startswith("<!doctype html>") and "INV-000001" in as_html.stdout
     assert "80.00" in listed.stdout and "bills entries" in listed.said
 
-    # a late request for October: metered, reported late, billed on November's invoice
-    await xadd_like_an_integration(settings, api("late", count=10_000))
+    # a late request for September: metered, reported late, billed on October's invoice
+    await xadd_like_an_integration(settings, api("late", count=10_000, **SEPT))
     assert (await tally(settings, "consume", "--until-idle")).code == 0
     story = (await tally(settings, "events", "show", "test", "late", "--format", "json")).json()
     assert story["billing"]["late"] is True
-    november = (
-        await tally(settings, "close", "--period", "2026-11", "--as-of", "2026-12-02T00:00:00Z",
+    october = (
+        await tally(settings, "close", "--period", "2026-10", "--as-of", "2026-11-02T00:00:00Z",
                     "--format", "json")
     ).json()  # fmt: skip
-    acme = next(i for i in november["invoices"] if i["org"] == "acme")
+    acme = next(i for i in october["invoices"] if i["org"] == "acme")
     assert (acme["total"], acme["adjustments"]) == ("1.00", 1)
-    shown_again = await tally(settings, "invoice", "show", "--org", "acme", "--period", OCT,
+    shown_again = await tally(settings, "invoice", "show", "--org", "acme", "--period", SEP,
                               "--format", "json")  # fmt: skip
-    assert shown_again.json() == doc  # October's invoice is never rewritten
+    assert shown_again.json() == doc  # September's invoice is never rewritten

@@ -87,10 +87,10 @@ class Model:
         return half_up(self.billed(meter, self.used[meter]) * self.price(meter), self.minor)
 
     def adjustment(self, meter: str) -> Fraction:
-        units = self.billed(meter, self.used_after_late[meter]) - self.billed(
-            meter, self.used[meter]
-        )
-        return half_up(units * self.price(meter), self.minor)
+        """The period's overage money is rounded as one total: an adjustment bills what the
+        rounded total grew by."""
+        after = self.billed(meter, self.used_after_late[meter]) * self.price(meter)
+        return half_up(after, self.minor) - self.amount(meter)
 
 
 def payloads(run: int, org: str, period: str, events: list) -> list[bytes]:

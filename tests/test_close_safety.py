@@ -15,16 +15,16 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from close_support import after, balance, close, document, license_day, line, meter
+from close_support import GRACE, after, balance, close, document, license_day, line, meter
 from ledger_support import ORGS, ai, api, urls_of
-from tally.adapters.postgres import invoices, ledger_queries
+from tally.adapters.postgres import invoices, ledger_queries, organizations
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
 from tally.metering import MeteringService
 from tally.month_close import CloseRefused, close_period
 
-OCT, NOV, DEC = "2026-10", "2026-11", "2026-12"
+AUG, SEP, OCT = "2026-08", "2026-09", "2026-10"
 DRIVER = Path(__file__).with_name("crash_close.py")
 
 
@@ -119,55 +119,107 @@ async def test_a_period_closes_only_after_its_grace_time(engine: AsyncEngine) ->
 async def test_late_usage_becomes_adjustments_on_the_next_invoice(
     engine: AsyncEngine, service: MeteringService
 ) -> None:
+    aug = {"time": "2026-08-20T12:00:00Z"}
     await meter(
         service,
         [
-            license_day("lic", "gc2", "named", 20, org="acme", day="2026-10-01"),
-            api("r1", count=2_000_000),  # 200,000 of 2,200,000 left: they expire
-            ai("a1", "agent_copilot", 4_900, "token"),  # 100 of 5,000 tokens expire
+            license_day("lic", "gc2", "named", 20, org="acme", day="2026-08-01"),
+            api("r1", count=2_000_000, **aug),  # 200,000 of 2,200,000 left: they expire
+            ai("a1", "agent_copilot", 4_900, "token", **aug),  # 100 of 5,000 tokens expire
         ],
     )
-    await close(engine, OCT)
-    october = await document(engine, "acme", OCT)
-    assert str(october["total"]) == "0.00"
+    await close(engine, AUG)
+    august = await document(engine, "acme", AUG)
+    assert str(august["total"]) == "0.00"
 
     await meter(
         service,
         [
-            api("late-1", count=150_000),  # within what expired
-            api("late-2", count=100_000),  # 50,000 more from what expired, 50,000 over
-            ai("late-3", "agent_copilot", 300, "token"),  # 100 from what expired, 200 over
+            api("late-1", count=150_000, **aug),  # within what expired
+            api("late-2", count=100_000, **aug),  # 50,000 more from what expired, 50,000 over
+            ai("late-3", "agent_copilot", 300, "token", **aug),  # 100 from expired, 200 over
         ],
     )
     story = await ledger_queries.event_story(engine, "test", "late-2")
     assert story is not None and story["billing"]["late"]
     assert "next close" in story["billing"]["detail"]
-    assert await balance(engine, f"org/acme/{OCT}/api_request/allowance") == -250_000
+    assert await balance(engine, f"org/acme/{AUG}/api_request/allowance") == -250_000
     assert (await verify(engine)).ok  # late usage not yet billed is not a finding
 
-    await close(engine, NOV)
-    november = await document(engine, "acme", NOV)
+    await close(engine, SEP)
+    september = await document(engine, "acme", SEP)
     assert [(a["period"], a["invoice"], a["meter"], str(a["amount"]))
-            for a in november["adjustments"]] == [
-        (OCT, october["number"], "ai_tokens", "200.00"),
-        (OCT, october["number"], "api_requests", "5.00"),
+            for a in september["adjustments"]] == [
+        (AUG, august["number"], "ai_tokens", "200.00"),
+        (AUG, august["number"], "api_requests", "5.00"),
     ]  # fmt: skip
-    assert str(november["total"]) == "205.00"
-    assert await document(engine, "acme", OCT) == october  # never rewritten
-    assert await balance(engine, f"org/acme/{OCT}/api_request/allowance") == 0
-    assert await balance(engine, f"org/acme/{OCT}/ai_token/allowance") == 0
-    assert await balance(engine, f"org/acme/{NOV}/USD/receivable") == Decimal("205.00")
+    assert str(september["total"]) == "205.00"
+    assert await document(engine, "acme", AUG) == august  # never rewritten
+    assert await balance(engine, f"org/acme/{AUG}/api_request/allowance") == 0
+    assert await balance(engine, f"org/acme/{AUG}/ai_token/allowance") == 0
+    assert await balance(engine, f"org/acme/{SEP}/USD/receivable") == Decimal("205.00")
     story = await ledger_queries.event_story(engine, "test", "late-2")
-    assert story is not None and story["billing"]["invoice"] == november["number"]
+    assert story is not None and story["billing"]["invoice"] == september["number"]
 
-    # later still: nothing expired is left, so it is all overage at October's price
-    await meter(service, [api("late-4", count=10_000, time="2026-10-31T23:59:59Z")])
-    await close(engine, DEC)
-    december = await document(engine, "acme", DEC)
-    assert [str(a["amount"]) for a in december["adjustments"]] == ["1.00"]
-    assert "0 from the expired allocation" in december["adjustments"][0]["description"]
-    assert line(december, "api_requests")["used"] == 0
+    # later still: nothing expired is left, so it is all overage at August's price
+    await meter(service, [api("late-4", count=10_000, time="2026-08-31T23:59:59Z")])
+    await close(engine, OCT)
+    october = await document(engine, "acme", OCT)
+    assert [str(a["amount"]) for a in october["adjustments"]] == ["1.00"]
+    assert "0 from the expired allocation" in october["adjustments"][0]["description"]
+    assert line(october, "api_requests")["used"] == 0
     assert (await verify(engine)).ok
+
+
+async def test_small_late_amounts_are_rounded_as_one_total_not_one_by_one(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    aug = {"time": "2026-08-20T12:00:00Z"}
+    await meter(
+        service,
+        [
+            license_day("lic", "gc2", "named", 1, org="acme", day="2026-08-01"),
+            api("exact", count=110_000, **aug),  # the allocation, used exactly
+        ],
+    )
+    await close(engine, AUG)
+    amounts = []
+    for n, period in enumerate((SEP, OCT)):
+        await meter(service, [api(f"late-{n}", count=50, **aug)])  # USD 0.005 each time
+        await close(engine, period)
+        amounts += [
+            str(a["amount"]) for a in (await document(engine, "acme", period))["adjustments"]
+        ]
+    # 50 late requests bill 0.01 (0.005 rounded up); 100 in all are 0.01, so the next bills 0
+    assert amounts == ["0.01", "0.00"]
+    assert await balance(engine, f"platform/{AUG}/USD/revenue/api_request") == Decimal("-0.0100")
+    assert await balance(engine, f"platform/{AUG}/USD/rounding") == 0
+
+
+async def test_usage_of_an_organization_added_after_the_close_gets_its_invoice(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    await meter(service, [api("a", count=10, time="2026-08-10T00:00:00Z")])
+    await close(engine, AUG)
+    await organizations.add(engine, "newco", "USD")  # its August events were dead letters
+    await meter(service, [api("n", count=2_000_000, org="newco", time="2026-08-10T00:00:00Z")])
+    story = await ledger_queries.event_story(engine, "test", "n")
+    assert story is not None and story["billing"]["late"]
+    await close(engine, SEP)
+    newco = await document(engine, "newco", AUG)  # the close of September issued it first
+    assert str(newco["total"]) == "200.00"  # no license report: no allocation
+    listed = await invoices.list_invoices(engine, None)
+    assert [(row["number"], row["org"], row["period"]) for row in listed] == [
+        ("INV-000001", "acme", AUG),
+        ("INV-000002", "newco", AUG),
+    ]
+    assert await balance(engine, f"org/newco/{AUG}/api_request/allowance") == 0
+    assert (await verify(engine)).ok
+
+
+async def test_the_close_clock_never_runs_ahead_of_the_real_one(engine: AsyncEngine) -> None:
+    with pytest.raises(CloseRefused, match="ahead of the real one"):
+        await close_period(engine, OCT, after(OCT), GRACE, now=after(OCT) - timedelta(hours=1))
 
 
 @pytest.mark.parametrize(

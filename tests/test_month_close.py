@@ -152,7 +152,9 @@ async def test_pooling_and_counting_by_model(engine: AsyncEngine, service: Meter
 async def test_a_commitment_counts_when_higher_than_the_usage(
     engine: AsyncEngine, service: MeteringService
 ) -> None:
-    await organizations.commit(engine, "acme", "gc2", "named", Decimal(20), "2026-01")
+    await organizations.commit(engine, "acme", "gc2", "named", Decimal(10), "2026-10")
+    await organizations.commit(engine, "acme", "gc2", "named", Decimal(20), "0001-01")  # newer
+    await organizations.commit(engine, "acme", "gc2", "named", Decimal(40), "2026-11")  # later
     await organizations.commit(engine, "globex", "gc2", "named", Decimal(5), "2026-01")
     await meter(
         service,
@@ -165,7 +167,8 @@ async def test_a_commitment_counts_when_higher_than_the_usage(
     )
     await close(engine, OCT)
     acme, globex = await document(engine, "acme", OCT), await document(engine, "globex", OCT)
-    assert line(acme, "api_requests")["allocation"] == 20 * 110_000  # commitment above usage
+    # the newest commitment in effect for October counts, as it is above the usage
+    assert line(acme, "api_requests")["allocation"] == 20 * 110_000
     assert str(acme["total"]) == "80.00"
     assert line(globex, "api_requests")["allocation"] == 14 * 110_000  # usage above commitment
 
@@ -176,21 +179,19 @@ async def test_no_carryover_into_the_next_month(
     await meter(
         service,
         [
-            license_day("oct", "gc2", "named", 20, org="acme", day="2026-10-01"),
-            api("oct-r", count=100),  # 2,199,900 requests unused in October
-            license_day("nov", "gc2", "named", 1, org="acme", day="2026-11-01"),
-            api("nov-r", count=210_000, time="2026-11-10T00:00:00Z"),
+            license_day("sep", "gc2", "named", 20, org="acme", day="2026-09-01"),
+            api("sep-r", count=100, time="2026-09-10T00:00:00Z"),  # 2,199,900 left unused
+            license_day("oct", "gc2", "named", 1, org="acme", day="2026-10-01"),
+            api("oct-r", count=210_000),
         ],
     )
+    await close(engine, "2026-09")
     await close(engine, OCT)
-    await close(engine, "2026-11")
-    october, november = (
-        await document(engine, "acme", OCT),
-        await document(engine, "acme", "2026-11"),
-    )
-    assert str(october["total"]) == "0.00"
-    assert line(october, "api_requests")["allocation"] == 2_200_000
-    assert await balance(engine, f"platform/{OCT}/api_request/expired") == 2_199_900
-    assert line(november, "api_requests")["overage"] == 100_000  # nothing carried over
-    assert str(november["total"]) == "10.00"
-    assert int(november["number"][4:]) == int(october["number"][4:]) + 1
+    september = await document(engine, "acme", "2026-09")
+    october = await document(engine, "acme", OCT)
+    assert str(september["total"]) == "0.00"
+    assert line(september, "api_requests")["allocation"] == 2_200_000
+    assert await balance(engine, "platform/2026-09/api_request/expired") == 2_199_900
+    assert line(october, "api_requests")["overage"] == 100_000  # nothing carried over
+    assert str(october["total"]) == "10.00"
+    assert int(october["number"][4:]) == int(september["number"][4:]) + 1

@@ -103,7 +103,6 @@ CREATE INDEX billed_entry_invoice ON billed_entry (invoice, meter);
 CREATE TABLE period_close (
     period      text PRIMARY KEY {PERIOD.format(column="period")},
     as_of       timestamptz NOT NULL,
-    invoices    integer NOT NULL,
     closed_at   timestamptz NOT NULL DEFAULT now()
 );
 

@@ -14,15 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres import close_store, metering_store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
-from tally.domain.invoicing import close_org
+from tally.domain.invoicing import CloseInput, InvoiceDraft, close_org
 
 Progress = Callable[[int, int], None]  # (organizations closed, organizations to close)
 CHUNK = 500
+CLOCK_SKEW = timedelta(minutes=5)  # how far --as-of may run ahead of the real clock
+RETRIES = 5
+# a chunk that met a consumer's transaction in a deadlock is simply run again
+RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
 class CloseRefused(ValueError):
@@ -63,8 +68,16 @@ async def close_period(
     grace: timedelta,
     progress: Progress | None = None,
     chunk: int = CHUNK,
+    now: datetime | None = None,
 ) -> CloseReport:
-    start, end = period_bounds(period)
+    """Close ``period`` at the clock ``as_of``; ``now`` (the real time) bounds that clock."""
+    real = now or datetime.now(UTC)
+    if as_of > real + CLOCK_SKEW:
+        raise CloseRefused(
+            f"the close's clock ({as_of.astimezone(UTC):%Y-%m-%dT%H:%MZ}) is ahead of the real "
+            f"one ({real:%Y-%m-%dT%H:%MZ}): a period is closed once it is over, never ahead"
+        )
+    end = period_bounds(period)[1]
     if as_of < end + grace:
         hours = grace.total_seconds() / 3600
         raise CloseRefused(
@@ -75,31 +88,66 @@ async def close_period(
     async with raw_connection(engine) as session:
         waited = await close_store.lock(session)
         try:
-            book = await metering_store.load_rate_cards(session)
-            card = book.in_effect(start)
-            if card is None:
-                raise CloseRefused(f"no rate card is in effect at the start of {period}")
-            orgs = await close_store.orgs_to_close(session, period, end)
-            journal, issued = Journal(), 0
-            if progress:
-                progress(0, len(orgs))
-            for first in range(0, len(orgs), chunk):
-                part = orgs[first : first + chunk]
-                try:
-                    async with raw_transaction(engine) as conn:
-                        inputs = await close_store.close_inputs(conn, part, period, card)
-                        drafts = [close_org(given) for given in inputs]
-                        issued += len(
-                            await close_store.write_invoices(conn, journal, drafts, as_of)
-                        )
-                except BaseException:
-                    journal.rolled_back()
-                    raise
-                journal.committed()
-                if progress:
-                    progress(first + len(part), len(orgs))
+            # usage posted for an organization after its period closed without it (it was
+            # added later, its dead letters replayed): that period's invoice comes first
+            issued = 0
+            for earlier in await close_store.closed_periods_missing_invoices(session, period):
+                issued += await _close(engine, session, earlier, as_of, None, chunk)
+            issued += await _close(engine, session, period, as_of, progress, chunk)
             total = await session.fetchval("SELECT count(*) FROM invoice WHERE period = $1", period)
-            await close_store.record_closed(session, period, as_of, total)
         finally:
             await close_store.unlock(session)
     return CloseReport(period, as_of, issued, total, waited)
+
+
+async def _close(
+    engine: AsyncEngine,
+    session: asyncpg.Connection,
+    period: str,
+    as_of: datetime,
+    progress: Progress | None,
+    chunk: int,
+) -> int:
+    """Invoice every organization the period still owes an invoice; returns how many."""
+    start, end = period_bounds(period)
+    card = (await metering_store.load_rate_cards(session)).in_effect(start)
+    if card is None:
+        raise CloseRefused(f"no rate card is in effect at the start of {period}")
+    orgs = await close_store.orgs_to_close(session, period, end)
+    journal, issued = Journal(), 0
+    if progress:
+        progress(0, len(orgs))
+    for first in range(0, len(orgs), chunk):
+        part = orgs[first : first + chunk]
+        for attempt in range(1, RETRIES + 1):
+            try:
+                async with raw_transaction(engine) as conn:
+                    inputs = await close_store.close_inputs(conn, part, period, card)
+                    drafts = [_draft(given) for given in inputs]
+                    issued += len(await close_store.write_invoices(conn, journal, drafts, as_of))
+            except RETRYABLE:
+                journal.rolled_back()
+                if attempt == RETRIES:
+                    raise
+                continue
+            except BaseException:
+                journal.rolled_back()
+                raise
+            journal.committed()
+            break
+        if progress:
+            progress(first + len(part), len(orgs))
+    await close_store.record_closed(session, period, as_of)
+    return issued
+
+
+def _draft(given: CloseInput) -> InvoiceDraft:
+    """One organization's invoice; a rule the rate card cannot apply names the organization."""
+    try:
+        return close_org(given)
+    except (KeyError, ValueError) as exc:
+        detail = f"it prices nothing for {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CloseRefused(
+            f"cannot close {given.period} for {given.org} with rate card {given.card.version}: "
+            f"{detail}"
+        ) from exc

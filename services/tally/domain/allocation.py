@@ -73,6 +73,9 @@ class Allocation:
 
 def allocation(users: Mapping[Seat, Decimal], card: RateCard) -> Allocation:
     """The organization's pooled allocation for the period."""
+    for lic, model in users:
+        if model not in card.api.allocation.get(lic, {}):
+            raise ValueError(f"the rate card has no allocation for {lic} {model}")
     api = sum(
         (count * card.api.allocation[lic][model] for (lic, model), count in users.items()),
         ZERO,

@@ -26,6 +26,7 @@ from tally.domain.allocation import (
     ZERO,
     LicenseDay,
     Line,
+    Money,
     Seat,
     allocation,
     billable_users,
@@ -69,6 +70,7 @@ class Billed:
     used: Decimal
     overage: Decimal  # billed units, the original line's and every adjustment's
     unit_price: Decimal
+    amount: Decimal  # money billed so far, the original line's and every adjustment's
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,10 @@ def _adjust(given: CloseInput, late: LateUsage, minor: int) -> tuple[Adjustment,
     unexpired = max(billed.allocation - before, ZERO) - max(billed.allocation - after, ZERO)
     deficit = max(after - billed.allocation, ZERO) - max(before - billed.allocation, ZERO)
     units = billed_units(max(after - billed.allocation, ZERO), whole) - billed.overage
-    charge = money(units, billed.unit_price, minor)
+    # the period's overage money is rounded once, as a whole: each adjustment bills what the
+    # rounded total grew by, so a series of small late amounts never drifts from it
+    total = money(billed.overage + units, billed.unit_price, minor).amount
+    charge = Money(units * billed.unit_price, total - billed.amount)
     label = "requests" if late.meter == "api_requests" else "tokens"
     description = (
         f"late usage for {billed.period}: {quantity(late.amount)} {label}, "

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 LicenseName = Literal["communicate", "gc1", "gc2", "gc3"]
 LicenseModel = Literal["named", "concurrent", "hourly"]
@@ -52,6 +52,16 @@ class RateCard(_Data):
     currencies: dict[str, Annotated[int, Field(ge=0, le=6)]]
     api: ApiCard
     ai: AiCard
+
+    @field_validator("effective_from")
+    @classmethod
+    def _starts_a_month(cls, value: datetime) -> datetime:
+        """Allocations are monthly: a card takes effect at a period's first instant, so one
+        card prices a whole period, its events and its close alike."""
+        utc = value.astimezone(UTC)
+        if (utc.day, utc.hour, utc.minute, utc.second, utc.microsecond) != (1, 0, 0, 0, 0):
+            raise ValueError("a rate card takes effect at the start of a UTC month (day 1, 00:00Z)")
+        return value
 
     def tokens(self, feature: str, quantity: Decimal) -> Decimal:
         """Tokens for a feature's cumulative quantity, rounded up to ``token_scale``.

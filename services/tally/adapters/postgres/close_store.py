@@ -88,7 +88,7 @@ async def close_inputs(
     for row in await conn.fetch(
         """SELECT DISTINCT ON (org, license, model) org, license, model, quantity
              FROM commitment WHERE org = ANY($1::text[]) AND from_period <= $2
-            ORDER BY org, license, model, from_period DESC, id DESC""",
+            ORDER BY org, license, model, id DESC""",
         names,
         period,
     ):
@@ -178,12 +178,14 @@ async def _billed(
     rows = await conn.fetch(
         """SELECT i.number, i.period, l.meter, l.allocation, l.unit_price,
                   l.used + coalesce(sum(a.used), 0) AS used,
-                  l.overage + coalesce(sum(a.overage), 0) AS overage
+                  l.overage + coalesce(sum(a.overage), 0) AS overage,
+                  l.amount + coalesce(sum(a.amount), 0) AS amount
              FROM invoice i
              JOIN invoice_line l ON l.invoice = i.number
              LEFT JOIN invoice_adjustment a ON a.original = i.number AND a.meter = l.meter
             WHERE i.number = ANY($1::bigint[])
-            GROUP BY i.number, i.period, l.meter, l.allocation, l.unit_price, l.used, l.overage""",
+            GROUP BY i.number, i.period, l.meter, l.allocation, l.unit_price, l.used, l.overage,
+                     l.amount""",
         numbers,
     )
     return {
@@ -194,6 +196,7 @@ async def _billed(
             row["used"],
             row["overage"],
             row["unit_price"],
+            row["amount"],
         )
         for row in rows
     }
@@ -303,13 +306,26 @@ async def _bill(
         )
 
 
-async def record_closed(
-    conn: asyncpg.Connection, period: str, as_of: datetime, invoices: int
-) -> None:
+async def record_closed(conn: asyncpg.Connection, period: str, as_of: datetime) -> None:
+    """The period has been closed (once: later runs only add late organizations)."""
     await conn.execute(
-        """INSERT INTO period_close (period, as_of, invoices) VALUES ($1, $2, $3)
+        """INSERT INTO period_close (period, as_of) VALUES ($1, $2)
            ON CONFLICT (period) DO NOTHING""",
         period,
         as_of,
-        invoices,
     )
+
+
+async def closed_periods_missing_invoices(conn: asyncpg.Connection, before: str) -> list[str]:
+    """Closed periods before ``before`` with usage of an organization that has no invoice
+    for them (added after the close, its usage replayed from dead letters)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT e.period FROM journal_entry e
+             JOIN period_close c ON c.period = e.period
+            WHERE e.period < $1 AND e.kind = 'usage'
+              AND NOT EXISTS (SELECT 1 FROM invoice i
+                               WHERE i.org = e.org AND i.period = e.period)
+            ORDER BY e.period""",
+        before,
+    )
+    return [row["period"] for row in rows]

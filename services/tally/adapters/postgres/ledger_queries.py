@@ -97,6 +97,12 @@ async def _billing(conn: asyncpg.Connection, event: asyncpg.Record) -> dict[str,
             "SELECT invoice, original FROM billed_entry WHERE entry_id = $1", event["entry_id"]
         )
     if closed is None:
+        if await conn.fetchval("SELECT 1 FROM period_close WHERE period = $1", event["period"]):
+            detail = (
+                f"late: {event['period']} was closed before {event['org']} had an invoice for "
+                "it; the next close issues it"
+            )
+            return {"late": True, "invoice": None, "detail": detail}
         return {"late": False, "invoice": None, "detail": "period not closed yet"}
     original = invoice_number(closed["number"])
     if billed is not None and billed["original"] is None:

@@ -235,5 +235,4 @@ class PeriodClose(SQLModel, table=True):
     __tablename__ = "period_close"
     period: str = Field(primary_key=True)
     as_of: datetime = _ts(nullable=False)
-    invoices: int
     closed_at: datetime = _ts(nullable=False)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from tally.adapters.postgres import organizations
-from tally.domain.events import json_schemas
+from tally.domain.events import MAX_USERS, json_schemas
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls, with_engine
 from tally.entrypoints.cli.output import Format, FormatOption, check_period, console, emit, fail
 from tally.migrate import migrate
@@ -18,6 +18,7 @@ from tally.migrate import migrate
 org_app = typer.Typer(help="Organizations: who is billed, in which currency.", no_args_is_help=True)
 schemas_app = typer.Typer(help="The wire contract's JSON Schemas.", no_args_is_help=True)
 SCHEMAS_DIR = Path("schemas")
+MAX_HOURS = Decimal(10**9)
 
 
 def migrate_command() -> None:
@@ -62,7 +63,8 @@ def org_commit(
     license: Annotated[str, typer.Option(help="communicate, gc1, gc2 or gc3.")],
     model: Annotated[str, typer.Option(help="named, concurrent or hourly.")],
     users: Annotated[
-        int | None, typer.Option(min=0, help="Committed users (named, concurrent); 0 ends it.")
+        int | None,
+        typer.Option(min=0, max=MAX_USERS, help="Committed users (named, concurrent); 0 ends it."),
     ] = None,
     hours: Annotated[
         Decimal | None, typer.Option(min=0, help="Committed user-hours (hourly); 0 ends it.")
@@ -81,6 +83,8 @@ def org_commit(
         raise fail("give --users for named or concurrent, or --hours for hourly", 2)
     quantity = Decimal(users) if users is not None else hours
     assert quantity is not None
+    if not quantity.is_finite() or quantity > MAX_HOURS or quantity != round(quantity, 6):
+        raise fail(f"--hours must be at most {MAX_HOURS} with at most 6 decimal places", 2)
     try:
         with_engine(
             lambda engine: organizations.commit(engine, org, license, model, quantity, from_period)

@@ -46,6 +46,8 @@ def _instant(value: str | None) -> datetime | None:
         ) from exc
     if parsed.tzinfo is None:
         raise typer.BadParameter(f"{value!r} has no UTC offset (add Z or +HH:MM)")
+    if not 1970 <= parsed.year <= 9998:
+        raise typer.BadParameter(f"{value!r} is out of range (years 1970 to 9998)")
     return parsed
 
 

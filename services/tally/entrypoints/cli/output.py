@@ -72,7 +72,7 @@ PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 def check_period(value: str | None) -> str | None:
     """Typer callback: a billing period is ``YYYY-MM``."""
-    if value is not None and not PERIOD.match(value):
+    if value is not None and (not PERIOD.match(value) or not "0001" <= value[:4] <= "9998"):
         raise typer.BadParameter(f"{value!r} is not a period YYYY-MM")
     return value
 
