@@ -79,7 +79,7 @@ CREATE TABLE invoice_feature (
 CREATE TABLE invoice_adjustment (
     invoice     bigint NOT NULL REFERENCES invoice (number),
     original    bigint NOT NULL REFERENCES invoice (number) CHECK (original < invoice),
-    period      text NOT NULL,
+    period      text NOT NULL {PERIOD.format(column="period")},
     meter       text NOT NULL CHECK (meter IN ('api_requests', 'ai_tokens')),
     description text NOT NULL,
     used        numeric NOT NULL CHECK (used >= 0),

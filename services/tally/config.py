@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     close_grace_hours: float = Field(
         default=24,
         ge=0,
+        le=24 * 366,
         description="A period closes this long after it ended (usage is reported late).",
     )
     close_chunk: int = Field(default=500, ge=1, description="Organizations closed per transaction.")

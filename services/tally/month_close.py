@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import localcontext
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -144,7 +145,9 @@ async def _close(
 def _draft(given: CloseInput) -> InvoiceDraft:
     """One organization's invoice; a rule the rate card cannot apply names the organization."""
     try:
-        return close_org(given)
+        with localcontext() as exact:  # room for any quantity the wire contract admits
+            exact.prec = 80
+            return close_org(given)
     except (KeyError, ValueError) as exc:
         detail = f"it prices nothing for {exc}" if isinstance(exc, KeyError) else str(exc)
         raise CloseRefused(
