@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import itertools
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +16,7 @@ from tally.metering import MeteringService
 from tally.month_close import CloseReport, close_period, period_bounds
 
 GRACE = timedelta(hours=24)
+STREAM_IDS = itertools.count(1)  # unique per test process, as a stream's ids are
 
 
 def license_day(event_id: str, lic: str, model: str, amount: Any, *, org: str, day: str) -> bytes:
@@ -25,11 +27,7 @@ def license_day(event_id: str, lic: str, model: str, amount: Any, *, org: str, d
 
 async def meter(service: MeteringService, payloads: list[bytes], stream: str = "s") -> None:
     """Meter payloads as one batch, as the consumer would after reading them."""
-    counter = meter.__dict__.setdefault("next", [0])
-    entries = []
-    for payload in payloads:
-        counter[0] += 1
-        entries.append((f"{counter[0]}-0", {b"event": payload}))
+    entries = [(f"{next(STREAM_IDS)}-0", {b"event": payload}) for payload in payloads]
     await service.process(stream, entries)
 
 
@@ -60,7 +58,3 @@ async def balance(engine: AsyncEngine, code: str) -> Decimal:
             code,
         )
     return Decimal(value)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

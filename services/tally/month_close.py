@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally.adapters.postgres import close_store, metering_store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
+from tally.domain.events import period_of
 from tally.domain.invoicing import CloseInput, InvoiceDraft, close_org
 
 Progress = Callable[[int, int], None]  # (organizations closed, organizations to close)
@@ -53,8 +54,7 @@ def period_bounds(period: str) -> tuple[datetime, datetime]:
 
 
 def previous_period(now: datetime) -> str:
-    last = now.astimezone(UTC).replace(day=1) - timedelta(days=1)
-    return f"{last.year:04d}-{last.month:02d}"
+    return period_of(now.astimezone(UTC).replace(day=1) - timedelta(days=1))
 
 
 def closable_from(period: str, grace: timedelta) -> datetime:
@@ -95,7 +95,7 @@ async def close_period(
             for earlier in await close_store.closed_periods_missing_invoices(session, period):
                 issued += await _close(engine, session, earlier, as_of, None, chunk)
             issued += await _close(engine, session, period, as_of, progress, chunk)
-            total = await session.fetchval("SELECT count(*) FROM invoice WHERE period = $1", period)
+            total = await close_store.invoice_count(session, period)
         finally:
             await close_store.unlock(session)
     return CloseReport(period, as_of, issued, total, waited)

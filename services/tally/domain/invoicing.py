@@ -48,7 +48,7 @@ from tally.domain.ratecard import RateCard
 
 InvoiceMeter = Literal["api_requests", "ai_tokens"]
 METERS: Final[dict[InvoiceMeter, str]] = {"api_requests": API_REQUEST, "ai_tokens": AI_TOKEN}
-STATUS: Final = "finalized"
+FEATURES_USED = "; used: "  # in the AI line's description, before the tokens per feature
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class Adjustment:
 
 
 @dataclass(frozen=True)
-class Posting:
+class ClosePosting:
     """An entry the close posts, and the invoice line (or adjustment) it belongs to."""
 
     entry: Entry
@@ -135,7 +135,7 @@ class InvoiceDraft:
     lines: tuple[InvoiceLine, ...]
     adjustments: tuple[Adjustment, ...]
     features: Mapping[str, Decimal]
-    postings: tuple[Posting, ...]
+    postings: tuple[ClosePosting, ...]
 
     @property
     def total(self) -> Decimal:
@@ -171,15 +171,15 @@ def close_org(given: CloseInput) -> InvoiceDraft:
         description = f"{label} beyond the allocation ({_seats(seats, per)})"
         if meter == "ai_tokens" and usage.features:
             used = ", ".join(f"{f} {quantity(t)}" for f, t in sorted(usage.features.items()))
-            description += f"; used: {used}"
+            description += FEATURES_USED + used
         lines.append(InvoiceLine(meter, description, line, usage.entries))
         key = f"close/{org}/{period}/{unit}"
         if allowed:
             entry = grant_entry(f"{key}/grant", org, period, unit, allowed, card.version)
-            postings.append(Posting(entry, meter))
+            postings.append(ClosePosting(entry, meter))
         if line.expired:
             entry = expiry_entry(f"{key}/expiry", org, period, unit, line.expired, card.version)
-            postings.append(Posting(entry, meter))
+            postings.append(ClosePosting(entry, meter))
         if line.deficit:
             charge = Charge(given.currency, period, line.money.exact, line.amount)
             entry = overage_entry(
@@ -192,12 +192,12 @@ def close_org(given: CloseInput) -> InvoiceDraft:
                 charge,
                 card.version,
             )
-            postings.append(Posting(entry, meter))
+            postings.append(ClosePosting(entry, meter))
     adjustments = []
     for late in sorted(given.late, key=lambda item: (item.billed.period, item.meter)):
         adjustment, entries = _adjust(given, late, minor)
         adjustments.append(adjustment)
-        postings.extend(Posting(entry, late.meter, late.billed.invoice) for entry in entries)
+        postings.extend(ClosePosting(entry, late.meter, late.billed.invoice) for entry in entries)
     features = given.usage.get("ai_tokens", Usage()).features
     return InvoiceDraft(
         org,

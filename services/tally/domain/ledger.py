@@ -114,18 +114,19 @@ def usage_entry(
         Line(usage(org, period, meter, feature), amount) for feature, amount in amounts.items()
     ]
     lines.append(Line(allowance(org, period, meter), -sum(amounts.values(), Decimal(0))))
-    entry = Entry(key, "usage", org, period, rate_card_version, tuple(lines))
+    return _balanced(Entry(key, "usage", org, period, rate_card_version, tuple(lines)))
+
+
+def _balanced(entry: Entry) -> Entry:
     if imbalance(entry.lines):
-        raise UnbalancedEntry(f"{key}: {imbalance(entry.lines)}")
+        raise UnbalancedEntry(f"{entry.key}: {imbalance(entry.lines)}")
     return entry
 
 
 def _entry(key: str, kind: str, org: str, period: str, version: str, lines: list[Line]) -> Entry:
+    """A close entry; lines of zero (no rounding, say) are left out."""
     kept = tuple(line for line in lines if line.amount != 0)
-    entry = Entry(key, kind, org, period, version, kept)
-    if imbalance(entry.lines):
-        raise UnbalancedEntry(f"{key}: {imbalance(entry.lines)}")
-    return entry
+    return _balanced(Entry(key, kind, org, period, version, kept))
 
 
 def grant_entry(key: str, org: str, period: str, unit: str, amount: Decimal, version: str) -> Entry:

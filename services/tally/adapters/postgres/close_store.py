@@ -316,6 +316,11 @@ async def record_closed(conn: asyncpg.Connection, period: str, as_of: datetime) 
     )
 
 
+async def invoice_count(conn: asyncpg.Connection, period: str) -> int:
+    count: int = await conn.fetchval("SELECT count(*) FROM invoice WHERE period = $1", period)
+    return count
+
+
 async def closed_periods_missing_invoices(conn: asyncpg.Connection, before: str) -> list[str]:
     """Closed periods before ``before`` with usage of an organization that has no invoice
     for them (added after the close, its usage replayed from dead letters)."""

@@ -11,7 +11,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tally.adapters.postgres import metering_store
-from tally.adapters.postgres.connection import raw_transaction
+from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.tables import Organization
 from tally.domain.ledger import ORG_NAME, PLATFORM
 
@@ -90,7 +90,7 @@ async def commit(
 
 
 async def commitments(engine: AsyncEngine, org: str) -> list[dict[str, Any]]:
-    async with raw_transaction(engine) as conn:
+    async with raw_connection(engine) as conn:
         rows = await conn.fetch(
             """SELECT license, model, quantity, from_period, recorded_at FROM commitment
                 WHERE org = $1 ORDER BY license, model, from_period, id""",

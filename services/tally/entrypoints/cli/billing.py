@@ -12,6 +12,7 @@ from rich.table import Table
 from tally.adapters.postgres import invoices
 from tally.adapters.postgres.invoices import Invoice
 from tally.config import get_settings
+from tally.domain.invoicing import FEATURES_USED
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.output import (
     Format,
@@ -71,10 +72,10 @@ def close(
     clock = _instant(as_of) or datetime.now(UTC)
     chosen = period or previous_period(clock)
 
-    async def work(engine: Any) -> CloseReport:
+    async def work(engine: Any) -> tuple[CloseReport, list[dict[str, Any]]]:
         with counting_bars() as bars:
             task = bars.add_task(f"closing {chosen}", total=None)
-            return await close_period(
+            report = await close_period(
                 engine,
                 chosen,
                 clock,
@@ -82,12 +83,12 @@ def close(
                 lambda done, total: bars.update(task, completed=done, total=total),
                 settings.close_chunk,
             )
+        return report, await invoices.list_invoices(engine, chosen)
 
     try:
-        report = with_engine(work)
+        report, listed = with_engine(work)
     except CloseRefused as exc:
         raise fail(str(exc)) from exc
-    listed = with_engine(lambda engine: invoices.list_invoices(engine, chosen))
     if fmt is Format.json:
         emit({"period": chosen, "issued": report.issued, "invoices": listed}, fmt)
         return
@@ -153,7 +154,7 @@ def print_invoice(invoice: Invoice) -> None:
     notes = []
     for row in rows(invoice):
         if row["kind"] == "line":
-            notes.append(f"{row['meter']}: {row['description'].split('; used:')[0]}")
+            notes.append(f"{row['meter']}: {row['description'].split(FEATURES_USED)[0]}")
             item = row["meter"]
         elif row["kind"] == "feature":
             item = f"  {row['description']}"

@@ -25,6 +25,7 @@ from tally.domain.events import InvalidEvent, parse_event
 from tally.entrypoints.cli.output import Format, FormatOption, errors, fail
 from tally.entrypoints.cli.output import emit as show
 from tally.loadgen import LoadEntry, LoadMix, LoadSummary
+from tally.month_close import previous_period
 from tally.producer import UsageProducer
 from tally.runtime import service_urls
 
@@ -110,11 +111,6 @@ async def _publish_one(raw: bytes) -> str:
 # --- tally loadgen ------------------------------------------------------------------------
 
 
-def _last_month() -> str:
-    first = datetime.now(UTC).replace(day=1)
-    return (first - timedelta(days=1)).strftime("%Y-%m")
-
-
 def loadgen_command(
     events: Annotated[
         int, typer.Option("--events", "-n", min=0, help="Stream entries to publish in all.")
@@ -159,7 +155,7 @@ def loadgen_command(
     The summary gives the totals the ledger should then show.
     """
     names = [name.strip() for name in orgs.split(",") if name.strip()]
-    chosen = period or _last_month()
+    chosen = period or previous_period(datetime.now(UTC))
     try:
         mix = LoadMix(
             names, chosen, events, seed=seed, duplicates=duplicates, bad=bad, source=source
