@@ -25,10 +25,10 @@ from tally.adapters import redis_streams
 from tally.adapters.postgres import databases, organizations
 from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
 from tally.config import Settings
-from tally.domain.metering import Limits
+from tally.domain.metering import Limits, StreamEntry
 from tally.entrypoints.consumer import Consumer
 from tally.loadgen import LoadMix
-from tally.metering import BatchReport, MeteringService, StreamEntry
+from tally.metering import BatchReport, MeteringService
 from tally.migrate import migrate
 from tally.month_close import close_period, period_bounds
 from tally.producer import UsageProducer
@@ -197,14 +197,14 @@ class Bench:
         deadline = time.perf_counter() + 60
         while len(latencies) < total:
             if time.perf_counter() > deadline:
-                consumer.app.exit()
+                consumer.stop()
                 await runner
                 raise RuntimeError(
                     f"only {len(latencies)} of {total} events were committed a minute after "
                     "the last was published: see the consumer's log above"
                 )
             await asyncio.sleep(0.05)
-        consumer.app.exit()
+        consumer.stop()
         await runner
         latencies.sort()
         return SteadyResult(

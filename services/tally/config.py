@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,8 +36,32 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(
         default=30_000, ge=1, description="Pending entries idle this long are claimed."
     )
+    batch_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Bytes per batch (field names and values; an oversized entry counts as "
+        "the bytes kept of it). A batch is cut at this size or at batch_size entries.",
+    )
     max_event_bytes: int = Field(
-        default=65_536, ge=256, description="Larger stream entries are dead-lettered."
+        default=65_536,
+        ge=256,
+        description="Larger stream entries are dead-lettered with their length, SHA-256 and "
+        "first max_event_bytes bytes.",
+    )
+    stream_retention: str | None = Field(
+        default=None,
+        description="Trim the stream automatically, keeping this much: a duration such as "
+        "'7d', '12h', '30m' or a count of entries such as '1000000'. Only entries every "
+        "group has acknowledged and PostgreSQL holds are ever trimmed. Unset: never trim.",
+    )
+    trim_interval_s: float = Field(
+        default=60, gt=0, description="How often a consumer with a retention trims."
+    )
+    give_up_after_s: float = Field(
+        default=60,
+        gt=0,
+        description="With --until-idle: exit non-zero when PostgreSQL or Redis stays "
+        "unreachable this long (a long-running consumer waits for them forever).",
     )
     max_future_skew_s: int = Field(
         default=300, ge=0, description="Events timed further ahead than this are dead-lettered."
@@ -50,6 +75,17 @@ class Settings(BaseSettings):
     )
     close_chunk: int = Field(default=500, ge=1, description="Organizations closed per transaction.")
 
+    @field_validator("stream_retention")
+    @classmethod
+    def _retention_is_readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_retention(value)
+        return value
+
+    @property
+    def retention(self) -> timedelta | int | None:
+        return None if self.stream_retention is None else parse_retention(self.stream_retention)
+
     @property
     def close_grace(self) -> timedelta:
         return timedelta(hours=self.close_grace_hours)
@@ -57,6 +93,21 @@ class Settings(BaseSettings):
     @property
     def max_future_skew(self) -> timedelta:
         return timedelta(seconds=self.max_future_skew_s)
+
+
+RETENTION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_retention(text: str) -> timedelta | int:
+    """``7d``, ``12h``, ``30m``, ``90s``: keep that long; a plain number: keep that many."""
+    found = re.fullmatch(r"\s*([0-9]+)\s*([smhd]?)\s*", text)
+    if not found:
+        raise ValueError(
+            f"retention {text!r}: a duration like '7d', '12h', '30m', '90s', or a count "
+            "of entries like '1000000'"
+        )
+    number, unit = int(found[1]), found[2]
+    return timedelta(seconds=number * RETENTION_UNITS[unit]) if unit else number
 
 
 @lru_cache(maxsize=1)

@@ -104,10 +104,11 @@ async def run_demo(
     )
     client = redis_streams.connect(urls.redis)
     try:
-        backlog = await redis_streams.backlog(client, settings.stream, settings.group)
+        status = await redis_streams.stream_status(client, settings.stream)
     finally:
         await client.aclose()
-    to_meter = backlog.lag + backlog.pending
+    group = status.group(settings.group)
+    to_meter = (group.lag or 0) + group.pending
     done = [0]
 
     def on_batch(report: BatchReport) -> None:

@@ -24,6 +24,7 @@ from tally.domain.metering import (
     Limits,
     Rated,
     Reject,
+    StreamEntry,
     ai_quantities,
     rate,
     sort_deliveries,
@@ -33,7 +34,6 @@ from tally.domain.metering import (
 from tally.domain.ratecard import RateCardBook
 
 log = logging.getLogger(__name__)
-StreamEntry = tuple[str, Mapping[bytes, bytes]]  # (stream id, fields)
 RETRIES = 5
 # What PostgreSQL (or the encoding of a value for it) refuses because of an entry's content;
 # connection failures are not among them: those batches wait and are retried whole.

@@ -1,18 +1,209 @@
-"""Redis Streams plumbing the consumer needs beyond FastStream: the group, claims, lag."""
+"""Redis Streams plumbing of the metering consumer: bounded reads, claims, status, trimming.
+
+Every read that hands entries to Tally is a Lua script, for three reasons:
+- **bounded by bytes as well as by count**: the script looks at what it is about to
+  deliver and delivers only as many entries as fit in the batch's byte budget, so a
+  backlog of large entries never floods the consumer's memory (an entry over the size
+  limit comes back as its id and size only; the caller reads it alone);
+- **raw field lists**: a script's reply keeps every field of an entry in order, so a
+  repeated field is visible (redis-py and FastStream return a dict, which drops it);
+- **atomic checks**: entries trimmed from the stream before the group read them are
+  counted from the stream's and group's counters and logged to ``{stream}:incidents`` in
+  the same step as the read that skips them, so a crash never loses the record.
+
+A group created from id 0 (never ``$``, which skips what is already there) is the start.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-RawEntry = tuple[str, dict[bytes, bytes]]
+from tally.domain.metering import OversizedEntry, StreamEntry
+
+LUA_HELPERS = """
+local function map_of(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+local function group_info(stream, group)
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local t = map_of(g)
+    if t['name'] == group then return t end
+  end
+  return nil
+end
+local function size_of(fields)
+  local n = 0
+  for _, v in ipairs(fields) do n = n + #v end
+  return n
+end
+local function shaped(entry, cap)
+  local size = size_of(entry[2])
+  if size > cap then return {entry[1], size} end
+  return entry
+end
+"""
+
+# KEYS: stream, incident log. ARGV: group, consumer, count, byte budget, entry cap, now (ms).
+# Reply: {lost, entry...}; an entry is {id, {name, value, ...}} or {id, size} when oversized.
+READ_NEW = (
+    LUA_HELPERS
+    + """
+local stream, log = KEYS[1], KEYS[2]
+local group, consumer = ARGV[1], ARGV[2]
+local count, budget, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local info = group_info(stream, group)
+if not info then return redis.error_reply('NOGROUP no consumer group ' .. group) end
+local last = info['last-delivered-id']
+local lost = 0
+local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+-- Redis 7 counts entries read per group (nil, not absent, for a group that has read
+-- nothing yet: it read 0); Redis 6.2 has no such counter, and cannot tell.
+local read = info['entries-read']
+if read == false and last == '0-0' then read = 0 end
+-- Everything after the group's last id still in the stream, and nothing before it: if the
+-- stream holds fewer entries than the group has left to read, the difference was trimmed
+-- away unread. Redis 7 counts both (entries-added, entries-read); 6.2 cannot tell.
+if #head > 0 and read then
+  local first = head[1][1]
+  local behind = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
+  if #behind > 0 and behind[1][1] == first then
+    local s = map_of(redis.call('XINFO', 'STREAM', stream))
+    local missing = s['entries-added'] - read - s['length']
+    if missing > 0 then
+      lost = missing
+      redis.call('XADD', log, '*', 'group', group, 'lost', missing, 'after', last,
+                 'before', first, 'detected_ms', ARGV[6])
+      redis.call('XGROUP', 'SETID', stream, group, last, 'ENTRIESREAD', read + missing)
+    end
+  end
+end
+local fit, used, start, chunk = 0, 0, '(' .. last, 1
+while fit < count do
+  local page = redis.call('XRANGE', stream, start, '+', 'COUNT', math.min(chunk, count - fit))
+  if #page == 0 then break end
+  local full = false
+  for _, entry in ipairs(page) do
+    local cost = math.min(size_of(entry[2]), cap)
+    if fit > 0 and used + cost > budget then full = true break end
+    fit, used = fit + 1, used + cost
+  end
+  if full then break end
+  start, chunk = '(' .. page[#page][1], chunk * 2
+end
+local out = {lost}
+if fit == 0 then return out end
+local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', fit,
+                         'STREAMS', stream, '>')
+for _, entry in ipairs(reply[1][2]) do out[#out + 1] = shaped(entry, cap) end
+return out
+"""
+)
+
+# KEYS: stream. ARGV: byte budget, entry cap, id... Reply: the entries that fit, in order;
+# a deleted entry is {id, -1}. Reads pending entries (own or just claimed) by id.
+FETCH = (
+    LUA_HELPERS
+    + """
+local budget, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out, used = {}, 0
+for i = 3, #ARGV do
+  local page = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+  if #page == 0 then
+    out[#out + 1] = {ARGV[i], -1}
+  else
+    local cost = math.min(size_of(page[1][2]), cap)
+    if #out > 0 and used + cost > budget then break end
+    used = used + cost
+    out[#out + 1] = shaped(page[1], cap)
+  end
+end
+return out
+"""
+)
+
+# KEYS: stream. ARGV: group, consumer, min idle ms, start id, count.
+# Reply: {next start, claimed ids, deleted ids (Redis 7; empty on 6.2)}.
+CLAIM = """
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+                     'COUNT', ARGV[5], 'JUSTID')
+return {r[1], r[2], r[3] or {}}
+"""
+
+# KEYS: stream. Reply: {length, last generated id, entries added or false,
+# {group, last delivered id, pending, oldest pending id or false, entries read, lag}...}
+STATUS = (
+    LUA_HELPERS
+    + """
+local s = map_of(redis.call('XINFO', 'STREAM', KEYS[1]))
+local groups = {}
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local t = map_of(g)
+  local summary = redis.call('XPENDING', KEYS[1], t['name'])
+  groups[#groups + 1] = {t['name'], t['last-delivered-id'], t['pending'], summary[2],
+                         t['entries-read'] or false, t['lag'] or false}
+end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+return {s['length'], s['last-generated-id'], s['entries-added'] or false,
+        first[1] and first[1][1] or false, groups}
+"""
+)
+
+# KEYS: stream. ARGV: ceiling id. Trims below the ceiling and below every group's oldest
+# pending entry and first undelivered entry, exactly (no ``~``). Reply: {min id, removed}.
+TRIM = (
+    LUA_HELPERS
+    + """
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function lower(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  if am < bm or (am == bm and as < bs) then return a end
+  return b
+end
+local bound = ARGV[1]
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local t = map_of(g)
+  local summary = redis.call('XPENDING', KEYS[1], t['name'])
+  if summary[2] then bound = lower(bound, summary[2]) end
+  local ms, seq = parse(t['last-delivered-id'])
+  bound = lower(bound, string.format('%d-%d', ms, seq + 1))
+end
+return {bound, redis.call('XTRIM', KEYS[1], 'MINID', bound)}
+"""
+)
 
 
 def connect(url: str) -> aioredis.Redis:
     return aioredis.from_url(url, decode_responses=False)
+
+
+RAW = "return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"
+
+
+async def raw_command(client: aioredis.Redis, command: str, key: str, *args: Any) -> Any:
+    """A command's reply as Redis sent it, fields as a flat list with repeats kept
+    (redis-py would parse them into a dict, also through ``execute_command``)."""
+    reply: Any = await client.eval(RAW, 1, key, command, *args)
+    return reply
+
+
+def incident_log(stream: str) -> str:
+    """Where trimming incidents of ``stream`` are logged (same hash slot as the stream)."""
+    return "{" + stream + "}:incidents"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
@@ -29,81 +220,212 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
     return True
 
 
-def _decode(entries: Any) -> list[RawEntry]:
-    """Entry ids as text; an entry deleted from the stream while pending has no fields."""
-    return [(sid.decode(), fields or {}) for sid, fields in entries or []]
+@dataclass(frozen=True)
+class Read:
+    """A bounded read: the entries, and how many entries its check found trimmed unread."""
 
-
-async def read_own_pending(
-    client: aioredis.Redis, stream: str, group: str, consumer: str, count: int, after: str = "0"
-) -> list[RawEntry]:
-    """What this consumer name was given but never acked (a previous run's crash), after
-    the id ``after``: a caller pages with the last id it got, so each entry is read once."""
-    reply: Any = await client.xreadgroup(group, consumer, {stream: after}, count=count)
-    return _decode(reply[0][1]) if reply else []
-
-
-async def claim_idle(
-    client: aioredis.Redis,
-    stream: str,
-    group: str,
-    consumer: str,
-    min_idle_ms: int,
-    count: int,
-) -> list[RawEntry]:
-    """Take over entries other consumers left pending for ``min_idle_ms`` (dead consumers).
-
-    An entry deleted from the stream while pending comes back with no fields, so that the
-    caller can acknowledge it. (Redis 7 drops such entries from the pending list itself;
-    Redis 6.2 claims them without their ids, which only this consumer's own pending list
-    then shows.)
-    """
-    claimed: list[RawEntry] = []
-    start = "0-0"
-    lost_ids = False
-    while len(claimed) < count:
-        reply: Any = await client.xautoclaim(
-            stream, group, consumer, min_idle_ms, start_id=start, count=count - len(claimed)
-        )
-        start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-        lost_ids = lost_ids or any(sid is None for sid, _ in reply[1])
-        claimed.extend(_decode([entry for entry in reply[1] if entry[0] is not None]))
-        if start == "0-0":
-            break
-    if lost_ids:
-        claimed.extend(await _own_deleted(client, stream, group, consumer, count))
-    return claimed
-
-
-async def _own_deleted(
-    client: aioredis.Redis, stream: str, group: str, consumer: str, count: int
-) -> list[RawEntry]:
-    deleted: list[RawEntry] = []
-    after = "0"
-    while page := await read_own_pending(client, stream, group, consumer, count, after):
-        deleted.extend(entry for entry in page if not entry[1])
-        after = page[-1][0]
-    return deleted
+    entries: list[StreamEntry]
+    lost: int = 0
 
 
 @dataclass(frozen=True)
-class Backlog:
-    lag: int  # entries never delivered to the group
-    pending: int  # delivered, not acked
-
-    @property
-    def drained(self) -> bool:
-        return self.lag == 0 and self.pending == 0
+class Claim:
+    next_start: str
+    claimed: list[str]  # now pending on this consumer; read them with ``fetch``
+    deleted: list[str]  # pending entries that no longer exist (Redis 7 removed them)
 
 
-async def backlog(client: aioredis.Redis, stream: str, group: str) -> Backlog:
-    for info in await client.xinfo_groups(stream):
-        name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-        if name == group:
-            lag = info.get("lag")
-            if lag is None:  # Redis < 7 or an unknown lag: count what is after the last id
-                last = info["last-delivered-id"]
-                after: Any = await client.xrange(stream, min=f"({last.decode()}", count=1)
-                lag = len(after)
-            return Backlog(int(lag), int(info["pending"]))
-    raise LookupError(f"no consumer group {group!r} on stream {stream!r}: run `tally migrate`")
+@dataclass(frozen=True)
+class GroupStatus:
+    name: str
+    last_delivered_id: str
+    pending: int
+    oldest_pending_id: str | None
+    entries_read: int | None
+    lag: int | None
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    length: int
+    last_generated_id: str
+    entries_added: int | None
+    first_entry_id: str | None
+    groups: list[GroupStatus]
+
+    def group(self, name: str) -> GroupStatus:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise LookupError(f"no consumer group {name!r} on the stream: run `tally migrate`")
+
+
+def id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class StreamReader:
+    """One consumer's view of one stream and group, with batches bounded by bytes."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        batch_size: int,
+        batch_max_bytes: int,
+        max_entry_bytes: int,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self.batch_max_bytes = batch_max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self._read_new = client.register_script(READ_NEW)
+        self._fetch = client.register_script(FETCH)
+        self._claim = client.register_script(CLAIM)
+
+    async def read_new(self, now_ms: int) -> Read:
+        """Entries never delivered to the group, as many as fit the batch (at least one)."""
+        reply: Any = await self._read_new(
+            keys=[self.stream, incident_log(self.stream)],
+            args=[
+                self.group,
+                self.consumer,
+                self.batch_size,
+                self.batch_max_bytes,
+                self.max_entry_bytes,
+                now_ms,
+            ],
+        )
+        return Read(await self._entries(reply[1:]), int(reply[0]))
+
+    async def wait_for_new(self, block_ms: int) -> None:
+        """Block until the stream has an entry after the group's last delivered one."""
+        status = await stream_status(self.client, self.stream)
+        after = status.group(self.group).last_delivered_id
+        await self.client.xread({self.stream: after}, count=1, block=block_ms)
+
+    async def fetch(self, ids: Sequence[str]) -> list[StreamEntry]:
+        """Pending entries by id, in order, as many as fit the batch; deleted ones empty."""
+        if not ids:
+            return []
+        reply: Any = await self._fetch(
+            keys=[self.stream], args=[self.batch_max_bytes, self.max_entry_bytes, *ids]
+        )
+        return await self._entries(reply)
+
+    async def own_pending(self, after: str, count: int) -> list[str]:
+        """Ids this consumer name was given but never acked (a previous run's crash)."""
+        rows: Any = await self.client.xpending_range(
+            self.stream,
+            self.group,
+            f"({after}" if after != "0" else "-",
+            "+",
+            count,
+            consumername=self.consumer,
+        )
+        return [_text(row["message_id"]) for row in rows]
+
+    async def claim_idle(self, min_idle_ms: int, start: str, count: int) -> Claim:
+        """Take over entries other consumers left pending for ``min_idle_ms`` (dead ones)."""
+        reply: Any = await self._claim(
+            keys=[self.stream], args=[self.group, self.consumer, min_idle_ms, start, count]
+        )
+        return Claim(_text(reply[0]), [_text(i) for i in reply[1]], [_text(i) for i in reply[2]])
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self.client.xack(self.stream, self.group, *ids)
+
+    async def _entries(self, reply: Any) -> list[StreamEntry]:
+        entries: list[StreamEntry] = []
+        for stream_id, body in reply:
+            sid = _text(stream_id)
+            if isinstance(body, int):
+                entries.append((sid, [] if body < 0 else await self._oversized(sid)))
+            else:
+                entries.append((sid, list(zip(body[::2], body[1::2], strict=True))))
+        return entries
+
+    async def _oversized(self, stream_id: str) -> OversizedEntry | list[tuple[bytes, bytes]]:
+        """Read one oversized entry alone, keep its size, SHA-256 and first bytes only."""
+        reply: Any = await raw_command(self.client, "XRANGE", self.stream, stream_id, stream_id)
+        if not reply:
+            return []
+        flat = reply[0][1]
+        pairs = list(zip(flat[::2], flat[1::2], strict=True))
+        return OversizedEntry.of(pairs, self.max_entry_bytes)
+
+
+async def stream_status(client: aioredis.Redis, stream: str) -> StreamStatus:
+    reply: Any = await client.eval(STATUS, 1, stream)
+    length, last, added, first, groups = reply
+    return StreamStatus(
+        length=int(length),
+        last_generated_id=_text(last),
+        entries_added=None if added is None else int(added),
+        first_entry_id=None if first is None else _text(first),
+        groups=[
+            GroupStatus(
+                name=_text(name),
+                last_delivered_id=_text(delivered),
+                pending=int(pending),
+                oldest_pending_id=None if oldest is None else _text(oldest),
+                entries_read=None if read is None else int(read),
+                lag=None if lag is None else int(lag),
+            )
+            for name, delivered, pending, oldest, read, lag in groups
+        ],
+    )
+
+
+def drained(status: StreamStatus, group: str) -> bool:
+    """Nothing left for the group: every entry delivered and acknowledged.
+
+    Compared by ids, not by ``lag``: entries trimmed before they were read keep Redis's
+    lag above zero forever.
+    """
+    info = status.group(group)
+    return info.pending == 0 and id_key(info.last_delivered_id) >= id_key(status.last_generated_id)
+
+
+async def incidents(client: aioredis.Redis, stream: str) -> list[dict[str, str]]:
+    """The trimming incidents logged for ``stream`` (each with its log id)."""
+    rows: Any = await client.xrange(incident_log(stream))
+    return [
+        {"incident_id": _text(sid)} | {_text(k): _text(v) for k, v in fields.items()}
+        for sid, fields in rows
+    ]
+
+
+async def trim(client: aioredis.Redis, stream: str, ceiling: str) -> tuple[str, int]:
+    """Trim below ``ceiling`` and below what every group still needs; (min id, removed)."""
+    reply: Any = await client.eval(TRIM, 1, stream, ceiling)
+    return _text(reply[0]), int(reply[1])
+
+
+NTH_NEWEST = """
+local r = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1])
+if #r < tonumber(ARGV[1]) then return false end
+return r[#r][1]
+"""
+
+
+async def nth_newest_id(client: aioredis.Redis, stream: str, n: int) -> str | None:
+    """The id of the ``n``-th newest entry (None when the stream holds fewer)."""
+    reply: Any = await client.eval(NTH_NEWEST, 1, stream, n)
+    return None if reply is None else _text(reply)
+
+
+async def newest_before(client: aioredis.Redis, stream: str, bound: str) -> StreamEntry | None:
+    """The newest entry below ``bound`` (what a trim to ``bound`` would remove last)."""
+    reply: Any = await raw_command(client, "XREVRANGE", stream, f"({bound}", "-", "COUNT", 1)
+    if not reply:
+        return None
+    sid, flat = reply[0]
+    return _text(sid), list(zip(flat[::2], flat[1::2], strict=True))

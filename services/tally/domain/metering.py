@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -33,6 +33,33 @@ EventKey = tuple[str, str]  # (source, id): the idempotency key, forever
 
 
 @dataclass(frozen=True)
+class OversizedEntry:
+    """A stream entry over the size limit, as the reader keeps it: never whole in memory
+    for long, never whole in PostgreSQL. ``size`` is the whole entry (field names and
+    values); ``sha256`` and ``length`` are those of the bytes a dead letter would keep
+    (the ``event`` value, or the fields flattened), of which ``head`` is the beginning."""
+
+    size: int
+    length: int
+    sha256: str
+    head: bytes
+
+    @classmethod
+    def of(cls, fields: Sequence[tuple[bytes, bytes]], limit: int) -> OversizedEntry:
+        whole = (
+            fields[0][1]
+            if len(fields) == 1 and fields[0][0] == EVENT_FIELD
+            else (_flatten(dict(fields)))
+        )
+        size = sum(len(name) + len(value) for name, value in fields)
+        return cls(size, len(whole), hashlib.sha256(whole).hexdigest(), whole[:limit])
+
+
+Fields = Mapping[bytes, bytes] | Sequence[tuple[bytes, bytes]] | OversizedEntry
+StreamEntry = tuple[str, Fields]  # (stream id, its fields in Redis's order)
+
+
+@dataclass(frozen=True)
 class Limits:
     max_event_bytes: int
     max_future_skew: timedelta
@@ -49,6 +76,7 @@ class Reject:
     source: str | None = None
     event_id: str | None = None
     unknown_org: str | None = None  # set when only the organization was missing
+    original: OversizedEntry | None = None  # set when ``raw`` is only the entry's beginning
 
 
 @dataclass(slots=True)
@@ -92,7 +120,7 @@ def _canonical(raw: bytes) -> str:
     return json.dumps(decode_json(raw), sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _key_of(raw: bytes) -> tuple[str | None, str | None]:
+def claimed_key(raw: bytes) -> tuple[str | None, str | None]:
     """The (source, id) a reject claims, when they are text worth indexing."""
     try:
         body = decode_json(raw)
@@ -112,13 +140,21 @@ def _key_of(raw: bytes) -> tuple[str | None, str | None]:
 
 def rate(
     stream_id: str,
-    fields: Mapping[bytes, bytes],
+    entry_fields: Fields,
     orgs: Mapping[str, str],
     book: RateCardBook,
     limits: Limits,
     now: datetime,
 ) -> Rated | Reject:
     """Validate one stream entry against the wire contract, the organizations and the card."""
+    if isinstance(entry_fields, OversizedEntry):
+        big = entry_fields
+        reason = (
+            f"oversized entry: {big.size} bytes, limit {limits.max_event_bytes}; kept its "
+            f"first {len(big.head)} of {big.length} bytes (SHA-256 {big.sha256})"
+        )
+        return Reject(stream_id, big.head, reason, "oversized", original=big)
+    fields = dict(entry_fields)
     if not fields:
         reason = "the entry was deleted from the stream (XDEL or trimming) before it was metered"
         return Reject(stream_id, b"", reason, "deleted_from_stream")
@@ -201,10 +237,10 @@ def rate(
                 license_data.users if license_data.users is not None else license_data.hours or 0
             )
     except InvalidEvent as exc:
-        return Reject(stream_id, raw, exc.reason, exc.code, *_key_of(raw))
+        return Reject(stream_id, raw, exc.reason, exc.code, *claimed_key(raw))
     except Exception as exc:  # a rule's own failure must not stall the stream
         reason = f"cannot be rated: {type(exc).__name__}: {exc}"
-        return Reject(stream_id, raw, reason, "unratable", *_key_of(raw))
+        return Reject(stream_id, raw, reason, "unratable", *claimed_key(raw))
     return Rated(
         source=event.source,
         id=event.id,

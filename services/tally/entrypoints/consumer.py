@@ -1,55 +1,86 @@
-"""The metering consumer: a FastStream app on the ``metering`` group of the usage stream.
+"""The metering consumer: reads the usage stream in bounded batches, commits, then XACKs.
 
-FastStream reads new entries in batches (XREADGROUP ``>``). Beside it run what FastStream
-cannot do on Redis 7: finishing this consumer name's own pending entries at start-up,
-claiming idle entries of dead consumers (XAUTOCLAIM), and, with ``until_idle``, exiting
-once the group has nothing left. Every batch is committed to PostgreSQL first and XACKed
-after, so a crash anywhere redelivers entries whose effect is then a no-op.
+Tasks run side by side, each supervised (a failure is logged and either retried or stops
+the process with a non-zero exit, never a silent death):
+- the **reader** takes batches never delivered to the group (``redis_streams.READ_NEW``:
+  bounded by count and bytes, raw field lists, trimming incidents caught);
+- the **commit worker** commits each rated batch in one PostgreSQL transaction, then XACKs
+  it. Rating the next batch (CPU) overlaps with committing this one (waiting on
+  PostgreSQL) through a queue of one, which is also the backpressure: while a commit
+  waits for PostgreSQL, the reader stops reading;
+- the **claimer** takes over entries other consumers left pending (XAUTOCLAIM);
+- with a retention, the **trimmer** trims what every group acknowledged;
+- with ``until_idle``, the **idle watcher** stops the consumer once the group has nothing
+  left.
 
-Rating a batch (CPU) and committing the previous one (waiting on PostgreSQL) overlap:
-the handler rates and hands the batch to one commit worker through a queue of one.
+Connection failures (PostgreSQL or Redis down, a backend terminated) are retried promptly
+with capped exponential backoff; a batch already committed is only acknowledged again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import gc
 import logging
 import os
+import signal
 import socket
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
-from faststream import AckPolicy, FastStream
-from faststream.message import StreamMessage
-from faststream.redis import RedisBroker, StreamSub
+import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError
 
+from tally import stream_health
 from tally.adapters import redis_streams
 from tally.adapters.postgres.connection import make_engine
 from tally.config import Settings
-from tally.domain.metering import Limits
-from tally.metering import BatchReport, MeteringService, RatedBatch, StreamEntry
+from tally.domain.metering import Limits, StreamEntry
+from tally.metering import BatchReport, MeteringService, RatedBatch
 from tally.runtime import ServiceUrls
 
 log = logging.getLogger(__name__)
-broker_log = logging.getLogger("tally.faststream")  # FastStream logs every batch at INFO
-broker_log.setLevel(logging.WARNING)
+T = TypeVar("T")
 IDLE_CHECKS = 3  # consecutive empty looks before --until-idle exits
+FIRST_RETRY_S = 0.05
+MAX_RETRY_S = 2.0
+STOP_TIMEOUT_S = 30.0
 
 
 def consumer_name(settings: Settings) -> str:
     return settings.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def _raw_parser(message: Any) -> StreamMessage[Any]:
-    """Skip FastStream's envelope decoding: our entries are plain ``event`` fields."""
-    return StreamMessage(raw_message=message, body=message)
+def transient(exc: BaseException) -> bool:
+    """A failure of the connection, not of the work: waiting and retrying fixes it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(
+            seen,
+            OSError
+            | RedisConnectionError
+            | RedisTimeoutError
+            | asyncpg.PostgresConnectionError
+            | asyncpg.InterfaceError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.OperatorInterventionError,
+        ):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
-async def _raw_decoder(message: StreamMessage[Any]) -> Any:
-    return message.body
+class Unreachable(RuntimeError):
+    """PostgreSQL or Redis stayed unreachable longer than ``--until-idle`` waits."""
 
 
 class Consumer:
@@ -70,164 +101,276 @@ class Consumer:
             self.engine, Limits(settings.max_event_bytes, settings.max_future_skew)
         )
         self.redis = redis_streams.connect(urls.redis)
-        self.broker = RedisBroker(urls.redis, logger=broker_log)
-        self.app = FastStream(self.broker, logger=broker_log)
+        self.reader = redis_streams.StreamReader(
+            self.redis,
+            settings.stream,
+            settings.group,
+            self.name,
+            settings.batch_size,
+            settings.batch_max_bytes,
+            settings.max_event_bytes,
+        )
         self.totals: Counter[str] = Counter()
         self._ready: asyncio.Queue[RatedBatch] = asyncio.Queue(maxsize=1)
-        self._committing = False
-        self._tasks: list[asyncio.Task[None]] = []
-        self.broker.subscriber(
-            stream=StreamSub(
-                settings.stream,
-                group=settings.group,
-                consumer=self.name,
-                batch=True,
-                max_records=settings.batch_size,
-                polling_interval=settings.block_ms,
-                last_id=">",
-            ),
-            ack_policy=AckPolicy.MANUAL,
-            parser=_raw_parser,
-            decoder=_raw_decoder,
-        )(self._on_message)
-        self.app.on_startup(self._before_reading)
-        self.app.after_startup(self._start_background)
-        self.app.after_shutdown(self._stop_background)
+        self._in_flight = 0  # batches read and not yet acknowledged (or given up)
+        self._stop = asyncio.Event()
+        self._own_done = asyncio.Event()  # claims wait until this name's own are handled
+        self._outage_since: float | None = None
 
-    async def _on_message(self, body: Any) -> None:
-        entries = [
-            (sid.decode(), fields)
-            for sid, fields in zip(body["message_ids"], body["data"], strict=True)
-        ]
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> Counter[str]:
+        """Run until stopped (a signal, or idle with ``until_idle``); raise what stopped it."""
+        tune_gc()
+        self._watch_signals()
         try:
-            await self.handle(entries)
-        except Exception:
-            log.exception(
-                "batch of %d entries failed; they stay pending and are retried", len(entries)
+            # Fail fast, with a clear error, on an unmigrated database or a missing stream.
+            await self._retrying("load the rate cards", self.service.book)
+            await self._retrying(
+                "check the consumer group",
+                lambda: redis_streams.ensure_group(
+                    self.redis, self.settings.stream, self.settings.group
+                ),
             )
-            await asyncio.sleep(1)
+            await self._supervise()
+        finally:
+            await self.redis.aclose()
+            await self.engine.dispose()
+        return self.totals
+
+    def stop(self) -> None:
+        """Stop reading, commit what is queued, and return from ``run``."""
+        self._stop.set()
+
+    def _watch_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._stop.set)
+
+    async def _finish_own_pending(self) -> None:
+        """What a previous run of this consumer name was given and never acknowledged."""
+        after = "0"
+        while ids := await self._retrying(
+            "read own pending entries",
+            functools.partial(self.reader.own_pending, after, self.settings.batch_size),
+        ):
+            await self._handle_ids(ids)
+            after = ids[-1]
+        self._own_done.set()
+
+    async def _supervise(self) -> None:
+        """Run the tasks until a stop is asked for or one of them fails."""
+        loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
+            self._read_loop,
+            self._claim_loop,
+        ]
+        if self.settings.retention is not None:
+            loops.append(self._trim_loop)
+        if self.until_idle:
+            loops.append(self._exit_when_idle)
+        readers = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
+        committer = asyncio.create_task(self._commit_worker(), name="commit")
+        stop: asyncio.Task[Any] = asyncio.create_task(self._stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait(
+                [stop, committer, *readers], return_when=asyncio.FIRST_COMPLETED
+            )
+            failed = [task for task in done if task is not stop and task.exception()]
+            self._stop.set()  # loops finish their step and return (a blocked read ends
+            # within block_ms); cancelling a read blocked in redis-py can hang
+            _, late = await asyncio.wait(readers, timeout=1 if failed else STOP_TIMEOUT_S)
+            for task in late:
+                task.cancel()
+            if not failed:  # a clean stop: let the queued batch commit
+                try:
+                    await asyncio.wait_for(self._ready.join(), timeout=STOP_TIMEOUT_S)
+                except TimeoutError:
+                    log.warning("a queued batch was not committed; it stays pending")
+            for task in failed:
+                error = task.exception()
+                assert error is not None
+                log.error(
+                    "%s failed (%s: %s); the consumer stops",
+                    task.get_name(),
+                    type(error).__name__,
+                    error,
+                    exc_info=error,
+                )
+                raise error
+        finally:
+            for task in (stop, committer, *readers):
+                task.cancel()
+            await asyncio.gather(stop, committer, *readers, return_exceptions=True)
+
+    # ------------------------------------------------------------------ retries
+
+    async def _retrying(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        """``action``, retried on connection failures with capped exponential backoff.
+
+        A long-running consumer waits for its servers forever; with ``until_idle`` it gives
+        up after ``give_up_after_s`` (exit non-zero). Any other failure is raised.
+        """
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                result = await action()
+            except asyncio.CancelledError:
+                raise
+            except LookupError:
+                raise
+            except ResponseError as exc:
+                raise self._missing(exc) from exc
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                now = time.monotonic()
+                if self._outage_since is None:
+                    self._outage_since = now
+                    log.warning("cannot %s (%s); retrying", what, exc)
+                down_for = now - self._outage_since
+                if self.until_idle and down_for > self.settings.give_up_after_s:
+                    raise Unreachable(
+                        f"cannot {what}: PostgreSQL or Redis unreachable for "
+                        f"{down_for:.0f} s ({exc}); the stream keeps what was not acknowledged"
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_S)
+                continue
+            if self._outage_since is not None:
+                log.warning("%s again after %.1f s", what, time.monotonic() - self._outage_since)
+                self._outage_since = None
+            return result
+
+    def _missing(self, exc: ResponseError) -> Exception:
+        """NOGROUP or no stream: the group or stream vanished under the consumer."""
+        text = str(exc)
+        if "NOGROUP" in text or "no such key" in text:
+            return LookupError(
+                f"the stream {self.settings.stream!r} or its group {self.settings.group!r} is "
+                f"gone ({text}): deleted, or Redis restarted without persistence; "
+                "run `tally migrate`"
+            )
+        return exc
+
+    # ------------------------------------------------------------------ the work
 
     async def handle(self, entries: Sequence[StreamEntry]) -> None:
-        """Rate the batch and queue it for the commit worker (waits while one is queued)."""
-        if entries:
-            await self._ready.put(await self.service.rate_batch(self.settings.stream, entries))
+        """Rate a batch and queue it for the commit worker (waits while one is queued)."""
+        if not entries:
+            return
+        self._in_flight += 1
+        try:
+            batch = await self._retrying(
+                "rate a batch", lambda: self.service.rate_batch(self.settings.stream, entries)
+            )
+            await self._ready.put(batch)
+        except BaseException:
+            self._in_flight -= 1
+            raise
+
+    async def _handle_ids(self, ids: Sequence[str]) -> None:
+        """Pending entries by id (own or claimed), in batches that fit the byte budget."""
+        remaining = list(ids)
+        while remaining:
+            entries = await self._retrying(
+                "read pending entries", functools.partial(self.reader.fetch, remaining)
+            )
+            await self.handle(entries)
+            remaining = remaining[len(entries) :]
 
     async def _commit_worker(self) -> None:
-        """Commit each batch, then XACK it. A failure leaves its entries pending (claimed later)."""
+        """Commit each batch, then XACK it; both retried until they succeed."""
         while True:
             batch = await self._ready.get()
-            self._committing = True
             try:
-                report = await self.service.commit(batch)
-                await self.redis.xack(self.settings.stream, self.settings.group, *batch.stream_ids)
-            except Exception:
-                log.exception(
-                    "batch of %d entries failed; they stay pending and are claimed again after "
-                    "%d ms",
-                    len(batch.stream_ids),
-                    self.settings.claim_idle_ms,
+                report = await self._retrying(
+                    "commit a batch", functools.partial(self.service.commit, batch)
                 )
-                await asyncio.sleep(1)
-                continue
+                await self._retrying(
+                    "acknowledge a committed batch",
+                    functools.partial(self.reader.ack, batch.stream_ids),
+                )
             finally:
-                self._committing = False
+                self._in_flight -= 1
                 self._ready.task_done()
             self.totals.update(report.counts)
             if self.on_batch:
                 self.on_batch(report)
 
-    async def _before_reading(self) -> None:
-        """The group from id 0, then whatever a previous run of this name left pending."""
-        await self.service.book()  # fails fast, with a clear error, on an unmigrated database
-        self._tasks.append(asyncio.create_task(self._commit_worker(), name="commit"))
-        await redis_streams.ensure_group(self.redis, self.settings.stream, self.settings.group)
-        after = "0"
-        while pending := await redis_streams.read_own_pending(
-            self.redis,
-            self.settings.stream,
-            self.settings.group,
-            self.name,
-            self.settings.batch_size,
-            after,
-        ):
-            await self.handle(pending)
-            after = pending[-1][0]
-        await self._ready.join()
+    async def _read_loop(self) -> None:
+        await self._finish_own_pending()
+        while not self._stop.is_set():
+            read = await self._retrying(
+                "read the stream", lambda: self.reader.read_new(int(time.time() * 1000))
+            )
+            if read.lost:
+                log.error(
+                    "%d entries of %s were trimmed before this group read them",
+                    read.lost,
+                    self.settings.stream,
+                )
+                await self._retrying("record an incident", self._record_incidents)
+            if read.entries:
+                await self.handle(read.entries)
+            else:
+                await self._retrying(
+                    "wait for new entries",
+                    lambda: self.reader.wait_for_new(self.settings.block_ms),
+                )
 
-    async def _start_background(self) -> None:
-        self._tasks.append(asyncio.create_task(self._claim_loop(), name="claim"))
-        if self.until_idle:
-            self._tasks.append(asyncio.create_task(self._exit_when_idle(), name="idle"))
-
-    async def _stop_background(self) -> None:
-        """After the broker stopped reading: finish the queued commit, then stop the tasks."""
-        try:
-            await asyncio.wait_for(self._ready.join(), timeout=30)
-        except TimeoutError:
-            log.warning("a queued batch was not committed; it stays pending for the next run")
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.redis.aclose()
-        await self.engine.dispose()
+    async def _record_incidents(self) -> None:
+        await stream_health.record_incidents(self.engine, self.redis, self.settings.stream)
 
     async def claim_once(self) -> int:
-        claimed = await redis_streams.claim_idle(
-            self.redis,
-            self.settings.stream,
-            self.settings.group,
-            self.name,
-            self.settings.claim_idle_ms,
-            self.settings.batch_size,
-        )
-        await self.handle(claimed)
-        return len(claimed)
+        """Claim every entry pending longer than the claim idle time; returns how many."""
+        start, total = "0-0", 0
+        while True:
+            claim = await self.reader.claim_idle(
+                self.settings.claim_idle_ms, start, self.settings.batch_size
+            )
+            if claim.deleted:  # Redis 7 already dropped them from the pending list
+                await self.handle([(sid, []) for sid in claim.deleted])
+            await self._handle_ids(claim.claimed)
+            total += len(claim.claimed) + len(claim.deleted)
+            start = claim.next_start
+            if start == "0-0":
+                return total
 
     async def _claim_loop(self) -> None:
         interval = max(self.settings.claim_idle_ms / 2000, 0.05)
-        while True:
-            try:
-                while await self.claim_once() == self.settings.batch_size:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("claiming idle entries failed; retrying")
-            await asyncio.sleep(interval)
+        await self._own_done.wait()
+        while not self._stop.is_set():
+            await self._retrying("claim idle entries", self.claim_once)
+            await self._pause(interval)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when a stop is asked for."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _trim_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._retrying(
+                "trim the stream",
+                lambda: stream_health.trim_stream(
+                    self.engine, self.redis, self.settings.stream, self.settings.retention
+                ),
+            )
+            await self._pause(self.settings.trim_interval_s)
 
     async def _exit_when_idle(self) -> None:
         quiet = 0
         while quiet < IDLE_CHECKS:
             await asyncio.sleep(max(self.settings.block_ms / 1000, 0.05))
-            backlog = await redis_streams.backlog(
-                self.redis, self.settings.stream, self.settings.group
+            status = await self._retrying(
+                "look at the stream",
+                lambda: redis_streams.stream_status(self.redis, self.settings.stream),
             )
-            idle = backlog.drained and self._ready.empty() and not self._committing
+            idle = redis_streams.drained(status, self.settings.group) and self._in_flight == 0
             quiet = quiet + 1 if idle else 0
-        self.app.exit()
-
-    async def run(self) -> Counter[str]:
-        tune_gc()
-        await self.app.run()
-        await self._group_still_there()
-        return self.totals
-
-    async def _group_still_there(self) -> None:
-        """FastStream stops quietly when the group vanishes (NOGROUP): say so, and fail."""
-        client = redis_streams.connect(self.urls.redis)
-        try:
-            await redis_streams.backlog(client, self.settings.stream, self.settings.group)
-        except LookupError as exc:
-            raise LookupError(
-                f"{exc}: the stream or its group disappeared under the consumer (deleted, or "
-                "Redis restarted without persistence)"
-            ) from exc
-        except ResponseError as exc:  # no such key: the stream itself is gone
-            raise LookupError(
-                f"stream {self.settings.stream!r} is gone ({exc}): run `tally migrate`"
-            ) from exc
-        finally:
-            await client.aclose()
+        await self._retrying("record incidents", self._record_incidents)
+        self._stop.set()
 
 
 def tune_gc() -> None:

@@ -195,9 +195,9 @@ async def write_rejects(
         return
     await conn.execute(
         """INSERT INTO dead_letter (stream, stream_id, raw, reason, code, source, event_id,
-                                    received_at)
-           SELECT $1, *, $8 FROM unnest($2::text[], $3::bytea[], $4::text[], $5::text[],
-                                        $6::text[], $7::text[])
+                                    original_length, original_sha256, received_at)
+           SELECT $1, *, $10 FROM unnest($2::text[], $3::bytea[], $4::text[], $5::text[],
+                                         $6::text[], $7::text[], $8::bigint[], $9::text[])
            ON CONFLICT (stream, stream_id) DO NOTHING""",
         stream,
         [r.stream_id for r in rejects],
@@ -206,6 +206,8 @@ async def write_rejects(
         [r.code for r in rejects],
         [r.source for r in rejects],
         [r.event_id for r in rejects],
+        [r.original.length if r.original else None for r in rejects],
+        [r.original.sha256 if r.original else None for r in rejects],
         received_at,
     )
 

@@ -157,6 +157,8 @@ class DeadLetter(SQLModel, table=True):
     received_at: datetime = _ts(nullable=False)
     replayed_at: datetime | None = _ts(nullable=True)
     replay_outcome: str | None = None
+    original_length: int | None = None  # set when ``raw`` is only an oversized entry's start
+    original_sha256: str | None = None
 
 
 class Commitment(SQLModel, table=True):
@@ -236,3 +238,28 @@ class PeriodClose(SQLModel, table=True):
     period: str = Field(primary_key=True)
     as_of: datetime = _ts(nullable=False)
     closed_at: datetime = _ts(nullable=False)
+
+
+class StreamIncident(SQLModel, table=True):
+    """Entries removed from the stream before the group read them (lost revenue)."""
+
+    __tablename__ = "stream_incident"
+    stream: str = Field(primary_key=True)
+    incident_id: str = Field(primary_key=True)
+    group_name: str
+    lost: int
+    after_id: str
+    before_id: str
+    detected_at: datetime = _ts(nullable=False)
+    recorded_at: datetime = _ts(nullable=False)
+
+
+class StreamTrim(SQLModel, table=True):
+    """A trim Tally made: entries below ``min_id`` were acknowledged and stored."""
+
+    __tablename__ = "stream_trim"
+    id: int | None = Field(default=None, primary_key=True)
+    stream: str
+    min_id: str
+    removed: int
+    trimmed_at: datetime = _ts(nullable=False)

@@ -19,7 +19,7 @@ from decimal import Decimal
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import metering_store
+from tally.adapters.postgres import metering_store, stream_records
 from tally.adapters.postgres.connection import raw_connection
 from tally.domain.ledger import (
     AI_TOKEN,
@@ -72,7 +72,19 @@ async def verify(engine: AsyncEngine) -> Verification:
         await _events_match_their_bytes(conn, result, book)
         await _chain(conn, result)
         await _invoices(conn, result)
+        await _stream_incidents(conn, result)
     return result
+
+
+async def _stream_incidents(conn: asyncpg.Connection, result: Verification) -> None:
+    """Entries removed from a stream before they were read never reached the ledger."""
+    for row in await stream_records.incidents(conn):
+        result.add(
+            "stream incident",
+            f"{row['lost']} entries of stream {row['stream']} were removed (trimmed) before "
+            f"group {row['group_name']} read them: ids after {row['after_id']} and before "
+            f"{row['before_id']}, detected {row['detected_at'].isoformat()}",
+        )
 
 
 async def _accounts(conn: asyncpg.Connection, result: Verification) -> None:

@@ -1,0 +1,142 @@
+"""The stream's health: trimming that loses nothing, incidents recorded, a status to watch.
+
+Trimming removes only what can never be needed again: entries below what every consumer
+group has both delivered and acknowledged (the metering group acknowledges only after its
+PostgreSQL commit), and only when PostgreSQL holds the newest entry to be removed.
+Entries removed by someone else before the group read them are found by the read script
+(``redis_streams.READ_NEW``) and recorded here as incidents, never silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters import redis_streams
+from tally.adapters.postgres import stream_records
+from tally.domain.metering import EVENT_FIELD, claimed_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrimResult:
+    stream: str
+    min_id: str | None  # entries below it are gone; None: nothing was trimmed
+    removed: int
+    reason: str  # why it stopped where it did
+
+
+def _next_id(stream_id: str) -> str:
+    ms, seq = redis_streams.id_key(stream_id)
+    return f"{ms}-{seq + 1}"
+
+
+def _needed_from(status: redis_streams.StreamStatus) -> str:
+    """The lowest id some group still needs: its oldest pending, or its next undelivered."""
+    needs = [_next_id(status.last_generated_id)]
+    for group in status.groups:
+        needs.append(_next_id(group.last_delivered_id))
+        if group.oldest_pending_id:
+            needs.append(group.oldest_pending_id)
+    return min(needs, key=redis_streams.id_key)
+
+
+async def _retention_ceiling(
+    client: aioredis.Redis, stream: str, retention: timedelta | int | None, now: datetime
+) -> str | None:
+    """The id below which the retention allows trimming (None: keep everything)."""
+    if retention is None:
+        return "18446744073709551615-18446744073709551615"
+    if isinstance(retention, timedelta):
+        return f"{int((now - retention).timestamp() * 1000)}-0"
+    if retention == 0:
+        return "18446744073709551615-18446744073709551615"
+    return await redis_streams.nth_newest_id(client, stream, retention)
+
+
+async def trim_stream(
+    engine: AsyncEngine,
+    client: aioredis.Redis,
+    stream: str,
+    retention: timedelta | int | None,
+    now: datetime | None = None,
+    dry_run: bool = False,
+) -> TrimResult:
+    """Trim ``stream`` (``XTRIM MINID``, exact) as far as retention and safety allow."""
+    now = now or datetime.now(UTC)
+    ceiling = await _retention_ceiling(client, stream, retention, now)
+    if ceiling is None:
+        return TrimResult(stream, None, 0, "the retention keeps every entry")
+    status = await redis_streams.stream_status(client, stream)
+    needed = _needed_from(status)
+    bound = min(ceiling, needed, key=redis_streams.id_key)
+    why = "retention" if bound == ceiling else "what a consumer group still needs"
+    last = await redis_streams.newest_before(client, stream, bound)
+    if last is None:
+        return TrimResult(stream, None, 0, f"nothing below the bound ({why})")
+    sid, fields = last
+    raw = dict(fields).get(EVENT_FIELD) if isinstance(fields, list) else None
+    source, event_id = claimed_key(raw) if raw is not None else (None, None)
+    key = (source, event_id) if source is not None and event_id is not None else None
+    if not await stream_records.delivery_recorded(engine, stream, sid, key):
+        log.error(
+            "not trimming %s: entry %s is acknowledged but PostgreSQL has no record of it",
+            stream,
+            sid,
+        )
+        return TrimResult(
+            stream, None, 0, f"entry {sid} is acknowledged but not recorded in PostgreSQL"
+        )
+    if dry_run:
+        return TrimResult(stream, bound, 0, f"dry run: would trim below {bound} ({why})")
+    min_id, removed = await redis_streams.trim(client, stream, bound)
+    if removed:
+        await stream_records.record_trim(engine, stream, min_id, removed)
+        log.info("trimmed %d entries below %s from %s (%s)", removed, min_id, stream, why)
+    return TrimResult(stream, min_id, removed, why)
+
+
+async def record_incidents(engine: AsyncEngine, client: aioredis.Redis, stream: str) -> int:
+    """Copy the stream's logged incidents into PostgreSQL (once each); returns the new ones."""
+    logged = await redis_streams.incidents(client, stream)
+    new = await stream_records.record_incidents(engine, stream, logged)
+    if new:
+        log.error(
+            "%d incident(s) on %s: entries were removed from the stream before they were "
+            "read; see `tally stream status` and `tally ledger verify`",
+            new,
+            stream,
+        )
+    return new
+
+
+async def stream_report(
+    engine: AsyncEngine, client: aioredis.Redis, stream: str, group: str
+) -> dict[str, Any]:
+    """Everything an operator (or a metrics scraper) watches about the stream."""
+    await record_incidents(engine, client, stream)
+    status = await redis_streams.stream_status(client, stream)
+    recorded = await stream_records.stream_summary(engine, stream)
+    info = status.group(group)
+    return {
+        "stream": stream,
+        "group": group,
+        "length": status.length,
+        "first_entry_id": status.first_entry_id,
+        "last_generated_id": status.last_generated_id,
+        "entries_added": status.entries_added,
+        "drained": redis_streams.drained(status, group),
+        "pending": info.pending,
+        "lag": info.lag,
+        "last_delivered_id": info.last_delivered_id,
+        "oldest_pending_id": info.oldest_pending_id,
+        "safe_trim_below": _needed_from(status),
+        "groups": [asdict(g) for g in status.groups],
+        **recorded,
+    }
