@@ -3,14 +3,18 @@ superuser could still do behind their back."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
+from alembic import command
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from close_support import close, license_day, meter
 from ledger_support import ORGS, ai, api, event, urls_of
-from tally.adapters.postgres import organizations
-from tally.adapters.postgres.connection import raw_connection, raw_transaction
+from tally.adapters.postgres import organizations, schema
+from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
+from tally.adapters.postgres.databases import dsn
 from tally.adapters.postgres.privileges import READER, WRITER, WRITER_READ_ONLY, WRITER_UPDATES
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
@@ -234,3 +238,44 @@ async def test_replayed_dead_letters_keep_the_tallies_whole(
     await service.process("s", [("1-0", {b"event": api("h1", org="hooli")})])  # redelivered
     await service.process("s", [("2-0", {b"event": event("bad.type", "x", {})})])
     assert (await verify(engine)).ok
+
+
+async def test_every_pooled_connection_acts_as_the_writer_even_after_a_reconnect(
+    engine: AsyncEngine, owner: AsyncEngine
+) -> None:
+    """The role is set at connect: the pool's pre-ping replaces a killed connection with
+    one that acts as ``tally_writer`` too; migrate's owner engine keeps the login role."""
+    async with engine.connect() as connection:
+        assert (await connection.exec_driver_sql("SELECT current_user")).scalar() == WRITER
+        pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar()
+    async with raw_connection(owner) as conn:
+        assert await conn.fetchval("SELECT current_user") != WRITER
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+    async with engine.connect() as connection:
+        assert (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar() != pid
+        assert (await connection.exec_driver_sql("SELECT current_user")).scalar() == WRITER
+
+
+async def test_a_ledger_migrated_from_0002_starts_with_opening_tallies(
+    settings: Settings, database_url: str
+) -> None:
+    """Deliveries recorded before the tallies existed are tallied once, so verify passes."""
+    await asyncio.to_thread(command.upgrade, schema.alembic_config(database_url), "0002")
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        await conn.execute(
+            """INSERT INTO duplicate_delivery VALUES ('s', '1-0', 'src', 'e1', now());
+               INSERT INTO dead_letter (stream, stream_id, raw, reason, code, received_at,
+                                        replayed_at)
+               VALUES ('s', '2-0', '', 'r', 'c', now(), now()), ('t', '3-0', '', 'r', 'c', now(),
+                                                                 NULL)"""
+        )
+    finally:
+        await conn.close()
+    await migrate(settings, urls_of(settings))
+    engine = make_engine(database_url)
+    try:
+        result = await verify(engine)
+    finally:
+        await engine.dispose()
+    assert (result.ok, result.tallies) == (True, 2)
