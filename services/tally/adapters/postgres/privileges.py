@@ -1,8 +1,8 @@
 """The roles the services act as and what each may do: the last step of ``tally migrate``.
 
 Invariants (PostgreSQL enforces them, whatever the service's code does):
-- ``tally_writer`` (the consumer, the close, the CLI's writing commands) owns nothing, so
-  it can never ALTER a table, DISABLE TRIGGER, TRUNCATE or set
+- ``tally_writer`` (the consumer, the close, the CLI's writing commands) owns nothing and
+  is no superuser, so it can never ALTER a table, DISABLE TRIGGER, TRUNCATE or set
   ``session_replication_role``; it may SELECT every table, INSERT into every table but
   ``WRITER_READ_ONLY``, UPDATE only the columns in ``WRITER_UPDATES`` and DELETE nothing;
 - ``tally_reader`` (reports, the read-only API) may only SELECT;
