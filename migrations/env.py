@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-MIGRATION_LOCK = 7_461_234_001  # pg_advisory_lock key shared by every `tally migrate`
+from tally.adapters.postgres.privileges import MIGRATION_LOCK
 
 
 def _run(connection: Connection) -> None:

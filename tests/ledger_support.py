@@ -30,12 +30,21 @@ def urls_of(settings: Settings) -> ServiceUrls:
 @pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     """A migrated ledger with the organizations in ``ORGS``."""
+    await migrate(settings, urls_of(settings))
     engine = make_engine(urls_of(settings).database)
-    await migrate(settings, urls_of(settings), engine)
     for org, currency in ORGS.items():
         await organizations.add(engine, org, currency)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def owner(engine: AsyncEngine, settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The migrated ledger as its owner (a superuser here), not as ``tally_writer``: what
+    only ``tally migrate`` acts as, and what a tamper test needs."""
+    owner = make_engine(urls_of(settings).database, owner=True)
+    yield owner
+    await owner.dispose()
 
 
 @pytest.fixture

@@ -230,6 +230,7 @@ async def test_the_close_clock_never_runs_ahead_of_the_real_one(engine: AsyncEng
         ("UPDATE invoice_feature SET tokens = 0", "immutable"),
         ("DELETE FROM billed_entry", "immutable"),
         ("TRUNCATE invoice CASCADE", "immutable"),
+        ("UPDATE invoice_counter SET last = 0", "never goes back"),
         ("INSERT INTO invoice (number, org, period, currency, total, rate_card_version, issued_at)"
          " VALUES (9, 'acme', '2026-09', 'USD', 0, '2020-01', now())", "gap"),
         ("INSERT INTO billed_entry (entry_id, invoice, meter) SELECT entry_id, invoice, meter"
@@ -237,12 +238,13 @@ async def test_the_close_clock_never_runs_ahead_of_the_real_one(engine: AsyncEng
     ],
 )  # fmt: skip
 async def test_the_database_refuses_to_change_an_issued_invoice(
-    engine: AsyncEngine, service: MeteringService, statement: str, message: str
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService, statement: str, message: str
 ) -> None:
+    """Even the tables' owner, whom no grant limits, is refused by the triggers."""
     await usage_for_every_org(service)
     await close(engine, OCT)
     with pytest.raises(asyncpg.PostgresError, match=message):
-        async with raw_transaction(engine) as conn:
+        async with raw_transaction(owner) as conn:
             await conn.execute(statement)
 
 
@@ -265,12 +267,12 @@ async def test_the_database_refuses_an_incomplete_invoice(engine: AsyncEngine) -
     ],
 )  # fmt: skip
 async def test_verify_names_an_invoice_that_no_longer_matches_the_ledger(
-    engine: AsyncEngine, service: MeteringService, tamper: str, check: str
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService, tamper: str, check: str
 ) -> None:
     await usage_for_every_org(service)
     await close(engine, OCT)
     assert (await verify(engine)).ok
-    async with raw_transaction(engine) as conn:  # what only a superuser could do
+    async with raw_transaction(owner) as conn:  # what only a superuser could do
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute(tamper)
     findings = (await verify(engine)).findings

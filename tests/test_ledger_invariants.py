@@ -98,8 +98,9 @@ async def test_an_idempotency_key_posts_once(engine: AsyncEngine) -> None:
     ],
 )
 async def test_posted_rows_refuse_update_and_delete(
-    engine: AsyncEngine, service: MeteringService, statement: str
+    owner: AsyncEngine, service: MeteringService, statement: str
 ) -> None:
+    """Even the tables' owner, whom no grant limits, is refused by the triggers."""
     await service.process(
         "s",
         [
@@ -108,7 +109,7 @@ async def test_posted_rows_refuse_update_and_delete(
             ("3-0", {b"event": ai("a1", "voice_bot", "3", "minute")}),
         ],
     )
-    async with raw_connection(engine) as conn:
+    async with raw_connection(owner) as conn:
         with pytest.raises(
             asyncpg.RestrictViolationError, match=r"refused|keeps its bytes|is posted|only grows"
         ):

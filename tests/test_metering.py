@@ -199,14 +199,14 @@ async def test_replay_after_the_fix_meters_once_and_is_idempotent(
     ],
 )
 async def test_verify_names_rows_changed_behind_the_applications_back(
-    engine: AsyncEngine, service: MeteringService, tamper: str, finding: str
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService, tamper: str, finding: str
 ) -> None:
     await service.process("s", [("1-0", {b"event": api("r1", count=3)})])
     await service.process("s", [("2-0", {b"event": api("r2", count=2)})])
     licensed = event("license.usage", "l1", {"license": "gc2", "model": "named", "users": 20})
     await service.process("s", [("3-0", {b"event": licensed})])
     assert (await verify(engine)).ok
-    async with raw_connection(engine) as conn:  # a superuser, triggers off
+    async with raw_connection(owner) as conn:  # a superuser, triggers off
         await conn.execute("SET session_replication_role = replica")
         for statement in tamper.split(";"):
             await conn.execute(statement)
@@ -246,12 +246,12 @@ async def test_entries_postgres_could_not_store_are_dead_letters_not_a_stalled_b
 
 
 async def test_an_entry_the_database_refuses_is_isolated_and_the_rest_is_metered(
-    engine: AsyncEngine, service: MeteringService
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService
 ) -> None:
     """Whatever PostgreSQL refuses in a batch (here a constraint the rules do not know of),
     the batch is split until that one entry is left; it becomes an ``unstorable`` dead
     letter and every other entry is metered."""
-    async with raw_connection(engine) as conn:
+    async with raw_connection(owner) as conn:  # only the owner alters a table
         await conn.execute("ALTER TABLE usage_event ADD CONSTRAINT no_evil CHECK (id <> 'evil')")
     entries = [(f"{n}-0", {b"event": api(f"ok{n}", count=n)}) for n in range(1, 8)]
     entries.insert(4, ("50-0", {b"event": api("evil", count=100)}))

@@ -292,7 +292,7 @@ async def private_ledger(settings: Settings) -> AsyncIterator[tuple[PrivatePostg
         url = await databases.create_scratch(server.admin_url, "tally_fault")
         tuned = settings.model_copy(update={"database_url": url, "batch_size": 300})
         engine = make_engine(url)
-        await migrate(tuned, urls_of(tuned), engine)
+        await migrate(tuned, urls_of(tuned))
         for org, currency in ORGS.items():
             await organizations.add(engine, org, currency)
         await engine.dispose()

@@ -106,9 +106,9 @@ class Bench:
         self.settings = self.base_settings.model_copy(
             update={"stream": f"tally:bench:{secrets.token_hex(4)}", "consumer_name": "bench"}
         )
+        await migrate(self.settings, self.urls)
         engine = make_engine(database)
         try:
-            await migrate(self.settings, self.urls, engine)
             for org in self.orgs:
                 await organizations.add(engine, org, "USD")
         finally:

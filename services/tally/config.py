@@ -7,7 +7,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +17,20 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description="postgresql+asyncpg://… URL; unset: an embedded PostgreSQL in data_dir.",
+    )
+    database_role: str | None = Field(
+        default="tally_writer",
+        description="Role every service connection acts as (SET ROLE at connect) when the "
+        "URL logs in as the owner; empty: the login role itself. `tally migrate` always "
+        "acts as the login role, which must own the schema.",
+    )
+    writer_password: SecretStr | None = Field(
+        default=None,
+        description="Set: `tally migrate` lets tally_writer log in with this password.",
+    )
+    reader_password: SecretStr | None = Field(
+        default=None,
+        description="Set: `tally migrate` lets tally_reader log in with this password.",
     )
     redis_url: str | None = Field(
         default=None, description="redis://… URL; unset: an embedded Redis in data_dir."

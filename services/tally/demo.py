@@ -83,7 +83,7 @@ async def run_demo(
     step: Step,
     progress: Progress,
 ) -> DemoResult:
-    for line in await migrate(settings, urls, engine):
+    for line in await migrate(settings, urls):
         step(line)
     for org, currency in DEMO_ORGS.items():
         added = await organizations.add(engine, org, currency)

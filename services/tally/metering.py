@@ -1,8 +1,8 @@
 """The metering service: one batch of stream entries into one PostgreSQL transaction.
 
 Everything a batch changes (events, usage entries, duplicates, conflicts, dead letters,
-replayed dead letters) commits together or not at all, so the caller may XACK exactly
-the entries of a committed batch and redeliver the rest.
+replayed dead letters, and the tally of what it stored) commits together or not at all,
+so the caller may XACK exactly the entries of a committed batch and redeliver the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres import metering_store as store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
+from tally.domain.deliveries import DeliveryCounts
 from tally.domain.metering import (
     Limits,
     Rated,
@@ -200,8 +201,12 @@ class MeteringService:
             entry_ids = await self.journal.post(
                 conn, [p.entry for p in postings], {p.entry.key: p.carried() for p in postings}
             )
-            await store.write_events(conn, stream, received_at, deliveries, postings, entry_ids)
-            await store.write_rejects(conn, stream, received_at, rejects)
+            counts = await store.write_events(
+                conn, stream, received_at, deliveries, postings, entry_ids
+            )
+            counts += DeliveryCounts(
+                dead_letters=await store.write_rejects(conn, stream, received_at, rejects)
+            )
             for event in deliveries.new:
                 report.outcomes[event.stream_id] = event.status
             for event in deliveries.duplicates:
@@ -217,7 +222,10 @@ class MeteringService:
                 report.counts.update(rejected=len(rejects))
             report.postings = len(postings)
             if replaying:
-                await store.record_replays(conn, replaying, report.outcomes, received_at)
+                closed = await store.record_replays(conn, replaying, report.outcomes, received_at)
+                counts += DeliveryCounts(replayed=closed)
+            if counts:  # what the batch stored, in the same transaction (verify re-sums it)
+                await store.record_tally(conn, stream, received_at, counts)
         return report
 
 

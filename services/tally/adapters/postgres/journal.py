@@ -75,7 +75,7 @@ class Journal:
         ids = await self.account_ids(
             conn, (line.account for entry in entries for line in entry.lines)
         )
-        lane, seq, head = await _take_lane(conn)
+        lane, seq, head = await take_lane(conn, "ledger_lane")
         posted_at = datetime.now(UTC)
         rows = []
         for entry in entries:
@@ -129,16 +129,16 @@ class Journal:
         return entry_ids
 
 
-async def _take_lane(conn: asyncpg.Connection) -> tuple[int, int, bytes]:
-    """A free lane, locked until commit; waits for a random one only when all are busy."""
+async def take_lane(conn: asyncpg.Connection, table: str) -> tuple[int, int, bytes]:
+    """A free lane of a chain (``ledger_lane``, ``delivery_lane``), locked until commit;
+    waits for a random one only when all are busy."""
     record = await conn.fetchrow(
-        "SELECT lane, seq, head_hash FROM ledger_lane ORDER BY random() LIMIT 1 "
-        "FOR UPDATE SKIP LOCKED"
+        f"SELECT lane, seq, head_hash FROM {table} ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED"
     )
     if record is None:
         record = await conn.fetchrow(
-            "SELECT lane, seq, head_hash FROM ledger_lane "
-            "WHERE lane = (SELECT lane FROM ledger_lane ORDER BY random() LIMIT 1) FOR UPDATE"
+            f"SELECT lane, seq, head_hash FROM {table} "
+            f"WHERE lane = (SELECT lane FROM {table} ORDER BY random() LIMIT 1) FOR UPDATE"
         )
-    assert record is not None, "ledger_lane is empty: run `tally migrate`"
+    assert record is not None, f"{table} is empty: run `tally migrate`"
     return record["lane"], record["seq"], bytes(record["head_hash"] or GENESIS_HASH)

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import asyncpg
 
+from tally.adapters.postgres.journal import take_lane
+from tally.domain.deliveries import DeliveryCounts, tally_hash
 from tally.domain.metering import Deliveries, EventKey, Posting, Rated, Reject, TotalKey
 from tally.domain.ratecard import RateCard, RateCardBook
 
@@ -100,8 +102,9 @@ async def write_events(
     deliveries: Deliveries,
     postings: Sequence[Posting],
     entry_ids: Mapping[str, int],
-) -> None:
-    """COPY the new events (each linked to its entry), then record duplicates and conflicts.
+) -> DeliveryCounts:
+    """COPY the new events (each linked to its entry), then record duplicates and conflicts;
+    returns how many rows of each went in (a redelivered duplicate or conflict is kept once).
 
     A key inserted meanwhile by another consumer makes the COPY fail with a unique
     violation; the caller rolls back and retries, and then sees it as stored. Rows go in
@@ -139,29 +142,40 @@ async def write_events(
                 if e.license is not None
             ],
         )
+    duplicates = conflicts = 0
     if deliveries.duplicates:
-        await conn.execute(
-            """INSERT INTO duplicate_delivery (stream, stream_id, source, id, received_at)
+        duplicates = _inserted(
+            await conn.execute(
+                """INSERT INTO duplicate_delivery (stream, stream_id, source, id, received_at)
                SELECT $1, * , $5 FROM unnest($2::text[], $3::text[], $4::text[])
                ON CONFLICT DO NOTHING""",
-            stream,
-            [e.stream_id for e in deliveries.duplicates],
-            [e.source for e in deliveries.duplicates],
-            [e.id for e in deliveries.duplicates],
-            received_at,
+                stream,
+                [e.stream_id for e in deliveries.duplicates],
+                [e.source for e in deliveries.duplicates],
+                [e.id for e in deliveries.duplicates],
+                received_at,
+            )
         )
     if deliveries.conflicts:
-        await conn.execute(
-            """INSERT INTO event_conflict (stream, stream_id, source, id, raw, received_at)
+        conflicts = _inserted(
+            await conn.execute(
+                """INSERT INTO event_conflict (stream, stream_id, source, id, raw, received_at)
                SELECT $1, *, $6 FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[])
                ON CONFLICT DO NOTHING""",
-            stream,
-            [e.stream_id for e in deliveries.conflicts],
-            [e.source for e in deliveries.conflicts],
-            [e.id for e in deliveries.conflicts],
-            [e.raw for e in deliveries.conflicts],
-            received_at,
+                stream,
+                [e.stream_id for e in deliveries.conflicts],
+                [e.source for e in deliveries.conflicts],
+                [e.id for e in deliveries.conflicts],
+                [e.raw for e in deliveries.conflicts],
+                received_at,
+            )
         )
+    return DeliveryCounts(len(deliveries.new), duplicates, conflicts)
+
+
+def _inserted(status: str) -> int:
+    """Rows an ``INSERT 0 n`` status reports."""
+    return int(status.rsplit(" ", 1)[1])
 
 
 def _event_record(
@@ -189,11 +203,12 @@ def _event_record(
 
 async def write_rejects(
     conn: asyncpg.Connection, stream: str, received_at: datetime, rejects: Sequence[Reject]
-) -> None:
-    """Dead letters; a redelivered entry (same stream id) is kept once."""
+) -> int:
+    """Dead letters; a redelivered entry (same stream id) is kept once. Returns how many
+    went in."""
     if not rejects:
-        return
-    await conn.execute(
+        return 0
+    status = await conn.execute(
         """INSERT INTO dead_letter (stream, stream_id, raw, reason, code, source, event_id,
                                     original_length, original_sha256, received_at)
            SELECT $1, *, $10 FROM unnest($2::text[], $3::bytea[], $4::text[], $5::text[],
@@ -210,6 +225,7 @@ async def write_rejects(
         [r.original.sha256 if r.original else None for r in rejects],
         received_at,
     )
+    return _inserted(status)
 
 
 async def record_replays(
@@ -217,21 +233,53 @@ async def record_replays(
     replaying: Mapping[str, int],
     outcomes: Mapping[str, str],
     at: datetime,
-) -> None:
+) -> int:
     """A dead letter is closed once its event is stored; a new reject leaves it open.
 
     ``replaying`` maps stream ids to dead-letter ids; only those this commit decided
-    (present in ``outcomes``) are recorded.
+    (present in ``outcomes``) are recorded. Returns how many letters were closed.
     """
     decided = [sid for sid in replaying if sid in outcomes]
-    await conn.execute(
-        """UPDATE dead_letter d
-              SET replayed_at = CASE WHEN u.done THEN $3::timestamptz END,
-                  replay_outcome = u.outcome
-             FROM unnest($1::bigint[], $2::text[], $4::bool[]) AS u(id, outcome, done)
-            WHERE d.id = u.id AND d.replayed_at IS NULL""",
+    closed: int = await conn.fetchval(
+        """WITH recorded AS (
+               UPDATE dead_letter d
+                  SET replayed_at = CASE WHEN u.done THEN $3::timestamptz END,
+                      replay_outcome = u.outcome
+                 FROM unnest($1::bigint[], $2::text[], $4::bool[]) AS u(id, outcome, done)
+                WHERE d.id = u.id AND d.replayed_at IS NULL
+            RETURNING d.replayed_at)
+           SELECT count(replayed_at) FROM recorded""",
         [replaying[sid] for sid in decided],
         [outcomes[sid] for sid in decided],
         at,
         [not outcomes[sid].startswith("rejected") for sid in decided],
+    )
+    return closed
+
+
+async def record_tally(
+    conn: asyncpg.Connection, stream: str, at: datetime, counts: DeliveryCounts
+) -> None:
+    """Append the batch's counts to a free lane of the delivery-tally chain (any lane:
+    concurrent consumers do not queue on one head); the lane head moves in the same
+    statement."""
+    lane, seq, head = await take_lane(conn, "delivery_lane")
+    seq += 1
+    digest = tally_hash(head, lane, seq, stream, at, counts)
+    await conn.execute(
+        """WITH head AS (UPDATE delivery_lane SET seq = $2, head_hash = $11 WHERE lane = $1)
+           INSERT INTO delivery_tally (lane, seq, stream, events, duplicates, conflicts,
+                                       dead_letters, replayed, recorded_at, prev_hash, hash)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        lane,
+        seq,
+        stream,
+        counts.events,
+        counts.duplicates,
+        counts.conflicts,
+        counts.dead_letters,
+        counts.replayed,
+        at,
+        head,
+        digest,
     )

@@ -1,15 +1,19 @@
-"""``tally migrate``: the Alembic upgrade, then the bundled rate cards loaded as data."""
+"""``tally migrate``: the Alembic upgrade, the roles' grants, the bundled rate cards."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally.adapters.postgres import privileges
 from tally.adapters.postgres.connection import async_url, raw_transaction
+from tally.adapters.postgres.databases import dsn
 from tally.adapters.ratecard_files import bundled_cards
 from tally.domain.ratecard import RateCard
 
@@ -30,6 +34,15 @@ def alembic_config(url: str) -> Config:
 async def upgrade(url: str) -> None:
     """Upgrade to the newest revision (in a thread: Alembic's env runs its own event loop)."""
     await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+
+
+async def grant(url: str, passwords: Mapping[str, str | None]) -> None:
+    """After the upgrade, as the owner: the roles and their grants on every table."""
+    conn = await asyncpg.connect(dsn(url))
+    try:
+        await privileges.apply(conn, passwords)
+    finally:
+        await conn.close()
 
 
 async def load_rate_cards(engine: AsyncEngine, cards: list[RateCard] | None = None) -> list[str]:

@@ -263,3 +263,25 @@ class StreamTrim(SQLModel, table=True):
     min_id: str
     removed: int
     trimmed_at: datetime = _ts(nullable=False)
+
+
+class DeliveryLane(SQLModel, table=True):
+    __tablename__ = "delivery_lane"
+    lane: int = Field(primary_key=True)
+    seq: int
+    head_hash: bytes = _bytes(nullable=False)
+
+
+class DeliveryTally(SQLModel, table=True):
+    __tablename__ = "delivery_tally"
+    lane: int = Field(primary_key=True, foreign_key="delivery_lane.lane")
+    seq: int = Field(primary_key=True)
+    stream: str
+    events: int
+    duplicates: int
+    conflicts: int
+    dead_letters: int
+    replayed: int
+    recorded_at: datetime = _ts(nullable=False)
+    prev_hash: bytes = _bytes(nullable=False)
+    hash: bytes = _bytes(nullable=False)

@@ -6,7 +6,13 @@ tokens are the conversion of its events; every stored event, rated again from it
 bytes, matches its columns; each lane of the hash chain is contiguous and every hash
 recomputes; the lane heads match; each invoice's total is its receivable movement, each
 line and adjustment bills exactly its usage entries, and a closed period's allowance is
-zero but for late usage no invoice bills yet.
+zero but for late usage no invoice bills yet. And what a superuser could still remove or
+rewrite with the triggers off: invoice numbers run from 1 to the counter without a gap;
+every organization and period the close posted entries for, or that existed when its
+period was closed, still has its invoice, two lines and billed close entries; the
+duplicates, conflicts, dead letters and events of each stream are what the delivery
+tallies say (and their chain is intact); an organization's currency is the one its
+invoices and receivables carry.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres import metering_store, stream_records
 from tally.adapters.postgres.connection import raw_connection
+from tally.domain.deliveries import DeliveryCounts, tally_hash
 from tally.domain.ledger import (
     AI_TOKEN,
     API_REQUEST,
@@ -47,6 +54,8 @@ class Verification:
     lines: int = 0
     events: int = 0
     lanes: int = 0
+    tallies: int = 0
+    tally_heads: list[dict[str, object]] = field(default_factory=list)  # keep outside, too
     heads: list[dict[str, object]] = field(default_factory=list)  # to keep outside the database
     findings: list[Finding] = field(default_factory=list)
 
@@ -72,6 +81,11 @@ async def verify(engine: AsyncEngine) -> Verification:
         await _events_match_their_bytes(conn, result, book)
         await _chain(conn, result)
         await _invoices(conn, result)
+        await _invoice_numbers(conn, result)
+        await _closed_invoices(conn, result)
+        await _tally_chain(conn, result)
+        await _delivery_tallies(conn, result)
+        await _currencies(conn, result)
         await _stream_incidents(conn, result)
     return result
 
@@ -346,3 +360,165 @@ async def _invoices(conn: asyncpg.Connection, result: Verification) -> None:
                 f"{row['code']} is {row['balance']} after its close; late usage not yet "
                 f"billed accounts for {-unbilled.get(row['code'], Decimal(0))}",
             )
+
+
+async def _invoice_numbers(conn: asyncpg.Connection, result: Verification) -> None:
+    """Numbers 1 to the counter, each once: a deleted invoice leaves a gap."""
+    last = await conn.fetchval("SELECT last FROM invoice_counter")
+    missing = [
+        row["n"]
+        for row in await conn.fetch(
+            """SELECT n FROM generate_series(1, $1::bigint) AS n
+                WHERE NOT EXISTS (SELECT 1 FROM invoice WHERE number = n) ORDER BY n""",
+            last,
+        )
+    ]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        result.add(
+            "invoice numbers",
+            f"{len(missing)} invoice number(s) up to the counter's {last} are missing: {shown}",
+        )
+    beyond = await conn.fetchval("SELECT count(*) FROM invoice WHERE number > $1", last)
+    if beyond:
+        result.add("invoice numbers", f"{beyond} invoice(s) numbered beyond the counter's {last}")
+
+
+CLOSE_KINDS = ("grant", "expiry", "overage", "expiry_reversal")
+
+
+async def _closed_invoices(conn: asyncpg.Connection, result: Verification) -> None:
+    """What the close leaves behind is still there, even with the counter reset: its own
+    entries (in the hash chain) name the organization and period, and a closed period
+    names every organization that existed before it ended."""
+    for row in await conn.fetch(
+        """SELECT DISTINCT e.org, e.period FROM journal_entry e
+            WHERE e.kind = ANY($1::text[])
+              AND NOT EXISTS (SELECT 1 FROM invoice i
+                               WHERE i.org = e.org AND i.period = e.period)
+           UNION
+           SELECT o.name, c.period FROM period_close c
+             JOIN organization o
+               ON o.created_at < ((c.period || '-01')::timestamp + interval '1 month')
+                                 AT TIME ZONE 'UTC'
+            WHERE NOT EXISTS (SELECT 1 FROM invoice i
+                               WHERE i.org = o.name AND i.period = c.period)
+            ORDER BY 1, 2""",
+        list(CLOSE_KINDS),
+    ):
+        result.add(
+            "missing invoice",
+            f"{row['org']} {row['period']} was closed but has no invoice",
+        )
+    for row in await conn.fetch(
+        """SELECT i.number, count(l.meter) AS n FROM invoice i
+             LEFT JOIN invoice_line l ON l.invoice = i.number
+            GROUP BY i.number HAVING count(l.meter) <> 2 ORDER BY 1"""
+    ):
+        result.add("invoice lines", f"invoice {row['number']} has {row['n']} meter line(s), not 2")
+    for row in await conn.fetch(
+        """SELECT e.id, e.kind, e.org, e.period FROM journal_entry e
+            WHERE e.kind = ANY($1::text[])
+              AND NOT EXISTS (SELECT 1 FROM billed_entry b WHERE b.entry_id = e.id)
+            ORDER BY 1""",
+        list(CLOSE_KINDS),
+    ):
+        result.add(
+            "unbilled close entry",
+            f"{row['kind']} entry {row['id']} of {row['org']} {row['period']} is billed by "
+            "no invoice",
+        )
+
+
+async def _tally_chain(conn: asyncpg.Connection, result: Verification) -> None:
+    """The delivery tallies' lanes, checked like the journal's."""
+    heads = {row["lane"]: row for row in await conn.fetch("SELECT * FROM delivery_lane")}
+    result.tally_heads = [
+        {"lane": lane, "seq": row["seq"], "head_hash": bytes(row["head_hash"]).hex()}
+        for lane, row in sorted(heads.items())
+    ]
+    position: dict[int, tuple[int, bytes]] = {lane: (0, GENESIS_HASH) for lane in heads}
+    for row in await conn.fetch("SELECT * FROM delivery_tally ORDER BY lane, seq"):
+        result.tallies += 1
+        lane = row["lane"]
+        seq, head = position.get(lane, (0, GENESIS_HASH))
+        where = f"tally lane {lane} seq {row['seq']} ({row['stream']})"
+        if row["seq"] != seq + 1:
+            result.add("tally chain", f"{where}: expected seq {seq + 1}: a row was removed")
+        if bytes(row["prev_hash"]) != head:
+            result.add("tally chain", f"{where}: does not link to its predecessor")
+        counts = DeliveryCounts(
+            row["events"],
+            row["duplicates"],
+            row["conflicts"],
+            row["dead_letters"],
+            row["replayed"],
+        )
+        expected = tally_hash(
+            bytes(row["prev_hash"]), lane, row["seq"], row["stream"], row["recorded_at"], counts
+        )
+        if expected != bytes(row["hash"]):
+            result.add("tally chain", f"{where}: its counts changed after it was recorded")
+        position[lane] = (row["seq"], bytes(row["hash"]))
+    for lane, head in sorted(heads.items()):
+        seq, last = position[lane]
+        if head["seq"] != seq or bytes(head["head_hash"]) != last:
+            result.add(
+                "tally chain",
+                f"tally lane {lane}: head says seq {head['seq']}, chain ends at {seq}",
+            )
+
+
+STORED_DELIVERIES = """
+    SELECT stream, sum(events) AS events, sum(duplicates) AS duplicates,
+           sum(conflicts) AS conflicts, sum(dead_letters) AS dead_letters,
+           sum(replayed) AS replayed
+      FROM (SELECT stream, 1 AS events, 0 AS duplicates, 0 AS conflicts, 0 AS dead_letters,
+                   0 AS replayed FROM usage_event
+            UNION ALL SELECT stream, 0, 1, 0, 0, 0 FROM duplicate_delivery
+            UNION ALL SELECT stream, 0, 0, 1, 0, 0 FROM event_conflict
+            UNION ALL SELECT stream, 0, 0, 0, 1, (replayed_at IS NOT NULL)::int
+                        FROM dead_letter) d
+     GROUP BY stream"""
+TALLIED_DELIVERIES = """
+    SELECT stream, sum(events) AS events, sum(duplicates) AS duplicates,
+           sum(conflicts) AS conflicts, sum(dead_letters) AS dead_letters,
+           sum(replayed) AS replayed
+      FROM delivery_tally GROUP BY stream"""
+TALLIED = ("events", "duplicates", "conflicts", "dead_letters", "replayed")
+
+
+async def _delivery_tallies(conn: asyncpg.Connection, result: Verification) -> None:
+    """Per stream, the rows there are what the batches that stored them tallied: a removed
+    (or added) event, duplicate, conflict or dead letter, or a letter closed by hand."""
+    stored = {row["stream"]: row for row in await conn.fetch(STORED_DELIVERIES)}
+    tallied = {row["stream"]: row for row in await conn.fetch(TALLIED_DELIVERIES)}
+    for stream in sorted(set(stored) | set(tallied)):
+        for name in TALLIED:
+            there = stored[stream][name] if stream in stored else 0
+            recorded = tallied[stream][name] if stream in tallied else 0
+            if there != recorded:
+                what = "replayed dead letters" if name == "replayed" else name.replace("_", " ")
+                result.add(
+                    "delivery tally",
+                    f"stream {stream}: {there} {what} stored, the batches tallied {recorded}",
+                )
+
+
+async def _currencies(conn: asyncpg.Connection, result: Verification) -> None:
+    """An organization's currency never changes: its invoices and receivables carry it."""
+    for row in await conn.fetch(
+        """SELECT o.name, o.currency, 'invoice ' || i.number AS what, i.currency AS carried
+             FROM organization o JOIN invoice i ON i.org = o.name
+            WHERE i.currency <> o.currency
+           UNION ALL
+           SELECT o.name, o.currency, a.code, a.unit
+             FROM organization o JOIN account a ON a.owner = o.name AND a.kind = 'receivable'
+            WHERE a.unit <> o.currency
+            ORDER BY 1, 3"""
+    ):
+        result.add(
+            "currency",
+            f"{row['name']} is billed in {row['currency']} but {row['what']} is in "
+            f"{row['carried']}",
+        )

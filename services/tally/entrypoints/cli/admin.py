@@ -11,7 +11,7 @@ import typer
 
 from tally.adapters.postgres import organizations
 from tally.domain.events import MAX_USERS, json_schemas
-from tally.entrypoints.cli.context import engine_for, run, settings_and_urls, with_engine
+from tally.entrypoints.cli.context import run, settings_and_urls, with_engine
 from tally.entrypoints.cli.output import Format, FormatOption, check_period, console, emit, fail
 from tally.migrate import migrate
 
@@ -22,14 +22,9 @@ MAX_HOURS = Decimal(10**9)
 
 
 def migrate_command() -> None:
-    """Upgrade the schema, load the rate cards, create the consumer group from id 0."""
+    """Upgrade the schema, grant the roles, load the rate cards, create the consumer group."""
     settings, urls = settings_and_urls()
-
-    async def main() -> list[str]:
-        async with engine_for(urls) as engine:
-            return await migrate(settings, urls, engine)
-
-    for line in run(main()):
+    for line in run(migrate(settings, urls)):
         console.print(f"[green]✓[/green] {line}")
 
 

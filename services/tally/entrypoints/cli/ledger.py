@@ -46,7 +46,8 @@ def balances(
 
 @ledger_app.command("verify")
 def verify_command(fmt: FormatOption = Format.table) -> None:
-    """Balanced entries, linked events, intact hash chain; exit 1 on any finding."""
+    """Balanced entries, linked events, intact hash chains, invoices and deliveries all
+    there; exit 1 on any finding."""
     result = with_engine(verify)
     findings = [{"check": f.check, "detail": f.detail} for f in result.findings]
     summary = {
@@ -56,6 +57,8 @@ def verify_command(fmt: FormatOption = Format.table) -> None:
         "events": result.events,
         "lanes": result.lanes,
         "heads": result.heads,
+        "tallies": result.tallies,
+        "tally_heads": result.tally_heads,
         "findings": findings,
     }
     if fmt is Format.json:
@@ -63,7 +66,7 @@ def verify_command(fmt: FormatOption = Format.table) -> None:
     else:
         console.print(
             f"checked {result.entries} entries, {result.lines} lines, {result.events} events, "
-            f"{result.lanes} lanes"
+            f"{result.lanes} lanes, {result.tallies} delivery tallies"
         )
         if result.findings:
             emit(findings, fmt, "findings")
