@@ -121,9 +121,12 @@ def test_a_producer_can_only_append_usage_and_nobody_gets_in_without_a_password(
         redis.Redis(port=acl_redis, username="default", password="").ping()
     with pytest.raises(AuthenticationError):
         redis.Redis(port=acl_redis, username="producer", password="guess").ping()
-    assert _client(acl_redis, "tally").xlen(STREAM) == 1
+    tally = _client(acl_redis, "tally")
+    assert tally.xlen(STREAM) == 1
     with pytest.raises(NoPermissionError):
-        _client(acl_redis, "tally").set("elsewhere", "x")
+        tally.set("elsewhere", "x")
+    producer.close()
+    tally.close()
 
 
 async def test_tally_migrates_and_meters_what_the_producer_published(
