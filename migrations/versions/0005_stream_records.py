@@ -16,7 +16,7 @@ from __future__ import annotations
 from tally.adapters.postgres.ddl import refuse_changes, run_script
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     max_future_skew_s: int = Field(
         default=300, ge=0, description="Events timed further ahead than this are dead-lettered."
     )
+    require_known_sources: bool = Field(
+        default=False,
+        description="Dead-letter events whose source is not registered (`tally source add`) "
+        "or may not bill their organization; off for the embedded demo, on in compose.",
+    )
 
     close_grace_hours: float = Field(
         default=24,

@@ -25,6 +25,7 @@ from tally.domain.metering import (
     Limits,
     Rated,
     Reject,
+    SourceGrant,
     StreamEntry,
     ai_quantities,
     rate,
@@ -67,14 +68,20 @@ class MeteringService:
         engine: AsyncEngine,
         limits: Limits,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        require_known_sources: bool = False,
     ) -> None:
+        """``require_known_sources``: only registered producers may bill (the consumer and
+        ``tally dlq replay`` pass ``TALLY_REQUIRE_KNOWN_SOURCES``)."""
         self.engine = engine
         self.limits = limits
         self.clock = clock
+        self.require_known_sources = require_known_sources
         self.journal = Journal()
         self._orgs: dict[str, str] = {}
         self._book: RateCardBook | None = None
         self._book_loaded: tuple[int, datetime | None] = (0, None)
+        self._sources: dict[str, SourceGrant] = {}
+        self._sources_loaded = -1
 
     async def book(self) -> RateCardBook:
         """The rate cards, reloaded when ``tally migrate`` loaded a new one (one cheap query
@@ -86,9 +93,25 @@ class MeteringService:
                 self._book_loaded = loaded
         return self._book
 
+    async def sources(self) -> dict[str, SourceGrant] | None:
+        """The producer registry when sources are checked (None: not checked), reloaded
+        when ``tally source add`` or ``remove`` appended a version (one cheap count per
+        batch), so a running consumer applies a change at its next batch."""
+        if not self.require_known_sources:
+            return None
+        async with raw_connection(self.engine) as conn:
+            loaded = await store.sources_loaded(conn)
+            if loaded != self._sources_loaded:
+                self._sources = await store.load_sources(conn)
+                self._sources_loaded = loaded
+        return self._sources
+
     async def _rate(self, entries: Sequence[StreamEntry]) -> list[Rated | Reject]:
-        book, now = await self.book(), self.clock()
-        results = [rate(sid, fields, self._orgs, book, self.limits, now) for sid, fields in entries]
+        book, sources, now = await self.book(), await self.sources(), self.clock()
+        results = [
+            rate(sid, fields, self._orgs, book, self.limits, now, sources)
+            for sid, fields in entries
+        ]
         unknown = {r.unknown_org for r in results if isinstance(r, Reject) and r.unknown_org}
         if unknown:
             async with raw_connection(self.engine) as conn:
@@ -96,7 +119,7 @@ class MeteringService:
             if found:
                 self._orgs.update(found)
                 results = [
-                    rate(sid, fields, self._orgs, book, self.limits, now)
+                    rate(sid, fields, self._orgs, book, self.limits, now, sources)
                     if isinstance(result, Reject) and result.unknown_org in found
                     else result
                     for (sid, fields), result in zip(entries, results, strict=True)

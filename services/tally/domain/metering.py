@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +108,36 @@ class Rated:
         return self.time.date()
 
 
+@dataclass(frozen=True)
+class SourceGrant:
+    """What a registered producer source may bill: any organization, or the ones named."""
+
+    any_org: bool
+    orgs: frozenset[str]
+
+
+def check_source(sources: Mapping[str, SourceGrant], source: str, org: str) -> None:
+    """Only a registered source bills, and only its organizations: a CloudEvents ``source``
+    is self-declared, so the registry is what ties it to the organizations it may bill."""
+    grant = sources.get(source)
+    if grant is None:
+        raise InvalidEvent(
+            "unknown_source",
+            f"unknown source {source!r}: register it with "
+            f"`tally source add {shlex.quote(source)} --orgs {shlex.quote(org)}` "
+            "(or --any-org), then `tally dlq replay --all`",
+        )
+    if not grant.any_org and org not in grant.orgs:
+        allowed = ",".join(sorted(grant.orgs | {org}))
+        raise InvalidEvent(
+            "organization_not_allowed",
+            f"source {source!r} may not bill organization {org!r} "
+            f"(it may bill {', '.join(sorted(grant.orgs))}): allow it with "
+            f"`tally source add {shlex.quote(source)} --orgs {shlex.quote(allowed)}`, "
+            "then `tally dlq replay --all`",
+        )
+
+
 def same_payload(raw: bytes, other: bytes) -> bool:
     """Same payload means the same JSON document, whatever the key order or spacing.
 
@@ -145,8 +176,10 @@ def rate(
     book: RateCardBook,
     limits: Limits,
     now: datetime,
+    sources: Mapping[str, SourceGrant] | None = None,
 ) -> Rated | Reject:
-    """Validate one stream entry against the wire contract, the organizations and the card."""
+    """Validate one stream entry against the wire contract, the organizations and the card;
+    ``sources`` (the producer registry; None: not checked) against who may bill whom."""
     if isinstance(entry_fields, OversizedEntry):
         big = entry_fields
         reason = (
@@ -191,6 +224,8 @@ def rate(
                 event.id,
                 event.subject,
             )
+        if sources is not None:
+            check_source(sources, event.source, event.subject)
         card = book.in_effect(time)
         if card is None:
             raise InvalidEvent("no_rate_card", f"no rate card in effect at {time.isoformat()}")

@@ -98,7 +98,9 @@ class Consumer:
         self.on_batch = on_batch
         self.engine = make_engine(urls.database)
         self.service = MeteringService(
-            self.engine, Limits(settings.max_event_bytes, settings.max_future_skew)
+            self.engine,
+            Limits(settings.max_event_bytes, settings.max_future_skew),
+            require_known_sources=settings.require_known_sources,
         )
         self.redis = redis_streams.connect(urls.redis)
         self.reader = redis_streams.StreamReader(

@@ -10,7 +10,15 @@ import asyncpg
 
 from tally.adapters.postgres.journal import take_lane
 from tally.domain.deliveries import DeliveryCounts, tally_hash
-from tally.domain.metering import Deliveries, EventKey, Posting, Rated, Reject, TotalKey
+from tally.domain.metering import (
+    Deliveries,
+    EventKey,
+    Posting,
+    Rated,
+    Reject,
+    SourceGrant,
+    TotalKey,
+)
 from tally.domain.ratecard import RateCard, RateCardBook
 
 EVENT_COLUMNS = (
@@ -50,6 +58,26 @@ async def organizations(conn: asyncpg.Connection, names: Iterable[str]) -> dict[
         "SELECT name, currency FROM organization WHERE name = ANY($1::text[])", list(names)
     )
     return {row["name"]: row["currency"] for row in rows}
+
+
+async def sources_loaded(conn: asyncpg.Connection) -> int:
+    """How many source versions exist: the registry is append-only, so this grows with
+    every change a consumer must pick up."""
+    count: int = await conn.fetchval("SELECT count(*) FROM producer_source")
+    return count
+
+
+async def load_sources(conn: asyncpg.Connection) -> dict[str, SourceGrant]:
+    """The newest version of each source, the removed ones left out."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (name) name, enabled, any_org, orgs FROM producer_source
+            ORDER BY name, id DESC"""
+    )
+    return {
+        row["name"]: SourceGrant(row["any_org"], frozenset(row["orgs"]))
+        for row in rows
+        if row["enabled"]
+    }
 
 
 async def stored_keys(

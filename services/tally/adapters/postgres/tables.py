@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Column, LargeBinary, Numeric, Text
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
 from sqlmodel import Field, SQLModel
 
 
@@ -285,3 +285,15 @@ class DeliveryTally(SQLModel, table=True):
     recorded_at: datetime = _ts(nullable=False)
     prev_hash: bytes = _bytes(nullable=False)
     hash: bytes = _bytes(nullable=False)
+
+
+class ProducerSource(SQLModel, table=True):
+    """One version of a source's permissions; the newest per name counts."""
+
+    __tablename__ = "producer_source"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    enabled: bool
+    any_org: bool
+    orgs: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    recorded_at: datetime = _ts(nullable=False)

@@ -196,7 +196,11 @@ async def _events_match_their_bytes(
     conn: asyncpg.Connection, result: Verification, book: RateCardBook
 ) -> None:
     """Every stored event, rated again from its raw bytes, gives the columns stored with it
-    (and its license row): a column changed behind the application's back shows here."""
+    (and its license row): a column changed behind the application's back shows here.
+
+    The producer registry is not applied: it says who may bill from now on, not who could
+    when the event was metered (perhaps with the check off). The stored key, source
+    included, is still checked against the raw bytes below."""
     orgs = {row["name"]: row["currency"] for row in await conn.fetch("SELECT * FROM organization")}
     unchecked = Limits(max_event_bytes=2**31, max_future_skew=timedelta(days=365_000))
     query = """SELECT v.*, l.license, l.model, l.users, l.hours, l.day

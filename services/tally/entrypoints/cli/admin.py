@@ -1,21 +1,25 @@
-"""Setting up: ``tally migrate``, ``tally org …``, ``tally schemas export``."""
+"""Setting up: ``tally migrate``, ``tally org …``, ``tally source …``, ``tally schemas export``."""
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from tally.adapters.postgres import organizations
+from tally.adapters.postgres import organizations, sources
 from tally.domain.events import MAX_USERS, json_schemas
 from tally.entrypoints.cli.context import run, settings_and_urls, with_engine
 from tally.entrypoints.cli.output import Format, FormatOption, check_period, console, emit, fail
 from tally.migrate import migrate
 
 org_app = typer.Typer(help="Organizations: who is billed, in which currency.", no_args_is_help=True)
+source_app = typer.Typer(
+    help="Producer sources: which event source may bill which organizations.",
+    no_args_is_help=True,
+)
 schemas_app = typer.Typer(help="The wire contract's JSON Schemas.", no_args_is_help=True)
 SCHEMAS_DIR = Path("schemas")
 MAX_HOURS = Decimal(10**9)
@@ -103,6 +107,67 @@ def org_commitments(
     )
 
 
+@source_app.command("add")
+def source_add(
+    name: Annotated[str, typer.Argument(help="The events' CloudEvents source.")],
+    orgs: Annotated[
+        str | None, typer.Option(help="Comma-separated organizations it may bill (all of them).")
+    ] = None,
+    any_org: Annotated[bool, typer.Option("--any-org", help="It may bill any organization.")] = (
+        False
+    ),
+) -> None:
+    """Register a source, or change what it may bill (a new version; the newest counts)."""
+    if (orgs is None) == (not any_org):
+        raise fail("give --orgs a,b (the organizations it may bill) or --any-org", 2)
+    listed = None if orgs is None else [org.strip() for org in orgs.split(",") if org.strip()]
+    try:
+        added = with_engine(lambda engine: sources.add(engine, name, listed))
+    except sources.SourceError as exc:
+        raise fail(str(exc), 2) from exc
+    scope = "any organization" if listed is None else ", ".join(sorted(set(listed)))
+    console.print(f"{'' if added else 'already there: '}{name} may bill {scope}")
+
+
+@source_app.command("remove")
+def source_remove(name: Annotated[str, typer.Argument(help="The source.")]) -> None:
+    """Stop a source from billing (its events are dead-lettered as unknown_source)."""
+    try:
+        with_engine(lambda engine: sources.remove(engine, name))
+    except sources.SourceError as exc:
+        raise fail(str(exc), 2) from exc
+    console.print(f"removed {name}")
+
+
+@source_app.command("list")
+def source_list(
+    history: Annotated[
+        bool, typer.Option("--all", help="Every version, oldest first, not only the newest.")
+    ] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """The registered sources and what each may bill (``*``: any organization)."""
+    rows = with_engine(lambda engine: sources.list_all(engine, history))
+    emit(
+        [
+            {
+                "source": row["name"],
+                "enabled": row["enabled"],
+                "any_org": row["any_org"],
+                "orgs": row["orgs"] if fmt is Format.json else _orgs_cell(row),
+                "recorded_at": row["recorded_at"],
+            }
+            for row in rows
+        ],
+        fmt,
+        "sources",
+    )
+
+
+def _orgs_cell(row: dict[str, Any]) -> str:
+    return "*" if row["any_org"] else ",".join(row["orgs"]) or "-"
+
+
 @schemas_app.command("export")
 def schemas_export(
     out: Annotated[Path, typer.Option(help="Folder to write into.")] = SCHEMAS_DIR,
@@ -127,4 +192,5 @@ def schemas_export(
 def register(app: typer.Typer) -> None:
     app.command("migrate")(migrate_command)
     app.add_typer(org_app, name="org")
+    app.add_typer(source_app, name="source")
     app.add_typer(schemas_app, name="schemas")

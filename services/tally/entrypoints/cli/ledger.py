@@ -134,7 +134,9 @@ def dlq_replay(
 
     async def work(engine: Any) -> dict[int, str]:
         service = MeteringService(
-            engine, Limits(settings.max_event_bytes, settings.max_future_skew)
+            engine,
+            Limits(settings.max_event_bytes, settings.max_future_skew),
+            require_known_sources=settings.require_known_sources,
         )
         ids = None if all_ else [dead_letter] if dead_letter is not None else None
         with Progress(console=errors, transient=True) as progress:
