@@ -201,9 +201,9 @@ INVALID: dict[str, tuple[bytes, str]] = {
         "data.model: Field required",
     ),
     # extra fields
-    "extra top-level field": (
-        raw(changed(API, colour="red")),
-        "colour: Extra inputs are not permitted",
+    "top-level field not named as a CloudEvents attribute": (
+        raw(changed(API, Colour="red")),
+        "'Colour' is not a CloudEvents attribute name",
     ),
     "extra data field": (
         raw(with_(API, colour="red")),

@@ -21,6 +21,7 @@ from tally.adapters.postgres import metering_store as store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
 from tally.domain.metering import (
+    Fields,
     Limits,
     Rated,
     Reject,
@@ -33,7 +34,7 @@ from tally.domain.metering import (
 from tally.domain.ratecard import RateCardBook
 
 log = logging.getLogger(__name__)
-StreamEntry = tuple[str, Mapping[bytes, bytes]]  # (stream id, fields)
+StreamEntry = tuple[str, Fields]  # (stream id, fields)
 RETRIES = 5
 # What PostgreSQL (or the encoding of a value for it) refuses because of an entry's content;
 # connection failures are not among them: those batches wait and are retried whole.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +28,9 @@ from tally.domain.ledger import AI_TOKEN, API_REQUEST, CarriedEvent, Entry, Mete
 from tally.domain.ratecard import RateCardBook
 
 EVENT_FIELD = b"event"
+# A stream entry's fields: (name, value) pairs in the order Redis returned them, repeats
+# included; a mapping (which cannot hold a repeat) is read as its items.
+Fields = Mapping[bytes, bytes] | Sequence[tuple[bytes, bytes]]
 Status = Literal["metered", "non_billable", "recorded"]
 EventKey = tuple[str, str]  # (source, id): the idempotency key, forever
 
@@ -112,26 +115,31 @@ def _key_of(raw: bytes) -> tuple[str | None, str | None]:
 
 def rate(
     stream_id: str,
-    fields: Mapping[bytes, bytes],
+    fields: Fields,
     orgs: Mapping[str, str],
     book: RateCardBook,
     limits: Limits,
     now: datetime,
 ) -> Rated | Reject:
-    """Validate one stream entry against the wire contract, the organizations and the card."""
-    if not fields:
+    """Validate one stream entry against the wire contract, the organizations and the card.
+
+    The entry is exactly one field, ``event``: a repeated field or another field beside it
+    would be read by one consumer and ignored by another, so either is refused. The size
+    limit counts the whole entry, names and values.
+    """
+    pairs = tuple(fields.items()) if isinstance(fields, Mapping) else fields
+    if not pairs:
         reason = "the entry was deleted from the stream (XDEL or trimming) before it was metered"
         return Reject(stream_id, b"", reason, "deleted_from_stream")
-    raw = fields.get(EVENT_FIELD)
-    if raw is None:
-        names = ", ".join(sorted(name.decode(errors="replace") for name in fields)) or "none"
-        reason = f"stream entry without the 'event' field (fields: {names})"
-        return Reject(stream_id, _flatten(fields), reason, "missing_event_field")
-    if len(raw) > limits.max_event_bytes:
+    if len(pairs) != 1 or pairs[0][0] != EVENT_FIELD:
+        return _refuse_shape(stream_id, pairs)
+    raw = pairs[0][1]
+    size = len(EVENT_FIELD) + len(raw)
+    if size > limits.max_event_bytes:
         return Reject(
             stream_id,
             raw,
-            f"oversized entry: {len(raw)} bytes, limit {limits.max_event_bytes}",
+            f"oversized entry: {size} bytes, limit {limits.max_event_bytes}",
             "oversized",
         )
     try:
@@ -223,22 +231,58 @@ def rate(
     )
 
 
-def _flatten(fields: Mapping[bytes, bytes]) -> bytes:
-    """An entry without ``event`` is kept whole, as the JSON object of its fields."""
+# The codes of rejects kept as the entry's field pairs; every other reject keeps the bytes
+# of its single ``event`` field (or nothing, for a deleted entry).
+_WHOLE_ENTRY_CODES = frozenset({"repeated_field", "missing_event_field", "unexpected_field"})
+
+
+def _refuse_shape(stream_id: str, pairs: Sequence[tuple[bytes, bytes]]) -> Reject:
+    """An entry that is not exactly one ``event`` field, kept whole (repeats included)."""
+    names = [name.decode(errors="replace") for name, _ in pairs]
+    listed = ", ".join(names)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        code = "repeated_field"
+        reason = (
+            f"stream entry with the field {', '.join(map(repr, repeated))} more than once: "
+            f"which value is meant is ambiguous (fields: {listed})"
+        )
+    elif EVENT_FIELD not in (name for name, _ in pairs):
+        code = "missing_event_field"
+        reason = f"stream entry without the 'event' field (fields: {listed})"
+    else:
+        code = "unexpected_field"
+        others = ", ".join(sorted({repr(name) for name in names if name != "event"}))
+        reason = f"stream entry with fields beside 'event': {others} (an entry has only 'event')"
+    return Reject(stream_id, _kept_pairs(pairs), reason, code)
+
+
+def _kept_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The entry's fields as a JSON array of [name, value] pairs, byte-exact: bytes that are
+    not UTF-8 travel as surrogate escapes and come back unchanged."""
     return json.dumps(
-        {
-            name.decode(errors="replace"): value.decode(errors="replace")
-            for name, value in fields.items()
-        }
+        [[_text(name), _text(value)] for name, value in pairs], separators=(",", ":")
     ).encode()
 
 
-def stream_fields(raw: bytes, code: str) -> dict[bytes, bytes]:
-    """The stream entry a dead letter was made from, for replaying it."""
-    if code == "missing_event_field":
-        kept: dict[str, str] = json.loads(raw)
-        return {key.encode(): value.encode() for key, value in kept.items()}
-    return {EVENT_FIELD: raw}
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def stream_fields(raw: bytes, code: str) -> list[tuple[bytes, bytes]]:
+    """The stream entry a dead letter was made from, for replaying it, repeats included.
+
+    Letters written before pairs were kept hold a JSON object of the fields (``{...}``).
+    """
+    if code not in _WHOLE_ENTRY_CODES:
+        return [(EVENT_FIELD, raw)]
+    kept = json.loads(raw)
+    items = kept.items() if isinstance(kept, dict) else kept
+    return [(_bytes(name), _bytes(value)) for name, value in items]
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 @dataclass
