@@ -288,23 +288,38 @@ def decode_json(raw: bytes) -> dict[str, Any]:
     """Parse an event's JSON, numbers as ``Decimal``; refuse anything but an object, and an
     object with a repeated key (read last-wins, ``"count":1,"count":500`` would bill 500)."""
     try:
-        body = _decoder.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        body = _decoder.decode(text)
     except UnicodeDecodeError as exc:
         raise InvalidEvent("malformed_json", f"malformed JSON: not UTF-8 ({exc.reason})") from exc
-    except InvalidEvent:
-        raise
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent("malformed_json", f"malformed JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidEvent(
             "malformed_json", f"malformed JSON: expected an object, got {type(body).__name__}"
         )
+    data = body.get("data")
+    if len(body) + (len(data) if isinstance(data, dict) else 0) != _key_ends(raw):
+        # a repeated key, a deeper object or an escaped quote before a colon: parse again,
+        # checking every object (the check costs only on suspicion)
+        _unique_keys_decoder.decode(text)
     if b"\\u" in raw and _unstorable_text(body):  # only an escape can spell NUL or a surrogate
         raise InvalidEvent(
             "schema_violation",
             "schema violation: text must not contain NUL or a lone surrogate (\\u0000, \\ud800)",
         )
     return body
+
+
+_JSON_WHITESPACE = b" \t\n\r"
+
+
+def _key_ends(raw: bytes) -> int:
+    """At least the number of keys in ``raw``: every key ends in a quote, maybe whitespace,
+    and a colon; only an escaped quote in a string makes a false one. So when the parsed
+    keys are as many, none was repeated. (Cheaper than a regular expression or a hook per
+    object: the drain parses every event.)"""
+    return raw.translate(None, _JSON_WHITESPACE).count(b'":')
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -335,7 +350,8 @@ def _number(text: str) -> Decimal | int:
     return value
 
 
-_decoder = json.JSONDecoder(
+_decoder = json.JSONDecoder(parse_float=_number, parse_constant=_refuse_constant)
+_unique_keys_decoder = json.JSONDecoder(
     parse_float=_number, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
 )
 
@@ -411,19 +427,18 @@ def parse_event(raw: bytes) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEven
     return validate_event(decode_json(raw))
 
 
-_key_end = re.compile(rb'"[ \t\n\r]*:')
-
-
-def _key_ends(raw: bytes) -> int:
-    """At least the number of keys in ``raw``: every key ends in a quote and a colon, and
-    only an escaped quote in a string adds a false one."""
-    return len(_key_end.findall(raw))
-
-
 def _keys_of(event: ApiRequestEvent) -> int:
-    """How many keys the parsed event has. Equal to ``_key_ends``: no key was repeated
-    (pydantic's parser keeps the last of repeated keys silently)."""
+    """How many different keys the parsed event has. Equal to ``_key_ends``: no key was
+    repeated (pydantic's parser keeps the last of repeated keys silently)."""
     return len(event.model_fields_set) + len(event.data.model_fields_set)
+
+
+_REQUIRED_ATTRIBUTES = frozenset({"specversion", "id", "source", "type", "time", "subject", "data"})
+
+
+def optional_attributes(raw: bytes) -> dict[str, Any]:
+    """A stored event's optional CloudEvents attributes and extensions, as it sent them."""
+    return {k: v for k, v in decode_json(raw).items() if k not in _REQUIRED_ATTRIBUTES}
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.invoices import invoice_number
+from tally.domain.events import optional_attributes
 
 
 async def balances(engine: AsyncEngine, org: str, period: str | None) -> list[dict[str, Any]]:
@@ -78,6 +79,7 @@ async def event_story(engine: AsyncEngine, source: str, event_id: str) -> dict[s
         "id": event_id,
         "status": event["status"] if event else deliveries[-1]["status"],
         "event": dict(event) if event else None,
+        "attributes": optional_attributes(event["payload"].encode()) if event else {},
         "entry": entry,
         "billing": billing,
         "deliveries": deliveries,
