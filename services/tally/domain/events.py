@@ -177,14 +177,14 @@ ExtensionValue = Annotated[
     ),
 ]
 
-_JSON_MEDIA_TYPE = re.compile(r"^application/(?:[a-z0-9!#$&^_.-]+\+)?json$")
+_JSON_MEDIA_TYPE = re.compile(r"application/(?:[a-z0-9!#$&^_.-]+\+)?json")
 
 
 def _json_media(value: str) -> str:
     """``data`` is always JSON: ``application/json`` or a ``+json`` type, parameters allowed
     (a charset, if given, is UTF-8: the bytes are UTF-8 whatever a label says)."""
     media_type, *parameters = (part.strip() for part in value.split(";"))
-    if not _JSON_MEDIA_TYPE.match(media_type.lower()):
+    if not _JSON_MEDIA_TYPE.fullmatch(media_type.lower()):
         raise ValueError(
             f"{value!r} is not JSON: Tally's data is a JSON object "
             "(application/json or an application/...+json type)"

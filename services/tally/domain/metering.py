@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -124,8 +124,9 @@ def rate(
     """Validate one stream entry against the wire contract, the organizations and the card.
 
     The entry is exactly one field, ``event``: a repeated field or another field beside it
-    would be read by one consumer and ignored by another, so either is refused. The size
-    limit counts the whole entry, names and values.
+    would be read by one consumer and ignored by another, so either is refused. That is
+    checked before the size (which counts the whole entry, names and values), so a
+    reject's code tells ``stream_fields`` how its bytes were kept.
     """
     pairs = tuple(fields.items()) if isinstance(fields, Mapping) else fields
     if not pairs:
@@ -238,23 +239,30 @@ _WHOLE_ENTRY_CODES = frozenset({"repeated_field", "missing_event_field", "unexpe
 
 def _refuse_shape(stream_id: str, pairs: Sequence[tuple[bytes, bytes]]) -> Reject:
     """An entry that is not exactly one ``event`` field, kept whole (repeats included)."""
-    names = [name.decode(errors="replace") for name, _ in pairs]
-    listed = ", ".join(names)
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
+    times = Counter(name for name, _ in pairs)
+    listed = ", ".join(_shown(name) for name, _ in pairs)
+    if repeated := sorted(name for name, n in times.items() if n > 1):
         code = "repeated_field"
         reason = (
-            f"stream entry with the field {', '.join(map(repr, repeated))} more than once: "
+            f"stream entry with the field {_quoted(repeated)} more than once: "
             f"which value is meant is ambiguous (fields: {listed})"
         )
-    elif EVENT_FIELD not in (name for name, _ in pairs):
+    elif EVENT_FIELD not in times:
         code = "missing_event_field"
         reason = f"stream entry without the 'event' field (fields: {listed})"
     else:
+        others = _quoted(sorted(name for name in times if name != EVENT_FIELD))
         code = "unexpected_field"
-        others = ", ".join(sorted({repr(name) for name in names if name != "event"}))
         reason = f"stream entry with fields beside 'event': {others} (an entry has only 'event')"
     return Reject(stream_id, _kept_pairs(pairs), reason, code)
+
+
+def _shown(name: bytes) -> str:
+    return name.decode(errors="replace")
+
+
+def _quoted(names: Iterable[bytes]) -> str:
+    return ", ".join(repr(_shown(name)) for name in names)
 
 
 def _kept_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
