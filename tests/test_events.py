@@ -605,6 +605,11 @@ def test_schemas_describe_the_contract() -> None:
             "data",
         }
         assert schema["properties"]["time"]["format"] == "date-time"
+        assert {"datacontenttype", "dataschema"} <= set(schema["properties"])
+        ((pattern, extension),) = schema["patternProperties"].items()
+        named = ["traceparent", "x" * 20, "x" * 21, "Trace", "data", "time", "a-b"]
+        assert [n for n in named if re.search(pattern, n)] == ["traceparent", "x" * 20]
+        assert [t["type"] for t in extension["anyOf"]] == ["string", "boolean", "integer"]
 
 
 def test_schemas_export_check_fails_on_a_stale_folder_and_passes_after_export(

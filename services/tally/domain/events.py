@@ -132,7 +132,6 @@ class LicenseUsageData(_Strict):
         return self
 
 
-_EXTENSION_PROPERTY = r"^(?!data$)[a-z0-9]{1,20}$"
 _extension_name = re.compile(r"[a-z0-9]{1,20}")  # fullmatch: no "$" before a newline
 _MIN_INTEGER, _MAX_INTEGER = -(2**31), 2**31 - 1  # CloudEvents' Integer: 32-bit signed
 _ABSOLUTE_URI = r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s]*$"
@@ -441,13 +440,16 @@ def optional_attributes(raw: bytes) -> dict[str, Any]:
     return {k: v for k, v in decode_json(raw).items() if k not in _REQUIRED_ATTRIBUTES}
 
 
+# Extensions: any well-named attribute that is not a core one.
+_extension_property = f"^(?!(?:{'|'.join(sorted(_CORE_ATTRIBUTES))})$)[a-z0-9]{{1,20}}$"
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """One JSON Schema per event type, keyed by file name (what ``schemas/`` holds)."""
     out = {}
     for kind, model in EVENT_MODELS.items():
         schema = model.model_json_schema(mode="validation")
-        # Extensions: any other well-named attribute ("data" is core: it is never one).
-        schema["patternProperties"] = {_EXTENSION_PROPERTY: schema.pop("additionalProperties")}
+        schema["patternProperties"] = {_extension_property: schema.pop("additionalProperties")}
         schema["additionalProperties"] = False
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://tally.dev/schemas/v1/{kind}.json"
