@@ -549,7 +549,7 @@ def test_any_other_attribute_name_is_refused(name: str) -> None:
     value=st.one_of(
         st.none(),
         st.lists(st.integers(), max_size=2),
-        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+        st.dictionaries(st.text("abc", max_size=3), st.integers(), max_size=2),
         st.integers().filter(lambda n: not -(2**31) <= n < 2**31),
         st.decimals(allow_nan=False, allow_infinity=False).filter(lambda d: d != int(d)),
     )

@@ -363,14 +363,12 @@ def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | Lic
         raise InvalidEvent(
             "unknown_type", f"unknown type {kind!r}: expected one of {', '.join(EVENT_TYPES)}"
         )
-    extensions = body.keys() - _CORE_ATTRIBUTES
-    if extensions:
-        _refuse_bad_names(extensions)
     try:
         event = _adapter.validate_python(body)
     except ValidationError as exc:
+        _refuse_bad_names(body.keys() - _CORE_ATTRIBUTES)  # the clearer reason, if there is one
         raise InvalidEvent("schema_violation", _describe(exc)) from exc
-    return _in_utc(event)
+    return _checked(event)
 
 
 _CORE_ATTRIBUTES = frozenset(ApiRequestEvent.model_fields)
@@ -396,7 +394,10 @@ def _refuse_bad_names(extensions: Iterable[str]) -> None:
 AnyEvent = ApiRequestEvent | AiUsageEvent | LicenseUsageEvent
 
 
-def _in_utc(event: AnyEvent) -> AnyEvent:
+def _checked(event: AnyEvent) -> AnyEvent:
+    """What the models cannot say: extension names, and a time with a UTC instant."""
+    if event.__pydantic_extra__:
+        _refuse_bad_names(event.__pydantic_extra__)
     try:
         event.utc_time  # noqa: B018  (0001-01-01T00:00+14:00 has no UTC instant)
     except OverflowError as exc:
@@ -420,9 +421,7 @@ def parse_event(raw: bytes) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEven
             pass
         else:
             if isinstance(event, ApiRequestEvent) and _keys_of(event) == _key_ends(raw):
-                if event.__pydantic_extra__:
-                    _refuse_bad_names(event.__pydantic_extra__)
-                return _in_utc(event)
+                return _checked(event)
     return validate_event(decode_json(raw))
 
 
