@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import re
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tally.domain.events import (
@@ -17,6 +22,7 @@ from tally.domain.events import (
     InvalidEvent,
     LicenseUsageEvent,
     json_schemas,
+    optional_attributes,
     parse_event,
 )
 
@@ -201,9 +207,9 @@ INVALID: dict[str, tuple[bytes, str]] = {
         "data.model: Field required",
     ),
     # extra fields
-    "extra top-level field": (
-        raw(changed(API, colour="red")),
-        "colour: Extra inputs are not permitted",
+    "top-level field not named as a CloudEvents attribute": (
+        raw(changed(API, Colour="red")),
+        "'Colour' is not a CloudEvents attribute name",
     ),
     "extra data field": (
         raw(with_(API, colour="red")),
@@ -329,6 +335,233 @@ def test_each_invalid_input_is_refused_with_a_reason_naming_the_problem(
     assert str(refused.value) == refused.value.reason
 
 
+# ---------------------------------------------------------------------------- repeated keys
+
+
+class Obj(list[tuple[str, Any]]):
+    """A JSON object as its (key, value) pairs, in order: it can hold a repeated key."""
+
+
+def obj(body: dict[str, Any]) -> Obj:
+    return Obj((k, obj(v) if isinstance(v, dict) else v) for k, v in body.items())
+
+
+def dumps(value: Any, spaces: Iterator[str]) -> str:
+    """JSON text of ``value`` with the whitespace ``spaces`` gives around each colon."""
+    if isinstance(value, Obj):
+        members = (
+            f"{json.dumps(k)}{next(spaces)}:{next(spaces)}{dumps(v, spaces)}" for k, v in value
+        )
+        return "{" + ",".join(members) + "}"
+    return json.dumps(value)
+
+
+REPEATED_KEYS = {
+    "count 1 then 500": (
+        raw(API).replace(b'"count": 1', b'"count": 1, "count": 500'),
+        "duplicate key 'count' in a JSON object",
+    ),
+    "subject acme then globex": (
+        raw(API).replace(b'"subject": "acme"', b'"subject": "acme", "subject": "globex"'),
+        "duplicate key 'subject'",
+    ),
+    "quantity in ai.usage": (
+        raw(AI).replace(b'"unit"', b'"quantity": "999", "unit"'),
+        "duplicate key 'quantity'",
+    ),
+    "spaced like a pretty printer": (
+        json.dumps(API, indent=2).replace('"count": 1', '"count" :\n 1,\n"count"\t: 500').encode(),
+        "duplicate key 'count'",
+    ),
+    "escaped spelling of the same key": (
+        raw(API).replace(b'"count": 1', b'"count": 1, "co\\u0075nt": 500'),
+        "duplicate key 'count'",
+    ),
+    "deep inside data": (
+        raw(with_(API, nested={"a": {"b": 1}})).replace(b'"b": 1', b'"b": 1, "b": 2'),
+        "duplicate key 'b'",
+    ),
+}
+
+
+@pytest.mark.parametrize(("wire", "reason"), REPEATED_KEYS.values(), ids=list(REPEATED_KEYS))
+def test_a_repeated_key_is_refused_not_read_last_wins(wire: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(wire)
+    assert refused.value.code == "duplicate_key"
+    assert reason in refused.value.reason, refused.value.reason
+
+
+def test_a_quote_and_colon_inside_a_value_is_not_taken_for_a_key() -> None:
+    body = with_(API, template_uri='/a/"b": c/{id}')
+    assert parse_event(raw(body)) == parse_event(json.dumps(body, separators=(",", ":")).encode())
+
+
+whitespace = st.sampled_from(["", " ", "\n", "\t", "\r\n  "])
+keys = st.text(alphabet='az":\\ \u00e9{', min_size=1, max_size=6)
+scalars = st.one_of(st.integers(-5, 5), st.booleans(), st.text(alphabet='a":\\', max_size=4))
+
+
+@given(
+    base=st.sampled_from([API, AI, LICENSE]),
+    where=st.sampled_from(["top", "data", "nested"]),
+    nested=st.dictionaries(keys, scalars, min_size=1, max_size=4),
+    pick=st.integers(0, 100),
+    at=st.integers(0, 100),
+    value=scalars,
+    spaces=st.lists(whitespace, min_size=1),
+)
+def test_any_repeated_key_at_any_depth_is_refused(
+    base: dict[str, Any],
+    where: str,
+    nested: dict[str, Any],
+    pick: int,
+    at: int,
+    value: Any,
+    spaces: list[str],
+) -> None:
+    event = obj(with_(base, nested=nested) if where == "nested" else base)
+    data = next(v for k, v in event if k == "data")
+    target = {
+        "top": event,
+        "data": data,
+        "nested": next((v for k, v in data if k == "nested"), data),
+    }[where]
+    key = target[pick % len(target)][0]
+    target.insert(at % (len(target) + 1), (key, value))
+    wire = dumps(event, itertools.cycle(spaces)).encode()
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(wire)
+    assert refused.value.code == "duplicate_key"
+    assert repr(key) in refused.value.reason
+
+
+@given(base=st.sampled_from([API, AI, LICENSE]), spaces=st.lists(whitespace, min_size=1))
+def test_without_a_repeated_key_whitespace_changes_nothing(
+    base: dict[str, Any], spaces: list[str]
+) -> None:
+    assert parse_event(dumps(obj(base), itertools.cycle(spaces)).encode()) == parse_event(raw(base))
+
+
+# ---------------------------------------------------------------------------- attributes
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"traceparent": TRACEPARENT, "tracestate": "congo=t61rcWkgMzE"},
+        {"dataschema": "https://schemas.example.com/api.request/v1.json"},
+        {"dataschema": "urn:example:usage:v1"},
+        {"datacontenttype": "application/json"},
+        {"datacontenttype": "application/json; charset=utf-8"},
+        {"datacontenttype": 'Application/JSON;charset="UTF-8"'},
+        {"datacontenttype": "application/vnd.acme.usage+json"},
+        {"partitionkey": "acme", "sequence": 42, "sampled": True, "expiry": "2026-12-01T00:00Z"},
+        {"a": 0, "z9": -(2**31), "x" * 20: 2**31 - 1, "reference": "../users/7"},
+    ],
+    ids=repr,
+)
+def test_cloudevents_optional_attributes_and_extensions_are_accepted(
+    attributes: dict[str, Any],
+) -> None:
+    for base in (API, AI, LICENSE):
+        event = parse_event(raw({**base, **attributes}))
+        shown = {**event.model_dump(include=set(attributes)), **(event.model_extra or {})}
+        assert shown == attributes
+        assert optional_attributes(raw({**base, **attributes})) == attributes
+
+
+REFUSED_ATTRIBUTES = {
+    "binary data": (
+        {"data_base64": "AAE="},
+        "data_base64: binary data is not accepted: Tally's data is a JSON object in 'data'",
+    ),
+    "upper case": ({"Traceparent": "x"}, "'Traceparent' is not a CloudEvents attribute name"),
+    "a dash": ({"trace-parent": "x"}, "'trace-parent' is not a CloudEvents attribute name"),
+    "an underscore": ({"trace_parent": "x"}, "'trace_parent' is not a CloudEvents attribute"),
+    "21 characters": ({"x" * 21: "x"}, f"'{'x' * 21}' is not a CloudEvents attribute name"),
+    "non-ASCII": ({"caf\u00e9": "x"}, "'caf\u00e9' is not a CloudEvents attribute name"),
+    "a trailing newline": ({"trace\n": "x"}, "'trace\\n' is not a CloudEvents attribute name"),
+    "an object value": ({"trace": {"a": 1}}, "trace: Value error, an extension attribute is a"),
+    "an array value": ({"trace": [1]}, "not an array"),
+    "a null value": ({"trace": None}, "not null"),
+    "a fraction": ({"trace": 1.5}, "not a number with a fraction"),
+    "a 64-bit integer": ({"trace": 2**31}, "an Integer attribute is 32-bit"),
+    "text/plain": (
+        {"datacontenttype": "text/plain"},
+        "datacontenttype: Value error, 'text/plain' is not JSON",
+    ),
+    "XML": ({"datacontenttype": "application/xml"}, "'application/xml' is not JSON"),
+    "octets": ({"datacontenttype": "application/octet-stream"}, "is not JSON"),
+    "a charset other than UTF-8": (
+        {"datacontenttype": "application/json; charset=latin-1"},
+        "JSON data is UTF-8, not latin-1",
+    ),
+    "a relative dataschema": ({"dataschema": "/schemas/v1"}, "dataschema: String should match"),
+    "specversion 0.3": ({"specversion": "0.3"}, "specversion: Input should be '1.0'"),
+}
+
+
+@pytest.mark.parametrize(
+    ("attributes", "reason"), REFUSED_ATTRIBUTES.values(), ids=list(REFUSED_ATTRIBUTES)
+)
+def test_attributes_cloudevents_does_not_allow_are_refused_with_a_reason(
+    attributes: dict[str, Any], reason: str
+) -> None:
+    for base in (API, AI):
+        with pytest.raises(InvalidEvent) as refused:
+            parse_event(raw({**base, **attributes}))
+        assert reason in refused.value.reason, refused.value.reason
+
+
+CORE = {"specversion", "id", "source", "type", "time", "subject", "data"}
+CORE |= {"datacontenttype", "dataschema"}
+extension_names = st.from_regex(r"[a-z0-9]{1,20}", fullmatch=True).filter(lambda n: n not in CORE)
+extension_values = st.one_of(
+    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00")),
+    st.booleans(),
+    st.integers(-(2**31), 2**31 - 1),
+)
+
+
+@given(base=st.sampled_from([API, AI]), name=extension_names, value=extension_values)
+def test_any_well_named_extension_with_an_allowed_value_is_accepted(
+    base: dict[str, Any], name: str, value: Any
+) -> None:
+    event = parse_event(raw({**base, name: value}))
+    assert event.model_extra == {name: value}
+
+
+@given(
+    name=st.text(min_size=1, max_size=25).filter(
+        lambda n: n not in CORE and not re.fullmatch(r"[a-z0-9]{1,20}", n)
+    )
+)
+def test_any_other_attribute_name_is_refused(name: str) -> None:
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(raw({**API, name: "x"}))
+    assert refused.value.code in {"schema_violation", "malformed_json"}
+
+
+@given(
+    value=st.one_of(
+        st.none(),
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(st.text("abc", max_size=3), st.integers(), max_size=2),
+        st.integers().filter(lambda n: not -(2**31) <= n < 2**31),
+        st.decimals(allow_nan=False, allow_infinity=False).filter(lambda d: d != int(d)),
+    )
+)
+def test_an_extension_value_without_a_cloudevents_type_is_refused(value: Any) -> None:
+    literal = str(value) if isinstance(value, Decimal) else json.dumps(value)
+    wire = raw({**API, "trace": "V"}).replace(b'"V"', literal.encode())
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(wire)
+    assert "trace: Value error" in refused.value.reason, refused.value.reason
+
+
 # ---------------------------------------------------------------------------- schemas/
 
 
@@ -372,6 +605,11 @@ def test_schemas_describe_the_contract() -> None:
             "data",
         }
         assert schema["properties"]["time"]["format"] == "date-time"
+        assert {"datacontenttype", "dataschema"} <= set(schema["properties"])
+        ((pattern, extension),) = schema["patternProperties"].items()
+        named = ["traceparent", "x" * 20, "x" * 21, "Trace", "data", "time", "a-b"]
+        assert [n for n in named if re.search(pattern, n)] == ["traceparent", "x" * 20]
+        assert [t["type"] for t in extension["anyOf"]] == ["string", "boolean", "integer"]
 
 
 def test_schemas_export_check_fails_on_a_stale_folder_and_passes_after_export(

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,7 +23,9 @@ from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
 from tally.domain.deliveries import DeliveryCounts
 from tally.domain.metering import (
+    Fields,
     Limits,
+    OversizedEntry,
     Rated,
     Reject,
     SourceGrant,
@@ -252,6 +255,16 @@ class MeteringService:
         return report
 
 
+def _letter_fields(letter: Mapping[str, Any]) -> Fields:
+    """The stream entry a dead letter keeps; an oversized one only by its start and digest
+    (so replaying it gives the same answer, never a half event)."""
+    raw = bytes(letter["raw"])
+    if letter["original_length"] is not None:
+        length = letter["original_length"]
+        return OversizedEntry(length, length, letter["original_sha256"], raw)
+    return stream_fields(raw, letter["code"])
+
+
 async def replay_dead_letters(
     service: MeteringService,
     ids: list[int] | None,
@@ -269,10 +282,7 @@ async def replay_dead_letters(
         after = letters[-1]["id"]
         for stream in sorted({letter["stream"] for letter in letters}):
             chosen = [letter for letter in letters if letter["stream"] == stream]
-            entries = [
-                (letter["stream_id"], stream_fields(bytes(letter["raw"]), letter["code"]))
-                for letter in chosen
-            ]
+            entries = [(letter["stream_id"], _letter_fields(letter)) for letter in chosen]
             report = await service.process(
                 stream, entries, {letter["stream_id"]: letter["id"] for letter in chosen}
             )

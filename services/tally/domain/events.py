@@ -1,8 +1,13 @@
 """Wire contract v1: the CloudEvents that integrations XADD (DESIGN §2).
 
 These models are the single source of the JSON Schemas in ``schemas/``. Validation is
-strict: unknown fields, wrong types, naive timestamps and non-finite or negative
-quantities are refused with a message naming the field.
+strict: unknown fields in ``data``, wrong types, naive timestamps, non-finite or negative
+quantities and a JSON object with a repeated key are refused with a message naming the
+field. At the top level, every CloudEvents 1.0 attribute is accepted: the optional core
+ones and any well-named extension (kept in the raw bytes, not interpreted).
+
+``id`` and ``source`` are opaque: two events are the same only when both are the same
+sequence of code points (no Unicode normalization, no case folding).
 
 JSON numbers are parsed as ``Decimal`` (never through ``float``) by ``parse_event``, so
 ``"quantity": 0.1`` means exactly one tenth.
@@ -12,16 +17,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictInt,
     StrictStr,
     TypeAdapter,
@@ -124,13 +132,94 @@ class LicenseUsageData(_Strict):
         return self
 
 
+_extension_name = re.compile(r"[a-z0-9]{1,20}")  # fullmatch: no "$" before a newline
+_MIN_INTEGER, _MAX_INTEGER = -(2**31), 2**31 - 1  # CloudEvents' Integer: 32-bit signed
+_ABSOLUTE_URI = r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s]*$"
+
+
+def _extension_value(value: Any) -> str | bool | int:
+    """A CloudEvents String, Boolean or Integer; URI, URI-reference and Timestamp travel in
+    JSON as strings. Objects, arrays, null and fractions have no CloudEvents type."""
+    if isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        if not _MIN_INTEGER <= value <= _MAX_INTEGER:
+            raise ValueError(f"an Integer attribute is 32-bit: {value} is out of range")
+        return value
+    raise ValueError(
+        "an extension attribute is a string, boolean or integer (CloudEvents 1.0), "
+        f"not {_json_kind(value)}"
+    )
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict | list):
+        return "an object" if isinstance(value, dict) else "an array"
+    return "a number with a fraction"
+
+
+ExtensionValue = Annotated[
+    str | bool | int,
+    PlainValidator(_extension_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "boolean"},
+                {"type": "integer", "minimum": _MIN_INTEGER, "maximum": _MAX_INTEGER},
+            ],
+            "description": "a CloudEvents extension attribute: String, Boolean, Integer, "
+            "URI, URI-reference or Timestamp",
+        }
+    ),
+]
+
+_JSON_MEDIA_TYPE = re.compile(r"application/(?:[a-z0-9!#$&^_.-]+\+)?json")
+
+
+def _json_media(value: str) -> str:
+    """``data`` is always JSON: ``application/json`` or a ``+json`` type, parameters allowed
+    (a charset, if given, is UTF-8: the bytes are UTF-8 whatever a label says)."""
+    media_type, *parameters = (part.strip() for part in value.split(";"))
+    if not _JSON_MEDIA_TYPE.fullmatch(media_type.lower()):
+        raise ValueError(
+            f"{value!r} is not JSON: Tally's data is a JSON object "
+            "(application/json or an application/...+json type)"
+        )
+    for parameter in parameters:
+        name, equals, setting = parameter.partition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"malformed media type parameter {parameter!r} in {value!r}")
+        if name.strip().lower() == "charset" and setting.strip().strip('"').lower() != "utf-8":
+            raise ValueError(f"{value!r}: JSON data is UTF-8, not {setting.strip()}")
+    return value
+
+
 class _Envelope(_Strict):
+    """The CloudEvents attributes: the required ones, Tally's required ``subject`` and
+    ``time``, the optional core ones and extensions (any other well-named attribute)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, ExtensionValue] = Field(init=False)
+
     specversion: Literal["1.0"]
     id: NonEmpty
     source: NonEmpty
     time: AwareDatetime
     subject: NonEmpty
-    datacontenttype: Literal["application/json"] | None = None
+    datacontenttype: (
+        Annotated[StrictStr, Field(min_length=1, max_length=256), AfterValidator(_json_media)]
+        | None
+    ) = Field(
+        None,
+        description="application/json (the default) or an application/...+json type; "
+        "parameters allowed, a charset only utf-8",
+    )
+    dataschema: Annotated[StrictStr, Field(max_length=2048, pattern=_ABSOLUTE_URI)] | None = Field(
+        None, description="an absolute URI"
+    )
 
     @property
     def utc_time(self) -> datetime:
@@ -195,9 +284,11 @@ def _describe(error: ValidationError) -> str:
 
 
 def decode_json(raw: bytes) -> dict[str, Any]:
-    """Parse an event's JSON, numbers as ``Decimal``; refuse anything but an object."""
+    """Parse an event's JSON, numbers as ``Decimal``; refuse anything but an object, and an
+    object with a repeated key (read last-wins, ``"count":1,"count":500`` would bill 500)."""
     try:
-        body = _decoder.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        body = _decoder.decode(text)
     except UnicodeDecodeError as exc:
         raise InvalidEvent("malformed_json", f"malformed JSON: not UTF-8 ({exc.reason})") from exc
     except (ValueError, RecursionError) as exc:
@@ -206,11 +297,42 @@ def decode_json(raw: bytes) -> dict[str, Any]:
         raise InvalidEvent(
             "malformed_json", f"malformed JSON: expected an object, got {type(body).__name__}"
         )
+    data = body.get("data")
+    if len(body) + (len(data) if isinstance(data, dict) else 0) != _key_ends(raw):
+        # a repeated key, a deeper object or an escaped quote before a colon: parse again,
+        # checking every object (the check costs only on suspicion)
+        _unique_keys_decoder.decode(text)
     if b"\\u" in raw and _unstorable_text(body):  # only an escape can spell NUL or a surrogate
         raise InvalidEvent(
             "schema_violation",
             "schema violation: text must not contain NUL or a lone surrogate (\\u0000, \\ud800)",
         )
+    return body
+
+
+_JSON_WHITESPACE = b" \t\n\r"
+
+
+def _key_ends(raw: bytes) -> int:
+    """At least the number of keys in ``raw``: every key ends in a quote, maybe whitespace,
+    and a colon; only an escaped quote in a string makes a false one. So when the parsed
+    keys are as many, none was repeated. (Cheaper than a regular expression or a hook per
+    object: the drain parses every event.)"""
+    return raw.translate(None, _JSON_WHITESPACE).count(b'":')
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (RFC 8259 leaves repeats undefined)."""
+    body = dict(pairs)
+    if len(body) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidEvent(
+                    "duplicate_key",
+                    f"duplicate key {key!r} in a JSON object: which value is meant is ambiguous",
+                )
+            seen.add(key)
     return body
 
 
@@ -228,6 +350,9 @@ def _number(text: str) -> Decimal | int:
 
 
 _decoder = json.JSONDecoder(parse_float=_number, parse_constant=_refuse_constant)
+_unique_keys_decoder = json.JSONDecoder(
+    parse_float=_number, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
+)
 
 
 def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:
@@ -241,14 +366,38 @@ def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | Lic
     try:
         event = _adapter.validate_python(body)
     except ValidationError as exc:
+        _refuse_bad_names(body.keys() - _CORE_ATTRIBUTES)  # the clearer reason, if there is one
         raise InvalidEvent("schema_violation", _describe(exc)) from exc
-    return _in_utc(event)
+    return _checked(event)
+
+
+_CORE_ATTRIBUTES = frozenset(ApiRequestEvent.model_fields)
+
+
+def _refuse_bad_names(extensions: Iterable[str]) -> None:
+    """Any attribute beyond the core ones is an extension, named as CloudEvents says."""
+    for name in sorted(extensions):
+        if name == "data_base64":
+            raise InvalidEvent(
+                "schema_violation",
+                "schema violation: data_base64: binary data is not accepted: "
+                "Tally's data is a JSON object in 'data'",
+            )
+        if not _extension_name.fullmatch(name):
+            raise InvalidEvent(
+                "schema_violation",
+                f"schema violation: {name!r} is not a CloudEvents attribute name "
+                "(lower-case ASCII letters and digits, at most 20 characters)",
+            )
 
 
 AnyEvent = ApiRequestEvent | AiUsageEvent | LicenseUsageEvent
 
 
-def _in_utc(event: AnyEvent) -> AnyEvent:
+def _checked(event: AnyEvent) -> AnyEvent:
+    """What the models cannot say: extension names, and a time with a UTC instant."""
+    if event.__pydantic_extra__:
+        _refuse_bad_names(event.__pydantic_extra__)
     try:
         event.utc_time  # noqa: B018  (0001-01-01T00:00+14:00 has no UTC instant)
     except OverflowError as exc:
@@ -271,9 +420,27 @@ def parse_event(raw: bytes) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEven
         except ValidationError:
             pass
         else:
-            if isinstance(event, ApiRequestEvent):
-                return _in_utc(event)
+            if isinstance(event, ApiRequestEvent) and _keys_of(event) == _key_ends(raw):
+                return _checked(event)
     return validate_event(decode_json(raw))
+
+
+def _keys_of(event: ApiRequestEvent) -> int:
+    """How many different keys the parsed event has. Equal to ``_key_ends``: no key was
+    repeated (pydantic's parser keeps the last of repeated keys silently)."""
+    return len(event.model_fields_set) + len(event.data.model_fields_set)
+
+
+_REQUIRED_ATTRIBUTES = frozenset({"specversion", "id", "source", "type", "time", "subject", "data"})
+
+
+def optional_attributes(raw: bytes) -> dict[str, Any]:
+    """A stored event's optional CloudEvents attributes and extensions, as it sent them."""
+    return {k: v for k, v in decode_json(raw).items() if k not in _REQUIRED_ATTRIBUTES}
+
+
+# Extensions: any well-named attribute that is not a core one.
+_extension_property = f"^(?!(?:{'|'.join(sorted(_CORE_ATTRIBUTES))})$)[a-z0-9]{{1,20}}$"
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -281,13 +448,16 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     out = {}
     for kind, model in EVENT_MODELS.items():
         schema = model.model_json_schema(mode="validation")
+        schema["patternProperties"] = {_extension_property: schema.pop("additionalProperties")}
+        schema["additionalProperties"] = False
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://tally.dev/schemas/v1/{kind}.json"
         schema["title"] = f"Tally {kind} event (wire contract v1)"
         schema["description"] = (
             f"One '{kind}' usage event: the value of the 'event' field of a stream entry, "
             "a CloudEvents 1.0 structured event in UTF-8 JSON. (source, id) is its "
-            "idempotency key, forever."
+            "idempotency key, forever. Optional CloudEvents attributes and extensions "
+            "are accepted; a JSON object with a repeated key is refused."
         )
         out[f"{kind}.json"] = schema
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -47,15 +47,15 @@ class OversizedEntry:
 
     @classmethod
     def of(cls, fields: Sequence[tuple[bytes, bytes]], limit: int) -> OversizedEntry:
-        whole = (
-            fields[0][1]
-            if len(fields) == 1 and fields[0][0] == EVENT_FIELD
-            else (_flatten(dict(fields)))
-        )
+        single = len(fields) == 1 and fields[0][0] == EVENT_FIELD
+        whole = fields[0][1] if single else _kept_pairs(fields)
         size = sum(len(name) + len(value) for name, value in fields)
         return cls(size, len(whole), hashlib.sha256(whole).hexdigest(), whole[:limit])
 
 
+# A stream entry's fields: (name, value) pairs in the order Redis returned them, repeats
+# included (a mapping, which cannot hold a repeat, is read as its items); or, for an entry
+# over the size limit, what the reader kept of it.
 Fields = Mapping[bytes, bytes] | Sequence[tuple[bytes, bytes]] | OversizedEntry
 StreamEntry = tuple[str, Fields]  # (stream id, its fields in Redis's order)
 
@@ -171,7 +171,7 @@ def claimed_key(raw: bytes) -> tuple[str | None, str | None]:
 
 def rate(
     stream_id: str,
-    entry_fields: Fields,
+    fields: Fields,
     orgs: Mapping[str, str],
     book: RateCardBook,
     limits: Limits,
@@ -179,28 +179,32 @@ def rate(
     sources: Mapping[str, SourceGrant] | None = None,
 ) -> Rated | Reject:
     """Validate one stream entry against the wire contract, the organizations and the card;
-    ``sources`` (the producer registry; None: not checked) against who may bill whom."""
-    if isinstance(entry_fields, OversizedEntry):
-        big = entry_fields
+    ``sources`` (the producer registry; None: not checked) against who may bill whom.
+
+    The entry is exactly one field, ``event``: a repeated field or another field beside it
+    would be read by one consumer and ignored by another, so either is refused. That is
+    checked before the size (which counts the whole entry, names and values), so a
+    reject's code tells ``stream_fields`` how its bytes were kept.
+    """
+    if isinstance(fields, OversizedEntry):
         reason = (
-            f"oversized entry: {big.size} bytes, limit {limits.max_event_bytes}; kept its "
-            f"first {len(big.head)} of {big.length} bytes (SHA-256 {big.sha256})"
+            f"oversized entry: {fields.size} bytes, limit {limits.max_event_bytes}; kept its "
+            f"first {len(fields.head)} of {fields.length} bytes (SHA-256 {fields.sha256})"
         )
-        return Reject(stream_id, big.head, reason, "oversized", original=big)
-    fields = dict(entry_fields)
-    if not fields:
+        return Reject(stream_id, fields.head, reason, "oversized", original=fields)
+    pairs = tuple(fields.items()) if isinstance(fields, Mapping) else fields
+    if not pairs:
         reason = "the entry was deleted from the stream (XDEL or trimming) before it was metered"
         return Reject(stream_id, b"", reason, "deleted_from_stream")
-    raw = fields.get(EVENT_FIELD)
-    if raw is None:
-        names = ", ".join(sorted(name.decode(errors="replace") for name in fields)) or "none"
-        reason = f"stream entry without the 'event' field (fields: {names})"
-        return Reject(stream_id, _flatten(fields), reason, "missing_event_field")
-    if len(raw) > limits.max_event_bytes:
+    if len(pairs) != 1 or pairs[0][0] != EVENT_FIELD:
+        return _refuse_shape(stream_id, pairs)
+    raw = pairs[0][1]
+    size = len(EVENT_FIELD) + len(raw)
+    if size > limits.max_event_bytes:
         return Reject(
             stream_id,
             raw,
-            f"oversized entry: {len(raw)} bytes, limit {limits.max_event_bytes}",
+            f"oversized entry: {size} bytes, limit {limits.max_event_bytes}",
             "oversized",
         )
     try:
@@ -294,22 +298,65 @@ def rate(
     )
 
 
-def _flatten(fields: Mapping[bytes, bytes]) -> bytes:
-    """An entry without ``event`` is kept whole, as the JSON object of its fields."""
+# The codes of rejects kept as the entry's field pairs; every other reject keeps the bytes
+# of its single ``event`` field (or nothing, for a deleted entry).
+_WHOLE_ENTRY_CODES = frozenset({"repeated_field", "missing_event_field", "unexpected_field"})
+
+
+def _refuse_shape(stream_id: str, pairs: Sequence[tuple[bytes, bytes]]) -> Reject:
+    """An entry that is not exactly one ``event`` field, kept whole (repeats included)."""
+    times = Counter(name for name, _ in pairs)
+    listed = ", ".join(_shown(name) for name, _ in pairs)
+    if repeated := sorted(name for name, n in times.items() if n > 1):
+        code = "repeated_field"
+        reason = (
+            f"stream entry with the field {_quoted(repeated)} more than once: "
+            f"which value is meant is ambiguous (fields: {listed})"
+        )
+    elif EVENT_FIELD not in times:
+        code = "missing_event_field"
+        reason = f"stream entry without the 'event' field (fields: {listed})"
+    else:
+        others = _quoted(sorted(name for name in times if name != EVENT_FIELD))
+        code = "unexpected_field"
+        reason = f"stream entry with fields beside 'event': {others} (an entry has only 'event')"
+    return Reject(stream_id, _kept_pairs(pairs), reason, code)
+
+
+def _shown(name: bytes) -> str:
+    return name.decode(errors="replace")
+
+
+def _quoted(names: Iterable[bytes]) -> str:
+    return ", ".join(repr(_shown(name)) for name in names)
+
+
+def _kept_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The entry's fields as a JSON array of [name, value] pairs, byte-exact: bytes that are
+    not UTF-8 travel as surrogate escapes and come back unchanged."""
     return json.dumps(
-        {
-            name.decode(errors="replace"): value.decode(errors="replace")
-            for name, value in fields.items()
-        }
+        [[_text(name), _text(value)] for name, value in pairs], separators=(",", ":")
     ).encode()
 
 
-def stream_fields(raw: bytes, code: str) -> dict[bytes, bytes]:
-    """The stream entry a dead letter was made from, for replaying it."""
-    if code == "missing_event_field":
-        kept: dict[str, str] = json.loads(raw)
-        return {key.encode(): value.encode() for key, value in kept.items()}
-    return {EVENT_FIELD: raw}
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def stream_fields(raw: bytes, code: str) -> list[tuple[bytes, bytes]]:
+    """The stream entry a dead letter was made from, for replaying it, repeats included.
+
+    Letters written before pairs were kept hold a JSON object of the fields (``{...}``).
+    """
+    if code not in _WHOLE_ENTRY_CODES:
+        return [(EVENT_FIELD, raw)]
+    kept = json.loads(raw)
+    items = kept.items() if isinstance(kept, dict) else kept
+    return [(_bytes(name), _bytes(value)) for name, value in items]
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 @dataclass

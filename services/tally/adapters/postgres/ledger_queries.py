@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.invoices import invoice_number
+from tally.domain.events import optional_attributes
 
 
 async def balances(engine: AsyncEngine, org: str, period: str | None) -> list[dict[str, Any]]:
@@ -78,6 +79,7 @@ async def event_story(engine: AsyncEngine, source: str, event_id: str) -> dict[s
         "id": event_id,
         "status": event["status"] if event else deliveries[-1]["status"],
         "event": dict(event) if event else None,
+        "attributes": optional_attributes(event["payload"].encode()) if event else {},
         "entry": entry,
         "billing": billing,
         "deliveries": deliveries,
@@ -147,7 +149,8 @@ async def open_dead_letters(
     """Open dead letters to replay (all, or the given ids) after id ``after``, oldest first."""
     async with raw_connection(engine) as conn:
         rows = await conn.fetch(
-            """SELECT id, stream, stream_id, raw, code FROM dead_letter
+            """SELECT id, stream, stream_id, raw, code, original_length, original_sha256
+                 FROM dead_letter
                 WHERE replayed_at IS NULL AND ($1::bigint[] IS NULL OR id = ANY($1)) AND id > $2
                 ORDER BY id LIMIT $3""",
             ids,

@@ -82,8 +82,9 @@ def events_show(
     event_id: Annotated[str, typer.Argument(metavar="ID", help="The event's id.")],
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Status (metered, non_billable, recorded, duplicate, conflict, rejected), entry, and
-    the invoice that bills it (late: it arrived after its period was closed)."""
+    """Status (metered, non_billable, recorded, duplicate, conflict, rejected), entry, the
+    invoice that bills it (late: it arrived after its period was closed), and the event's
+    optional CloudEvents attributes and extensions."""
     story = with_engine(lambda engine: ledger_queries.event_story(engine, source, event_id))
     if story is None:
         raise fail(f"no event ({source}, {event_id}) was ever received")
@@ -97,6 +98,9 @@ def events_show(
     if story["event"]:
         event = {k: v for k, v in story["event"].items() if k != "payload"}
         emit([{"field": k, "value": v} for k, v in event.items()], fmt, "event")
+    if story["attributes"]:
+        rows = [{"attribute": k, "value": v} for k, v in story["attributes"].items()]
+        emit(rows, fmt, "optional attributes and extensions")
     if story["entry"]:
         entry: dict[str, Any] = story["entry"]
         console.print(

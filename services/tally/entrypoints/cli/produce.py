@@ -22,6 +22,7 @@ from rich.progress import (
 
 from tally.config import get_settings
 from tally.domain.events import InvalidEvent, parse_event
+from tally.domain.metering import EVENT_FIELD
 from tally.entrypoints.cli.output import Format, FormatOption, errors, fail
 from tally.entrypoints.cli.output import emit as show
 from tally.loadgen import LoadEntry, LoadMix, LoadSummary
@@ -79,8 +80,9 @@ def emit_command(
         source, event_id = parsed.source, parsed.id
     except InvalidEvent as exc:
         problem = exc.reason
-    if problem is None and len(raw) > settings.max_event_bytes:
-        problem = f"oversized: {len(raw)} bytes (limit {settings.max_event_bytes})"
+    size = len(EVENT_FIELD) + len(raw)  # the whole entry, as the consumer counts it
+    if problem is None and size > settings.max_event_bytes:
+        problem = f"oversized: {size} bytes (limit {settings.max_event_bytes})"
     if problem is not None:
         if not force:
             raise fail(f"invalid event: {problem}", 2)
