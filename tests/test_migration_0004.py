@@ -27,19 +27,23 @@ COUNTS = """SELECT (SELECT count(*) FROM usage_event) AS events,
 
 async def test_0004_keeps_the_ledger_and_adds_an_append_only_registry(settings: Settings) -> None:
     url = urls_of(settings).database
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "0003")
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "0002")
     engine = make_engine(url, owner=True)  # no grants before `tally migrate`
     try:
+        async with raw_connection(engine) as conn:  # a dead letter as 0002 stored it
+            await conn.execute(
+                """INSERT INTO dead_letter (stream, stream_id, raw, reason, code, received_at)
+                   VALUES ('s', '2-0', $1, 'unknown organization', 'unknown_organization',
+                           now())""",
+                api("r2", count=4, org="hooli"),
+            )
+        await asyncio.to_thread(command.upgrade, alembic_config(url), "0003")
         await load_rate_cards(engine)
         await organizations.add(engine, "acme", "USD")
         await organizations.add(engine, "globex", "EUR")
         limits = Limits(settings.max_event_bytes, settings.max_future_skew)
         report = await MeteringService(engine, limits, require_known_sources=False).process(
-            "s",
-            [
-                ("1-0", {b"event": api("r1", count=3, source="crm-sync")}),
-                ("2-0", {b"event": api("r2", count=4, org="hooli")}),
-            ],
+            "s", [("1-0", {b"event": api("r1", count=3, source="crm-sync")})]
         )
         assert report.outcomes["1-0"] == "metered"
         async with raw_connection(engine) as conn:

@@ -110,7 +110,7 @@ async def test_grants_follow_the_policy_on_every_table_even_one_added_later(
     engine: AsyncEngine, owner: AsyncEngine, settings: Settings
 ) -> None:
     async with raw_connection(owner) as conn:
-        await conn.execute("CREATE TABLE producer_source (name text PRIMARY KEY)")
+        await conn.execute("CREATE TABLE added_later (name text PRIMARY KEY)")
     await migrate(settings, urls_of(settings))  # again: the grants step covers it
     async with raw_connection(owner) as conn:
         rows = await conn.fetch(
@@ -134,7 +134,7 @@ async def test_grants_follow_the_policy_on_every_table_even_one_added_later(
     for row in rows:
         granted.setdefault((row["grantee"], row["table_name"]), set()).add(row["privilege_type"])
     tables = {table for _, table in granted}
-    assert "producer_source" in tables and "delivery_tally" in tables
+    assert "added_later" in tables and "delivery_tally" in tables
     for table in tables:
         writes = set() if table in WRITER_READ_ONLY else {"INSERT"}
         assert granted[(WRITER, table)] == {"SELECT"} | writes, table

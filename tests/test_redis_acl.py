@@ -135,7 +135,7 @@ async def test_tally_migrates_and_meters_what_the_producer_published(
     acl = settings.model_copy(update={"redis_url": compose_tally_url(acl_redis), "stream": STREAM})
     engine = make_engine(urls_of(acl).database)
     try:
-        await migrate(acl, urls_of(acl), engine)
+        await migrate(acl, urls_of(acl))
         await organizations.add(engine, "acme", "USD")
         producer_url = f"redis://producer:producer-local-only@127.0.0.1:{acl_redis}/0"
         async with UsageProducer(producer_url, source="crm-sync", stream=STREAM) as producer:

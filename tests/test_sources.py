@@ -4,7 +4,6 @@ says how to fix it, and meters once the fix is made."""
 
 from __future__ import annotations
 
-import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -12,7 +11,7 @@ from ledger_support import api, balance_map, drain, event
 from tally.adapters.postgres import ledger_queries, sources
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.verification import verify
-from tally.config import Settings, get_settings
+from tally.config import Settings
 from tally.metering import MeteringService, replay_dead_letters
 
 APR = "org/{org}/2026-10/api_request/usage"
@@ -113,16 +112,9 @@ async def test_the_consumer_checks_sources_when_the_setting_is_on(
     engine: AsyncEngine,
     stream: aioredis.Redis,
     settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await stream.xadd(settings.stream, {b"event": api("x", count=2, source="stranger")})
-    monkeypatch.setenv("TALLY_REQUIRE_KNOWN_SOURCES", "true")
-    get_settings.cache_clear()
-    try:
-        consumer = await drain(settings)
-    finally:
-        monkeypatch.delenv("TALLY_REQUIRE_KNOWN_SOURCES")
-        get_settings.cache_clear()
+    consumer = await drain(settings, require_known_sources=True)
     assert consumer.totals["rejected"] == 1
     assert [code for code, _ in (await letters(engine)).values()] == ["unknown_source"]
     await stream.xadd(settings.stream, {b"event": api("y", count=4, source="stranger")})

@@ -384,16 +384,18 @@ async def test_backends_terminated_mid_drain_lose_nothing(
     consumer = Consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
     running = asyncio.create_task(consumer.run())
     database = urls_of(tuned).database.rsplit("/", 1)[-1]
+    owner = make_engine(urls_of(tuned).database, owner=True)  # may end a superuser's backend
     terminated = []
     for _ in range(3):
         await watch.until(len(watch.batches) + 2)
-        async with raw_connection(engine) as conn:
+        async with raw_connection(owner) as conn:
             killed = await conn.fetchval(
                 """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
                     WHERE datname = $1 AND pid <> pg_backend_pid()""",
                 database,
             )
         terminated.append((time.monotonic(), killed))
+    await owner.dispose()
     await asyncio.wait_for(running, timeout=120)
     await assert_exact(engine, summary)
     report(

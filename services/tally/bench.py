@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import resource
 import secrets
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Self
 
 from tally.adapters import redis_streams
@@ -86,6 +88,57 @@ def _drain_in_process(
     go.wait()
     asyncio.run(consumer.run())
     results.put((counts["events"], counts["postings"], last[0]))
+
+
+@dataclass
+class LargeResult:
+    oversized: int
+    oversized_bytes: int
+    large: int
+    large_bytes: int
+    waiting_bytes: int
+    seconds: float
+    metered: int
+    dead_lettered: int
+    consumer_peak_rss_mb: float
+    batch_max_bytes: int
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _large_in_process(settings: Settings, urls: ServiceUrls, results: Any) -> None:
+    """A consumer draining the large entries; reports its counts and its peak RSS."""
+    counts: Counter[str] = Counter()
+
+    def on_batch(report: BatchReport) -> None:
+        counts.update(report.counts)
+
+    asyncio.run(Consumer(settings, urls, until_idle=True, on_batch=on_batch).run())
+    results.put((counts, _peak_rss_mb()))
+
+
+def padded_event(event_id: str, org: str, size: int) -> bytes:
+    """A valid api.request of ``size`` bytes: JSON allows the whitespace that pads it."""
+    body = wire_event(
+        "api.request",
+        event_id,
+        {
+            "oauth_client_id": "c-bench",
+            "method": "GET",
+            "template_uri": "/api/v2/users/{userId}",
+            "status": 200,
+            "client_kind": "integration",
+        },
+        org,
+        "2026-10-15T12:00:00Z",
+    )
+    return body + b" " * max(size - len(body), 0)
 
 
 def bench_orgs(count: int) -> list[str]:
@@ -171,6 +224,50 @@ class Bench:
             batch_size=self.settings.batch_size,
             consumers=consumers,
             entries_posted=sum(p for _, p, _ in outcomes),
+        )
+
+    async def large(
+        self, oversized: int, oversized_bytes: int, large: int, large_bytes: int
+    ) -> LargeResult:
+        """Fill the stream with large entries (untimed), then drain them in a consumer
+        process and report its peak RSS: memory must follow the batch, not the backlog."""
+        client = redis_streams.connect(self.urls.redis)
+        try:
+            junk = b"x" * oversized_bytes
+            for n in range(oversized):
+                await client.xadd(self.settings.stream, {"event": junk + str(n).encode()})
+            for start in range(0, large, 100):
+                async with client.pipeline(transaction=False) as pipe:
+                    for n in range(start, min(start + 100, large)):
+                        org = self.orgs[n % len(self.orgs)]
+                        pipe.xadd(
+                            self.settings.stream,
+                            {"event": padded_event(f"large-{n}", org, large_bytes)},
+                        )
+                    await pipe.execute()
+        finally:
+            await client.aclose()
+        context = multiprocessing.get_context("spawn")
+        results = context.Queue()
+        process = context.Process(
+            target=_large_in_process, args=(self.settings, self.urls, results)
+        )
+        started = time.time()
+        process.start()
+        counts, peak = await asyncio.to_thread(results.get)
+        seconds = time.time() - started
+        await asyncio.to_thread(process.join)
+        return LargeResult(
+            oversized=oversized,
+            oversized_bytes=oversized_bytes,
+            large=large,
+            large_bytes=large_bytes,
+            waiting_bytes=oversized * oversized_bytes + large * large_bytes,
+            seconds=round(seconds, 3),
+            metered=counts["metered"],
+            dead_lettered=counts["rejected"],
+            consumer_peak_rss_mb=peak,
+            batch_max_bytes=self.settings.batch_max_bytes,
         )
 
     async def steady(self, rate: int, seconds: float, seed: int) -> SteadyResult:
@@ -430,5 +527,5 @@ class CloseBench(Bench):
         )
 
 
-def as_dict(result: DrainResult | SteadyResult | CloseResult) -> dict[str, Any]:
+def as_dict(result: DrainResult | SteadyResult | CloseResult | LargeResult) -> dict[str, Any]:
     return asdict(result)

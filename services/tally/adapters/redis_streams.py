@@ -8,7 +8,7 @@ Every read that hands entries to Tally is a Lua script, for three reasons:
 - **raw field lists**: a script's reply keeps every field of an entry in order, so a
   repeated field is visible (redis-py and FastStream return a dict, which drops it);
 - **atomic checks**: entries trimmed from the stream before the group read them are
-  counted from the stream's and group's counters and logged to ``{stream}:incidents`` in
+  counted from the stream's and group's counters and logged to ``<stream>:incidents`` in
   the same step as the read that skips them, so a crash never loses the record.
 
 A group created from id 0 (never ``$``, which skips what is already there) is the start.
@@ -198,8 +198,9 @@ async def raw_command(client: aioredis.Redis, command: str, key: str, *args: Any
 
 
 def incident_log(stream: str) -> str:
-    """Where trimming incidents of ``stream`` are logged (same hash slot as the stream)."""
-    return "{" + stream + "}:incidents"
+    """Where trimming incidents of ``stream`` are logged (a key the ``tally`` ACL user may
+    write: it shares the stream's prefix)."""
+    return stream + ":incidents"
 
 
 def _text(value: Any) -> str:

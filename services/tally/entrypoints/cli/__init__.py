@@ -19,8 +19,10 @@ from tally.entrypoints.cli import (
     ledger,
     produce,
     servers,
+    stream,
 )
 from tally.entrypoints.cli.output import errors
+from tally.entrypoints.consumer import Unreachable
 
 app = typer.Typer(
     name="tally",
@@ -29,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (admin, bench, billing, consume, demo, ledger, produce, servers):
+for module in (admin, bench, billing, consume, demo, ledger, produce, servers, stream):
     module.register(app)
 
 
@@ -45,7 +47,7 @@ def _explain(exc: BaseException) -> str | None:
         return f"cannot reach PostgreSQL ({exc}): check TALLY_DATABASE_URL"
     if isinstance(exc, RedisConnectionError):
         return f"cannot reach Redis ({exc}): check TALLY_REDIS_URL"
-    if isinstance(exc, RateCardChanged | OrganizationError | LookupError):
+    if isinstance(exc, RateCardChanged | OrganizationError | LookupError | Unreachable):
         return str(exc)
     return None
 

@@ -107,5 +107,30 @@ def bench_close(
     )
 
 
+@bench_app.command("large")
+def bench_large(
+    oversized: Annotated[int, typer.Option(help="Entries over the size limit.")] = 30,
+    oversized_mb: Annotated[int, typer.Option(help="Size of each, in MB.")] = 10,
+    large: Annotated[int, typer.Option(help="Valid entries just under the limit.")] = 20_000,
+    large_kb: Annotated[int, typer.Option(help="Size of each, in KB.")] = 60,
+    json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Drain a backlog of large entries; report the consumer's peak memory (RSS)."""
+    settings, urls = settings_and_urls()
+
+    async def main() -> dict[str, Any]:
+        async with Bench(settings, urls, 20) as scratch:
+            errors.print(
+                f"filling {oversized} x {oversized_mb} MB and {large} x {large_kb} KB entries …"
+            )
+            result = await scratch.large(
+                oversized, oversized_mb * 1_000_000, large, large_kb * 1_000
+            )
+        return as_dict(result)
+
+    emit(run(main()), Format.json if json_ else fmt, "bench large")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")

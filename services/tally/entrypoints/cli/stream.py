@@ -1,0 +1,109 @@
+"""``tally stream``: the usage stream's status (also as Prometheus metrics) and safe trimming."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from tally import stream_health
+from tally.adapters import redis_streams
+from tally.config import parse_retention
+from tally.entrypoints.cli.context import engine_for, run, settings_and_urls
+from tally.entrypoints.cli.output import Format, FormatOption, emit, fail
+
+stream_app = typer.Typer(help="The usage stream: status and safe trimming.", no_args_is_help=True)
+
+GAUGES = {
+    "length": "Entries in the stream now",
+    "entries_added": "Entries ever added to the stream (Redis 7)",
+    "pending": "Entries delivered to the group and not yet acknowledged",
+    "lag": "Entries not yet delivered to the group (Redis 7)",
+    "lost_before_read": "Entries removed from the stream before the group read them",
+    "incidents": "Incidents of entries removed before they were read",
+    "deleted_while_pending": "Entries deleted while pending (kept as dead letters)",
+    "trimmed_entries": "Entries Tally trimmed after they were acknowledged and stored",
+}
+
+
+def _metrics(report: dict[str, Any]) -> bytes:
+    """The status in Prometheus's text exposition format."""
+    registry = CollectorRegistry()
+    labels = {"stream": report["stream"], "group": report["group"]}
+    for name, help_text in GAUGES.items():
+        gauge = Gauge(f"tally_stream_{name}", help_text, list(labels), registry=registry)
+        gauge.labels(**labels).set(report[name] or 0)
+    drained = Gauge(
+        "tally_stream_drained", "1 when the group has nothing left", list(labels), registry=registry
+    )
+    drained.labels(**labels).set(1 if report["drained"] else 0)
+    return generate_latest(registry)
+
+
+@stream_app.command("status")
+def status(
+    fmt: FormatOption = Format.table,
+    prometheus: Annotated[
+        bool, typer.Option("--prometheus", help="Print Prometheus metrics instead.")
+    ] = False,
+) -> None:
+    """Length, backlog, pending entries, incidents (entries lost before any read), trims."""
+    settings, urls = settings_and_urls()
+
+    async def work() -> dict[str, Any]:
+        client = redis_streams.connect(urls.redis)
+        try:
+            async with engine_for(urls) as engine:
+                return await stream_health.stream_report(
+                    engine, client, settings.stream, settings.group
+                )
+        finally:
+            await client.aclose()
+
+    report = run(work())
+    if prometheus:
+        typer.echo(_metrics(report).decode(), nl=False)
+        return
+    if fmt is Format.json:
+        emit(report, fmt)
+        return
+    emit({k: v for k, v in report.items() if k != "groups"}, fmt, f"stream {settings.stream}")
+    emit(report["groups"], fmt, "consumer groups")
+
+
+@stream_app.command("trim")
+def trim(
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep this much: '7d', '12h', '30m', or a count of entries "
+            "(default TALLY_STREAM_RETENTION; unset: keep only what is not yet acknowledged)."
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say where, trim nothing.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Trim entries every consumer group acknowledged and PostgreSQL holds (XTRIM MINID)."""
+    settings, urls = settings_and_urls()
+    try:
+        keep = parse_retention(retention) if retention is not None else settings.retention
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+
+    async def work() -> stream_health.TrimResult:
+        client = redis_streams.connect(urls.redis)
+        try:
+            async with engine_for(urls) as engine:
+                return await stream_health.trim_stream(
+                    engine, client, settings.stream, keep, dry_run=dry_run
+                )
+        finally:
+            await client.aclose()
+
+    emit(asdict(run(work())), fmt, "trim")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(stream_app, name="stream")
