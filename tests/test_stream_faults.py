@@ -451,3 +451,32 @@ async def test_sigkill_at_thirty_random_moments_then_restart_is_exact(
         survivor_drain_s=round(time.monotonic() - started, 2),
         survivor_already_stored=survivor.totals["already stored"],
     )
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+
+async def test_tally_stream_status_and_trim_through_the_cli(
+    engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
+) -> None:
+    from test_cli import tally
+
+    await add(stream, settings.stream, *(api(f"c{n}") for n in range(5)))
+    await stream.xtrim(settings.stream, maxlen=4, approximate=False)  # one lost unread
+    assert (await tally(settings, "consume", "--until-idle", "--format", "json")).code == 0
+    status = (await tally(settings, "stream", "status", "--format", "json")).json()
+    assert (status["length"], status["pending"], status["drained"]) == (4, 0, True)
+    assert (status["incidents"], status["lost_before_read"]) == (1, 1)
+    metrics = (await tally(settings, "stream", "status", "--prometheus")).stdout
+    assert f'tally_stream_lost_before_read{{group="metering",stream="{settings.stream}"}} 1.0' in (
+        metrics
+    )
+    dry = (await tally(settings, "stream", "trim", "--dry-run", "--format", "json")).json()
+    assert dry["removed"] == 0 and await stream.xlen(settings.stream) == 4
+    done = (await tally(settings, "stream", "trim", "--retention", "1", "--format", "json")).json()
+    assert done["removed"] == 3 and await stream.xlen(settings.stream) == 1
+    bad = await tally(settings, "stream", "trim", "--retention", "a week")
+    assert bad.code == 2 and "a duration like '7d'" in bad.said
+    verified = await tally(settings, "ledger", "verify", "--format", "json")
+    assert verified.code == 1
+    assert [f["check"] for f in json.loads(verified.stdout)["findings"]] == ["stream incident"]

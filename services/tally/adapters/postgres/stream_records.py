@@ -90,12 +90,12 @@ async def stream_summary(engine: AsyncEngine, stream: str) -> dict[str, Any]:
 async def summary(conn: asyncpg.Connection, stream: str) -> dict[str, Any]:
     row = await conn.fetchrow(
         """SELECT (SELECT count(*) FROM stream_incident WHERE stream = $1) AS incidents,
-                  (SELECT coalesce(sum(lost), 0) FROM stream_incident WHERE stream = $1)
+                  (SELECT coalesce(sum(lost), 0)::bigint FROM stream_incident WHERE stream = $1)
                       AS lost_before_read,
                   (SELECT count(*) FROM dead_letter
                     WHERE stream = $1 AND code = 'deleted_from_stream') AS deleted_while_pending,
                   (SELECT count(*) FROM stream_trim WHERE stream = $1) AS trims,
-                  (SELECT coalesce(sum(removed), 0) FROM stream_trim WHERE stream = $1)
+                  (SELECT coalesce(sum(removed), 0)::bigint FROM stream_trim WHERE stream = $1)
                       AS trimmed_entries""",
         stream,
     )
