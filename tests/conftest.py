@@ -152,7 +152,7 @@ def stream_key(redis_url: str) -> Iterator[str]:
     yield key
     client = redis.Redis.from_url(redis_url)
     try:
-        client.delete(key)
+        client.delete(key, f"{key}:incidents")
     finally:
         client.close()
 
