@@ -70,7 +70,9 @@ def transient(exc: BaseException) -> bool:
             | asyncpg.PostgresConnectionError
             | asyncpg.InterfaceError
             | asyncpg.CannotConnectNowError
-            | asyncpg.OperatorInterventionError,
+            | asyncpg.OperatorInterventionError
+            # the client's protocol state after its connection broke mid-operation
+            | asyncpg.exceptions.InternalClientError,
         ):
             return True
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:
