@@ -252,6 +252,21 @@ def report(scenario: str, summary: LoadSummary, **measured: Any) -> None:
     print("FAULT", json.dumps(figures))
 
 
+def start_consumer(settings: Settings) -> tuple[Watch, asyncio.Task[Any]]:
+    """A ``--until-idle`` consumer running in this process, watched batch by batch."""
+    watch = Watch()
+    consumer = Consumer(settings, urls_of(settings), until_idle=True, on_batch=watch)
+    return watch, asyncio.create_task(consumer.run())
+
+
+async def assert_exact_on(settings: Settings, summary: LoadSummary) -> None:
+    engine = make_engine(urls_of(settings).database)
+    try:
+        await assert_exact(engine, summary)
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture
 def redis_server() -> Iterator[PrivateRedis]:
     with private_redis() as server:
@@ -266,9 +281,7 @@ async def test_redis_restarted_mid_drain_loses_nothing_and_until_idle_exits(
     await redis_streams.ensure_group(client, tuned.stream, tuned.group)
     await client.aclose()
     summary = await fill_mix(redis_server.url, tuned.stream, 6000)
-    watch = Watch()
-    consumer = Consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
-    running = asyncio.create_task(consumer.run())
+    watch, running = start_consumer(tuned)
     await watch.until(3)
     restarted = time.monotonic()
     await asyncio.to_thread(redis_server.restart)
@@ -305,19 +318,13 @@ async def test_postgres_restarted_mid_drain_loses_nothing(
 ) -> None:
     server, tuned = private_ledger
     summary = await fill_mix(tuned.redis_url or "", tuned.stream, 6000)
-    watch = Watch()
-    consumer = Consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
-    running = asyncio.create_task(consumer.run())
+    watch, running = start_consumer(tuned)
     await watch.until(3)
     restarted = time.monotonic()
     await asyncio.to_thread(server.restart, mode)
     back = time.monotonic()
     await asyncio.wait_for(running, timeout=120)
-    engine = make_engine(urls_of(tuned).database)
-    try:
-        await assert_exact(engine, summary)
-    finally:
-        await engine.dispose()
+    await assert_exact_on(tuned, summary)
     report(
         f"postgres restart -m {mode} mid-drain",
         summary,
@@ -331,9 +338,7 @@ async def test_postgres_down_stops_reading_and_the_consumer_resumes_by_itself(
 ) -> None:
     server, tuned = private_ledger
     summary = await fill_mix(tuned.redis_url or "", tuned.stream, 9000)
-    watch = Watch()
-    consumer = Consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
-    running = asyncio.create_task(consumer.run())
+    watch, running = start_consumer(tuned)
     await watch.until(2)
     await asyncio.to_thread(server.stop, "fast")
     stopped = time.monotonic()
@@ -347,11 +352,7 @@ async def test_postgres_down_stops_reading_and_the_consumer_resumes_by_itself(
     back = time.monotonic()
     await asyncio.wait_for(running, timeout=120)
     await client.aclose()
-    engine = make_engine(urls_of(tuned).database)
-    try:
-        await assert_exact(engine, summary)
-    finally:
-        await engine.dispose()
+    await assert_exact_on(tuned, summary)
     report(
         "postgres down 3 s mid-drain",
         summary,
@@ -380,9 +381,7 @@ async def test_backends_terminated_mid_drain_lose_nothing(
 ) -> None:
     tuned = settings.model_copy(update={"batch_size": 300})
     summary = await fill_mix(urls_of(tuned).redis, tuned.stream, 6000)
-    watch = Watch()
-    consumer = Consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
-    running = asyncio.create_task(consumer.run())
+    watch, running = start_consumer(tuned)
     database = urls_of(tuned).database.rsplit("/", 1)[-1]
     owner = make_engine(urls_of(tuned).database, owner=True)  # may end a superuser's backend
     terminated = []
