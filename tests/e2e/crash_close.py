@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sys
 
+from crash_consumer import die_on_call
 from typer.testing import CliRunner
 
-from crash_consumer import die_on_call
 from tally.adapters.postgres import close_store
 from tally.entrypoints.cli import app
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import csv
 import io
 
-from close_support import license_day
-from ledger_support import api
+from support.cli import tally, tally_all, xadd_like_an_integration
+from support.close_support import license_day
+from support.ledger_support import api
 from tally.config import Settings
-from test_cli import tally, tally_all, xadd_like_an_integration
 
 SEP = "2026-09"
 SEPT = {"time": "2026-09-15T12:00:00Z"}

@@ -14,11 +14,11 @@ from cloudevents.core.v03.event import CloudEvent as CloudEvent03
 from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger_support import api, balance_map, drain
+from support.cli import tally_all
+from support.ledger_support import api, balance_map, drain
 from tally.adapters.postgres import ledger_queries
 from tally.config import Settings
 from tally.metering import MeteringService
-from test_cli import tally_all
 
 TIME = datetime(2026, 10, 15, 12, tzinfo=UTC)
 DATA = {

@@ -137,7 +137,8 @@ async def test_embedded_servers_start_outlive_their_process_are_reused_and_stop(
 async def _embedded_lifecycle(workdir: Path) -> None:
     from tally.adapters.embedded import ensure_servers, stop_servers
 
-    data_dir = workdir / ".tally"  # not under pytest's basetemp: see conftest.embedded_data_dir
+    # not under pytest's basetemp: see support.servers.embedded_data_dir
+    data_dir = workdir / ".tally"
     try:
         # Two processes race to start the servers in the same (relative) directory.
         racers = [

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from alembic import command
 
-from ledger_support import api, balance_map, urls_of
+from support.ledger_support import api, balance_map, urls_of
 from tally.adapters.postgres import ledger_queries, metering_store, organizations, sources
 from tally.adapters.postgres.connection import make_engine, raw_connection
 from tally.adapters.postgres.schema import alembic_config, load_rate_cards

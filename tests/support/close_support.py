@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger_support import event
+from support.ledger_support import event
 from tally.adapters.postgres import invoices
 from tally.adapters.postgres.connection import raw_connection
 from tally.metering import MeteringService

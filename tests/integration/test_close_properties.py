@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from close_support import balance, close, document, license_day, meter
-from ledger_support import ai, api
+from support.close_support import balance, close, document, license_day, meter
+from support.ledger_support import ai, api
 from tally.adapters.postgres import organizations
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards

@@ -26,7 +26,7 @@ from tally.domain.events import (
     parse_event,
 )
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 # The example of DESIGN §2, verbatim.
 API = {

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger_support import ai, api
+from support.ledger_support import ai, api
 from tally.adapters.postgres import ledger_queries, organizations
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
@@ -134,24 +134,3 @@ async def test_random_deliveries_give_exactly_the_models_balances(
             actual[(org, period, row["account"])] = Fraction(row["balance"])
     assert actual == expected
     assert (await verify(engine)).ok
-
-
-@given(
-    quantities=st.lists(
-        st.decimals(min_value=0, max_value=10**6, places=4, allow_nan=False), max_size=20
-    ),
-    feature=st.sampled_from([name for name, _ in FEATURES]),
-)
-def test_token_conversion_does_not_depend_on_batching(
-    quantities: list[Decimal], feature: str
-) -> None:
-    """Posting the difference of running-total conversions adds up to the total's conversion."""
-    running, posted = Decimal(0), Decimal(0)
-    for quantity in quantities:
-        posted += CARD.tokens(feature, running + quantity) - CARD.tokens(feature, running)
-        running += quantity
-    assert posted == CARD.tokens(feature, running)
-    conversion = CARD.ai.features[feature]
-    exact = Fraction(running) * conversion.tokens / conversion.per
-    assert Fraction(posted) >= exact
-    assert ceil(Fraction(posted)) == ceil(exact)

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger_support import ai, api, balance_map, drain, event
+from support.ledger_support import ai, api, balance_map, drain, event
 from tally.adapters.postgres import ledger_queries, organizations
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.verification import verify

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger_support import ai, api
+from support.ledger_support import ai, api
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
 from tally.domain.ledger import Account, Entry, Line, allowance, usage

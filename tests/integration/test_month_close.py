@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from close_support import balance, close, document, license_day, line, meter
-from ledger_support import ai, api
+from support.close_support import balance, close, document, license_day, line, meter
+from support.ledger_support import ai, api
 from tally.adapters.postgres import organizations
 from tally.adapters.postgres.verification import verify
 from tally.metering import MeteringService

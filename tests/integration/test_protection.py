@@ -10,8 +10,8 @@ import pytest
 from alembic import command
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from close_support import close, license_day, meter
-from ledger_support import ORGS, ai, api, event, urls_of
+from support.close_support import close, license_day, meter
+from support.ledger_support import ORGS, ai, api, event, urls_of
 from tally.adapters.postgres import organizations, schema
 from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
 from tally.adapters.postgres.databases import dsn

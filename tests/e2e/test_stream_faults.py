@@ -22,8 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fault_servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
-from ledger_support import ORGS, api, balance_map, drain, urls_of
+from e2e.test_crashes import assert_exact, env_for
+from support.fault_servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
+from support.ledger_support import ORGS, api, balance_map, drain, urls_of
 from tally import stream_health
 from tally.adapters import redis_streams
 from tally.adapters.postgres import databases, ledger_queries, organizations
@@ -36,7 +37,6 @@ from tally.loadgen import LoadMix, LoadSummary
 from tally.metering import BatchReport
 from tally.migrate import migrate
 from tally.producer import UsageProducer
-from test_crashes import assert_exact, env_for
 
 APR = "org/acme/2026-10/api_request"
 

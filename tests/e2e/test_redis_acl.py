@@ -21,14 +21,14 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
-from ledger_support import balance_map, drain, urls_of
+from support.ledger_support import balance_map, drain, urls_of
 from tally.adapters.postgres import ledger_queries, organizations
 from tally.adapters.postgres.connection import make_engine
 from tally.config import Settings
 from tally.migrate import migrate
 from tally.producer import UsageProducer
 
-COMPOSE = Path(__file__).resolve().parents[1] / "compose.yaml"
+COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
 STREAM = "tally:usage"
 OCTOBER = "2026-10-15T12:00:00Z"
 

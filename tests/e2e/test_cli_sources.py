@@ -7,9 +7,9 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger_support import api
+from support.cli import CLI, Run, env_for, xadd_like_an_integration
+from support.ledger_support import api
 from tally.config import Settings
-from test_cli import CLI, Run, env_for, xadd_like_an_integration
 
 CHECKING = {"TALLY_REQUIRE_KNOWN_SOURCES": "true"}
 

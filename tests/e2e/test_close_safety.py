@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from close_support import GRACE, after, balance, close, document, license_day, line, meter
-from ledger_support import ORGS, ai, api, urls_of
+from support.close_support import GRACE, after, balance, close, document, license_day, line, meter
+from support.ledger_support import ORGS, ai, api, urls_of
 from tally.adapters.postgres import invoices, ledger_queries, organizations
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.verification import verify

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger_support import ORGS, balance_map, drain, urls_of
+from support.ledger_support import ORGS, balance_map, drain, urls_of
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings

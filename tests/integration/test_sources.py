@@ -7,7 +7,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger_support import api, balance_map, drain, event
+from support.ledger_support import api, balance_map, drain, event
 from tally.adapters.postgres import ledger_queries, sources
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.verification import verify

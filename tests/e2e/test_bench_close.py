@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from support.cli import tally
 from tally.bench import CLOSE_CURRENCIES
 from tally.config import Settings
-from test_cli import tally
 
 
 async def test_the_close_benchmark_invoices_every_organization(settings: Settings) -> None:
