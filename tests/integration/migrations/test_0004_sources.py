@@ -1,5 +1,8 @@
-"""Migration 0004 on a ledger with data: what was metered stays, and the source registry
-is append-only with organizations that exist."""
+"""Revision 0004, producer sources: a 0003 ledger stays whole, and the source registry is
+append-only, with organizations that exist.
+
+The first test stores its rows with raw SQL as 0003 stores them; the second (older) one
+meters at 0003 with the service and checks the ledger still verifies at head."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import pytest
 from alembic import command
 
 from support.ledger_support import api, balance_map, urls_of
+from support.migrations import LEDGER_0001, Migrations, ledger_0001, unchanged
 from tally.adapters.postgres import ledger_queries, metering_store, organizations, sources
 from tally.adapters.postgres.connection import make_engine, raw_connection
 from tally.adapters.postgres.schema import alembic_config, load_rate_cards
@@ -18,6 +22,60 @@ from tally.config import Settings
 from tally.domain.metering import Limits, SourceGrant
 from tally.metering import MeteringService
 
+REFUSED = {
+    "INSERT INTO producer_source (name, enabled, any_org, orgs)"
+    " VALUES ('x', true, false, '{hooli}')": asyncpg.ForeignKeyViolationError,
+    "INSERT INTO producer_source (name, enabled, any_org, orgs)"
+    " VALUES ('x', true, false, '{}')": asyncpg.CheckViolationError,
+    "INSERT INTO producer_source (name, enabled, any_org, orgs)"
+    " VALUES ('x', true, true, '{acme}')": asyncpg.CheckViolationError,
+    "INSERT INTO producer_source (name, enabled, any_org, orgs)"
+    " VALUES ('x', false, false, '{acme}')": asyncpg.CheckViolationError,
+    "INSERT INTO producer_source (name, enabled, any_org, orgs)"
+    " VALUES ('x', true, false, '{acme,NULL}')": asyncpg.CheckViolationError,
+    "INSERT INTO producer_source (name, enabled, any_org, orgs)"
+    " VALUES ('', true, true, '{}')": asyncpg.CheckViolationError,
+    "UPDATE producer_source SET any_org = true": asyncpg.RestrictViolationError,
+    "DELETE FROM producer_source": asyncpg.RestrictViolationError,
+    "TRUNCATE producer_source": asyncpg.RestrictViolationError,
+}
+NEWEST = """SELECT DISTINCT ON (name) name, enabled, any_org, orgs
+              FROM producer_source ORDER BY name, id DESC"""
+
+
+async def test_0004_adds_an_append_only_registry_beside_a_0003_ledger(
+    migrations: Migrations,
+) -> None:
+    await migrations.upgrade("0003")
+    async with raw_connection(migrations.engine) as conn:
+        await ledger_0001(conn)
+    before = await migrations.contents(*LEDGER_0001, "delivery_tally", "delivery_lane")
+
+    await migrations.upgrade("0004")
+
+    assert unchanged(before, await migrations.contents(*before))
+    async with raw_connection(migrations.engine) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM producer_source") == 0
+        await conn.execute(
+            """INSERT INTO producer_source (name, enabled, any_org, orgs) VALUES
+                 ('crm', true, false, '{acme}'), ('crm', true, false, '{acme,globex}'),
+                 ('batch', true, true, '{}'), ('old', true, false, '{acme}'),
+                 ('old', false, false, '{}')"""
+        )
+        for statement, error in REFUSED.items():
+            with pytest.raises(error):
+                await conn.execute(statement)
+        assert [tuple(r) for r in await conn.fetch(NEWEST)] == [
+            ("batch", True, True, []),
+            ("crm", True, False, ["acme", "globex"]),
+            ("old", False, False, []),
+        ]
+
+
+async def test_0004_round_trip(migrations: Migrations) -> None:
+    await migrations.round_trip("0003", "0004")
+
+
 COUNTS = """SELECT (SELECT count(*) FROM usage_event) AS events,
                    (SELECT count(*) FROM journal_entry) AS entries,
                    (SELECT count(*) FROM dead_letter) AS letters,
@@ -25,7 +83,7 @@ COUNTS = """SELECT (SELECT count(*) FROM usage_event) AS events,
                       FROM ledger_lane) AS heads"""
 
 
-async def test_0004_keeps_the_ledger_and_adds_an_append_only_registry(settings: Settings) -> None:
+async def test_0004_keeps_a_metered_ledger_verifiable(settings: Settings) -> None:
     url = urls_of(settings).database
     await asyncio.to_thread(command.upgrade, alembic_config(url), "0002")
     engine = make_engine(url, owner=True)  # no grants before `tally migrate`
