@@ -459,7 +459,7 @@ async def test_sigkill_at_thirty_random_moments_then_restart_is_exact(
 async def test_tally_stream_status_and_trim_through_the_cli(
     engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
 ) -> None:
-    from test_cli import tally
+    from support.cli import tally
 
     await add(stream, settings.stream, *(api(f"c{n}") for n in range(5)))
     await stream.xtrim(settings.stream, maxlen=4, approximate=False)  # one lost unread
