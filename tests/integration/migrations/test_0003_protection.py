@@ -1,8 +1,9 @@
 """Revision 0003, protection: a 0002 ledger stays whole and gets one opening delivery tally
 per stream, chained on lane 1; tallies are append-only; the invoice counter never goes back.
 
-(The roles and grants are not a revision: ``tally migrate`` applies them after every
-upgrade, see ``tests/integration/test_protection.py``.)"""
+The roles and grants are not a revision: ``tally migrate`` applies them after every upgrade
+(``tally.adapters.postgres.privileges``); here they are applied to 0003's schema as it is.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import asyncpg
 import pytest
 
 from support.migrations import LEDGER_0001, Migrations, issue, ledger_0001, unchanged
+from tally.adapters.postgres import schema
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.privileges import READER, WRITER
 from tally.domain.deliveries import DeliveryCounts, tally_hash
 from tally.domain.ledger import GENESIS_HASH
 
@@ -77,6 +80,35 @@ async def test_0003_on_an_empty_ledger_opens_nothing(migrations: Migrations) -> 
     async with raw_connection(migrations.engine) as conn:
         assert await conn.fetchval("SELECT count(*) FROM delivery_tally") == 0
         assert await conn.fetchval("SELECT max(seq) FROM delivery_lane") == 0
+
+
+async def test_0003_tables_follow_the_roles_policy(migrations: Migrations) -> None:
+    await migrations.upgrade("0003")
+    await schema.grant(migrations.url, {})
+    tally = """INSERT INTO delivery_tally VALUES (2, 1, 's1', 1, 0, 0, 0, 0, now(),
+                   '\\x00', '\\x01')"""
+    async with raw_connection(migrations.engine) as conn:
+        await conn.execute(f"SET ROLE {WRITER}")
+        try:
+            await conn.execute(tally)
+            await conn.execute(
+                "UPDATE delivery_lane SET seq = 1, head_hash = '\\x01' WHERE lane = 2"
+            )
+            await conn.execute("UPDATE invoice_counter SET last = 1")
+            for statement in (
+                "INSERT INTO delivery_lane (lane) VALUES (17)",  # migrate fills the lanes
+                "UPDATE delivery_lane SET lane = 18 WHERE lane = 2",
+                "UPDATE delivery_tally SET events = 2",
+                "DELETE FROM delivery_tally",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(statement)
+            await conn.execute(f"SET ROLE {READER}")
+            assert await conn.fetchval("SELECT count(*) FROM delivery_tally") == 1
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(tally.replace("(2, 1,", "(3, 1,"))
+        finally:
+            await conn.execute("RESET ROLE")
 
 
 async def test_0003_round_trip(migrations: Migrations) -> None:
