@@ -178,6 +178,34 @@ BEGIN
 END $$;
 """
 
+# 0001's balance check, word for word: what a downgrade to 0001 puts back.
+BALANCED_0001 = """
+CREATE OR REPLACE FUNCTION tally_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE bad record;
+BEGIN
+    -- lines join only entries posted by this same transaction: a posted entry is closed
+    SELECT e.id INTO bad FROM journal_entry e
+     WHERE e.id IN (SELECT DISTINCT entry_id FROM new_lines)
+       AND e.xmin::text::bigint <> txid_current() % 4294967296
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger: entry % is posted; its lines cannot change', bad.id
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    SELECT l.entry_id, a.unit, sum(l.amount) AS total INTO bad
+      FROM entry_line l JOIN account a ON a.id = l.account_id
+     WHERE l.entry_id IN (SELECT DISTINCT entry_id FROM new_lines)
+     GROUP BY l.entry_id, a.unit
+    HAVING sum(l.amount) <> 0
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger: unbalanced entry %: % lines sum to %, not 0',
+            bad.entry_id, bad.unit, bad.total USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+"""
+
 TABLES = (
     "commitment",
     "invoice",
@@ -201,3 +229,4 @@ def downgrade() -> None:
         op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     for function in ("tally_invoice_numbers_gapless", "tally_invoice_complete"):
         op.execute(f"DROP FUNCTION IF EXISTS {function}() CASCADE")
+    run_script(BALANCED_0001)

@@ -1,0 +1,100 @@
+"""A stream entry is exactly one field, ``event``: a repeated field or a field beside it is
+refused with its own code, kept byte-exact, and replayed as the very same entry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from support.ledger_support import api, balance_map
+from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.ratecard_files import bundled_cards
+from tally.config import Settings
+from tally.domain.metering import Fields, Limits, Rated, Reject, rate, stream_fields
+from tally.domain.ratecard import RateCardBook
+from tally.metering import MeteringService, replay_dead_letters
+
+ONE = api("r1", count=1)
+FIVE_HUNDRED = api("r1", count=500)
+LIMITS = Limits(max_event_bytes=65_536, max_future_skew=timedelta(minutes=5))
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+Pairs = list[tuple[bytes, bytes]]
+SHAPES: dict[str, tuple[Pairs, str, str]] = {
+    "two event fields": (
+        [(b"event", ONE), (b"event", FIVE_HUNDRED)],
+        "repeated_field",
+        "stream entry with the field 'event' more than once: which value is meant is ambiguous"
+        " (fields: event, event)",
+    ),
+    "a field beside event": (
+        [(b"event", ONE), (b"payload", b"x" * 70_000)],
+        "unexpected_field",
+        "stream entry with fields beside 'event': 'payload' (an entry has only 'event')",
+    ),
+    "a field before event": (
+        [(b"traceparent", b"00-4bf9-00f0-01"), (b"event", ONE)],
+        "unexpected_field",
+        "fields beside 'event': 'traceparent'",
+    ),
+    "another field twice, no event": (
+        [(b"payload", ONE), (b"payload", ONE)],
+        "repeated_field",
+        "the field 'payload' more than once",
+    ),
+    "no event field": (
+        [(b"payload", ONE)],
+        "missing_event_field",
+        "stream entry without the 'event' field (fields: payload)",
+    ),
+}
+
+
+def rated(fields: Fields, limits: Limits = LIMITS) -> Rated | Reject:
+    book = RateCardBook(bundled_cards())
+    return rate("1-0", fields, {"acme": "USD"}, book, limits, NOW)
+
+
+async def raw_entries(client: aioredis.Redis, key: str) -> list[tuple[str, Pairs]]:
+    """The stream as Redis holds it: each entry's fields as pairs, repeats included (redis-py
+    would fold them into a dict, keeping the last)."""
+    client.response_callbacks.pop("XRANGE", None)
+    reply = await client.execute_command("XRANGE", key, "-", "+")
+    return [
+        (entry_id.decode(), list(zip(fields[::2], fields[1::2], strict=True)))
+        for entry_id, fields in reply
+    ]
+
+
+async def test_ambiguous_entries_xadded_to_redis_are_dead_lettered_and_replay_unchanged(
+    engine: AsyncEngine, stream: aioredis.Redis, settings: Settings, service: MeteringService
+) -> None:
+    for pairs, _, _ in SHAPES.values():
+        await stream.execute_command(
+            "XADD", settings.stream, "*", *(part for pair in pairs for part in pair)
+        )
+    await stream.execute_command("XADD", settings.stream, "*", "event", api("fine", count=7))
+    entries = await raw_entries(stream, settings.stream)
+    assert [pairs for _, pairs in entries[:-1]] == [pairs for pairs, _, _ in SHAPES.values()]
+
+    report = await service.process(settings.stream, entries)
+    assert report.counts["metered"] == 1
+    letters = await ledger_queries.dead_letters(engine)
+    assert [letter["code"] for letter in letters] == [code for _, code, _ in SHAPES.values()]
+    for letter, (_, _, reason) in zip(letters, SHAPES.values(), strict=True):
+        assert reason in letter["reason"]
+    balances = balance_map(await ledger_queries.balances(engine, "acme", "2026-10"))
+    assert balances["org/acme/2026-10/api_request/usage"] == 7  # neither 1 nor 500 of r1
+
+    async with raw_connection(engine) as conn:
+        kept = await conn.fetch("SELECT raw, code FROM dead_letter ORDER BY id")
+    assert [stream_fields(bytes(row["raw"]), row["code"]) for row in kept] == [
+        pairs for _, pairs in entries[:-1]
+    ]
+    replayed = await replay_dead_letters(service, None, 100)
+    assert sorted(replayed.values()) == sorted(
+        f"rejected: {letter['reason']}" for letter in letters
+    )
