@@ -20,10 +20,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from tally.adapters.postgres import metering_store
+from tally.bootstrap import service_urls
 from tally.config import Settings
-from tally.entrypoints.consumer import Consumer
-from tally.metering import MeteringService
-from tally.runtime import service_urls
+from tally.service_layer.consumer import Consumer
+from tally.service_layer.metering import MeteringService
 
 
 def die_on_call(owner: Any, name: str, nth: int, after: bool = False) -> None:

@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres import organizations
 from tally.adapters.postgres.connection import make_engine
+from tally.bootstrap import ServiceUrls
 from tally.config import Settings, get_settings
-from tally.domain.metering import Limits
-from tally.entrypoints.consumer import Consumer
-from tally.metering import MeteringService
-from tally.migrate import migrate
-from tally.runtime import ServiceUrls
+from tally.domain.rating import Limits
+from tally.service_layer.consumer import Consumer
+from tally.service_layer.metering import MeteringService
+from tally.service_layer.setup import migrate
 
 ORGS = {"acme": "USD", "globex": "EUR", "initech": "JPY"}
 

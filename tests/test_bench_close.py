@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from tally.bench import CLOSE_CURRENCIES
 from tally.config import Settings
+from tally.tools.bench import CLOSE_CURRENCIES
 from test_cli import tally
 
 

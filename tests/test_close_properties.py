@@ -19,7 +19,7 @@ from ledger_support import ai, api
 from tally.adapters.postgres import organizations
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
-from tally.metering import MeteringService
+from tally.service_layer.metering import MeteringService
 
 CARD = bundled_cards()[0]
 P1, P2 = "2026-09", "2026-10"

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger_support import api, balance_map, drain
 from tally.adapters.postgres import ledger_queries
 from tally.config import Settings
-from tally.metering import MeteringService
+from tally.service_layer.metering import MeteringService
 from test_cli import tally_all
 
 TIME = datetime(2026, 10, 15, 12, tzinfo=UTC)

@@ -14,7 +14,7 @@ from tally.adapters.postgres import ledger_queries, organizations
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.metering import MeteringService, replay_dead_letters
+from tally.service_layer.metering import MeteringService, replay_dead_letters
 
 APR = "org/acme/2026-10/api_request"
 TOK = "org/acme/2026-10/ai_token"

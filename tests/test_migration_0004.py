@@ -15,8 +15,8 @@ from tally.adapters.postgres.connection import make_engine, raw_connection
 from tally.adapters.postgres.schema import alembic_config, load_rate_cards
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.domain.metering import Limits, SourceGrant
-from tally.metering import MeteringService
+from tally.domain.rating import Limits, SourceGrant
+from tally.service_layer.metering import MeteringService
 
 COUNTS = """SELECT (SELECT count(*) FROM usage_event) AS events,
                    (SELECT count(*) FROM journal_entry) AS entries,

@@ -12,7 +12,7 @@ from close_support import balance, close, document, license_day, line, meter
 from ledger_support import ai, api
 from tally.adapters.postgres import organizations
 from tally.adapters.postgres.verification import verify
-from tally.metering import MeteringService
+from tally.service_layer.metering import MeteringService
 
 OCT = "2026-10"
 

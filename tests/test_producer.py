@@ -24,7 +24,7 @@ from tally.domain.events import (
     LicenseUsageEvent,
     parse_event,
 )
-from tally.producer import EVENT_FIELD, UsageProducer, UUID7Generator, format_uuid7, uuid7
+from tally.sdk.producer import EVENT_FIELD, UsageProducer, UUID7Generator, format_uuid7, uuid7
 
 API: dict[str, Any] = {
     "oauth_client_id": "c-42",

@@ -17,7 +17,7 @@ from ledger_support import ai, api
 from tally.adapters.postgres import ledger_queries, organizations
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
-from tally.metering import MeteringService
+from tally.service_layer.metering import MeteringService
 
 CARD = bundled_cards()[0]
 FEATURES = sorted(CARD.ai.features.items())

@@ -18,8 +18,8 @@ from tally.adapters.postgres.databases import dsn
 from tally.adapters.postgres.privileges import READER, WRITER, WRITER_READ_ONLY, WRITER_UPDATES
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.metering import MeteringService, replay_dead_letters
-from tally.migrate import migrate
+from tally.service_layer.metering import MeteringService, replay_dead_letters
+from tally.service_layer.setup import migrate
 
 OCT = "2026-10"
 

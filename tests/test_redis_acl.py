@@ -25,8 +25,8 @@ from ledger_support import balance_map, drain, urls_of
 from tally.adapters.postgres import ledger_queries, organizations
 from tally.adapters.postgres.connection import make_engine
 from tally.config import Settings
-from tally.migrate import migrate
-from tally.producer import UsageProducer
+from tally.sdk.producer import UsageProducer
+from tally.service_layer.setup import migrate
 
 COMPOSE = Path(__file__).resolve().parents[1] / "compose.yaml"
 STREAM = "tally:usage"

@@ -24,18 +24,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fault_servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
 from ledger_support import ORGS, api, balance_map, drain, urls_of
-from tally import stream_health
 from tally.adapters import redis_streams
 from tally.adapters.postgres import databases, ledger_queries, organizations
 from tally.adapters.postgres.connection import make_engine, raw_connection
 from tally.adapters.postgres.stream_records import incidents
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.entrypoints.consumer import Consumer, Unreachable
-from tally.loadgen import LoadMix, LoadSummary
-from tally.metering import BatchReport
-from tally.migrate import migrate
-from tally.producer import UsageProducer
+from tally.sdk.producer import UsageProducer
+from tally.service_layer import stream_health
+from tally.service_layer.consumer import Consumer, Unreachable
+from tally.service_layer.metering import BatchReport
+from tally.service_layer.setup import migrate
+from tally.tools.loadgen import LoadMix, LoadSummary
 from test_crashes import assert_exact, env_for
 
 APR = "org/acme/2026-10/api_request"

@@ -22,7 +22,7 @@ from tally.entrypoints.cli import (
     stream,
 )
 from tally.entrypoints.cli.output import errors
-from tally.entrypoints.consumer import Unreachable
+from tally.service_layer.consumer import Unreachable
 
 app = typer.Typer(
     name="tally",

@@ -13,7 +13,7 @@ from tally.adapters.postgres import organizations, sources
 from tally.domain.events import MAX_USERS, json_schemas
 from tally.entrypoints.cli.context import run, settings_and_urls, with_engine
 from tally.entrypoints.cli.output import Format, FormatOption, check_period, console, emit, fail
-from tally.migrate import migrate
+from tally.service_layer.setup import migrate
 
 org_app = typer.Typer(help="Organizations: who is billed, in which currency.", no_args_is_help=True)
 source_app = typer.Typer(

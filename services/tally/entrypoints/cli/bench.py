@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
-from tally.bench import CLOSE_PERIOD, Bench, CloseBench, as_dict
 from tally.entrypoints.cli.context import run, settings_and_urls
 from tally.entrypoints.cli.output import Format, FormatOption, counting_bars, emit, errors
+from tally.tools.bench import CLOSE_PERIOD, Bench, CloseBench, as_dict
 
 bench_app = typer.Typer(
     help="Measure drain throughput (default) or steady-rate latency; `close`: the month close."

@@ -23,8 +23,8 @@ from tally.entrypoints.cli.output import (
     emit,
     fail,
 )
-from tally.invoice_formats import rows, to_csv, to_html
-from tally.month_close import CloseRefused, CloseReport, close_period, previous_period
+from tally.entrypoints.cli.rendering import rows, to_csv, to_html
+from tally.service_layer.month_close import CloseRefused, CloseReport, close_period, previous_period
 
 invoice_app = typer.Typer(help="Issued invoices: finalized, immutable.", no_args_is_help=True)
 

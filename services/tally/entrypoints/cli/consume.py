@@ -9,8 +9,8 @@ import typer
 
 from tally.entrypoints.cli.context import run, settings_and_urls
 from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors
-from tally.entrypoints.consumer import Consumer
-from tally.metering import BatchReport
+from tally.service_layer.consumer import Consumer
+from tally.service_layer.metering import BatchReport
 
 
 def consume(

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import make_engine
+from tally.bootstrap import ServiceUrls, service_urls
 from tally.config import Settings, get_settings
-from tally.runtime import ServiceUrls, service_urls
 
 T = TypeVar("T")
 

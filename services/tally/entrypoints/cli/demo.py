@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from tally.demo import DEMO_ORGS, DemoResult, run_demo
 from tally.entrypoints.cli.billing import print_invoice
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls
 from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors
+from tally.tools.demo import DEMO_ORGS, DemoResult, run_demo
 
 
 def demo(

@@ -10,7 +10,7 @@ from rich.progress import Progress
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.verification import verify
 from tally.config import get_settings
-from tally.domain.metering import Limits
+from tally.domain.rating import Limits
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.output import (
     Format,
@@ -21,7 +21,7 @@ from tally.entrypoints.cli.output import (
     errors,
     fail,
 )
-from tally.metering import MeteringService, replay_dead_letters
+from tally.service_layer.metering import MeteringService, replay_dead_letters
 
 ledger_app = typer.Typer(help="Balances and tamper evidence.", no_args_is_help=True)
 events_app = typer.Typer(help="What became of an event.", no_args_is_help=True)

@@ -20,15 +20,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from tally.bootstrap import service_urls
 from tally.config import get_settings
 from tally.domain.events import InvalidEvent, parse_event
-from tally.domain.metering import EVENT_FIELD
+from tally.domain.rating import EVENT_FIELD
 from tally.entrypoints.cli.output import Format, FormatOption, errors, fail
 from tally.entrypoints.cli.output import emit as show
-from tally.loadgen import LoadEntry, LoadMix, LoadSummary
-from tally.month_close import previous_period
-from tally.producer import UsageProducer
-from tally.runtime import service_urls
+from tally.sdk.producer import UsageProducer
+from tally.service_layer.month_close import previous_period
+from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
 
 
 def register(app: typer.Typer) -> None:

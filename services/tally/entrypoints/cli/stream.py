@@ -8,11 +8,11 @@ from typing import Annotated, Any
 import typer
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from tally import stream_health
 from tally.adapters import redis_streams
 from tally.config import parse_retention
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls
 from tally.entrypoints.cli.output import Format, FormatOption, emit, fail
+from tally.service_layer import stream_health
 
 stream_app = typer.Typer(help="The usage stream: status and safe trimming.", no_args_is_help=True)
 

@@ -26,15 +26,15 @@ from typing import Any, Self
 from tally.adapters import redis_streams
 from tally.adapters.postgres import databases, organizations
 from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
+from tally.bootstrap import ServiceUrls
 from tally.config import Settings
-from tally.domain.metering import Limits, StreamEntry
-from tally.entrypoints.consumer import Consumer
-from tally.loadgen import LoadMix
-from tally.metering import BatchReport, MeteringService
-from tally.migrate import migrate
-from tally.month_close import close_period, period_bounds
-from tally.producer import UsageProducer
-from tally.runtime import ServiceUrls
+from tally.domain.rating import Limits, StreamEntry
+from tally.sdk.producer import UsageProducer
+from tally.service_layer.consumer import Consumer
+from tally.service_layer.metering import BatchReport, MeteringService
+from tally.service_layer.month_close import close_period, period_bounds
+from tally.service_layer.setup import migrate
+from tally.tools.loadgen import LoadMix
 
 Progress = Callable[[int, int], None]  # (done, total)
 PUBLISH_BATCH = 5000

@@ -19,15 +19,20 @@ from tally.adapters import redis_streams
 from tally.adapters.postgres import invoices, ledger_queries, organizations
 from tally.adapters.postgres.invoices import Invoice
 from tally.adapters.postgres.verification import Verification, verify
-from tally.bench import publish_mix
+from tally.bootstrap import ServiceUrls
 from tally.config import Settings
-from tally.entrypoints.consumer import Consumer
-from tally.loadgen import LoadMix, LoadSummary
-from tally.metering import BatchReport
-from tally.migrate import migrate
-from tally.month_close import CloseReport, closable_from, close_period, previous_period
-from tally.producer import UsageProducer
-from tally.runtime import ServiceUrls
+from tally.sdk.producer import UsageProducer
+from tally.service_layer.consumer import Consumer
+from tally.service_layer.metering import BatchReport
+from tally.service_layer.month_close import (
+    CloseReport,
+    closable_from,
+    close_period,
+    previous_period,
+)
+from tally.service_layer.setup import migrate
+from tally.tools.bench import publish_mix
+from tally.tools.loadgen import LoadMix, LoadSummary
 
 DEMO_ORGS = {"acme": "USD", "globex": "EUR", "initech": "JPY", "umbrella": "GBP"}
 SEED_000_ORG = "acme"

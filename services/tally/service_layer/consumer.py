@@ -38,13 +38,13 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
 
-from tally import stream_health
 from tally.adapters import redis_streams
 from tally.adapters.postgres.connection import make_engine
+from tally.bootstrap import ServiceUrls
 from tally.config import Settings
-from tally.domain.metering import Limits, StreamEntry
-from tally.metering import BatchReport, MeteringService, RatedBatch
-from tally.runtime import ServiceUrls
+from tally.domain.rating import Limits, StreamEntry
+from tally.service_layer import stream_health
+from tally.service_layer.metering import BatchReport, MeteringService, RatedBatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

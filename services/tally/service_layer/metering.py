@@ -22,7 +22,8 @@ from tally.adapters.postgres import metering_store as store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
 from tally.domain.deliveries import DeliveryCounts
-from tally.domain.metering import (
+from tally.domain.ratecard import RateCardBook
+from tally.domain.rating import (
     Fields,
     Limits,
     OversizedEntry,
@@ -36,7 +37,6 @@ from tally.domain.metering import (
     stream_fields,
     usage_postings,
 )
-from tally.domain.ratecard import RateCardBook
 
 log = logging.getLogger(__name__)
 RETRIES = 5

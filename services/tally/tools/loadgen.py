@@ -44,7 +44,7 @@ from typing import Any, NamedTuple, cast
 
 from tally.adapters.ratecard_files import bundled_cards
 from tally.domain.ratecard import RateCard
-from tally.producer import EVENT_FIELD, format_uuid7
+from tally.sdk.producer import EVENT_FIELD, format_uuid7
 
 __all__ = [
     "BAD_CLASSES",
