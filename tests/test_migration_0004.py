@@ -10,13 +10,13 @@ import pytest
 from alembic import command
 
 from ledger_support import api, balance_map, urls_of
+from tally import bootstrap
 from tally.adapters.postgres import ledger_queries, metering_store, organizations, sources
 from tally.adapters.postgres.connection import make_engine, raw_connection
 from tally.adapters.postgres.schema import alembic_config, load_rate_cards
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.domain.rating import Limits, SourceGrant
-from tally.service_layer.metering import MeteringService
+from tally.domain.rating import SourceGrant
 
 COUNTS = """SELECT (SELECT count(*) FROM usage_event) AS events,
                    (SELECT count(*) FROM journal_entry) AS entries,
@@ -41,8 +41,8 @@ async def test_0004_keeps_the_ledger_and_adds_an_append_only_registry(settings: 
         await load_rate_cards(engine)
         await organizations.add(engine, "acme", "USD")
         await organizations.add(engine, "globex", "EUR")
-        limits = Limits(settings.max_event_bytes, settings.max_future_skew)
-        report = await MeteringService(engine, limits, require_known_sources=False).process(
+        service = bootstrap.metering_service(engine, settings, require_known_sources=False)
+        report = await service.process(
             "s", [("1-0", {b"event": api("r1", count=3, source="crm-sync")})]
         )
         assert report.outcomes["1-0"] == "metered"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -115,6 +116,15 @@ class Settings(BaseSettings):
 
 
 RETENTION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class ServiceUrls:
+    """Where the services are (``tally.bootstrap.service_urls`` finds them)."""
+
+    database: str  # postgresql+asyncpg://…
+    redis: str  # redis://… or unix://…
+    embedded: bool
 
 
 def parse_retention(text: str) -> timedelta | int:

@@ -23,15 +23,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Self
 
+from tally import bootstrap
 from tally.adapters import redis_streams
 from tally.adapters.postgres import databases, organizations
 from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
-from tally.domain.rating import Limits, StreamEntry
+from tally.domain.rating import StreamEntry
 from tally.sdk.producer import UsageProducer
-from tally.service_layer.consumer import Consumer
-from tally.service_layer.metering import BatchReport, MeteringService
+from tally.service_layer.metering import BatchReport
 from tally.service_layer.month_close import close_period, period_bounds
 from tally.service_layer.setup import migrate
 from tally.tools.loadgen import LoadMix
@@ -83,7 +83,7 @@ def _drain_in_process(
         counts.update(events=len(report.outcomes), postings=report.postings)
         last[0] = time.time()
 
-    consumer = Consumer(settings, urls, until_idle=True, on_batch=on_batch)
+    consumer = bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch)
     ready.wait()
     go.wait()
     asyncio.run(consumer.run())
@@ -119,7 +119,7 @@ def _large_in_process(settings: Settings, urls: ServiceUrls, results: Any) -> No
     def on_batch(report: BatchReport) -> None:
         counts.update(report.counts)
 
-    asyncio.run(Consumer(settings, urls, until_idle=True, on_batch=on_batch).run())
+    asyncio.run(bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch).run())
     results.put((counts, _peak_rss_mb()))
 
 
@@ -279,7 +279,7 @@ class Bench:
             now_ms = time.time() * 1000
             latencies.extend(now_ms - int(sid.split("-")[0]) for sid in report.outcomes)
 
-        consumer = Consumer(self.settings, self.urls, until_idle=False, on_batch=on_batch)
+        consumer = bootstrap.consumer(self.settings, self.urls, until_idle=False, on_batch=on_batch)
         runner = asyncio.create_task(consumer.run())
         tick = 0.01
         async with UsageProducer(self.urls.redis, self.settings.stream) as producer:
@@ -454,11 +454,12 @@ class CloseBench(Bench):
         how many were stored (every one, or this raises)."""
         entries = list(close_entries(self.close_orgs, period))
         after_close = period_bounds(period)[1] + timedelta(hours=24)
-        engine = make_engine(self.urls.database)
-        service = MeteringService(
+        engine = bootstrap.engine(self.urls)
+        service = bootstrap.metering_service(
             engine,
-            Limits(self.settings.max_event_bytes, self.settings.max_future_skew),
+            self.settings,
             clock=lambda: after_close,  # received once the period ended, whatever today is
+            require_known_sources=False,
         )
         stored = 0
         try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally import bootstrap
 from tally.adapters import redis_streams
 from tally.adapters.postgres import invoices, ledger_queries, organizations
 from tally.adapters.postgres.invoices import Invoice
@@ -22,7 +23,6 @@ from tally.adapters.postgres.verification import Verification, verify
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.sdk.producer import UsageProducer
-from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import BatchReport
 from tally.service_layer.month_close import (
     CloseReport,
@@ -120,7 +120,7 @@ async def run_demo(
         done[0] += len(report.outcomes)
         progress("metering", done[0], to_meter)
 
-    consumed = await Consumer(settings, urls, until_idle=True, on_batch=on_batch).run()
+    consumed = await bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch).run()
     result = DemoResult(period, mix.summary, consumed)
     result.dead_letters = await ledger_queries.dead_letters(engine, limit=1000)
     # the close's clock: now, or the earliest instant the month may close (its grace)

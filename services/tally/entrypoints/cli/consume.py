@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from tally import bootstrap
 from tally.entrypoints.cli.context import run, settings_and_urls
 from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors
-from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import BatchReport
 
 
@@ -34,7 +34,7 @@ def consume(
             highlight=False,
         )
 
-    consumer = Consumer(settings, urls, until_idle=until_idle, on_batch=progress)
+    consumer = bootstrap.consumer(settings, urls, until_idle=until_idle, on_batch=progress)
     screen.print(
         f"consumer {consumer.name} on {settings.stream!r} group {settings.group!r}"
         + (" (until idle)" if until_idle else ""),

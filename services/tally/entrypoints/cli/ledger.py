@@ -7,10 +7,10 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
+from tally import bootstrap
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.verification import verify
 from tally.config import get_settings
-from tally.domain.rating import Limits
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.output import (
     Format,
@@ -21,7 +21,7 @@ from tally.entrypoints.cli.output import (
     errors,
     fail,
 )
-from tally.service_layer.metering import MeteringService, replay_dead_letters
+from tally.service_layer.metering import replay_dead_letters
 
 ledger_app = typer.Typer(help="Balances and tamper evidence.", no_args_is_help=True)
 events_app = typer.Typer(help="What became of an event.", no_args_is_help=True)
@@ -137,11 +137,7 @@ def dlq_replay(
     settings = get_settings()
 
     async def work(engine: Any) -> dict[int, str]:
-        service = MeteringService(
-            engine,
-            Limits(settings.max_event_bytes, settings.max_future_skew),
-            require_known_sources=settings.require_known_sources,
-        )
+        service = bootstrap.metering_service(engine, settings)
         ids = None if all_ else [dead_letter] if dead_letter is not None else None
         with Progress(console=errors, transient=True) as progress:
             task = progress.add_task("replaying dead letters", total=None)
