@@ -42,11 +42,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
-from tally.config import get_settings
 from tally.domain.events import validate_event
 
 __all__ = [
     "DEFAULT_SOURCE",
+    "DEFAULT_STREAM",
     "EVENT_FIELD",
     "Fields",
     "RawEntry",
@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 EVENT_FIELD = "event"
+DEFAULT_STREAM = "tally:usage"  # the server's TALLY_STREAM default
 DEFAULT_SOURCE = "tally-python-sdk"
 
 Fields = Mapping[str, bytes | str] | Mapping[bytes, bytes | str]
@@ -155,8 +156,9 @@ class UsageProducer:
 
     ``redis``: a ``redis.asyncio.Redis`` client (left open on close) or a ``redis://``
     URL (a client is made and closed with the producer). ``stream`` defaults to
-    ``Settings.stream``. ``source`` is the CloudEvents ``source`` of every event unless a
-    call gives its own; with the event id it is the idempotency key.
+    ``tally:usage``: the SDK reads none of the server's settings, so pass the stream if
+    yours differs. ``source`` is the CloudEvents ``source`` of every event unless a call
+    gives its own; with the event id it is the idempotency key.
 
     ``batch_size``: entries per pipelined round (and the queue size that triggers one).
     A round failing with a connection or timeout error is re-sent up to ``max_retries``
@@ -167,7 +169,7 @@ class UsageProducer:
     def __init__(
         self,
         redis: Redis | str,
-        stream: str | None = None,
+        stream: str = DEFAULT_STREAM,
         *,
         source: str = DEFAULT_SOURCE,
         batch_size: int = 1000,
@@ -186,7 +188,7 @@ class UsageProducer:
         else:
             self.redis = redis
             self._owns_client = False
-        self.stream = stream if stream is not None else get_settings().stream
+        self.stream = stream
         self.source = source
         self.batch_size = batch_size
         self.max_retries = max_retries
