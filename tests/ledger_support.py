@@ -11,10 +11,10 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
-from tally.adapters.postgres import organizations
 from tally.adapters.postgres.connection import make_engine
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings, get_settings
+from tally.service_layer import organizations
 from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import MeteringService
 from tally.service_layer.setup import migrate

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from close_support import balance, close, document, license_day, meter
 from ledger_support import ai, api
-from tally.adapters.postgres import organizations
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
+from tally.service_layer import organizations
 from tally.service_layer.metering import MeteringService
 
 CARD = bundled_cards()[0]

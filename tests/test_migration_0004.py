@@ -11,12 +11,13 @@ from alembic import command
 
 from ledger_support import api, balance_map, urls_of
 from tally import bootstrap
-from tally.adapters.postgres import ledger_queries, metering_store, organizations, sources
+from tally.adapters.postgres import ledger_queries, metering_store, sources
 from tally.adapters.postgres.connection import make_engine, raw_connection
 from tally.adapters.postgres.schema import alembic_config, load_rate_cards
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
 from tally.domain.rating import SourceGrant
+from tally.service_layer import organizations
 
 COUNTS = """SELECT (SELECT count(*) FROM usage_event) AS events,
                    (SELECT count(*) FROM journal_entry) AS entries,

@@ -26,13 +26,13 @@ from fault_servers import PrivatePostgres, PrivateRedis, private_postgres, priva
 from ledger_support import ORGS, api, balance_map, drain, urls_of
 from tally import bootstrap
 from tally.adapters import redis_streams
-from tally.adapters.postgres import databases, ledger_queries, organizations
+from tally.adapters.postgres import databases, ledger_queries
 from tally.adapters.postgres.connection import make_engine, raw_connection
 from tally.adapters.postgres.stream_records import incidents
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
 from tally.sdk.producer import UsageProducer
-from tally.service_layer import stream_health
+from tally.service_layer import organizations, stream_health
 from tally.service_layer.consumer import Unreachable
 from tally.service_layer.metering import BatchReport
 from tally.service_layer.setup import migrate

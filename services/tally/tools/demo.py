@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
 from tally.adapters import redis_streams
-from tally.adapters.postgres import invoices, ledger_queries, organizations
+from tally.adapters.postgres import invoices, ledger_queries
 from tally.adapters.postgres.invoices import Invoice
 from tally.adapters.postgres.verification import Verification, verify
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.sdk.producer import UsageProducer
+from tally.service_layer import organizations
 from tally.service_layer.metering import BatchReport
 from tally.service_layer.month_close import (
     CloseReport,

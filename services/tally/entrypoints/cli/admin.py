@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tally.adapters.postgres import organizations, sources
+from tally.adapters.postgres import sources
 from tally.domain.events import MAX_USERS, json_schemas
 from tally.entrypoints.cli.context import run, settings_and_urls, with_engine
 from tally.entrypoints.cli.output import Format, FormatOption, check_period, console, emit, fail
+from tally.service_layer import organizations
 from tally.service_layer.setup import migrate
 
 org_app = typer.Typer(help="Organizations: who is billed, in which currency.", no_args_is_help=True)
@@ -57,7 +58,7 @@ def org_list(fmt: FormatOption = Format.table) -> None:
 
 
 @org_app.command("commit")
-def org_commit(
+def org_add_commitment(
     org: Annotated[str, typer.Argument(help="The organization.")],
     license: Annotated[str, typer.Option(help="communicate, gc1, gc2 or gc3.")],
     model: Annotated[str, typer.Option(help="named, concurrent or hourly.")],
@@ -86,7 +87,9 @@ def org_commit(
         raise fail(f"--hours must be at most {MAX_HOURS} with at most 6 decimal places", 2)
     try:
         with_engine(
-            lambda engine: organizations.commit(engine, org, license, model, quantity, from_period)
+            lambda engine: organizations.add_commitment(
+                engine, org, license, model, quantity, from_period
+            )
         )
     except organizations.OrganizationError as exc:
         raise fail(str(exc), 2) from exc
