@@ -193,7 +193,7 @@ class LoadSummary:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data (decimals stay ``Decimal``; ``output.emit`` prints them as strings)."""
+        """Plain data (decimals stay ``Decimal``; the CLI prints them as strings)."""
         return {
             "seed": self.seed,
             "period": self.period,

@@ -20,7 +20,7 @@ from tally.entrypoints.cli import (
     servers,
     stream,
 )
-from tally.entrypoints.cli.output import errors
+from tally.entrypoints.cli.rendering import errors
 from tally.service_layer.consumer import Unreachable
 from tally.service_layer.organizations import OrganizationError
 

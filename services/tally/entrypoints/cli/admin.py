@@ -12,7 +12,14 @@ import typer
 from tally.adapters.postgres import sources
 from tally.domain.events import MAX_USERS, json_schemas
 from tally.entrypoints.cli.context import run, settings_and_urls, with_engine
-from tally.entrypoints.cli.output import Format, FormatOption, check_period, console, emit, fail
+from tally.entrypoints.cli.rendering import (
+    Format,
+    FormatOption,
+    check_period,
+    console,
+    fail,
+    print_rows,
+)
 from tally.service_layer import organizations
 from tally.service_layer.setup import migrate
 
@@ -50,7 +57,7 @@ def org_add(
 def org_list(fmt: FormatOption = Format.table) -> None:
     """The organizations and their currencies."""
     rows = with_engine(organizations.list_all)
-    emit(
+    print_rows(
         [{"org": o.name, "currency": o.currency, "created_at": o.created_at} for o in rows],
         fmt,
         "organizations",
@@ -103,7 +110,7 @@ def org_commitments(
     fmt: FormatOption = Format.table,
 ) -> None:
     """The organization's commitments, oldest first (a later one supersedes)."""
-    emit(
+    print_rows(
         with_engine(lambda engine: organizations.commitments(engine, org)),
         fmt,
         f"commitments of {org}",
@@ -151,7 +158,7 @@ def source_list(
 ) -> None:
     """The registered sources and what each may bill (``*``: any organization)."""
     rows = with_engine(lambda engine: sources.list_all(engine, history))
-    emit(
+    print_rows(
         [
             {
                 "source": row["name"],

@@ -13,7 +13,7 @@ import typer
 from rich.progress import Progress
 
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.cli.output import Format, FormatOption, counting_bars, emit, errors
+from tally.entrypoints.cli.rendering import Format, FormatOption, counting_bars, errors, print_rows
 from tally.tools.bench import CLOSE_PERIOD, Bench, CloseBench, as_dict
 
 bench_app = typer.Typer(
@@ -61,7 +61,7 @@ def bench(
             return as_dict(result)
 
     figures = run(main())
-    emit(figures, Format.json if json_ else fmt, "bench")
+    print_rows(figures, Format.json if json_ else fmt, "bench")
 
 
 @bench_app.command("close")
@@ -96,11 +96,13 @@ def bench_close(
 
     figures = run(main())
     if json_ or fmt is Format.json:
-        emit(figures, Format.json)
+        print_rows(figures, Format.json)
         return
     totals = figures.pop("totals")
-    emit([{"figure": key, "value": value} for key, value in figures.items()], fmt, "bench close")
-    emit(
+    print_rows(
+        [{"figure": key, "value": value} for key, value in figures.items()], fmt, "bench close"
+    )
+    print_rows(
         [{"currency": currency, "total": total} for currency, total in totals.items()],
         Format.table,
         f"invoice totals for {figures['period']}",
@@ -129,7 +131,7 @@ def bench_large(
             )
         return as_dict(result)
 
-    emit(run(main()), Format.json if json_ else fmt, "bench large")
+    print_rows(run(main()), Format.json if json_ else fmt, "bench large")
 
 
 def register(app: typer.Typer) -> None:

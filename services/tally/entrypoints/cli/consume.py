@@ -9,7 +9,7 @@ import typer
 
 from tally import bootstrap
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors
+from tally.entrypoints.cli.rendering import Format, FormatOption, console, errors, print_rows
 from tally.service_layer.metering import BatchReport
 
 
@@ -41,7 +41,7 @@ def consume(
         highlight=False,
     )
     totals = run(consumer.run())
-    emit(
+    print_rows(
         [{"outcome": key, "count": value} for key, value in sorted(totals.items())],
         fmt,
         "consumed",

@@ -24,8 +24,8 @@ from tally.bootstrap import service_urls
 from tally.config import get_settings
 from tally.domain.events import InvalidEvent, parse_event
 from tally.domain.rating import EVENT_FIELD
-from tally.entrypoints.cli.output import Format, FormatOption, errors, fail
-from tally.entrypoints.cli.output import emit as show
+from tally.entrypoints.cli.rendering import Format, FormatOption, errors, fail
+from tally.entrypoints.cli.rendering import print_rows as show
 from tally.sdk.producer import UsageProducer
 from tally.service_layer.month_close import previous_period
 from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
     app.command("loadgen")(loadgen_command)
 
 
-# --- tally emit ---------------------------------------------------------------------------
+# --- tally print_rows ---------------------------------------------------------------------------
 
 
 def _read_event(event: str | None) -> bytes:

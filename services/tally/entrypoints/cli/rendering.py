@@ -1,14 +1,104 @@
-"""An invoice as CSV or a standalone HTML page, from its fixed JSON shape. Pure."""
+"""Presentation for the CLI: rows as a Rich table or JSON (decimals as strings), errors,
+progress bars, and an invoice as a table, CSV or a standalone HTML page."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import re
+from collections.abc import Sequence
+from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from html import escape
-from typing import Any
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
 
 from tally.adapters.postgres.invoices import Invoice
+from tally.domain.invoicing import FEATURES_USED
+
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # an error stays on one line, for grep
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+FormatOption = Annotated[
+    Format, typer.Option("--format", "-f", help="table (readable) or json (decimals as strings).")
+]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def print_rows(
+    rows: Sequence[dict[str, Any]] | dict[str, Any], fmt: Format, title: str = ""
+) -> None:
+    """Print ``rows`` (a list of flat dicts, or one dict) in the chosen format."""
+    if fmt is Format.json:
+        typer.echo(json.dumps(_plain(rows), indent=2, ensure_ascii=False))
+        return
+    items = [rows] if isinstance(rows, dict) else list(rows)
+    if not items:
+        console.print(f"[dim]{title + ': ' if title else ''}nothing to show[/dim]")
+        return
+    table = Table(title=title or None)
+    for column in items[0]:
+        numeric = isinstance(items[0][column], Decimal | int)
+        table.add_column(column, justify="right" if numeric else "left")
+    for item in items:
+        table.add_row(*(str(_plain(item[column])) for column in items[0]))
+    console.print(table)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a clear error and return the exit to raise."""
+    errors.print(f"[bold red]error:[/bold red] {message}")
+    return typer.Exit(code)
+
+
+PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def check_period(value: str | None) -> str | None:
+    """Typer callback: a billing period is ``YYYY-MM``."""
+    if value is not None and (not PERIOD.match(value) or not "0001" <= value[:4] <= "9998"):
+        raise typer.BadParameter(f"{value!r} is not a period YYYY-MM")
+    return value
+
+
+def counting_bars() -> Progress:
+    """Progress bars on stderr (stdout stays clean for JSON) that count done of total and
+    vanish when the work is done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=errors,
+        transient=True,
+    )
+
+
+# --- invoices ----------------------------------------------------------------------------
 
 COLUMNS = ("meter", "description", "allocation", "used", "overage", "unit_price", "amount")
 
@@ -80,3 +170,35 @@ issued {escape(invoice.issued_at.isoformat())}</p>
 {entries}
 </ul></body></html>
 """
+
+
+def print_invoice(invoice: Invoice) -> None:
+    """The invoice for people: one row per line, AI feature and adjustment, then the
+    descriptions (the table stays narrow enough for a terminal)."""
+    doc = invoice.document
+    table = Table(
+        title=" · ".join(doc[key] for key in ("number", "org", "period", "currency", "status")),
+        title_justify="left",
+    )
+    table.add_column("item")
+    for column in ("allocation", "used", "overage", "unit price", "amount"):
+        table.add_column(column, justify="right")
+    notes = []
+    for row in rows(invoice):
+        if row["kind"] == "line":
+            notes.append(f"{row['meter']}: {row['description'].split(FEATURES_USED)[0]}")
+            item = row["meter"]
+        elif row["kind"] == "feature":
+            item = f"  {row['description']}"
+        elif row["kind"] == "adjustment":
+            notes.append(f"adjustment, {row['meter']}: {row['description']}")
+            item = f"adjustment {row['meter']}"
+        else:
+            table.add_section()
+            item = f"total {row['description']}"
+        table.add_row(
+            item, row["allocation"], row["used"], row["overage"], row["unit_price"], row["amount"]
+        )
+    console.print(table)
+    for note in notes:
+        console.print(f"  [dim]{note}[/dim]", highlight=False)
