@@ -38,6 +38,8 @@ from pydantic import (
     model_validator,
 )
 
+from tally.domain.period import period_of
+
 EVENT_TYPES = ("api.request", "ai.usage", "license.usage")
 MAX_QUANTITY = Decimal(10) ** 15
 MAX_DECIMAL_PLACES = 12  # finer than any meter needs; bounds what NUMERIC must store
@@ -229,10 +231,6 @@ class _Envelope(_Strict):
     def period(self) -> str:
         """The billing period: the UTC calendar month, ``YYYY-MM``."""
         return period_of(self.utc_time)
-
-
-def period_of(utc_time: datetime) -> str:
-    return f"{utc_time.year:04d}-{utc_time.month:02d}"
 
 
 class ApiRequestEvent(_Envelope):

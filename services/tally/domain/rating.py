@@ -22,10 +22,10 @@ from tally.domain.events import (
     LicenseUsageData,
     decode_json,
     parse_event,
-    period_of,
     storable_text,
 )
 from tally.domain.ledger import AI_TOKEN, API_REQUEST, CarriedEvent, Entry, Meter, usage_entry
+from tally.domain.period import period_of
 from tally.domain.ratecard import RateCardBook
 
 EVENT_FIELD = b"event"

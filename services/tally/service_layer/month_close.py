@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally.adapters.postgres import close_store, metering_store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
-from tally.domain.events import period_of
 from tally.domain.invoicing import CloseInput, InvoiceDraft, close_org
+from tally.domain.period import period_bounds
 from tally.service_layer.unit_of_work import RETRIES, retrying
 
 Progress = Callable[[int, int], None]  # (organizations closed, organizations to close)
@@ -43,23 +43,6 @@ class CloseReport:
     issued: int  # invoices this run issued
     invoices: int  # invoices the period has now
     waited: bool  # another close held the lock first
-
-
-def period_bounds(period: str) -> tuple[datetime, datetime]:
-    """The first instant of the UTC month and of the next one."""
-    year, month = (int(part) for part in period.split("-"))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
-def previous_period(now: datetime) -> str:
-    return period_of(now.astimezone(UTC).replace(day=1) - timedelta(days=1))
-
-
-def closable_from(period: str, grace: timedelta) -> datetime:
-    """Usage is reported late: a period closes only once it ended plus the grace time."""
-    return period_bounds(period)[1] + grace
 
 
 async def close_period(

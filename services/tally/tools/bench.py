@@ -29,11 +29,12 @@ from tally.adapters.postgres import databases
 from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
+from tally.domain.period import period_bounds
 from tally.domain.rating import StreamEntry
 from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
 from tally.service_layer.metering import BatchReport
-from tally.service_layer.month_close import close_period, period_bounds
+from tally.service_layer.month_close import close_period
 from tally.service_layer.setup import migrate
 from tally.tools.loadgen import LoadMix
 

@@ -22,15 +22,11 @@ from tally.adapters.postgres.invoices import Invoice
 from tally.adapters.postgres.verification import Verification, verify
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
+from tally.domain.period import closable_from, previous_period
 from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
 from tally.service_layer.metering import BatchReport
-from tally.service_layer.month_close import (
-    CloseReport,
-    closable_from,
-    close_period,
-    previous_period,
-)
+from tally.service_layer.month_close import CloseReport, close_period
 from tally.service_layer.setup import migrate
 from tally.tools.bench import publish_mix
 from tally.tools.loadgen import LoadMix, LoadSummary

@@ -43,6 +43,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 from tally.adapters.ratecard_files import bundled_cards
+from tally.domain.period import parse_period
 from tally.domain.ratecard import RateCard
 from tally.sdk.producer import EVENT_FIELD, format_uuid7
 
@@ -223,14 +224,6 @@ def _default_card() -> RateCard:
     return bundled_cards()[-1]
 
 
-def _parse_period(period: str) -> tuple[int, int]:
-    try:
-        start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError:
-        raise ValueError(f"period must be YYYY-MM, got {period!r}") from None
-    return start.year, start.month
-
-
 class _Client(NamedTuple):
     id: str
     kind: str
@@ -279,7 +272,7 @@ class LoadMix:
         if not (0 <= duplicates <= 1 and 0 <= bad <= 1 and duplicates + bad <= 1):
             raise ValueError("duplicates and bad are shares between 0 and 1 (together <= 1)")
         self.orgs = list(orgs)
-        self.year, self.month = _parse_period(period)
+        self.year, self.month = parse_period(period)
         self.period = f"{self.year:04d}-{self.month:02d}"
         self.events = events
         self.seed = seed

@@ -10,6 +10,7 @@ import typer
 
 from tally.adapters.postgres import invoices
 from tally.config import get_settings
+from tally.domain.period import previous_period
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
@@ -23,7 +24,7 @@ from tally.entrypoints.cli.rendering import (
     to_csv,
     to_html,
 )
-from tally.service_layer.month_close import CloseRefused, CloseReport, close_period, previous_period
+from tally.service_layer.month_close import CloseRefused, CloseReport, close_period
 
 invoice_app = typer.Typer(help="Issued invoices: finalized, immutable.", no_args_is_help=True)
 

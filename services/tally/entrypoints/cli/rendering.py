@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -21,6 +20,7 @@ from rich.table import Table
 
 from tally.adapters.postgres.invoices import Invoice
 from tally.domain.invoicing import FEATURES_USED
+from tally.domain.period import is_period
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # an error stays on one line, for grep
@@ -76,12 +76,9 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
-
 def check_period(value: str | None) -> str | None:
     """Typer callback: a billing period is ``YYYY-MM``."""
-    if value is not None and (not PERIOD.match(value) or not "0001" <= value[:4] <= "9998"):
+    if value is not None and not is_period(value):
         raise typer.BadParameter(f"{value!r} is not a period YYYY-MM")
     return value
 
