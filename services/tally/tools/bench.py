@@ -10,7 +10,6 @@ through the metering service (untimed), then the clock runs over the month close
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import resource
 import secrets
@@ -36,7 +35,13 @@ from tally.service_layer import organizations
 from tally.service_layer.metering import BatchReport
 from tally.service_layer.month_close import close_period
 from tally.service_layer.setup import migrate
-from tally.tools.loadgen import LoadMix
+from tally.tools.loadgen import (
+    LoadMix,
+    ai_usage_event,
+    api_request_event,
+    default_card,
+    license_usage_event,
+)
 
 Progress = Callable[[int, int], None]  # (done, total)
 PUBLISH_BATCH = 5000
@@ -127,18 +132,8 @@ def _large_in_process(settings: Settings, urls: ServiceUrls, results: Any) -> No
 
 def padded_event(event_id: str, org: str, size: int) -> bytes:
     """A valid api.request of ``size`` bytes: JSON allows the whitespace that pads it."""
-    body = wire_event(
-        "api.request",
-        event_id,
-        {
-            "oauth_client_id": "c-bench",
-            "method": "GET",
-            "template_uri": "/api/v2/users/{userId}",
-            "status": 200,
-            "client_kind": "integration",
-        },
-        org,
-        "2026-10-15T12:00:00Z",
+    body = api_request_event(
+        event_id, CLOSE_SOURCE, org, "2026-10-15T12:00:00Z", client_id="c-bench"
     )
     return body + b" " * max(size - len(body), 0)
 
@@ -322,10 +317,13 @@ CLOSE_PERIOD = "2026-10"
 CLOSE_SOURCE = "bench-close"
 CLOSE_CURRENCIES = ("USD", "EUR", "JPY", "GBP", "CAD")
 METER_BATCH = 10_000  # entries per MeteringService.process call, as a consumer batch
-# The rate card's allocations (2020-01), so that some organizations go over and some not.
-GC2_NAMED_REQUESTS, GC2_CONCURRENT_REQUESTS = 110_000, 143_000
-NAMED_TOKENS, CONCURRENT_TOKENS = 250, 350
-VIRTUAL_AGENT_TOKENS_PER_SESSION = 2
+# The rate card's allocations, so that some organizations go over and some not.
+CARD = default_card()
+GC2_NAMED_REQUESTS = CARD.api.allocation["gc2"]["named"]
+GC2_CONCURRENT_REQUESTS = CARD.api.allocation["gc2"]["concurrent"]
+NAMED_TOKENS, CONCURRENT_TOKENS = CARD.ai.allocation["named"], CARD.ai.allocation["concurrent"]
+_VIRTUAL_AGENT = CARD.ai.features["virtual_agent"]
+VIRTUAL_AGENT_TOKENS_PER_SESSION = _VIRTUAL_AGENT.tokens // _VIRTUAL_AGENT.per
 
 
 @dataclass
@@ -350,41 +348,16 @@ def close_org_names(count: int) -> list[tuple[str, str]]:
     ]
 
 
-def wire_event(kind: str, event_id: str, data: dict[str, Any], org: str, time: str) -> bytes:
-    """A wire-contract event, as an integration would XADD it."""
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": event_id,
-            "source": CLOSE_SOURCE,
-            "type": kind,
-            "time": time,
-            "subject": org,
-            "data": data,
-        }
-    ).encode()
-
-
 def license_event(event_id: str, lic: str, model: str, users: int, org: str, day: str) -> bytes:
-    data = {"license": lic, "model": model, "users": users}
-    return wire_event("license.usage", event_id, data, org, f"{day}T23:00:00Z")
+    return license_usage_event(event_id, CLOSE_SOURCE, org, f"{day}T23:00:00Z", lic, model, users)
 
 
 def api_event(event_id: str, count: int, org: str, time: str) -> bytes:
-    data = {
-        "oauth_client_id": "bench-client",
-        "method": "GET",
-        "template_uri": "/api/v2/users/{userId}",
-        "status": 200,
-        "client_kind": "integration",
-        "count": count,
-    }
-    return wire_event("api.request", event_id, data, org, time)
+    return api_request_event(event_id, CLOSE_SOURCE, org, time, count, client_id="bench-client")
 
 
 def ai_event(event_id: str, sessions: int, org: str, time: str) -> bytes:
-    data = {"feature": "virtual_agent", "quantity": sessions, "unit": "session"}
-    return wire_event("ai.usage", event_id, data, org, time)
+    return ai_usage_event(event_id, CLOSE_SOURCE, org, time, "virtual_agent", sessions, "session")
 
 
 def close_events(n: int, org: str, period: str) -> list[bytes]:

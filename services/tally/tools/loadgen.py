@@ -220,8 +220,62 @@ class LoadSummary:
 
 
 @lru_cache(maxsize=1)
-def _default_card() -> RateCard:
+def default_card() -> RateCard:
+    """The newest bundled rate card: what the mix (and the benchmarks) price against."""
     return bundled_cards()[-1]
+
+
+def wire_event(
+    kind: str, event_id: str, source: str, org: str, time: str, data: dict[str, Any]
+) -> bytes:
+    """One wire-contract event as an integration XADDs it (compact JSON; a
+    :class:`_RawNumber` in ``data`` is written as a bare number)."""
+    body = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": kind,
+        "time": time,
+        "subject": org,
+        "data": data,
+    }
+    return _dumps(body)
+
+
+def api_request_event(
+    event_id: str,
+    source: str,
+    org: str,
+    time: str,
+    count: int = 1,
+    client_id: str = "loadgen-client",
+    client_kind: str = "integration",
+) -> bytes:
+    """A successful ``GET`` by a client of ``client_kind``, ``count`` requests."""
+    data = {
+        "oauth_client_id": client_id,
+        "method": "GET",
+        "template_uri": "/api/v2/users/{userId}",
+        "status": 200,
+        "client_kind": client_kind,
+        "count": count,
+    }
+    return wire_event("api.request", event_id, source, org, time, data)
+
+
+def ai_usage_event(
+    event_id: str, source: str, org: str, time: str, feature: str, quantity: int, unit: str
+) -> bytes:
+    data = {"feature": feature, "quantity": quantity, "unit": unit}
+    return wire_event("ai.usage", event_id, source, org, time, data)
+
+
+def license_usage_event(
+    event_id: str, source: str, org: str, time: str, license: str, model: str, users: int
+) -> bytes:
+    """A named or concurrent license's report of the day (``users``)."""
+    data = {"license": license, "model": model, "users": users}
+    return wire_event("license.usage", event_id, source, org, time, data)
 
 
 class _Client(NamedTuple):
@@ -279,7 +333,7 @@ class LoadMix:
         self.duplicates = duplicates
         self.bad = bad
         self.source = source
-        self.card = card or _default_card()
+        self.card = card or default_card()
         self.summary = self._empty_summary()
 
     def __len__(self) -> int:
@@ -548,16 +602,8 @@ class LoadMix:
             users = round(base * (0.85 + 0.3 * rng.random()))
             data["users"] = users
             value = Decimal(users)
-        body = {
-            "specversion": "1.0",
-            "id": format_uuid7(ms, rng.getrandbits(74)),
-            "source": source,
-            "type": "license.usage",
-            "time": _time_text(ms),
-            "subject": org.name,
-            "data": data,
-        }
-        return _dumps(body), value
+        event_id = format_uuid7(ms, rng.getrandbits(74))
+        return wire_event("license.usage", event_id, source, org.name, _time_text(ms), data), value
 
     def _totals(
         self,
