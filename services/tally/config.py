@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tally.domain.events import DEFAULT_STREAM
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore")
@@ -39,7 +41,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".tally"), description="Where the embedded servers keep their data."
     )
-    stream: str = Field(default="tally:usage", description="Stream key the events arrive on.")
+    stream: str = Field(default=DEFAULT_STREAM, description="Stream key the events arrive on.")
     group: str = Field(default="metering", description="Consumer group of the metering consumer.")
     consumer_name: str | None = Field(
         default=None, description="Name in the group; unset: hostname-pid."

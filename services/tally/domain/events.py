@@ -1,4 +1,4 @@
-"""Wire contract v1: the CloudEvents that integrations XADD (DESIGN §2).
+"""Wire contract v1: the CloudEvents that integrations XADD (the README's "The wire format").
 
 These models are the single source of the JSON Schemas in ``schemas/``. Validation is
 strict: unknown fields in ``data``, wrong types, naive timestamps, non-finite or negative
@@ -40,6 +40,8 @@ from pydantic import (
 
 from tally.domain.period import period_of
 
+EVENT_FIELD = "event"  # a stream entry's one field: the event's JSON
+DEFAULT_STREAM = "tally:usage"  # the stream key, unless configured otherwise
 EVENT_TYPES = ("api.request", "ai.usage", "license.usage")
 MAX_QUANTITY = Decimal(10) ** 15
 MAX_DECIMAL_PLACES = 12  # finer than any meter needs; bounds what NUMERIC must store

@@ -1,4 +1,5 @@
-"""The Python producer SDK: build, validate and XADD usage events (DESIGN §2).
+"""The Python producer SDK: build, validate and XADD usage events (the README's
+"The wire format").
 
     async with UsageProducer("redis://localhost:6379/0", source="crm-sync") as producer:
         await producer.api_request("acme", oauth_client_id="c-42", method="GET",
@@ -42,7 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
-from tally.domain.events import validate_event
+from tally.domain.events import DEFAULT_STREAM, EVENT_FIELD, validate_event
 
 __all__ = [
     "DEFAULT_SOURCE",
@@ -57,8 +58,6 @@ __all__ = [
     "uuid7",
 ]
 
-EVENT_FIELD = "event"
-DEFAULT_STREAM = "tally:usage"  # the server's TALLY_STREAM default
 DEFAULT_SOURCE = "tally-python-sdk"
 
 Fields = Mapping[str, bytes | str] | Mapping[bytes, bytes | str]

@@ -51,7 +51,7 @@ def emit_command(
     event: Annotated[
         str | None,
         typer.Argument(
-            help="The event: a CloudEvents JSON object (DESIGN §2). Omitted or '-': stdin.",
+            help="The event: a CloudEvents JSON object (see the README). Omitted or '-': stdin.",
             show_default=False,
         ),
     ] = None,
