@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tally.config import Settings
-from tally.tools.bench import CLOSE_CURRENCIES
+from tally.tools.bench_close import CLOSE_CURRENCIES
 from test_cli import tally
 
 

@@ -14,7 +14,8 @@ from rich.progress import Progress
 
 from tally.entrypoints.cli.context import run, settings_and_urls
 from tally.entrypoints.cli.rendering import Format, FormatOption, counting_bars, errors, print_rows
-from tally.tools.bench import CLOSE_PERIOD, Bench, CloseBench, as_dict
+from tally.tools.bench import Bench, as_dict
+from tally.tools.bench_close import CLOSE_PERIOD, CloseBench
 
 bench_app = typer.Typer(
     help="Measure drain throughput (default) or steady-rate latency; `close`: the month close."
