@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.domain.events import DEFAULT_STREAM
+from tally.domain.invoicing import CLOSE_CHUNK
 
 
 class Settings(BaseSettings):
@@ -95,7 +96,9 @@ class Settings(BaseSettings):
         le=24 * 366,
         description="A period closes this long after it ended (usage is reported late).",
     )
-    close_chunk: int = Field(default=500, ge=1, description="Organizations closed per transaction.")
+    close_chunk: int = Field(
+        default=CLOSE_CHUNK, ge=1, description="Organizations closed per transaction."
+    )
 
     @field_validator("stream_retention")
     @classmethod

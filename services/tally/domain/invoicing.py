@@ -48,6 +48,7 @@ from tally.domain.ratecard import RateCard
 
 InvoiceMeter = Literal["api_requests", "ai_tokens"]
 METERS: Final[dict[InvoiceMeter, str]] = {"api_requests": API_REQUEST, "ai_tokens": AI_TOKEN}
+CLOSE_CHUNK = 500  # organizations a close invoices per transaction (TALLY_CLOSE_CHUNK)
 FEATURES_USED = "; used: "  # in the AI line's description, before the tokens per feature
 
 

@@ -21,12 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally.adapters.postgres import close_store, metering_store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
-from tally.domain.invoicing import CloseInput, InvoiceDraft, close_org
+from tally.domain.invoicing import CLOSE_CHUNK, CloseInput, InvoiceDraft, close_org
 from tally.domain.period import period_bounds
 from tally.service_layer.unit_of_work import RETRIES, retrying
 
 Progress = Callable[[int, int], None]  # (organizations closed, organizations to close)
-CHUNK = 500
 CLOCK_SKEW = timedelta(minutes=5)  # how far --as-of may run ahead of the real clock
 # a chunk that met a consumer's transaction in a deadlock is simply run again
 RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
@@ -51,7 +50,7 @@ async def close_period(
     as_of: datetime,
     grace: timedelta,
     progress: Progress | None = None,
-    chunk: int = CHUNK,
+    chunk: int = CLOSE_CHUNK,
     now: datetime | None = None,
 ) -> CloseReport:
     """Close ``period`` at the clock ``as_of``; ``now`` (the real time) bounds that clock."""
