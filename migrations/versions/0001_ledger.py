@@ -1,6 +1,6 @@
 """The ledger: organizations, rate cards, accounts, entries, lines, events, dead letters.
 
-The invariants of DESIGN §4 live here, in PostgreSQL itself:
+The invariants (README: "Invariants, kept by PostgreSQL itself") live here, in PostgreSQL itself:
 - an entry's lines sum to zero per unit (checked per INSERT statement on entry_line, so an
   entry's lines go in one statement), and an entry has at least two lines (at commit);
 - posted rows (entries, lines, events, conflicts, duplicates, rate cards) refuse UPDATE,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tally.domain.events import DEFAULT_STREAM
+from tally.domain.invoicing import CLOSE_CHUNK
 
 
 class Settings(BaseSettings):
@@ -38,7 +42,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".tally"), description="Where the embedded servers keep their data."
     )
-    stream: str = Field(default="tally:usage", description="Stream key the events arrive on.")
+    stream: str = Field(default=DEFAULT_STREAM, description="Stream key the events arrive on.")
     group: str = Field(default="metering", description="Consumer group of the metering consumer.")
     consumer_name: str | None = Field(
         default=None, description="Name in the group; unset: hostname-pid."
@@ -92,7 +96,9 @@ class Settings(BaseSettings):
         le=24 * 366,
         description="A period closes this long after it ended (usage is reported late).",
     )
-    close_chunk: int = Field(default=500, ge=1, description="Organizations closed per transaction.")
+    close_chunk: int = Field(
+        default=CLOSE_CHUNK, ge=1, description="Organizations closed per transaction."
+    )
 
     @field_validator("stream_retention")
     @classmethod
@@ -115,6 +121,15 @@ class Settings(BaseSettings):
 
 
 RETENTION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class ServiceUrls:
+    """Where the services are (``tally.bootstrap.service_urls`` finds them)."""
+
+    database: str  # postgresql+asyncpg://…
+    redis: str  # redis://… or unix://…
+    embedded: bool
 
 
 def parse_retention(text: str) -> timedelta | int:

@@ -19,11 +19,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from tally import bootstrap
 from tally.adapters.postgres import metering_store
+from tally.bootstrap import service_urls
 from tally.config import Settings
-from tally.entrypoints.consumer import Consumer
-from tally.metering import MeteringService
-from tally.runtime import service_urls
+from tally.service_layer.metering import MeteringService
 
 
 def die_on_call(owner: Any, name: str, nth: int, after: bool = False) -> None:
@@ -57,7 +57,7 @@ def main() -> None:
     owner, name = POINTS[point]
     die_on_call(owner, name, nth)
     settings = Settings()
-    asyncio.run(Consumer(settings, service_urls(settings), until_idle=True).run())
+    asyncio.run(bootstrap.consumer(settings, service_urls(settings), until_idle=True).run())
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import GRACE, after, balance, close, document, license_day, line, meter
 from support.ledger_support import ORGS, ai, api, urls_of
-from tally.adapters.postgres import invoices, ledger_queries, organizations
+from tally.adapters.postgres import invoices, ledger_queries
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.metering import MeteringService
-from tally.month_close import CloseRefused, close_period
+from tally.service_layer import organizations
+from tally.service_layer.metering import MeteringService
+from tally.service_layer.month_close import CloseRefused, close_period
 
 AUG, SEP, OCT = "2026-08", "2026-09", "2026-10"
 DRIVER = Path(__file__).with_name("crash_close.py")

@@ -18,7 +18,7 @@ from support.cli import tally_all
 from support.ledger_support import api, balance_map, drain
 from tally.adapters.postgres import ledger_queries
 from tally.config import Settings
-from tally.metering import MeteringService
+from tally.service_layer.metering import MeteringService
 
 TIME = datetime(2026, 10, 15, 12, tzinfo=UTC)
 DATA = {

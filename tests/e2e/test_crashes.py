@@ -16,8 +16,8 @@ from support.ledger_support import ORGS, balance_map, drain, urls_of
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.loadgen import LoadMix, LoadSummary
-from tally.producer import UsageProducer
+from tally.sdk.producer import UsageProducer
+from tally.tools.loadgen import LoadMix, LoadSummary
 
 DRIVER = Path(__file__).with_name("crash_consumer.py")
 

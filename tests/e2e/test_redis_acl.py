@@ -22,11 +22,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from support.ledger_support import balance_map, drain, urls_of
-from tally.adapters.postgres import ledger_queries, organizations
+from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.connection import make_engine
 from tally.config import Settings
-from tally.migrate import migrate
-from tally.producer import UsageProducer
+from tally.sdk.producer import UsageProducer
+from tally.service_layer import organizations
+from tally.service_layer.setup import migrate
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
 STREAM = "tally:usage"

@@ -25,18 +25,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from e2e.test_crashes import assert_exact, env_for
 from support.fault_servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
 from support.ledger_support import ORGS, api, balance_map, drain, urls_of
-from tally import stream_health
+from tally import bootstrap
 from tally.adapters import redis_streams
-from tally.adapters.postgres import databases, ledger_queries, organizations
+from tally.adapters.postgres import databases, ledger_queries
 from tally.adapters.postgres.connection import make_engine, raw_connection
 from tally.adapters.postgres.stream_records import incidents
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.entrypoints.consumer import Consumer, Unreachable
-from tally.loadgen import LoadMix, LoadSummary
-from tally.metering import BatchReport
-from tally.migrate import migrate
-from tally.producer import UsageProducer
+from tally.sdk.producer import UsageProducer
+from tally.service_layer import organizations, stream_health
+from tally.service_layer.consumer import Unreachable
+from tally.service_layer.metering import BatchReport
+from tally.service_layer.setup import migrate
+from tally.tools.loadgen import LoadMix, LoadSummary
 
 APR = "org/acme/2026-10/api_request"
 
@@ -146,7 +147,7 @@ async def test_a_consumer_with_a_retention_trims_by_itself_and_never_unacknowled
     tuned = settings.model_copy(
         update={"stream_retention": "2", "trim_interval_s": 0.05, "claim_idle_ms": 60_000}
     )
-    consumer = Consumer(tuned, urls_of(tuned))
+    consumer = bootstrap.consumer(tuned, urls_of(tuned))
     running = asyncio.create_task(consumer.run())
     try:
         await wait_until(lambda: usage(engine), lambda value: value == 5)
@@ -156,7 +157,7 @@ async def test_a_consumer_with_a_retention_trims_by_itself_and_never_unacknowled
         consumer.stop()
         await running
     await drain(settings, claim_idle_ms=100)  # the dead consumer's entry is claimed
-    consumer = Consumer(tuned, urls_of(tuned))
+    consumer = bootstrap.consumer(tuned, urls_of(tuned))
     running = asyncio.create_task(consumer.run())
     try:
         await wait_until(lambda: stream.xlen(settings.stream), lambda n: n == 2)
@@ -189,7 +190,7 @@ async def test_batches_are_cut_by_bytes_and_an_oversized_entry_is_kept_by_its_di
     await add(stream, settings.stream, *events[:20], huge, *events[20:])
     sizes: list[int] = []
     tuned = settings.model_copy(update={"batch_max_bytes": 2048})
-    consumer = Consumer(
+    consumer = bootstrap.consumer(
         tuned, urls_of(tuned), until_idle=True, on_batch=lambda r: sizes.append(len(r.outcomes))
     )
     await asyncio.wait_for(consumer.run(), timeout=60)
@@ -255,7 +256,7 @@ def report(scenario: str, summary: LoadSummary, **measured: Any) -> None:
 def start_consumer(settings: Settings) -> tuple[Watch, asyncio.Task[Any]]:
     """A ``--until-idle`` consumer running in this process, watched batch by batch."""
     watch = Watch()
-    consumer = Consumer(settings, urls_of(settings), until_idle=True, on_batch=watch)
+    consumer = bootstrap.consumer(settings, urls_of(settings), until_idle=True, on_batch=watch)
     return watch, asyncio.create_task(consumer.run())
 
 
@@ -281,6 +282,9 @@ async def test_redis_restarted_mid_drain_loses_nothing_and_until_idle_exits(
     await redis_streams.ensure_group(client, tuned.stream, tuned.group)
     await client.aclose()
     summary = await fill_mix(redis_server.url, tuned.stream, 6000)
+    watch = Watch()
+    consumer = bootstrap.consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
+    running = asyncio.create_task(consumer.run())
     watch, running = start_consumer(tuned)
     await watch.until(3)
     restarted = time.monotonic()
@@ -318,6 +322,9 @@ async def test_postgres_restarted_mid_drain_loses_nothing(
 ) -> None:
     server, tuned = private_ledger
     summary = await fill_mix(tuned.redis_url or "", tuned.stream, 6000)
+    watch = Watch()
+    consumer = bootstrap.consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
+    running = asyncio.create_task(consumer.run())
     watch, running = start_consumer(tuned)
     await watch.until(3)
     restarted = time.monotonic()
@@ -338,6 +345,9 @@ async def test_postgres_down_stops_reading_and_the_consumer_resumes_by_itself(
 ) -> None:
     server, tuned = private_ledger
     summary = await fill_mix(tuned.redis_url or "", tuned.stream, 9000)
+    watch = Watch()
+    consumer = bootstrap.consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
+    running = asyncio.create_task(consumer.run())
     watch, running = start_consumer(tuned)
     await watch.until(2)
     await asyncio.to_thread(server.stop, "fast")
@@ -370,7 +380,7 @@ async def test_until_idle_gives_up_with_an_error_when_redis_stays_down(
     await redis_streams.ensure_group(client, tuned.stream, tuned.group)
     await add(client, tuned.stream, api("g1"))
     await client.aclose()
-    consumer = Consumer(tuned, urls_of(tuned), until_idle=True)
+    consumer = bootstrap.consumer(tuned, urls_of(tuned), until_idle=True)
     await asyncio.to_thread(redis_server.stop)
     with pytest.raises(Unreachable, match="unreachable"):
         await asyncio.wait_for(consumer.run(), timeout=60)
@@ -381,6 +391,9 @@ async def test_backends_terminated_mid_drain_lose_nothing(
 ) -> None:
     tuned = settings.model_copy(update={"batch_size": 300})
     summary = await fill_mix(urls_of(tuned).redis, tuned.stream, 6000)
+    watch = Watch()
+    consumer = bootstrap.consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
+    running = asyncio.create_task(consumer.run())
     watch, running = start_consumer(tuned)
     database = urls_of(tuned).database.rsplit("/", 1)[-1]
     owner = make_engine(urls_of(tuned).database, owner=True)  # may end a superuser's backend

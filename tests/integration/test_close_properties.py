@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import balance, close, document, license_day, meter
 from support.ledger_support import ai, api
-from tally.adapters.postgres import organizations
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
-from tally.metering import MeteringService
+from tally.service_layer import organizations
+from tally.service_layer.metering import MeteringService
 
 CARD = bundled_cards()[0]
 P1, P2 = "2026-09", "2026-10"

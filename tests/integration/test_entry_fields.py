@@ -13,9 +13,9 @@ from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.ratecard_files import bundled_cards
 from tally.config import Settings
-from tally.domain.metering import Fields, Limits, Rated, Reject, rate, stream_fields
 from tally.domain.ratecard import RateCardBook
-from tally.metering import MeteringService, replay_dead_letters
+from tally.domain.rating import Fields, Limits, Rated, Reject, rate, stream_fields
+from tally.service_layer.metering import MeteringService, replay_dead_letters
 
 ONE = api("r1", count=1)
 FIVE_HUNDRED = api("r1", count=500)

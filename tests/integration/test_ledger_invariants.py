@@ -12,7 +12,7 @@ from support.ledger_support import ai, api
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
 from tally.domain.ledger import Account, Entry, Line, allowance, usage
-from tally.metering import MeteringService
+from tally.service_layer.metering import MeteringService
 
 
 async def _post(engine: AsyncEngine, entry: Entry) -> None:

@@ -10,7 +10,7 @@ import redis
 from typer.testing import CliRunner
 
 from tally.adapters.ratecard_files import bundled_cards
-from tally.loadgen import LoadEntry, LoadMix, LoadSummary
+from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
 
 
 def generate(*args: Any, **kwargs: Any) -> tuple[list[LoadEntry], LoadSummary]:

@@ -10,11 +10,12 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import ai, api, balance_map, drain, event
-from tally.adapters.postgres import ledger_queries, organizations
+from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.metering import MeteringService, replay_dead_letters
+from tally.service_layer import organizations
+from tally.service_layer.metering import MeteringService, replay_dead_letters
 
 APR = "org/acme/2026-10/api_request"
 TOK = "org/acme/2026-10/ai_token"

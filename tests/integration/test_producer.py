@@ -23,7 +23,7 @@ from tally.domain.events import (
     LicenseUsageEvent,
     parse_event,
 )
-from tally.producer import EVENT_FIELD, UsageProducer
+from tally.sdk.producer import EVENT_FIELD, UsageProducer
 
 API: dict[str, Any] = {
     "oauth_client_id": "c-42",
@@ -180,13 +180,15 @@ async def test_producer_from_url_owns_its_client(redis_url: str, stream_key: str
         await check.aclose()
 
 
-async def test_stream_defaults_to_settings(
+async def test_stream_defaults_to_tally_usage_whatever_the_settings(
     client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch, stream_key: str
 ) -> None:
+    """The SDK reads none of the server's settings: the stream is an argument."""
     monkeypatch.setenv("TALLY_STREAM", stream_key)
     get_settings.cache_clear()
     try:
-        assert UsageProducer(client).stream == stream_key
+        assert UsageProducer(client).stream == "tally:usage"
+        assert UsageProducer(client, stream_key).stream == stream_key
     finally:
         get_settings.cache_clear()
 

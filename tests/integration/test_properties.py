@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import ai, api
-from tally.adapters.postgres import ledger_queries, organizations
+from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
-from tally.metering import MeteringService
+from tally.service_layer import organizations
+from tally.service_layer.metering import MeteringService
 
 CARD = bundled_cards()[0]
 FEATURES = sorted(CARD.ai.features.items())

@@ -12,14 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import close, license_day, meter
 from support.ledger_support import ORGS, ai, api, event, urls_of
-from tally.adapters.postgres import organizations, schema
+from tally.adapters.postgres import schema
 from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
 from tally.adapters.postgres.databases import dsn
 from tally.adapters.postgres.privileges import READER, WRITER, WRITER_READ_ONLY, WRITER_UPDATES
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.metering import MeteringService, replay_dead_letters
-from tally.migrate import migrate
+from tally.service_layer import organizations
+from tally.service_layer.metering import MeteringService, replay_dead_letters
+from tally.service_layer.setup import migrate
 
 OCT = "2026-10"
 

@@ -12,7 +12,7 @@ from tally.adapters.postgres import ledger_queries, sources
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.metering import MeteringService, replay_dead_letters
+from tally.service_layer.metering import MeteringService, replay_dead_letters
 
 APR = "org/{org}/2026-10/api_request/usage"
 LICENSE = {"license": "gc2", "model": "named", "users": 20}

@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.ledger_support import event
 from tally.adapters.postgres import invoices
 from tally.adapters.postgres.connection import raw_connection
-from tally.metering import MeteringService
-from tally.month_close import CloseReport, close_period, period_bounds
+from tally.domain.period import period_bounds
+from tally.service_layer.metering import MeteringService
+from tally.service_layer.month_close import CloseReport, close_period
 
 GRACE = timedelta(hours=24)
 STREAM_IDS = itertools.count(1)  # unique per test process, as a stream's ids are

@@ -10,14 +10,14 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import organizations
+from tally import bootstrap
 from tally.adapters.postgres.connection import make_engine
+from tally.bootstrap import ServiceUrls
 from tally.config import Settings, get_settings
-from tally.domain.metering import Limits
-from tally.entrypoints.consumer import Consumer
-from tally.metering import MeteringService
-from tally.migrate import migrate
-from tally.runtime import ServiceUrls
+from tally.service_layer import organizations
+from tally.service_layer.consumer import Consumer
+from tally.service_layer.metering import MeteringService
+from tally.service_layer.setup import migrate
 
 ORGS = {"acme": "USD", "globex": "EUR", "initech": "JPY"}
 
@@ -49,7 +49,7 @@ async def owner(engine: AsyncEngine, settings: Settings) -> AsyncIterator[AsyncE
 
 @pytest.fixture
 def service(engine: AsyncEngine, settings: Settings) -> MeteringService:
-    return MeteringService(engine, Limits(settings.max_event_bytes, settings.max_future_skew))
+    return bootstrap.metering_service(engine, settings, require_known_sources=False)
 
 
 @pytest.fixture
@@ -113,7 +113,9 @@ def ai(event_id: str, feature: str, quantity: Any, unit: str, **extra: Any) -> b
 
 async def drain(settings: Settings, **overrides: Any) -> Consumer:
     """Run a consumer until the group has nothing left; returns it (``totals``)."""
-    consumer = Consumer(settings.model_copy(update=overrides), urls_of(settings), until_idle=True)
+    consumer = bootstrap.consumer(
+        settings.model_copy(update=overrides), urls_of(settings), until_idle=True
+    )
     await consumer.run()
     return consumer
 

@@ -18,7 +18,7 @@ from tally.domain.allocation import (
     LicenseDay,
     allocation,
     billable_users,
-    price_line,
+    price_meter,
     with_commitments,
 )
 from tally.domain.ratecard import RateCard
@@ -29,7 +29,7 @@ CARD = bundled_cards()[0]
 def api_line(users: int, requests: int, currency: str) -> tuple[Decimal, Decimal, Decimal]:
     seats = billable_users([LicenseDay("gc2", "named", date(2026, 11, 3), users=users)])
     allowed = allocation(seats, CARD).api_requests
-    line = price_line(
+    line = price_meter(
         allowed, Decimal(requests), CARD.api.price[currency], CARD.currencies[currency]
     )
     return line.allocation, line.overage, line.amount
@@ -52,7 +52,7 @@ def test_the_seed_000_example_in_each_currency(currency: str, amount: str) -> No
 )
 def test_the_seed_003_centres_have_no_ai_overage(agents: int, tokens: int, allowed: int) -> None:
     seats = {("gc3", "named"): Decimal(agents)}
-    line = price_line(
+    line = price_meter(
         allocation(seats, CARD).ai_tokens, Decimal(tokens), CARD.ai.price["USD"], 2, "up"
     )
     assert line.allocation == allowed
@@ -63,7 +63,7 @@ def test_the_seed_003_centres_have_no_ai_overage(agents: int, tokens: int, allow
 def test_a_centre_over_its_tokens_pays_whole_tokens_rounded_up() -> None:
     seats = {("gc2", "named"): Decimal(10), ("gc2", "concurrent"): Decimal(2)}
     allowed = allocation(seats, CARD).ai_tokens  # 10 * 250 + 2 * 350
-    line = price_line(allowed, Decimal("3300.000001"), CARD.ai.price["EUR"], 2, "up")
+    line = price_meter(allowed, Decimal("3300.000001"), CARD.ai.price["EUR"], 2, "up")
     assert allowed == 3_200
     assert line.overage == 101  # 100.000001 tokens, billed as 101
     assert line.amount == Decimal("80.80")
@@ -118,7 +118,7 @@ def test_a_line_equals_an_independent_computation(
     used_exact = Fraction(used) + Fraction(fraction, 10**6)
     price = (CARD.ai if tokens else CARD.api).price[currency]
     minor = CARD.currencies[currency]
-    line = price_line(
+    line = price_meter(
         Decimal(allowed),
         Decimal(used) + Decimal(fraction).scaleb(-6),
         price,

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 
 from support.ledger_support import api
 from tally.adapters.ratecard_files import bundled_cards
-from tally.domain.metering import Fields, Limits, Rated, Reject, rate, stream_fields
 from tally.domain.ratecard import RateCardBook
+from tally.domain.rating import Fields, Limits, Rated, Reject, rate, stream_fields
 
 ONE = api("r1", count=1)
 FIVE_HUNDRED = api("r1", count=500)

@@ -1,4 +1,4 @@
-"""Wire contract v1 (DESIGN §2): what parses, what is refused and why, and ``schemas/``."""
+"""Wire contract v1 (README): what parses, what is refused and why, and ``schemas/``."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from tally.domain.events import (
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
-# The example of DESIGN §2, verbatim.
+# The example of the README's "The wire format", verbatim.
 API = {
     "specversion": "1.0",
     "id": "01JD7Q6X0000000000000000AA",

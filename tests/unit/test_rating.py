@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from support.ledger_support import ai, api, event
 from tally.adapters.ratecard_files import bundled_cards
 from tally.domain.ledger import AI_TOKEN, API_REQUEST
-from tally.domain.metering import (
+from tally.domain.ratecard import RateCardBook
+from tally.domain.rating import (
     Limits,
     Rated,
     Reject,
@@ -23,7 +24,6 @@ from tally.domain.metering import (
     rate,
     usage_postings,
 )
-from tally.domain.ratecard import RateCardBook
 
 CARD = bundled_cards()[-1]
 BOOK = RateCardBook(bundled_cards())

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tally.producer import UUID7Generator, format_uuid7, uuid7
+from tally.sdk.producer import UUID7Generator, format_uuid7, uuid7
 
 API: dict[str, Any] = {
     "oauth_client_id": "c-42",

@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from tally.domain.metering import OversizedEntry, StreamEntry
+from tally.domain.rating import OversizedEntry, StreamEntry
 
 LUA_HELPERS = """
 local function map_of(flat)

@@ -1,6 +1,6 @@
 """Month-close arithmetic: allocation, overage and the money of an invoice line. Pure.
 
-Rules (DESIGN §3, seeds 000 and 003):
+Rules (the README's "The month close"; seeds 000 and 003):
 
 - Billable users of a license and model in a period: named, the highest daily ``users``;
   concurrent, the highest daily peak; hourly, the sum of the daily ``hours`` (a day
@@ -111,8 +111,9 @@ def money(units: Decimal, unit_price: Decimal, minor_units: int) -> Money:
 
 
 @dataclass(frozen=True)
-class Line:
-    """One meter of an invoice: what was allowed, used, billed, and the money."""
+class MeterPrice:
+    """One meter priced for an invoice: what was allowed, used, billed, and the money (an
+    invoice line holds one; a ledger ``Line`` is something else)."""
 
     allocation: Decimal
     used: Decimal
@@ -131,20 +132,20 @@ class Line:
         return self.money.amount
 
 
-def price_line(
+def price_meter(
     allocated: Decimal,
     used: Decimal,
     unit_price: Decimal,
     minor_units: int,
     whole_units: str = "none",
-) -> Line:
+) -> MeterPrice:
     """Overage or expiry of one meter, and its money at ``unit_price``.
 
     ``whole_units``: ``"none"`` bills the exact overage; ``"up"`` and ``"half_up"`` round
     it to whole units first (the rate card's AI token rule).
     """
     over = billed_units(max(used - allocated, ZERO), whole_units)
-    return Line(
+    return MeterPrice(
         allocation=allocated,
         used=used,
         overage=over,

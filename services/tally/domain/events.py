@@ -1,4 +1,4 @@
-"""Wire contract v1: the CloudEvents that integrations XADD (DESIGN §2).
+"""Wire contract v1: the CloudEvents that integrations XADD (the README's "The wire format").
 
 These models are the single source of the JSON Schemas in ``schemas/``. Validation is
 strict: unknown fields in ``data``, wrong types, naive timestamps, non-finite or negative
@@ -38,6 +38,10 @@ from pydantic import (
     model_validator,
 )
 
+from tally.domain.period import period_of
+
+EVENT_FIELD = "event"  # a stream entry's one field: the event's JSON
+DEFAULT_STREAM = "tally:usage"  # the stream key, unless configured otherwise
 EVENT_TYPES = ("api.request", "ai.usage", "license.usage")
 MAX_QUANTITY = Decimal(10) ** 15
 MAX_DECIMAL_PLACES = 12  # finer than any meter needs; bounds what NUMERIC must store
@@ -229,10 +233,6 @@ class _Envelope(_Strict):
     def period(self) -> str:
         """The billing period: the UTC calendar month, ``YYYY-MM``."""
         return period_of(self.utc_time)
-
-
-def period_of(utc_time: datetime) -> str:
-    return f"{utc_time.year:04d}-{utc_time.month:02d}"
 
 
 class ApiRequestEvent(_Envelope):

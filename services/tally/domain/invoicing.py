@@ -25,14 +25,14 @@ from typing import Final, Literal
 from tally.domain.allocation import (
     ZERO,
     LicenseDay,
-    Line,
+    MeterPrice,
     Money,
     Seat,
     allocation,
     billable_users,
     billed_units,
     money,
-    price_line,
+    price_meter,
     with_commitments,
 )
 from tally.domain.ledger import (
@@ -48,6 +48,7 @@ from tally.domain.ratecard import RateCard
 
 InvoiceMeter = Literal["api_requests", "ai_tokens"]
 METERS: Final[dict[InvoiceMeter, str]] = {"api_requests": API_REQUEST, "ai_tokens": AI_TOKEN}
+CLOSE_CHUNK = 500  # organizations a close invoices per transaction (TALLY_CLOSE_CHUNK)
 FEATURES_USED = "; used: "  # in the AI line's description, before the tokens per feature
 
 
@@ -97,7 +98,7 @@ class CloseInput:
 class InvoiceLine:
     meter: InvoiceMeter
     description: str
-    line: Line
+    priced: MeterPrice
     entries: tuple[int, ...]  # the usage entries this line bills
 
 
@@ -139,7 +140,7 @@ class InvoiceDraft:
 
     @property
     def total(self) -> Decimal:
-        return sum((line.line.amount for line in self.lines), ZERO) + sum(
+        return sum((line.priced.amount for line in self.lines), ZERO) + sum(
             (adjustment.amount for adjustment in self.adjustments), ZERO
         )
 
@@ -167,28 +168,28 @@ def close_org(given: CloseInput) -> InvoiceDraft:
             allowed, price, whole = allocated.ai_tokens, card.ai.price, card.ai.overage_whole_tokens
             per = {seat: Decimal(card.ai.allocation.get(seat[1], 0)) for seat in seats}
             label = "AI Experience tokens"
-        line = price_line(allowed, usage.amount, price[given.currency], minor, whole)
+        priced = price_meter(allowed, usage.amount, price[given.currency], minor, whole)
         description = f"{label} beyond the allocation ({_seats(seats, per)})"
         if meter == "ai_tokens" and usage.features:
             used = ", ".join(f"{f} {quantity(t)}" for f, t in sorted(usage.features.items()))
             description += FEATURES_USED + used
-        lines.append(InvoiceLine(meter, description, line, usage.entries))
+        lines.append(InvoiceLine(meter, description, priced, usage.entries))
         key = f"close/{org}/{period}/{unit}"
         if allowed:
             entry = grant_entry(f"{key}/grant", org, period, unit, allowed, card.version)
             postings.append(ClosePosting(entry, meter))
-        if line.expired:
-            entry = expiry_entry(f"{key}/expiry", org, period, unit, line.expired, card.version)
+        if priced.expired:
+            entry = expiry_entry(f"{key}/expiry", org, period, unit, priced.expired, card.version)
             postings.append(ClosePosting(entry, meter))
-        if line.deficit:
-            charge = Charge(given.currency, period, line.money.exact, line.amount)
+        if priced.deficit:
+            charge = Charge(given.currency, period, priced.money.exact, priced.amount)
             entry = overage_entry(
                 f"{key}/overage",
                 org,
                 period,
                 unit,
-                line.deficit,
-                line.overage,
+                priced.deficit,
+                priced.overage,
                 charge,
                 card.version,
             )

@@ -14,13 +14,14 @@ from alembic import command
 
 from support.ledger_support import api, balance_map, urls_of
 from support.migrations import LEDGER_0001, Migrations, ledger_0001, unchanged
-from tally.adapters.postgres import ledger_queries, metering_store, organizations, sources
+from tally import bootstrap
+from tally.adapters.postgres import ledger_queries, metering_store, sources
 from tally.adapters.postgres.connection import make_engine, raw_connection
 from tally.adapters.postgres.schema import alembic_config, load_rate_cards
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
-from tally.domain.metering import Limits, SourceGrant
-from tally.metering import MeteringService
+from tally.domain.rating import SourceGrant
+from tally.service_layer import organizations
 
 REFUSED = {
     "INSERT INTO producer_source (name, enabled, any_org, orgs)"
@@ -99,8 +100,8 @@ async def test_0004_keeps_a_metered_ledger_verifiable(settings: Settings) -> Non
         await load_rate_cards(engine)
         await organizations.add(engine, "acme", "USD")
         await organizations.add(engine, "globex", "EUR")
-        limits = Limits(settings.max_event_bytes, settings.max_future_skew)
-        report = await MeteringService(engine, limits, require_known_sources=False).process(
+        service = bootstrap.metering_service(engine, settings, require_known_sources=False)
+        report = await service.process(
             "s", [("1-0", {b"event": api("r1", count=3, source="crm-sync")})]
         )
         assert report.outcomes["1-0"] == "metered"

@@ -242,12 +242,12 @@ async def write_invoices(
         [n for n, _ in lines],
         [x.meter for _, x in lines],
         [x.description for _, x in lines],
-        [x.line.allocation for _, x in lines],
-        [x.line.used for _, x in lines],
-        [x.line.overage for _, x in lines],
-        [x.line.expired for _, x in lines],
-        [x.line.unit_price for _, x in lines],
-        [x.line.amount for _, x in lines],
+        [x.priced.allocation for _, x in lines],
+        [x.priced.used for _, x in lines],
+        [x.priced.overage for _, x in lines],
+        [x.priced.expired for _, x in lines],
+        [x.priced.unit_price for _, x in lines],
+        [x.priced.amount for _, x in lines],
     )
     features = [(n, f, t) for n, d in numbered for f, t in sorted(d.features.items())]
     if features:

@@ -10,7 +10,8 @@ import asyncpg
 
 from tally.adapters.postgres.journal import take_lane
 from tally.domain.deliveries import DeliveryCounts, tally_hash
-from tally.domain.metering import (
+from tally.domain.ratecard import RateCard, RateCardBook
+from tally.domain.rating import (
     Deliveries,
     EventKey,
     Posting,
@@ -19,7 +20,6 @@ from tally.domain.metering import (
     SourceGrant,
     TotalKey,
 )
-from tally.domain.ratecard import RateCard, RateCardBook
 
 EVENT_COLUMNS = (
     "source",

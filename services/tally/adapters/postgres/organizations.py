@@ -1,92 +1,64 @@
-"""Organizations: who is billed, and in which currency."""
+"""Organizations and their commitments: the SQL (the rules are in
+``tally.service_layer.organizations``)."""
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from tally.adapters.postgres import metering_store
-from tally.adapters.postgres.connection import raw_connection, raw_transaction
+from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.tables import Organization
-from tally.domain.ledger import ORG_NAME, PLATFORM
 
 
-class OrganizationError(ValueError):
-    pass
+async def insert(conn: asyncpg.Connection, name: str, currency: str) -> bool:
+    """Insert an organization; False when the name exists (whatever its currency)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO organization (name, currency) VALUES ($1, $2) "
+        "ON CONFLICT (name) DO NOTHING RETURNING name",
+        name,
+        currency,
+    )
+    return inserted is not None
 
 
-async def add(engine: AsyncEngine, name: str, currency: str) -> bool:
-    """Add an organization; False when it exists with that currency already."""
-    currency = currency.upper()
-    async with raw_transaction(engine) as conn:
-        book = await metering_store.load_rate_cards(conn)
-        if currency not in book.currencies:
-            raise OrganizationError(
-                f"currency {currency!r} is not priced by the rate card: "
-                f"use one of {', '.join(sorted(book.currencies))}"
-            )
-        if not re.match(ORG_NAME, name) or name == PLATFORM:
-            raise OrganizationError(
-                f"{name!r} is not an organization name: letters, digits and . _ : - "
-                f"(starting with a letter or digit, at most 128), and not {PLATFORM!r}"
-            )
-        inserted = await conn.fetchval(
-            "INSERT INTO organization (name, currency) VALUES ($1, $2) "
-            "ON CONFLICT (name) DO NOTHING RETURNING name",
-            name,
-            currency,
-        )
-        if inserted:
-            return True
-        existing = await conn.fetchval("SELECT currency FROM organization WHERE name = $1", name)
-        if existing != currency:
-            raise OrganizationError(
-                f"organization {name!r} exists with currency {existing}; "
-                "an organization's currency never changes"
-            )
-        return False
+async def currency_of(conn: asyncpg.Connection, name: str) -> str | None:
+    currency: str | None = await conn.fetchval(
+        "SELECT currency FROM organization WHERE name = $1", name
+    )
+    return currency
+
+
+async def exists(conn: asyncpg.Connection, name: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM organization WHERE name = $1", name))
+
+
+async def insert_commitment(
+    conn: asyncpg.Connection,
+    org: str,
+    license: str,
+    model: str,
+    quantity: Decimal,
+    from_period: str,
+) -> None:
+    await conn.execute(
+        """INSERT INTO commitment (org, license, model, quantity, from_period)
+           VALUES ($1, $2, $3, $4, $5)""",
+        org,
+        license,
+        model,
+        quantity,
+        from_period,
+    )
 
 
 async def list_all(engine: AsyncEngine) -> list[Organization]:
     async with AsyncSession(engine) as session:
         return list((await session.exec(select(Organization).order_by(Organization.name))).all())
-
-
-async def commit(
-    engine: AsyncEngine, org: str, license: str, model: str, quantity: Decimal, from_period: str
-) -> None:
-    """Record a committed minimum of billable users (hourly: hours) from ``from_period`` on.
-
-    Commitments are never edited: a newer one for the same license and model supersedes
-    the older from its period on, and ``0`` ends one. Closed periods keep their invoices.
-    """
-    async with raw_transaction(engine) as conn:
-        card = (await metering_store.load_rate_cards(conn)).cards[-1]
-        if model not in card.api.allocation.get(license, {}):  # type: ignore[call-overload]
-            offered = ", ".join(
-                f"{lic} {mod}" for lic, models in card.api.allocation.items() for mod in models
-            )
-            raise OrganizationError(
-                f"the rate card has no allocation for {license} {model}: use one of {offered}"
-            )
-        if not await conn.fetchval("SELECT 1 FROM organization WHERE name = $1", org):
-            raise OrganizationError(f"no organization {org!r}: add it with `tally org add`")
-        if quantity < 0:
-            raise OrganizationError("a commitment is a number of users or hours, at least 0")
-        await conn.execute(
-            """INSERT INTO commitment (org, license, model, quantity, from_period)
-               VALUES ($1, $2, $3, $4, $5)""",
-            org,
-            license,
-            model,
-            quantity,
-            from_period,
-        )
 
 
 async def commitments(engine: AsyncEngine, org: str) -> list[dict[str, Any]]:

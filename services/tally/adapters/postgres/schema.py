@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 
 import asyncpg
@@ -17,7 +18,21 @@ from tally.adapters.postgres.databases import dsn
 from tally.adapters.ratecard_files import bundled_cards
 from tally.domain.ratecard import RateCard
 
-MIGRATIONS = Path(__file__).resolve().parents[4] / "migrations"
+
+def migrations_folder() -> Path:
+    """The Alembic scripts: ``tally/migrations`` in a built wheel (hatch force-includes the
+    repo's ``migrations/`` there), else the ``migrations/`` of the source checkout."""
+    packaged = Path(str(resources.files("tally"))) / "migrations"
+    if (packaged / "env.py").is_file():
+        return packaged
+    for folder in Path(__file__).resolve().parents:
+        candidate = folder / "migrations"
+        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
+            return candidate
+    raise FileNotFoundError("the Alembic migrations are neither in the package nor the checkout")
+
+
+MIGRATIONS = migrations_folder()
 
 
 class RateCardChanged(RuntimeError):

@@ -38,8 +38,8 @@ from tally.domain.ledger import (
     chain_hash,
     events_digest,
 )
-from tally.domain.metering import EVENT_FIELD, Limits, Rated, rate
 from tally.domain.ratecard import RateCardBook
+from tally.domain.rating import EVENT_FIELD, Limits, Rated, rate
 
 
 @dataclass

@@ -8,7 +8,6 @@ import asyncpg
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tally.adapters.postgres.organizations import OrganizationError
 from tally.adapters.postgres.schema import RateCardChanged
 from tally.entrypoints.cli import (
     admin,
@@ -21,8 +20,9 @@ from tally.entrypoints.cli import (
     servers,
     stream,
 )
-from tally.entrypoints.cli.output import errors
-from tally.entrypoints.consumer import Unreachable
+from tally.entrypoints.cli.rendering import errors
+from tally.service_layer.consumer import Unreachable
+from tally.service_layer.organizations import OrganizationError
 
 app = typer.Typer(
     name="tally",

@@ -9,11 +9,19 @@ from typing import Annotated, Any
 
 import typer
 
-from tally.adapters.postgres import organizations, sources
+from tally.adapters.postgres import sources
 from tally.domain.events import MAX_USERS, json_schemas
 from tally.entrypoints.cli.context import run, settings_and_urls, with_engine
-from tally.entrypoints.cli.output import Format, FormatOption, check_period, console, emit, fail
-from tally.migrate import migrate
+from tally.entrypoints.cli.rendering import (
+    Format,
+    FormatOption,
+    check_period,
+    console,
+    fail,
+    print_rows,
+)
+from tally.service_layer import organizations
+from tally.service_layer.setup import migrate
 
 org_app = typer.Typer(help="Organizations: who is billed, in which currency.", no_args_is_help=True)
 source_app = typer.Typer(
@@ -49,7 +57,7 @@ def org_add(
 def org_list(fmt: FormatOption = Format.table) -> None:
     """The organizations and their currencies."""
     rows = with_engine(organizations.list_all)
-    emit(
+    print_rows(
         [{"org": o.name, "currency": o.currency, "created_at": o.created_at} for o in rows],
         fmt,
         "organizations",
@@ -57,7 +65,7 @@ def org_list(fmt: FormatOption = Format.table) -> None:
 
 
 @org_app.command("commit")
-def org_commit(
+def org_add_commitment(
     org: Annotated[str, typer.Argument(help="The organization.")],
     license: Annotated[str, typer.Option(help="communicate, gc1, gc2 or gc3.")],
     model: Annotated[str, typer.Option(help="named, concurrent or hourly.")],
@@ -86,7 +94,9 @@ def org_commit(
         raise fail(f"--hours must be at most {MAX_HOURS} with at most 6 decimal places", 2)
     try:
         with_engine(
-            lambda engine: organizations.commit(engine, org, license, model, quantity, from_period)
+            lambda engine: organizations.add_commitment(
+                engine, org, license, model, quantity, from_period
+            )
         )
     except organizations.OrganizationError as exc:
         raise fail(str(exc), 2) from exc
@@ -100,7 +110,7 @@ def org_commitments(
     fmt: FormatOption = Format.table,
 ) -> None:
     """The organization's commitments, oldest first (a later one supersedes)."""
-    emit(
+    print_rows(
         with_engine(lambda engine: organizations.commitments(engine, org)),
         fmt,
         f"commitments of {org}",
@@ -148,7 +158,7 @@ def source_list(
 ) -> None:
     """The registered sources and what each may bill (``*``: any organization)."""
     rows = with_engine(lambda engine: sources.list_all(engine, history))
-    emit(
+    print_rows(
         [
             {
                 "source": row["name"],

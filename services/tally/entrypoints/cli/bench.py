@@ -12,9 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
-from tally.bench import CLOSE_PERIOD, Bench, CloseBench, as_dict
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.cli.output import Format, FormatOption, counting_bars, emit, errors
+from tally.entrypoints.cli.rendering import Format, FormatOption, counting_bars, errors, print_rows
+from tally.tools.bench import Bench, as_dict
+from tally.tools.bench_close import CLOSE_PERIOD, CloseBench
 
 bench_app = typer.Typer(
     help="Measure drain throughput (default) or steady-rate latency; `close`: the month close."
@@ -61,7 +62,7 @@ def bench(
             return as_dict(result)
 
     figures = run(main())
-    emit(figures, Format.json if json_ else fmt, "bench")
+    print_rows(figures, Format.json if json_ else fmt, "bench")
 
 
 @bench_app.command("close")
@@ -96,11 +97,13 @@ def bench_close(
 
     figures = run(main())
     if json_ or fmt is Format.json:
-        emit(figures, Format.json)
+        print_rows(figures, Format.json)
         return
     totals = figures.pop("totals")
-    emit([{"figure": key, "value": value} for key, value in figures.items()], fmt, "bench close")
-    emit(
+    print_rows(
+        [{"figure": key, "value": value} for key, value in figures.items()], fmt, "bench close"
+    )
+    print_rows(
         [{"currency": currency, "total": total} for currency, total in totals.items()],
         Format.table,
         f"invoice totals for {figures['period']}",
@@ -129,7 +132,7 @@ def bench_large(
             )
         return as_dict(result)
 
-    emit(run(main()), Format.json if json_ else fmt, "bench large")
+    print_rows(run(main()), Format.json if json_ else fmt, "bench large")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,24 +7,24 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from tally.adapters.postgres import invoices
-from tally.adapters.postgres.invoices import Invoice
 from tally.config import get_settings
-from tally.domain.invoicing import FEATURES_USED
+from tally.domain.period import previous_period
 from tally.entrypoints.cli.context import with_engine
-from tally.entrypoints.cli.output import (
+from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
     check_period,
     console,
     counting_bars,
-    emit,
     fail,
+    print_invoice,
+    print_rows,
+    to_csv,
+    to_html,
 )
-from tally.invoice_formats import rows, to_csv, to_html
-from tally.month_close import CloseRefused, CloseReport, close_period, previous_period
+from tally.service_layer.month_close import CloseRefused, CloseReport, close_period
 
 invoice_app = typer.Typer(help="Issued invoices: finalized, immutable.", no_args_is_help=True)
 
@@ -90,11 +90,11 @@ def close(
     except CloseRefused as exc:
         raise fail(str(exc)) from exc
     if fmt is Format.json:
-        emit({"period": chosen, "issued": report.issued, "invoices": listed}, fmt)
+        print_rows({"period": chosen, "issued": report.issued, "invoices": listed}, fmt)
         return
     if report.waited:
         console.print("another close was running; waited for it")
-    emit(listed, fmt, f"invoices for {chosen}")
+    print_rows(listed, fmt, f"invoices for {chosen}")
     console.print(
         f"period {chosen} closed: {report.issued} invoice(s) issued by this run, "
         f"{report.invoices} in all"
@@ -112,7 +112,7 @@ def invoice_list(
 ) -> None:
     """Invoices, in number order."""
     listed = with_engine(lambda engine: invoices.list_invoices(engine, period))
-    emit(listed, fmt, "invoices" + (f" for {period}" if period else ""))
+    print_rows(listed, fmt, "invoices" + (f" for {period}" if period else ""))
 
 
 @invoice_app.command("show")
@@ -128,7 +128,7 @@ def invoice_show(
     if found is None:
         raise fail(f"no invoice for {org} in {period}: is the period closed (`tally close`)?")
     if fmt is DocumentFormat.json:
-        emit(found.document, Format.json)
+        print_rows(found.document, Format.json)
     elif fmt is DocumentFormat.csv:
         typer.echo(to_csv(found), nl=False)
     elif fmt is DocumentFormat.html:
@@ -138,38 +138,6 @@ def invoice_show(
         for where, entries in sorted(found.entries.items()):
             ids = ", ".join(f"{entry['id']} ({entry['kind']})" for entry in entries)
             console.print(f"[dim]{where} bills entries {ids}[/dim]")
-
-
-def print_invoice(invoice: Invoice) -> None:
-    """The invoice for people: one row per line, AI feature and adjustment, then the
-    descriptions (the table stays narrow enough for a terminal)."""
-    doc = invoice.document
-    table = Table(
-        title=" · ".join(doc[key] for key in ("number", "org", "period", "currency", "status")),
-        title_justify="left",
-    )
-    table.add_column("item")
-    for column in ("allocation", "used", "overage", "unit price", "amount"):
-        table.add_column(column, justify="right")
-    notes = []
-    for row in rows(invoice):
-        if row["kind"] == "line":
-            notes.append(f"{row['meter']}: {row['description'].split(FEATURES_USED)[0]}")
-            item = row["meter"]
-        elif row["kind"] == "feature":
-            item = f"  {row['description']}"
-        elif row["kind"] == "adjustment":
-            notes.append(f"adjustment, {row['meter']}: {row['description']}")
-            item = f"adjustment {row['meter']}"
-        else:
-            table.add_section()
-            item = f"total {row['description']}"
-        table.add_row(
-            item, row["allocation"], row["used"], row["overage"], row["unit_price"], row["amount"]
-        )
-    console.print(table)
-    for note in notes:
-        console.print(f"  [dim]{note}[/dim]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

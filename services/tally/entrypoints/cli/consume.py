@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
+from tally import bootstrap
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors
-from tally.entrypoints.consumer import Consumer
-from tally.metering import BatchReport
+from tally.entrypoints.cli.rendering import Format, FormatOption, console, errors, print_rows
+from tally.service_layer.metering import BatchReport
 
 
 def consume(
@@ -34,14 +34,14 @@ def consume(
             highlight=False,
         )
 
-    consumer = Consumer(settings, urls, until_idle=until_idle, on_batch=progress)
+    consumer = bootstrap.consumer(settings, urls, until_idle=until_idle, on_batch=progress)
     screen.print(
         f"consumer {consumer.name} on {settings.stream!r} group {settings.group!r}"
         + (" (until idle)" if until_idle else ""),
         highlight=False,
     )
     totals = run(consumer.run())
-    emit(
+    print_rows(
         [{"outcome": key, "count": value} for key, value in sorted(totals.items())],
         fmt,
         "consumed",

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres.connection import make_engine
+from tally import bootstrap
+from tally.bootstrap import ServiceUrls, service_urls
 from tally.config import Settings, get_settings
-from tally.runtime import ServiceUrls, service_urls
 
 T = TypeVar("T")
 
@@ -23,7 +23,7 @@ def settings_and_urls() -> tuple[Settings, ServiceUrls]:
 
 @asynccontextmanager
 async def engine_for(urls: ServiceUrls) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(urls.database)
+    engine = bootstrap.engine(urls)
     try:
         yield engine
     finally:

@@ -10,10 +10,16 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from tally.demo import DEMO_ORGS, DemoResult, run_demo
-from tally.entrypoints.cli.billing import print_invoice
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls
-from tally.entrypoints.cli.output import Format, FormatOption, console, emit, errors
+from tally.entrypoints.cli.rendering import (
+    Format,
+    FormatOption,
+    console,
+    errors,
+    print_invoice,
+    print_rows,
+)
+from tally.tools.demo import DEMO_ORGS, DemoResult, run_demo
 
 
 def demo(
@@ -57,7 +63,7 @@ def demo(
     verification = result.verification
     assert verification is not None
     if fmt is Format.json:
-        emit(_as_data(result), fmt)
+        print_rows(_as_data(result), fmt)
     else:
         _show(result)
         console.print(
@@ -104,7 +110,7 @@ def _show(result: DemoResult) -> None:
             f"({expected} sent)"
         )
     codes = Counter(letter["code"] for letter in result.dead_letters)
-    emit(
+    print_rows(
         [{"code": code, "dead letters": count} for code, count in codes.most_common()],
         Format.table,
         "dead letters (tally dlq list)",
@@ -120,7 +126,7 @@ def _show(result: DemoResult) -> None:
             f"{verification.events} events, {verification.lanes} hash-chained lanes"
         )
     else:
-        emit([vars(f) for f in verification.findings], Format.table, "verification findings")
+        print_rows([vars(f) for f in verification.findings], Format.table, "verification findings")
 
 
 def register(app: typer.Typer) -> None:

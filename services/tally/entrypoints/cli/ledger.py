@@ -7,21 +7,21 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
+from tally import bootstrap
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.verification import verify
 from tally.config import get_settings
-from tally.domain.metering import Limits
 from tally.entrypoints.cli.context import with_engine
-from tally.entrypoints.cli.output import (
+from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
     check_period,
     console,
-    emit,
     errors,
     fail,
+    print_rows,
 )
-from tally.metering import MeteringService, replay_dead_letters
+from tally.service_layer.metering import replay_dead_letters
 
 ledger_app = typer.Typer(help="Balances and tamper evidence.", no_args_is_help=True)
 events_app = typer.Typer(help="What became of an event.", no_args_is_help=True)
@@ -41,7 +41,7 @@ def balances(
 ) -> None:
     """Each account's balance (debits positive) for an organization and period."""
     rows = with_engine(lambda engine: ledger_queries.balances(engine, org, period))
-    emit(rows, fmt, f"balances of {org}" + (f" for {period}" if period else ""))
+    print_rows(rows, fmt, f"balances of {org}" + (f" for {period}" if period else ""))
 
 
 @ledger_app.command("verify")
@@ -62,14 +62,14 @@ def verify_command(fmt: FormatOption = Format.table) -> None:
         "findings": findings,
     }
     if fmt is Format.json:
-        emit(summary, fmt)
+        print_rows(summary, fmt)
     else:
         console.print(
             f"checked {result.entries} entries, {result.lines} lines, {result.events} events, "
             f"{result.lanes} lanes, {result.tallies} delivery tallies"
         )
         if result.findings:
-            emit(findings, fmt, "findings")
+            print_rows(findings, fmt, "findings")
         else:
             console.print("[green]✓ ledger verified: no findings[/green]")
     if not result.ok:
@@ -89,7 +89,7 @@ def events_show(
     if story is None:
         raise fail(f"no event ({source}, {event_id}) was ever received")
     if fmt is Format.json:
-        emit(story, fmt)
+        print_rows(story, fmt)
         return
     console.print(f"[bold]({source}, {event_id})[/bold]: {story['status']}")
     if story["billing"]:
@@ -97,19 +97,19 @@ def events_show(
         console.print(f"billing: {late}{story['billing']['detail']}")
     if story["event"]:
         event = {k: v for k, v in story["event"].items() if k != "payload"}
-        emit([{"field": k, "value": v} for k, v in event.items()], fmt, "event")
+        print_rows([{"field": k, "value": v} for k, v in event.items()], fmt, "event")
     if story["attributes"]:
         rows = [{"attribute": k, "value": v} for k, v in story["attributes"].items()]
-        emit(rows, fmt, "optional attributes and extensions")
+        print_rows(rows, fmt, "optional attributes and extensions")
     if story["entry"]:
         entry: dict[str, Any] = story["entry"]
         console.print(
             f"entry {entry['id']} ({entry['kind']}, key {entry['idempotency_key']}, "
             f"lane {entry['lane']} seq {entry['seq']}) carries {entry['events']} event(s)"
         )
-        emit(entry["lines"], fmt, "entry lines")
+        print_rows(entry["lines"], fmt, "entry lines")
     if story["deliveries"]:
-        emit(story["deliveries"], fmt, "other deliveries of this key")
+        print_rows(story["deliveries"], fmt, "other deliveries of this key")
 
 
 @dlq_app.command("list")
@@ -120,7 +120,7 @@ def dlq_list(
 ) -> None:
     """Rejected entries with their reason (open ones unless --all)."""
     rows = with_engine(lambda engine: ledger_queries.dead_letters(engine, all_, limit))
-    emit(rows, fmt, "dead letters")
+    print_rows(rows, fmt, "dead letters")
 
 
 @dlq_app.command("replay")
@@ -137,11 +137,7 @@ def dlq_replay(
     settings = get_settings()
 
     async def work(engine: Any) -> dict[int, str]:
-        service = MeteringService(
-            engine,
-            Limits(settings.max_event_bytes, settings.max_future_skew),
-            require_known_sources=settings.require_known_sources,
-        )
+        service = bootstrap.metering_service(engine, settings)
         ids = None if all_ else [dead_letter] if dead_letter is not None else None
         with Progress(console=errors, transient=True) as progress:
             task = progress.add_task("replaying dead letters", total=None)
@@ -152,7 +148,7 @@ def dlq_replay(
     outcomes = with_engine(work)
     if dead_letter is not None and not outcomes:
         raise fail(f"dead letter {dead_letter} does not exist or was already replayed")
-    emit(
+    print_rows(
         [{"id": key, "outcome": value} for key, value in sorted(outcomes.items())],
         fmt,
         "replayed",

@@ -6,7 +6,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -20,15 +20,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from tally.bootstrap import service_urls
 from tally.config import get_settings
 from tally.domain.events import InvalidEvent, parse_event
-from tally.domain.metering import EVENT_FIELD
-from tally.entrypoints.cli.output import Format, FormatOption, errors, fail
-from tally.entrypoints.cli.output import emit as show
-from tally.loadgen import LoadEntry, LoadMix, LoadSummary
-from tally.month_close import previous_period
-from tally.producer import UsageProducer
-from tally.runtime import service_urls
+from tally.domain.period import period_bounds, previous_period
+from tally.domain.rating import EVENT_FIELD
+from tally.entrypoints.cli.rendering import Format, FormatOption, errors, fail
+from tally.entrypoints.cli.rendering import print_rows as show
+from tally.sdk.producer import UsageProducer
+from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
     app.command("loadgen")(loadgen_command)
 
 
-# --- tally emit ---------------------------------------------------------------------------
+# --- tally print_rows ---------------------------------------------------------------------------
 
 
 def _read_event(event: str | None) -> bytes:
@@ -51,7 +51,7 @@ def emit_command(
     event: Annotated[
         str | None,
         typer.Argument(
-            help="The event: a CloudEvents JSON object (DESIGN §2). Omitted or '-': stdin.",
+            help="The event: a CloudEvents JSON object (see the README). Omitted or '-': stdin.",
             show_default=False,
         ),
     ] = None,
@@ -164,8 +164,7 @@ def loadgen_command(
         )
     except ValueError as exc:
         raise fail(str(exc), 2) from exc
-    month_end = datetime(mix.year, mix.month, 1, tzinfo=UTC) + timedelta(days=32)
-    if month_end.replace(day=1) > datetime.now(UTC):
+    if period_bounds(mix.period)[1] > datetime.now(UTC):
         errors.print(
             f"[yellow]warning:[/yellow] {mix.period} is not over: events timed after now "
             "will be dead-lettered as from the future"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tally.entrypoints.cli.output import console
+from tally.entrypoints.cli.rendering import console
 
 
 def register(app: typer.Typer) -> None:

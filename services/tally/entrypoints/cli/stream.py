@@ -8,11 +8,11 @@ from typing import Annotated, Any
 import typer
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from tally import stream_health
 from tally.adapters import redis_streams
 from tally.config import parse_retention
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls
-from tally.entrypoints.cli.output import Format, FormatOption, emit, fail
+from tally.entrypoints.cli.rendering import Format, FormatOption, fail, print_rows
+from tally.service_layer import stream_health
 
 stream_app = typer.Typer(help="The usage stream: status and safe trimming.", no_args_is_help=True)
 
@@ -67,10 +67,10 @@ def status(
         typer.echo(_metrics(report).decode(), nl=False)
         return
     if fmt is Format.json:
-        emit(report, fmt)
+        print_rows(report, fmt)
         return
-    emit({k: v for k, v in report.items() if k != "groups"}, fmt, f"stream {settings.stream}")
-    emit(report["groups"], fmt, "consumer groups")
+    print_rows({k: v for k, v in report.items() if k != "groups"}, fmt, f"stream {settings.stream}")
+    print_rows(report["groups"], fmt, "consumer groups")
 
 
 @stream_app.command("trim")
@@ -102,7 +102,7 @@ def trim(
         finally:
             await client.aclose()
 
-    emit(asdict(run(work())), fmt, "trim")
+    print_rows(asdict(run(work())), fmt, "trim")
 
 
 def register(app: typer.Typer) -> None:

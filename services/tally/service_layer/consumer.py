@@ -38,13 +38,11 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
 
-from tally import stream_health
 from tally.adapters import redis_streams
-from tally.adapters.postgres.connection import make_engine
-from tally.config import Settings
-from tally.domain.metering import Limits, StreamEntry
-from tally.metering import BatchReport, MeteringService, RatedBatch
-from tally.runtime import ServiceUrls
+from tally.config import ServiceUrls, Settings
+from tally.domain.rating import StreamEntry
+from tally.service_layer import stream_health
+from tally.service_layer.metering import BatchReport, MeteringService, RatedBatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,6 +88,7 @@ class Consumer:
         self,
         settings: Settings,
         urls: ServiceUrls,
+        service: MeteringService,
         until_idle: bool = False,
         on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
@@ -98,12 +97,8 @@ class Consumer:
         self.name = consumer_name(settings)
         self.until_idle = until_idle
         self.on_batch = on_batch
-        self.engine = make_engine(urls.database)
-        self.service = MeteringService(
-            self.engine,
-            Limits(settings.max_event_bytes, settings.max_future_skew),
-            require_known_sources=settings.require_known_sources,
-        )
+        self.service = service  # the consumer owns its engine: disposed when it stops
+        self.engine = service.engine
         self.redis = redis_streams.connect(urls.redis)
         self.reader = redis_streams.StreamReader(
             self.redis,

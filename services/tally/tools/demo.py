@@ -15,19 +15,21 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally import bootstrap
 from tally.adapters import redis_streams
-from tally.adapters.postgres import invoices, ledger_queries, organizations
+from tally.adapters.postgres import invoices, ledger_queries
 from tally.adapters.postgres.invoices import Invoice
 from tally.adapters.postgres.verification import Verification, verify
-from tally.bench import publish_mix
+from tally.bootstrap import ServiceUrls
 from tally.config import Settings
-from tally.entrypoints.consumer import Consumer
-from tally.loadgen import LoadMix, LoadSummary
-from tally.metering import BatchReport
-from tally.migrate import migrate
-from tally.month_close import CloseReport, closable_from, close_period, previous_period
-from tally.producer import UsageProducer
-from tally.runtime import ServiceUrls
+from tally.domain.period import closable_from, previous_period
+from tally.sdk.producer import UsageProducer
+from tally.service_layer import organizations
+from tally.service_layer.metering import BatchReport
+from tally.service_layer.month_close import CloseReport, close_period
+from tally.service_layer.setup import migrate
+from tally.tools.bench import publish_mix
+from tally.tools.loadgen import LoadMix, LoadSummary
 
 DEMO_ORGS = {"acme": "USD", "globex": "EUR", "initech": "JPY", "umbrella": "GBP"}
 SEED_000_ORG = "acme"
@@ -115,7 +117,7 @@ async def run_demo(
         done[0] += len(report.outcomes)
         progress("metering", done[0], to_meter)
 
-    consumed = await Consumer(settings, urls, until_idle=True, on_batch=on_batch).run()
+    consumed = await bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch).run()
     result = DemoResult(period, mix.summary, consumed)
     result.dead_letters = await ledger_queries.dead_letters(engine, limit=1000)
     # the close's clock: now, or the earliest instant the month may close (its grace)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters import redis_streams
 from tally.adapters.postgres import stream_records
-from tally.domain.metering import EVENT_FIELD, claimed_key
+from tally.domain.rating import EVENT_FIELD, claimed_key
 
 log = logging.getLogger(__name__)
 

@@ -3,41 +3,40 @@
 Drain: the stream is filled with N events first (untimed), then the clock runs from the
 consumer's start to the commit of the last batch. Steady: events are published at a
 fixed rate; latency is commit time minus the time Redis stamped on the entry's id.
-Close (``tally bench close``): N organizations get a period of usage and license reports
-through the metering service (untimed), then the clock runs over the month close alone.
+The close benchmark is in ``bench_close``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import resource
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
-from datetime import timedelta
-from decimal import Decimal
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
+from tally import bootstrap
 from tally.adapters import redis_streams
-from tally.adapters.postgres import databases, organizations
-from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
+from tally.adapters.postgres import databases
+from tally.adapters.postgres.connection import make_engine
+from tally.bootstrap import ServiceUrls
 from tally.config import Settings
-from tally.domain.metering import Limits, StreamEntry
-from tally.entrypoints.consumer import Consumer
-from tally.loadgen import LoadMix
-from tally.metering import BatchReport, MeteringService
-from tally.migrate import migrate
-from tally.month_close import close_period, period_bounds
-from tally.producer import UsageProducer
-from tally.runtime import ServiceUrls
+from tally.sdk.producer import UsageProducer
+from tally.service_layer import organizations
+from tally.service_layer.metering import BatchReport
+from tally.service_layer.setup import migrate
+from tally.tools.loadgen import (
+    LoadMix,
+    api_request_event,
+)
 
 Progress = Callable[[int, int], None]  # (done, total)
 PUBLISH_BATCH = 5000
+LARGE_SOURCE = "bench-close"  # the source of tally bench large's entries
 
 
 @dataclass
@@ -83,7 +82,7 @@ def _drain_in_process(
         counts.update(events=len(report.outcomes), postings=report.postings)
         last[0] = time.time()
 
-    consumer = Consumer(settings, urls, until_idle=True, on_batch=on_batch)
+    consumer = bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch)
     ready.wait()
     go.wait()
     asyncio.run(consumer.run())
@@ -119,24 +118,14 @@ def _large_in_process(settings: Settings, urls: ServiceUrls, results: Any) -> No
     def on_batch(report: BatchReport) -> None:
         counts.update(report.counts)
 
-    asyncio.run(Consumer(settings, urls, until_idle=True, on_batch=on_batch).run())
+    asyncio.run(bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch).run())
     results.put((counts, _peak_rss_mb()))
 
 
 def padded_event(event_id: str, org: str, size: int) -> bytes:
     """A valid api.request of ``size`` bytes: JSON allows the whitespace that pads it."""
-    body = wire_event(
-        "api.request",
-        event_id,
-        {
-            "oauth_client_id": "c-bench",
-            "method": "GET",
-            "template_uri": "/api/v2/users/{userId}",
-            "status": 200,
-            "client_kind": "integration",
-        },
-        org,
-        "2026-10-15T12:00:00Z",
+    body = api_request_event(
+        event_id, LARGE_SOURCE, org, "2026-10-15T12:00:00Z", client_id="c-bench"
     )
     return body + b" " * max(size - len(body), 0)
 
@@ -279,7 +268,7 @@ class Bench:
             now_ms = time.time() * 1000
             latencies.extend(now_ms - int(sid.split("-")[0]) for sid in report.outcomes)
 
-        consumer = Consumer(self.settings, self.urls, until_idle=False, on_batch=on_batch)
+        consumer = bootstrap.consumer(self.settings, self.urls, until_idle=False, on_batch=on_batch)
         runner = asyncio.create_task(consumer.run())
         tick = 0.01
         async with UsageProducer(self.urls.redis, self.settings.stream) as producer:
@@ -314,218 +303,6 @@ class Bench:
         )
 
 
-# ---------------------------------------------------------------------------- close
-
-CLOSE_PERIOD = "2026-10"
-CLOSE_SOURCE = "bench-close"
-CLOSE_CURRENCIES = ("USD", "EUR", "JPY", "GBP", "CAD")
-METER_BATCH = 10_000  # entries per MeteringService.process call, as a consumer batch
-# The rate card's allocations (2020-01), so that some organizations go over and some not.
-GC2_NAMED_REQUESTS, GC2_CONCURRENT_REQUESTS = 110_000, 143_000
-NAMED_TOKENS, CONCURRENT_TOKENS = 250, 350
-VIRTUAL_AGENT_TOKENS_PER_SESSION = 2
-
-
-@dataclass
-class CloseResult:
-    period: str
-    organizations: int
-    events: int
-    fill_seconds: float
-    invoices_issued: int
-    invoices: int
-    close_seconds: float
-    invoices_per_second: float
-    chunk: int
-    totals: dict[str, Decimal] = field(default_factory=dict)  # per currency
-
-
-def close_org_names(count: int) -> list[tuple[str, str]]:
-    """``(name, currency)``: org-00001, org-00002 …, the currencies taken in turn."""
-    return [
-        (f"org-{n:05d}", CLOSE_CURRENCIES[(n - 1) % len(CLOSE_CURRENCIES)])
-        for n in range(1, count + 1)
-    ]
-
-
-def wire_event(kind: str, event_id: str, data: dict[str, Any], org: str, time: str) -> bytes:
-    """A wire-contract event, as an integration would XADD it."""
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": event_id,
-            "source": CLOSE_SOURCE,
-            "type": kind,
-            "time": time,
-            "subject": org,
-            "data": data,
-        }
-    ).encode()
-
-
-def license_event(event_id: str, lic: str, model: str, users: int, org: str, day: str) -> bytes:
-    data = {"license": lic, "model": model, "users": users}
-    return wire_event("license.usage", event_id, data, org, f"{day}T23:00:00Z")
-
-
-def api_event(event_id: str, count: int, org: str, time: str) -> bytes:
-    data = {
-        "oauth_client_id": "bench-client",
-        "method": "GET",
-        "template_uri": "/api/v2/users/{userId}",
-        "status": 200,
-        "client_kind": "integration",
-        "count": count,
-    }
-    return wire_event("api.request", event_id, data, org, time)
-
-
-def ai_event(event_id: str, sessions: int, org: str, time: str) -> bytes:
-    data = {"feature": "virtual_agent", "quantity": sessions, "unit": "session"}
-    return wire_event("ai.usage", event_id, data, org, time)
-
-
-def close_events(n: int, org: str, period: str) -> list[bytes]:
-    """One organization's period (n counts from 0): gc2 named users (some also concurrent
-    ones), API requests and virtual agent sessions; about half go over each allocation."""
-    named = 5 + n % 40
-    concurrent = 2 + n % 7 if n % 4 == 0 else 0
-    requests = named * GC2_NAMED_REQUESTS + concurrent * GC2_CONCURRENT_REQUESTS
-    tokens = named * NAMED_TOKENS + concurrent * CONCURRENT_TOKENS
-    api_used = requests * (120 + n % 37) // 100 if n % 2 == 0 else requests * (40 + n % 53) // 100
-    ai_used = tokens * (105 + n % 29) // 100 if n % 3 == 0 else tokens * (30 + n % 61) // 100
-    sessions = max(1, ai_used // VIRTUAL_AGENT_TOKENS_PER_SESSION)
-    events = [license_event(f"{org}-lic-1", "gc2", "named", named, org, f"{period}-05")]
-    if concurrent:
-        events.append(
-            license_event(f"{org}-lic-2", "gc2", "concurrent", concurrent, org, f"{period}-12")
-        )
-    if n % 3 == 1:  # two API reports
-        first = api_used // 3
-        events += [
-            api_event(f"{org}-api-1", first, org, f"{period}-10T09:00:00Z"),
-            api_event(f"{org}-api-2", api_used - first, org, f"{period}-20T15:30:00Z"),
-        ]
-    else:
-        events.append(api_event(f"{org}-api-1", api_used, org, f"{period}-15T12:00:00Z"))
-    if n % 5 == 2:  # two AI reports
-        first = sessions // 2
-        events += [
-            ai_event(f"{org}-ai-1", max(1, first), org, f"{period}-08T10:00:00Z"),
-            ai_event(f"{org}-ai-2", max(1, sessions - first), org, f"{period}-25T18:45:00Z"),
-        ]
-    else:
-        events.append(ai_event(f"{org}-ai-1", sessions, org, f"{period}-18T11:15:00Z"))
-    return events
-
-
-def close_entries(orgs: list[tuple[str, str]], period: str) -> Iterator[StreamEntry]:
-    """The period's events as stream entries, ids 1-0, 2-0 …"""
-    sid = 0
-    for n, (org, _) in enumerate(orgs):
-        for payload in close_events(n, org, period):
-            sid += 1
-            yield f"{sid}-0", {b"event": payload}
-
-
-class CloseBench(Bench):
-    """The scratch database of :class:`Bench`, with ``orgs`` organizations for a close."""
-
-    def __init__(self, settings: Settings, urls: ServiceUrls, orgs: int) -> None:
-        super().__init__(settings, urls, 0)
-        self.close_orgs = close_org_names(orgs)
-
-    async def add_orgs(self) -> None:
-        """All organizations in one INSERT (``organizations.add`` is one transaction each)."""
-        engine = make_engine(self.urls.database)
-        try:
-            async with raw_transaction(engine) as conn:
-                await conn.execute(
-                    "INSERT INTO organization (name, currency) "
-                    "SELECT * FROM unnest($1::text[], $2::text[])",
-                    [name for name, _ in self.close_orgs],
-                    [currency for _, currency in self.close_orgs],
-                )
-        finally:
-            await engine.dispose()
-
-    async def meter_period(self, period: str, progress: Progress | None = None) -> int:
-        """Meter the period's events through the metering service, batch by batch; returns
-        how many were stored (every one, or this raises)."""
-        entries = list(close_entries(self.close_orgs, period))
-        after_close = period_bounds(period)[1] + timedelta(hours=24)
-        engine = make_engine(self.urls.database)
-        service = MeteringService(
-            engine,
-            Limits(self.settings.max_event_bytes, self.settings.max_future_skew),
-            clock=lambda: after_close,  # received once the period ended, whatever today is
-        )
-        stored = 0
-        try:
-            if progress:
-                progress(0, len(entries))
-            for first in range(0, len(entries), METER_BATCH):
-                batch = entries[first : first + METER_BATCH]
-                report = await service.process(self.settings.stream, batch)
-                refused = {
-                    sid: outcome
-                    for sid, outcome in report.outcomes.items()
-                    if outcome not in ("metered", "recorded")
-                }
-                if refused:
-                    example = next(iter(refused.items()))
-                    raise RuntimeError(f"{len(refused)} bench events were not metered: {example}")
-                stored += len(batch)
-                if progress:
-                    progress(first + len(batch), len(entries))
-        finally:
-            await engine.dispose()
-        return stored
-
-    async def close(
-        self,
-        period: str,
-        fill_progress: Progress | None = None,
-        close_progress: Progress | None = None,
-    ) -> CloseResult:
-        """Add the organizations and meter the period (untimed), then time the close."""
-        await self.add_orgs()
-        started = time.perf_counter()
-        events = await self.meter_period(period, fill_progress)
-        filled = time.perf_counter() - started
-        engine = make_engine(self.urls.database)
-        try:
-            started = time.perf_counter()
-            report = await close_period(
-                engine,
-                period,
-                as_of=period_bounds(period)[1] + timedelta(hours=24),
-                grace=timedelta(hours=24),
-                progress=close_progress,
-                chunk=self.settings.close_chunk,
-            )
-            seconds = time.perf_counter() - started
-            async with raw_connection(engine) as conn:
-                rows = await conn.fetch(
-                    "SELECT currency, sum(total) AS total FROM invoice WHERE period = $1 "
-                    "GROUP BY currency ORDER BY currency",
-                    period,
-                )
-        finally:
-            await engine.dispose()
-        return CloseResult(
-            period=period,
-            organizations=len(self.close_orgs),
-            events=events,
-            fill_seconds=round(filled, 3),
-            invoices_issued=report.issued,
-            invoices=report.invoices,
-            close_seconds=round(seconds, 3),
-            invoices_per_second=round(report.issued / seconds, 1) if seconds else 0.0,
-            chunk=self.settings.close_chunk,
-            totals={row["currency"]: row["total"] for row in rows},
-        )
-
-
-def as_dict(result: DrainResult | SteadyResult | CloseResult | LargeResult) -> dict[str, Any]:
+def as_dict(result: Any) -> dict[str, Any]:
+    """A result dataclass (drain, steady, large, close) as plain data."""
     return asdict(result)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from tally.adapters import redis_streams
 from tally.adapters.postgres import privileges, schema
 from tally.adapters.postgres.connection import make_engine
-from tally.config import Settings
-from tally.runtime import ServiceUrls
+from tally.config import ServiceUrls, Settings
 
 
 async def migrate(settings: Settings, urls: ServiceUrls) -> list[str]:

@@ -43,8 +43,9 @@ from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 from tally.adapters.ratecard_files import bundled_cards
+from tally.domain.period import parse_period
 from tally.domain.ratecard import RateCard
-from tally.producer import EVENT_FIELD, format_uuid7
+from tally.sdk.producer import EVENT_FIELD, format_uuid7
 
 __all__ = [
     "BAD_CLASSES",
@@ -147,9 +148,9 @@ class LoadSummary:
     """What a mix contains: what the stream gets and what the ledger should show.
 
     Only good events count in the totals (duplicates and bad entries never do).
-    ``license_users`` applies DESIGN §3 (named and concurrent: highest daily value;
-    hourly: sum of hours) per ``license/model``; ``api_allocation`` and ``ai_tokens``
-    apply the rate card the mix was made with.
+    ``license_users`` applies the README's month-close rules (named and concurrent:
+    highest daily value; hourly: sum of hours) per ``license/model``; ``api_allocation``
+    and ``ai_tokens`` apply the rate card the mix was made with.
     """
 
     seed: int
@@ -193,7 +194,7 @@ class LoadSummary:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data (decimals stay ``Decimal``; ``output.emit`` prints them as strings)."""
+        """Plain data (decimals stay ``Decimal``; the CLI prints them as strings)."""
         return {
             "seed": self.seed,
             "period": self.period,
@@ -219,16 +220,62 @@ class LoadSummary:
 
 
 @lru_cache(maxsize=1)
-def _default_card() -> RateCard:
+def default_card() -> RateCard:
+    """The newest bundled rate card: what the mix (and the benchmarks) price against."""
     return bundled_cards()[-1]
 
 
-def _parse_period(period: str) -> tuple[int, int]:
-    try:
-        start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError:
-        raise ValueError(f"period must be YYYY-MM, got {period!r}") from None
-    return start.year, start.month
+def wire_event(
+    kind: str, event_id: str, source: str, org: str, time: str, data: dict[str, Any]
+) -> bytes:
+    """One wire-contract event as an integration XADDs it (compact JSON; a
+    :class:`_RawNumber` in ``data`` is written as a bare number)."""
+    body = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": kind,
+        "time": time,
+        "subject": org,
+        "data": data,
+    }
+    return _dumps(body)
+
+
+def api_request_event(
+    event_id: str,
+    source: str,
+    org: str,
+    time: str,
+    count: int = 1,
+    client_id: str = "loadgen-client",
+    client_kind: str = "integration",
+) -> bytes:
+    """A successful ``GET`` by a client of ``client_kind``, ``count`` requests."""
+    data = {
+        "oauth_client_id": client_id,
+        "method": "GET",
+        "template_uri": "/api/v2/users/{userId}",
+        "status": 200,
+        "client_kind": client_kind,
+        "count": count,
+    }
+    return wire_event("api.request", event_id, source, org, time, data)
+
+
+def ai_usage_event(
+    event_id: str, source: str, org: str, time: str, feature: str, quantity: int, unit: str
+) -> bytes:
+    data = {"feature": feature, "quantity": quantity, "unit": unit}
+    return wire_event("ai.usage", event_id, source, org, time, data)
+
+
+def license_usage_event(
+    event_id: str, source: str, org: str, time: str, license: str, model: str, users: int
+) -> bytes:
+    """A named or concurrent license's report of the day (``users``)."""
+    data = {"license": license, "model": model, "users": users}
+    return wire_event("license.usage", event_id, source, org, time, data)
 
 
 class _Client(NamedTuple):
@@ -279,14 +326,14 @@ class LoadMix:
         if not (0 <= duplicates <= 1 and 0 <= bad <= 1 and duplicates + bad <= 1):
             raise ValueError("duplicates and bad are shares between 0 and 1 (together <= 1)")
         self.orgs = list(orgs)
-        self.year, self.month = _parse_period(period)
+        self.year, self.month = parse_period(period)
         self.period = f"{self.year:04d}-{self.month:02d}"
         self.events = events
         self.seed = seed
         self.duplicates = duplicates
         self.bad = bad
         self.source = source
-        self.card = card or _default_card()
+        self.card = card or default_card()
         self.summary = self._empty_summary()
 
     def __len__(self) -> int:
@@ -555,16 +602,8 @@ class LoadMix:
             users = round(base * (0.85 + 0.3 * rng.random()))
             data["users"] = users
             value = Decimal(users)
-        body = {
-            "specversion": "1.0",
-            "id": format_uuid7(ms, rng.getrandbits(74)),
-            "source": source,
-            "type": "license.usage",
-            "time": _time_text(ms),
-            "subject": org.name,
-            "data": data,
-        }
-        return _dumps(body), value
+        event_id = format_uuid7(ms, rng.getrandbits(74))
+        return wire_event("license.usage", event_id, source, org.name, _time_text(ms), data), value
 
     def _totals(
         self,

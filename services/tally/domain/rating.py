@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from tally.domain.events import EVENT_FIELD as WIRE_EVENT_FIELD
 from tally.domain.events import (
     AiUsageEvent,
     ApiRequestEvent,
@@ -22,13 +23,13 @@ from tally.domain.events import (
     LicenseUsageData,
     decode_json,
     parse_event,
-    period_of,
     storable_text,
 )
 from tally.domain.ledger import AI_TOKEN, API_REQUEST, CarriedEvent, Entry, Meter, usage_entry
+from tally.domain.period import period_of
 from tally.domain.ratecard import RateCardBook
 
-EVENT_FIELD = b"event"
+EVENT_FIELD = WIRE_EVENT_FIELD.encode()  # as Redis gives it
 Status = Literal["metered", "non_billable", "recorded"]
 EventKey = tuple[str, str]  # (source, id): the idempotency key, forever
 

@@ -1,4 +1,5 @@
-"""The Python producer SDK: build, validate and XADD usage events (DESIGN §2).
+"""The Python producer SDK: build, validate and XADD usage events (the README's
+"The wire format").
 
     async with UsageProducer("redis://localhost:6379/0", source="crm-sync") as producer:
         await producer.api_request("acme", oauth_client_id="c-42", method="GET",
@@ -42,11 +43,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
-from tally.config import get_settings
-from tally.domain.events import validate_event
+from tally.domain.events import DEFAULT_STREAM, EVENT_FIELD, validate_event
 
 __all__ = [
     "DEFAULT_SOURCE",
+    "DEFAULT_STREAM",
     "EVENT_FIELD",
     "Fields",
     "RawEntry",
@@ -57,7 +58,6 @@ __all__ = [
     "uuid7",
 ]
 
-EVENT_FIELD = "event"
 DEFAULT_SOURCE = "tally-python-sdk"
 
 Fields = Mapping[str, bytes | str] | Mapping[bytes, bytes | str]
@@ -155,8 +155,9 @@ class UsageProducer:
 
     ``redis``: a ``redis.asyncio.Redis`` client (left open on close) or a ``redis://``
     URL (a client is made and closed with the producer). ``stream`` defaults to
-    ``Settings.stream``. ``source`` is the CloudEvents ``source`` of every event unless a
-    call gives its own; with the event id it is the idempotency key.
+    ``tally:usage``: the SDK reads none of the server's settings, so pass the stream if
+    yours differs. ``source`` is the CloudEvents ``source`` of every event unless a call
+    gives its own; with the event id it is the idempotency key.
 
     ``batch_size``: entries per pipelined round (and the queue size that triggers one).
     A round failing with a connection or timeout error is re-sent up to ``max_retries``
@@ -167,7 +168,7 @@ class UsageProducer:
     def __init__(
         self,
         redis: Redis | str,
-        stream: str | None = None,
+        stream: str = DEFAULT_STREAM,
         *,
         source: str = DEFAULT_SOURCE,
         batch_size: int = 1000,
@@ -186,7 +187,7 @@ class UsageProducer:
         else:
             self.redis = redis
             self._owns_client = False
-        self.stream = stream if stream is not None else get_settings().stream
+        self.stream = stream
         self.source = source
         self.batch_size = batch_size
         self.max_retries = max_retries

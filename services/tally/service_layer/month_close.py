@@ -21,13 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally.adapters.postgres import close_store, metering_store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
-from tally.domain.events import period_of
-from tally.domain.invoicing import CloseInput, InvoiceDraft, close_org
+from tally.domain.invoicing import CLOSE_CHUNK, CloseInput, InvoiceDraft, close_org
+from tally.domain.period import period_bounds
+from tally.service_layer.unit_of_work import RETRIES, retrying
 
 Progress = Callable[[int, int], None]  # (organizations closed, organizations to close)
-CHUNK = 500
 CLOCK_SKEW = timedelta(minutes=5)  # how far --as-of may run ahead of the real clock
-RETRIES = 5
 # a chunk that met a consumer's transaction in a deadlock is simply run again
 RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
@@ -45,30 +44,13 @@ class CloseReport:
     waited: bool  # another close held the lock first
 
 
-def period_bounds(period: str) -> tuple[datetime, datetime]:
-    """The first instant of the UTC month and of the next one."""
-    year, month = (int(part) for part in period.split("-"))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
-def previous_period(now: datetime) -> str:
-    return period_of(now.astimezone(UTC).replace(day=1) - timedelta(days=1))
-
-
-def closable_from(period: str, grace: timedelta) -> datetime:
-    """Usage is reported late: a period closes only once it ended plus the grace time."""
-    return period_bounds(period)[1] + grace
-
-
 async def close_period(
     engine: AsyncEngine,
     period: str,
     as_of: datetime,
     grace: timedelta,
     progress: Progress | None = None,
-    chunk: int = CHUNK,
+    chunk: int = CLOSE_CHUNK,
     now: datetime | None = None,
 ) -> CloseReport:
     """Close ``period`` at the clock ``as_of``; ``now`` (the real time) bounds that clock."""
@@ -120,22 +102,14 @@ async def _close(
         progress(0, len(orgs))
     for first in range(0, len(orgs), chunk):
         part = orgs[first : first + chunk]
-        for attempt in range(1, RETRIES + 1):
-            try:
-                async with raw_transaction(engine) as conn:
-                    inputs = await close_store.close_inputs(conn, part, period, card)
-                    drafts = [_draft(given) for given in inputs]
-                    issued += len(await close_store.write_invoices(conn, journal, drafts, as_of))
-            except RETRYABLE:
-                journal.rolled_back()
-                if attempt == RETRIES:
-                    raise
-                continue
-            except BaseException:
-                journal.rolled_back()
-                raise
-            journal.committed()
-            break
+
+        async def close_chunk(part: list[tuple[str, str]] = part) -> int:
+            async with raw_transaction(engine) as conn:
+                inputs = await close_store.close_inputs(conn, part, period, card)
+                drafts = [_draft(given) for given in inputs]
+                return len(await close_store.write_invoices(conn, journal, drafts, as_of))
+
+        issued += await retrying(close_chunk, journal, RETRYABLE, RETRIES, "close chunk")
         if progress:
             progress(first + len(part), len(orgs))
     await close_store.record_closed(session, period, as_of)

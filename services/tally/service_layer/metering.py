@@ -22,7 +22,8 @@ from tally.adapters.postgres import metering_store as store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
 from tally.domain.deliveries import DeliveryCounts
-from tally.domain.metering import (
+from tally.domain.ratecard import RateCardBook
+from tally.domain.rating import (
     Fields,
     Limits,
     OversizedEntry,
@@ -36,10 +37,9 @@ from tally.domain.metering import (
     stream_fields,
     usage_postings,
 )
-from tally.domain.ratecard import RateCardBook
+from tally.service_layer.unit_of_work import RETRIES, retrying
 
 log = logging.getLogger(__name__)
-RETRIES = 5
 # What PostgreSQL (or the encoding of a value for it) refuses because of an entry's content;
 # connection failures are not among them: those batches wait and are retried whole.
 UNSTORABLE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ArithmeticError)
@@ -192,21 +192,13 @@ class MeteringService:
     ) -> BatchReport:
         """One transaction, retried when another consumer raced it on a key."""
         book = self._book if self._book is not None else await self.book()
-        for attempt in range(1, RETRIES + 1):
-            try:
-                report = await self._commit(stream, rated, rejects, book, replaying or {})
-            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError) as exc:
-                self.journal.rolled_back()
-                if attempt == RETRIES:
-                    raise
-                log.info("batch raced another consumer on a key (%s); retrying", exc)
-                continue
-            except BaseException:
-                self.journal.rolled_back()
-                raise
-            self.journal.committed()
-            return report
-        raise AssertionError("unreachable")
+        return await retrying(
+            lambda: self._commit(stream, rated, rejects, book, replaying or {}),
+            self.journal,
+            (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError),
+            RETRIES,
+            "batch",
+        )
 
     async def _commit(
         self,

@@ -1,0 +1,201 @@
+"""Presentation for the CLI: rows as a Rich table or JSON (decimals as strings), errors,
+progress bars, and an invoice as a table, CSV or a standalone HTML page."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from html import escape
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from tally.adapters.postgres.invoices import Invoice
+from tally.domain.invoicing import FEATURES_USED
+from tally.domain.period import is_period
+
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # an error stays on one line, for grep
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+FormatOption = Annotated[
+    Format, typer.Option("--format", "-f", help="table (readable) or json (decimals as strings).")
+]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def print_rows(
+    rows: Sequence[dict[str, Any]] | dict[str, Any], fmt: Format, title: str = ""
+) -> None:
+    """Print ``rows`` (a list of flat dicts, or one dict) in the chosen format."""
+    if fmt is Format.json:
+        typer.echo(json.dumps(_plain(rows), indent=2, ensure_ascii=False))
+        return
+    items = [rows] if isinstance(rows, dict) else list(rows)
+    if not items:
+        console.print(f"[dim]{title + ': ' if title else ''}nothing to show[/dim]")
+        return
+    table = Table(title=title or None)
+    for column in items[0]:
+        numeric = isinstance(items[0][column], Decimal | int)
+        table.add_column(column, justify="right" if numeric else "left")
+    for item in items:
+        table.add_row(*(str(_plain(item[column])) for column in items[0]))
+    console.print(table)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a clear error and return the exit to raise."""
+    errors.print(f"[bold red]error:[/bold red] {message}")
+    return typer.Exit(code)
+
+
+def check_period(value: str | None) -> str | None:
+    """Typer callback: a billing period is ``YYYY-MM``."""
+    if value is not None and not is_period(value):
+        raise typer.BadParameter(f"{value!r} is not a period YYYY-MM")
+    return value
+
+
+def counting_bars() -> Progress:
+    """Progress bars on stderr (stdout stays clean for JSON) that count done of total and
+    vanish when the work is done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=errors,
+        transient=True,
+    )
+
+
+# --- invoices ----------------------------------------------------------------------------
+
+COLUMNS = ("meter", "description", "allocation", "used", "overage", "unit_price", "amount")
+
+
+def _text(value: Any) -> str:
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+def rows(invoice: Invoice) -> list[dict[str, str]]:
+    """One row per line, per AI feature, per adjustment, and the total: what CSV and the
+    table show."""
+    doc = invoice.document
+    out = []
+    for line in doc["lines"]:
+        out.append({"kind": "line", **{column: _text(line[column]) for column in COLUMNS}})
+        if line["meter"] == "ai_tokens":
+            out.extend(
+                {"kind": "feature", "meter": "ai_tokens", "description": feature,
+                 "used": _text(tokens)}
+                for feature, tokens in sorted(invoice.features.items())
+            )  # fmt: skip
+    for adjustment in doc["adjustments"]:
+        out.append(
+            {
+                "kind": "adjustment",
+                "meter": adjustment["meter"],
+                "description": f"{adjustment['invoice']}: {adjustment['description']}",
+                "amount": _text(adjustment["amount"]),
+            }
+        )
+    out.append({"kind": "total", "description": doc["currency"], "amount": _text(doc["total"])})
+    return [{column: row.get(column, "") for column in ("kind", *COLUMNS)} for row in out]
+
+
+def to_csv(invoice: Invoice) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=("kind", *COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows(invoice))
+    return buffer.getvalue()
+
+
+def to_html(invoice: Invoice) -> str:
+    doc = invoice.document
+    title = f"Invoice {doc['number']}: {doc['org']}, {doc['period']}"
+    header = "".join(f"<th>{escape(column)}</th>" for column in ("kind", *COLUMNS))
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{escape(value)}</td>" for value in row.values()) + "</tr>"
+        for row in rows(invoice)
+    )
+    entries = "\n".join(
+        f"<li>{escape(where)}: entries "
+        + ", ".join(escape(f"{e['id']} ({e['kind']})") for e in listed)
+        + "</li>"
+        for where, listed in sorted(invoice.entries.items())
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em}}td:nth-child(n+4){{text-align:right}}</style>
+</head><body>
+<h1>{escape(title)}</h1>
+<p>Status: {escape(doc["status"])} &middot; currency {escape(doc["currency"])} &middot;
+issued {escape(invoice.issued_at.isoformat())}</p>
+<table><thead><tr>{header}</tr></thead><tbody>
+{body}
+</tbody></table>
+<h2>Entries billed</h2><ul>
+{entries}
+</ul></body></html>
+"""
+
+
+def print_invoice(invoice: Invoice) -> None:
+    """The invoice for people: one row per line, AI feature and adjustment, then the
+    descriptions (the table stays narrow enough for a terminal)."""
+    doc = invoice.document
+    table = Table(
+        title=" · ".join(doc[key] for key in ("number", "org", "period", "currency", "status")),
+        title_justify="left",
+    )
+    table.add_column("item")
+    for column in ("allocation", "used", "overage", "unit price", "amount"):
+        table.add_column(column, justify="right")
+    notes = []
+    for row in rows(invoice):
+        if row["kind"] == "line":
+            notes.append(f"{row['meter']}: {row['description'].split(FEATURES_USED)[0]}")
+            item = row["meter"]
+        elif row["kind"] == "feature":
+            item = f"  {row['description']}"
+        elif row["kind"] == "adjustment":
+            notes.append(f"adjustment, {row['meter']}: {row['description']}")
+            item = f"adjustment {row['meter']}"
+        else:
+            table.add_section()
+            item = f"total {row['description']}"
+        table.add_row(
+            item, row["allocation"], row["used"], row["overage"], row["unit_price"], row["amount"]
+        )
+    console.print(table)
+    for note in notes:
+        console.print(f"  [dim]{note}[/dim]", highlight=False)

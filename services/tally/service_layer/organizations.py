@@ -1,0 +1,77 @@
+"""Organizations and commitments: who is billed, in which currency, for at least how much."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters.postgres import metering_store
+from tally.adapters.postgres import organizations as store
+from tally.adapters.postgres.connection import raw_transaction
+from tally.adapters.postgres.tables import Organization
+from tally.domain.ledger import ORG_NAME, PLATFORM
+
+
+class OrganizationError(ValueError):
+    pass
+
+
+async def add(engine: AsyncEngine, name: str, currency: str) -> bool:
+    """Add an organization; False when it exists with that currency already."""
+    currency = currency.upper()
+    async with raw_transaction(engine) as conn:
+        book = await metering_store.load_rate_cards(conn)
+        if currency not in book.currencies:
+            raise OrganizationError(
+                f"currency {currency!r} is not priced by the rate card: "
+                f"use one of {', '.join(sorted(book.currencies))}"
+            )
+        if not re.match(ORG_NAME, name) or name == PLATFORM:
+            raise OrganizationError(
+                f"{name!r} is not an organization name: letters, digits and . _ : - "
+                f"(starting with a letter or digit, at most 128), and not {PLATFORM!r}"
+            )
+        if await store.insert(conn, name, currency):
+            return True
+        existing = await store.currency_of(conn, name)
+        if existing != currency:
+            raise OrganizationError(
+                f"organization {name!r} exists with currency {existing}; "
+                "an organization's currency never changes"
+            )
+        return False
+
+
+async def list_all(engine: AsyncEngine) -> list[Organization]:
+    return await store.list_all(engine)
+
+
+async def add_commitment(
+    engine: AsyncEngine, org: str, license: str, model: str, quantity: Decimal, from_period: str
+) -> None:
+    """Record a committed minimum of billable users (hourly: hours) from ``from_period`` on.
+
+    Commitments are never edited: a newer one for the same license and model supersedes
+    the older from its period on, and ``0`` ends one. Closed periods keep their invoices.
+    """
+    async with raw_transaction(engine) as conn:
+        card = (await metering_store.load_rate_cards(conn)).cards[-1]
+        if model not in card.api.allocation.get(license, {}):  # type: ignore[call-overload]
+            offered = ", ".join(
+                f"{lic} {mod}" for lic, models in card.api.allocation.items() for mod in models
+            )
+            raise OrganizationError(
+                f"the rate card has no allocation for {license} {model}: use one of {offered}"
+            )
+        if not await store.exists(conn, org):
+            raise OrganizationError(f"no organization {org!r}: add it with `tally org add`")
+        if quantity < 0:
+            raise OrganizationError("a commitment is a number of users or hours, at least 0")
+        await store.insert_commitment(conn, org, license, model, quantity, from_period)
+
+
+async def commitments(engine: AsyncEngine, org: str) -> list[dict[str, Any]]:
+    return await store.commitments(engine, org)

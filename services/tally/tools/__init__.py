@@ -1,0 +1,1 @@
+"""Developer tools: the load generator, the benchmarks, the demo."""

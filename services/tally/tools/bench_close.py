@@ -1,0 +1,216 @@
+"""``tally bench close``: N organizations get a period of usage and license reports through
+the metering service (untimed), then the clock runs over the month close alone, in the
+throwaway database of :class:`tally.tools.bench.Bench`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+from tally import bootstrap
+from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
+from tally.bootstrap import ServiceUrls
+from tally.config import Settings
+from tally.domain.period import period_bounds
+from tally.domain.rating import StreamEntry
+from tally.service_layer.month_close import close_period
+from tally.tools.bench import Bench, Progress
+from tally.tools.loadgen import (
+    ai_usage_event,
+    api_request_event,
+    default_card,
+    license_usage_event,
+)
+
+CLOSE_PERIOD = "2026-10"
+CLOSE_SOURCE = "bench-close"
+CLOSE_CURRENCIES = ("USD", "EUR", "JPY", "GBP", "CAD")
+METER_BATCH = 10_000  # entries per MeteringService.process call, as a consumer batch
+# The rate card's allocations, so that some organizations go over and some not.
+CARD = default_card()
+GC2_NAMED_REQUESTS = CARD.api.allocation["gc2"]["named"]
+GC2_CONCURRENT_REQUESTS = CARD.api.allocation["gc2"]["concurrent"]
+NAMED_TOKENS, CONCURRENT_TOKENS = CARD.ai.allocation["named"], CARD.ai.allocation["concurrent"]
+_VIRTUAL_AGENT = CARD.ai.features["virtual_agent"]
+VIRTUAL_AGENT_TOKENS_PER_SESSION = _VIRTUAL_AGENT.tokens // _VIRTUAL_AGENT.per
+
+
+@dataclass
+class CloseResult:
+    period: str
+    organizations: int
+    events: int
+    fill_seconds: float
+    invoices_issued: int
+    invoices: int
+    close_seconds: float
+    invoices_per_second: float
+    chunk: int
+    totals: dict[str, Decimal] = field(default_factory=dict)  # per currency
+
+
+def close_org_names(count: int) -> list[tuple[str, str]]:
+    """``(name, currency)``: org-00001, org-00002 …, the currencies taken in turn."""
+    return [
+        (f"org-{n:05d}", CLOSE_CURRENCIES[(n - 1) % len(CLOSE_CURRENCIES)])
+        for n in range(1, count + 1)
+    ]
+
+
+def license_event(event_id: str, lic: str, model: str, users: int, org: str, day: str) -> bytes:
+    return license_usage_event(event_id, CLOSE_SOURCE, org, f"{day}T23:00:00Z", lic, model, users)
+
+
+def api_event(event_id: str, count: int, org: str, time: str) -> bytes:
+    return api_request_event(event_id, CLOSE_SOURCE, org, time, count, client_id="bench-client")
+
+
+def ai_event(event_id: str, sessions: int, org: str, time: str) -> bytes:
+    return ai_usage_event(event_id, CLOSE_SOURCE, org, time, "virtual_agent", sessions, "session")
+
+
+def close_events(n: int, org: str, period: str) -> list[bytes]:
+    """One organization's period (n counts from 0): gc2 named users (some also concurrent
+    ones), API requests and virtual agent sessions; about half go over each allocation."""
+    named = 5 + n % 40
+    concurrent = 2 + n % 7 if n % 4 == 0 else 0
+    requests = named * GC2_NAMED_REQUESTS + concurrent * GC2_CONCURRENT_REQUESTS
+    tokens = named * NAMED_TOKENS + concurrent * CONCURRENT_TOKENS
+    api_used = requests * (120 + n % 37) // 100 if n % 2 == 0 else requests * (40 + n % 53) // 100
+    ai_used = tokens * (105 + n % 29) // 100 if n % 3 == 0 else tokens * (30 + n % 61) // 100
+    sessions = max(1, ai_used // VIRTUAL_AGENT_TOKENS_PER_SESSION)
+    events = [license_event(f"{org}-lic-1", "gc2", "named", named, org, f"{period}-05")]
+    if concurrent:
+        events.append(
+            license_event(f"{org}-lic-2", "gc2", "concurrent", concurrent, org, f"{period}-12")
+        )
+    if n % 3 == 1:  # two API reports
+        first = api_used // 3
+        events += [
+            api_event(f"{org}-api-1", first, org, f"{period}-10T09:00:00Z"),
+            api_event(f"{org}-api-2", api_used - first, org, f"{period}-20T15:30:00Z"),
+        ]
+    else:
+        events.append(api_event(f"{org}-api-1", api_used, org, f"{period}-15T12:00:00Z"))
+    if n % 5 == 2:  # two AI reports
+        first = sessions // 2
+        events += [
+            ai_event(f"{org}-ai-1", max(1, first), org, f"{period}-08T10:00:00Z"),
+            ai_event(f"{org}-ai-2", max(1, sessions - first), org, f"{period}-25T18:45:00Z"),
+        ]
+    else:
+        events.append(ai_event(f"{org}-ai-1", sessions, org, f"{period}-18T11:15:00Z"))
+    return events
+
+
+def close_entries(orgs: list[tuple[str, str]], period: str) -> Iterator[StreamEntry]:
+    """The period's events as stream entries, ids 1-0, 2-0 …"""
+    sid = 0
+    for n, (org, _) in enumerate(orgs):
+        for payload in close_events(n, org, period):
+            sid += 1
+            yield f"{sid}-0", {b"event": payload}
+
+
+class CloseBench(Bench):
+    """The scratch database of :class:`Bench`, with ``orgs`` organizations for a close."""
+
+    def __init__(self, settings: Settings, urls: ServiceUrls, orgs: int) -> None:
+        super().__init__(settings, urls, 0)
+        self.close_orgs = close_org_names(orgs)
+
+    async def add_orgs(self) -> None:
+        """All organizations in one INSERT (``organizations.add`` is one transaction each)."""
+        engine = make_engine(self.urls.database)
+        try:
+            async with raw_transaction(engine) as conn:
+                await conn.execute(
+                    "INSERT INTO organization (name, currency) "
+                    "SELECT * FROM unnest($1::text[], $2::text[])",
+                    [name for name, _ in self.close_orgs],
+                    [currency for _, currency in self.close_orgs],
+                )
+        finally:
+            await engine.dispose()
+
+    async def meter_period(self, period: str, progress: Progress | None = None) -> int:
+        """Meter the period's events through the metering service, batch by batch; returns
+        how many were stored (every one, or this raises)."""
+        entries = list(close_entries(self.close_orgs, period))
+        after_close = period_bounds(period)[1] + timedelta(hours=24)
+        engine = bootstrap.engine(self.urls)
+        service = bootstrap.metering_service(
+            engine,
+            self.settings,
+            clock=lambda: after_close,  # received once the period ended, whatever today is
+            require_known_sources=False,
+        )
+        stored = 0
+        try:
+            if progress:
+                progress(0, len(entries))
+            for first in range(0, len(entries), METER_BATCH):
+                batch = entries[first : first + METER_BATCH]
+                report = await service.process(self.settings.stream, batch)
+                refused = {
+                    sid: outcome
+                    for sid, outcome in report.outcomes.items()
+                    if outcome not in ("metered", "recorded")
+                }
+                if refused:
+                    example = next(iter(refused.items()))
+                    raise RuntimeError(f"{len(refused)} bench events were not metered: {example}")
+                stored += len(batch)
+                if progress:
+                    progress(first + len(batch), len(entries))
+        finally:
+            await engine.dispose()
+        return stored
+
+    async def close(
+        self,
+        period: str,
+        fill_progress: Progress | None = None,
+        close_progress: Progress | None = None,
+    ) -> CloseResult:
+        """Add the organizations and meter the period (untimed), then time the close."""
+        await self.add_orgs()
+        started = time.perf_counter()
+        events = await self.meter_period(period, fill_progress)
+        filled = time.perf_counter() - started
+        engine = make_engine(self.urls.database)
+        try:
+            started = time.perf_counter()
+            report = await close_period(
+                engine,
+                period,
+                as_of=period_bounds(period)[1] + timedelta(hours=24),
+                grace=timedelta(hours=24),
+                progress=close_progress,
+                chunk=self.settings.close_chunk,
+            )
+            seconds = time.perf_counter() - started
+            async with raw_connection(engine) as conn:
+                rows = await conn.fetch(
+                    "SELECT currency, sum(total) AS total FROM invoice WHERE period = $1 "
+                    "GROUP BY currency ORDER BY currency",
+                    period,
+                )
+        finally:
+            await engine.dispose()
+        return CloseResult(
+            period=period,
+            organizations=len(self.close_orgs),
+            events=events,
+            fill_seconds=round(filled, 3),
+            invoices_issued=report.issued,
+            invoices=report.invoices,
+            close_seconds=round(seconds, 3),
+            invoices_per_second=round(report.issued / seconds, 1) if seconds else 0.0,
+            chunk=self.settings.close_chunk,
+            totals={row["currency"]: row["total"] for row in rows},
+        )
