@@ -62,7 +62,7 @@ def close(
 
 
 def line(draft: InvoiceDraft, meter: InvoiceMeter) -> tuple[Decimal, ...]:
-    found = next(item for item in draft.lines if item.meter == meter).line
+    found = next(item for item in draft.lines if item.meter == meter).priced
     return (found.allocation, found.used, found.overage, found.expired, found.amount)
 
 
@@ -191,7 +191,7 @@ def test_late_usage_takes_back_what_expired_then_is_overage_at_the_old_price() -
     )
     late_kinds = [(p.entry.kind, p.original, p.entry.period) for p in draft.postings if p.original]
     assert late_kinds == [("expiry_reversal", 7, "2026-09"), ("overage", 7, "2026-09")]
-    assert draft.total == sum((item.line.amount for item in draft.lines), ZERO)
+    assert draft.total == sum((item.priced.amount for item in draft.lines), ZERO)
 
 
 @given(
@@ -210,4 +210,4 @@ def test_any_close_balances_and_leaves_the_allowance_at_zero(
     assert set(allowance_after(draft, Decimal(requests), tokens).values()) <= {ZERO}
     minor = CARD.currencies[currency]
     assert draft.total == draft.total.quantize(Decimal(1).scaleb(-minor))
-    assert draft.total == sum((item.line.amount for item in draft.lines), ZERO)
+    assert draft.total == sum((item.priced.amount for item in draft.lines), ZERO)
