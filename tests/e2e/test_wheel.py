@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 MIGRATE = """
 import asyncio, sys
