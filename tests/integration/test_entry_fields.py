@@ -3,24 +3,19 @@ refused with its own code, kept byte-exact, and replayed as the very same entry.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import api, balance_map
+from tally.adapters import redis_streams
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.ratecard_files import bundled_cards
 from tally.config import Settings
-from tally.domain.ratecard import RateCardBook
-from tally.domain.rating import Fields, Limits, Rated, Reject, rate, stream_fields
+from tally.domain.rating import stream_fields
 from tally.service_layer.metering import MeteringService, replay_dead_letters
 
 ONE = api("r1", count=1)
 FIVE_HUNDRED = api("r1", count=500)
-LIMITS = Limits(max_event_bytes=65_536, max_future_skew=timedelta(minutes=5))
-NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 Pairs = list[tuple[bytes, bytes]]
 SHAPES: dict[str, tuple[Pairs, str, str]] = {
@@ -53,16 +48,10 @@ SHAPES: dict[str, tuple[Pairs, str, str]] = {
 }
 
 
-def rated(fields: Fields, limits: Limits = LIMITS) -> Rated | Reject:
-    book = RateCardBook(bundled_cards())
-    return rate("1-0", fields, {"acme": "USD"}, book, limits, NOW)
-
-
 async def raw_entries(client: aioredis.Redis, key: str) -> list[tuple[str, Pairs]]:
     """The stream as Redis holds it: each entry's fields as pairs, repeats included (redis-py
     would fold them into a dict, keeping the last)."""
-    client.response_callbacks.pop("XRANGE", None)
-    reply = await client.execute_command("XRANGE", key, "-", "+")
+    reply = await redis_streams.raw_command(client, "XRANGE", key, "-", "+")
     return [
         (entry_id.decode(), list(zip(fields[::2], fields[1::2], strict=True)))
         for entry_id, fields in reply

@@ -1,15 +1,13 @@
-"""The synthetic mix: deterministic, valid by construction, honest summary, ``tally loadgen``."""
+"""``tally loadgen`` publishes the synthetic mix to a real Redis, and prints its summary."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import pytest
 import redis
 from typer.testing import CliRunner
 
-from tally.adapters.ratecard_files import bundled_cards
 from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
 
 
@@ -17,21 +15,6 @@ def generate(*args: Any, **kwargs: Any) -> tuple[list[LoadEntry], LoadSummary]:
     """The whole mix as a list, with its summary."""
     mix = LoadMix(*args, **kwargs)
     return list(mix), mix.summary
-
-
-ORGS = ["acme", "globex", "initech"]
-CARD = bundled_cards()[-1]
-
-
-def raw(entry: LoadEntry) -> bytes:
-    """The ``event`` bytes of an entry that has them."""
-    assert isinstance(entry.value, bytes)
-    return entry.value
-
-
-@pytest.fixture(scope="module")
-def mix() -> tuple[list[LoadEntry], LoadSummary]:
-    return generate(ORGS, "2026-10", 12_000, seed=11, duplicates=0.05, bad=0.04)
 
 
 # --- tally loadgen ------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis.asyncio as aioredis
 
 from support.ledger_support import api
 from tally.adapters.ratecard_files import bundled_cards
@@ -92,14 +91,3 @@ def test_the_size_limit_counts_the_whole_entry() -> None:
 def test_letters_kept_before_pairs_still_replay_as_their_fields() -> None:
     """Letters written by earlier versions hold a JSON object of the fields."""
     assert stream_fields(b'{"payload": "{}"}', "missing_event_field") == [(b"payload", b"{}")]
-
-
-async def raw_entries(client: aioredis.Redis, key: str) -> list[tuple[str, Pairs]]:
-    """The stream as Redis holds it: each entry's fields as pairs, repeats included (redis-py
-    would fold them into a dict, keeping the last)."""
-    client.response_callbacks.pop("XRANGE", None)
-    reply = await client.execute_command("XRANGE", key, "-", "+")
-    return [
-        (entry_id.decode(), list(zip(fields[::2], fields[1::2], strict=True)))
-        for entry_id, fields in reply
-    ]

@@ -1,9 +1,7 @@
-"""Property tests: the ledger equals an independent model, whatever the input and batching."""
+"""AI token conversion: posting running-total differences never depends on the batching."""
 
 from __future__ import annotations
 
-import itertools
-from collections import defaultdict
 from decimal import Decimal
 from fractions import Fraction
 from math import ceil
@@ -11,82 +9,10 @@ from math import ceil
 from hypothesis import given
 from hypothesis import strategies as st
 
-from support.ledger_support import ai, api
 from tally.adapters.ratecard_files import bundled_cards
 
 CARD = bundled_cards()[0]
 FEATURES = sorted(CARD.ai.features.items())
-PERIODS = ("2026-09", "2026-10")
-counter = itertools.count()
-
-# One delivery: (key index, payload variant, org index, period index, kind, amount, feature)
-delivery = st.tuples(
-    st.integers(0, 7),
-    st.integers(0, 1),
-    st.integers(0, 1),
-    st.integers(0, 1),
-    st.sampled_from(["api", "api", "ui", "ai"]),
-    st.integers(1, 5000),
-    st.sampled_from(FEATURES),
-)
-
-
-def payload(run: int, d: tuple, orgs: list[str]) -> tuple[bytes, dict]:
-    key, variant, org_i, period_i, kind, amount, (feature, conversion) = d
-    org, time = orgs[org_i], f"{PERIODS[period_i]}-1{key}T08:00:00Z"
-    event_id = f"e{key}"
-    if kind == "ai":
-        quantity = Decimal(amount) / (8 if variant else 1)
-        raw = ai(event_id, feature, str(quantity), conversion.unit, org=org, time=time)
-        effect = {
-            "meter": "ai",
-            "org": org,
-            "period": PERIODS[period_i],
-            "feature": feature,
-            "quantity": Fraction(amount, 8 if variant else 1),
-        }
-    else:
-        raw = api(
-            event_id,
-            count=amount + variant,
-            kind="integration" if kind == "api" else "ui",
-            org=org,
-            time=time,
-        )
-        effect = {
-            "meter": kind,
-            "org": org,
-            "period": PERIODS[period_i],
-            "quantity": amount + variant,
-        }
-    return raw, effect | {"source": f"run{run}", "raw": raw}
-
-
-def model_balances(effects: list[dict]) -> dict[tuple[str, str, str], Fraction]:
-    """First delivery of a key wins; everything else changes nothing."""
-    first: dict[bytes, dict] = {}
-    for effect in effects:
-        first.setdefault(effect["key"], effect)
-    api_used: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
-    ai_used: dict[tuple[str, str, str], Fraction] = defaultdict(Fraction)
-    for effect in first.values():
-        if effect["meter"] == "api":
-            api_used[(effect["org"], effect["period"])] += effect["quantity"]
-        elif effect["meter"] == "ai":
-            ai_used[(effect["org"], effect["period"], effect["feature"])] += effect["quantity"]
-    out: dict[tuple[str, str, str], Fraction] = {}
-    for (org, period), used in api_used.items():
-        out[(org, period, f"org/{org}/{period}/api_request/usage")] = used
-        out[(org, period, f"org/{org}/{period}/api_request/allowance")] = -used
-    allowance: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
-    for (org, period, feature), used in ai_used.items():
-        conversion = CARD.ai.features[feature]
-        tokens = Fraction(ceil(used * conversion.tokens / conversion.per * 10**6), 10**6)
-        out[(org, period, f"org/{org}/{period}/ai_token/usage/{feature}")] = tokens
-        allowance[(org, period)] -= tokens
-    for (org, period), tokens in allowance.items():
-        out[(org, period, f"org/{org}/{period}/ai_token/allowance")] = tokens
-    return out
 
 
 @given(
