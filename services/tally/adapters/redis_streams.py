@@ -155,8 +155,9 @@ return {s['length'], s['last-generated-id'], s['entries-added'] or false,
 """
 )
 
-# KEYS: stream. ARGV: ceiling id. Trims below the ceiling and below every group's oldest
-# pending entry and first undelivered entry, exactly (no ``~``). Reply: {min id, removed}.
+# KEYS: stream. ARGV: ceiling id, 'trim' or 'bound'. The bound is the ceiling lowered to
+# every group's oldest pending entry and first undelivered entry; 'trim' trims below it,
+# exactly (no ``~``). Reply: {bound, entries removed}.
 TRIM = (
     LUA_HELPERS
     + """
@@ -178,6 +179,7 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local ms, seq = parse(t['last-delivered-id'])
   bound = lower(bound, string.format('%d-%d', ms, seq + 1))
 end
+if ARGV[2] ~= 'trim' then return {bound, 0} end
 return {bound, redis.call('XTRIM', KEYS[1], 'MINID', bound)}
 """
 )
@@ -404,9 +406,19 @@ async def incidents(client: aioredis.Redis, stream: str) -> list[dict[str, str]]
     ]
 
 
+NO_CEILING = "18446744073709551615-18446744073709551615"  # the highest stream id
+
+
+async def trim_bound(client: aioredis.Redis, stream: str, ceiling: str = NO_CEILING) -> str:
+    """The lowest id some group still needs (its oldest pending, or its next undelivered),
+    at most ``ceiling``: what a trim to it would leave."""
+    reply: Any = await client.eval(TRIM, 1, stream, ceiling, "bound")
+    return _text(reply[0])
+
+
 async def trim(client: aioredis.Redis, stream: str, ceiling: str) -> tuple[str, int]:
     """Trim below ``ceiling`` and below what every group still needs; (min id, removed)."""
-    reply: Any = await client.eval(TRIM, 1, stream, ceiling)
+    reply: Any = await client.eval(TRIM, 1, stream, ceiling, "trim")
     return _text(reply[0]), int(reply[1])
 
 

@@ -214,12 +214,11 @@ class Consumer:
         while True:
             try:
                 result = await action()
-            except asyncio.CancelledError:
-                raise
-            except LookupError:
-                raise
             except ResponseError as exc:
-                raise self._missing(exc) from exc
+                vanished = self._vanished(exc)
+                if vanished is None:
+                    raise
+                raise vanished from exc
             except Exception as exc:
                 if not transient(exc):
                     raise
@@ -241,16 +240,15 @@ class Consumer:
                 self._outage_since = None
             return result
 
-    def _missing(self, exc: ResponseError) -> Exception:
+    def _vanished(self, exc: ResponseError) -> LookupError | None:
         """NOGROUP or no stream: the group or stream vanished under the consumer."""
         text = str(exc)
-        if "NOGROUP" in text or "no such key" in text:
-            return LookupError(
-                f"the stream {self.settings.stream!r} or its group {self.settings.group!r} is "
-                f"gone ({text}): deleted, or Redis restarted without persistence; "
-                "run `tally migrate`"
-            )
-        return exc
+        if "NOGROUP" not in text and "no such key" not in text:
+            return None
+        return LookupError(
+            f"the stream {self.settings.stream!r} or its group {self.settings.group!r} is "
+            f"gone ({text}): deleted, or Redis restarted without persistence; run `tally migrate`"
+        )
 
     # ------------------------------------------------------------------ the work
 

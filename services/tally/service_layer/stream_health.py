@@ -32,31 +32,14 @@ class TrimResult:
     reason: str  # why it stopped where it did
 
 
-def _next_id(stream_id: str) -> str:
-    ms, seq = redis_streams.id_key(stream_id)
-    return f"{ms}-{seq + 1}"
-
-
-def _needed_from(status: redis_streams.StreamStatus) -> str:
-    """The lowest id some group still needs: its oldest pending, or its next undelivered."""
-    needs = [_next_id(status.last_generated_id)]
-    for group in status.groups:
-        needs.append(_next_id(group.last_delivered_id))
-        if group.oldest_pending_id:
-            needs.append(group.oldest_pending_id)
-    return min(needs, key=redis_streams.id_key)
-
-
 async def _retention_ceiling(
     client: aioredis.Redis, stream: str, retention: timedelta | int | None, now: datetime
 ) -> str | None:
     """The id below which the retention allows trimming (None: keep everything)."""
-    if retention is None:
-        return "18446744073709551615-18446744073709551615"
+    if retention is None or retention == 0:
+        return redis_streams.NO_CEILING
     if isinstance(retention, timedelta):
         return f"{int((now - retention).timestamp() * 1000)}-0"
-    if retention == 0:
-        return "18446744073709551615-18446744073709551615"
     return await redis_streams.nth_newest_id(client, stream, retention)
 
 
@@ -73,9 +56,7 @@ async def trim_stream(
     ceiling = await _retention_ceiling(client, stream, retention, now)
     if ceiling is None:
         return TrimResult(stream, None, 0, "the retention keeps every entry")
-    status = await redis_streams.stream_status(client, stream)
-    needed = _needed_from(status)
-    bound = min(ceiling, needed, key=redis_streams.id_key)
+    bound = await redis_streams.trim_bound(client, stream, ceiling)
     why = "retention" if bound == ceiling else "what a consumer group still needs"
     last = await redis_streams.newest_before(client, stream, bound)
     if last is None:
@@ -136,7 +117,7 @@ async def stream_report(
         "lag": info.lag,
         "last_delivered_id": info.last_delivered_id,
         "oldest_pending_id": info.oldest_pending_id,
-        "safe_trim_below": _needed_from(status),
+        "safe_trim_below": await redis_streams.trim_bound(client, stream),
         "groups": [asdict(g) for g in status.groups],
         **recorded,
     }

@@ -18,6 +18,7 @@ invoices and receivables carry.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -259,16 +260,10 @@ async def _chain(conn: asyncpg.Connection, result: Verification) -> None:
         {"lane": lane, "seq": row["seq"], "head_hash": bytes(row["head_hash"]).hex()}
         for lane, row in heads.items()
     ]
-    position: dict[int, tuple[int, bytes]] = {lane: (0, GENESIS_HASH) for lane in heads}
-    for row in await conn.fetch("SELECT * FROM journal_entry ORDER BY lane, seq"):
-        result.entries += 1
-        lane = row["lane"]
-        seq, head = position.get(lane, (0, GENESIS_HASH))
-        where = f"lane {lane} seq {row['seq']} (entry {row['id']})"
-        if row["seq"] != seq + 1:
-            result.add("chain gap", f"{where}: expected seq {seq + 1}: a row was removed or added")
-        if bytes(row["prev_hash"]) != head:
-            result.add("chain broken", f"{where}: does not link to its predecessor")
+    rows = await conn.fetch("SELECT * FROM journal_entry ORDER BY lane, seq")
+    result.entries += len(rows)
+
+    def expected(row: asyncpg.Record) -> bytes:
         entry = Entry(
             row["idempotency_key"],
             row["kind"],
@@ -277,23 +272,69 @@ async def _chain(conn: asyncpg.Connection, result: Verification) -> None:
             row["rate_card_version"],
             (),
         )
-        expected = chain_hash(
+        return chain_hash(
             bytes(row["prev_hash"]),
-            lane,
+            row["lane"],
             row["seq"],
             row["posted_at"],
             entry,
             lines.get(row["id"], []),
             events_digest(carried.get(row["id"], [])),
         )
-        if expected != bytes(row["hash"]):
-            result.add("hash mismatch", f"{where}: its contents changed after posting")
+
+    _walk_chain(result, JOURNAL_CHAIN, heads, rows, expected, lambda row: f"entry {row['id']}")
+
+
+@dataclass(frozen=True)
+class ChainChecks:
+    """What one hash chain's findings are called (the journal's lanes, the tallies')."""
+
+    lane: str  # how a lane is named in a finding
+    gap: str
+    broken: str
+    changed: str
+    changed_detail: str
+    head: str
+
+
+JOURNAL_CHAIN = ChainChecks(
+    "lane", "chain gap", "chain broken", "hash mismatch", "its contents changed after posting",
+    "lane head",
+)  # fmt: skip
+TALLY_CHAIN = ChainChecks(
+    "tally lane", "tally chain", "tally chain", "tally chain",
+    "its counts changed after it was recorded", "tally chain",
+)  # fmt: skip
+
+
+def _walk_chain(
+    result: Verification,
+    checks: ChainChecks,
+    heads: dict[int, asyncpg.Record],
+    rows: list[asyncpg.Record],
+    expected_hash: Callable[[asyncpg.Record], bytes],
+    label: Callable[[asyncpg.Record], str],
+) -> None:
+    """Rows in lane and seq order: each follows its predecessor without a gap, links to its
+    hash, hashes to what it holds, and each lane's head is where its chain ends."""
+    position: dict[int, tuple[int, bytes]] = {lane: (0, GENESIS_HASH) for lane in heads}
+    for row in rows:
+        lane = row["lane"]
+        seq, head = position.get(lane, (0, GENESIS_HASH))
+        where = f"{checks.lane} {lane} seq {row['seq']} ({label(row)})"
+        if row["seq"] != seq + 1:
+            result.add(checks.gap, f"{where}: expected seq {seq + 1}: a row was removed or added")
+        if bytes(row["prev_hash"]) != head:
+            result.add(checks.broken, f"{where}: does not link to its predecessor")
+        if expected_hash(row) != bytes(row["hash"]):
+            result.add(checks.changed, f"{where}: {checks.changed_detail}")
         position[lane] = (row["seq"], bytes(row["hash"]))
-    for lane, head in heads.items():
+    for lane, head_row in sorted(heads.items()):
         seq, last = position[lane]
-        if head["seq"] != seq or bytes(head["head_hash"]) != last:
+        if head_row["seq"] != seq or bytes(head_row["head_hash"]) != last:
             result.add(
-                "lane head", f"lane {lane}: head says seq {head['seq']}, chain ends at {seq}"
+                checks.head,
+                f"{checks.lane} {lane}: head says seq {head_row['seq']}, chain ends at {seq}",
             )
 
 
@@ -441,16 +482,10 @@ async def _tally_chain(conn: asyncpg.Connection, result: Verification) -> None:
         {"lane": lane, "seq": row["seq"], "head_hash": bytes(row["head_hash"]).hex()}
         for lane, row in sorted(heads.items())
     ]
-    position: dict[int, tuple[int, bytes]] = {lane: (0, GENESIS_HASH) for lane in heads}
-    for row in await conn.fetch("SELECT * FROM delivery_tally ORDER BY lane, seq"):
-        result.tallies += 1
-        lane = row["lane"]
-        seq, head = position.get(lane, (0, GENESIS_HASH))
-        where = f"tally lane {lane} seq {row['seq']} ({row['stream']})"
-        if row["seq"] != seq + 1:
-            result.add("tally chain", f"{where}: expected seq {seq + 1}: a row was removed")
-        if bytes(row["prev_hash"]) != head:
-            result.add("tally chain", f"{where}: does not link to its predecessor")
+    rows = await conn.fetch("SELECT * FROM delivery_tally ORDER BY lane, seq")
+    result.tallies += len(rows)
+
+    def expected(row: asyncpg.Record) -> bytes:
         counts = DeliveryCounts(
             row["events"],
             row["duplicates"],
@@ -458,19 +493,16 @@ async def _tally_chain(conn: asyncpg.Connection, result: Verification) -> None:
             row["dead_letters"],
             row["replayed"],
         )
-        expected = tally_hash(
-            bytes(row["prev_hash"]), lane, row["seq"], row["stream"], row["recorded_at"], counts
+        return tally_hash(
+            bytes(row["prev_hash"]),
+            row["lane"],
+            row["seq"],
+            row["stream"],
+            row["recorded_at"],
+            counts,
         )
-        if expected != bytes(row["hash"]):
-            result.add("tally chain", f"{where}: its counts changed after it was recorded")
-        position[lane] = (row["seq"], bytes(row["hash"]))
-    for lane, head in sorted(heads.items()):
-        seq, last = position[lane]
-        if head["seq"] != seq or bytes(head["head_hash"]) != last:
-            result.add(
-                "tally chain",
-                f"tally lane {lane}: head says seq {head['seq']}, chain ends at {seq}",
-            )
+
+    _walk_chain(result, TALLY_CHAIN, heads, rows, expected, lambda row: row["stream"])
 
 
 STORED_DELIVERIES = """
