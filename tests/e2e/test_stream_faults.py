@@ -282,9 +282,6 @@ async def test_redis_restarted_mid_drain_loses_nothing_and_until_idle_exits(
     await redis_streams.ensure_group(client, tuned.stream, tuned.group)
     await client.aclose()
     summary = await fill_mix(redis_server.url, tuned.stream, 6000)
-    watch = Watch()
-    consumer = bootstrap.consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
-    running = asyncio.create_task(consumer.run())
     watch, running = start_consumer(tuned)
     await watch.until(3)
     restarted = time.monotonic()
@@ -322,9 +319,6 @@ async def test_postgres_restarted_mid_drain_loses_nothing(
 ) -> None:
     server, tuned = private_ledger
     summary = await fill_mix(tuned.redis_url or "", tuned.stream, 6000)
-    watch = Watch()
-    consumer = bootstrap.consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
-    running = asyncio.create_task(consumer.run())
     watch, running = start_consumer(tuned)
     await watch.until(3)
     restarted = time.monotonic()
@@ -345,9 +339,6 @@ async def test_postgres_down_stops_reading_and_the_consumer_resumes_by_itself(
 ) -> None:
     server, tuned = private_ledger
     summary = await fill_mix(tuned.redis_url or "", tuned.stream, 9000)
-    watch = Watch()
-    consumer = bootstrap.consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
-    running = asyncio.create_task(consumer.run())
     watch, running = start_consumer(tuned)
     await watch.until(2)
     await asyncio.to_thread(server.stop, "fast")
@@ -391,9 +382,6 @@ async def test_backends_terminated_mid_drain_lose_nothing(
 ) -> None:
     tuned = settings.model_copy(update={"batch_size": 300})
     summary = await fill_mix(urls_of(tuned).redis, tuned.stream, 6000)
-    watch = Watch()
-    consumer = bootstrap.consumer(tuned, urls_of(tuned), until_idle=True, on_batch=watch)
-    running = asyncio.create_task(consumer.run())
     watch, running = start_consumer(tuned)
     database = urls_of(tuned).database.rsplit("/", 1)[-1]
     owner = make_engine(urls_of(tuned).database, owner=True)  # may end a superuser's backend

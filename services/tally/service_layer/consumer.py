@@ -114,7 +114,6 @@ class Consumer:
         self._in_flight = 0  # batches read and not yet acknowledged (or given up)
         self._stop = asyncio.Event()
         self._own_done = asyncio.Event()  # claims wait until this name's own are handled
-        self._outage_since: float | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -211,6 +210,7 @@ class Consumer:
         up after ``give_up_after_s`` (exit non-zero). Any other failure is raised.
         """
         delay = FIRST_RETRY_S
+        failing_since: float | None = None  # this action's own outage (others may succeed)
         while True:
             try:
                 result = await action()
@@ -223,10 +223,10 @@ class Consumer:
                 if not transient(exc):
                     raise
                 now = time.monotonic()
-                if self._outage_since is None:
-                    self._outage_since = now
+                if failing_since is None:
+                    failing_since = now
                     log.warning("cannot %s (%s); retrying", what, exc)
-                down_for = now - self._outage_since
+                down_for = now - failing_since
                 if self.until_idle and down_for > self.settings.give_up_after_s:
                     raise Unreachable(
                         f"cannot {what}: PostgreSQL or Redis unreachable for "
@@ -235,9 +235,8 @@ class Consumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_S)
                 continue
-            if self._outage_since is not None:
-                log.warning("%s again after %.1f s", what, time.monotonic() - self._outage_since)
-                self._outage_since = None
+            if failing_since is not None:
+                log.warning("%s again after %.1f s", what, time.monotonic() - failing_since)
             return result
 
     def _vanished(self, exc: ResponseError) -> LookupError | None:
