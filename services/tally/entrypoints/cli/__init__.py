@@ -15,6 +15,7 @@ from tally.entrypoints.cli import (
     billing,
     consume,
     demo,
+    estimate,
     ledger,
     produce,
     servers,
@@ -31,7 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (admin, bench, billing, consume, demo, ledger, produce, servers, stream):
+for module in (admin, bench, billing, consume, demo, estimate, ledger, produce, servers, stream):
     module.register(app)
 
 
@@ -39,6 +40,8 @@ def _explain(exc: BaseException) -> str | None:
     """A one-line answer for the failures a user can fix; None for real bugs."""
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return f"{exc}: create it (createdb) or fix TALLY_DATABASE_URL"
+    if isinstance(exc, asyncpg.InvalidParameterValueError) and "role" in str(exc):
+        return f"{exc}: run `tally migrate` (it creates Tally's roles)"
     if isinstance(exc, asyncpg.UndefinedTableError):
         return f"the database is not set up ({exc}): run `tally migrate`"
     if isinstance(exc, OSError | asyncpg.CannotConnectNowError) and not isinstance(
