@@ -1,0 +1,231 @@
+"""The API usage report (seed 002): which OAuth clients and URLs make the requests, which fail.
+
+Computed from daily rollups (UTC days) of billable requests; pure. Rules:
+
+- A status code falls in one bucket: ``200`` (1xx and 2xx: succeeded), ``300`` (3xx),
+  ``400`` (4xx other than 429), ``429`` (rate limited), ``500`` (5xx). Successful
+  requests are the 200 and 300 buckets; failed ones the rest.
+- A URL is a method with a template URI (``GET /api/v2/users/{userId}``).
+- Rankings are by requests, then by name, so equal counts always list in the same order.
+- Date ranges are whole UTC days and never include the current one (the report lags a day).
+- Cross-filter (the Analytics view): one client, or one URL, at a time; the other side then
+  shows each row's share of the filtered requests beside its share of all requests.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Literal
+
+Bucket = Literal["200", "300", "400", "429", "500"]
+BUCKETS: tuple[Bucket, ...] = ("200", "300", "400", "429", "500")
+SUCCESSFUL: frozenset[Bucket] = frozenset({"200", "300"})
+TOP = 5
+
+
+def bucket(status: int) -> Bucket:
+    if status == 429:
+        return "429"
+    if status >= 500:
+        return "500"
+    if status >= 400:
+        return "400"
+    return "300" if status >= 300 else "200"
+
+
+class Preset(StrEnum):
+    previous_7_days = "previous-7-days"
+    previous_30_days = "previous-30-days"
+    this_month = "this-month"
+    last_month = "last-month"
+    previous_3_months = "previous-3-months"
+    custom = "custom"
+
+
+@dataclass(frozen=True)
+class DayRange:
+    """Whole UTC days, ``first`` to ``last`` inclusive; empty when ``last < first``."""
+
+    first: date
+    last: date
+
+    @property
+    def empty(self) -> bool:
+        return self.last < self.first
+
+    @property
+    def days(self) -> int:
+        return max((self.last - self.first).days + 1, 0)
+
+
+def _month_start(day: date, months_back: int = 0) -> date:
+    month = day.year * 12 + day.month - 1 - months_back
+    return date(month // 12, month % 12 + 1, 1)
+
+
+def day_range(
+    preset: Preset, today: date, first: date | None = None, last: date | None = None
+) -> DayRange:
+    """The days a preset covers on ``today`` (UTC), never ``today`` itself.
+
+    ``previous-3-months`` is the three whole calendar months before this one; ``custom``
+    takes ``first`` and ``last`` and stops at yesterday.
+    """
+    yesterday = today - timedelta(days=1)
+    if preset is Preset.previous_7_days:
+        return DayRange(today - timedelta(days=7), yesterday)
+    if preset is Preset.previous_30_days:
+        return DayRange(today - timedelta(days=30), yesterday)
+    if preset is Preset.this_month:
+        return DayRange(_month_start(today), yesterday)
+    if preset in (Preset.last_month, Preset.previous_3_months):
+        back = 1 if preset is Preset.last_month else 3
+        end = _month_start(today) - timedelta(days=1)
+        return DayRange(_month_start(today, back), end)
+    if first is None or last is None:
+        raise ValueError("a custom range needs its first and last day")
+    if last < first:
+        raise ValueError(f"the range ends ({last}) before it starts ({first})")
+    return DayRange(first, min(last, yesterday))
+
+
+@dataclass(frozen=True)
+class Requests:
+    """One rollup row: requests of one client to one URL with one status, over some days."""
+
+    client: str
+    method: str
+    template_uri: str
+    status: int
+    count: int
+
+    @property
+    def url(self) -> str:
+        return f"{self.method} {self.template_uri}"
+
+
+@dataclass
+class Tally:
+    """Requests counted by status bucket."""
+
+    by_bucket: dict[Bucket, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
+
+    def add(self, status: int, count: int) -> None:
+        self.by_bucket[bucket(status)] += count
+
+    @property
+    def requests(self) -> int:
+        return sum(self.by_bucket.values())
+
+    @property
+    def successful(self) -> int:
+        return sum(n for b, n in self.by_bucket.items() if b in SUCCESSFUL)
+
+    @property
+    def failed(self) -> int:
+        return self.requests - self.successful
+
+
+@dataclass(frozen=True)
+class Row:
+    """One client or one URL in a section: its requests, outcomes and shares (percent)."""
+
+    name: str
+    requests: int
+    successful: int
+    failed: int
+    by_bucket: dict[Bucket, int]
+    share: Decimal  # of all requests in the range
+    filtered_share: Decimal | None  # of the cross-filtered requests; None without a filter
+
+
+@dataclass(frozen=True)
+class ClientUrl:
+    client: str
+    url: str
+    requests: int
+    successful: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Report:
+    total: Tally
+    clients: list[Row]  # every client, ranked
+    urls: list[Row]  # every URL, ranked
+    client_urls: list[ClientUrl]  # requests of each client to each URL, ranked per client
+    filter_client: str | None
+    filter_url: str | None
+
+    @property
+    def top_clients(self) -> list[Row]:
+        return self.clients[:TOP]
+
+    @property
+    def top_urls(self) -> list[Row]:
+        return self.urls[:TOP]
+
+
+def _percent(part: int, whole: int) -> Decimal:
+    return Decimal(0) if whole == 0 else (Decimal(part) * 100 / whole).quantize(Decimal("0.01"))
+
+
+def _rank(tallies: dict[str, Tally]) -> list[tuple[str, Tally]]:
+    return sorted(tallies.items(), key=lambda item: (-item[1].requests, item[0]))
+
+
+def report(rows: Iterable[Requests], client: str | None = None, url: str | None = None) -> Report:
+    """The report's sections from rollup rows, cross-filtered by one client or one URL."""
+    if client is not None and url is not None:
+        raise ValueError("filter by one OAuth client or one URL at a time, not both")
+    total = Tally()
+    clients: dict[str, Tally] = defaultdict(Tally)
+    urls: dict[str, Tally] = defaultdict(Tally)
+    pairs: dict[tuple[str, str], Tally] = defaultdict(Tally)
+    filtered: dict[str, int] = defaultdict(int)  # the other side's requests under the filter
+    for row in rows:
+        total.add(row.status, row.count)
+        clients[row.client].add(row.status, row.count)
+        urls[row.url].add(row.status, row.count)
+        pairs[(row.client, row.url)].add(row.status, row.count)
+        if client is not None and row.client == client:
+            filtered[row.url] += row.count
+        if url is not None and row.url == url:
+            filtered[row.client] += row.count
+    filtered_total = sum(filtered.values())
+
+    def section(tallies: dict[str, Tally], filtered_side: bool) -> list[Row]:
+        return [
+            Row(
+                name=name,
+                requests=tally.requests,
+                successful=tally.successful,
+                failed=tally.failed,
+                by_bucket=dict(tally.by_bucket),
+                share=_percent(tally.requests, total.requests),
+                filtered_share=_percent(filtered.get(name, 0), filtered_total)
+                if filtered_side
+                else None,
+            )
+            for name, tally in _rank(tallies)
+        ]
+
+    order = {name: rank for rank, (name, _) in enumerate(_rank(clients))}
+    return Report(
+        total=total,
+        clients=section(clients, filtered_side=url is not None),
+        urls=section(urls, filtered_side=client is not None),
+        client_urls=[
+            ClientUrl(c, u, t.requests, t.successful, t.failed)
+            for (c, u), t in sorted(
+                pairs.items(), key=lambda item: (order[item[0][0]], -item[1].requests, item[0][1])
+            )
+        ],
+        filter_client=client,
+        filter_url=url,
+    )
