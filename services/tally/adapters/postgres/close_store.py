@@ -14,8 +14,8 @@ from decimal import Decimal
 
 import asyncpg
 
+from tally.adapters.postgres import allocations
 from tally.adapters.postgres.journal import Journal
-from tally.domain.allocation import LicenseDay, Seat
 from tally.domain.invoicing import (
     METERS,
     Billed,
@@ -74,25 +74,8 @@ async def close_inputs(
 ) -> list[CloseInput]:
     """Everything the close of these organizations depends on, read in four queries."""
     names = [name for name, _ in orgs]
-    days: dict[str, list[LicenseDay]] = defaultdict(list)
-    for row in await conn.fetch(
-        """SELECT org, license, model, day, users, hours FROM license_usage
-            WHERE org = ANY($1::text[]) AND period = $2""",
-        names,
-        period,
-    ):
-        days[row["org"]].append(
-            LicenseDay(row["license"], row["model"], row["day"], row["users"], row["hours"])
-        )
-    committed: dict[str, dict[Seat, Decimal]] = defaultdict(dict)
-    for row in await conn.fetch(
-        """SELECT DISTINCT ON (org, license, model) org, license, model, quantity
-             FROM commitment WHERE org = ANY($1::text[]) AND from_period <= $2
-            ORDER BY org, license, model, id DESC""",
-        names,
-        period,
-    ):
-        committed[row["org"]][(row["license"], row["model"])] = row["quantity"]
+    days = await allocations.license_days(conn, names, period)
+    committed = await allocations.commitments(conn, names, period)
     usage = await _usage(conn, names, period)
     late = await _late_usage(conn, names, period)
     return [
