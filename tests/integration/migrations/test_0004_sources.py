@@ -16,7 +16,7 @@ from support.ledger_support import api, balance_map, urls_of
 from support.migrations import LEDGER_0001, Migrations, ledger_0001, unchanged
 from tally import bootstrap
 from tally.adapters.postgres import ledger_queries, metering_store, sources
-from tally.adapters.postgres.connection import make_engine, raw_connection
+from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.schema import alembic_config, load_rate_cards
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
@@ -87,7 +87,7 @@ COUNTS = """SELECT (SELECT count(*) FROM usage_event) AS events,
 async def test_0004_keeps_a_metered_ledger_verifiable(settings: Settings) -> None:
     url = urls_of(settings).database
     await asyncio.to_thread(command.upgrade, alembic_config(url), "0002")
-    engine = make_engine(url, owner=True)  # no grants before `tally migrate`
+    engine = bootstrap.engine(url, owner=True)  # no grants before `tally migrate`
     try:
         async with raw_connection(engine) as conn:  # a dead letter as 0002 stored it
             await conn.execute(
@@ -98,8 +98,8 @@ async def test_0004_keeps_a_metered_ledger_verifiable(settings: Settings) -> Non
             )
         await asyncio.to_thread(command.upgrade, alembic_config(url), "0003")
         await load_rate_cards(engine)
-        await organizations.add(engine, "acme", "USD")
-        await organizations.add(engine, "globex", "EUR")
+        await organizations.add(bootstrap.database(engine), "acme", "USD")
+        await organizations.add(bootstrap.database(engine), "globex", "EUR")
         service = bootstrap.metering_service(engine, settings, require_known_sources=False)
         report = await service.process(
             "s", [("1-0", {b"event": api("r1", count=3, source="crm-sync")})]

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from tally.adapters.postgres.journal import Journal
+from tally.adapters.ports.ledger import Journal
 from tally.domain.allocation import LicenseDay, Seat
 from tally.domain.invoicing import (
     METERS,
