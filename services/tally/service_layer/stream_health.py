@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from tally.adapters.ports.streams import Streams
 from tally.adapters.ports.unit_of_work import Database
-from tally.domain.rating import EVENT_FIELD, claimed_key
+from tally.domain.rating import EVENT_FIELD_BYTES, claimed_key
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ async def trim_stream(
     if last is None:
         return TrimResult(stream, None, 0, f"nothing below the bound ({why})")
     sid, fields = last
-    raw = dict(fields).get(EVENT_FIELD) if isinstance(fields, list) else None
+    raw = dict(fields).get(EVENT_FIELD_BYTES) if isinstance(fields, list) else None
     source, event_id = claimed_key(raw) if raw is not None else (None, None)
     key = (source, event_id) if source is not None and event_id is not None else None
     if not await db.stream_records.delivery_recorded(db.engine, stream, sid, key):

@@ -32,7 +32,6 @@ pieces encoded once per organization and client; 200,000 entries take one to two
 
 from __future__ import annotations
 
-import calendar
 import json
 import random
 from collections import Counter
@@ -44,7 +43,8 @@ from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 from tally.adapters.ratecard_files import bundled_cards
-from tally.domain.period import parse_period
+from tally.config import Settings
+from tally.domain.period import parse_period, period_bounds
 from tally.domain.ratecard import RateCard
 from tally.sdk.producer import EVENT_FIELD, format_uuid7
 
@@ -79,7 +79,7 @@ NEEDS_CONTEXT: frozenset[str] = frozenset(
 organizations, the rate card, the clock or the size limit. (``missing_event_field`` has
 no ``event`` value at all.)"""
 
-OVERSIZED_BYTES = 65_536 + 1_024
+OVERSIZED_BYTES: int = Settings.model_fields["max_event_bytes"].default + 1_024
 """Size of an ``oversized`` entry: past the default 64 KiB limit (``max_event_bytes``)."""
 
 _API, _AI, _LICENSE, _DUP, _BAD = range(5)
@@ -443,8 +443,9 @@ class LoadMix:
         summary = self._empty_summary()
         self.summary = summary
         orgs = self._make_orgs(rng)
-        days = calendar.monthrange(self.year, self.month)[1]
-        start_ms = int(datetime(self.year, self.month, 1, tzinfo=UTC).timestamp() * 1000)
+        start, end = period_bounds(self.period)
+        days = (end - start).days
+        start_ms = int(start.timestamp() * 1000)
         span_ms = days * _DAY_MS
         prefixes = [f"{self.period}-{day + 1:02d}T" for day in range(days)]
 
