@@ -1,20 +1,41 @@
 """The one wiring place: from ``Settings`` to the services' URLs, the engine, the limits,
-the metering service and the consumer. Entrypoints, tools and tests build them here."""
+the metering service and the consumer. Entrypoints, tools and tests build them here, and
+here the concrete adapters are handed to the service layer's ports."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally.adapters import redis_streams
+from tally.adapters.ports.schema import Schema
+from tally.adapters.ports.streams import Streams
+from tally.adapters.postgres import schema
 from tally.adapters.postgres.connection import make_engine
-from tally.config import ServiceUrls, Settings
+from tally.adapters.postgres.unit_of_work import PostgresDatabase
+from tally.config import ServiceUrls, Settings, get_settings
 from tally.domain.rating import Limits
+from tally.service_layer import setup
 from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import BatchReport, MeteringService
 
-__all__ = ["ServiceUrls", "consumer", "engine", "limits", "metering_service", "service_urls"]
+__all__ = [
+    "STREAMS",
+    "ServiceUrls",
+    "consumer",
+    "database",
+    "engine",
+    "limits",
+    "metering_service",
+    "migrate",
+    "service_urls",
+]
+
+STREAMS: Streams = redis_streams  # the stream port's one implementation
+SCHEMA: Schema = schema
 
 
 def service_urls(settings: Settings) -> ServiceUrls:
@@ -36,9 +57,15 @@ def service_urls(settings: Settings) -> ServiceUrls:
     return ServiceUrls(database, redis, embedded=True)
 
 
-def engine(urls: ServiceUrls, owner: bool = False) -> AsyncEngine:
-    """An engine on the ledger: as ``TALLY_DATABASE_ROLE``, or as the login role (``owner``)."""
-    return make_engine(urls.database, owner=owner)
+def engine(database: str, owner: bool = False, **kwargs: Any) -> AsyncEngine:
+    """An engine on the ``database`` URL: as ``TALLY_DATABASE_ROLE``, or as the login role
+    (``owner``); ``kwargs`` go to SQLAlchemy (e.g. ``poolclass``)."""
+    return make_engine(database, None if owner else get_settings().database_role, **kwargs)
+
+
+def database(engine: AsyncEngine) -> PostgresDatabase:
+    """The service layer's ``Database`` port on ``engine``."""
+    return PostgresDatabase(engine)
 
 
 def limits(settings: Settings) -> Limits:
@@ -56,9 +83,10 @@ def metering_service(
     known = (
         settings.require_known_sources if require_known_sources is None else (require_known_sources)
     )
+    db = database(engine)
     if clock is None:
-        return MeteringService(engine, limits(settings), require_known_sources=known)
-    return MeteringService(engine, limits(settings), clock=clock, require_known_sources=known)
+        return MeteringService(db, limits(settings), require_known_sources=known)
+    return MeteringService(db, limits(settings), clock=clock, require_known_sources=known)
 
 
 def consumer(
@@ -71,7 +99,17 @@ def consumer(
     return Consumer(
         settings,
         urls,
-        metering_service(engine(urls), settings),
+        metering_service(engine(urls.database), settings),
+        STREAMS,
         until_idle=until_idle,
         on_batch=on_batch,
     )
+
+
+async def migrate(settings: Settings, urls: ServiceUrls) -> list[str]:
+    """``tally migrate`` as the login role (the owner), never as ``TALLY_DATABASE_ROLE``."""
+    owner = engine(urls.database, owner=True)
+    try:
+        return await setup.migrate(settings, urls, SCHEMA, STREAMS, owner)
+    finally:
+        await owner.dispose()

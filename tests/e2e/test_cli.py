@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 
 from support.cli import Run, tally, tally_all, xadd_like_an_integration
 from support.ledger_support import ai, api, event, urls_of
+from tally import bootstrap
 from tally.adapters.postgres import ledger_queries
-from tally.adapters.postgres.connection import make_engine
 from tally.adapters.postgres.schema import alembic_config
 from tally.adapters.ratecard_files import bundled_cards
 from tally.config import Settings
@@ -281,7 +281,7 @@ async def test_the_whole_story_through_the_cli(settings: Settings) -> None:
     report = verified_json.json()
     assert report["ok"] is True and report["findings"] == [], report
     assert report["events"] >= 5
-    engine = make_engine(urls_of(settings).database)
+    engine = bootstrap.engine(urls_of(settings).database)
     try:
         hooli_rows = await ledger_queries.balances(engine, "hooli", PERIOD)
         still_open = await ledger_queries.dead_letters(engine)

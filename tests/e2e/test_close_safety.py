@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import GRACE, after, balance, close, document, license_day, line, meter
 from support.ledger_support import ORGS, ai, api, urls_of
+from tally import bootstrap
 from tally.adapters.postgres import invoices, ledger_queries
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.verification import verify
@@ -110,10 +111,12 @@ async def test_a_close_killed_halfway_leaves_no_partial_invoice_and_reruns(
 async def test_a_period_closes_only_after_its_grace_time(engine: AsyncEngine) -> None:
     too_early = datetime(2026, 11, 1, 12, tzinfo=UTC)
     with pytest.raises(CloseRefused, match="closed from 2026-11-02T00:00Z"):
-        await close_period(engine, OCT, too_early, timedelta(hours=24))
+        await close_period(bootstrap.database(engine), OCT, too_early, timedelta(hours=24))
     with pytest.raises(CloseRefused, match="closed from 2026-11-01T12:01Z"):
-        await close_period(engine, OCT, too_early, timedelta(hours=12, minutes=1))
-    report = await close_period(engine, OCT, too_early, timedelta(hours=12))
+        await close_period(
+            bootstrap.database(engine), OCT, too_early, timedelta(hours=12, minutes=1)
+        )
+    report = await close_period(bootstrap.database(engine), OCT, too_early, timedelta(hours=12))
     assert report.invoices == 0  # nothing to bill: ORGS were created after October
 
 
@@ -202,7 +205,9 @@ async def test_usage_of_an_organization_added_after_the_close_gets_its_invoice(
 ) -> None:
     await meter(service, [api("a", count=10, time="2026-08-10T00:00:00Z")])
     await close(engine, AUG)
-    await organizations.add(engine, "newco", "USD")  # its August events were dead letters
+    await organizations.add(
+        bootstrap.database(engine), "newco", "USD"
+    )  # its August events were dead letters
     await meter(service, [api("n", count=2_000_000, org="newco", time="2026-08-10T00:00:00Z")])
     story = await ledger_queries.event_story(engine, "test", "n")
     assert story is not None and story["billing"]["late"]
@@ -220,7 +225,9 @@ async def test_usage_of_an_organization_added_after_the_close_gets_its_invoice(
 
 async def test_the_close_clock_never_runs_ahead_of_the_real_one(engine: AsyncEngine) -> None:
     with pytest.raises(CloseRefused, match="ahead of the real one"):
-        await close_period(engine, OCT, after(OCT), GRACE, now=after(OCT) - timedelta(hours=1))
+        await close_period(
+            bootstrap.database(engine), OCT, after(OCT), GRACE, now=after(OCT) - timedelta(hours=1)
+        )
 
 
 @pytest.mark.parametrize(

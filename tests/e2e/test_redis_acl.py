@@ -22,12 +22,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from support.ledger_support import balance_map, drain, urls_of
+from tally import bootstrap
 from tally.adapters.postgres import ledger_queries
-from tally.adapters.postgres.connection import make_engine
 from tally.config import Settings
 from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
-from tally.service_layer.setup import migrate
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
 STREAM = "tally:usage"
@@ -134,10 +133,10 @@ async def test_tally_migrates_and_meters_what_the_producer_published(
     acl_redis: int, settings: Settings
 ) -> None:
     acl = settings.model_copy(update={"redis_url": compose_tally_url(acl_redis), "stream": STREAM})
-    engine = make_engine(urls_of(acl).database)
+    engine = bootstrap.engine(urls_of(acl).database)
     try:
-        await migrate(acl, urls_of(acl))
-        await organizations.add(engine, "acme", "USD")
+        await bootstrap.migrate(acl, urls_of(acl))
+        await organizations.add(bootstrap.database(engine), "acme", "USD")
         producer_url = f"redis://producer:producer-local-only@127.0.0.1:{acl_redis}/0"
         async with UsageProducer(producer_url, source="crm-sync", stream=STREAM) as producer:
             await producer.api_request(

@@ -28,7 +28,7 @@ from support.ledger_support import ORGS, api, balance_map, drain, urls_of
 from tally import bootstrap
 from tally.adapters import redis_streams
 from tally.adapters.postgres import databases, ledger_queries
-from tally.adapters.postgres.connection import make_engine, raw_connection
+from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.stream_records import incidents
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
@@ -36,7 +36,6 @@ from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations, stream_health
 from tally.service_layer.consumer import Unreachable
 from tally.service_layer.metering import BatchReport
-from tally.service_layer.setup import migrate
 from tally.tools.loadgen import LoadMix, LoadSummary
 
 APR = "org/acme/2026-10/api_request"
@@ -72,7 +71,9 @@ async def test_entries_trimmed_before_any_read_are_an_incident_not_a_hang(
     result = await verify(engine)
     assert [f.check for f in result.findings] == ["stream incident"]
     assert "7 entries" in result.findings[0].detail
-    report = await stream_health.stream_report(engine, stream, settings.stream, settings.group)
+    report = await stream_health.stream_report(
+        bootstrap.database(engine), bootstrap.STREAMS, stream, settings.stream, settings.group
+    )
     assert report["lost_before_read"] == 7 and report["incidents"] == 1 and report["drained"]
     # Read again, nothing new is lost: the incident is recorded once.
     await add(stream, settings.stream, api("t10"))
@@ -112,18 +113,26 @@ async def test_trimming_removes_only_what_every_group_acknowledged_and_postgres_
 ) -> None:
     await add(stream, settings.stream, *(api(f"s{n}") for n in range(8)))
     await stream.xreadgroup(settings.group, "gone", {settings.stream: ">"}, count=3)
-    trim = await stream_health.trim_stream(engine, stream, settings.stream, retention=None)
+    trim = await stream_health.trim_stream(
+        bootstrap.database(engine), bootstrap.STREAMS, stream, settings.stream, retention=None
+    )
     assert trim.removed == 0 and await stream.xlen(settings.stream) == 8  # pending: kept
 
     await drain(settings, claim_idle_ms=100)
     await redis_streams.ensure_group(stream, settings.stream, "audit-copy")  # reads nothing
-    trim = await stream_health.trim_stream(engine, stream, settings.stream, retention=None)
+    trim = await stream_health.trim_stream(
+        bootstrap.database(engine), bootstrap.STREAMS, stream, settings.stream, retention=None
+    )
     assert trim.removed == 0  # another group has not read them yet
 
     await stream.xgroup_destroy(settings.stream, "audit-copy")
-    trim = await stream_health.trim_stream(engine, stream, settings.stream, retention=None)
+    trim = await stream_health.trim_stream(
+        bootstrap.database(engine), bootstrap.STREAMS, stream, settings.stream, retention=None
+    )
     assert trim.removed == 8 and await stream.xlen(settings.stream) == 0
-    report = await stream_health.stream_report(engine, stream, settings.stream, settings.group)
+    report = await stream_health.stream_report(
+        bootstrap.database(engine), bootstrap.STREAMS, stream, settings.stream, settings.group
+    )
     assert (report["trims"], report["trimmed_entries"], report["lost_before_read"]) == (1, 8, 0)
     assert await usage(engine) == 8 and (await verify(engine)).ok
 
@@ -134,7 +143,9 @@ async def test_trimming_refuses_acknowledged_entries_postgres_does_not_hold(
     (sid,) = await add(stream, settings.stream, api("x1"))
     await stream.xreadgroup(settings.group, "rogue", {settings.stream: ">"}, count=1)
     await stream.xack(settings.stream, settings.group, sid)  # acked without a commit
-    trim = await stream_health.trim_stream(engine, stream, settings.stream, retention=None)
+    trim = await stream_health.trim_stream(
+        bootstrap.database(engine), bootstrap.STREAMS, stream, settings.stream, retention=None
+    )
     assert trim.removed == 0 and "not recorded in PostgreSQL" in trim.reason
     assert await stream.xlen(settings.stream) == 1
 
@@ -261,7 +272,7 @@ def start_consumer(settings: Settings) -> tuple[Watch, asyncio.Task[Any]]:
 
 
 async def assert_exact_on(settings: Settings, summary: LoadSummary) -> None:
-    engine = make_engine(urls_of(settings).database)
+    engine = bootstrap.engine(urls_of(settings).database)
     try:
         await assert_exact(engine, summary)
     finally:
@@ -305,10 +316,10 @@ async def private_ledger(settings: Settings) -> AsyncIterator[tuple[PrivatePostg
     with private_postgres() as server:
         url = await databases.create_scratch(server.admin_url, "tally_fault")
         tuned = settings.model_copy(update={"database_url": url, "batch_size": 300})
-        engine = make_engine(url)
-        await migrate(tuned, urls_of(tuned))
+        engine = bootstrap.engine(url)
+        await bootstrap.migrate(tuned, urls_of(tuned))
         for org, currency in ORGS.items():
-            await organizations.add(engine, org, currency)
+            await organizations.add(bootstrap.database(engine), org, currency)
         await engine.dispose()
         yield server, tuned
 
@@ -384,7 +395,7 @@ async def test_backends_terminated_mid_drain_lose_nothing(
     summary = await fill_mix(urls_of(tuned).redis, tuned.stream, 6000)
     watch, running = start_consumer(tuned)
     database = urls_of(tuned).database.rsplit("/", 1)[-1]
-    owner = make_engine(urls_of(tuned).database, owner=True)  # may end a superuser's backend
+    owner = bootstrap.engine(urls_of(tuned).database, owner=True)  # may end a superuser's backend
     terminated = []
     for _ in range(3):
         await watch.until(len(watch.batches) + 2)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import balance, close, document, license_day, meter
 from support.ledger_support import ai, api
+from tally import bootstrap
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
 from tally.service_layer import organizations
@@ -133,7 +134,7 @@ async def test_invoices_equal_an_independent_computation(
 ) -> None:
     run = next(runs)
     org = f"close{run}"
-    await organizations.add(engine, org, currency)
+    await organizations.add(bootstrap.database(engine), org, currency)
     on_time_events, late_events = as_events(*on_time), as_events(*late)
     licenses = [
         license_day(

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import ai, api, balance_map, drain, event
+from tally import bootstrap
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.verification import verify
@@ -149,8 +150,10 @@ async def test_replay_after_the_fix_meters_once_and_is_idempotent(
     await drain(settings)
     first = await replay_dead_letters(service, None, 100)
     assert all(outcome.startswith("rejected") for outcome in first.values())
-    await organizations.add(engine, "hooli", "GBP")
-    again = await replay_dead_letters(MeteringService(engine, service.limits), None, 100)
+    await organizations.add(bootstrap.database(engine), "hooli", "GBP")
+    again = await replay_dead_letters(
+        bootstrap.metering_service(engine, settings, require_known_sources=False), None, 100
+    )
     assert sorted(again.values())[0] == "metered"
     assert sorted(again.values())[1].startswith("rejected: malformed JSON")
     assert await replay_dead_letters(service, None, 100) == {

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import balance, close, document, license_day, line, meter
 from support.ledger_support import ai, api
+from tally import bootstrap
 from tally.adapters.postgres.verification import verify
 from tally.service_layer import organizations
 from tally.service_layer.metering import MeteringService
@@ -152,14 +153,11 @@ async def test_pooling_and_counting_by_model(engine: AsyncEngine, service: Meter
 async def test_a_commitment_counts_when_higher_than_the_usage(
     engine: AsyncEngine, service: MeteringService
 ) -> None:
-    await organizations.add_commitment(engine, "acme", "gc2", "named", Decimal(10), "2026-10")
-    await organizations.add_commitment(
-        engine, "acme", "gc2", "named", Decimal(20), "0001-01"
-    )  # newer
-    await organizations.add_commitment(
-        engine, "acme", "gc2", "named", Decimal(40), "2026-11"
-    )  # later
-    await organizations.add_commitment(engine, "globex", "gc2", "named", Decimal(5), "2026-01")
+    db = bootstrap.database(engine)
+    await organizations.add_commitment(db, "acme", "gc2", "named", Decimal(10), "2026-10")
+    await organizations.add_commitment(db, "acme", "gc2", "named", Decimal(20), "0001-01")  # newer
+    await organizations.add_commitment(db, "acme", "gc2", "named", Decimal(40), "2026-11")  # later
+    await organizations.add_commitment(db, "globex", "gc2", "named", Decimal(5), "2026-01")
     await meter(
         service,
         [

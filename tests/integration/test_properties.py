@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import ai, api
+from tally import bootstrap
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
@@ -115,7 +116,7 @@ async def test_random_deliveries_give_exactly_the_models_balances(
     run = next(counter)
     orgs = [f"p{run}-a", f"p{run}-b"]
     for org in orgs:
-        await organizations.add(engine, org, "USD")
+        await organizations.add(bootstrap.database(engine), org, "USD")
     entries, effects = [], []
     for n, d in enumerate(deliveries):
         raw, effect = payload(run, d, orgs)

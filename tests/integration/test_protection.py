@@ -12,15 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import close, license_day, meter
 from support.ledger_support import ORGS, ai, api, event, urls_of
+from tally import bootstrap
 from tally.adapters.postgres import schema
-from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
+from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.databases import dsn
 from tally.adapters.postgres.privileges import READER, WRITER, WRITER_READ_ONLY, WRITER_UPDATES
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
 from tally.service_layer import organizations
 from tally.service_layer.metering import MeteringService, replay_dead_letters
-from tally.service_layer.setup import migrate
 
 OCT = "2026-10"
 
@@ -112,7 +112,7 @@ async def test_grants_follow_the_policy_on_every_table_even_one_added_later(
 ) -> None:
     async with raw_connection(owner) as conn:
         await conn.execute("CREATE TABLE added_later (name text PRIMARY KEY)")
-    await migrate(settings, urls_of(settings))  # again: the grants step covers it
+    await bootstrap.migrate(settings, urls_of(settings))  # again: the grants step covers it
     async with raw_connection(owner) as conn:
         rows = await conn.fetch(
             """SELECT grantee, table_name, privilege_type FROM information_schema.table_privileges
@@ -232,7 +232,7 @@ async def test_replayed_dead_letters_keep_the_tallies_whole(
     engine: AsyncEngine, service: MeteringService
 ) -> None:
     await service.process("s", [("1-0", {b"event": api("h1", org="hooli")})])
-    await organizations.add(engine, "hooli", "GBP")
+    await organizations.add(bootstrap.database(engine), "hooli", "GBP")
     outcomes = await replay_dead_letters(service, None, 100)
     assert list(outcomes.values()) == ["metered"]
     assert await replay_dead_letters(service, None, 100) == {}
@@ -273,8 +273,8 @@ async def test_a_ledger_migrated_from_0002_starts_with_opening_tallies(
         )
     finally:
         await conn.close()
-    await migrate(settings, urls_of(settings))
-    engine = make_engine(database_url)
+    await bootstrap.migrate(settings, urls_of(settings))
+    engine = bootstrap.engine(database_url)
     try:
         result = await verify(engine)
     finally:

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import api, balance_map, drain, event
+from tally import bootstrap
 from tally.adapters.postgres import ledger_queries, sources
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.verification import verify
@@ -18,8 +19,8 @@ APR = "org/{org}/2026-10/api_request/usage"
 LICENSE = {"license": "gc2", "model": "named", "users": 20}
 
 
-def checking(engine: AsyncEngine, service: MeteringService) -> MeteringService:
-    return MeteringService(engine, service.limits, require_known_sources=True)
+def checking(engine: AsyncEngine, settings: Settings) -> MeteringService:
+    return bootstrap.metering_service(engine, settings, require_known_sources=True)
 
 
 async def letters(engine: AsyncEngine) -> dict[str, tuple[str, str]]:
@@ -36,10 +37,10 @@ async def usage(engine: AsyncEngine, org: str) -> object:
 
 
 async def test_unknown_sources_and_foreign_organizations_are_dead_letters_until_fixed(
-    engine: AsyncEngine, service: MeteringService
+    engine: AsyncEngine, settings: Settings
 ) -> None:
     await sources.add(engine, "crm-sync", ["acme"])
-    metering = checking(engine, service)
+    metering = checking(engine, settings)
     report = await metering.process(
         "s",
         [
@@ -80,9 +81,9 @@ async def test_unknown_sources_and_foreign_organizations_are_dead_letters_until_
 
 
 async def test_a_running_service_applies_a_changed_registry_at_its_next_batch(
-    engine: AsyncEngine, service: MeteringService
+    engine: AsyncEngine, settings: Settings
 ) -> None:
-    metering = checking(engine, service)
+    metering = checking(engine, settings)
     first = await metering.process("s", [("1-0", {b"event": api("a", source="new-app")})])
     assert first.outcomes["1-0"].startswith("rejected: unknown source 'new-app'")
     await sources.add(engine, "new-app", None)
@@ -95,13 +96,13 @@ async def test_a_running_service_applies_a_changed_registry_at_its_next_batch(
 
 
 async def test_events_metered_while_the_check_was_off_stay_verified_once_it_is_on(
-    engine: AsyncEngine, service: MeteringService
+    engine: AsyncEngine, settings: Settings
 ) -> None:
-    unchecked = MeteringService(engine, service.limits, require_known_sources=False)
+    unchecked = bootstrap.metering_service(engine, settings, require_known_sources=False)
     before = await unchecked.process("s", [("1-0", {b"event": api("old", source="anyone")})])
     assert before.outcomes["1-0"] == "metered"
     await sources.add(engine, "crm-sync", ["globex"])
-    metering = checking(engine, service)
+    metering = checking(engine, settings)
     after = await metering.process("s", [("2-0", {b"event": api("new", source="crm-sync")})])
     assert after.outcomes["2-0"].startswith("rejected: source 'crm-sync' may not bill")
     # verify re-rates what was stored, not who may send it today

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import event
+from tally import bootstrap
 from tally.adapters.postgres import invoices
 from tally.adapters.postgres.connection import raw_connection
 from tally.domain.period import period_bounds
@@ -38,7 +39,7 @@ def after(period: str) -> datetime:
 
 
 async def close(engine: AsyncEngine, period: str, **kwargs: Any) -> CloseReport:
-    return await close_period(engine, period, after(period), GRACE, **kwargs)
+    return await close_period(bootstrap.database(engine), period, after(period), GRACE, **kwargs)
 
 
 async def document(engine: AsyncEngine, org: str, period: str) -> dict[str, Any]:

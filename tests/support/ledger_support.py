@@ -11,13 +11,11 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
-from tally.adapters.postgres.connection import make_engine
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings, get_settings
 from tally.service_layer import organizations
 from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import MeteringService
-from tally.service_layer.setup import migrate
 
 ORGS = {"acme": "USD", "globex": "EUR", "initech": "JPY"}
 
@@ -30,10 +28,10 @@ def urls_of(settings: Settings) -> ServiceUrls:
 @pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     """A migrated ledger with the organizations in ``ORGS``."""
-    await migrate(settings, urls_of(settings))
-    engine = make_engine(urls_of(settings).database)
+    await bootstrap.migrate(settings, urls_of(settings))
+    engine = bootstrap.engine(urls_of(settings).database)
     for org, currency in ORGS.items():
-        await organizations.add(engine, org, currency)
+        await organizations.add(bootstrap.database(engine), org, currency)
     yield engine
     await engine.dispose()
 
@@ -42,7 +40,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 async def owner(engine: AsyncEngine, settings: Settings) -> AsyncIterator[AsyncEngine]:
     """The migrated ledger as its owner (a superuser here), not as ``tally_writer``: what
     only ``tally migrate`` acts as, and what a tamper test needs."""
-    owner = make_engine(urls_of(settings).database, owner=True)
+    owner = bootstrap.engine(urls_of(settings).database, owner=True)
     yield owner
     await owner.dispose()
 

@@ -17,12 +17,12 @@ A group created from id 0 (never ``$``, which skips what is already there) is th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from tally.adapters.ports.streams import Claim, GroupStatus, Read, StreamStatus
 from tally.domain.rating import OversizedEntry, StreamEntry
 
 LUA_HELPERS = """
@@ -221,46 +221,6 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
             return False
         raise
     return True
-
-
-@dataclass(frozen=True)
-class Read:
-    """A bounded read: the entries, and how many entries its check found trimmed unread."""
-
-    entries: list[StreamEntry]
-    lost: int = 0
-
-
-@dataclass(frozen=True)
-class Claim:
-    next_start: str
-    claimed: list[str]  # now pending on this consumer; read them with ``fetch``
-    deleted: list[str]  # pending entries that no longer exist (Redis 7 removed them)
-
-
-@dataclass(frozen=True)
-class GroupStatus:
-    name: str
-    last_delivered_id: str
-    pending: int
-    oldest_pending_id: str | None
-    entries_read: int | None
-    lag: int | None
-
-
-@dataclass(frozen=True)
-class StreamStatus:
-    length: int
-    last_generated_id: str
-    entries_added: int | None
-    first_entry_id: str | None
-    groups: list[GroupStatus]
-
-    def group(self, name: str) -> GroupStatus:
-        for group in self.groups:
-            if group.name == name:
-                return group
-        raise LookupError(f"no consumer group {name!r} on the stream: run `tally migrate`")
 
 
 def id_key(stream_id: str) -> tuple[int, int]:

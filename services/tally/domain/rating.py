@@ -15,8 +15,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from tally.domain.events import EVENT_FIELD as WIRE_EVENT_FIELD
 from tally.domain.events import (
+    EVENT_FIELD,
     AiUsageEvent,
     ApiRequestEvent,
     InvalidEvent,
@@ -29,7 +29,7 @@ from tally.domain.ledger import AI_TOKEN, API_REQUEST, CarriedEvent, Entry, Mete
 from tally.domain.period import period_of
 from tally.domain.ratecard import RateCardBook
 
-EVENT_FIELD = WIRE_EVENT_FIELD.encode()  # as Redis gives it
+EVENT_FIELD_BYTES = EVENT_FIELD.encode()  # the wire's field name as Redis gives it
 Status = Literal["metered", "non_billable", "recorded"]
 EventKey = tuple[str, str]  # (source, id): the idempotency key, forever
 
@@ -48,7 +48,7 @@ class OversizedEntry:
 
     @classmethod
     def of(cls, fields: Sequence[tuple[bytes, bytes]], limit: int) -> OversizedEntry:
-        single = len(fields) == 1 and fields[0][0] == EVENT_FIELD
+        single = len(fields) == 1 and fields[0][0] == EVENT_FIELD_BYTES
         whole = fields[0][1] if single else _kept_pairs(fields)
         size = sum(len(name) + len(value) for name, value in fields)
         return cls(size, len(whole), hashlib.sha256(whole).hexdigest(), whole[:limit])
@@ -197,10 +197,10 @@ def rate(
     if not pairs:
         reason = "the entry was deleted from the stream (XDEL or trimming) before it was metered"
         return Reject(stream_id, b"", reason, "deleted_from_stream")
-    if len(pairs) != 1 or pairs[0][0] != EVENT_FIELD:
+    if len(pairs) != 1 or pairs[0][0] != EVENT_FIELD_BYTES:
         return _refuse_shape(stream_id, pairs)
     raw = pairs[0][1]
-    size = len(EVENT_FIELD) + len(raw)
+    size = len(EVENT_FIELD_BYTES) + len(raw)
     if size > limits.max_event_bytes:
         return Reject(
             stream_id,
@@ -314,11 +314,11 @@ def _refuse_shape(stream_id: str, pairs: Sequence[tuple[bytes, bytes]]) -> Rejec
             f"stream entry with the field {_quoted(repeated)} more than once: "
             f"which value is meant is ambiguous (fields: {listed})"
         )
-    elif EVENT_FIELD not in times:
+    elif EVENT_FIELD_BYTES not in times:
         code = "missing_event_field"
         reason = f"stream entry without the 'event' field (fields: {listed})"
     else:
-        others = _quoted(sorted(name for name in times if name != EVENT_FIELD))
+        others = _quoted(sorted(name for name in times if name != EVENT_FIELD_BYTES))
         code = "unexpected_field"
         reason = f"stream entry with fields beside 'event': {others} (an entry has only 'event')"
     return Reject(stream_id, _kept_pairs(pairs), reason, code)
@@ -350,7 +350,7 @@ def stream_fields(raw: bytes, code: str) -> list[tuple[bytes, bytes]]:
     Letters written before pairs were kept hold a JSON object of the fields (``{...}``).
     """
     if code not in _WHOLE_ENTRY_CODES:
-        return [(EVENT_FIELD, raw)]
+        return [(EVENT_FIELD_BYTES, raw)]
     kept = json.loads(raw)
     items = kept.items() if isinstance(kept, dict) else kept
     return [(_bytes(name), _bytes(value)) for name, value in items]

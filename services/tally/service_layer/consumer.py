@@ -38,7 +38,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
 
-from tally.adapters import redis_streams
+from tally.adapters.ports.streams import Streams
 from tally.config import ServiceUrls, Settings
 from tally.domain.rating import StreamEntry
 from tally.service_layer import stream_health
@@ -89,6 +89,7 @@ class Consumer:
         settings: Settings,
         urls: ServiceUrls,
         service: MeteringService,
+        streams: Streams,
         until_idle: bool = False,
         on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
@@ -98,9 +99,10 @@ class Consumer:
         self.until_idle = until_idle
         self.on_batch = on_batch
         self.service = service  # the consumer owns its engine: disposed when it stops
-        self.engine = service.engine
-        self.redis = redis_streams.connect(urls.redis)
-        self.reader = redis_streams.StreamReader(
+        self.db = service.db
+        self.streams = streams
+        self.redis = streams.connect(urls.redis)
+        self.reader = streams.StreamReader(
             self.redis,
             settings.stream,
             settings.group,
@@ -126,14 +128,14 @@ class Consumer:
             await self._retrying("load the rate cards", self.service.book)
             await self._retrying(
                 "check the consumer group",
-                lambda: redis_streams.ensure_group(
+                lambda: self.streams.ensure_group(
                     self.redis, self.settings.stream, self.settings.group
                 ),
             )
             await self._supervise()
         finally:
             await self.redis.aclose()
-            await self.engine.dispose()
+            await self.db.engine.dispose()
         return self.totals
 
     def stop(self) -> None:
@@ -316,7 +318,9 @@ class Consumer:
                 )
 
     async def _record_incidents(self) -> None:
-        await stream_health.record_incidents(self.engine, self.redis, self.settings.stream)
+        await stream_health.record_incidents(
+            self.db, self.streams, self.redis, self.settings.stream
+        )
 
     async def claim_once(self) -> int:
         """Claim every entry pending longer than the claim idle time; returns how many."""
@@ -350,7 +354,7 @@ class Consumer:
             await self._retrying(
                 "trim the stream",
                 lambda: stream_health.trim_stream(
-                    self.engine, self.redis, self.settings.stream, self.settings.retention
+                    self.db, self.streams, self.redis, self.settings.stream, self.settings.retention
                 ),
             )
             await self._pause(self.settings.trim_interval_s)
@@ -361,9 +365,9 @@ class Consumer:
             await asyncio.sleep(max(self.settings.block_ms / 1000, 0.05))
             status = await self._retrying(
                 "look at the stream",
-                lambda: redis_streams.stream_status(self.redis, self.settings.stream),
+                lambda: self.streams.stream_status(self.redis, self.settings.stream),
             )
-            idle = redis_streams.drained(status, self.settings.group) and self._in_flight == 0
+            idle = self.streams.drained(status, self.settings.group) and self._in_flight == 0
             quiet = quiet + 1 if idle else 0
         await self._retrying("record incidents", self._record_incidents)
         self._stop.set()

@@ -15,12 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import ledger_queries
-from tally.adapters.postgres import metering_store as store
-from tally.adapters.postgres.connection import raw_connection, raw_transaction
-from tally.adapters.postgres.journal import Journal
+from tally.adapters.ports.unit_of_work import Database
 from tally.domain.deliveries import DeliveryCounts
 from tally.domain.ratecard import RateCardBook
 from tally.domain.rating import (
@@ -68,18 +64,19 @@ class RatedBatch:
 class MeteringService:
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         limits: Limits,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         require_known_sources: bool = False,
     ) -> None:
         """``require_known_sources``: only registered producers may bill (the consumer and
         ``tally dlq replay`` pass ``TALLY_REQUIRE_KNOWN_SOURCES``)."""
-        self.engine = engine
+        self.db = db
+        self.store = db.metering
         self.limits = limits
         self.clock = clock
         self.require_known_sources = require_known_sources
-        self.journal = Journal()
+        self.journal = db.journal()
         self._orgs: dict[str, str] = {}
         self._book: RateCardBook | None = None
         self._book_loaded: tuple[int, datetime | None] = (0, None)
@@ -89,10 +86,10 @@ class MeteringService:
     async def book(self) -> RateCardBook:
         """The rate cards, reloaded when ``tally migrate`` loaded a new one (one cheap query
         per batch), so a long-running consumer prices like a fresh one."""
-        async with raw_connection(self.engine) as conn:
-            loaded = await store.rate_cards_loaded(conn)
+        async with self.db.connection() as conn:
+            loaded = await self.store.rate_cards_loaded(conn)
             if self._book is None or loaded != self._book_loaded:
-                self._book = await store.load_rate_cards(conn)
+                self._book = await self.store.load_rate_cards(conn)
                 self._book_loaded = loaded
         return self._book
 
@@ -102,10 +99,10 @@ class MeteringService:
         batch), so a running consumer applies a change at its next batch."""
         if not self.require_known_sources:
             return None
-        async with raw_connection(self.engine) as conn:
-            loaded = await store.sources_loaded(conn)
+        async with self.db.connection() as conn:
+            loaded = await self.store.sources_loaded(conn)
             if loaded != self._sources_loaded:
-                self._sources = await store.load_sources(conn)
+                self._sources = await self.store.load_sources(conn)
                 self._sources_loaded = loaded
         return self._sources
 
@@ -117,8 +114,8 @@ class MeteringService:
         ]
         unknown = {r.unknown_org for r in results if isinstance(r, Reject) and r.unknown_org}
         if unknown:
-            async with raw_connection(self.engine) as conn:
-                found = await store.organizations(conn, unknown)
+            async with self.db.connection() as conn:
+                found = await self.store.organizations(conn, unknown)
             if found:
                 self._orgs.update(found)
                 results = [
@@ -210,20 +207,20 @@ class MeteringService:
     ) -> BatchReport:
         received_at = self.clock()
         report = BatchReport()
-        async with raw_transaction(self.engine) as conn:
-            stored = await store.stored_keys(conn, [event.key for event in rated])
+        async with self.db.transaction() as conn:
+            stored = await self.store.stored_keys(conn, [event.key for event in rated])
             deliveries = sort_deliveries(stream, rated, stored)
             batch_ai = ai_quantities(deliveries.new)
-            totals_after = await store.add_ai_quantities(conn, batch_ai)
+            totals_after = await self.store.add_ai_quantities(conn, batch_ai)
             postings = usage_postings(deliveries.new, book, batch_ai, totals_after)
             entry_ids = await self.journal.post(
                 conn, [p.entry for p in postings], {p.entry.key: p.carried() for p in postings}
             )
-            counts = await store.write_events(
+            counts = await self.store.write_events(
                 conn, stream, received_at, deliveries, postings, entry_ids
             )
             counts += DeliveryCounts(
-                dead_letters=await store.write_rejects(conn, stream, received_at, rejects)
+                dead_letters=await self.store.write_rejects(conn, stream, received_at, rejects)
             )
             for event in deliveries.new:
                 report.outcomes[event.stream_id] = event.status
@@ -240,10 +237,12 @@ class MeteringService:
                 report.counts.update(rejected=len(rejects))
             report.postings = len(postings)
             if replaying:
-                closed = await store.record_replays(conn, replaying, report.outcomes, received_at)
+                closed = await self.store.record_replays(
+                    conn, replaying, report.outcomes, received_at
+                )
                 counts += DeliveryCounts(replayed=closed)
             if counts:  # what the batch stored, in the same transaction (verify re-sums it)
-                await store.record_tally(conn, stream, received_at, counts)
+                await self.store.record_tally(conn, stream, received_at, counts)
         return report
 
 
@@ -270,7 +269,9 @@ async def replay_dead_letters(
     """
     outcomes: dict[int, str] = {}
     after = 0
-    while letters := await ledger_queries.open_dead_letters(service.engine, ids, after, batch_size):
+    while letters := await service.db.dead_letters.open_dead_letters(
+        service.db.engine, ids, after, batch_size
+    ):
         after = letters[-1]["id"]
         for stream in sorted({letter["stream"] for letter in letters}):
             chosen = [letter for letter in letters if letter["stream"] == stream]

@@ -16,11 +16,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import localcontext
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import close_store, metering_store
-from tally.adapters.postgres.connection import raw_connection, raw_transaction
-from tally.adapters.postgres.journal import Journal
+from tally.adapters.ports.unit_of_work import Database
 from tally.domain.invoicing import CLOSE_CHUNK, CloseInput, InvoiceDraft, close_org
 from tally.domain.period import period_bounds
 from tally.service_layer.unit_of_work import RETRIES, retrying
@@ -45,7 +42,7 @@ class CloseReport:
 
 
 async def close_period(
-    engine: AsyncEngine,
+    db: Database,
     period: str,
     as_of: datetime,
     grace: timedelta,
@@ -68,23 +65,23 @@ async def close_period(
             f"closed from {end + grace:%Y-%m-%dT%H:%MZ} (the close's clock says "
             f"{as_of.astimezone(UTC):%Y-%m-%dT%H:%MZ}; --as-of sets it)"
         )
-    async with raw_connection(engine) as session:
-        waited = await close_store.lock(session)
+    async with db.connection() as session:
+        waited = await db.close.lock(session)
         try:
             # usage posted for an organization after its period closed without it (it was
             # added later, its dead letters replayed): that period's invoice comes first
             issued = 0
-            for earlier in await close_store.closed_periods_missing_invoices(session, period):
-                issued += await _close(engine, session, earlier, as_of, None, chunk)
-            issued += await _close(engine, session, period, as_of, progress, chunk)
-            total = await close_store.invoice_count(session, period)
+            for earlier in await db.close.closed_periods_missing_invoices(session, period):
+                issued += await _close(db, session, earlier, as_of, None, chunk)
+            issued += await _close(db, session, period, as_of, progress, chunk)
+            total = await db.close.invoice_count(session, period)
         finally:
-            await close_store.unlock(session)
+            await db.close.unlock(session)
     return CloseReport(period, as_of, issued, total, waited)
 
 
 async def _close(
-    engine: AsyncEngine,
+    db: Database,
     session: asyncpg.Connection,
     period: str,
     as_of: datetime,
@@ -93,26 +90,26 @@ async def _close(
 ) -> int:
     """Invoice every organization the period still owes an invoice; returns how many."""
     start, end = period_bounds(period)
-    card = (await metering_store.load_rate_cards(session)).in_effect(start)
+    card = (await db.metering.load_rate_cards(session)).in_effect(start)
     if card is None:
         raise CloseRefused(f"no rate card is in effect at the start of {period}")
-    orgs = await close_store.orgs_to_close(session, period, end)
-    journal, issued = Journal(), 0
+    orgs = await db.close.orgs_to_close(session, period, end)
+    journal, issued = db.journal(), 0
     if progress:
         progress(0, len(orgs))
     for first in range(0, len(orgs), chunk):
         part = orgs[first : first + chunk]
 
         async def close_chunk(part: list[tuple[str, str]] = part) -> int:
-            async with raw_transaction(engine) as conn:
-                inputs = await close_store.close_inputs(conn, part, period, card)
+            async with db.transaction() as conn:
+                inputs = await db.close.close_inputs(conn, part, period, card)
                 drafts = [_draft(given) for given in inputs]
-                return len(await close_store.write_invoices(conn, journal, drafts, as_of))
+                return len(await db.close.write_invoices(conn, journal, drafts, as_of))
 
         issued += await retrying(close_chunk, journal, RETRYABLE, RETRIES, "close chunk")
         if progress:
             progress(first + len(part), len(orgs))
-    await close_store.record_closed(session, period, as_of)
+    await db.close.record_closed(session, period, as_of)
     return issued
 
 

@@ -1,17 +1,13 @@
-"""Organizations and commitments: who is billed, in which currency, for at least how much."""
+"""Organizations and commitments: who is billed, in which currency, for at least how much.
+
+Listing them is a pure read: entrypoints query ``adapters.postgres.organizations``."""
 
 from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from tally.adapters.postgres import metering_store
-from tally.adapters.postgres import organizations as store
-from tally.adapters.postgres.connection import raw_transaction
-from tally.adapters.postgres.tables import Organization
+from tally.adapters.ports.unit_of_work import Database
 from tally.domain.ledger import ORG_NAME, PLATFORM
 
 
@@ -19,11 +15,11 @@ class OrganizationError(ValueError):
     pass
 
 
-async def add(engine: AsyncEngine, name: str, currency: str) -> bool:
+async def add(db: Database, name: str, currency: str) -> bool:
     """Add an organization; False when it exists with that currency already."""
     currency = currency.upper()
-    async with raw_transaction(engine) as conn:
-        book = await metering_store.load_rate_cards(conn)
+    async with db.transaction() as conn:
+        book = await db.metering.load_rate_cards(conn)
         if currency not in book.currencies:
             raise OrganizationError(
                 f"currency {currency!r} is not priced by the rate card: "
@@ -34,9 +30,9 @@ async def add(engine: AsyncEngine, name: str, currency: str) -> bool:
                 f"{name!r} is not an organization name: letters, digits and . _ : - "
                 f"(starting with a letter or digit, at most 128), and not {PLATFORM!r}"
             )
-        if await store.insert(conn, name, currency):
+        if await db.organizations.insert(conn, name, currency):
             return True
-        existing = await store.currency_of(conn, name)
+        existing = await db.organizations.currency_of(conn, name)
         if existing != currency:
             raise OrganizationError(
                 f"organization {name!r} exists with currency {existing}; "
@@ -45,20 +41,16 @@ async def add(engine: AsyncEngine, name: str, currency: str) -> bool:
         return False
 
 
-async def list_all(engine: AsyncEngine) -> list[Organization]:
-    return await store.list_all(engine)
-
-
 async def add_commitment(
-    engine: AsyncEngine, org: str, license: str, model: str, quantity: Decimal, from_period: str
+    db: Database, org: str, license: str, model: str, quantity: Decimal, from_period: str
 ) -> None:
     """Record a committed minimum of billable users (hourly: hours) from ``from_period`` on.
 
     Commitments are never edited: a newer one for the same license and model supersedes
     the older from its period on, and ``0`` ends one. Closed periods keep their invoices.
     """
-    async with raw_transaction(engine) as conn:
-        card = (await metering_store.load_rate_cards(conn)).cards[-1]
+    async with db.transaction() as conn:
+        card = (await db.metering.load_rate_cards(conn)).cards[-1]
         if model not in card.api.allocation.get(license, {}):  # type: ignore[call-overload]
             offered = ", ".join(
                 f"{lic} {mod}" for lic, models in card.api.allocation.items() for mod in models
@@ -66,12 +58,8 @@ async def add_commitment(
             raise OrganizationError(
                 f"the rate card has no allocation for {license} {model}: use one of {offered}"
             )
-        if not await store.exists(conn, org):
+        if not await db.organizations.exists(conn, org):
             raise OrganizationError(f"no organization {org!r}: add it with `tally org add`")
         if quantity < 0:
             raise OrganizationError("a commitment is a number of users or hours, at least 0")
-        await store.insert_commitment(conn, org, license, model, quantity, from_period)
-
-
-async def commitments(engine: AsyncEngine, org: str) -> list[dict[str, Any]]:
-    return await store.commitments(engine, org)
+        await db.organizations.insert_commitment(conn, org, license, model, quantity, from_period)

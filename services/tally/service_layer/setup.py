@@ -2,35 +2,34 @@
 
 from __future__ import annotations
 
-from tally.adapters import redis_streams
-from tally.adapters.postgres import privileges, schema
-from tally.adapters.postgres.connection import make_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters.ports.schema import Schema
+from tally.adapters.ports.streams import Streams
 from tally.config import ServiceUrls, Settings
 
 
-async def migrate(settings: Settings, urls: ServiceUrls) -> list[str]:
-    """Runs as the login role (the owner), never as ``TALLY_DATABASE_ROLE``."""
+async def migrate(
+    settings: Settings, urls: ServiceUrls, schema: Schema, streams: Streams, owner: AsyncEngine
+) -> list[str]:
+    """Runs as the login role (the ``owner`` engine), never as ``TALLY_DATABASE_ROLE``."""
     done = []
     await schema.upgrade(urls.database)
     done.append("schema at the newest revision")
     passwords = {
-        privileges.WRITER: settings.writer_password,
-        privileges.READER: settings.reader_password,
+        schema.WRITER: settings.writer_password,
+        schema.READER: settings.reader_password,
     }
     await schema.grant(
         urls.database,
         {role: secret.get_secret_value() if secret else None for role, secret in passwords.items()},
     )
-    done.append(f"roles {privileges.WRITER} and {privileges.READER} granted their privileges")
-    engine = make_engine(urls.database, owner=True)
-    try:
-        loaded = await schema.load_rate_cards(engine)
-    finally:
-        await engine.dispose()
+    done.append(f"roles {schema.WRITER} and {schema.READER} granted their privileges")
+    loaded = await schema.load_rate_cards(owner)
     done.append(f"rate cards loaded: {', '.join(loaded)}" if loaded else "rate cards up to date")
-    client = redis_streams.connect(urls.redis)
+    client = streams.connect(urls.redis)
     try:
-        created = await redis_streams.ensure_group(client, settings.stream, settings.group)
+        created = await streams.ensure_group(client, settings.stream, settings.group)
     finally:
         await client.aclose()
     done.append(

@@ -4,7 +4,7 @@ Trimming removes only what can never be needed again: entries below what every c
 group has both delivered and acknowledged (the metering group acknowledges only after its
 PostgreSQL commit), and only when PostgreSQL holds the newest entry to be removed.
 Entries removed by someone else before the group read them are found by the read script
-(``redis_streams.READ_NEW``) and recorded here as incidents, never silently.
+(the adapter's read script) and recorded here as incidents, never silently.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters import redis_streams
-from tally.adapters.postgres import stream_records
-from tally.domain.rating import EVENT_FIELD, claimed_key
+from tally.adapters.ports.streams import Streams
+from tally.adapters.ports.unit_of_work import Database
+from tally.domain.rating import EVENT_FIELD_BYTES, claimed_key
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +32,23 @@ class TrimResult:
 
 
 async def _retention_ceiling(
-    client: aioredis.Redis, stream: str, retention: timedelta | int | None, now: datetime
+    streams: Streams,
+    client: aioredis.Redis,
+    stream: str,
+    retention: timedelta | int | None,
+    now: datetime,
 ) -> str | None:
     """The id below which the retention allows trimming (None: keep everything)."""
     if retention is None or retention == 0:
-        return redis_streams.NO_CEILING
+        return streams.NO_CEILING
     if isinstance(retention, timedelta):
         return f"{int((now - retention).timestamp() * 1000)}-0"
-    return await redis_streams.nth_newest_id(client, stream, retention)
+    return await streams.nth_newest_id(client, stream, retention)
 
 
 async def trim_stream(
-    engine: AsyncEngine,
+    db: Database,
+    streams: Streams,
     client: aioredis.Redis,
     stream: str,
     retention: timedelta | int | None,
@@ -53,19 +57,19 @@ async def trim_stream(
 ) -> TrimResult:
     """Trim ``stream`` (``XTRIM MINID``, exact) as far as retention and safety allow."""
     now = now or datetime.now(UTC)
-    ceiling = await _retention_ceiling(client, stream, retention, now)
+    ceiling = await _retention_ceiling(streams, client, stream, retention, now)
     if ceiling is None:
         return TrimResult(stream, None, 0, "the retention keeps every entry")
-    bound = await redis_streams.trim_bound(client, stream, ceiling)
+    bound = await streams.trim_bound(client, stream, ceiling)
     why = "retention" if bound == ceiling else "what a consumer group still needs"
-    last = await redis_streams.newest_before(client, stream, bound)
+    last = await streams.newest_before(client, stream, bound)
     if last is None:
         return TrimResult(stream, None, 0, f"nothing below the bound ({why})")
     sid, fields = last
-    raw = dict(fields).get(EVENT_FIELD) if isinstance(fields, list) else None
+    raw = dict(fields).get(EVENT_FIELD_BYTES) if isinstance(fields, list) else None
     source, event_id = claimed_key(raw) if raw is not None else (None, None)
     key = (source, event_id) if source is not None and event_id is not None else None
-    if not await stream_records.delivery_recorded(engine, stream, sid, key):
+    if not await db.stream_records.delivery_recorded(db.engine, stream, sid, key):
         log.error(
             "not trimming %s: entry %s is acknowledged but PostgreSQL has no record of it",
             stream,
@@ -76,17 +80,19 @@ async def trim_stream(
         )
     if dry_run:
         return TrimResult(stream, bound, 0, f"dry run: would trim below {bound} ({why})")
-    min_id, removed = await redis_streams.trim(client, stream, bound)
+    min_id, removed = await streams.trim(client, stream, bound)
     if removed:
-        await stream_records.record_trim(engine, stream, min_id, removed)
+        await db.stream_records.record_trim(db.engine, stream, min_id, removed)
         log.info("trimmed %d entries below %s from %s (%s)", removed, min_id, stream, why)
     return TrimResult(stream, min_id, removed, why)
 
 
-async def record_incidents(engine: AsyncEngine, client: aioredis.Redis, stream: str) -> int:
+async def record_incidents(
+    db: Database, streams: Streams, client: aioredis.Redis, stream: str
+) -> int:
     """Copy the stream's logged incidents into PostgreSQL (once each); returns the new ones."""
-    logged = await redis_streams.incidents(client, stream)
-    new = await stream_records.record_incidents(engine, stream, logged)
+    logged = await streams.incidents(client, stream)
+    new = await db.stream_records.record_incidents(db.engine, stream, logged)
     if new:
         log.error(
             "%d incident(s) on %s: entries were removed from the stream before they were "
@@ -98,12 +104,12 @@ async def record_incidents(engine: AsyncEngine, client: aioredis.Redis, stream: 
 
 
 async def stream_report(
-    engine: AsyncEngine, client: aioredis.Redis, stream: str, group: str
+    db: Database, streams: Streams, client: aioredis.Redis, stream: str, group: str
 ) -> dict[str, Any]:
     """Everything an operator (or a metrics scraper) watches about the stream."""
-    await record_incidents(engine, client, stream)
-    status = await redis_streams.stream_status(client, stream)
-    recorded = await stream_records.stream_summary(engine, stream)
+    await record_incidents(db, streams, client, stream)
+    status = await streams.stream_status(client, stream)
+    recorded = await db.stream_records.stream_summary(db.engine, stream)
     info = status.group(group)
     return {
         "stream": stream,
@@ -112,12 +118,12 @@ async def stream_report(
         "first_entry_id": status.first_entry_id,
         "last_generated_id": status.last_generated_id,
         "entries_added": status.entries_added,
-        "drained": redis_streams.drained(status, group),
+        "drained": streams.drained(status, group),
         "pending": info.pending,
         "lag": info.lag,
         "last_delivered_id": info.last_delivered_id,
         "oldest_pending_id": info.oldest_pending_id,
-        "safe_trim_below": await redis_streams.trim_bound(client, stream),
+        "safe_trim_below": await streams.trim_bound(client, stream),
         "groups": [asdict(g) for g in status.groups],
         **recorded,
     }

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tally.adapters.postgres.journal import Journal
+from tally.adapters.ports.ledger import Journal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

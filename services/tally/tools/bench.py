@@ -22,13 +22,11 @@ from typing import Any, Self
 from tally import bootstrap
 from tally.adapters import redis_streams
 from tally.adapters.postgres import databases
-from tally.adapters.postgres.connection import make_engine
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
 from tally.service_layer.metering import BatchReport
-from tally.service_layer.setup import migrate
 from tally.tools.loadgen import (
     LoadMix,
     api_request_event,
@@ -148,11 +146,11 @@ class Bench:
         self.settings = self.base_settings.model_copy(
             update={"stream": f"tally:bench:{secrets.token_hex(4)}", "consumer_name": "bench"}
         )
-        await migrate(self.settings, self.urls)
-        engine = make_engine(database)
+        await bootstrap.migrate(self.settings, self.urls)
+        engine = bootstrap.engine(self.urls.database)
         try:
             for org in self.orgs:
-                await organizations.add(engine, org, "USD")
+                await organizations.add(bootstrap.database(engine), org, "USD")
         finally:
             await engine.dispose()
         return self

@@ -12,7 +12,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from tally import bootstrap
-from tally.adapters.postgres.connection import make_engine, raw_connection, raw_transaction
+from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.domain.period import period_bounds
@@ -125,7 +125,7 @@ class CloseBench(Bench):
 
     async def add_orgs(self) -> None:
         """All organizations in one INSERT (``organizations.add`` is one transaction each)."""
-        engine = make_engine(self.urls.database)
+        engine = bootstrap.engine(self.urls.database)
         try:
             async with raw_transaction(engine) as conn:
                 await conn.execute(
@@ -142,7 +142,7 @@ class CloseBench(Bench):
         how many were stored (every one, or this raises)."""
         entries = list(close_entries(self.close_orgs, period))
         after_close = period_bounds(period)[1] + timedelta(hours=24)
-        engine = bootstrap.engine(self.urls)
+        engine = bootstrap.engine(self.urls.database)
         service = bootstrap.metering_service(
             engine,
             self.settings,
@@ -182,11 +182,11 @@ class CloseBench(Bench):
         started = time.perf_counter()
         events = await self.meter_period(period, fill_progress)
         filled = time.perf_counter() - started
-        engine = make_engine(self.urls.database)
+        engine = bootstrap.engine(self.urls.database)
         try:
             started = time.perf_counter()
             report = await close_period(
-                engine,
+                bootstrap.database(engine),
                 period,
                 as_of=period_bounds(period)[1] + timedelta(hours=24),
                 grace=timedelta(hours=24),

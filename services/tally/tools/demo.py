@@ -27,7 +27,6 @@ from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
 from tally.service_layer.metering import BatchReport
 from tally.service_layer.month_close import CloseReport, close_period
-from tally.service_layer.setup import migrate
 from tally.tools.bench import publish_mix
 from tally.tools.loadgen import LoadMix, LoadSummary
 
@@ -85,10 +84,10 @@ async def run_demo(
     step: Step,
     progress: Progress,
 ) -> DemoResult:
-    for line in await migrate(settings, urls):
+    for line in await bootstrap.migrate(settings, urls):
         step(line)
     for org, currency in DEMO_ORGS.items():
-        added = await organizations.add(engine, org, currency)
+        added = await organizations.add(bootstrap.database(engine), org, currency)
         step(f"organization {org} ({currency}) {'added' if added else 'already there'}")
     period = previous_period(datetime.now(UTC))
     mix = LoadMix(
@@ -123,7 +122,7 @@ async def run_demo(
     # the close's clock: now, or the earliest instant the month may close (its grace)
     as_of = max(datetime.now(UTC), closable_from(period, settings.close_grace))
     result.close = await close_period(
-        engine,
+        bootstrap.database(engine),
         period,
         as_of,
         settings.close_grace,

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy.pool import NullPool
 
 from support.migrations import Migrations
-from tally.adapters.postgres.connection import make_engine
+from tally import bootstrap
 
 
 @pytest.fixture
 async def migrations(database_url: str) -> AsyncIterator[Migrations]:
     # No pooled connection outlives a revision: each query sees the schema as it is now.
-    engine = make_engine(database_url, owner=True, poolclass=NullPool)
+    engine = bootstrap.engine(database_url, owner=True, poolclass=NullPool)
     yield Migrations(database_url, engine)
     await engine.dispose()

@@ -14,8 +14,8 @@ from decimal import Decimal
 
 import asyncpg
 
+from tally.adapters.ports.ledger import Journal
 from tally.adapters.postgres import allocations
-from tally.adapters.postgres.journal import Journal
 from tally.domain.invoicing import (
     METERS,
     Billed,

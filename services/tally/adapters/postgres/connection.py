@@ -5,7 +5,7 @@ owner: PostgreSQL then refuses them what only the owner may do (ALTER, DISABLE T
 TRUNCATE, DELETE, UPDATE outside the grants of ``privileges``). When the URL logs in as
 the owner (the embedded server, the tests), each connection switches role at start-up;
 a deployment logs in as ``tally_writer`` itself (the switch is then a no-op). Only
-``tally migrate`` keeps the owner (``owner=True``).
+``tally migrate`` keeps the owner (no ``role``). ``bootstrap`` passes the configured role.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tally.config import get_settings
-
 
 def async_url(url: str) -> str:
     """Accept postgres://, postgresql:// or postgresql+asyncpg:// and return the asyncpg form."""
@@ -27,13 +25,12 @@ def async_url(url: str) -> str:
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, owner: bool = False, **kwargs: Any) -> AsyncEngine:
-    """An engine acting as the configured role, or as the login role when ``owner``.
+def make_engine(url: str, role: str | None, **kwargs: Any) -> AsyncEngine:
+    """An engine acting as ``role``, or as the login role (the owner) when it is None.
 
     The role is a start-up setting of each connection (``server_settings``), so it holds
     for every pooled connection, survives the pool's reset and ``RESET ROLE``.
     """
-    role = None if owner else get_settings().database_role
     connect_args = {"server_settings": {"role": role}} if role else {}
     return create_async_engine(
         async_url(url), pool_pre_ping=True, connect_args=connect_args, **kwargs

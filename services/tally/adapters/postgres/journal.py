@@ -7,21 +7,19 @@ INSERT: the balance trigger checks each statement's entries whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import asyncpg
 
+from tally.adapters.ports.ledger import Carried
 from tally.domain.ledger import (
     GENESIS_HASH,
     Account,
-    CarriedEvent,
     Entry,
     chain_hash,
     events_digest,
 )
-
-Carried = Mapping[str, Iterable[CarriedEvent]]  # entry key -> the events it carries
 
 
 class Journal:

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally.adapters.postgres import privileges
 from tally.adapters.postgres.connection import async_url, raw_transaction
 from tally.adapters.postgres.databases import dsn
+from tally.adapters.postgres.privileges import READER as READER  # the roles it grants
+from tally.adapters.postgres.privileges import WRITER as WRITER
 from tally.adapters.ratecard_files import bundled_cards
 from tally.domain.ratecard import RateCard
 

@@ -40,7 +40,7 @@ from tally.domain.ledger import (
     events_digest,
 )
 from tally.domain.ratecard import RateCardBook
-from tally.domain.rating import EVENT_FIELD, Limits, Rated, rate
+from tally.domain.rating import EVENT_FIELD_BYTES, Limits, Rated, rate
 
 
 @dataclass
@@ -210,7 +210,7 @@ async def _events_match_their_bytes(
         key = f"({row['source']}, {row['id']})"
         rated = rate(
             row["stream_id"],
-            {EVENT_FIELD: bytes(row["raw"])},
+            {EVENT_FIELD_BYTES: bytes(row["raw"])},
             orgs,
             book,
             unchecked,

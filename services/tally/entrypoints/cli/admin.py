@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from tally import bootstrap
+from tally.adapters.postgres import organizations as organization_rows
 from tally.adapters.postgres import sources
 from tally.domain.events import MAX_USERS, json_schemas
 from tally.entrypoints.cli.context import run, settings_and_urls, with_engine
@@ -21,7 +23,6 @@ from tally.entrypoints.cli.rendering import (
     print_rows,
 )
 from tally.service_layer import organizations
-from tally.service_layer.setup import migrate
 
 org_app = typer.Typer(help="Organizations: who is billed, in which currency.", no_args_is_help=True)
 source_app = typer.Typer(
@@ -36,7 +37,7 @@ MAX_HOURS = Decimal(10**9)
 def migrate_command() -> None:
     """Upgrade the schema, grant the roles, load the rate cards, create the consumer group."""
     settings, urls = settings_and_urls()
-    for line in run(migrate(settings, urls)):
+    for line in run(bootstrap.migrate(settings, urls)):
         console.print(f"[green]✓[/green] {line}")
 
 
@@ -47,7 +48,9 @@ def org_add(
 ) -> None:
     """Add an organization (idempotent for the same currency)."""
     try:
-        added = with_engine(lambda engine: organizations.add(engine, org, currency))
+        added = with_engine(
+            lambda engine: organizations.add(bootstrap.database(engine), org, currency)
+        )
     except organizations.OrganizationError as exc:
         raise fail(str(exc), 2) from exc
     console.print(f"{'added' if added else 'already there:'} {org} ({currency.upper()})")
@@ -56,7 +59,7 @@ def org_add(
 @org_app.command("list")
 def org_list(fmt: FormatOption = Format.table) -> None:
     """The organizations and their currencies."""
-    rows = with_engine(organizations.list_all)
+    rows = with_engine(organization_rows.list_all)
     print_rows(
         [{"org": o.name, "currency": o.currency, "created_at": o.created_at} for o in rows],
         fmt,
@@ -95,7 +98,7 @@ def org_add_commitment(
     try:
         with_engine(
             lambda engine: organizations.add_commitment(
-                engine, org, license, model, quantity, from_period
+                bootstrap.database(engine), org, license, model, quantity, from_period
             )
         )
     except organizations.OrganizationError as exc:
@@ -111,7 +114,7 @@ def org_commitments(
 ) -> None:
     """The organization's commitments, oldest first (a later one supersedes)."""
     print_rows(
-        with_engine(lambda engine: organizations.commitments(engine, org)),
+        with_engine(lambda engine: organization_rows.commitments(engine, org)),
         fmt,
         f"commitments of {org}",
     )

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tally import bootstrap
 from tally.adapters.postgres import invoices
 from tally.config import get_settings
 from tally.domain.period import previous_period
@@ -76,7 +77,7 @@ def close(
         with counting_bars() as bars:
             task = bars.add_task(f"closing {chosen}", total=None)
             report = await close_period(
-                engine,
+                bootstrap.database(engine),
                 chosen,
                 clock,
                 settings.close_grace,

@@ -23,7 +23,7 @@ def settings_and_urls() -> tuple[Settings, ServiceUrls]:
 
 @asynccontextmanager
 async def engine_for(urls: ServiceUrls) -> AsyncIterator[AsyncEngine]:
-    engine = bootstrap.engine(urls)
+    engine = bootstrap.engine(urls.database)
     try:
         yield engine
     finally:

@@ -24,7 +24,7 @@ from tally.bootstrap import service_urls
 from tally.config import get_settings
 from tally.domain.events import InvalidEvent, parse_event
 from tally.domain.period import period_bounds, previous_period
-from tally.domain.rating import EVENT_FIELD
+from tally.domain.rating import EVENT_FIELD_BYTES
 from tally.entrypoints.cli.rendering import Format, FormatOption, errors, fail
 from tally.entrypoints.cli.rendering import print_rows as show
 from tally.sdk.producer import UsageProducer
@@ -80,7 +80,7 @@ def emit_command(
         source, event_id = parsed.source, parsed.id
     except InvalidEvent as exc:
         problem = exc.reason
-    size = len(EVENT_FIELD) + len(raw)  # the whole entry, as the consumer counts it
+    size = len(EVENT_FIELD_BYTES) + len(raw)  # the whole entry, as the consumer counts it
     if problem is None and size > settings.max_event_bytes:
         problem = f"oversized: {size} bytes (limit {settings.max_event_bytes})"
     if problem is not None:

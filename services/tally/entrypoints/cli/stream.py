@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from tally.adapters import redis_streams
+from tally import bootstrap
 from tally.config import parse_retention
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls
 from tally.entrypoints.cli.rendering import Format, FormatOption, fail, print_rows
@@ -53,11 +53,15 @@ def status(
     settings, urls = settings_and_urls()
 
     async def work() -> dict[str, Any]:
-        client = redis_streams.connect(urls.redis)
+        client = bootstrap.STREAMS.connect(urls.redis)
         try:
             async with engine_for(urls) as engine:
                 return await stream_health.stream_report(
-                    engine, client, settings.stream, settings.group
+                    bootstrap.database(engine),
+                    bootstrap.STREAMS,
+                    client,
+                    settings.stream,
+                    settings.group,
                 )
         finally:
             await client.aclose()
@@ -93,11 +97,16 @@ def trim(
         raise fail(str(exc), 2) from exc
 
     async def work() -> stream_health.TrimResult:
-        client = redis_streams.connect(urls.redis)
+        client = bootstrap.STREAMS.connect(urls.redis)
         try:
             async with engine_for(urls) as engine:
                 return await stream_health.trim_stream(
-                    engine, client, settings.stream, keep, dry_run=dry_run
+                    bootstrap.database(engine),
+                    bootstrap.STREAMS,
+                    client,
+                    settings.stream,
+                    keep,
+                    dry_run=dry_run,
                 )
         finally:
             await client.aclose()

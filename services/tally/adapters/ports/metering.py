@@ -1,0 +1,84 @@
+"""What metering a batch and replaying dead letters need of PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.domain.deliveries import DeliveryCounts
+from tally.domain.ratecard import RateCardBook
+from tally.domain.rating import (
+    Deliveries,
+    EventKey,
+    Posting,
+    Reject,
+    SourceGrant,
+    TotalKey,
+)
+
+
+class MeteringStore(Protocol):
+    """Rate cards, producers and organizations to rate with; one batch's rows to write."""
+
+    async def rate_cards_loaded(self, conn: asyncpg.Connection) -> tuple[int, datetime | None]: ...
+
+    async def load_rate_cards(self, conn: asyncpg.Connection) -> RateCardBook: ...
+
+    async def organizations(
+        self, conn: asyncpg.Connection, names: Iterable[str]
+    ) -> dict[str, str]: ...
+
+    async def sources_loaded(self, conn: asyncpg.Connection) -> int: ...
+
+    async def load_sources(self, conn: asyncpg.Connection) -> dict[str, SourceGrant]: ...
+
+    async def stored_keys(
+        self, conn: asyncpg.Connection, keys: Sequence[EventKey]
+    ) -> dict[EventKey, tuple[bytes, str]]: ...
+
+    async def add_ai_quantities(
+        self, conn: asyncpg.Connection, batch: Mapping[TotalKey, Decimal]
+    ) -> dict[TotalKey, Decimal]: ...
+
+    async def write_events(
+        self,
+        conn: asyncpg.Connection,
+        stream: str,
+        received_at: datetime,
+        deliveries: Deliveries,
+        postings: Sequence[Posting],
+        entry_ids: Mapping[str, int],
+    ) -> DeliveryCounts: ...
+
+    async def write_rejects(
+        self,
+        conn: asyncpg.Connection,
+        stream: str,
+        received_at: datetime,
+        rejects: Sequence[Reject],
+    ) -> int: ...
+
+    async def record_replays(
+        self,
+        conn: asyncpg.Connection,
+        replaying: Mapping[str, int],
+        outcomes: Mapping[str, str],
+        at: datetime,
+    ) -> int: ...
+
+    async def record_tally(
+        self, conn: asyncpg.Connection, stream: str, at: datetime, counts: DeliveryCounts
+    ) -> None: ...
+
+
+class DeadLetters(Protocol):
+    """The open dead letters, in id order (what ``tally dlq replay`` meters again)."""
+
+    async def open_dead_letters(
+        self, engine: AsyncEngine, ids: list[int] | None, after: int, limit: int
+    ) -> list[dict[str, Any]]: ...

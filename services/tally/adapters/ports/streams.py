@@ -1,0 +1,125 @@
+"""The event stream (Redis Streams) as the consumer and the stream's health see it, and the
+records PostgreSQL keeps of it (trims, incidents, deliveries)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.domain.rating import StreamEntry
+
+
+@dataclass(frozen=True)
+class Read:
+    """A bounded read: the entries, and how many entries its check found trimmed unread."""
+
+    entries: list[StreamEntry]
+    lost: int = 0
+
+
+@dataclass(frozen=True)
+class Claim:
+    next_start: str
+    claimed: list[str]  # now pending on this consumer; read them with ``fetch``
+    deleted: list[str]  # pending entries that no longer exist (Redis 7 removed them)
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    name: str
+    last_delivered_id: str
+    pending: int
+    oldest_pending_id: str | None
+    entries_read: int | None
+    lag: int | None
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    length: int
+    last_generated_id: str
+    entries_added: int | None
+    first_entry_id: str | None
+    groups: list[GroupStatus]
+
+    def group(self, name: str) -> GroupStatus:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise LookupError(f"no consumer group {name!r} on the stream: run `tally migrate`")
+
+
+class Reader(Protocol):
+    """One consumer's view of one stream and group, with batches bounded by bytes."""
+
+    async def read_new(self, now_ms: int) -> Read: ...
+
+    async def wait_for_new(self, block_ms: int) -> None: ...
+
+    async def fetch(self, ids: Sequence[str]) -> list[StreamEntry]: ...
+
+    async def own_pending(self, after: str, count: int) -> list[str]: ...
+
+    async def claim_idle(self, min_idle_ms: int, start: str, count: int) -> Claim: ...
+
+    async def ack(self, ids: Sequence[str]) -> None: ...
+
+
+class Streams(Protocol):
+    """Connecting, the consumer group, a reader, the stream's status, trimming, incidents."""
+
+    @property
+    def NO_CEILING(self) -> str: ...
+
+    def connect(self, url: str) -> aioredis.Redis: ...
+
+    def StreamReader(
+        self,
+        client: aioredis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        batch_size: int,
+        batch_max_bytes: int,
+        max_entry_bytes: int,
+    ) -> Reader: ...
+
+    async def ensure_group(self, client: aioredis.Redis, stream: str, group: str) -> bool: ...
+
+    async def stream_status(self, client: aioredis.Redis, stream: str) -> StreamStatus: ...
+
+    def drained(self, status: StreamStatus, group: str) -> bool: ...
+
+    async def incidents(self, client: aioredis.Redis, stream: str) -> list[dict[str, str]]: ...
+
+    async def trim_bound(self, client: aioredis.Redis, stream: str, ceiling: str = ...) -> str: ...
+
+    async def trim(self, client: aioredis.Redis, stream: str, ceiling: str) -> tuple[str, int]: ...
+
+    async def nth_newest_id(self, client: aioredis.Redis, stream: str, n: int) -> str | None: ...
+
+    async def newest_before(
+        self, client: aioredis.Redis, stream: str, bound: str
+    ) -> StreamEntry | None: ...
+
+
+class StreamRecords(Protocol):
+    """What PostgreSQL records of the stream: deliveries, trims, incidents."""
+
+    async def delivery_recorded(
+        self, engine: AsyncEngine, stream: str, stream_id: str, key: tuple[str, str] | None
+    ) -> bool: ...
+
+    async def record_trim(
+        self, engine: AsyncEngine, stream: str, min_id: str, removed: int
+    ) -> None: ...
+
+    async def record_incidents(
+        self, engine: AsyncEngine, stream: str, logged: Sequence[dict[str, str]]
+    ) -> int: ...
+
+    async def stream_summary(self, engine: AsyncEngine, stream: str) -> dict[str, Any]: ...
