@@ -7,6 +7,7 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import license_day, meter
+from tally import bootstrap
 from tally.adapters.postgres.allocations import allocations_so_far
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.ratecard_files import bundled_cards
@@ -18,7 +19,7 @@ async def test_reports_and_commitments_so_far_make_each_orgs_allocation(
     engine: AsyncEngine, service: MeteringService
 ) -> None:
     for org in ("north", "south", "east"):
-        await organizations.add(engine, org, "USD")
+        await organizations.add(bootstrap.database(engine), org, "USD")
     await meter(
         service,
         [
@@ -28,7 +29,9 @@ async def test_reports_and_commitments_so_far_make_each_orgs_allocation(
             license_day("g1", "gc1", "concurrent", 4, org="south", day="2026-11-02"),
         ],
     )
-    await organizations.add_commitment(engine, "south", "gc1", "concurrent", Decimal(6), "2026-11")
+    await organizations.add_commitment(
+        bootstrap.database(engine), "south", "gc1", "concurrent", Decimal(6), "2026-11"
+    )
     async with raw_connection(engine) as conn:
         found = await allocations_so_far(
             conn, ["north", "south", "east"], "2026-11", bundled_cards()[-1]
