@@ -8,13 +8,24 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally.adapters.postgres.api_keys import PostgresApiKeys
 from tally.adapters.postgres.connection import make_engine
+from tally.adapters.postgres.privileges import READER
 from tally.config import ServiceUrls, Settings
 from tally.domain.rating import Limits
 from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import BatchReport, MeteringService
 
-__all__ = ["ServiceUrls", "consumer", "engine", "limits", "metering_service", "service_urls"]
+__all__ = [
+    "ServiceUrls",
+    "api_engine",
+    "api_key_store",
+    "consumer",
+    "engine",
+    "limits",
+    "metering_service",
+    "service_urls",
+]
 
 
 def service_urls(settings: Settings) -> ServiceUrls:
@@ -39,6 +50,16 @@ def service_urls(settings: Settings) -> ServiceUrls:
 def engine(urls: ServiceUrls, owner: bool = False) -> AsyncEngine:
     """An engine on the ledger: as ``TALLY_DATABASE_ROLE``, or as the login role (``owner``)."""
     return make_engine(urls.database, owner=owner)
+
+
+def api_engine(settings: Settings, urls: ServiceUrls) -> AsyncEngine:
+    """The HTTP API's engine: always acting as ``tally_reader`` (SELECT only), logged in
+    through ``TALLY_API_DATABASE_URL`` or switching role on the ledger's URL."""
+    return make_engine(settings.api_database_url or urls.database, role=READER)
+
+
+def api_key_store(engine: AsyncEngine) -> PostgresApiKeys:
+    return PostgresApiKeys(engine)
 
 
 def limits(settings: Settings) -> Limits:

@@ -27,13 +27,16 @@ def async_url(url: str) -> str:
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, owner: bool = False, **kwargs: Any) -> AsyncEngine:
-    """An engine acting as the configured role, or as the login role when ``owner``.
+def make_engine(
+    url: str, *, owner: bool = False, role: str | None = None, **kwargs: Any
+) -> AsyncEngine:
+    """An engine acting as ``role`` (default: the configured role), or as the login role
+    when ``owner``.
 
     The role is a start-up setting of each connection (``server_settings``), so it holds
     for every pooled connection, survives the pool's reset and ``RESET ROLE``.
     """
-    role = None if owner else get_settings().database_role
+    role = None if owner else role or get_settings().database_role
     connect_args = {"server_settings": {"role": role}} if role else {}
     return create_async_engine(
         async_url(url), pool_pre_ping=True, connect_args=connect_args, **kwargs

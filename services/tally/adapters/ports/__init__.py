@@ -1,0 +1,1 @@
+"""Protocols the service layer needs from the adapters (one module per store)."""
