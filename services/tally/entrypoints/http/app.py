@@ -64,10 +64,10 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
         dependencies=[Depends(authorize)],
     )
     for router in ROUTERS:
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                declaration(route)  # fails now for a route that declares no scope
         app.include_router(router)
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            declaration(route)  # fails now for a route that declares no scope
     errors.install(app)
     app.middleware("http")(_log_request)
     if engine is not None:

@@ -21,7 +21,8 @@ from tally.adapters.postgres.api_keys import find_key
 from tally.domain.access import Scope, key_id_of
 from tally.entrypoints.http.errors import ApiError
 
-SCOPE = "x-tally-scope"  # the scope a key needs; None: public
+SCOPE = "x-tally-scope"  # the scope a key needs, or PUBLIC
+PUBLIC = "public"  # no key needed
 ORG = "x-tally-org"  # how the route names an organization (an ``OrgBinding``), if it does
 
 
@@ -33,7 +34,7 @@ class OrgBinding(StrEnum):
 
 def scoped(scope: Scope | None, org: OrgBinding | None = None) -> dict[str, Any]:
     """The route's declaration, for ``@router.get(path, **scoped(...))``."""
-    extra: dict[str, Any] = {SCOPE: None if scope is None else scope.value}
+    extra: dict[str, Any] = {SCOPE: PUBLIC if scope is None else scope.value}
     if org is not None:
         extra[ORG] = org.value
     return {"openapi_extra": extra}
@@ -58,7 +59,7 @@ def declaration(route: APIRoute) -> tuple[Scope | None, OrgBinding | None]:
     if SCOPE not in extra:
         raise RuntimeError(f"route {route.path} declares no {SCOPE}: use auth.scoped(...)")
     scope, org = extra[SCOPE], extra.get(ORG)
-    return (None if scope is None else Scope(scope)), (None if org is None else OrgBinding(org))
+    return (None if scope == PUBLIC else Scope(scope)), (None if org is None else OrgBinding(org))
 
 
 def _secret(request: Request) -> str:
