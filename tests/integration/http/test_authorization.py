@@ -1,4 +1,4 @@
-"""The authorization matrix, generated from the OpenAPI document: every operation × every
+"""The authorization matrix, generated from the OpenAPI document: every operation by every
 kind of caller → the status its declared scope and organization binding imply. A route
 that declares nothing, or a path parameter this test cannot fill, fails the test."""
 
