@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally import bootstrap
 from tally.config import get_settings
 from tally.entrypoints.http import errors
-from tally.entrypoints.http.auth import authorize, declaration
+from tally.entrypoints.http.auth import SECURITY_SCHEMES, authorize, declaration
 from tally.entrypoints.http.routes import dead_letters, events, health, invoices, verify
 
 log = logging.getLogger("tally.api")
@@ -70,6 +70,7 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
         app.include_router(router)
     errors.install(app)
     app.middleware("http")(_log_request)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
     if engine is not None:
         app.state.engine = engine
     return app
@@ -100,3 +101,16 @@ async def _log_request(
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document, as committed in ``schemas/openapi.json``."""
     return create_app().openapi()
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's document with the API key's security scheme."""
+    original = app.openapi
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:  # FastAPI builds it once and keeps it
+            original().setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    return document

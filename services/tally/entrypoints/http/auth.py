@@ -23,6 +23,10 @@ from tally.entrypoints.http.errors import ApiError
 
 SCOPE = "x-tally-scope"  # the scope a key needs, or PUBLIC
 PUBLIC = "public"  # no key needed
+SCHEME = "apiKey"  # the OpenAPI security scheme: Authorization: Bearer tally_…
+SECURITY_SCHEMES = {
+    SCHEME: {"type": "http", "scheme": "bearer", "description": "`tally apikey create`"}
+}
 ORG = "x-tally-org"  # how the route names an organization (an ``OrgBinding``), if it does
 
 
@@ -35,6 +39,8 @@ class OrgBinding(StrEnum):
 def scoped(scope: Scope | None, org: OrgBinding | None = None) -> dict[str, Any]:
     """The route's declaration, for ``@router.get(path, **scoped(...))``."""
     extra: dict[str, Any] = {SCOPE: PUBLIC if scope is None else scope.value}
+    if scope is not None:
+        extra["security"] = [{SCHEME: []}]
     if org is not None:
         extra[ORG] = org.value
     return {"openapi_extra": extra}
