@@ -20,7 +20,6 @@ from tally.entrypoints.cli.rendering import (
     fail,
     print_rows,
 )
-from tally.entrypoints.http.app import openapi_document
 from tally.service_layer import organizations
 from tally.service_layer.setup import migrate
 
@@ -188,6 +187,8 @@ def schemas_export(
 ) -> None:
     """Write one JSON Schema per event type and the HTTP API's OpenAPI document
     (``--check``: fail when the folder is stale)."""
+    from tally.entrypoints.http.app import openapi_document  # FastAPI: only when needed
+
     stale = []
     for name, schema in {**json_schemas(), "openapi.json": openapi_document()}.items():
         text = json.dumps(schema, indent=2, sort_keys=True) + "\n"

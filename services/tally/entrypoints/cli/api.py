@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-import uvicorn
 
 from tally import bootstrap
 from tally.adapters.postgres.api_keys import list_keys
@@ -30,8 +28,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the read-only HTTP API; its database connection acts as tally_reader."""
+    import uvicorn  # only for this command: every other one starts faster
+
     settings, _ = settings_and_urls()  # start the embedded servers once, before the workers
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     uvicorn.run(
         "tally.entrypoints.http.app:create_app",
         factory=True,
@@ -39,7 +38,33 @@ def serve(
         port=port or settings.api_port,
         workers=workers or settings.api_workers,
         access_log=False,  # tally.api logs every request with its key id
+        log_config=_log_config(),  # applied in every worker process
     )
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus tally.api's one line a request (with a timestamp) on stderr."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    return {
+        **LOGGING_CONFIG,
+        "formatters": {
+            **LOGGING_CONFIG["formatters"],
+            "requests": {"format": "%(asctime)s %(name)s %(message)s"},
+        },
+        "handlers": {
+            **LOGGING_CONFIG["handlers"],
+            "requests": {
+                "formatter": "requests",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "loggers": {
+            **LOGGING_CONFIG["loggers"],
+            "tally.api": {"handlers": ["requests"], "level": "INFO", "propagate": False},
+        },
+    }
 
 
 @apikey_app.command("create")
