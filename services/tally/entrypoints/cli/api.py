@@ -14,6 +14,8 @@ from tally.entrypoints.cli.context import settings_and_urls, with_engine
 from tally.entrypoints.cli.rendering import Format, FormatOption, console, fail, print_rows
 from tally.service_layer.api_keys import create_key
 
+WORKER_HEALTHCHECK_S = 60
+
 apikey_app = typer.Typer(
     help="Keys of the HTTP API (tally serve): one role each, a secret shown once.",
     no_args_is_help=True,
@@ -39,6 +41,9 @@ def serve(
         workers=workers or settings.api_workers,
         access_log=False,  # tally.api logs every request with its key id
         log_config=_log_config(),  # applied in every worker process
+        # a spawned worker imports the whole CLI before it answers the supervisor's ping:
+        # on a busy host that takes more than uvicorn's 5 s, and it would be killed forever
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
     )
 
 
