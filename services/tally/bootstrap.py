@@ -14,7 +14,9 @@ from tally.adapters import redis_streams
 from tally.adapters.ports.schema import Schema
 from tally.adapters.ports.streams import Streams
 from tally.adapters.postgres import schema
+from tally.adapters.postgres.api_keys import PostgresApiKeys
 from tally.adapters.postgres.connection import make_engine
+from tally.adapters.postgres.privileges import READER
 from tally.adapters.postgres.unit_of_work import PostgresDatabase
 from tally.config import ServiceUrls, Settings, get_settings
 from tally.domain.rating import Limits
@@ -25,6 +27,8 @@ from tally.service_layer.metering import BatchReport, MeteringService
 __all__ = [
     "STREAMS",
     "ServiceUrls",
+    "api_engine",
+    "api_key_store",
     "consumer",
     "database",
     "engine",
@@ -66,6 +70,16 @@ def engine(database: str, owner: bool = False, **kwargs: Any) -> AsyncEngine:
 def database(engine: AsyncEngine) -> PostgresDatabase:
     """The service layer's ``Database`` port on ``engine``."""
     return PostgresDatabase(engine)
+
+
+def api_engine(settings: Settings, urls: ServiceUrls) -> AsyncEngine:
+    """The HTTP API's engine: always acting as ``tally_reader`` (SELECT only), logged in
+    through ``TALLY_API_DATABASE_URL`` or switching role on the ledger's URL."""
+    return make_engine(settings.api_database_url or urls.database, role=READER)
+
+
+def api_key_store(engine: AsyncEngine) -> PostgresApiKeys:
+    return PostgresApiKeys(engine)
 
 
 def limits(settings: Settings) -> Limits:

@@ -90,6 +90,15 @@ class Settings(BaseSettings):
         "or may not bill their organization; off for the embedded demo, on in compose.",
     )
 
+    api_host: str = Field(default="127.0.0.1", description="Address `tally serve` listens on.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port of `tally serve`.")
+    api_workers: int = Field(default=1, ge=1, description="Worker processes of `tally serve`.")
+    api_database_url: str | None = Field(
+        default=None,
+        description="The HTTP API's database URL, logging in as tally_reader; unset: the "
+        "ledger's URL with SET ROLE tally_reader at connect. Either way it can only SELECT.",
+    )
+
     close_grace_hours: float = Field(
         default=24,
         ge=0,

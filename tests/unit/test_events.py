@@ -25,6 +25,7 @@ from tally.domain.events import (
     optional_attributes,
     parse_event,
 )
+from tally.entrypoints.http.app import openapi_document
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -567,15 +568,21 @@ def test_an_extension_value_without_a_cloudevents_type_is_refused(value: Any) ->
 
 def rendered() -> dict[str, str]:
     """What ``tally schemas export`` writes, file name → text."""
+    documents = {**json_schemas(), "openapi.json": openapi_document()}
     return {
         name: json.dumps(schema, indent=2, sort_keys=True) + "\n"
-        for name, schema in json_schemas().items()
+        for name, schema in documents.items()
     }
 
 
 def test_schemas_folder_is_current() -> None:
     expected = rendered()
-    assert set(expected) == {"api.request.json", "ai.usage.json", "license.usage.json"}
+    assert set(expected) == {
+        "api.request.json",
+        "ai.usage.json",
+        "license.usage.json",
+        "openapi.json",
+    }
     present = {path.name for path in SCHEMAS.glob("*.json")}
     stale = sorted(
         name

@@ -22,9 +22,11 @@ from tally.adapters.postgres.invoices import Invoice
 from tally.adapters.postgres.verification import Verification, verify
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
+from tally.domain.access import NewKey, Role
 from tally.domain.period import closable_from, previous_period
 from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
+from tally.service_layer.api_keys import create_key
 from tally.service_layer.metering import BatchReport
 from tally.service_layer.month_close import CloseReport, close_period
 from tally.tools.bench import publish_mix
@@ -47,6 +49,7 @@ class DemoResult:
     verification: Verification | None = None
     close: CloseReport | None = None
     invoices: dict[str, Invoice] = field(default_factory=dict)
+    api_key: NewKey | None = None  # an auditor's key for the HTTP API (tally serve)
 
     def billable_requests(self, org: str) -> int:
         """What the demo sent: seed 000's requests for acme, the generator's for the rest."""
@@ -136,4 +139,8 @@ async def run_demo(
         if invoice is not None:
             result.invoices[org] = invoice
     result.verification = await verify(engine)
+    result.api_key, _ = await create_key(
+        bootstrap.api_key_store(engine), Role.auditor, None, "demo auditor", None
+    )
+    step(f"auditor API key {result.api_key.id} created (tally apikey list)")
     return result

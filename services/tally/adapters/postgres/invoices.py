@@ -12,6 +12,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.listing import Listing
 
 
 def invoice_number(number: int) -> str:
@@ -126,3 +127,27 @@ async def _document(conn: asyncpg.Connection, head: asyncpg.Record) -> Invoice:
         dict(entries),
         head["issued_at"],
     )
+
+
+def invoice_listing(org: str | None, period: str | None, status: str | None) -> Listing:
+    """Invoices in number order, filtered by organization, period and status."""
+    return Listing(
+        """SELECT 'INV-' || lpad(i.number::text, greatest(6, length(i.number::text)), '0')
+                      AS number, i.org, i.period, i.currency, i.status, i.total, i.issued_at,
+                  (SELECT count(*) FROM invoice_adjustment a WHERE a.invoice = i.number)
+                      AS adjustments
+             FROM invoice i
+            WHERE ($1::text IS NULL OR i.org = $1) AND ($2::text IS NULL OR i.period = $2)
+              AND ($3::text IS NULL OR i.status = $3)
+              AND ($4::bigint IS NULL OR i.number > $4)
+            ORDER BY i.number""",
+        (org, period, status),
+        (int,),
+        lambda row: (int(row["number"].removeprefix("INV-")),),
+    )
+
+
+async def invoice_numbered(engine: AsyncEngine, number: int) -> Invoice | None:
+    async with raw_connection(engine) as conn:
+        head = await conn.fetchrow("SELECT * FROM invoice WHERE number = $1", number)
+        return None if head is None else await _document(conn, head)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -9,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.invoices import invoice_number
+from tally.adapters.postgres.listing import Listing
 from tally.domain.events import optional_attributes
 
 
@@ -158,3 +161,36 @@ async def open_dead_letters(
             limit,
         )
     return [dict(row) for row in rows]
+
+
+def dead_letter_listing(code: str | None, source: str | None, since: datetime | None) -> Listing:
+    """Dead letters in id order, filtered by code, source and time received."""
+    return Listing(
+        """SELECT id, stream, stream_id, code, reason, source, event_id, received_at,
+                  CASE WHEN replayed_at IS NULL THEN 'open' ELSE 'replayed' END AS state,
+                  replayed_at, replay_outcome, octet_length(raw) AS raw_bytes,
+                  original_length, original_sha256
+             FROM dead_letter
+            WHERE ($1::text IS NULL OR code = $1) AND ($2::text IS NULL OR source = $2)
+              AND ($3::timestamptz IS NULL OR received_at >= $3)
+              AND ($4::bigint IS NULL OR id > $4)
+            ORDER BY id""",
+        (code, source, since),
+        (int,),
+        lambda row: (row["id"],),
+    )
+
+
+async def dead_letter(engine: AsyncEngine, letter_id: int) -> dict[str, Any] | None:
+    """One dead letter with its raw bytes: base64, and as text when they are UTF-8."""
+    async with raw_connection(engine) as conn:
+        row = await conn.fetchrow("SELECT * FROM dead_letter WHERE id = $1", letter_id)
+    if row is None:
+        return None
+    letter = dict(row)
+    raw: bytes = letter.pop("raw")
+    try:
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {**letter, "raw_base64": base64.b64encode(raw).decode(), "raw_text": text}

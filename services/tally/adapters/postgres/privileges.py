@@ -32,6 +32,7 @@ WRITER_UPDATES: Mapping[str, tuple[str, ...]] = {
     "meter_total": ("quantity",),  # running AI quantity (ON CONFLICT DO UPDATE; only grows)
     "dead_letter": ("replayed_at", "replay_outcome"),  # a replay is recorded
     "invoice_counter": ("last",),  # the next invoice numbers are taken
+    "api_key": ("revoked_at",),  # a key is revoked (once: a trigger refuses the rest)
 }
 # Tables the services read but never add to: migrate fills them.
 WRITER_READ_ONLY = frozenset(

@@ -297,3 +297,18 @@ class ProducerSource(SQLModel, table=True):
     any_org: bool
     orgs: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
     recorded_at: datetime = _ts(nullable=False)
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """A key of the HTTP API: only the SHA-256 of its secret; revoked at most once."""
+
+    __tablename__ = "api_key"
+    id: str = Field(primary_key=True)
+    name: str
+    role: str
+    scopes: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    org: str | None = None
+    secret_hash: str = Field(unique=True)
+    created_at: datetime = _ts(nullable=False)
+    expires_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)

@@ -29,7 +29,9 @@ source_app = typer.Typer(
     help="Producer sources: which event source may bill which organizations.",
     no_args_is_help=True,
 )
-schemas_app = typer.Typer(help="The wire contract's JSON Schemas.", no_args_is_help=True)
+schemas_app = typer.Typer(
+    help="The wire contract's JSON Schemas and the API's OpenAPI.", no_args_is_help=True
+)
 SCHEMAS_DIR = Path("schemas")
 MAX_HOURS = Decimal(10**9)
 
@@ -186,9 +188,12 @@ def schemas_export(
     out: Annotated[Path, typer.Option(help="Folder to write into.")] = SCHEMAS_DIR,
     check: Annotated[bool, typer.Option(help="Only check the folder is current.")] = False,
 ) -> None:
-    """Write one JSON Schema per event type (``--check``: fail when the folder is stale)."""
+    """Write one JSON Schema per event type and the HTTP API's OpenAPI document
+    (``--check``: fail when the folder is stale)."""
+    from tally.entrypoints.http.app import openapi_document  # FastAPI: only when needed
+
     stale = []
-    for name, schema in json_schemas().items():
+    for name, schema in {**json_schemas(), "openapi.json": openapi_document()}.items():
         text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
         path = out / name
         if check:

@@ -72,6 +72,7 @@ def demo(
             f"{result.period} --format html · tally dlq list · "
             "tally events show SOURCE ID · tally stop"
         )
+        _show_api(result, settings.api_host, settings.api_port)
     if not verification.ok:
         raise typer.Exit(1)
 
@@ -87,7 +88,22 @@ def _as_data(result: DemoResult) -> dict[str, Any]:
         "invoices": {org: invoice.document for org, invoice in result.invoices.items()},
         "verified": result.verification.ok,
         "findings": [vars(finding) for finding in result.verification.findings],
+        "api_key": result.api_key.secret if result.api_key else None,
     }
+
+
+def _show_api(result: DemoResult, host: str, port: int) -> None:
+    """How to open the HTTP API with the auditor's key the demo made (shown once)."""
+    assert result.api_key is not None
+    url = f"http://{host}:{port}"
+    console.print(
+        f"\n[bold]the HTTP API[/bold]: run `tally serve`, then open {url}/openapi.json or\n"
+        f"  curl -H 'Authorization: Bearer {result.api_key.secret}' "
+        f"'{url}/v1/invoices?period={result.period}'\n"
+        "[dim](an auditor's key, shown once; tally apikey revoke "
+        f"{result.api_key.id} to disable it)[/dim]",
+        soft_wrap=True,
+    )
 
 
 def _show(result: DemoResult) -> None:

@@ -21,6 +21,7 @@ from tally.entrypoints.cli.rendering import (
     fail,
     print_rows,
 )
+from tally.entrypoints.plain import verification_summary
 from tally.service_layer.metering import replay_dead_letters
 
 ledger_app = typer.Typer(help="Balances and tamper evidence.", no_args_is_help=True)
@@ -49,18 +50,8 @@ def verify_command(fmt: FormatOption = Format.table) -> None:
     """Balanced entries, linked events, intact hash chains, invoices and deliveries all
     there; exit 1 on any finding."""
     result = with_engine(verify)
-    findings = [{"check": f.check, "detail": f.detail} for f in result.findings]
-    summary = {
-        "ok": result.ok,
-        "entries": result.entries,
-        "lines": result.lines,
-        "events": result.events,
-        "lanes": result.lanes,
-        "heads": result.heads,
-        "tallies": result.tallies,
-        "tally_heads": result.tally_heads,
-        "findings": findings,
-    }
+    summary = verification_summary(result)
+    findings = summary["findings"]
     if fmt is Format.json:
         print_rows(summary, fmt)
     else:

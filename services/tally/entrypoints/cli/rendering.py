@@ -7,7 +7,6 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from html import escape
@@ -21,6 +20,7 @@ from rich.table import Table
 from tally.adapters.postgres.invoices import Invoice
 from tally.domain.invoicing import FEATURES_USED
 from tally.domain.period import is_period
+from tally.entrypoints.plain import plain
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # an error stays on one line, for grep
@@ -36,26 +36,12 @@ FormatOption = Annotated[
 ]
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
 def print_rows(
     rows: Sequence[dict[str, Any]] | dict[str, Any], fmt: Format, title: str = ""
 ) -> None:
     """Print ``rows`` (a list of flat dicts, or one dict) in the chosen format."""
     if fmt is Format.json:
-        typer.echo(json.dumps(_plain(rows), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(plain(rows), indent=2, ensure_ascii=False))
         return
     items = [rows] if isinstance(rows, dict) else list(rows)
     if not items:
@@ -66,7 +52,7 @@ def print_rows(
         numeric = isinstance(items[0][column], Decimal | int)
         table.add_column(column, justify="right" if numeric else "left")
     for item in items:
-        table.add_row(*(str(_plain(item[column])) for column in items[0]))
+        table.add_row(*(str(plain(item[column])) for column in items[0]))
     console.print(table)
 
 

@@ -1,0 +1,78 @@
+"""The API keys' rows: added, listed, revoked once, and found by id for each request."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters.postgres.connection import raw_connection
+from tally.domain.access import NewKey, Scope, StoredKey
+
+
+class PostgresApiKeys:
+    """The ``ApiKeyStore`` port on PostgreSQL (as tally_writer; the API reads as tally_reader)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def add(self, key: NewKey, name: str, expires_at: datetime | None) -> datetime:
+        async with raw_connection(self.engine) as conn:
+            created: datetime = await conn.fetchval(
+                """INSERT INTO api_key (id, name, role, scopes, org, secret_hash, expires_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at""",
+                key.id,
+                name,
+                key.role.value,
+                sorted(key.scopes),
+                key.org,
+                key.secret_hash,
+                expires_at,
+            )
+        return created
+
+    async def revoke(self, key_id: str) -> str | None:
+        """Revoke the key; None when it is unknown, else 'revoked' or 'already revoked'."""
+        async with raw_connection(self.engine) as conn:
+            row = await conn.fetchrow(
+                """WITH hit AS (UPDATE api_key SET revoked_at = now()
+                                 WHERE id = $1 AND revoked_at IS NULL RETURNING id)
+                   SELECT (SELECT count(*) FROM hit) AS revoked,
+                          EXISTS (SELECT 1 FROM api_key WHERE id = $1) AS known""",
+                key_id,
+            )
+        assert row is not None
+        if not row["known"]:
+            return None
+        return "revoked" if row["revoked"] else "already revoked"
+
+
+async def list_keys(engine: AsyncEngine) -> list[dict[str, Any]]:
+    """Every key, oldest first, without its secret's hash."""
+    async with raw_connection(engine) as conn:
+        rows = await conn.fetch(
+            """SELECT id, name, role, array_to_string(scopes, ' ') AS scopes, org,
+                      created_at, expires_at, revoked_at
+                 FROM api_key ORDER BY created_at, id"""
+        )
+    return [dict(row) for row in rows]
+
+
+async def find_key(engine: AsyncEngine, key_id: str) -> StoredKey | None:
+    async with raw_connection(engine) as conn:
+        row = await conn.fetchrow(
+            """SELECT id, secret_hash, scopes, org, expires_at, revoked_at
+                 FROM api_key WHERE id = $1""",
+            key_id,
+        )
+    if row is None:
+        return None
+    return StoredKey(
+        row["id"],
+        row["secret_hash"],
+        frozenset(Scope(scope) for scope in row["scopes"]),
+        row["org"],
+        row["expires_at"],
+        row["revoked_at"],
+    )

@@ -1,0 +1,101 @@
+"""Who may read what through the HTTP API: scopes, the role presets, and API key secrets.
+
+A secret is ``tally_<key id>_<256 random bits>``: the prefix makes a leaked key
+recognizable (secret scanners), the key id finds its row without scanning, and only the
+SHA-256 of the whole secret is stored, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+PREFIX = "tally_"
+KEY_ID_BYTES = 6  # 12 hex digits: a lookup id, not a secret
+SECRET_BYTES = 32  # 256 random bits
+SECRET_PATTERN = re.compile(r"tally_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+
+
+class Scope(StrEnum):
+    ledger_read = "ledger:read"
+    invoices_read = "invoices:read"
+    usage_read = "usage:read"
+    dlq_read = "dlq:read"
+
+
+class Role(StrEnum):
+    auditor = "auditor"
+    finance = "finance"
+    org_viewer = "org_viewer"
+
+
+@dataclass(frozen=True)
+class Preset:
+    scopes: frozenset[Scope]
+    one_org: bool  # bound to exactly one organization (else: all organizations)
+
+
+PRESETS: dict[Role, Preset] = {
+    Role.auditor: Preset(frozenset(Scope), one_org=False),
+    Role.finance: Preset(
+        frozenset({Scope.invoices_read, Scope.usage_read, Scope.dlq_read}), one_org=False
+    ),
+    Role.org_viewer: Preset(frozenset({Scope.invoices_read, Scope.usage_read}), one_org=True),
+}
+
+
+class KeyRefused(ValueError):
+    """A key that cannot be made as asked (e.g. an org_viewer without its organization)."""
+
+
+@dataclass(frozen=True)
+class NewKey:
+    id: str
+    secret: str  # shown once, never stored
+    secret_hash: str
+    role: Role
+    scopes: frozenset[Scope]
+    org: str | None
+
+
+def new_key(role: Role, org: str | None) -> NewKey:
+    """A fresh key of ``role``: an org_viewer needs its one organization, others take none."""
+    preset = PRESETS[role]
+    if preset.one_org and not org:
+        raise KeyRefused(f"a {role} key is bound to one organization: give --org")
+    if not preset.one_org and org:
+        raise KeyRefused(f"a {role} key reads every organization: --org does not apply")
+    key_id = secrets.token_hex(KEY_ID_BYTES)
+    secret = f"{PREFIX}{key_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
+    return NewKey(key_id, secret, hash_secret(secret), role, preset.scopes, org)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def key_id_of(secret: str) -> str | None:
+    """The lookup id inside a well-formed secret; None for anything else."""
+    found = SECRET_PATTERN.fullmatch(secret)
+    return found[1] if found else None
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    id: str
+    secret_hash: str
+    scopes: frozenset[Scope]
+    org: str | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def admits(self, secret: str, now: datetime) -> bool:
+        """The secret is this key's, and the key is neither expired nor revoked."""
+        same = hmac.compare_digest(hash_secret(secret), self.secret_hash)
+        live = self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+        return same and live

@@ -1,0 +1,25 @@
+"""The read-only HTTP API (``tally serve``): FastAPI on uvicorn, connected as tally_reader.
+
+Layout: ``app`` (the factory, request log, engine), ``auth`` (API keys and the scope
+declarations), ``errors`` (JSON errors with stable codes), ``lists`` (keyset pages and
+streamed CSV), ``params`` (shared query parameters), ``routes/`` (one module per noun).
+
+Adding a route takes a few lines. In ``routes/<noun>.py`` (a new module: add it to
+``app.ROUTERS``)::
+
+    router = APIRouter(tags=["accounts"])
+
+    @router.get("/v1/accounts", **scoped(Scope.ledger_read))          # its scope
+    async def list_accounts(
+        caller: CallerDep, paging: PagingDep, org: OrgQuery = None
+    ) -> JSONResponse | StreamingResponse:
+        return await answer(paging, accounts.account_listing(caller.narrow(org)))
+
+``scoped(scope, org)`` writes the declaration into the OpenAPI operation
+(``x-tally-scope``, ``x-tally-org``) and ``auth.authorize`` (run for every route) enforces
+exactly that; a route without it fails every request and the authorization matrix test.
+For a list, write a ``Listing`` (adapters/postgres/listing.py: SQL ordered by a key) and
+``answer`` gives JSON pages and streamed CSV. Raise ``ApiError(404, ...)`` for a missing
+row; return plain dicts passed through ``plain`` (decimals as strings). Then run
+``tally schemas export`` to refresh ``schemas/openapi.json``.
+"""

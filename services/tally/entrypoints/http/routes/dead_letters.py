@@ -1,0 +1,39 @@
+"""Dead letters: rejected stream entries, listed, and one with its raw bytes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from tally.adapters.postgres import ledger_queries
+from tally.domain.access import Scope
+from tally.entrypoints.http.auth import CallerDep, scoped
+from tally.entrypoints.http.errors import ApiError
+from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer
+from tally.entrypoints.http.params import SinceQuery
+from tally.entrypoints.plain import plain
+
+router = APIRouter(tags=["dead letters"])
+
+
+@router.get("/v1/dead-letters", **scoped(Scope.dlq_read), responses=LIST_RESPONSES)
+async def list_dead_letters(
+    caller: CallerDep,
+    paging: PagingDep,
+    code: Annotated[str | None, Query(description="e.g. invalid_json.")] = None,
+    source: Annotated[str | None, Query(description="The events' source.")] = None,
+    since: SinceQuery = None,
+) -> Response:
+    """Dead letters in id order, open and replayed."""
+    return await answer(paging, ledger_queries.dead_letter_listing(code, source, since))
+
+
+@router.get("/v1/dead-letters/{letter_id}", **scoped(Scope.dlq_read))
+async def show_dead_letter(caller: CallerDep, request: Request, letter_id: int) -> dict[str, Any]:
+    """One dead letter with its raw bytes: `raw_base64`, and `raw_text` when UTF-8."""
+    letter = await ledger_queries.dead_letter(request.app.state.engine, letter_id)
+    if letter is None:
+        raise ApiError(404, f"no dead letter {letter_id}")
+    shown: dict[str, Any] = plain(letter)
+    return shown

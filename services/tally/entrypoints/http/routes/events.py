@@ -1,0 +1,27 @@
+"""One event by its idempotency key: status, every delivery, its entry, the invoice billing it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from tally.adapters.postgres import ledger_queries
+from tally.domain.access import Scope
+from tally.entrypoints.http.auth import CallerDep, scoped
+from tally.entrypoints.http.errors import ApiError
+from tally.entrypoints.plain import plain
+
+router = APIRouter(tags=["events"])
+
+
+@router.get("/v1/events/{source}/{event_id}", **scoped(Scope.ledger_read))
+async def show_event(
+    caller: CallerDep, request: Request, source: str, event_id: str
+) -> dict[str, Any]:
+    """What `tally events show SOURCE ID --format json` prints."""
+    story = await ledger_queries.event_story(request.app.state.engine, source, event_id)
+    if story is None:
+        raise ApiError(404, f"no event ({source}, {event_id}) was ever received")
+    shown: dict[str, Any] = plain(story)
+    return shown

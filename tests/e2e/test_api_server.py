@@ -1,0 +1,96 @@
+"""The real thing: `tally serve` (uvicorn, a subprocess) answering a key that
+`tally apikey create` (another subprocess) made, until `tally apikey revoke`."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from support.cli import CLI, env_for, tally
+from tally.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """A migrated ledger and `tally serve` on a free port: its base URL and process."""
+    assert (await tally(settings, "migrate")).code == 0
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        *CLI,
+        "serve",
+        "--port",
+        str(port),
+        env=env_for(settings),
+        cwd=settings.data_dir,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            for _ in range(600):  # until it listens (start-up time is not under test)
+                try:
+                    if (await client.get("/v1/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert server.returncode is None, "tally serve exited"
+                await asyncio.sleep(0.1)
+        yield base, server
+    finally:
+        if server.returncode is None:
+            server.terminate()
+            await server.wait()
+
+
+async def test_tally_serve_answers_a_key_made_by_tally_apikey_create(
+    settings: Settings, served: tuple[str, asyncio.subprocess.Process]
+) -> None:
+    base, server = served
+    assert (await tally(settings, "org", "add", "acme", "--currency", "USD")).code == 0
+    made = await tally(settings, "apikey", "create", "--role", "auditor", "--expires", "90d")
+    assert made.code == 0, made
+    secret = made.stdout.strip().splitlines()[-1]
+    assert secret.startswith("tally_")
+    key_id = secret.split("_")[1]
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with httpx.AsyncClient(base_url=base) as client:
+        assert (await client.get("/v1/invoices")).json()["code"] == "unauthorized"
+        listed = await client.get("/v1/invoices", headers=headers)
+        assert listed.status_code == 200 and listed.json() == {"items": [], "next": None}
+        csv = await client.get("/v1/invoices?format=csv", headers=headers)
+        assert csv.text.splitlines()[0].startswith("number,org,period")
+        assert (await client.get("/v1/verify", headers=headers)).json()["ok"] is True
+        assert (await client.get("/openapi.json")).json()["info"]["title"] == "Tally"
+
+        keys = await tally(settings, "apikey", "list", "--format", "json")
+        assert [k["id"] for k in keys.json()] == [key_id] and secret not in keys.stdout
+        assert (await tally(settings, "apikey", "revoke", key_id)).code == 0
+        assert (await client.get("/v1/invoices", headers=headers)).status_code == 401
+
+    server.terminate()
+    _, log = await server.communicate()
+    assert f"GET /v1/invoices 200 key={key_id}" in log.decode()
+    assert "GET /v1/invoices 401 key=-" in log.decode()
+    assert secret not in log.decode()
+
+
+async def test_apikey_create_refuses_what_a_role_cannot_be(settings: Settings) -> None:
+    assert (await tally(settings, "migrate")).code == 0
+    viewer = await tally(settings, "apikey", "create", "--role", "org_viewer")
+    assert viewer.code == 2 and "--org" in viewer.said
+    bad = await tally(settings, "apikey", "create", "--role", "finance", "--expires", "90")
+    assert bad.code == 2 and "90d" in bad.said
+    assert (await tally(settings, "apikey", "revoke", "000000000000")).code == 1

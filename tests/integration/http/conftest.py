@@ -1,0 +1,107 @@
+"""A closed month behind the API: two organizations' invoices, events, dead letters, and a
+key of every kind (live, expired, revoked) with its secret."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from support.close_support import close, license_day, meter
+from support.ledger_support import api, urls_of
+from tally import bootstrap
+from tally.adapters.postgres.connection import raw_connection
+from tally.config import Settings
+from tally.domain.access import Role, new_key
+from tally.entrypoints.http.app import create_app
+from tally.service_layer.api_keys import create_key
+from tally.service_layer.metering import MeteringService
+
+OCT = "2026-10"
+OWN, OTHER = "acme", "globex"  # the org_viewer key's organization, and another one
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What the API serves: ids to fill the routes' path parameters with."""
+
+    invoices: dict[str, str]  # org → invoice number
+    event: tuple[str, str]  # (source, id) of a metered event
+    dead_letter: int
+
+
+async def closed_month(engine: AsyncEngine, service: MeteringService) -> Ledger:
+    await meter(
+        service,
+        [
+            *(
+                license_day(f"{o}-lic", "gc2", "named", 2, org=o, day="2026-10-05")
+                for o in (OWN, OTHER)
+            ),
+            *(api(f"{o}-{n}", count=1000 + n, org=o) for o in (OWN, OTHER) for n in range(3)),
+            b"not json",
+            b'{"specversion": "1.0"}',
+        ],
+    )
+    await close(engine, OCT)
+    async with raw_connection(engine) as conn:
+        numbers = {
+            row["org"]: f"INV-{row['number']:06d}"
+            for row in await conn.fetch("SELECT org, number FROM invoice")
+        }
+        letter = await conn.fetchval("SELECT min(id) FROM dead_letter")
+    return Ledger(numbers, ("test", f"{OWN}-0"), letter)
+
+
+@pytest.fixture
+async def ledger(engine: AsyncEngine, service: MeteringService) -> Ledger:
+    return await closed_month(engine, service)
+
+
+@pytest.fixture
+async def reader(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The API's engine, as ``tally serve`` builds it."""
+    reader = bootstrap.api_engine(settings, urls_of(settings))
+    yield reader
+    await reader.dispose()
+
+
+@pytest.fixture
+async def client(reader: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(reader))
+    async with httpx.AsyncClient(transport=transport, base_url="http://tally") as client:
+        yield client
+
+
+async def make_key(engine: AsyncEngine, role: Role, org: str | None = None) -> str:
+    key, _ = await create_key(bootstrap.api_key_store(engine), role, org, None, None)
+    return key.secret
+
+
+async def expired_key(owner: AsyncEngine) -> str:
+    """A key past its expiry (written as the owner: its dates are in the past)."""
+    key = new_key(Role.auditor, None)
+    async with raw_connection(owner) as conn:
+        await conn.execute(
+            """INSERT INTO api_key (id, name, role, scopes, org, secret_hash, created_at,
+                   expires_at)
+               VALUES ($1, 'old', 'auditor', $2, NULL, $3, now() - interval '2 days',
+                       now() - interval '1 day')""",
+            key.id,
+            sorted(key.scopes),
+            key.secret_hash,
+        )
+    return key.secret
+
+
+async def revoked_key(engine: AsyncEngine) -> str:
+    key, _ = await create_key(bootstrap.api_key_store(engine), Role.auditor, None, None, None)
+    assert await bootstrap.api_key_store(engine).revoke(key.id) == "revoked"
+    return key.secret
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}

@@ -1,0 +1,164 @@
+"""The authorization matrix, generated from the OpenAPI document: every operation by every
+kind of caller → the status its declared scope and organization binding imply. A route
+that declares nothing, or a path parameter this test cannot fill, fails the test."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from integration.http.conftest import (
+    OTHER,
+    OWN,
+    Ledger,
+    bearer,
+    expired_key,
+    make_key,
+    revoked_key,
+)
+from tally.adapters.postgres.connection import raw_connection
+from tally.domain.access import PRESETS, Role, Scope
+from tally.entrypoints.http.app import create_app
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    headers: dict[str, str]
+    scopes: frozenset[Scope] | None  # None: not a valid key (401)
+    org: str | None = None  # the organization the caller asks about (own or other)
+    bound: bool = False  # an org-bound key
+
+
+async def callers(engine: AsyncEngine, owner: AsyncEngine) -> list[Caller]:
+    viewer = await make_key(engine, Role.org_viewer, OWN)
+    return [
+        Caller("no key", {}, None),
+        Caller("malformed", {"Authorization": "Bearer not-a-tally-key"}, None),
+        Caller("not bearer", {"Authorization": "Basic dGFsbHk6dGFsbHk="}, None),
+        Caller("expired", bearer(await expired_key(owner)), None),
+        Caller("revoked", bearer(await revoked_key(engine)), None),
+        *[
+            Caller(role, bearer(await make_key(engine, role)), PRESETS[role].scopes)
+            for role in (Role.auditor, Role.finance)
+        ],
+        Caller("org_viewer, own org", bearer(viewer), PRESETS[Role.org_viewer].scopes, OWN, True),
+        Caller(
+            "org_viewer, other org", bearer(viewer), PRESETS[Role.org_viewer].scopes, OTHER, True
+        ),
+    ]
+
+
+def fill(
+    path: str, operation: dict[str, Any], ledger: Ledger, org: str
+) -> tuple[str, dict[str, str]]:
+    """The path with its parameters filled from ``ledger`` for ``org``, and the query."""
+    values = {
+        "number": ledger.invoices[org],
+        "source": ledger.event[0],
+        "event_id": ledger.event[1],
+        "letter_id": str(ledger.dead_letter),
+        "org": org,
+    }
+    for name in re.findall(r"{(\w+)}", path):
+        assert name in values, f"{path}: no sample value for the path parameter {name}"
+        path = path.replace(f"{{{name}}}", values[name])
+    binding = operation.get("x-tally-org")
+    return path, ({"org": org} if binding == "query" else {})
+
+
+def expected(operation: dict[str, Any], caller: Caller) -> int:
+    scope = operation["x-tally-scope"]
+    if scope == "public":
+        return 200
+    if caller.scopes is None:
+        return 401
+    if Scope(scope) not in caller.scopes:
+        return 403
+    if caller.bound and caller.org != OWN:
+        return {"query": 403, "path": 403, "row": 404}.get(operation.get("x-tally-org"), 200)
+    return 200
+
+
+async def test_every_operation_answers_every_caller_as_its_declaration_says(
+    client: httpx.AsyncClient,
+    ledger: Ledger,
+    engine: AsyncEngine,
+    owner: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    everyone = await callers(engine, owner)
+    seen = []
+    caplog.set_level(logging.INFO, logger="tally.api")
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert "x-tally-scope" in operation, f"{method} {path} declares no scope"
+            for caller in everyone:
+                url, query = fill(path, operation, ledger, caller.org or OWN)
+                response = await client.request(method, url, params=query, headers=caller.headers)
+                want = expected(operation, caller)
+                assert response.status_code == want, (method, path, caller.name, response.text)
+                if want != 200:
+                    assert (
+                        response.json()["code"]
+                        == {401: "unauthorized", 403: "forbidden", 404: "not_found"}[want]
+                    )
+                seen.append((path, caller.name))
+    assert len(seen) == len(everyone) * 7  # the seven operations of this issue's part
+    secrets_sent = [c.headers["Authorization"].split()[-1] for c in everyone if c.headers]
+    assert not any(secret in caplog.text for secret in secrets_sent)  # ids only, in the log
+    assert re.search(r"GET /v1/verify 200 key=[0-9a-f]{12} ", caplog.text)
+
+
+async def test_an_org_bound_key_cannot_tell_whether_another_org_exists(
+    client: httpx.AsyncClient, ledger: Ledger, engine: AsyncEngine
+) -> None:
+    viewer = bearer(await make_key(engine, Role.org_viewer, OWN))
+    answers = [
+        await client.get("/v1/invoices", params={"org": org}, headers=viewer)
+        for org in (OTHER, "no-such-org")
+    ]
+    assert [a.status_code for a in answers] == [403, 403]
+    assert answers[0].json() == answers[1].json()
+    other = await client.get(f"/v1/invoices/{ledger.invoices[OTHER]}", headers=viewer)
+    missing = await client.get("/v1/invoices/INV-999999", headers=viewer)
+    assert other.status_code == missing.status_code == 404
+    assert other.json()["code"] == missing.json()["code"] == "not_found"
+    own = await client.get("/v1/invoices", headers=viewer)  # no ?org: its own only
+    assert {item["org"] for item in own.json()["items"]} == {OWN}
+
+
+def test_a_route_without_a_declared_scope_cannot_be_served(reader: AsyncEngine) -> None:
+    from fastapi import APIRouter
+
+    from tally.entrypoints.http import app as app_module
+
+    undeclared = APIRouter()
+
+    @undeclared.get("/v1/undeclared")
+    async def route() -> dict[str, str]:
+        return {}
+
+    routers = app_module.ROUTERS
+    app_module.ROUTERS = (*routers, undeclared)
+    try:
+        with pytest.raises(RuntimeError, match="declares no x-tally-scope"):
+            create_app(reader)
+    finally:
+        app_module.ROUTERS = routers
+
+
+async def test_keys_are_stored_as_hashes_only(engine: AsyncEngine, owner: AsyncEngine) -> None:
+    secret = await make_key(engine, Role.finance)
+    async with raw_connection(owner) as conn:
+        stored = [dict(row) for row in await conn.fetch("SELECT * FROM api_key")]
+    assert secret.startswith("tally_") and len(secret) == len("tally_") + 12 + 1 + 43
+    assert secret not in repr(stored)
+    assert secret.split("_")[-1] not in repr(stored)
