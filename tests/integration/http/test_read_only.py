@@ -16,7 +16,6 @@ from support.ledger_support import urls_of
 from tally import bootstrap
 from tally.adapters.postgres.connection import raw_connection
 from tally.config import Settings
-from tally.service_layer.setup import migrate
 
 
 async def refuses_every_write(api: AsyncEngine) -> None:
@@ -50,7 +49,7 @@ async def test_logged_in_as_tally_reader_the_api_cannot_even_switch_role(
 ) -> None:
     """What compose runs (TALLY_API_DATABASE_URL): no RESET ROLE or SET ROLE way out."""
     password = secrets.token_urlsafe(16)
-    await migrate(
+    await bootstrap.migrate(
         settings.model_copy(update={"reader_password": SecretStr(password)}), urls_of(settings)
     )
     login = make_url(urls_of(settings).database).set(username="tally_reader", password=password)
