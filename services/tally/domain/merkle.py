@@ -94,7 +94,6 @@ def verify_proof(proof: Proof) -> bool:
     """The leaf, folded with its siblings, gives the root."""
     node = leaf_hash(proof.leaf)
     for sibling in proof.siblings:
-        node = (
-            node_hash(sibling.hash, node) if sibling.side == "left" else node_hash(node, sibling.hash)
-        )
+        left, right = (sibling.hash, node) if sibling.side == "left" else (node, sibling.hash)
+        node = node_hash(left, right)
     return node == proof.root

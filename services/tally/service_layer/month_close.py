@@ -5,7 +5,9 @@ Safe to run again, at once from two places, or after a crash:
   work done and returns the same invoices);
 - organizations are closed in chunks, each chunk in one transaction, so an organization
   is invoiced whole or not at all and a rerun carries on where a crash stopped;
-- an organization that has its invoice for the period is never closed again.
+- an organization that has its invoice for the period is never closed again;
+- the transaction that records a period closed also seals it (and any closed period with
+  entries posted since its last seal, such as the entries of late usage).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from decimal import localcontext
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import close_store, metering_store
+from tally.adapters.postgres import close_store, metering_store, seals
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
 from tally.domain.invoicing import CLOSE_CHUNK, CloseInput, InvoiceDraft, close_org
@@ -112,7 +114,9 @@ async def _close(
         issued += await retrying(close_chunk, journal, RETRYABLE, RETRIES, "close chunk")
         if progress:
             progress(first + len(part), len(orgs))
-    await close_store.record_closed(session, period, as_of)
+    async with session.transaction():  # closed and sealed at once: never one without the other
+        await close_store.record_closed(session, period, as_of)
+        await seals.seal_due_periods(session)
     return issued
 
 
