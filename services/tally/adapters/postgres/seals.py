@@ -109,26 +109,24 @@ async def covered(
     return rows
 
 
-async def seal_due_periods(conn: asyncpg.Connection) -> list[SealRecord]:
+async def seal_due_periods(conn: asyncpg.Connection) -> None:
     """Seal every closed period that has no seal yet or entries no seal covers: in the
     transaction that records a period closed, with the close lock held."""
     due = await conn.fetch(DUE)
     heads = await conn.fetch("SELECT lane, seq, head_hash FROM ledger_lane ORDER BY lane")
     upto = {row["lane"]: row["seq"] for row in heads}
     last_invoice = await conn.fetchval("SELECT last FROM invoice_counter")
-    written = []
     for row in due:
         period, sequence = row["period"], row["last"] + 1
         previous = await stored(conn, period, row["last"]) if row["last"] else []
         after = previous[0].heads if previous else {}
         leaves = [bytes(entry["hash"]) for entry in await covered(conn, period, after, upto)]
-        root = merkle.root(leaves)
-        sealed_at = await conn.fetchval(
+        await conn.execute(
             """INSERT INTO period_seal (period, sequence, root, entries, last_invoice)
-               VALUES ($1, $2, $3, $4, $5) RETURNING sealed_at""",
+               VALUES ($1, $2, $3, $4, $5)""",
             period,
             sequence,
-            root,
+            merkle.root(leaves),
             len(leaves),
             last_invoice,
         )
@@ -141,18 +139,6 @@ async def seal_due_periods(conn: asyncpg.Connection) -> list[SealRecord]:
             [head["seq"] for head in heads],
             [bytes(head["head_hash"]) for head in heads],
         )
-        written.append(
-            SealRecord(
-                period=period,
-                sequence=sequence,
-                root=root.hex(),
-                entries=len(leaves),
-                last_invoice=last_invoice,
-                sealed_at=sealed_at,
-                lanes=[_head(head) for head in heads],
-            )
-        )
-    return written
 
 
 def _head(row: asyncpg.Record) -> LaneHead:
