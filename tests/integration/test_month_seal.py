@@ -181,7 +181,7 @@ async def test_late_usage_gets_a_later_seal_and_the_first_stays_valid(
     await meter(service, [api("acme-late", count=400_000, org="acme", **IN_SEP)])  # late
     async with raw_connection(engine) as conn:
         late = await conn.fetchval("""SELECT entry_id FROM usage_event WHERE id = 'acme-late'""")
-    with pytest.raises(LookupError, match="in no seal yet"):
+    with pytest.raises(seals.NotSealed, match="in no seal yet"):
         await seals.prove_entry(engine, late)
     assert (await verify(engine, SEP)).ok  # the first seal does not break
 

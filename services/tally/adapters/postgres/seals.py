@@ -28,6 +28,10 @@ from tally.domain import merkle
 Heads = Mapping[int, int]  # lane -> seq
 
 
+class NotSealed(LookupError):
+    """The entry exists, but no seal covers it yet: the message says when one will."""
+
+
 class LaneHead(BaseModel):
     lane: int
     seq: int
@@ -202,7 +206,7 @@ def leaf_order(previous: SealRecord | None, seal: SealRecord) -> tuple[Heads, He
 
 async def prove_entry(engine: AsyncEngine, entry_id: int) -> EntryProof | None:
     """The Merkle inclusion proof of one entry in the seal that covers it; None when the
-    entry does not exist. Raises ``LookupError`` when no seal covers it yet."""
+    entry does not exist; ``NotSealed`` when no seal covers it yet."""
     async with raw_connection(engine) as conn:
         entry = await conn.fetchrow(
             "SELECT id, period, lane, seq FROM journal_entry WHERE id = $1", entry_id
@@ -216,7 +220,7 @@ async def prove_entry(engine: AsyncEngine, entry_id: int) -> EntryProof | None:
                 rows = await covered(conn, seal.period, after, upto)
                 break
         else:
-            raise LookupError(
+            raise NotSealed(
                 f"entry {entry_id} ({entry['period'] or 'no period'}) is in no seal yet: a "
                 "period is sealed when it is closed, usage posted after that by the next close"
             )

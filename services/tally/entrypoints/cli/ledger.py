@@ -97,7 +97,7 @@ def prove(
     the README's script, against the root printed on the period's invoices."""
     try:
         proof = with_engine(lambda engine: seals.prove_entry(engine, entry_id))
-    except LookupError as exc:
+    except seals.NotSealed as exc:
         raise fail(str(exc)) from exc
     if proof is None:
         raise fail(f"there is no entry {entry_id}")
