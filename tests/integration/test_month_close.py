@@ -34,8 +34,9 @@ async def test_seed_000_in_usd_eur_and_jpy(engine: AsyncEngine, service: Meterin
 
     acme = await document(engine, "acme", OCT)
     assert set(acme) == {
-        "number", "org", "period", "currency", "status", "lines", "adjustments", "total",
+        "number", "org", "period", "currency", "status", "lines", "adjustments", "total", "seal",
     }  # fmt: skip
+    assert set(acme["seal"]) == {"root", "sequence", "sealed_at", "entries"}
     api_line = line(acme, "api_requests")
     assert (api_line["allocation"], api_line["used"], api_line["overage"]) == (
         2_200_000,

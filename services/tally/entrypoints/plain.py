@@ -34,5 +34,6 @@ def verification_summary(result: Verification) -> dict[str, Any]:
         "heads": result.heads,
         "tallies": result.tallies,
         "tally_heads": result.tally_heads,
+        "seals": result.seals,
         "findings": [{"check": f.check, "detail": f.detail} for f in result.findings],
     }

@@ -5,7 +5,9 @@ Safe to run again, at once from two places, or after a crash:
   work done and returns the same invoices);
 - organizations are closed in chunks, each chunk in one transaction, so an organization
   is invoiced whole or not at all and a rerun carries on where a crash stopped;
-- an organization that has its invoice for the period is never closed again.
+- an organization that has its invoice for the period is never closed again;
+- the transaction that records a period closed also seals it (and any closed period with
+  entries posted since its last seal, such as the entries of late usage).
 """
 
 from __future__ import annotations
@@ -109,7 +111,9 @@ async def _close(
         issued += await retrying(close_chunk, journal, RETRYABLE, RETRIES, "close chunk")
         if progress:
             progress(first + len(part), len(orgs))
-    await db.close.record_closed(session, period, as_of)
+    async with session.transaction():  # closed and sealed at once: never one without the other
+        await db.close.record_closed(session, period, as_of)
+        await db.close.seal_due_periods(session)
     return issued
 
 

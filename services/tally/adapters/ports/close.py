@@ -44,6 +44,9 @@ class CloseStore(Protocol):
         self, conn: asyncpg.Connection, period: str, as_of: datetime
     ) -> None: ...
 
+    async def seal_due_periods(self, conn: asyncpg.Connection) -> None:
+        """Seal every closed period with entries no seal covers yet (the month seal)."""
+
     async def invoice_count(self, conn: asyncpg.Connection, period: str) -> int: ...
 
     async def closed_periods_missing_invoices(

@@ -16,6 +16,7 @@ import asyncpg
 
 from tally.adapters.ports.ledger import Journal
 from tally.adapters.postgres import allocations
+from tally.adapters.postgres.seals import seal_due_periods as seal_due_periods  # the close seals
 from tally.domain.invoicing import (
     METERS,
     Billed,

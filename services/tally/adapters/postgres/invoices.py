@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally.adapters.postgres import seals
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.listing import Listing
 
@@ -84,6 +85,7 @@ async def _document(conn: asyncpg.Connection, head: asyncpg.Record) -> Invoice:
             WHERE b.invoice = $1 ORDER BY e.id""",
         number,
     )
+    seal = await seals.invoice_seal(conn, head["period"], number)
     entries: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in billed:
         where = row["meter"]
@@ -119,6 +121,7 @@ async def _document(conn: asyncpg.Connection, head: asyncpg.Record) -> Invoice:
             for a in adjustments
         ],
         "total": head["total"],
+        "seal": seal.on_invoice() if seal else None,  # the month seal it was issued under
     }
     return Invoice(
         document,

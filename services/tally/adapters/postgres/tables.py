@@ -240,6 +240,29 @@ class PeriodClose(SQLModel, table=True):
     closed_at: datetime = _ts(nullable=False)
 
 
+class PeriodSeal(SQLModel, table=True):
+    """A Merkle root over a closed period's entries (``tally.adapters.postgres.seals``)."""
+
+    __tablename__ = "period_seal"
+    period: str = Field(primary_key=True, foreign_key="period_close.period")
+    sequence: int = Field(primary_key=True)
+    root: bytes = _bytes(nullable=False)
+    entries: int
+    last_invoice: int  # the invoices of the period numbered up to this one print this seal
+    sealed_at: datetime = _ts(nullable=False)
+
+
+class PeriodSealLane(SQLModel, table=True):
+    """A lane's head when the seal was taken: with the previous seal's, what it covers."""
+
+    __tablename__ = "period_seal_lane"
+    period: str = Field(primary_key=True)
+    sequence: int = Field(primary_key=True)
+    lane: int = Field(primary_key=True)
+    seq: int
+    head_hash: bytes = _bytes(nullable=False)
+
+
 class StreamIncident(SQLModel, table=True):
     """Entries removed from the stream before the group read them (lost revenue)."""
 

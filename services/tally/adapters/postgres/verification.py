@@ -12,7 +12,8 @@ every organization and period the close posted entries for, or that existed when
 period was closed, still has its invoice, two lines and billed close entries; the
 duplicates, conflicts, dead letters and events of each stream are what the delivery
 tallies say (and their chain is intact); an organization's currency is the one its
-invoices and receivables carry.
+invoices and receivables carry. Every month seal recomputes from the entries it covers,
+and the lane heads it holds still hold the hashes it saw (``--period``: that period's seals).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from decimal import Decimal
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import metering_store, stream_records
+from tally.adapters.postgres import metering_store, seals, stream_records
 from tally.adapters.postgres.connection import raw_connection
 from tally.domain.deliveries import DeliveryCounts, tally_hash
 from tally.domain.ledger import (
@@ -56,6 +57,7 @@ class Verification:
     events: int = 0
     lanes: int = 0
     tallies: int = 0
+    seals: int = 0
     tally_heads: list[dict[str, object]] = field(default_factory=list)  # keep outside, too
     heads: list[dict[str, object]] = field(default_factory=list)  # to keep outside the database
     findings: list[Finding] = field(default_factory=list)
@@ -68,7 +70,8 @@ class Verification:
         self.findings.append(Finding(check, detail))
 
 
-async def verify(engine: AsyncEngine) -> Verification:
+async def verify(engine: AsyncEngine, period: str | None = None) -> Verification:
+    """The whole ledger; ``period`` narrows the seal check to that period's seals."""
     result = Verification()
     async with (
         raw_connection(engine) as conn,
@@ -88,7 +91,16 @@ async def verify(engine: AsyncEngine) -> Verification:
         await _delivery_tallies(conn, result)
         await _currencies(conn, result)
         await _stream_incidents(conn, result)
+        await _seals(conn, result, period)
     return result
+
+
+async def _seals(conn: asyncpg.Connection, result: Verification, period: str | None) -> None:
+    """A sealed month rewritten afterwards, even with every hash recomputed, shows here."""
+    stored = await seals.stored(conn, period)
+    result.seals = len(stored)
+    for detail in await seals.recompute(conn, stored):
+        result.add("seal", detail)
 
 
 async def _stream_incidents(conn: asyncpg.Connection, result: Verification) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.progress import Progress
 
 from tally import bootstrap
-from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres import ledger_queries, seals
 from tally.adapters.postgres.verification import verify
 from tally.config import get_settings
 from tally.entrypoints.cli.context import with_engine
@@ -46,10 +46,20 @@ def balances(
 
 
 @ledger_app.command("verify")
-def verify_command(fmt: FormatOption = Format.table) -> None:
+def verify_command(
+    period: Annotated[
+        str | None,
+        typer.Option(
+            help="Recompute only this period's month seals (YYYY-MM); every other check "
+            "covers the whole ledger.",
+            callback=check_period,
+        ),
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
     """Balanced entries, linked events, intact hash chains, invoices and deliveries all
-    there; exit 1 on any finding."""
-    result = with_engine(verify)
+    there, every month seal recomputed; exit 1 on any finding."""
+    result = with_engine(lambda engine: verify(engine, period))
     summary = verification_summary(result)
     findings = summary["findings"]
     if fmt is Format.json:
@@ -57,7 +67,7 @@ def verify_command(fmt: FormatOption = Format.table) -> None:
     else:
         console.print(
             f"checked {result.entries} entries, {result.lines} lines, {result.events} events, "
-            f"{result.lanes} lanes, {result.tallies} delivery tallies"
+            f"{result.lanes} lanes, {result.tallies} delivery tallies, {result.seals} month seals"
         )
         if result.findings:
             print_rows(findings, fmt, "findings")
@@ -65,6 +75,32 @@ def verify_command(fmt: FormatOption = Format.table) -> None:
             console.print("[green]✓ ledger verified: no findings[/green]")
     if not result.ok:
         raise typer.Exit(1)
+
+
+@ledger_app.command("prove")
+def prove(
+    entry_id: Annotated[int, typer.Argument(metavar="ENTRY_ID", help="A journal entry's id.")],
+    json_: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """The Merkle inclusion proof of one entry in its period's month seal: check it with
+    the README's script, against the root printed on the period's invoices."""
+    try:
+        proof = with_engine(lambda engine: seals.prove_entry(engine, entry_id))
+    except seals.NotSealed as exc:
+        raise fail(str(exc)) from exc
+    if proof is None:
+        raise fail(f"there is no entry {entry_id}")
+    if json_ or fmt is Format.json:
+        print_rows(proof.model_dump(), Format.json)
+        return
+    console.print(
+        f"entry {proof.entry_id} is leaf {proof.index} of {proof.entries} in seal "
+        f"{proof.sequence} of {proof.period} (sealed {proof.sealed_at.isoformat()})"
+    )
+    console.print(f"leaf (the entry's hash): {proof.leaf}", highlight=False)
+    print_rows([step.model_dump() for step in proof.siblings], fmt, "siblings, leaf to root")
+    console.print(f"root: {proof.root}", highlight=False)
 
 
 @events_app.command("show")

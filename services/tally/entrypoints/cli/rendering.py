@@ -90,9 +90,17 @@ def _text(value: Any) -> str:
     return format(value, "f") if isinstance(value, Decimal) else str(value)
 
 
+def seal_text(seal: dict[str, Any]) -> str:
+    """The month seal on an invoice: what a customer keeps to check the ledger later."""
+    return (
+        f"month seal {seal['sequence']}: SHA-256 Merkle root {seal['root']} over "
+        f"{seal['entries']} entries, sealed {plain(seal['sealed_at'])}"
+    )
+
+
 def rows(invoice: Invoice) -> list[dict[str, str]]:
-    """One row per line, per AI feature, per adjustment, and the total: what CSV and the
-    table show."""
+    """One row per line, per AI feature, per adjustment, the total, and the month seal
+    (when the period has one): what CSV, HTML and the table show."""
     doc = invoice.document
     out = []
     for line in doc["lines"]:
@@ -113,6 +121,8 @@ def rows(invoice: Invoice) -> list[dict[str, str]]:
             }
         )
     out.append({"kind": "total", "description": doc["currency"], "amount": _text(doc["total"])})
+    if doc["seal"]:
+        out.append({"kind": "seal", "description": seal_text(doc["seal"])})
     return [{column: row.get(column, "") for column in ("kind", *COLUMNS)} for row in out]
 
 
@@ -168,6 +178,9 @@ def print_invoice(invoice: Invoice) -> None:
         table.add_column(column, justify="right")
     notes = []
     for row in rows(invoice):
+        if row["kind"] == "seal":
+            notes.append(row["description"])
+            continue
         if row["kind"] == "line":
             notes.append(f"{row['meter']}: {row['description'].split(FEATURES_USED)[0]}")
             item = row["meter"]

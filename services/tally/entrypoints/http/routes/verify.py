@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from tally.adapters.postgres.verification import verify
 from tally.domain.access import Scope
@@ -15,8 +15,19 @@ router = APIRouter(tags=["ledger"])
 
 
 @router.get("/v1/verify", **scoped(Scope.ledger_read))
-async def verify_ledger(caller: CallerDep, request: Request) -> dict[str, Any]:
+async def verify_ledger(
+    caller: CallerDep,
+    request: Request,
+    period: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
+            description="Recompute only this period's month seals; every other check covers "
+            "the whole ledger.",
+        ),
+    ] = None,
+) -> dict[str, Any]:
     """The whole ledger's checks; `ok` is false when there is any finding."""
-    result = await verify(request.app.state.engine)
+    result = await verify(request.app.state.engine, period)
     summary: dict[str, Any] = plain(verification_summary(result))
     return summary

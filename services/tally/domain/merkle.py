@@ -1,0 +1,99 @@
+"""The month seal's Merkle tree: a SHA-256 root over a period's entries, and inclusion
+proofs an auditor checks with ``hashlib`` alone. Pure.
+
+The tree is RFC 6962's (Certificate Transparency, section 2.1), so outsiders can rebuild
+it from the standard:
+
+- a leaf is one entry's stored hash (``journal_entry.hash``, 32 bytes), hashed as
+  ``SHA-256(0x00 || leaf)``; an inner node is ``SHA-256(0x01 || left || right)``: the
+  prefixes keep a leaf from ever passing for a node (domain separation);
+- leaves are paired left to right, level by level; the last node of a level with an odd
+  count is carried up unchanged (never paired with itself, so no two leaf lists share a
+  root); this is exactly RFC 6962's split at the largest power of two below the count;
+- the root of no leaves is ``SHA-256()`` (the empty string).
+
+The order of the leaves (by lane, then seq) is the seal's, not the tree's: see
+``tally.adapters.postgres.seals``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+LEAF_PREFIX = b"\x00"
+NODE_PREFIX = b"\x01"
+Side = Literal["left", "right"]
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    return hashlib.sha256(LEAF_PREFIX + leaf).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """One step up from a leaf: the sibling's hash and the side it sits on."""
+
+    side: Side
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class Proof:
+    """That ``leaf`` is the ``index``-th of ``size`` leaves under ``root``."""
+
+    leaf: bytes
+    index: int
+    size: int
+    siblings: tuple[Sibling, ...]
+    root: bytes
+
+
+def _levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the tree, the hashed leaves first and the root's level last."""
+    level = [leaf_hash(leaf) for leaf in leaves]
+    levels = [level]
+    while len(level) > 1:
+        level = [
+            node_hash(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
+            for i in range(0, len(level), 2)
+        ]
+        levels.append(level)
+    return levels
+
+
+def root(leaves: Sequence[bytes]) -> bytes:
+    if not leaves:
+        return hashlib.sha256().digest()
+    return _levels(leaves)[-1][0]
+
+
+def prove(leaves: Sequence[bytes], index: int) -> Proof:
+    """The inclusion proof of ``leaves[index]``: its siblings from the bottom up (an odd
+    last node, carried up unchanged, has no sibling at that level and adds no step)."""
+    if not 0 <= index < len(leaves):
+        raise IndexError(f"leaf {index} of a tree of {len(leaves)} leaves")
+    levels = _levels(leaves)
+    siblings, position = [], index
+    for level in levels[:-1]:
+        partner = position ^ 1
+        if partner < len(level):
+            side: Side = "left" if partner < position else "right"
+            siblings.append(Sibling(side, level[partner]))
+        position //= 2
+    return Proof(leaves[index], index, len(leaves), tuple(siblings), levels[-1][0])
+
+
+def verify_proof(proof: Proof) -> bool:
+    """The leaf, folded with its siblings, gives the root."""
+    node = leaf_hash(proof.leaf)
+    for sibling in proof.siblings:
+        left, right = (sibling.hash, node) if sibling.side == "left" else (node, sibling.hash)
+        node = node_hash(left, right)
+    return node == proof.root
