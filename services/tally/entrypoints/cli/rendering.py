@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from html import escape
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -70,6 +70,35 @@ def print_rows(
     console.print(table)
 
 
+class StreamFormat(StrEnum):
+    csv = "csv"
+    json = "json"
+
+
+async def write_stream(
+    out: TextIO,
+    fields: Sequence[str],
+    rows: AsyncIterator[tuple[str, ...]],
+    fmt: StreamFormat,
+) -> int:
+    """Write rows as they come (memory stays flat): CSV with a header, or a JSON array of
+    objects, one per line. Returns how many rows were written."""
+    written = 0
+    if fmt is StreamFormat.csv:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(fields)
+        async for row in rows:
+            writer.writerow(row)
+            written += 1
+        return written
+    out.write("[")
+    async for row in rows:
+        out.write(("," if written else "") + "\n" + json.dumps(dict(zip(fields, row, strict=True))))
+        written += 1
+    out.write("\n]\n")
+    return written
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a clear error and return the exit to raise."""
     errors.print(f"[bold red]error:[/bold red] {message}")
@@ -81,6 +110,23 @@ def check_period(value: str | None) -> str | None:
     if value is not None and not is_period(value):
         raise typer.BadParameter(f"{value!r} is not a period YYYY-MM")
     return value
+
+
+def parse_instant(value: str | None) -> datetime | None:
+    """An RFC 3339 option value (with its UTC offset), or None."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not a timestamp (e.g. 2026-12-02T00:00:00Z)"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} has no UTC offset (add Z or +HH:MM)")
+    if not 1970 <= parsed.year <= 9998:
+        raise typer.BadParameter(f"{value!r} is out of range (years 1970 to 9998)")
+    return parsed
 
 
 def counting_bars() -> Progress:

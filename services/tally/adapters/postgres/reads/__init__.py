@@ -12,13 +12,20 @@ memory) for CSV.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any
 
 import asyncpg
+from pydantic import PlainSerializer
 
 from tally.domain.pagination import MAX_LIMIT, Key, decode_cursor
 
 STREAM_PREFETCH = 5000
+
+# An exact decimal, as a plain string in JSON ("3000000", never "3.00E+6").
+Amount = Annotated[
+    Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json")
+]
 
 
 def cursor_after(after: str | None, shape: Sequence[type]) -> Key | None:
@@ -33,9 +40,7 @@ def fetch_limit(limit: int) -> int:
     return limit + 1
 
 
-async def stream(
-    conn: asyncpg.Connection, query: str, *args: Any
-) -> AsyncIterator[asyncpg.Record]:
+async def stream(conn: asyncpg.Connection, query: str, *args: Any) -> AsyncIterator[asyncpg.Record]:
     """Every row of ``query`` through a server-side cursor, in one read-only snapshot."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         async for record in conn.cursor(query, *args, prefetch=STREAM_PREFETCH):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from decimal import Decimal
 
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import cursor_after, fetch_limit, stream
+from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit, stream
 from tally.domain.pagination import DEFAULT_LIMIT, Key, Page, page_of
 
 
@@ -27,9 +26,9 @@ class AccountRow(BaseModel):
     unit: str
     kind: str
     feature: str | None
-    debits: Decimal
-    credits: Decimal
-    balance: Decimal  # debits - credits
+    debits: Amount
+    credits: Amount
+    balance: Amount  # debits - credits
 
     def cursor_key(self) -> Key:
         return (self.code,)

@@ -15,7 +15,7 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import cursor_after, fetch_limit
+from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit
 from tally.domain.pagination import DEFAULT_LIMIT, Key, Page, page_of
 
 
@@ -24,7 +24,7 @@ class Movement(BaseModel):
     entry_id: int
     kind: str
     posted_at: datetime
-    amount: Decimal
+    amount: Amount
     side: Literal["debit", "credit"]
 
     def cursor_key(self) -> Key:
@@ -35,9 +35,9 @@ class Balance(BaseModel):
     account: str
     unit: str
     as_of: datetime
-    debits: Decimal
-    credits: Decimal
-    balance: Decimal  # debits - credits: positive is a debit balance
+    debits: Amount
+    credits: Amount
+    balance: Amount  # debits - credits: positive is a debit balance
     movements: Page[Movement]  # newest first, posted up to ``as_of``
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from decimal import Decimal
 from typing import Literal
 
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import cursor_after, fetch_limit, stream
+from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit, stream
 from tally.domain.pagination import DEFAULT_LIMIT, Key, Page, page_of
 
 
@@ -41,7 +40,7 @@ class EntryLineRow(BaseModel):
     line_id: int
     account: str
     unit: str
-    amount: Decimal
+    amount: Amount
     side: Literal["debit", "credit"]
 
 
@@ -51,7 +50,7 @@ class CarriedEvent(BaseModel):
     type: str
     status: str
     event_time: datetime
-    quantity: Decimal
+    quantity: Amount
     sha256: str  # hex, of the raw bytes as received
     raw: str | None = None  # the raw event, on request
 

@@ -5,13 +5,12 @@ expiry, overage) carry no event: they appear once, with no event."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from decimal import Decimal
 
 import asyncpg
 from pydantic import BaseModel
 
 from tally.adapters.postgres.invoices import invoice_number
-from tally.adapters.postgres.reads import cursor_after, fetch_limit, stream
+from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit, stream
 from tally.domain.pagination import DEFAULT_LIMIT, Key, Page, page_of
 
 
@@ -25,7 +24,7 @@ class LineageRow(BaseModel):
     source: str | None  # the event (None for an entry that carries none)
     event_id: str | None
     event_status: str | None
-    quantity: Decimal | None
+    quantity: Amount | None
     sha256: str | None  # hex, of the event's raw bytes
 
     def cursor_key(self) -> Key:

@@ -14,17 +14,17 @@ from decimal import Decimal
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import stream
+from tally.adapters.postgres.reads import Amount, stream
 
 
 class TrialBalanceRow(BaseModel):
     account: str
     owner: str
     unit: str
-    opening: Decimal
-    debits: Decimal
-    credits: Decimal
-    closing: Decimal  # opening + debits - credits
+    opening: Amount
+    debits: Amount
+    credits: Amount
+    closing: Amount  # opening + debits - credits
 
     def cursor_key(self) -> tuple[str, str]:
         return (self.unit, self.account)
@@ -32,10 +32,10 @@ class TrialBalanceRow(BaseModel):
 
 class UnitTotals(BaseModel):
     unit: str
-    opening: Decimal
-    debits: Decimal
-    credits: Decimal
-    closing: Decimal
+    opening: Amount
+    debits: Amount
+    credits: Amount
+    closing: Amount
     balanced: bool  # debits = credits, opening and closing sum to zero
 
 
