@@ -78,7 +78,7 @@ async def verify(engine: AsyncEngine) -> Verification:
     ):
         await _accounts(conn, result)
         await _balance(conn, result)
-        await _rollups(conn, result)
+        await check_rollups(conn, result)
         await _events(conn, result)
         book = await metering_store.load_rate_cards(conn)
         await _ai_totals(conn, result, book)
@@ -139,7 +139,7 @@ ROLLUPS = {
 }
 
 
-async def _rollups(conn: asyncpg.Connection, result: Verification) -> None:
+async def check_rollups(conn: asyncpg.Connection, result: Verification) -> None:
     for table, (expression, key, extra, stored_extra) in ROLLUPS.items():
         columns = "debits, credits, lines" + stored_extra
         for row in await conn.fetch(

@@ -19,6 +19,7 @@ from tally.adapters.postgres.reads import accounts as account_reads
 from tally.adapters.postgres.reads import balances as balance_reads
 from tally.adapters.postgres.reads import entries, gl_export, trial_balance
 from tally.adapters.postgres.verification import verify
+from tally.adapters.tabular import StreamFormat, write_stream
 from tally.config import get_settings
 from tally.domain import ads
 from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
@@ -26,14 +27,12 @@ from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
-    StreamFormat,
     check_period,
     console,
     errors,
     fail,
     parse_instant,
     print_rows,
-    write_stream,
 )
 from tally.service_layer.metering import replay_dead_letters
 

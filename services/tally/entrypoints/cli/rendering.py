@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from html import escape
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -68,35 +68,6 @@ def print_rows(
     for item in items:
         table.add_row(*(str(_plain(item[column])) for column in items[0]))
     console.print(table)
-
-
-class StreamFormat(StrEnum):
-    csv = "csv"
-    json = "json"
-
-
-async def write_stream(
-    out: TextIO,
-    fields: Sequence[str],
-    rows: AsyncIterator[tuple[str, ...]],
-    fmt: StreamFormat,
-) -> int:
-    """Write rows as they come (memory stays flat): CSV with a header, or a JSON array of
-    objects, one per line. Returns how many rows were written."""
-    written = 0
-    if fmt is StreamFormat.csv:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(fields)
-        async for row in rows:
-            writer.writerow(row)
-            written += 1
-        return written
-    out.write("[")
-    async for row in rows:
-        out.write(("," if written else "") + "\n" + json.dumps(dict(zip(fields, row, strict=True))))
-        written += 1
-    out.write("\n]\n")
-    return written
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
