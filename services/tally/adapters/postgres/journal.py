@@ -8,7 +8,7 @@ INSERT: the balance trigger checks each statement's entries whole.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -27,9 +27,11 @@ Carried = Mapping[str, Iterable[CarriedEvent]]  # entry key -> the events it car
 
 
 class Journal:
-    """Caches account ids across transactions; only committed ids are remembered."""
+    """Caches account ids across transactions; only committed ids are remembered.
+    ``clock`` stamps each posting's ``posted_at`` (tests choose the instants)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._clock = clock
         self._account_ids: dict[str, int] = {}
         self._pending: dict[str, int] = {}
 
@@ -78,7 +80,7 @@ class Journal:
             conn, (line.account for entry in entries for line in entry.lines)
         )
         lane, seq, head = await take_lane(conn, "ledger_lane")
-        posted_at = datetime.now(UTC)
+        posted_at = self._clock()
         rows = []
         for entry in entries:
             seq += 1
