@@ -37,7 +37,7 @@ def transfer(key: str, debit: Account, credit: Account, amount: Decimal) -> Entr
 
 
 # A posting: (seconds after START, amount); instants are asked about the same way.
-posting = st.tuples(st.integers(0, 4 * 86_400), st.integers(-10**6, 10**6))
+posting = st.tuples(st.integers(0, 4 * 86_400), st.integers(-(10**6), 10**6))
 
 
 @settings(
