@@ -20,8 +20,9 @@ and a reader sums per ``amountCurrency`` as it would per currency.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import NamedTuple
 
 from tally.domain.ledger import canonical_amount
@@ -81,12 +82,28 @@ def indicator(amount: Decimal) -> str:
     return "C" if amount < 0 else "D"
 
 
+@lru_cache(maxsize=256)
+def _period_fields(period: str) -> tuple[str, str, date]:
+    """(fiscal year, period number, the period's last day) of ``YYYY-MM``."""
+    year, month = period.split("-")
+    return year, str(int(month)), (period_bounds(period)[1] - timedelta(days=1)).date()
+
+
+@lru_cache(maxsize=256)
+def _dates(posted_at: datetime, period: str) -> tuple[str, str, str]:
+    """(effectiveDate, enteredDate, enteredTime): the lines of an entry share them."""
+    posted = posted_at.astimezone(UTC)
+    entered = posted.date()
+    return (
+        min(entered, _period_fields(period)[2]).isoformat(),
+        entered.isoformat(),
+        posted.time().isoformat(),
+    )
+
+
 def gl_detail(line: LedgerLine) -> tuple[str, ...]:
     """The line's GL Detail row, in ``GL_DETAIL_FIELDS`` order."""
-    year, month = line.period.split("-")
-    last_day = period_bounds(line.period)[1] - timedelta(days=1)
-    posted = line.posted_at.astimezone(UTC)
-    entered = posted.date()
+    year, month, _ = _period_fields(line.period)
     return (
         str(line.entry_id),
         str(line.line_number),
@@ -95,10 +112,8 @@ def gl_detail(line: LedgerLine) -> tuple[str, ...]:
         line.kind,
         line.org or "platform",
         year,
-        str(int(month)),
-        min(entered, last_day.date()).isoformat(),
-        entered.isoformat(),
-        posted.time().isoformat(),
+        month,
+        *_dates(line.posted_at, line.period),
         line.account,
         canonical_amount(abs(line.amount)),
         indicator(line.amount),
@@ -116,13 +131,13 @@ def trial_balance_row(
     credits: Decimal,
 ) -> tuple[str, ...]:
     """An account's Trial Balance row, in ``TRIAL_BALANCE_FIELDS`` order."""
-    year, month = period.split("-")
+    year, month, _ = _period_fields(period)
     closing = opening + debits - credits
     return (
         account,
         owner,
         year,
-        str(int(month)),
+        month,
         canonical_amount(abs(opening)),
         indicator(opening),
         canonical_amount(debits),

@@ -61,7 +61,7 @@ SELECT i + 1, 'bench:' || i, 'usage', 'bench' || lpad((i % $2)::text, 5, '0'),
        to_char(start, 'YYYY-MM'),
        start + (start + interval '1 month' - start) * ((i - first) / per::float8),
        i % 16 + 1, i / 16 + 1, '\\x00'::bytea, sha256(int8send(i))
-  FROM generate_series(0, $1 - 1) i,
+  FROM generate_series(0, $1::bigint - 1) i,
        LATERAL (SELECT i * $3 / $1 AS p) pp,
        LATERAL (SELECT make_timestamptz($4, $5, 1, 0, 0, 0, 'UTC')
                        + make_interval(months => pp.p::int) AS start,
@@ -72,12 +72,11 @@ LINES = """
 INSERT INTO entry_line (entry_id, account_id, amount)
 SELECT i + 1, ((i % $2 * $3 + i * $3 / $1) * 2 + u) * 2 + k + 1,
        CASE WHEN k = 0 THEN q ELSE -q END
-  FROM generate_series(0, $1 - 1) i,
+  FROM generate_series(0, $1::bigint - 1) i,
        LATERAL (SELECT (i / $2) % 2 AS u) uu,
        LATERAL (SELECT CASE WHEN uu.u = 0 THEN (1 + i * 7919 % 500)::numeric
                             ELSE (i * 31 % 100000)::numeric / 1000 END AS q) qq,
-       generate_series(0, 1) k
- ORDER BY i, k"""
+       generate_series(0, 1) k"""
 
 ROLLUPS = (
     """INSERT INTO account_day

@@ -13,8 +13,8 @@ from tally.adapters.postgres.reads.trial_balance import iter_trial_balance
 from tally.domain import ads
 
 GL_DETAIL = """
-SELECT e.id, row_number() OVER (PARTITION BY e.id ORDER BY l.id), e.kind, e.idempotency_key,
-       e.org, e.period, e.posted_at, a.code, a.kind, a.unit, l.amount
+SELECT e.id, e.kind, e.idempotency_key, e.org, e.period, e.posted_at, a.code, a.kind,
+       a.unit, l.amount
   FROM journal_entry e
   JOIN entry_line l ON l.entry_id = e.id
   JOIN account a ON a.id = l.account_id
@@ -24,8 +24,11 @@ SELECT e.id, row_number() OVER (PARTITION BY e.id ORDER BY l.id), e.kind, e.idem
 
 async def gl_detail(conn: asyncpg.Connection, period: str) -> AsyncIterator[tuple[str, ...]]:
     """Every line of the period's entries as a GL Detail row (``ads.GL_DETAIL_FIELDS``)."""
+    entry_id, number = None, 0
     async for record in stream(conn, GL_DETAIL, period):
-        yield ads.gl_detail(ads.LedgerLine(*record))
+        number = number + 1 if record[0] == entry_id else 1  # the line's place in its entry
+        entry_id = record[0]
+        yield ads.gl_detail(ads.LedgerLine(entry_id, number, *record[1:]))
 
 
 async def trial_balance(conn: asyncpg.Connection, period: str) -> AsyncIterator[tuple[str, ...]]:
