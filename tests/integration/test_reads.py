@@ -216,6 +216,10 @@ async def test_one_entry_shows_its_lines_events_and_chain_position(
         assert (found.chain.lane, found.chain.seq, found.chain.hash) == tuple(stored)
         assert (await entries.entry(conn, entry_id)).events[0].raw is None  # type: ignore[union-attr]
         assert await entries.entry(conn, 10**9) is None
+        async with conn.transaction():  # inside a caller's transaction, as the API may call
+            assert (await entries.entry(conn, entry_id)) == found.model_copy(
+                update={"events": [e.model_copy(update={"raw": None}) for e in found.events]}
+            )
 
 
 async def export(engine: AsyncEngine, shape: str) -> list[dict[str, str]]:

@@ -12,6 +12,7 @@ memory) for CSV.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -40,8 +41,18 @@ def fetch_limit(limit: int) -> int:
     return limit + 1
 
 
+@asynccontextmanager
+async def snapshot(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """One read-only snapshot for several queries (or the caller's transaction, if any)."""
+    if conn.is_in_transaction():
+        yield
+        return
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        yield
+
+
 async def stream(conn: asyncpg.Connection, query: str, *args: Any) -> AsyncIterator[asyncpg.Record]:
     """Every row of ``query`` through a server-side cursor, in one read-only snapshot."""
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with snapshot(conn):
         async for record in conn.cursor(query, *args, prefetch=STREAM_PREFETCH):
             yield record

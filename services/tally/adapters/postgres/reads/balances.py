@@ -15,7 +15,7 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit
+from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit, snapshot
 from tally.domain.pagination import DEFAULT_LIMIT, Key, Page, page_of
 
 
@@ -87,7 +87,7 @@ async def balance(
     """The account's balance as of ``as_of`` (default: now) with a page of its movements."""
     instant = as_of or datetime.now(UTC)
     key = cursor_after(after, (int, int))
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with snapshot(conn):
         totals = await balance_totals(conn, account, instant)
         if totals is None:
             return None

@@ -10,7 +10,7 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit, stream
+from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit, snapshot, stream
 from tally.domain.pagination import DEFAULT_LIMIT, Key, Page, page_of
 
 
@@ -115,7 +115,7 @@ async def iter_entries(
 
 
 async def entry(conn: asyncpg.Connection, entry_id: int, raw: bool = False) -> EntryDetail | None:
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with snapshot(conn):
         header = await conn.fetchrow(
             """SELECT id, idempotency_key, kind, org, period, rate_card_version, posted_at,
                       lane, seq, encode(prev_hash, 'hex') AS prev_hash,
