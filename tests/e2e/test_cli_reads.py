@@ -89,7 +89,7 @@ async def test_an_auditor_reads_the_ledger_from_the_cli(settings: Settings, tmp_
 async def test_the_api_benchmark_fills_and_measures_a_small_ledger(settings: Settings) -> None:
     figures = (
         await tally(settings, "bench", "api", "--lines", "20000", "--orgs", "20",
-                    "--samples", "50", "--json")
+                    "--samples", "50", "--verify", "--json")
     ).json()  # fmt: skip
     assert figures["lines"] == 20_000 and figures["entries"] == 10_000
     assert figures["accounts"] == 20 * 10 * 4

@@ -13,7 +13,14 @@ import typer
 from rich.progress import Progress
 
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.cli.rendering import Format, FormatOption, counting_bars, errors, print_rows
+from tally.entrypoints.cli.rendering import (
+    Format,
+    FormatOption,
+    counting_bars,
+    errors,
+    fail,
+    print_rows,
+)
 from tally.tools.bench import Bench, as_dict
 from tally.tools.bench_api import ApiBench
 from tally.tools.bench_close import CLOSE_PERIOD, CloseBench
@@ -144,6 +151,9 @@ def bench_api(
     orgs: Annotated[int, typer.Option(min=1, help="Organizations.")] = 1000,
     periods: Annotated[int, typer.Option(min=1, max=120, help="Months, from 2026-01.")] = 10,
     samples: Annotated[int, typer.Option(min=10, help="Balances timed.")] = 1000,
+    verify: Annotated[
+        bool, typer.Option(help="After the fill, check the rollups as `tally ledger verify` does.")
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -155,6 +165,8 @@ def bench_api(
     async def main() -> dict[str, Any]:
         async with ApiBench(settings, urls, lines, orgs, periods) as scratch:
             fill_seconds = await scratch.fill(lambda what: errors.print(f"filling: {what} …"))
+            if verify and (findings := await scratch.rollup_findings()):
+                raise fail(f"the fill's rollups disagree with its lines: {findings}")
             result = await scratch.measure(
                 fill_seconds, lambda what: errors.print(f"timing: {what} …"), samples
             )
