@@ -7,8 +7,10 @@ INSERT: the balance trigger checks each statement's entries whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -23,9 +25,11 @@ from tally.domain.ledger import (
 
 
 class Journal:
-    """Caches account ids across transactions; only committed ids are remembered."""
+    """Caches account ids across transactions; only committed ids are remembered.
+    ``clock`` stamps each posting's ``posted_at`` (tests choose the instants)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._clock = clock
         self._account_ids: dict[str, int] = {}
         self._pending: dict[str, int] = {}
 
@@ -74,7 +78,7 @@ class Journal:
             conn, (line.account for entry in entries for line in entry.lines)
         )
         lane, seq, head = await take_lane(conn, "ledger_lane")
-        posted_at = datetime.now(UTC)
+        posted_at = self._clock()
         rows = []
         for entry in entries:
             seq += 1
@@ -124,7 +128,68 @@ class Journal:
         await conn.execute(
             "UPDATE ledger_lane SET seq = $2, head_hash = $3 WHERE lane = $1", lane, seq, head
         )
+        periods = (entry.period for entry in entries for _ in entry.lines)
+        await _roll_up(
+            conn, posted_at, [(p, *line) for p, line in zip(periods, lines, strict=True)]
+        )
         return entry_ids
+
+
+# Rows in key order, so concurrent postings lock shared rollup rows in the same order.
+ROLL_UP = """
+WITH d AS (
+    INSERT INTO account_day AS r (account_id, day, debits, credits, lines, first_entry,
+                                  last_entry)
+    SELECT a, $1::date, dr, cr, n, f, l
+      FROM unnest($2::bigint[], $3::numeric[], $4::numeric[], $5::bigint[], $6::bigint[],
+                  $7::bigint[]) AS t(a, dr, cr, n, f, l)
+    ON CONFLICT (account_id, day) DO UPDATE
+       SET debits = r.debits + excluded.debits, credits = r.credits + excluded.credits,
+           lines = r.lines + excluded.lines,
+           first_entry = least(r.first_entry, excluded.first_entry),
+           last_entry = greatest(r.last_entry, excluded.last_entry)
+)
+INSERT INTO account_period AS r (account_id, period, debits, credits, lines)
+SELECT * FROM unnest($8::bigint[], $9::text[], $10::numeric[], $11::numeric[], $12::bigint[])
+ON CONFLICT (account_id, period) DO UPDATE
+   SET debits = r.debits + excluded.debits, credits = r.credits + excluded.credits,
+       lines = r.lines + excluded.lines
+"""
+
+
+async def _roll_up(
+    conn: asyncpg.Connection,
+    posted_at: datetime,
+    lines: list[tuple[str | None, int, int, Decimal]],  # (period, entry id, account id, amount)
+) -> None:
+    """Add one posting's lines (all posted at ``posted_at``) to the per-account rollups."""
+    day: dict[int, list[Decimal | int]] = {}
+    period: dict[tuple[int, str], list[Decimal | int]] = defaultdict(
+        lambda: [Decimal(0), Decimal(0), 0]
+    )
+    for entry_period, entry_id, account_id, amount in lines:
+        debit, credit = max(amount, Decimal(0)), max(-amount, Decimal(0))
+        row = day.setdefault(account_id, [Decimal(0), Decimal(0), 0, entry_id, entry_id])
+        row[0] += debit
+        row[1] += credit
+        row[2] += 1
+        row[3], row[4] = min(row[3], entry_id), max(row[4], entry_id)
+        if entry_period is not None:
+            total = period[account_id, entry_period]
+            total[0] += debit
+            total[1] += credit
+            total[2] += 1
+    days = sorted(day.items())
+    periods = sorted(period.items())
+    await conn.execute(
+        ROLL_UP,
+        posted_at.date(),
+        [account for account, _ in days],
+        *([row[i] for _, row in days] for i in range(5)),
+        [account for (account, _), _ in periods],
+        [key for (_, key), _ in periods],
+        *([row[i] for _, row in periods] for i in range(3)),
+    )
 
 
 async def take_lane(conn: asyncpg.Connection, table: str) -> tuple[int, int, bytes]:

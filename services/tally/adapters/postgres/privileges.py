@@ -33,6 +33,9 @@ WRITER_UPDATES: Mapping[str, tuple[str, ...]] = {
     "dead_letter": ("replayed_at", "replay_outcome"),  # a replay is recorded
     "invoice_counter": ("last",),  # the next invoice numbers are taken
     "api_key": ("revoked_at",),  # a key is revoked (once: a trigger refuses the rest)
+    # per-account rollups of the posted lines grow with each posting (only grow: trigger)
+    "account_day": ("debits", "credits", "lines", "first_entry", "last_entry"),
+    "account_period": ("debits", "credits", "lines"),
 }
 # Tables the services read but never add to: migrate fills them.
 WRITER_READ_ONLY = frozenset(

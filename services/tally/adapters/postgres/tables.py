@@ -335,3 +335,27 @@ class ApiKeyRow(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     expires_at: datetime | None = _ts(nullable=True)
     revoked_at: datetime | None = _ts(nullable=True)
+
+
+class AccountDay(SQLModel, table=True):
+    """Per account and UTC day of posting: what was posted (kept by the posting)."""
+
+    __tablename__ = "account_day"
+    account_id: int = Field(primary_key=True, foreign_key="account.id")
+    day: date = Field(primary_key=True)
+    debits: Decimal = _num(nullable=False)
+    credits: Decimal = _num(nullable=False)
+    lines: int
+    first_entry: int
+    last_entry: int
+
+
+class AccountPeriod(SQLModel, table=True):
+    """Per account and entry period: what was posted (kept by the posting)."""
+
+    __tablename__ = "account_period"
+    account_id: int = Field(primary_key=True, foreign_key="account.id")
+    period: str = Field(primary_key=True)
+    debits: Decimal = _num(nullable=False)
+    credits: Decimal = _num(nullable=False)
+    lines: int

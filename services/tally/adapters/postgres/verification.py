@@ -14,6 +14,9 @@ duplicates, conflicts, dead letters and events of each stream are what the deliv
 tallies say (and their chain is intact); an organization's currency is the one its
 invoices and receivables carry. Every month seal recomputes from the entries it covers,
 and the lane heads it holds still hold the hashes it saw (``--period``: that period's seals).
+And the read side's derived data: the per-account
+rollups by day (``account_day``) and by period (``account_period``) are what the lines
+sum to.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ async def verify(engine: AsyncEngine, period: str | None = None) -> Verification
     ):
         await _accounts(conn, result)
         await _balance(conn, result)
+        await check_rollups(conn, result)
         await _events(conn, result)
         book = await metering_store.load_rate_cards(conn)
         await _ai_totals(conn, result, book)
@@ -134,6 +138,48 @@ async def _balance(conn: asyncpg.Connection, result: Verification) -> None:
              LEFT JOIN entry_line l ON l.entry_id = e.id GROUP BY e.id HAVING count(l.id) < 2"""
     ):
         result.add("too few lines", f"entry {row['id']} has {row['n']} line(s)")
+
+
+# Each rollup recomputed from the lines beside what is stored, where they differ.
+ROLLUPS = {
+    "account_day": (
+        "(e.posted_at AT TIME ZONE 'UTC')::date",
+        "day",
+        ", min(e.id) AS first_entry, max(e.id) AS last_entry",
+        ", first_entry, last_entry",
+    ),
+    "account_period": ("e.period", "period", "", ""),
+}
+
+
+async def check_rollups(conn: asyncpg.Connection, result: Verification) -> None:
+    for table, (expression, key, extra, stored_extra) in ROLLUPS.items():
+        columns = "debits, credits, lines" + stored_extra
+        for row in await conn.fetch(
+            f"""WITH computed AS (
+                    SELECT l.account_id, {expression} AS {key},
+                           sum(greatest(l.amount, 0)) AS debits,
+                           sum(greatest(-l.amount, 0)) AS credits, count(*) AS lines {extra}
+                      FROM entry_line l JOIN journal_entry e ON e.id = l.entry_id
+                     WHERE {expression} IS NOT NULL GROUP BY 1, 2),
+                stored AS (SELECT account_id, {key}, {columns} FROM {table})
+                SELECT coalesce(a.code, s.account_id::text, c.account_id::text) AS account,
+                       coalesce(s.{key}, c.{key})::text AS key,
+                       CASE WHEN s.account_id IS NULL THEN 'nothing' ELSE row(s.*)::text
+                       END AS stored,
+                       CASE WHEN c.account_id IS NULL THEN 'nothing' ELSE row(c.*)::text
+                       END AS computed
+                  FROM computed c FULL JOIN stored s USING (account_id, {key})
+                  LEFT JOIN account a ON a.id = coalesce(s.account_id, c.account_id)
+                 WHERE row(c.*) IS DISTINCT FROM row(s.*)
+                 ORDER BY 1, 2"""
+        ):
+            result.add(
+                "rollup",
+                f"{table} of {row['account']} for {key} {row['key']}: stored "
+                f"{row['stored']}, the lines sum to {row['computed']} "
+                f"(account id, {key}, {columns})",
+            )
 
 
 async def _events(conn: asyncpg.Connection, result: Verification) -> None:

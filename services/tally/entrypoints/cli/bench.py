@@ -13,8 +13,16 @@ import typer
 from rich.progress import Progress
 
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.cli.rendering import Format, FormatOption, counting_bars, errors, print_rows
+from tally.entrypoints.cli.rendering import (
+    Format,
+    FormatOption,
+    counting_bars,
+    errors,
+    fail,
+    print_rows,
+)
 from tally.tools.bench import Bench, as_dict
+from tally.tools.bench_api import ApiBench
 from tally.tools.bench_close import CLOSE_PERIOD, CloseBench
 
 bench_app = typer.Typer(
@@ -133,6 +141,47 @@ def bench_large(
         return as_dict(result)
 
     print_rows(run(main()), Format.json if json_ else fmt, "bench large")
+
+
+@bench_app.command("api")
+def bench_api(
+    lines: Annotated[
+        int, typer.Option(min=20, help="Entry lines to fill (two per entry).")
+    ] = 10_000_000,
+    orgs: Annotated[int, typer.Option(min=1, help="Organizations.")] = 1000,
+    periods: Annotated[int, typer.Option(min=1, max=120, help="Months, from 2026-01.")] = 10,
+    samples: Annotated[int, typer.Option(min=10, help="Balances timed.")] = 1000,
+    verify: Annotated[
+        bool, typer.Option(help="After the fill, check the rollups as `tally ledger verify` does.")
+    ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """The read side at ledger scale: fill a scratch database with LINES entry lines
+    (untimed), then time balances as of an instant, a trial balance, the first page of
+    an organization's entries and the ADS GL export of one period."""
+    settings, urls = settings_and_urls()
+
+    async def main() -> dict[str, Any]:
+        async with ApiBench(settings, urls, lines, orgs, periods) as scratch:
+            fill_seconds = await scratch.fill(lambda what: errors.print(f"filling: {what} …"))
+            if verify and (findings := await scratch.rollup_findings()):
+                raise fail(f"the fill's rollups disagree with its lines: {findings}")
+            result = await scratch.measure(
+                fill_seconds, lambda what: errors.print(f"timing: {what} …"), samples
+            )
+        return as_dict(result)
+
+    try:
+        figures = run(main())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if json_ or fmt is Format.json:
+        print_rows(figures, Format.json)
+        return
+    print_rows(
+        [{"figure": key, "value": value} for key, value in figures.items()], fmt, "bench api"
+    )
 
 
 def register(app: typer.Typer) -> None:

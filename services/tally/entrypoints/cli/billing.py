@@ -7,10 +7,14 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
 from tally.adapters.postgres import invoices
+from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import lineage
 from tally.config import get_settings
+from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor, Page
 from tally.domain.period import previous_period
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (
@@ -20,6 +24,7 @@ from tally.entrypoints.cli.rendering import (
     console,
     counting_bars,
     fail,
+    parse_instant,
     print_invoice,
     print_rows,
     to_csv,
@@ -35,22 +40,6 @@ class DocumentFormat(StrEnum):
     json = "json"
     csv = "csv"
     html = "html"
-
-
-def _instant(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"{value!r} is not a timestamp (e.g. 2026-12-02T00:00:00Z)"
-        ) from exc
-    if parsed.tzinfo is None:
-        raise typer.BadParameter(f"{value!r} has no UTC offset (add Z or +HH:MM)")
-    if not 1970 <= parsed.year <= 9998:
-        raise typer.BadParameter(f"{value!r} is out of range (years 1970 to 9998)")
-    return parsed
 
 
 def close(
@@ -70,7 +59,7 @@ def close(
 ) -> None:
     """Close a period: allocation, overage and expiry posted, one invoice per organization."""
     settings = get_settings()
-    clock = _instant(as_of) or datetime.now(UTC)
+    clock = parse_instant(as_of) or datetime.now(UTC)
     chosen = period or previous_period(clock)
 
     async def work(engine: Any) -> tuple[CloseReport, list[dict[str, Any]]]:
@@ -139,6 +128,48 @@ def invoice_show(
         for where, entries in sorted(found.entries.items()):
             ids = ", ".join(f"{entry['id']} ({entry['kind']})" for entry in entries)
             console.print(f"[dim]{where} bills entries {ids}[/dim]")
+
+
+def _invoice_number(value: str) -> int:
+    """``INV-000042`` or ``42``."""
+    digits = value.upper().removeprefix("INV-")
+    if not digits.isdigit() or int(digits) < 1:
+        raise typer.BadParameter(f"{value!r} is not an invoice number (INV-000042 or 42)")
+    return int(digits)
+
+
+@invoice_app.command("lineage")
+def invoice_lineage(
+    number: Annotated[
+        int, typer.Argument(metavar="NUMBER", help="INV-000042 or 42.", parser=_invoice_number)
+    ],
+    limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="Rows per page.")] = (
+        DEFAULT_LIMIT
+    ),
+    after: Annotated[
+        str | None, typer.Option(help="Continue after this cursor (the previous page's next).")
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Each invoice line -> the entries it bills -> the events they carry, a page at a time."""
+
+    async def work(engine: AsyncEngine) -> Page[lineage.LineageRow] | None:
+        async with raw_connection(engine) as conn:
+            return await lineage.lineage(conn, number, after, limit)
+
+    try:
+        page = with_engine(work)
+    except BadCursor as exc:
+        raise fail(str(exc), 2) from exc
+    if page is None:
+        raise fail(f"no invoice {invoices.invoice_number(number)}")
+    items = [row.model_dump() for row in page.items]
+    if fmt is Format.json:
+        print_rows({"items": items, "next": page.next}, fmt)
+        return
+    print_rows(items, fmt, f"lineage of {invoices.invoice_number(number)}")
+    if page.next:
+        console.print(f"[dim]more: add --after {page.next}[/dim]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

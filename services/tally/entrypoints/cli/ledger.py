@@ -1,16 +1,28 @@
-"""Looking at the ledger: balances, verification, an event's story, dead letters."""
+"""Looking at the ledger: accounts, balances as of any instant, the trial balance,
+entries, the ADS export, verification, an event's story, dead letters."""
 
 from __future__ import annotations
 
+import sys
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
 from tally.adapters.postgres import ledger_queries, seals
+from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import accounts as account_reads
+from tally.adapters.postgres.reads import balances as balance_reads
+from tally.adapters.postgres.reads import entries, gl_export, trial_balance
 from tally.adapters.postgres.verification import verify
+from tally.adapters.tabular import StreamFormat, write_stream
 from tally.config import get_settings
+from tally.domain import ads
+from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
@@ -19,6 +31,7 @@ from tally.entrypoints.cli.rendering import (
     console,
     errors,
     fail,
+    parse_instant,
     print_rows,
 )
 from tally.entrypoints.plain import verification_summary
@@ -43,6 +56,213 @@ def balances(
     """Each account's balance (debits positive) for an organization and period."""
     rows = with_engine(lambda engine: ledger_queries.balances(engine, org, period))
     print_rows(rows, fmt, f"balances of {org}" + (f" for {period}" if period else ""))
+
+
+PeriodOption = Annotated[
+    str | None, typer.Option(help="Billing period YYYY-MM.", callback=check_period)
+]
+LimitOption = Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="Rows per page.")]
+AfterOption = Annotated[
+    str | None, typer.Option(help="Continue after this cursor (the previous page's next).")
+]
+
+
+def _page_footer(next_cursor: str | None, fmt: Format) -> None:
+    if next_cursor and fmt is Format.table:
+        console.print(f"[dim]more: add --after {next_cursor}[/dim]", highlight=False)
+
+
+def _bad_cursor(exc: BadCursor) -> typer.Exit:
+    return fail(str(exc), 2)
+
+
+@ledger_app.command("accounts")
+def accounts_command(
+    org: Annotated[str | None, typer.Option(help="Owner: an organization or 'platform'.")] = None,
+    period: PeriodOption = None,
+    unit: Annotated[str | None, typer.Option(help="api_request, ai_token or a currency.")] = None,
+    kind: Annotated[str | None, typer.Option(help="allowance, usage, receivable, ...")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Accounts with their debits, credits and balance (debits positive)."""
+    filters = account_reads.AccountFilter(org=org, period=period, unit=unit, kind=kind)
+
+    async def work(engine: AsyncEngine) -> list[dict[str, Any]]:
+        async with raw_connection(engine) as conn:
+            return [row.model_dump() async for row in account_reads.iter_accounts(conn, filters)]
+
+    rows = with_engine(work)
+    if fmt is Format.table:  # the code names owner, period, unit and kind
+        rows = [{k: row[k] for k in ("code", "debits", "credits", "balance")} for row in rows]
+    print_rows(rows, fmt, "accounts")
+
+
+@ledger_app.command("balance")
+def balance_command(
+    account: Annotated[
+        str, typer.Argument(help="Account code, e.g. org/acme/2026-11/api_request/usage.")
+    ],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Instant (RFC 3339); default: now.")
+    ] = None,
+    limit: LimitOption = 20,
+    after: AfterOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """An account's balance as of any instant, with the movements (newest first) that make it."""
+    instant = parse_instant(as_of)
+
+    async def work(engine: AsyncEngine) -> balance_reads.Balance | None:
+        async with raw_connection(engine) as conn:
+            return await balance_reads.balance(conn, account, instant, after, limit)
+
+    try:
+        found = with_engine(work)
+    except BadCursor as exc:
+        raise _bad_cursor(exc) from exc
+    if found is None:
+        raise fail(f"no account {account!r} (see `tally ledger accounts`)")
+    if fmt is Format.json:
+        print_rows(found.model_dump(), fmt)
+        return
+    console.print(
+        f"[bold]{found.account}[/bold] as of {found.as_of.isoformat()}: balance "
+        f"{found.balance:f} {found.unit} (debits {found.debits:f}, credits {found.credits:f})",
+        highlight=False,
+    )
+    print_rows([row.model_dump() for row in found.movements.items], fmt, "movements")
+    _page_footer(found.movements.next, fmt)
+
+
+@ledger_app.command("trial-balance")
+def trial_balance_command(
+    period: Annotated[str, typer.Option(help="Billing period YYYY-MM.", callback=check_period)],
+    unit: Annotated[str | None, typer.Option(help="Only this unit.")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Per account: opening balance, the period's debits and credits, closing balance; per
+    unit the totals (debits equal credits). Exit 1 if a unit does not balance."""
+
+    async def work(engine: AsyncEngine) -> trial_balance.TrialBalance:
+        async with raw_connection(engine) as conn:
+            return await trial_balance.trial_balance(conn, period, unit)
+
+    found = with_engine(work)
+    if fmt is Format.json:
+        print_rows({**found.model_dump(), "balanced": found.balanced}, fmt)
+    else:
+        print_rows([row.model_dump() for row in found.rows], fmt, f"trial balance {period}")
+        print_rows([row.model_dump() for row in found.totals], fmt, "totals per unit")
+    if not found.balanced:
+        raise typer.Exit(1)
+
+
+@ledger_app.command("entries")
+def entries_command(
+    org: Annotated[str | None, typer.Option(help="Organization.")] = None,
+    period: PeriodOption = None,
+    kind: Annotated[str | None, typer.Option(help="usage, grant, expiry, overage, ...")] = None,
+    account: Annotated[str | None, typer.Option(help="Only entries with a line on it.")] = None,
+    posted_from: Annotated[str | None, typer.Option(help="Posted at or after (RFC 3339).")] = None,
+    posted_to: Annotated[str | None, typer.Option(help="Posted before (RFC 3339).")] = None,
+    limit: LimitOption = DEFAULT_LIMIT,
+    after: AfterOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Journal entries, oldest first, a page at a time."""
+    filters = entries.EntryFilter(
+        org=org,
+        period=period,
+        kind=kind,
+        account=account,
+        posted_from=parse_instant(posted_from),
+        posted_to=parse_instant(posted_to),
+    )
+
+    async def work(engine: AsyncEngine) -> Any:
+        async with raw_connection(engine) as conn:
+            return await entries.entries(conn, filters, after, limit)
+
+    try:
+        page = with_engine(work)
+    except BadCursor as exc:
+        raise _bad_cursor(exc) from exc
+    items = [row.model_dump() for row in page.items]
+    if fmt is Format.json:
+        print_rows({"items": items, "next": page.next}, fmt)
+        return
+    print_rows(items, fmt, "entries")
+    _page_footer(page.next, fmt)
+
+
+@ledger_app.command("entry")
+def entry_command(
+    entry_id: Annotated[int, typer.Argument(metavar="ID", help="The entry's id.")],
+    raw: Annotated[bool, typer.Option("--raw", help="Include each event's raw bytes.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """One entry: its lines, the events it carries (SHA-256 of their raw bytes) and its
+    position in the hash chain."""
+
+    async def work(engine: AsyncEngine) -> entries.EntryDetail | None:
+        async with raw_connection(engine) as conn:
+            return await entries.entry(conn, entry_id, raw)
+
+    found = with_engine(work)
+    if found is None:
+        raise fail(f"no entry {entry_id}")
+    if fmt is Format.json:
+        print_rows(found.model_dump(), fmt)
+        return
+    chain = found.chain
+    console.print(
+        f"[bold]entry {found.id}[/bold] {found.kind} · {found.org or 'platform'} · "
+        f"{found.period} · posted {found.posted_at.isoformat()} · key {found.idempotency_key}\n"
+        f"lane {chain.lane} seq {chain.seq} · prev {chain.prev_hash} · hash {chain.hash}",
+        highlight=False,
+    )
+    print_rows([row.model_dump() for row in found.lines], fmt, "lines")
+    print_rows([row.model_dump() for row in found.events], fmt, "events carried")
+
+
+class Shape(StrEnum):
+    gl_detail = "gl-detail"
+    trial_balance = "trial-balance"
+
+
+class Standard(StrEnum):
+    ads = "ads"
+
+
+@ledger_app.command("export")
+def export_command(
+    period: Annotated[str, typer.Option(help="Billing period YYYY-MM.", callback=check_period)],
+    standard: Annotated[
+        Standard, typer.Option(help="ads: the AICPA Audit Data Standard.")
+    ] = Standard.ads,
+    shape: Annotated[Shape, typer.Option(help="gl-detail or trial-balance.")] = Shape.gl_detail,
+    fmt: Annotated[
+        StreamFormat, typer.Option("--format", "-f", help="csv or json.")
+    ] = StreamFormat.csv,
+    output: Annotated[
+        Path | None, typer.Option(help="Write to this file; default: standard output.")
+    ] = None,
+) -> None:
+    """The period's general ledger in the Audit Data Standard, streamed (flat memory).
+    Units that are not money (api_request, ai_token) stand in the amountCurrency column."""
+    fields = ads.GL_DETAIL_FIELDS if shape is Shape.gl_detail else ads.TRIAL_BALANCE_FIELDS
+    rows = gl_export.gl_detail if shape is Shape.gl_detail else gl_export.trial_balance
+
+    async def work(engine: AsyncEngine) -> int:
+        async with raw_connection(engine) as conn:
+            if output is None:
+                return await write_stream(sys.stdout, fields, rows(conn, period), fmt)
+            with output.open("w", encoding="utf-8", newline="") as out:
+                return await write_stream(out, fields, rows(conn, period), fmt)
+
+    written = with_engine(work)
+    if output is not None:
+        errors.print(f"{written} {shape.value} rows of {period} written to {output}")
 
 
 @ledger_app.command("verify")

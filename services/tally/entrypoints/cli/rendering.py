@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from html import escape
@@ -67,6 +68,23 @@ def check_period(value: str | None) -> str | None:
     if value is not None and not is_period(value):
         raise typer.BadParameter(f"{value!r} is not a period YYYY-MM")
     return value
+
+
+def parse_instant(value: str | None) -> datetime | None:
+    """An RFC 3339 option value (with its UTC offset), or None."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not a timestamp (e.g. 2026-12-02T00:00:00Z)"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} has no UTC offset (add Z or +HH:MM)")
+    if not 1970 <= parsed.year <= 9998:
+        raise typer.BadParameter(f"{value!r} is out of range (years 1970 to 9998)")
+    return parsed
 
 
 def counting_bars() -> Progress:

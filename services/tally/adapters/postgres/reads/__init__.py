@@ -1,0 +1,58 @@
+"""The ledger's read side (CQRS): queries that only SELECT, returning pydantic models.
+
+Sign convention, as in ``tally.domain.ledger``: a positive line amount is a **debit**, a
+negative one a **credit**. ``debits`` and ``credits`` columns are positive totals, and a
+balance is ``debits - credits`` (positive: a debit balance, negative: a credit balance).
+Decimals serialize as strings in JSON (pydantic's JSON mode). Lists are keyset pages
+(``tally.domain.pagination``): a function takes the opaque cursor ``after`` and a limit
+and returns a ``Page``; its ``iter_`` twin streams every row (a server-side cursor, flat
+memory) for CSV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Annotated, Any
+
+import asyncpg
+from pydantic import PlainSerializer
+
+from tally.domain.pagination import MAX_LIMIT, Key, decode_cursor
+
+STREAM_PREFETCH = 5000
+
+# An exact decimal, as a plain string in JSON ("3000000", never "3.00E+6").
+Amount = Annotated[
+    Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json")
+]
+
+
+def cursor_after(after: str | None, shape: Sequence[type]) -> Key | None:
+    """The key a cursor continues after (``BadCursor`` when it is not one of this list)."""
+    return None if after is None else decode_cursor(after, shape)
+
+
+def fetch_limit(limit: int) -> int:
+    """Rows to fetch for a page of ``limit``: one more says whether a next page exists."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit + 1
+
+
+@asynccontextmanager
+async def snapshot(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """One read-only snapshot for several queries (or the caller's transaction, if any)."""
+    if conn.is_in_transaction():
+        yield
+        return
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        yield
+
+
+async def stream(conn: asyncpg.Connection, query: str, *args: Any) -> AsyncIterator[asyncpg.Record]:
+    """Every row of ``query`` through a server-side cursor, in one read-only snapshot."""
+    async with snapshot(conn):
+        async for record in conn.cursor(query, *args, prefetch=STREAM_PREFETCH):
+            yield record

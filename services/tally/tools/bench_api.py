@@ -1,0 +1,300 @@
+"""``tally bench api``: the read side at ledger scale, in a throwaway database.
+
+Untimed, the scratch database is filled with bulk SQL (no consumer): ``lines`` entry lines
+in balanced two-line usage entries (debit usage, credit allowance, in ``api_request`` or
+``ai_token``) of ``orgs`` organizations over ``periods`` months, posted in id order through
+each month; then the rollups are computed from the lines, as migration 0008 does. The
+fill checks what it promises: every entry balances per unit, and (with ``--verify``) the
+rollups are what ``tally ledger verify`` recomputes. Its hash chain is a placeholder (the
+bench reads, it never verifies the chain).
+
+Then the clock runs on the four figures of issue 9: an account's balance as of a random
+instant (p50/p99), a period's trial balance (p50/max), the first page of an
+organization's entries (p50/p99), and the GL export of the fullest period streamed as
+CSV (lines per second, and the growth of the process's peak memory while it streams).
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Self
+
+import asyncpg
+
+from tally import bootstrap
+from tally.adapters.postgres import databases
+from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import balances, entries, gl_export, trial_balance
+from tally.adapters.postgres.verification import Verification, check_rollups
+from tally.adapters.tabular import StreamFormat, write_stream
+from tally.bootstrap import ServiceUrls
+from tally.config import Settings
+from tally.domain import ads
+from tally.domain.period import period_bounds
+
+Step = Callable[[str], None]
+FIRST_PERIOD = (2026, 1)
+UNITS = ("api_request", "ai_token")
+KINDS = ("usage", "allowance")
+
+# Account ids are arithmetic: ((org * periods + period) * 2 + unit) * 2 + kind + 1.
+ACCOUNTS = """
+INSERT INTO account (id, code, owner, period, unit, kind)
+SELECT ((o * $2 + p) * 2 + u) * 2 + k + 1,
+       'org/' || org || '/' || per || '/' || ($3::text[])[u + 1] || '/' || ($4::text[])[k + 1],
+       org, per, ($3::text[])[u + 1], ($4::text[])[k + 1]
+  FROM generate_series(0, $1 - 1) o, generate_series(0, $2 - 1) p,
+       generate_series(0, 1) u, generate_series(0, 1) k,
+       LATERAL (SELECT 'bench' || lpad(o::text, 5, '0') AS org,
+                       to_char(make_date($5, $6, 1) + make_interval(months => p::int),
+                               'YYYY-MM') AS per) n"""
+
+# Entry i (0-based) of n: period i * periods / n, posted through that month in id order.
+ENTRIES = """
+INSERT INTO journal_entry (id, idempotency_key, kind, org, period, posted_at, lane, seq,
+                           prev_hash, hash)
+SELECT i + 1, 'bench:' || i, 'usage', 'bench' || lpad((i % $2)::text, 5, '0'),
+       to_char(start, 'YYYY-MM'),
+       start + (start + interval '1 month' - start) * ((i - first) / per::float8),
+       i % 16 + 1, i / 16 + 1, '\\x00'::bytea, sha256(int8send(i))
+  FROM generate_series(0, $1::bigint - 1) i,
+       LATERAL (SELECT i * $3 / $1 AS p) pp,
+       LATERAL (SELECT make_timestamptz($4, $5, 1, 0, 0, 0, 'UTC')
+                       + make_interval(months => pp.p::int) AS start,
+                       (pp.p * $1 + $3 - 1) / $3 AS first,
+                       ((pp.p + 1) * $1 + $3 - 1) / $3 - (pp.p * $1 + $3 - 1) / $3 AS per) t"""
+
+LINES = """
+INSERT INTO entry_line (entry_id, account_id, amount)
+SELECT i + 1, ((i % $2 * $3 + i * $3 / $1) * 2 + u) * 2 + k + 1,
+       CASE WHEN k = 0 THEN q ELSE -q END
+  FROM generate_series(0, $1::bigint - 1) i,
+       LATERAL (SELECT (i / $2) % 2 AS u) uu,
+       LATERAL (SELECT CASE WHEN uu.u = 0 THEN (1 + i * 7919 % 500)::numeric
+                            ELSE (i * 31 % 100000)::numeric / 1000 END AS q) qq,
+       generate_series(0, 1) k"""
+
+ROLLUPS = (
+    """INSERT INTO account_day
+       SELECT l.account_id, (e.posted_at AT TIME ZONE 'UTC')::date,
+              sum(greatest(l.amount, 0)), sum(greatest(-l.amount, 0)), count(*),
+              min(e.id), max(e.id)
+         FROM entry_line l JOIN journal_entry e ON e.id = l.entry_id GROUP BY 1, 2""",
+    """INSERT INTO account_period
+       SELECT l.account_id, e.period, sum(greatest(l.amount, 0)),
+              sum(greatest(-l.amount, 0)), count(*)
+         FROM entry_line l JOIN journal_entry e ON e.id = l.entry_id GROUP BY 1, 2""",
+)
+
+
+@dataclass
+class ApiBenchResult:
+    lines: int
+    entries: int
+    accounts: int
+    orgs: int
+    periods: int
+    fill_seconds: float
+    balance_as_of_p50_ms: float
+    balance_as_of_p99_ms: float
+    trial_balance_p50_ms: float
+    trial_balance_max_ms: float
+    trial_balance_accounts: int
+    entries_first_page_p50_ms: float
+    entries_first_page_p99_ms: float
+    export_period: str
+    export_lines: int
+    export_seconds: float
+    export_lines_per_second: float
+    export_peak_rss_growth_mb: float
+
+
+def _ms(samples: list[float], quantile: float) -> float:
+    ordered = sorted(samples)
+    return round(ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] * 1000, 3)
+
+
+async def _timed(samples: list[float], work: Any) -> Any:
+    started = time.perf_counter()
+    result = await work
+    samples.append(time.perf_counter() - started)
+    return result
+
+
+class DevNull:
+    """Where the timed export goes: never kept (so memory shows the stream alone)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+class ApiBench:
+    """A scratch database filled with ``lines`` entry lines; dropped on exit."""
+
+    def __init__(
+        self, settings: Settings, urls: ServiceUrls, lines: int, orgs: int, periods: int
+    ) -> None:
+        if lines < 2 * orgs * 2 or lines % 2:
+            raise ValueError("--lines must be even and at least four per organization")
+        self.settings, self.base_urls = settings, urls
+        self.lines, self.orgs, self.periods = lines, orgs, periods
+        self.entries = lines // 2
+
+    async def __aenter__(self) -> Self:
+        self.database = await databases.create_scratch(self.base_urls.database, "tally_bench_api")
+        await bootstrap.migrate(
+            self.settings, ServiceUrls(self.database, self.base_urls.redis, False)
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await databases.drop(self.database)
+
+    async def fill(self, step: Step) -> float:
+        """Untimed for the figures: the ledger, balanced, with its rollups. Returns seconds."""
+        started = time.perf_counter()
+        conn = await asyncpg.connect(databases.dsn(self.database))
+        try:
+            year, month = FIRST_PERIOD
+            async with conn.transaction():
+                # The checks run once, after the fill, not per statement and row (superuser).
+                replica = await conn.fetchval(
+                    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                )
+                if replica:
+                    await conn.execute("SET LOCAL session_replication_role = replica")
+                step(f"accounts of {self.orgs} organizations over {self.periods} months")
+                await conn.execute(
+                    ACCOUNTS, self.orgs, self.periods, list(UNITS), list(KINDS), year, month
+                )
+                await conn.execute(
+                    "INSERT INTO organization (name, currency) SELECT DISTINCT owner, 'USD'"
+                    " FROM account"
+                )
+                step(f"{self.entries} entries")
+                await conn.execute(ENTRIES, self.entries, self.orgs, self.periods, year, month)
+                step(f"{self.lines} lines")
+                await conn.execute(LINES, self.entries, self.orgs, self.periods)
+                step("rollups by day and by period")
+                for statement in ROLLUPS:
+                    await conn.execute(statement)
+            await conn.execute("SELECT setval('journal_entry_id_seq', $1)", self.entries)
+            await conn.execute("SELECT setval('account_id_seq', (SELECT max(id) FROM account))")
+            step("checking every entry balances")
+            unbalanced = await conn.fetchval(
+                """SELECT count(*) FROM (SELECT 1 FROM entry_line l
+                     JOIN account a ON a.id = l.account_id
+                    GROUP BY l.entry_id, a.unit HAVING sum(l.amount) <> 0) bad"""
+            )
+            if unbalanced:
+                raise AssertionError(f"the fill left {unbalanced} unbalanced entries")
+            step("ANALYZE")
+            await conn.execute("VACUUM ANALYZE")
+        finally:
+            await conn.close()
+        return time.perf_counter() - started
+
+    async def rollup_findings(self) -> list[str]:
+        """What ``tally ledger verify`` says of the rollups (a full pass over the lines)."""
+        result = Verification()
+        conn = await asyncpg.connect(databases.dsn(self.database))
+        try:
+            await check_rollups(conn, result)
+        finally:
+            await conn.close()
+        return [finding.detail for finding in result.findings]
+
+    async def measure(self, fill_seconds: float, step: Step, samples: int = 1000) -> ApiBenchResult:
+        rng = random.Random(7)
+        engine = bootstrap.engine(self.database, owner=True)
+        try:
+            async with raw_connection(engine) as conn:
+                accounts = await conn.fetch("SELECT code, period FROM account ORDER BY id")
+                step(f"balance as of a random instant, {samples} times")
+                timings: list[float] = []
+                for _ in range(samples):
+                    account = rng.choice(accounts)
+                    start, end = period_bounds(account["period"])
+                    instant = start + (end - start) * rng.random() * 1.2  # some after the month
+                    await _timed(timings, balances.balance_totals(conn, account["code"], instant))
+                balance_figures = (_ms(timings, 0.5), _ms(timings, 0.99))
+
+                periods = sorted({row["period"] for row in accounts})
+                step(f"trial balance of {periods[-1]}, 5 times")
+                timings = []
+                for _ in range(5):
+                    found = await _timed(timings, trial_balance.trial_balance(conn, periods[-1]))
+                assert found.balanced, "the trial balance does not balance"
+                tb_figures = (_ms(timings, 0.5), round(max(timings) * 1000, 3))
+                tb_accounts = len(found.rows)
+
+                step(f"first page of an organization's entries, {samples // 5} times")
+                timings = []
+                orgs = sorted({row["code"].split("/")[1] for row in accounts})
+                for _ in range(samples // 5):
+                    filters = entries.EntryFilter(org=rng.choice(orgs))
+                    await _timed(timings, entries.entries(conn, filters))
+                entry_figures = (_ms(timings, 0.5), _ms(timings, 0.99))
+
+                period = periods[len(periods) // 2]
+                step(f"GL export of {period} (ADS GL Detail, CSV)")
+                export = await self._export(conn, period)
+        finally:
+            await engine.dispose()
+        lines, seconds, rate, growth = export
+        return ApiBenchResult(
+            lines=self.lines,
+            entries=self.entries,
+            accounts=len(accounts),
+            orgs=self.orgs,
+            periods=self.periods,
+            fill_seconds=round(fill_seconds, 1),
+            balance_as_of_p50_ms=balance_figures[0],
+            balance_as_of_p99_ms=balance_figures[1],
+            trial_balance_p50_ms=tb_figures[0],
+            trial_balance_max_ms=tb_figures[1],
+            trial_balance_accounts=tb_accounts,
+            entries_first_page_p50_ms=entry_figures[0],
+            entries_first_page_p99_ms=entry_figures[1],
+            export_period=period,
+            export_lines=lines,
+            export_seconds=seconds,
+            export_lines_per_second=rate,
+            export_peak_rss_growth_mb=growth,
+        )
+
+    async def _export(
+        self, conn: asyncpg.Connection, period: str
+    ) -> tuple[int, float, float, float]:
+        """(lines, seconds, lines per second, growth of resident memory in MB)."""
+        start_rss = peak_rss = _rss()
+        seen = 0
+
+        async def watched() -> AsyncIterator[tuple[str, ...]]:
+            nonlocal peak_rss, seen
+            async for row in gl_export.gl_detail(conn, period):
+                seen += 1
+                if seen % 50_000 == 0:
+                    peak_rss = max(peak_rss, _rss())
+                yield row
+
+        started = time.perf_counter()
+        written = await write_stream(DevNull(), ads.GL_DETAIL_FIELDS, watched(), StreamFormat.csv)
+        seconds = time.perf_counter() - started
+        peak_rss = max(peak_rss, _rss())
+        return (
+            written,
+            round(seconds, 3),
+            round(written / seconds, 1),
+            round((peak_rss - start_rss) / 1e6, 1),
+        )
+
+
+def _rss() -> int:
+    """The process's resident memory now, in bytes (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
