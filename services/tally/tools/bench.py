@@ -39,7 +39,8 @@ LARGE_SOURCE = "bench-close"  # the source of tally bench large's entries
 
 @dataclass
 class DrainResult:
-    events: int
+    events: int  # stream entries drained (each once, however often it was delivered)
+    deliveries: int  # entries the consumers processed: more when one claimed another's
     seconds: float
     events_per_second: float
     batch_size: int
@@ -178,7 +179,7 @@ class Bench:
         """Time from the consumers' start to the commit of the last batch. Each consumer is
         its own process (one group, as when scaling out), started and imported before the
         clock runs."""
-        await self.fill(events, seed, progress)
+        filled = await self.fill(events, seed, progress)
         context = multiprocessing.get_context("spawn")
         ready, go, results = context.Barrier(consumers + 1), context.Event(), context.Queue()
         processes = [
@@ -205,9 +206,10 @@ class Bench:
         drained = sum(n for n, _, _ in outcomes)
         seconds = max(last for _, _, last in outcomes) - started
         return DrainResult(
-            events=drained,
+            events=filled,
+            deliveries=drained,
             seconds=round(seconds, 3),
-            events_per_second=round(drained / seconds, 1),
+            events_per_second=round(filled / seconds, 1),
             batch_size=self.settings.batch_size,
             consumers=consumers,
             entries_posted=sum(p for _, p, _ in outcomes),
