@@ -32,6 +32,12 @@ WRITER_UPDATES: Mapping[str, tuple[str, ...]] = {
     "meter_total": ("quantity",),  # running AI quantity (ON CONFLICT DO UPDATE; only grows)
     "dead_letter": ("replayed_at", "replay_outcome"),  # a replay is recorded
     "invoice_counter": ("last",),  # the next invoice numbers are taken
+    # Derived rollups (the report's and the dashboard's read side): metering adds each
+    # batch's new events (upsert), `tally rollups rebuild` adds back what they miss. They
+    # are not evidence: `tally ledger verify` recomputes them from the immutable,
+    # hash-chained events and names any difference.
+    "api_usage_daily": ("requests",),
+    "ai_usage_daily": ("quantity",),
 }
 # Tables the services read but never add to: migrate fills them.
 WRITER_READ_ONLY = frozenset(

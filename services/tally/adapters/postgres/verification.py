@@ -12,7 +12,8 @@ every organization and period the close posted entries for, or that existed when
 period was closed, still has its invoice, two lines and billed close entries; the
 duplicates, conflicts, dead letters and events of each stream are what the delivery
 tallies say (and their chain is intact); an organization's currency is the one its
-invoices and receivables carry.
+invoices and receivables carry. The daily rollups (derived data the reports read) equal
+what the stored events add up to.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from decimal import Decimal
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import metering_store, stream_records
+from tally.adapters.postgres import metering_store, rollups, stream_records
 from tally.adapters.postgres.connection import raw_connection
 from tally.domain.deliveries import DeliveryCounts, tally_hash
 from tally.domain.ledger import (
@@ -88,6 +89,8 @@ async def verify(engine: AsyncEngine) -> Verification:
         await _delivery_tallies(conn, result)
         await _currencies(conn, result)
         await _stream_incidents(conn, result)
+        for difference in await rollups.differences(conn):
+            result.add("rollup", difference.describe())
     return result
 
 
