@@ -152,6 +152,11 @@ async def differences(conn: asyncpg.Connection, org: str | None = None) -> list[
     return found
 
 
+async def organizations(conn: asyncpg.Connection) -> list[str]:
+    """Every organization, in name order (what a rebuild of all goes through)."""
+    return [row["name"] for row in await conn.fetch("SELECT name FROM organization ORDER BY 1")]
+
+
 async def rebuild(conn: asyncpg.Connection, org: str) -> int:
     """Bring one organization's rollups back to what its events add up to; returns how
     many rows changed (0 when they were right)."""

@@ -20,6 +20,7 @@ from tally.entrypoints.cli import (
     produce,
     servers,
     stream,
+    usage,
 )
 from tally.entrypoints.cli.rendering import errors
 from tally.service_layer.consumer import Unreachable
@@ -32,7 +33,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (admin, bench, billing, consume, demo, estimate, ledger, produce, servers, stream):
+for module in (
+    admin,
+    bench,
+    billing,
+    consume,
+    demo,
+    estimate,
+    ledger,
+    produce,
+    servers,
+    stream,
+    usage,
+):
     module.register(app)
 
 
