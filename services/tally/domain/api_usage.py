@@ -14,6 +14,8 @@ Computed from daily rollups (UTC days) of billable requests; pure. Rules:
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -308,3 +310,21 @@ def section_rows(result: Report, section: str) -> list[dict[str, object]]:
 def section_columns(section: str) -> list[str]:
     """A section's columns, even when the report has no rows for it."""
     return list(section_rows(report([Requests("c", "GET", "/", 200, 1)]), section)[0])
+
+
+def to_csv(result: Report, sections: list[str]) -> str:
+    """The sections as CSV (the csv module's quoting): one section's own columns, or, for
+    several, a ``section`` column first and every section's columns after it (the CLI's
+    ``--format csv`` and the API's export)."""
+    several = len(sections) > 1
+    columns = dict.fromkeys(["section"] if several else [])
+    for name in sections:
+        columns.update(dict.fromkeys(section_columns(name)))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for name in sections:
+        for row in section_rows(result, name):
+            cells = {key: "" if value is None else str(value) for key, value in row.items()}
+            writer.writerow({"section": name, **cells} if several else cells)
+    return out.getvalue()

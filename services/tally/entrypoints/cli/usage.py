@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -25,8 +23,8 @@ from tally.domain.api_usage import (
     Preset,
     Report,
     day_range,
-    section_columns,
     section_rows,
+    to_csv,
 )
 from tally.domain.period import period_of
 from tally.entrypoints.cli.context import with_engine
@@ -55,23 +53,6 @@ def _day(value: str | None) -> date | None:
         return None if value is None else date.fromisoformat(value)
     except ValueError as exc:
         raise typer.BadParameter(f"{value!r} is not a day YYYY-MM-DD") from exc
-
-
-def report_csv(result: Report, sections: list[str]) -> str:
-    """The sections as CSV (csv module): one section's own columns, or several with a
-    ``section`` column first and every section's columns after it."""
-    several = len(sections) > 1
-    columns = dict.fromkeys(["section"] if several else [])
-    for name in sections:
-        columns.update(dict.fromkeys(section_columns(name)))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for name in sections:
-        for row in section_rows(result, name):
-            cells = {key: "" if value is None else str(value) for key, value in row.items()}
-            writer.writerow({"section": name, **cells} if several else cells)
-    return out.getvalue()
 
 
 @report_app.command("api-usage")
@@ -112,7 +93,7 @@ def api_usage(
     result = with_engine(read)
     sections = list(SECTIONS) if section == "all" else [section]
     if fmt is ReportFormat.csv:
-        typer.echo(report_csv(result, sections), nl=False)
+        typer.echo(to_csv(result, sections), nl=False)
     elif fmt is ReportFormat.json:
         print_rows(_document(org, preset, days, result, sections), Format.json)
     else:
