@@ -68,7 +68,15 @@ async def assert_exact(engine: AsyncEngine, summary: LoadSummary) -> None:
     assert len(letters) == summary.bad_total
     async with engine.connect() as conn:
         stored = (await conn.exec_driver_sql("SELECT count(*) FROM usage_event")).scalar()
+        rolled = dict(
+            (
+                await conn.exec_driver_sql(
+                    "SELECT org, sum(requests) FROM api_usage_daily WHERE billable GROUP BY org"
+                )
+            ).all()
+        )
     assert stored == summary.good
+    assert rolled == {org: n for org, n in summary.billable_requests.items() if n}  # once each
     assert (await verify(engine)).ok
 
 

@@ -91,12 +91,14 @@ def event(
     ).encode()
 
 
-def api(event_id: str, count: int = 1, kind: str = "integration", **extra: Any) -> bytes:
+def api(
+    event_id: str, count: int = 1, kind: str = "integration", status: int = 200, **extra: Any
+) -> bytes:
     data = {
         "oauth_client_id": "c-42",
         "method": "GET",
         "template_uri": "/api/v2/users/{userId}",
-        "status": 200,
+        "status": status,
         "client_kind": kind,
         "count": count,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -153,12 +154,14 @@ async def ledger_0001(conn: asyncpg.Connection) -> None:
                feature, quantity, rate_card_version, raw, stream, stream_id, received_at,
                entry_id)
            VALUES ('crm', 'r1', 'api.request', 'acme', '2026-10-15T12:00:00Z', '2026-10',
-                   'metered', 'api_requests', NULL, 3, '2026-01', '{"id": "r1"}', 's1', '1-0',
+                   'metered', 'api_requests', NULL, 3, '2026-01', $2, 's1', '1-0',
                    '2026-10-15T12:00:01Z', $1),
                   ('crm', 'r2', 'api.request', 'acme', '2026-10-15T12:00:00Z', '2026-10',
-                   'non_billable', NULL, NULL, 1, '2026-01', '{"id": "r2"}', 's1', '2-0',
+                   'non_billable', NULL, NULL, 1, '2026-01', $3, 's1', '2-0',
                    '2026-10-15T12:00:01Z', NULL)""",
         entry,
+        api_raw("r1", "integration", count=3),
+        api_raw("r2", "ui"),
     )
     await conn.execute(
         """INSERT INTO duplicate_delivery (stream, stream_id, source, id, received_at)
@@ -176,6 +179,23 @@ async def ledger_0001(conn: asyncpg.Connection) -> None:
                   ('s2', '3-0', '{}', 'unknown organization', 'unknown_organization',
                    '2026-10-15T12:00:05Z', '2026-10-16T00:00:00Z', 'metered')"""
     )
+
+
+def api_raw(
+    event_id: str,
+    kind: str,
+    count: int = 1,
+    client: str = "c-1",
+    url: tuple[str, str] = ("GET", "/api/v2/users"),
+    status: int = 200,
+    time: str = "2026-10-15T12:00:00Z",
+) -> bytes:
+    """An ``api.request`` event's bytes, as the wire contract has them."""
+    data = {"oauth_client_id": client, "method": url[0], "template_uri": url[1],
+            "status": status, "client_kind": kind, "count": count}  # fmt: skip
+    event = {"specversion": "1.0", "id": event_id, "source": "crm", "type": "api.request",
+             "time": time, "subject": "acme", "data": data}  # fmt: skip
+    return json.dumps(event).encode()
 
 
 LEDGER_0001 = (

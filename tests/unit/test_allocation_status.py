@@ -8,7 +8,8 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tally.domain.allocation_status import meter_status, week_of
+from tally.adapters.ratecard_files import bundled_cards
+from tally.domain.allocation_status import daily_tokens, meter_status, week_of
 from tally.domain.projection import Health
 
 # seed 003's dashboard: March 2026, 50,000 tokens, 19,810 consumed, read after the month
@@ -66,3 +67,28 @@ def test_february_of_28_days_has_four_weeks() -> None:
 @given(day=st.dates(date(2000, 1, 1), date(2099, 12, 31)))
 def test_every_day_falls_in_one_of_five_weeks(day: date) -> None:
     assert week_of(day) == min((day.day + 6) // 7, 5)
+
+
+CARD = bundled_cards()[0]
+
+
+@given(
+    st.dictionaries(
+        st.tuples(
+            st.dates(date(2026, 10, 1), date(2026, 10, 31)),
+            st.sampled_from(["voice_bot", "messaging", "ai_translate", "virtual_agent"]),
+        ),
+        st.decimals(0, 100_000, places=3),
+        max_size=40,
+    )
+)
+def test_daily_tokens_add_up_to_the_conversion_of_each_features_total(
+    quantities: dict[tuple[date, str], Decimal],
+) -> None:
+    daily = daily_tokens(quantities, CARD.tokens)
+    assert set(daily) == set(quantities)
+    for feature in {feature for _, feature in quantities}:
+        total = sum((q for (_, f), q in quantities.items() if f == feature), Decimal(0))
+        days = sum((t for (_, f), t in daily.items() if f == feature), Decimal(0))
+        assert days == CARD.tokens(feature, total)
+    assert all(tokens >= 0 for tokens in daily.values())

@@ -13,7 +13,7 @@ feature, week by week, projected to the month's end, and its health. Pure.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -74,20 +74,40 @@ class MeterStatus:
         return max(self.allocation - self.projected, ZERO)
 
 
+def daily_tokens(
+    quantities: Mapping[tuple[date, str], Decimal], tokens: Callable[[str, Decimal], Decimal]
+) -> dict[tuple[date, str], Decimal]:
+    """AI tokens per (UTC day, feature) from quantities in each feature's own unit: the
+    conversion (``tokens``, the rate card's) of the running quantity at the day's end minus
+    at its start. The differences telescope, so a feature's days (and weeks) add up exactly
+    to the conversion of its total, which is what the ledger posts and the invoice bills."""
+    running: dict[str, Decimal] = defaultdict(Decimal)
+    out = {}
+    for day, feature in sorted(quantities):
+        before = running[feature]
+        running[feature] += quantities[(day, feature)]
+        out[(day, feature)] = tokens(feature, running[feature]) - tokens(feature, before)
+    return out
+
+
 def meter_status(
     period: str,
     unit: str,
     allocation: Decimal,
     daily: Mapping[tuple[date, str], Decimal],
     as_of: datetime,
+    used: Decimal | None = None,
 ) -> MeterStatus:
     """The status of one meter from its usage per (UTC day, feature) so far.
 
     ``daily`` holds the committed usage of the period's days (feature ``""`` when the meter
     has none). ``as_of`` is the instant the usage was read at (the projection's clock).
+    ``used``: the period's usage as the ledger holds it (what the invoice will bill); by
+    default the sum of ``daily``.
     """
     start, end = period_bounds(period)
-    used = sum(daily.values(), ZERO)
+    if used is None:
+        used = sum(daily.values(), ZERO)
     per_feature: dict[str, Decimal] = defaultdict(Decimal)
     per_week: dict[int, Decimal] = defaultdict(Decimal)
     for (day, feature), quantity in daily.items():

@@ -14,6 +14,8 @@ Computed from daily rollups (UTC days) of billable requests; pure. Rules:
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -229,3 +231,100 @@ def report(rows: Iterable[Requests], client: str | None = None, url: str | None 
         filter_client=client,
         filter_url=url,
     )
+
+
+# The report's sections, as the CLI, CSV export and API name them (seed 002's panels).
+SECTIONS: tuple[str, ...] = (
+    "top-clients",  # Most active: top 5 OAuth clients, successful and failed
+    "statuses",  # Most active: requests per status bucket
+    "top-urls",  # Most active: top 5 template URLs
+    "clients",  # OAuth clients: requests per client (filtered share under a URL filter)
+    "client-statuses",  # OAuth clients: status buckets per client
+    "client-urls",  # OAuth clients: URL counts per client
+    "urls",  # URL requests: every URL, outcomes and shares (filtered under a client filter)
+    "totals",  # URL requests: total successful vs failed
+)
+
+
+def _ranked(rows: list[Row], name: str) -> list[dict[str, object]]:
+    return [
+        {
+            "rank": rank,
+            name: row.name,
+            "requests": row.requests,
+            "successful": row.successful,
+            "failed": row.failed,
+            **{f"status {b}": row.by_bucket[b] for b in BUCKETS},
+            "share %": row.share,
+            "filtered share %": row.filtered_share,
+        }
+        for rank, row in enumerate(rows, start=1)
+    ]
+
+
+def section_rows(result: Report, section: str) -> list[dict[str, object]]:
+    """One section of the report as flat rows (the same columns on every row), for a table,
+    JSON or CSV. Shares are percentages to two places; a filtered share is None without a
+    cross-filter."""
+    total = result.total
+    if section in ("top-clients", "clients"):
+        return _ranked(result.top_clients if section == "top-clients" else result.clients, "client")
+    if section in ("top-urls", "urls"):
+        return _ranked(result.top_urls if section == "top-urls" else result.urls, "url")
+    if section == "statuses":
+        return [
+            {"status": b, "requests": n, "share %": _percent(n, total.requests)}
+            for b, n in total.by_bucket.items()
+        ]
+    if section == "client-statuses":
+        return [
+            {"client": row.name, **{f"status {b}": row.by_bucket[b] for b in BUCKETS}}
+            for row in result.clients
+        ]
+    if section == "client-urls":
+        return [
+            {
+                "client": pair.client,
+                "url": pair.url,
+                "requests": pair.requests,
+                "successful": pair.successful,
+                "failed": pair.failed,
+            }
+            for pair in result.client_urls
+        ]
+    if section == "totals":
+        return [
+            {
+                "requests": total.requests,
+                "successful": total.successful,
+                "failed": total.failed,
+                "successful %": _percent(total.successful, total.requests),
+                "failed %": _percent(total.failed, total.requests),
+                "clients": len(result.clients),
+                "urls": len(result.urls),
+            }
+        ]
+    raise ValueError(f"unknown section {section!r}: expected one of {', '.join(SECTIONS)}")
+
+
+def section_columns(section: str) -> list[str]:
+    """A section's columns, even when the report has no rows for it."""
+    return list(section_rows(report([Requests("c", "GET", "/", 200, 1)]), section)[0])
+
+
+def to_csv(result: Report, sections: list[str]) -> str:
+    """The sections as CSV (the csv module's quoting): one section's own columns, or, for
+    several, a ``section`` column first and every section's columns after it (the CLI's
+    ``--format csv`` and the API's export)."""
+    several = len(sections) > 1
+    columns = dict.fromkeys(["section"] if several else [])
+    for name in sections:
+        columns.update(dict.fromkeys(section_columns(name)))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for name in sections:
+        for row in section_rows(result, name):
+            cells = {key: "" if value is None else str(value) for key, value in row.items()}
+            writer.writerow({"section": name, **cells} if several else cells)
+    return out.getvalue()

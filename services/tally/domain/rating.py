@@ -18,6 +18,7 @@ from typing import Any, Literal
 from tally.domain.events import (
     EVENT_FIELD,
     AiUsageEvent,
+    ApiRequestData,
     ApiRequestEvent,
     InvalidEvent,
     LicenseUsageData,
@@ -99,6 +100,7 @@ class Rated:
     raw: bytes
     stream_id: str
     license: LicenseUsageData | None = None
+    api: ApiRequestData | None = None  # an API request's client, URL and status (rollups)
     key: EventKey = field(init=False)
 
     def __post_init__(self) -> None:
@@ -238,7 +240,9 @@ def rate(
         meter: Meter | None = None
         feature: str | None = None
         license_data: LicenseUsageData | None = None
+        api_data: ApiRequestData | None = None
         if isinstance(event, ApiRequestEvent):
+            api_data = event.data
             kind = event.data.client_kind
             if kind in card.api.billable_client_kinds:
                 meter = API_REQUEST
@@ -296,6 +300,7 @@ def rate(
         raw=raw,
         stream_id=stream_id,
         license=license_data,
+        api=api_data,
     )
 
 

@@ -219,6 +219,7 @@ class MeteringService:
             counts = await self.store.write_events(
                 conn, stream, received_at, deliveries, postings, entry_ids
             )
+            await self.store.add_rollups(conn, deliveries.new)  # new events only: counted once
             counts += DeliveryCounts(
                 dead_letters=await self.store.write_rejects(conn, stream, received_at, rejects)
             )

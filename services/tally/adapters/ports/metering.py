@@ -16,6 +16,7 @@ from tally.domain.rating import (
     Deliveries,
     EventKey,
     Posting,
+    Rated,
     Reject,
     SourceGrant,
     TotalKey,
@@ -54,6 +55,9 @@ class MeteringStore(Protocol):
         postings: Sequence[Posting],
         entry_ids: Mapping[str, int],
     ) -> DeliveryCounts: ...
+
+    async def add_rollups(self, conn: asyncpg.Connection, new_events: Sequence[Rated]) -> None:
+        """Add the batch's new events to the daily rollups the reports read."""
 
     async def write_rejects(
         self,

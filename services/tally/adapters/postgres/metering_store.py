@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from tally.adapters.postgres import rollups
 from tally.adapters.postgres.journal import take_lane
 from tally.domain.deliveries import DeliveryCounts, tally_hash
 from tally.domain.ratecard import RateCard, RateCardBook
@@ -311,3 +312,8 @@ async def record_tally(
         head,
         digest,
     )
+
+
+async def add_rollups(conn: asyncpg.Connection, new_events: Sequence[Rated]) -> None:
+    """The batch's new events into the daily rollups (``rollups.add``), in its transaction."""
+    await rollups.add(conn, new_events)

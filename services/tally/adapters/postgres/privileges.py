@@ -36,6 +36,12 @@ WRITER_UPDATES: Mapping[str, tuple[str, ...]] = {
     # per-account rollups of the posted lines grow with each posting (only grow: trigger)
     "account_day": ("debits", "credits", "lines", "first_entry", "last_entry"),
     "account_period": ("debits", "credits", "lines"),
+    # Derived rollups (the report's and the dashboard's read side): metering adds each
+    # batch's new events (upsert), `tally rollups rebuild` adds back what they miss. They
+    # are not evidence: `tally ledger verify` recomputes them from the immutable,
+    # hash-chained events and names any difference.
+    "api_usage_daily": ("requests",),
+    "ai_usage_daily": ("quantity",),
 }
 # Tables the services read but never add to: migrate fills them.
 WRITER_READ_ONLY = frozenset(

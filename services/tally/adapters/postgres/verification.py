@@ -17,6 +17,7 @@ and the lane heads it holds still hold the hashes it saw (``--period``: that per
 And the read side's derived data: the per-account
 rollups by day (``account_day``) and by period (``account_period``) are what the lines
 sum to.
+The daily rollups (derived data the reports read) equal what the stored events add up to.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from decimal import Decimal
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import metering_store, seals, stream_records
+from tally.adapters.postgres import metering_store, rollups, seals, stream_records
 from tally.adapters.postgres.connection import raw_connection
 from tally.domain.deliveries import DeliveryCounts, tally_hash
 from tally.domain.ledger import (
@@ -96,6 +97,8 @@ async def verify(engine: AsyncEngine, period: str | None = None) -> Verification
         await _currencies(conn, result)
         await _stream_incidents(conn, result)
         await _seals(conn, result, period)
+        for difference in await rollups.differences(conn):
+            result.add("rollup", difference.describe())
     return result
 
 

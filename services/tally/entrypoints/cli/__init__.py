@@ -21,6 +21,7 @@ from tally.entrypoints.cli import (
     produce,
     servers,
     stream,
+    usage,
 )
 from tally.entrypoints.cli.rendering import errors
 from tally.service_layer.consumer import Unreachable
@@ -45,6 +46,7 @@ for module in (
     produce,
     servers,
     stream,
+    usage,
 ):
     module.register(app)
 

@@ -1,0 +1,213 @@
+"""The daily rollups (``api_usage_daily``, ``ai_usage_daily``): added to by the metering
+transaction, recomputed from ``usage_event`` by verify and rebuild, read by the reports.
+
+They are derived data. The events are the evidence (immutable, hash-chained), so the one
+truth of a rollup is the query ``_API_TRUTH`` / ``_AI_TRUTH`` over ``usage_event``: verify
+lists where a rollup differs from it, rebuild adds the difference. Rebuild only ever adds a
+difference computed in one snapshot (both sides at once), so a consumer adding its batch
+concurrently is neither lost nor counted twice: its events and its rollup increments
+commit together, and are either both in the snapshot or both after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+import asyncpg
+
+from tally.domain.api_usage import DayRange, Requests
+from tally.domain.period import period_bounds
+from tally.domain.rating import Rated
+from tally.domain.rollups import ai_days, api_days
+
+API_KEY = ("org", "day", "oauth_client_id", "template_uri", "method", "status", "billable")
+AI_KEY = ("org", "period", "day", "feature")
+
+
+async def add(conn: asyncpg.Connection, new_events: Iterable[Rated]) -> None:
+    """Add a batch's new events to both rollups: one multi-row upsert per table, rows in key
+    order (concurrent consumers lock them in the same order, so they cannot deadlock)."""
+    events = list(new_events)
+    if api := api_days(events):
+        await conn.execute(
+            """INSERT INTO api_usage_daily AS r (org, day, oauth_client_id, template_uri,
+                   method, status, billable, requests)
+               SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[],
+                                    $5::text[], $6::int[], $7::bool[], $8::bigint[])
+               ON CONFLICT (org, day, oauth_client_id, template_uri, method, status, billable)
+               DO UPDATE SET requests = r.requests + excluded.requests""",
+            *_columns(api.keys(), len(API_KEY)),
+            list(api.values()),
+        )
+    if ai := ai_days(events):
+        await conn.execute(
+            """INSERT INTO ai_usage_daily AS r (org, period, day, feature, quantity)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[],
+                                    $5::numeric[])
+               ON CONFLICT (org, period, day, feature)
+               DO UPDATE SET quantity = r.quantity + excluded.quantity""",
+            *_columns(ai.keys(), len(AI_KEY)),
+            list(ai.values()),
+        )
+
+
+def _columns(keys: Iterable[tuple[object, ...]], width: int) -> list[list[object]]:
+    rows = list(keys)
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+# What the rollups must hold, from the stored events ($1: one organization, or NULL: all).
+_API_TRUTH = """
+SELECT org, (event_time AT TIME ZONE 'UTC')::date AS day,
+       data ->> 'oauth_client_id' AS oauth_client_id, data ->> 'template_uri' AS template_uri,
+       data ->> 'method' AS method, (data ->> 'status')::numeric::integer AS status,
+       event_status = 'metered' AS billable, sum(quantity)::bigint AS amount
+  FROM (SELECT org, event_time, status AS event_status, quantity,
+               convert_from(raw, 'UTF8')::jsonb -> 'data' AS data
+          FROM usage_event
+         WHERE type = 'api.request' AND status IN ('metered', 'non_billable')
+           AND ($1::text IS NULL OR org = $1)) AS e
+ GROUP BY 1, 2, 3, 4, 5, 6, 7"""
+_AI_TRUTH = """
+SELECT org, period, (event_time AT TIME ZONE 'UTC')::date AS day, feature,
+       sum(quantity) AS amount
+  FROM usage_event
+ WHERE meter = 'ai_token' AND feature IS NOT NULL AND ($1::text IS NULL OR org = $1)
+ GROUP BY 1, 2, 3, 4"""
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """One rollup table: its name, key, counter column and the truth it derives from."""
+
+    table: str
+    key: tuple[str, ...]
+    counter: str
+    truth: str
+
+    def differences_sql(self) -> str:
+        """Rows whose stored counter differs from the events' (missing rows count 0)."""
+        key = ", ".join(self.key)
+        return f"""
+            WITH truth AS ({self.truth}),
+                 stored AS (SELECT {key}, {self.counter} AS amount FROM {self.table}
+                             WHERE $1::text IS NULL OR org = $1)
+            SELECT {key}, coalesce(t.amount, 0) AS expected, coalesce(s.amount, 0) AS stored,
+                   s.amount IS NOT NULL AS present
+              FROM truth t FULL JOIN stored s USING ({key})
+             WHERE coalesce(t.amount, 0) <> coalesce(s.amount, 0)"""
+
+    def rebuild_sql(self) -> str:
+        """Add each difference: to the row's latest version when it exists (an UPDATE
+        re-reads a row a concurrent batch changed), else as a new row; counts the rows."""
+        key = ", ".join(self.key)
+        joined = " AND ".join(f"r.{column} = d.{column}" for column in self.key)
+        return f"""
+            WITH d AS ({self.differences_sql()}),
+                 updated AS (UPDATE {self.table} r
+                                SET {self.counter} = r.{self.counter} + d.expected - d.stored
+                               FROM d WHERE d.present AND {joined} RETURNING 1),
+                 inserted AS (INSERT INTO {self.table} AS r ({key}, {self.counter})
+                              SELECT {key}, expected FROM d WHERE NOT present ORDER BY {key}
+                              ON CONFLICT ({key}) DO UPDATE
+                              SET {self.counter} = r.{self.counter} + excluded.{self.counter}
+                              RETURNING 1)
+            SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)"""
+
+
+API_USAGE = Rollup("api_usage_daily", API_KEY, "requests", _API_TRUTH)
+AI_USAGE = Rollup("ai_usage_daily", AI_KEY, "quantity", _AI_TRUTH)
+ROLLUPS = (API_USAGE, AI_USAGE)
+
+
+@dataclass(frozen=True)
+class Difference:
+    table: str
+    key: dict[str, object]
+    expected: Decimal
+    stored: Decimal
+
+    def describe(self) -> str:
+        where = ", ".join(f"{name} {value}" for name, value in self.key.items())
+        return f"{self.table} ({where}) holds {self.stored}, its events add up to {self.expected}"
+
+
+async def differences(conn: asyncpg.Connection, org: str | None = None) -> list[Difference]:
+    """Where the rollups differ from what the stored events add up to (one snapshot per
+    table: call within a repeatable-read transaction to compare both at one instant)."""
+    found = []
+    for rollup in ROLLUPS:
+        for row in await conn.fetch(rollup.differences_sql() + " ORDER BY 1, 2, 3, 4", org):
+            found.append(
+                Difference(
+                    rollup.table,
+                    {column: row[column] for column in rollup.key},
+                    Decimal(row["expected"]),
+                    Decimal(row["stored"]),
+                )
+            )
+    return found
+
+
+async def organizations(conn: asyncpg.Connection) -> list[str]:
+    """Every organization, in name order (what a rebuild of all goes through)."""
+    return [row["name"] for row in await conn.fetch("SELECT name FROM organization ORDER BY 1")]
+
+
+async def rebuild(conn: asyncpg.Connection, org: str) -> int:
+    """Bring one organization's rollups back to what its events add up to; returns how
+    many rows changed (0 when they were right)."""
+    changed = 0
+    for rollup in ROLLUPS:
+        changed += await conn.fetchval(rollup.rebuild_sql(), org)
+    return changed
+
+
+async def billable_requests(conn: asyncpg.Connection, org: str, days: DayRange) -> list[Requests]:
+    """Billable requests per client, URL and status over whole UTC days (the report's rows;
+    non-billable client kinds stay out)."""
+    if days.empty:
+        return []
+    rows = await conn.fetch(
+        """SELECT oauth_client_id, method, template_uri, status, sum(requests) AS n
+             FROM api_usage_daily
+            WHERE org = $1 AND billable AND day BETWEEN $2 AND $3
+            GROUP BY 1, 2, 3, 4 HAVING sum(requests) > 0""",
+        org,
+        days.first,
+        days.last,
+    )
+    return [
+        Requests(r["oauth_client_id"], r["method"], r["template_uri"], r["status"], int(r["n"]))
+        for r in rows
+    ]
+
+
+async def daily_requests(conn: asyncpg.Connection, org: str, period: str) -> dict[date, Decimal]:
+    """Billable requests per UTC day of a period."""
+    start, end = period_bounds(period)
+    rows = await conn.fetch(
+        """SELECT day, sum(requests) AS n FROM api_usage_daily
+            WHERE org = $1 AND billable AND day >= $2 AND day < $3
+            GROUP BY day HAVING sum(requests) > 0""",
+        org,
+        start.date(),
+        end.date(),
+    )
+    return {r["day"]: Decimal(r["n"]) for r in rows}
+
+
+async def daily_ai_quantities(
+    conn: asyncpg.Connection, org: str, period: str
+) -> dict[tuple[date, str], Decimal]:
+    """AI quantity per (UTC day, feature) of a period, in each feature's own unit."""
+    rows = await conn.fetch(
+        """SELECT day, feature, quantity FROM ai_usage_daily
+            WHERE org = $1 AND period = $2 AND quantity > 0""",
+        org,
+        period,
+    )
+    return {(r["day"], r["feature"]): r["quantity"] for r in rows}

@@ -1,0 +1,130 @@
+"""The read side of issue 10's reports: the API usage report (seed 002) and allocation
+tracking (seeds 000 and 003). Plain async functions on a connection, returning the domain's
+dataclasses, for the CLI and the HTTP API alike (entrypoints call them directly: pure reads).
+
+Both read the rollups the metering transaction writes, so they never disagree with the
+committed events; allocation tracking takes ``used`` from the ledger's usage entries, so it
+says what the invoice will.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from tally.adapters.postgres import rollups
+from tally.adapters.postgres.allocations import allocations_so_far
+from tally.adapters.postgres.metering_store import load_rate_cards
+from tally.domain.allocation_status import MeterStatus, daily_tokens, meter_status
+from tally.domain.api_usage import DayRange, Report, report
+from tally.domain.ledger import AI_TOKEN, API_REQUEST
+from tally.domain.period import period_bounds
+
+
+async def api_usage_report(
+    conn: asyncpg.Connection,
+    org: str,
+    days: DayRange,
+    client: str | None = None,
+    url: str | None = None,
+) -> Report:
+    """Seed 002's report of an organization's billable requests over whole UTC days
+    (``tally.domain.api_usage.day_range`` keeps today out), cross-filtered by one client or
+    one URL (``"GET /api/v2/users"``)."""
+    return report(await rollups.billable_requests(conn, org, days), client=client, url=url)
+
+
+@dataclass(frozen=True)
+class UsageTracking:
+    """Where an organization's two meters stand in a period."""
+
+    org: str
+    period: str
+    rate_card: str
+    api_requests: MeterStatus
+    ai_tokens: MeterStatus
+
+    def document(self) -> dict[str, Any]:
+        """The JSON shape (decimals left as Decimal for the caller to render)."""
+        return {
+            "org": self.org,
+            "period": self.period,
+            "rate_card": self.rate_card,
+            "meters": {
+                "api_requests": _meter(self.api_requests),
+                "ai_tokens": _meter(self.ai_tokens),
+            },
+        }
+
+
+def _meter(status: MeterStatus) -> dict[str, Any]:
+    def share(item: Any) -> dict[str, Any]:
+        return {"name": item.name, "used": item.used, "percent": item.percent}
+
+    return {
+        "unit": status.unit,
+        "allocation": status.allocation,
+        "used": status.used,
+        "remaining": status.remaining,
+        "usage_percent": status.usage_percent,
+        "overage": status.overage,
+        "projected": status.projected,
+        "projected_percent": status.projected_percent,
+        "health": status.health.value,
+        "projected_unused": status.projected_unused,
+        "as_of": status.as_of,
+        "features": [share(item) for item in status.features],
+        "weeks": [share(item) for item in status.weeks],
+    }
+
+
+async def ledger_usage(conn: asyncpg.Connection, org: str, period: str) -> dict[str, Decimal]:
+    """The period's usage per unit as the ledger's usage accounts hold it."""
+    rows = await conn.fetch(
+        """SELECT a.unit, sum(l.amount) AS used FROM account a
+             JOIN entry_line l ON l.account_id = a.id
+            WHERE a.owner = $1 AND a.period = $2 AND a.kind = 'usage'
+            GROUP BY a.unit""",
+        org,
+        period,
+    )
+    return {row["unit"]: row["used"] for row in rows}
+
+
+async def allocation_tracking(
+    conn: asyncpg.Connection, org: str, period: str, now: datetime
+) -> UsageTracking:
+    """Allocation so far (license reports and commitments), used (the ledger), daily usage
+    (the rollups: billable requests; AI tokens as the telescoping conversion of each
+    feature's running quantity, so days add up to the ledger's tokens), the projection to
+    the period's end at ``now`` and the health. Consistent within one snapshot when called
+    in a repeatable-read transaction."""
+    start, end = period_bounds(period)
+    card = (await load_rate_cards(conn)).in_effect(start)
+    if card is None:
+        raise LookupError(f"no rate card is in effect for {period}")
+    allocation = (await allocations_so_far(conn, [org], period, card))[org]
+    used = await ledger_usage(conn, org, period)
+    requests = await rollups.daily_requests(conn, org, period)
+    tokens = daily_tokens(await rollups.daily_ai_quantities(conn, org, period), card.tokens)
+    as_of = min(now, end)
+    return UsageTracking(
+        org=org,
+        period=period,
+        rate_card=card.version,
+        api_requests=meter_status(
+            period,
+            API_REQUEST,
+            allocation.api_requests,
+            {(day, ""): n for day, n in requests.items()},
+            as_of,
+            used.get(API_REQUEST, Decimal(0)),
+        ),
+        ai_tokens=meter_status(
+            period, AI_TOKEN, allocation.ai_tokens, tokens, as_of, used.get(AI_TOKEN, Decimal(0))
+        ),
+    )

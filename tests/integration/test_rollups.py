@@ -1,0 +1,164 @@
+"""The daily rollups count each stored event once (replays, duplicates, a second consumer),
+verify names a rollup changed behind the application's back, and a rebuild (as tally_writer,
+even while a consumer meters) brings it back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import date
+from decimal import Decimal
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from support.ledger_support import ai, api
+from tally import bootstrap
+from tally.adapters.postgres import rollups
+from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.verification import verify
+from tally.config import Settings
+from tally.service_layer.metering import MeteringService
+
+OCT_15, OCT_16 = "2026-10-15T23:59:59Z", "2026-10-16T01:30:00+02:00"  # both UTC Oct 15th
+
+
+def entry(sid: str, raw: bytes) -> tuple[str, dict[bytes, bytes]]:
+    return (sid, {b"event": raw})
+
+
+async def api_rows(engine: AsyncEngine) -> dict[tuple[object, ...], int]:
+    async with raw_connection(engine) as conn:
+        return {
+            (r["org"], r["day"], r["oauth_client_id"], r["status"], r["billable"]): r["requests"]
+            for r in await conn.fetch("SELECT * FROM api_usage_daily WHERE requests > 0")
+        }
+
+
+async def ai_rows(engine: AsyncEngine) -> dict[tuple[object, ...], Decimal]:
+    async with raw_connection(engine) as conn:
+        return {
+            (r["org"], r["day"], r["feature"]): r["quantity"]
+            for r in await conn.fetch("SELECT * FROM ai_usage_daily WHERE quantity > 0")
+        }
+
+
+async def test_replays_duplicates_and_a_second_consumer_count_once(
+    engine: AsyncEngine, settings: Settings, service: MeteringService
+) -> None:
+    batch = [
+        entry("1-0", api("r1", count=3, time=OCT_15)),
+        entry("2-0", api("r2", count=2, time=OCT_16, status=503)),
+        entry("3-0", api("r3", count=5, kind="ui", time=OCT_15)),  # on record, not billable
+        entry("4-0", ai("a1", "voice_bot", "12.5", "minute", time=OCT_15)),
+        entry("5-0", ai("a2", "voice_bot", "4.5", "minute", time="2026-10-16T08:00:00Z")),
+        entry("6-0", b"not json"),  # a reject
+    ]
+    await service.process("s", batch)
+    await service.process("s", batch)  # redelivered after a crash before XACK
+    second = bootstrap.metering_service(engine, settings, require_known_sources=False)
+    report = await second.process(
+        "s",
+        [
+            entry("7-0", api("r1", count=3, time=OCT_15)),  # a producer's retry: duplicate
+            entry("8-0", api("r1", count=300, time=OCT_15)),  # same key, new payload: conflict
+            entry("9-0", ai("a1", "voice_bot", "12.5", "minute", time=OCT_15)),
+            entry("10-0", api("r4", count=1, time="2026-10-16T00:00:00Z")),
+        ],
+    )
+    assert report.counts == Counter({"duplicate": 2, "conflict": 1, "metered": 1})
+
+    oct15, oct16 = date(2026, 10, 15), date(2026, 10, 16)
+    assert await api_rows(engine) == {
+        ("acme", oct15, "c-42", 200, True): 3,
+        ("acme", oct15, "c-42", 503, True): 2,
+        ("acme", oct15, "c-42", 200, False): 5,
+        ("acme", oct16, "c-42", 200, True): 1,
+    }
+    assert await ai_rows(engine) == {
+        ("acme", oct15, "voice_bot"): Decimal("12.5"),
+        ("acme", oct16, "voice_bot"): Decimal("4.5"),
+    }
+    assert (await verify(engine)).ok
+
+
+TAMPERS = [
+    ("UPDATE api_usage_daily SET requests = requests + 1 WHERE status = 200 AND billable", 1),
+    ("DELETE FROM ai_usage_daily", 2),
+    (
+        """INSERT INTO api_usage_daily (org, day, oauth_client_id, template_uri, method, status,
+               billable, requests) VALUES ('globex', '2026-10-01', 'ghost', '/x', 'GET', 200,
+               true, 9)""",
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize(("tamper", "rows"), TAMPERS)
+async def test_verify_names_a_tampered_rollup_and_rebuild_restores_it(
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService, tamper: str, rows: int
+) -> None:
+    await service.process(
+        "s",
+        [
+            entry("1-0", api("r1", count=3, time=OCT_15)),
+            entry("2-0", ai("a1", "voice_bot", "12.5", "minute", time=OCT_15)),
+            entry("3-0", ai("a2", "virtual_agent", 2, "session", time=OCT_16)),
+            entry("4-0", api("r2", count=2, time=OCT_16, status=503)),
+        ],
+    )
+    right = (await api_rows(engine), await ai_rows(engine))
+    async with raw_connection(owner) as conn:
+        await conn.execute(tamper)
+    result = await verify(engine)
+    assert [f.check for f in result.findings] == ["rollup"] * rows, result.findings
+    assert all("its events add up to" in f.detail for f in result.findings)
+
+    async with raw_connection(engine) as conn:  # tally_writer, within its grants
+        changed = sum([await rollups.rebuild(conn, org) for org in ("acme", "globex")])
+        assert changed == rows
+        assert sum([await rollups.rebuild(conn, org) for org in ("acme", "globex")]) == 0
+    assert (await api_rows(engine), await ai_rows(engine)) == right
+    assert (await verify(engine)).ok
+
+
+async def test_the_writer_may_only_add_to_the_counters(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    await service.process("s", [entry("1-0", api("r1", count=3, time=OCT_15))])
+    refused = [
+        "DELETE FROM api_usage_daily",
+        "DELETE FROM ai_usage_daily",
+        "UPDATE api_usage_daily SET oauth_client_id = 'other'",
+        "UPDATE api_usage_daily SET billable = false",
+        "UPDATE ai_usage_daily SET day = '2026-10-02'",
+        "TRUNCATE api_usage_daily",
+    ]
+    async with raw_connection(engine) as conn:
+        for statement in refused:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+
+
+async def test_a_rebuild_beside_a_running_consumer_loses_and_doubles_nothing(
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService
+) -> None:
+    async def meter() -> None:
+        for n in range(30):
+            await service.process(
+                "s",
+                [entry(f"{n}-{i}", api(f"r{n}-{i}", count=i + 1, time=OCT_15)) for i in range(5)],
+            )
+
+    async def rebuild() -> None:
+        for _ in range(30):
+            async with raw_connection(engine) as conn, conn.transaction():
+                await rollups.rebuild(conn, "acme")
+
+    await service.process("s", [entry("999-0", api("r0", count=7, time=OCT_15))])
+    async with raw_connection(owner) as conn:  # a wrong count the first rebuild fixes
+        await conn.execute("UPDATE api_usage_daily SET requests = 100")
+    await asyncio.gather(meter(), rebuild())
+    assert await api_rows(engine) == {("acme", date(2026, 10, 15), "c-42", 200, True): 7 + 30 * 15}
+    assert (await verify(engine)).ok
