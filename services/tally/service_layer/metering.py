@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres import alerts, ledger_queries
 from tally.adapters.postgres import metering_store as store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
@@ -222,6 +222,8 @@ class MeteringService:
             counts = await store.write_events(
                 conn, stream, received_at, deliveries, postings, entry_ids
             )
+            touched = {(event.org, event.period) for p in postings for event in p.events}
+            await alerts.record_crossings(conn, touched, book, received_at)
             counts += DeliveryCounts(
                 dead_letters=await store.write_rejects(conn, stream, received_at, rejects)
             )
