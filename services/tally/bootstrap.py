@@ -3,18 +3,33 @@ the metering service and the consumer. Entrypoints, tools and tests build them h
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally.adapters import redis_streams
+from tally.adapters.alert_outbound import HttpWebhookSender, RedisAlertStream
+from tally.adapters.postgres.alert_outbox import PostgresAlertOutbox
 from tally.adapters.postgres.connection import make_engine
 from tally.config import ServiceUrls, Settings
+from tally.domain.alert_delivery import RetryPolicy
 from tally.domain.rating import Limits
+from tally.service_layer.alert_delivery import AlertDelivery
 from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import BatchReport, MeteringService
 
-__all__ = ["ServiceUrls", "consumer", "engine", "limits", "metering_service", "service_urls"]
+__all__ = [
+    "ServiceUrls",
+    "alert_delivery",
+    "consumer",
+    "engine",
+    "limits",
+    "metering_service",
+    "service_urls",
+]
 
 
 def service_urls(settings: Settings) -> ServiceUrls:
@@ -75,3 +90,30 @@ def consumer(
         until_idle=until_idle,
         on_batch=on_batch,
     )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        timedelta(seconds=settings.webhook_retry_first_s),
+        timedelta(seconds=settings.webhook_retry_max_s),
+        settings.webhook_max_attempts,
+    )
+
+
+@asynccontextmanager
+async def alert_delivery(
+    engine: AsyncEngine, settings: Settings, urls: ServiceUrls
+) -> AsyncIterator[AlertDelivery]:
+    """The outbox's deliverer: PostgreSQL, the outbound stream, an HTTP client (closed after)."""
+    client = redis_streams.connect(urls.redis)
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as http:
+        try:
+            yield AlertDelivery(
+                PostgresAlertOutbox(engine),
+                RedisAlertStream(client, settings.alerts_stream),
+                settings.alerts_stream,
+                HttpWebhookSender(http),
+                retry_policy(settings),
+            )
+        finally:
+            await client.aclose()

@@ -38,10 +38,14 @@ async def test_0010_adds_alerts_and_keeps_the_ledger_whole(migrations: Migration
         await conn.execute(ALERT, "projected", 100)
         alert = await conn.fetchval("SELECT id FROM alert WHERE kind = 'used'")
         await conn.execute(
-            "INSERT INTO alert_published (alert_id, stream, stream_id) VALUES ($1, 'tally:alerts', '1-0')",
+            "INSERT INTO alert_published (alert_id, stream, stream_id)"
+            " VALUES ($1, 'tally:alerts', '1-0')",
             alert,
         )
-        add = "INSERT INTO webhook (id, url, secret, enabled) VALUES ($1, 'https://example.com/h', $2, $3)"
+        add = (
+            "INSERT INTO webhook (id, url, secret, enabled)"
+            " VALUES ($1, 'https://example.com/h', $2, $3)"
+        )
         await conn.execute(add, "wh_0123456789abcdef", SECRET, True)
         with pytest.raises(asyncpg.UniqueViolationError):  # an id is enabled once, when added
             await conn.execute(add, "wh_0123456789abcdef", SECRET, True)

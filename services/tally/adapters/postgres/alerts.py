@@ -11,11 +11,14 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.allocations import allocations_so_far
+from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.domain.alerts import DEFAULT_THRESHOLDS, Crossing, crossed, reading
 from tally.domain.ledger import AI_TOKEN, API_REQUEST, Meter
 from tally.domain.period import period_bounds
@@ -107,3 +110,54 @@ async def _insert(conn: asyncpg.Connection, crossings: Sequence[Crossing], now: 
         now,
     )
     return len(inserted)
+
+
+class AlertError(ValueError):
+    pass
+
+
+async def set_thresholds(engine: AsyncEngine, org: str, thresholds: Sequence[Decimal]) -> None:
+    """A new version of ``org``'s thresholds (percent); the next batch applies it."""
+    async with raw_transaction(engine) as conn:
+        if not await conn.fetchval("SELECT 1 FROM organization WHERE name = $1", org):
+            raise AlertError(f"no organization {org!r}: add it with `tally org add`")
+        await conn.execute(
+            "INSERT INTO alert_threshold (org, thresholds) VALUES ($1, $2)", org, list(thresholds)
+        )
+
+
+async def thresholds_of(engine: AsyncEngine, org: str) -> tuple[Decimal, ...]:
+    async with raw_connection(engine) as conn:
+        found = await conn.fetchval(
+            "SELECT thresholds FROM alert_threshold WHERE org = $1 ORDER BY id DESC LIMIT 1", org
+        )
+    return tuple(found) if found else DEFAULT_THRESHOLDS
+
+
+async def list_alerts(
+    engine: AsyncEngine, org: str | None, period: str | None
+) -> list[dict[str, Any]]:
+    """Recorded alerts, oldest first, with their delivery state: when published on the
+    stream, and per webhook the attempts made and the last answer."""
+    async with raw_connection(engine) as conn:
+        rows = await conn.fetch(
+            """SELECT a.id, a.org, a.period, a.meter, a.kind, a.threshold, a.used, a.allocation,
+                      a.projected, a.crossed_at, p.published_at,
+                      coalesce(jsonb_agg(jsonb_build_object(
+                          'webhook', w.webhook, 'attempts', w.attempt,
+                          'status_code', w.status_code, 'error', w.error,
+                          'next_at', w.next_at) ORDER BY w.webhook)
+                        FILTER (WHERE w.webhook IS NOT NULL), '[]') AS webhooks
+                 FROM alert a
+                 LEFT JOIN alert_published p ON p.alert_id = a.id
+                 LEFT JOIN LATERAL (
+                      SELECT DISTINCT ON (webhook) webhook, attempt, status_code, error, next_at
+                        FROM webhook_attempt WHERE alert_id = a.id
+                       ORDER BY webhook, attempt DESC) w ON true
+                WHERE ($1::text IS NULL OR a.org = $1) AND ($2::text IS NULL OR a.period = $2)
+                GROUP BY a.id, p.published_at
+                ORDER BY a.id""",
+            org,
+            period,
+        )
+    return [dict(row) for row in rows]

@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tally.adapters.postgres.schema import RateCardChanged
 from tally.entrypoints.cli import (
     admin,
+    alerts,
     bench,
     billing,
     consume,
@@ -32,7 +33,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (admin, bench, billing, consume, demo, estimate, ledger, produce, servers, stream):
+for module in (
+    admin,
+    alerts,
+    bench,
+    billing,
+    consume,
+    demo,
+    estimate,
+    ledger,
+    produce,
+    servers,
+    stream,
+):
     module.register(app)
 
 

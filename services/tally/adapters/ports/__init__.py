@@ -1,0 +1,1 @@
+"""Ports: Protocols the service layer depends on; adapters implement them, bootstrap wires."""
