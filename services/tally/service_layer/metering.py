@@ -222,7 +222,7 @@ class MeteringService:
             counts = await store.write_events(
                 conn, stream, received_at, deliveries, postings, entry_ids
             )
-            touched = {(event.org, event.period) for p in postings for event in p.events}
+            touched = {(p.events[0].org, p.events[0].period) for p in postings}  # one org, period
             await alerts.record_crossings(conn, touched, book, received_at)
             counts += DeliveryCounts(
                 dead_letters=await store.write_rejects(conn, stream, received_at, rejects)
