@@ -12,7 +12,10 @@ The invariants kept here:
   so it cannot be hashed; the reader role cannot SELECT that column (privileges.py);
 - publishing an alert on the outbound stream is recorded once (``alert_published``), each
   webhook attempt once per alert, webhook and attempt number (``webhook_attempt``);
-- every one of these tables refuses UPDATE, DELETE and TRUNCATE.
+- every one of these tables refuses UPDATE, DELETE and TRUNCATE;
+- ``usage_total`` is each organization's committed usage per period and meter (the sum of
+  its usage accounts), kept in the metering transaction so detection reads one row instead
+  of summing a month of entry lines; it only grows, and starts from the ledger's balances.
 
 Revision ID: 0010
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from tally.adapters.postgres.ddl import refuse_changes, run_script
+from tally.adapters.postgres.ddl import refuse_changes, refuse_truncate, run_script
 
 revision = "0010"
 down_revision = "0005"
@@ -91,6 +94,31 @@ END $$;
 CREATE TRIGGER webhook_versions AFTER INSERT ON webhook
     FOR EACH ROW EXECUTE FUNCTION tally_check_webhook_version();
 
+CREATE TABLE usage_total (
+    org    text NOT NULL REFERENCES organization (name),
+    period text NOT NULL,
+    meter  text NOT NULL CHECK (meter IN ('api_request', 'ai_token')),
+    used   numeric NOT NULL CHECK (used >= 0),
+    PRIMARY KEY (org, period, meter)
+);
+INSERT INTO usage_total (org, period, meter, used)
+SELECT a.owner, a.period, a.unit, sum(l.amount)
+  FROM account a JOIN entry_line l ON l.account_id = a.id
+ WHERE a.kind = 'usage'
+ GROUP BY a.owner, a.period, a.unit;
+
+CREATE FUNCTION tally_usage_total_grows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR NEW.used < OLD.used
+       OR (NEW.org, NEW.period, NEW.meter) IS DISTINCT FROM (OLD.org, OLD.period, OLD.meter) THEN
+        RAISE EXCEPTION 'ledger: a running usage total only grows'
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER usage_total_grows BEFORE UPDATE OR DELETE ON usage_total
+    FOR EACH ROW EXECUTE FUNCTION tally_usage_total_grows();
+
 CREATE TABLE webhook_attempt (
     id           bigserial PRIMARY KEY,
     alert_id     bigint NOT NULL REFERENCES alert (id),
@@ -111,9 +139,11 @@ def upgrade() -> None:
     run_script(UPGRADE)
     for table in TABLES:
         refuse_changes(table)
+    refuse_truncate("usage_total")
 
 
 def downgrade() -> None:
-    for table in TABLES:
+    for table in (*TABLES, "usage_total"):
         op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     op.execute("DROP FUNCTION IF EXISTS tally_check_webhook_version() CASCADE")
+    op.execute("DROP FUNCTION IF EXISTS tally_usage_total_grows() CASCADE")

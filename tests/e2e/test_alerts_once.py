@@ -58,6 +58,18 @@ async def reported(settings: Settings) -> Settings:
 async def assert_once_each(engine: AsyncEngine, settings: Settings) -> None:
     found = await alerts(engine)
     assert sorted(found) == sorted(DUE)
+    async with raw_connection(engine) as conn:  # the running totals are the ledger's usage
+        totals = await conn.fetch("SELECT org, meter, used FROM usage_total ORDER BY 1, 2")
+        balances = await conn.fetch(
+            """SELECT a.owner AS org, a.unit AS meter, sum(l.amount) AS used
+                 FROM account a JOIN entry_line l ON l.account_id = a.id
+                WHERE a.kind = 'usage' GROUP BY 1, 2 ORDER BY 1, 2"""
+        )
+    assert [tuple(r) for r in totals] == [tuple(r) for r in balances]
+    assert [tuple(r) for r in totals] == [
+        ("acme", "api_request", Decimal(132_000)),
+        ("globex", "ai_token", Decimal("212.5")),
+    ]
     await publish(settings, *USAGE[:40], *USAGE[-10:])  # the producer retries: replays
     await drain(settings, consumer_name="late")
     assert await alerts(engine) == found

@@ -15,13 +15,14 @@ key in PostgreSQL), so deciding again on every batch is harmless.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
-from tally.domain.ledger import Meter
+from tally.domain.ledger import Entry, Meter
 from tally.domain.period import period_bounds
 from tally.domain.projection import RED_OVER, percent_of, project
 
@@ -71,6 +72,20 @@ def crossed(reading: Reading, thresholds: Iterable[Decimal]) -> list[Crossing]:
     if projected > RED_OVER:
         out.append(Crossing(reading, Kind.PROJECTED, RED_OVER))
     return out
+
+
+UsageKey = tuple[str, str, str]  # (org, period, meter)
+
+
+def batch_usage(entries: Iterable[Entry]) -> dict[UsageKey, Decimal]:
+    """What a batch's entries add to each organization's usage per period and meter."""
+    added: dict[UsageKey, Decimal] = defaultdict(Decimal)
+    for entry in entries:
+        for line in entry.lines:
+            account = line.account
+            if account.kind == "usage" and account.period is not None:
+                added[(account.owner, account.period, account.unit)] += line.amount
+    return dict(added)
 
 
 def parse_thresholds(text: str) -> tuple[Decimal, ...]:

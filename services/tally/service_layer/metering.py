@@ -21,6 +21,7 @@ from tally.adapters.postgres import alerts, ledger_queries
 from tally.adapters.postgres import metering_store as store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
+from tally.domain.alerts import batch_usage
 from tally.domain.deliveries import DeliveryCounts
 from tally.domain.ratecard import RateCardBook
 from tally.domain.rating import (
@@ -222,8 +223,8 @@ class MeteringService:
             counts = await store.write_events(
                 conn, stream, received_at, deliveries, postings, entry_ids
             )
-            touched = {(p.events[0].org, p.events[0].period) for p in postings}  # one org, period
-            await alerts.record_crossings(conn, touched, book, received_at)
+            added = batch_usage(p.entry for p in postings)
+            await alerts.record_crossings(conn, added, book, received_at)
             counts += DeliveryCounts(
                 dead_letters=await store.write_rejects(conn, stream, received_at, rejects)
             )

@@ -26,6 +26,24 @@ async def test_0010_adds_alerts_and_keeps_the_ledger_whole(migrations: Migration
 
     assert unchanged(before, await migrations.contents(*LEDGER_0001, "delivery_tally"))
     async with raw_connection(migrations.engine) as conn:
+        # the running usage totals start from the ledger's usage accounts, and only grow
+        balances = await conn.fetch(
+            """SELECT a.owner AS org, a.period, a.unit AS meter, sum(l.amount) AS used
+                 FROM account a JOIN entry_line l ON l.account_id = a.id
+                WHERE a.kind = 'usage' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+        )
+        assert balances and [dict(r) for r in balances] == [
+            dict(r) for r in await conn.fetch("SELECT * FROM usage_total ORDER BY 1, 2, 3")
+        ]
+        await conn.execute("UPDATE usage_total SET used = used + 1")
+        for statement in (
+            "UPDATE usage_total SET used = used - 1",
+            "UPDATE usage_total SET period = '2026-11'",
+            "DELETE FROM usage_total",
+            "TRUNCATE usage_total",
+        ):
+            with pytest.raises(asyncpg.RestrictViolationError):
+                await conn.execute(statement)
         await conn.execute(
             "INSERT INTO alert_threshold (org, thresholds) VALUES ('acme', '{75,90}')"
         )

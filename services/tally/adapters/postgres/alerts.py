@@ -7,9 +7,8 @@ consumer or a crash can never record one twice (the unique key) nor lose one.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -19,46 +18,41 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.allocations import allocations_so_far
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
-from tally.domain.alerts import DEFAULT_THRESHOLDS, Crossing, crossed, reading
+from tally.domain.alerts import DEFAULT_THRESHOLDS, Crossing, UsageKey, crossed, reading
 from tally.domain.ledger import AI_TOKEN, API_REQUEST, Meter
 from tally.domain.period import period_bounds
 from tally.domain.ratecard import RateCardBook
 
-LOCK_SPACE = b"tally alerts/"  # advisory lock keys: a hash of this, the org and the period
-
-
-def _lock_key(org: str, period: str) -> int:
-    digest = hashlib.sha256(LOCK_SPACE + f"{org}/{period}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
 
 async def record_crossings(
-    conn: asyncpg.Connection, touched: Iterable[tuple[str, str]], book: RateCardBook, now: datetime
+    conn: asyncpg.Connection,
+    added: Mapping[UsageKey, Decimal],
+    book: RateCardBook,
+    now: datetime,
 ) -> int:
-    """Record the alerts the committed usage of these (org, period) pairs has crossed;
-    returns how many are new.
+    """Add a batch's usage (``batch_usage``) to the running totals, then record the alerts
+    the totals have crossed; returns how many alerts are new.
 
-    Batches touching the same organization and period take turns here (a transaction
-    advisory lock, in key order), so the later one reads the earlier one's usage and a
-    threshold crossed by two batches at once is still seen.
+    The upsert locks each total's row until commit (in key order: no deadlock), so a
+    second consumer's batch of the same organization waits, then adds to the committed
+    total: a threshold crossed by two batches at once is still seen.
     """
-    pairs = sorted(set(touched))
-    if not pairs:
+    if not added:
         return 0
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
-        sorted({_lock_key(org, period) for org, period in pairs}),
-    )
+    keys = sorted(added)
     rows = await conn.fetch(
-        """SELECT t.org, t.period, a.unit, sum(l.amount) AS used,
-                  (SELECT th.thresholds FROM alert_threshold th WHERE th.org = t.org
-                    ORDER BY th.id DESC LIMIT 1) AS thresholds
-             FROM unnest($1::text[], $2::text[]) AS t(org, period)
-             JOIN account a ON a.owner = t.org AND a.period = t.period AND a.kind = 'usage'
-             JOIN entry_line l ON l.account_id = a.id
-            GROUP BY t.org, t.period, a.unit""",
-        [org for org, _ in pairs],
-        [period for _, period in pairs],
+        """WITH totals AS (
+               INSERT INTO usage_total AS t (org, period, meter, used)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[])
+               ON CONFLICT (org, period, meter) DO UPDATE SET used = t.used + excluded.used
+               RETURNING t.org, t.period, t.meter, t.used)
+           SELECT totals.*, (SELECT th.thresholds FROM alert_threshold th
+                              WHERE th.org = totals.org ORDER BY th.id DESC LIMIT 1) AS thresholds
+             FROM totals""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [added[k] for k in keys],
     )
     by_period: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
@@ -73,8 +67,8 @@ async def record_crossings(
         )
         for row in found:
             allocated = allocations[row["org"]]
-            amount = allocated.api_requests if row["unit"] == API_REQUEST else allocated.ai_tokens
-            meter: Meter = API_REQUEST if row["unit"] == API_REQUEST else AI_TOKEN
+            amount = allocated.api_requests if row["meter"] == API_REQUEST else allocated.ai_tokens
+            meter: Meter = API_REQUEST if row["meter"] == API_REQUEST else AI_TOKEN
             crossings += crossed(
                 reading(row["org"], period, meter, row["used"], amount, now),
                 row["thresholds"] or DEFAULT_THRESHOLDS,

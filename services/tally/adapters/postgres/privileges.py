@@ -31,6 +31,7 @@ WRITER_UPDATES: Mapping[str, tuple[str, ...]] = {
     "ledger_lane": ("seq", "head_hash"),  # a lane's head moves with each posting
     "delivery_lane": ("seq", "head_hash"),  # so does a delivery-tally lane's
     "meter_total": ("quantity",),  # running AI quantity (ON CONFLICT DO UPDATE; only grows)
+    "usage_total": ("used",),  # running committed usage per meter (likewise)
     "dead_letter": ("replayed_at", "replay_outcome"),  # a replay is recorded
     "invoice_counter": ("last",),  # the next invoice numbers are taken
 }

@@ -359,3 +359,13 @@ class WebhookAttempt(SQLModel, table=True):
     error: str | None = None
     attempted_at: datetime = _ts(nullable=False)
     next_at: datetime | None = _ts(nullable=True)
+
+
+class UsageTotal(SQLModel, table=True):
+    """Committed usage so far per organization, period and meter (the usage accounts' sum)."""
+
+    __tablename__ = "usage_total"
+    org: str = Field(primary_key=True, foreign_key="organization.name")
+    period: str = Field(primary_key=True)
+    meter: str = Field(primary_key=True)
+    used: Decimal = _num(nullable=False)
