@@ -2,7 +2,8 @@
 append-only, with organizations that exist.
 
 The first test stores its rows with raw SQL as 0003 stores them; the second (older) one
-meters at 0003 with the service and checks the ledger still verifies at head."""
+upgrades a 0003 ledger with a dead letter to head, meters there with today's service (which
+writes tables later revisions add) and checks the ledger verifies."""
 
 from __future__ import annotations
 
@@ -100,11 +101,6 @@ async def test_0004_keeps_a_metered_ledger_verifiable(settings: Settings) -> Non
         await load_rate_cards(engine)
         await organizations.add(engine, "acme", "USD")
         await organizations.add(engine, "globex", "EUR")
-        service = bootstrap.metering_service(engine, settings, require_known_sources=False)
-        report = await service.process(
-            "s", [("1-0", {b"event": api("r1", count=3, source="crm-sync")})]
-        )
-        assert report.outcomes["1-0"] == "metered"
         async with raw_connection(engine) as conn:
             before = dict(await conn.fetchrow(COUNTS))
 
@@ -113,6 +109,12 @@ async def test_0004_keeps_a_metered_ledger_verifiable(settings: Settings) -> Non
         async with raw_connection(engine) as conn:
             assert dict(await conn.fetchrow(COUNTS)) == before
             assert await conn.fetchval("SELECT count(*) FROM producer_source") == 0
+        # metered at head: today's service also writes what later revisions add (usage_total)
+        service = bootstrap.metering_service(engine, settings, require_known_sources=False)
+        report = await service.process(
+            "s", [("1-0", {b"event": api("r1", count=3, source="crm-sync")})]
+        )
+        assert report.outcomes["1-0"] == "metered"
         assert (await verify(engine)).ok
         balances = balance_map(await ledger_queries.balances(engine, "acme", "2026-10"))
         assert balances["org/acme/2026-10/api_request/usage"] == 3
