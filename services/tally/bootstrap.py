@@ -4,29 +4,36 @@ here the concrete adapters are handed to the service layer's ports."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters import redis_streams
+from tally.adapters.alert_outbound import HttpWebhookSender, RedisAlertStream
 from tally.adapters.ports.schema import Schema
 from tally.adapters.ports.streams import Streams
 from tally.adapters.postgres import schema
+from tally.adapters.postgres.alert_outbox import PostgresAlertOutbox
 from tally.adapters.postgres.api_keys import PostgresApiKeys
 from tally.adapters.postgres.connection import make_engine
 from tally.adapters.postgres.privileges import READER
 from tally.adapters.postgres.unit_of_work import PostgresDatabase
 from tally.config import ServiceUrls, Settings, get_settings
+from tally.domain.alert_delivery import RetryPolicy
 from tally.domain.rating import Limits
 from tally.service_layer import setup
+from tally.service_layer.alert_delivery import AlertDelivery
 from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import BatchReport, MeteringService
 
 __all__ = [
     "STREAMS",
     "ServiceUrls",
+    "alert_delivery",
     "api_engine",
     "api_key_store",
     "consumer",
@@ -127,3 +134,30 @@ async def migrate(settings: Settings, urls: ServiceUrls) -> list[str]:
         return await setup.migrate(settings, urls, SCHEMA, STREAMS, owner)
     finally:
         await owner.dispose()
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        timedelta(seconds=settings.webhook_retry_first_s),
+        timedelta(seconds=settings.webhook_retry_max_s),
+        settings.webhook_max_attempts,
+    )
+
+
+@asynccontextmanager
+async def alert_delivery(
+    engine: AsyncEngine, settings: Settings, urls: ServiceUrls
+) -> AsyncIterator[AlertDelivery]:
+    """The outbox's deliverer: PostgreSQL, the outbound stream, an HTTP client (closed after)."""
+    client = redis_streams.connect(urls.redis)
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as http:
+        try:
+            yield AlertDelivery(
+                PostgresAlertOutbox(engine),
+                RedisAlertStream(client, settings.alerts_stream),
+                settings.alerts_stream,
+                HttpWebhookSender(http),
+                retry_policy(settings),
+            )
+        finally:
+            await client.aclose()

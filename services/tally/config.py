@@ -108,6 +108,24 @@ class Settings(BaseSettings):
     close_chunk: int = Field(
         default=CLOSE_CHUNK, ge=1, description="Organizations closed per transaction."
     )
+    alerts_stream: str = Field(
+        default="tally:alerts", description="Stream threshold alerts are published on."
+    )
+    alerts_poll_s: float = Field(
+        default=1.0, gt=0, description="How often `tally alerts deliver` looks for work."
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a webhook has to answer one POST."
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="POSTs of one alert to one webhook before giving up."
+    )
+    webhook_retry_first_s: float = Field(
+        default=30.0, gt=0, description="Wait before the first retry; doubles each time."
+    )
+    webhook_retry_max_s: float = Field(
+        default=3600.0, gt=0, description="The longest wait between two attempts."
+    )
 
     @field_validator("stream_retention")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from tally.adapters.ports.unit_of_work import Database
+from tally.domain.alerts import batch_usage
 from tally.domain.deliveries import DeliveryCounts
 from tally.domain.ratecard import RateCardBook
 from tally.domain.rating import (
@@ -220,6 +221,8 @@ class MeteringService:
                 conn, stream, received_at, deliveries, postings, entry_ids
             )
             await self.store.add_rollups(conn, deliveries.new)  # new events only: counted once
+            added = batch_usage(p.entry for p in postings)
+            await self.store.record_alert_crossings(conn, added, book, received_at)
             counts += DeliveryCounts(
                 dead_letters=await self.store.write_rejects(conn, stream, received_at, rejects)
             )

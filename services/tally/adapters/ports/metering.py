@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally.domain.alerts import UsageKey
 from tally.domain.deliveries import DeliveryCounts
 from tally.domain.ratecard import RateCardBook
 from tally.domain.rating import (
@@ -58,6 +59,15 @@ class MeteringStore(Protocol):
 
     async def add_rollups(self, conn: asyncpg.Connection, new_events: Sequence[Rated]) -> None:
         """Add the batch's new events to the daily rollups the reports read."""
+
+    async def record_alert_crossings(
+        self,
+        conn: asyncpg.Connection,
+        added: Mapping[UsageKey, Decimal],
+        book: RateCardBook,
+        now: datetime,
+    ) -> int:
+        """Add the batch's usage to the running totals and record the thresholds crossed."""
 
     async def write_rejects(
         self,

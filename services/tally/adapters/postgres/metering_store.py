@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import asyncpg
 
-from tally.adapters.postgres import rollups
+from tally.adapters.postgres import alerts, rollups
 from tally.adapters.postgres.journal import take_lane
+from tally.domain.alerts import UsageKey
 from tally.domain.deliveries import DeliveryCounts, tally_hash
 from tally.domain.ratecard import RateCard, RateCardBook
 from tally.domain.rating import (
@@ -317,3 +318,11 @@ async def record_tally(
 async def add_rollups(conn: asyncpg.Connection, new_events: Sequence[Rated]) -> None:
     """The batch's new events into the daily rollups (``rollups.add``), in its transaction."""
     await rollups.add(conn, new_events)
+
+
+async def record_alert_crossings(
+    conn: asyncpg.Connection, added: Mapping[UsageKey, Decimal], book: RateCardBook, now: datetime
+) -> int:
+    """Threshold alerts the batch's usage crosses (``alerts.record_crossings``), in its
+    transaction: recorded once per organization, period, meter and threshold."""
+    return await alerts.record_crossings(conn, added, book, now)

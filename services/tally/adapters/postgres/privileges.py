@@ -5,7 +5,8 @@ Invariants (PostgreSQL enforces them, whatever the service's code does):
   is no superuser, so it can never ALTER a table, DISABLE TRIGGER, TRUNCATE or set
   ``session_replication_role``; it may SELECT every table, INSERT into every table but
   ``WRITER_READ_ONLY``, UPDATE only the columns in ``WRITER_UPDATES`` and DELETE nothing;
-- ``tally_reader`` (reports, the read-only API) may only SELECT;
+- ``tally_reader`` (reports, the read-only API) may only SELECT, and in the tables of
+  ``READER_COLUMNS`` only those columns (a webhook's signing secret stays out of reach);
 - the grants cover every table of the schema, recomputed from this policy on each run:
   a table a later migration adds gets SELECT and INSERT for the writer and SELECT for the
   reader with no edit here; add it to ``WRITER_UPDATES`` only when a row must change
@@ -30,6 +31,7 @@ WRITER_UPDATES: Mapping[str, tuple[str, ...]] = {
     "ledger_lane": ("seq", "head_hash"),  # a lane's head moves with each posting
     "delivery_lane": ("seq", "head_hash"),  # so does a delivery-tally lane's
     "meter_total": ("quantity",),  # running AI quantity (ON CONFLICT DO UPDATE; only grows)
+    "usage_total": ("used",),  # running committed usage per meter (likewise)
     "dead_letter": ("replayed_at", "replay_outcome"),  # a replay is recorded
     "invoice_counter": ("last",),  # the next invoice numbers are taken
     "api_key": ("revoked_at",),  # a key is revoked (once: a trigger refuses the rest)
@@ -42,6 +44,10 @@ WRITER_UPDATES: Mapping[str, tuple[str, ...]] = {
     # hash-chained events and names any difference.
     "api_usage_daily": ("requests",),
     "ai_usage_daily": ("quantity",),
+}
+# Where the reader may SELECT only some columns: the rest are secrets.
+READER_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "webhook": ("version", "id", "url", "enabled", "created_at"),  # not ``secret``
 }
 # Tables the services read but never add to: migrate fills them.
 WRITER_READ_ONLY = frozenset(
@@ -98,5 +104,11 @@ def _grants(schema: str, tables: set[str]) -> str:
         if table in tables:
             statements.append(
                 f"GRANT UPDATE ({', '.join(columns)}) ON {schema}.{table} TO {WRITER}"
+            )
+    for table, columns in sorted(READER_COLUMNS.items()):
+        if table in tables:
+            statements.append(f"REVOKE SELECT ON {schema}.{table} FROM {READER}")
+            statements.append(
+                f"GRANT SELECT ({', '.join(columns)}) ON {schema}.{table} TO {READER}"
             )
     return ";\n".join(statements)

@@ -391,3 +391,75 @@ class AiUsageDaily(SQLModel, table=True):
     day: date = Field(primary_key=True)
     feature: str = Field(primary_key=True)
     quantity: Decimal = _num(nullable=False)
+
+
+class AlertThreshold(SQLModel, table=True):
+    """One version of an organization's alert thresholds (percent); the newest counts."""
+
+    __tablename__ = "alert_threshold"
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(foreign_key="organization.name")
+    thresholds: list[Decimal] = Field(sa_column=Column(ARRAY(Numeric), nullable=False))
+    recorded_at: datetime = _ts(nullable=False)
+
+
+class Alert(SQLModel, table=True):
+    """A threshold crossed, once per (org, period, meter, kind, threshold)."""
+
+    __tablename__ = "alert"
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(foreign_key="organization.name")
+    period: str
+    meter: str
+    kind: str
+    threshold: Decimal = _num(nullable=False)
+    used: Decimal = _num(nullable=False)
+    allocation: Decimal = _num(nullable=False)
+    projected: Decimal = _num(nullable=False)
+    crossed_at: datetime = _ts(nullable=False)
+
+
+class AlertPublished(SQLModel, table=True):
+    """The outbox's record that an alert went out on the outbound stream."""
+
+    __tablename__ = "alert_published"
+    alert_id: int = Field(primary_key=True, foreign_key="alert.id")
+    stream: str
+    stream_id: str
+    published_at: datetime = _ts(nullable=False)
+
+
+class Webhook(SQLModel, table=True):
+    """One version of a webhook: added enabled with its secret, removed by a disabled one."""
+
+    __tablename__ = "webhook"
+    version: int | None = Field(default=None, primary_key=True)
+    id: str
+    url: str
+    secret: str | None = None  # whsec_ + base64, kept as given: signing needs the key
+    enabled: bool
+    created_at: datetime = _ts(nullable=False)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One POST of an alert to a webhook; ``next_at`` is when it is retried (None: done)."""
+
+    __tablename__ = "webhook_attempt"
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(foreign_key="alert.id")
+    webhook: str
+    attempt: int
+    status_code: int | None = None
+    error: str | None = None
+    attempted_at: datetime = _ts(nullable=False)
+    next_at: datetime | None = _ts(nullable=True)
+
+
+class UsageTotal(SQLModel, table=True):
+    """Committed usage so far per organization, period and meter (the usage accounts' sum)."""
+
+    __tablename__ = "usage_total"
+    org: str = Field(primary_key=True, foreign_key="organization.name")
+    period: str = Field(primary_key=True)
+    meter: str = Field(primary_key=True)
+    used: Decimal = _num(nullable=False)

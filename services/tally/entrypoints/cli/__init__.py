@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tally.adapters.postgres.schema import RateCardChanged
 from tally.entrypoints.cli import (
     admin,
+    alerts,
     api,
     bench,
     billing,
@@ -37,6 +38,7 @@ app = typer.Typer(
 for module in (
     admin,
     api,
+    alerts,
     bench,
     billing,
     consume,

@@ -1,0 +1,149 @@
+"""Threshold alerts: ``tally alerts …`` (list, thresholds, deliver) and ``tally webhook …``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from tally import bootstrap
+from tally.adapters.postgres import alert_outbox, alerts
+from tally.domain.alerts import parse_thresholds
+from tally.entrypoints.cli.context import engine_for, run, settings_and_urls, with_engine
+from tally.entrypoints.cli.rendering import (
+    Format,
+    FormatOption,
+    check_period,
+    console,
+    fail,
+    print_rows,
+)
+from tally.service_layer.alert_delivery import DeliveryReport
+
+alerts_app = typer.Typer(
+    help="Threshold alerts: what crossed 80 %/100 % of an allocation, and its delivery.",
+    no_args_is_help=True,
+)
+webhook_app = typer.Typer(
+    help="Webhooks that receive alerts, signed per Standard Webhooks.", no_args_is_help=True
+)
+
+
+@alerts_app.command("list")
+def alerts_list(
+    org: Annotated[str | None, typer.Option(help="Only this organization.")] = None,
+    period: Annotated[
+        str | None, typer.Option(help="Only this period, YYYY-MM.", callback=check_period)
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Recorded alerts, oldest first, with when each was published and how its webhook
+    deliveries stand (attempts, last answer, next retry)."""
+    rows = with_engine(lambda engine: alerts.list_alerts(engine, org, period))
+    if fmt is Format.json:
+        print_rows(rows, fmt)
+        return
+    print_rows(
+        [{**row, "webhooks": _delivery_cell(row["webhooks"])} for row in rows], fmt, "alerts"
+    )
+
+
+def _delivery_cell(webhooks: list[dict[str, Any]]) -> str:
+    def state(hook: dict[str, Any]) -> str:
+        answer = hook["status_code"] or hook["error"] or "?"
+        if hook["error"] is None:
+            return f"delivered ({answer})"
+        return (
+            f"retry at {hook['next_at']} ({answer})" if hook["next_at"] else f"gave up ({answer})"
+        )
+
+    return "; ".join(f"{h['webhook']} #{h['attempts']} {state(h)}" for h in webhooks) or "-"
+
+
+@alerts_app.command("thresholds")
+def alerts_thresholds(
+    org: Annotated[str, typer.Argument(help="The organization.")],
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at", help="Percentages of the allocation, e.g. 75,90,100 (default 80,100)."
+        ),
+    ] = None,
+) -> None:
+    """Show an organization's thresholds, or set them with --at (the next batch applies them)."""
+    if at is not None:
+        try:
+            wanted = parse_thresholds(at)
+            with_engine(lambda engine: alerts.set_thresholds(engine, org, wanted))
+        except ValueError as exc:
+            raise fail(str(exc), 2) from exc
+    current = with_engine(lambda engine: alerts.thresholds_of(engine, org))
+    console.print(
+        f"{org} is alerted at {', '.join(format(t, 'f') for t in current)} % of each allocation"
+    )
+
+
+@alerts_app.command("deliver")
+def alerts_deliver(
+    until_idle: Annotated[
+        bool,
+        typer.Option("--until-idle", help="Stop once nothing is left to publish, POST or retry."),
+    ] = False,
+) -> None:
+    """Publish new alerts on the alerts stream and POST them to the webhooks (runs until
+    stopped; one process delivers at a time, others stand by)."""
+    settings, urls = settings_and_urls()
+
+    async def main() -> DeliveryReport:
+        async with (
+            engine_for(urls) as engine,
+            bootstrap.alert_delivery(engine, settings, urls) as delivery,
+        ):
+            return await delivery.run(until_idle, settings.alerts_poll_s)
+
+    report = run(main())
+    console.print(
+        f"published {report.published}, {report.attempts} webhook attempts, "
+        f"{report.delivered} delivered"
+    )
+
+
+@webhook_app.command("add")
+def webhook_add(
+    url: Annotated[str, typer.Argument(help="Where alerts are POSTed (http:// or https://).")],
+    secret: Annotated[
+        str | None,
+        typer.Option(help="The signing secret, whsec_ + base64 (generated when left out)."),
+    ] = None,
+) -> None:
+    """Register a webhook; alerts crossed from now on are POSTed to it."""
+    try:
+        webhook, kept = with_engine(lambda engine: alert_outbox.add_webhook(engine, url, secret))
+    except alert_outbox.WebhookError as exc:
+        raise fail(str(exc), 2) from exc
+    console.print(f"added {webhook} -> {url}")
+    if secret is None:
+        typer.echo(f"secret (shown once, keep it to verify signatures): {kept}")
+
+
+@webhook_app.command("remove")
+def webhook_remove(
+    webhook: Annotated[str, typer.Argument(help="The webhook's id (wh_…).")],
+) -> None:
+    """Stop delivering to a webhook (a new version; its secret is forgotten)."""
+    try:
+        with_engine(lambda engine: alert_outbox.remove_webhook(engine, webhook))
+    except alert_outbox.WebhookError as exc:
+        raise fail(str(exc), 2) from exc
+    console.print(f"removed {webhook}")
+
+
+@webhook_app.command("list")
+def webhook_list(fmt: FormatOption = Format.table) -> None:
+    """The webhooks, oldest first (never their secrets)."""
+    print_rows(with_engine(alert_outbox.list_webhooks), fmt, "webhooks")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(alerts_app, name="alerts")
+    app.add_typer(webhook_app, name="webhook")
