@@ -8,13 +8,23 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally.adapters.ports.token_purchases import TokenPurchaseStore
 from tally.adapters.postgres.connection import make_engine
+from tally.adapters.postgres.token_purchases import PostgresTokenPurchases
 from tally.config import ServiceUrls, Settings
 from tally.domain.rating import Limits
 from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import BatchReport, MeteringService
 
-__all__ = ["ServiceUrls", "consumer", "engine", "limits", "metering_service", "service_urls"]
+__all__ = [
+    "ServiceUrls",
+    "consumer",
+    "engine",
+    "limits",
+    "metering_service",
+    "service_urls",
+    "token_purchases",
+]
 
 
 def service_urls(settings: Settings) -> ServiceUrls:
@@ -39,6 +49,11 @@ def service_urls(settings: Settings) -> ServiceUrls:
 def engine(urls: ServiceUrls, owner: bool = False) -> AsyncEngine:
     """An engine on the ledger: as ``TALLY_DATABASE_ROLE``, or as the login role (``owner``)."""
     return make_engine(urls.database, owner=owner)
+
+
+def token_purchases() -> TokenPurchaseStore:
+    """Where ``organizations.buy_tokens`` records purchases: PostgreSQL."""
+    return PostgresTokenPurchases()
 
 
 def limits(settings: Settings) -> Limits:

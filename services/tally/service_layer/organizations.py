@@ -1,4 +1,5 @@
-"""Organizations and commitments: who is billed, in which currency, for at least how much."""
+"""Organizations, commitments and purchased tokens: who is billed, in which currency, for at
+least how much, with how many tokens bought."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally.adapters.ports.token_purchases import TokenPurchaseStore
 from tally.adapters.postgres import metering_store
 from tally.adapters.postgres import organizations as store
 from tally.adapters.postgres.connection import raw_transaction
@@ -75,3 +77,29 @@ async def add_commitment(
 
 async def commitments(engine: AsyncEngine, org: str) -> list[dict[str, Any]]:
     return await store.commitments(engine, org)
+
+
+async def buy_tokens(
+    engine: AsyncEngine,
+    purchases: TokenPurchaseStore,
+    org: str,
+    period: str,
+    tokens: Decimal,
+    note: str | None = None,
+) -> int:
+    """Record AI tokens bought for ``period`` (seed 003: no minimum, any month still open);
+    the close adds them to that period's allocation only and bills them on its invoice.
+    Returns the purchase's id."""
+    if not tokens.is_finite() or tokens < 1 or tokens != tokens.to_integral_value():
+        raise OrganizationError(f"tokens are bought whole, at least 1 (not {tokens})")
+    async with raw_transaction(engine) as conn:
+        standing = await purchases.standing(conn, org, period)
+        if not standing.org_exists:
+            raise OrganizationError(f"no organization {org!r}: add it with `tally org add`")
+        if standing.invoice is not None or standing.period_closed:
+            issued = f" (invoice {standing.invoice})" if standing.invoice else ""
+            raise OrganizationError(
+                f"period {period} is closed for {org}{issued}: tokens are bought for a "
+                "period still open (this month or a later one)"
+            )
+        return await purchases.insert(conn, org, period, tokens, note)

@@ -297,3 +297,15 @@ class ProducerSource(SQLModel, table=True):
     any_org: bool
     orgs: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
     recorded_at: datetime = _ts(nullable=False)
+
+
+class TokenPurchase(SQLModel, table=True):
+    """AI tokens bought for a period: added to its allocation, billed on its invoice."""
+
+    __tablename__ = "token_purchase"
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(foreign_key="organization.name")
+    period: str
+    tokens: Decimal = _num(nullable=False)
+    recorded_at: datetime = _ts(nullable=False)
+    note: str | None = None
