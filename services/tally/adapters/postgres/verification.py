@@ -39,6 +39,7 @@ from tally.domain.ledger import (
     Account,
     CarriedEvent,
     Entry,
+    canonical_amount,
     chain_hash,
     events_digest,
 )
@@ -454,9 +455,9 @@ async def _purchases(conn: asyncpg.Connection, result: Verification) -> None:
             invoice = "no invoice" if number is None else f"invoice {invoice_number(number)}"
             result.add(
                 "token purchase",
-                f"{key[0]} {key[1]}: purchases {', '.join(which) or 'none'} total {tokens} "
-                f"tokens; {invoice} bills {billed} purchased, its purchase entries post "
-                f"{entries}",
+                f"{key[0]} {key[1]}: purchases {', '.join(which) or 'none'} total "
+                f"{canonical_amount(tokens)} tokens; {invoice} bills {canonical_amount(billed)} "
+                f"purchased, its purchase entries post {canonical_amount(entries)}",
             )
 
 
