@@ -5,6 +5,7 @@ closed period refuses them; ``tally ledger verify`` names a purchase changed beh
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
@@ -13,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.close_support import balance, close, document, license_day, line, meter
+from support.close_support import after, balance, close, document, license_day, line, meter
 from support.ledger_support import ai
 from tally import bootstrap
-from tally.adapters.postgres.connection import raw_transaction
+from tally.adapters.postgres import close_store
+from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
 from tally.service_layer import organizations
@@ -211,3 +213,23 @@ async def test_the_allowance_ends_at_zero_whatever_was_bought(
     assert await balance(engine, f"org/{org}/{period}/{currency}/receivable") == doc["total"]
     if run % 8 == 0:
         assert (await verify(engine)).ok
+
+
+async def test_a_purchase_waits_for_a_running_close_and_then_finds_its_period_closed(
+    engine: AsyncEngine,
+) -> None:
+    """The check and the close cannot cross: a purchase made while a close holds its lock
+    waits, and sees the period closed once the close is done (no invoice without it)."""
+    async with raw_connection(engine) as close_session:
+        assert not await close_store.lock(close_session)  # a close is running
+        buying = asyncio.create_task(buy(engine, "acme", "2025-09", 10))
+        while not await close_session.fetchval(
+            """SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                WHERE d.datname = current_database() AND l.locktype = 'advisory'
+                  AND NOT l.granted"""
+        ):
+            await asyncio.sleep(0.01)  # until the purchase waits on the close's lock
+        await close_store.record_closed(close_session, "2025-09", after("2025-09"))
+        await close_store.unlock(close_session)
+        with pytest.raises(OrganizationError, match="period 2025-09 is closed for acme"):
+            await buying
