@@ -16,11 +16,13 @@ from tally.adapters import redis_streams
 from tally.adapters.alert_outbound import HttpWebhookSender, RedisAlertStream
 from tally.adapters.ports.schema import Schema
 from tally.adapters.ports.streams import Streams
+from tally.adapters.ports.token_purchases import TokenPurchaseStore
 from tally.adapters.postgres import schema
 from tally.adapters.postgres.alert_outbox import PostgresAlertOutbox
 from tally.adapters.postgres.api_keys import PostgresApiKeys
 from tally.adapters.postgres.connection import make_engine
 from tally.adapters.postgres.privileges import READER
+from tally.adapters.postgres.token_purchases import PostgresTokenPurchases
 from tally.adapters.postgres.unit_of_work import PostgresDatabase
 from tally.config import ServiceUrls, Settings, get_settings
 from tally.domain.alert_delivery import RetryPolicy
@@ -43,6 +45,7 @@ __all__ = [
     "metering_service",
     "migrate",
     "service_urls",
+    "token_purchases",
 ]
 
 STREAMS: Streams = redis_streams  # the stream port's one implementation
@@ -87,6 +90,11 @@ def api_engine(settings: Settings, urls: ServiceUrls) -> AsyncEngine:
 
 def api_key_store(engine: AsyncEngine) -> PostgresApiKeys:
     return PostgresApiKeys(engine)
+
+
+def token_purchases() -> TokenPurchaseStore:
+    """Where ``organizations.buy_tokens`` records purchases: PostgreSQL."""
+    return PostgresTokenPurchases()
 
 
 def limits(settings: Settings) -> Limits:

@@ -40,3 +40,20 @@ async def test_reports_and_commitments_so_far_make_each_orgs_allocation(
     assert found["north"].ai_tokens == 12 * 250  # hourly users bring no tokens
     assert (found["south"].api_requests, found["south"].ai_tokens) == (6 * 97_500, 6 * 350)
     assert (found["east"].api_requests, found["east"].ai_tokens) == (0, 0)
+
+
+async def test_tokens_bought_for_the_period_add_to_its_ai_allocation(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    """The dashboard and the alerts see a purchase as soon as it is recorded, in its own
+    period only."""
+    await meter(service, [license_day("b1", "gc2", "named", 10, org="acme", day="2026-11-02")])
+    purchases = bootstrap.token_purchases()
+    for period, tokens in (("2026-11", 500), ("2026-11", 300), ("2026-12", 7_000)):
+        await organizations.buy_tokens(
+            bootstrap.database(engine), purchases, "acme", period, Decimal(tokens)
+        )
+    async with raw_connection(engine) as conn:
+        found = await allocations_so_far(conn, ["acme", "globex"], "2026-11", bundled_cards()[-1])
+    assert (found["acme"].api_requests, found["acme"].ai_tokens) == (10 * 110_000, 10 * 250 + 800)
+    assert (found["globex"].api_requests, found["globex"].ai_tokens) == (0, 0)

@@ -18,6 +18,7 @@ from tally.domain.invoicing import (
     InvoiceDraft,
     InvoiceMeter,
     LateUsage,
+    LineMeter,
     Usage,
     close_org,
 )
@@ -43,6 +44,7 @@ def close(
     tokens: dict[str, Decimal] | None = None,
     commitments: dict[Seat, Decimal] | None = None,
     late: tuple[LateUsage, ...] = (),
+    purchased: Decimal = ZERO,
 ) -> InvoiceDraft:
     usage: dict[InvoiceMeter, Usage] = {"api_requests": Usage(Decimal(requests), (1,))}
     if tokens:
@@ -57,11 +59,12 @@ def close(
             commitments or {},
             usage,
             late,
+            purchased,
         )
     )
 
 
-def line(draft: InvoiceDraft, meter: InvoiceMeter) -> tuple[Decimal, ...]:
+def line(draft: InvoiceDraft, meter: LineMeter) -> tuple[Decimal, ...]:
     found = next(item for item in draft.lines if item.meter == meter).priced
     return (found.allocation, found.used, found.overage, found.expired, found.amount)
 
@@ -178,6 +181,30 @@ def test_a_commitment_counts_when_higher_and_no_licence_means_no_allocation() ->
     assert [p.entry.kind for p in unlicensed.postings] == ["overage"]
 
 
+def test_purchased_tokens_add_to_the_allocation_and_are_sold_on_their_own_line() -> None:
+    """20 named users (5,000 tokens) and 20,000 bought: 25,000 allowed, 24,000 used; the
+    purchase is billed at the token price whatever is used, and 1,000 tokens expire."""
+    draft = close("EUR", tokens={"agent_copilot": Decimal(24_000)}, purchased=Decimal(20_000))
+    assert [item.meter for item in draft.lines] == [
+        "api_requests", "ai_tokens", "ai_tokens_purchased",
+    ]  # fmt: skip
+    assert line(draft, "ai_tokens") == (25_000, 24_000, 0, 1_000, 0)
+    assert line(draft, "ai_tokens_purchased") == (20_000, 0, 0, 0, Decimal("16000.00"))
+    assert "gc2 named 20 x 250; purchased 20,000" in draft.lines[1].description
+    assert draft.total == Decimal("16000.00")
+    assert kinds(draft)["ai_token/purchase"] == "ai_tokens_purchased"
+    sold = {i.account.code: i.amount for i in entry(draft, AI_TOKEN, "purchase").lines}
+    assert sold == {
+        "org/acme/2026-10/ai_token/allowance": 20_000,
+        "platform/2026-10/ai_token/purchased": -20_000,
+        "org/acme/2026-10/EUR/receivable": Decimal("16000.00"),
+        "platform/2026-10/EUR/revenue/ai_token": Decimal("-16000.00"),
+    }
+    grant = {i.account.code: i.amount for i in entry(draft, AI_TOKEN, "grant").lines}
+    assert grant["org/acme/2026-10/ai_token/allowance"] == 5_000  # the seats' share only
+    assert set(allowance_after(draft, Decimal(0), Decimal(24_000)).values()) == {0}
+
+
 def test_late_usage_takes_back_what_expired_then_is_overage_at_the_old_price() -> None:
     billed = Billed(7, "2026-09", Decimal(100), Decimal(90), ZERO, Decimal("0.0001"), ZERO)
     late = LateUsage("api_requests", billed, Decimal(25), (9,))
@@ -199,12 +226,15 @@ def test_late_usage_takes_back_what_expired_then_is_overage_at_the_old_price() -
     requests=st.integers(0, 10**8),
     tokens=st.decimals(min_value=0, max_value=10**6, places=6, allow_nan=False),
     currency=st.sampled_from(sorted(CARD.currencies)),
+    purchased=st.integers(0, 10**5),
 )
 def test_any_close_balances_and_leaves_the_allowance_at_zero(
-    users: int, requests: int, tokens: Decimal, currency: str
+    users: int, requests: int, tokens: Decimal, currency: str, purchased: int
 ) -> None:
     reports = [LicenseDay("gc1", "named", date(2026, 10, 1), users=users)]
-    draft = close(currency, reports, requests, {"agent_copilot": tokens})
+    draft = close(
+        currency, reports, requests, {"agent_copilot": tokens}, purchased=Decimal(purchased)
+    )
     for posting in draft.postings:
         assert imbalance(posting.entry.lines) == {}
     assert set(allowance_after(draft, Decimal(requests), tokens).values()) <= {ZERO}

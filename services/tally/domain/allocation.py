@@ -7,7 +7,8 @@ Rules (the README's "The month close"; seeds 000 and 003):
   reported more than once counts its highest report).
 - A committed minimum counts when it is higher than the usage.
 - Allocations of every license are pooled per organization: API requests per billable
-  user (hourly: per billable hour), AI tokens per named or concurrent user.
+  user (hourly: per billable hour), AI tokens per named or concurrent user, plus the AI
+  tokens purchased for the period (seed 003: no minimum, each period its own, no carryover).
 - Overage is what was used beyond the allocation; unused allocation expires.
 - Money is rounded once, on the invoice line, half up to the currency's minor unit; AI
   token overage is billed in whole tokens as the rate card says (rounded up by default).
@@ -85,6 +86,11 @@ def allocation(users: Mapping[Seat, Decimal], card: RateCard) -> Allocation:
         ZERO,
     )
     return Allocation(api, ai)
+
+
+def with_purchased(allocated: Allocation, tokens: Decimal) -> Allocation:
+    """Tokens purchased for the period add to its AI allocation (that period only)."""
+    return Allocation(allocated.api_requests, allocated.ai_tokens + tokens)
 
 
 def billed_units(deficit: Decimal, whole_units: str) -> Decimal:

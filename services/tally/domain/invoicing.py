@@ -7,6 +7,11 @@ the commitments, and decides, per meter:
 - **expiry**: what the usage left of it expires (no carryover);
 - **overage**: what the usage took beyond it is sold, at the organization's currency price.
 
+Tokens purchased for the period (seed 003's "purchase additional tokens") add to the AI
+allocation of that period only: a **purchase** entry puts them into the allowance beside
+the grant and sells them at the organization's token price, on a line of their own; what
+usage leaves of them expires with the rest (no carryover).
+
 After these entries the allowance account of the period is exactly zero.
 
 Late usage (usage entries of an already invoiced period that no invoice bills yet) is
@@ -34,6 +39,7 @@ from tally.domain.allocation import (
     money,
     price_meter,
     with_commitments,
+    with_purchased,
 )
 from tally.domain.ledger import (
     AI_TOKEN,
@@ -43,10 +49,13 @@ from tally.domain.ledger import (
     expiry_entry,
     grant_entry,
     overage_entry,
+    purchase_entry,
 )
 from tally.domain.ratecard import RateCard
 
 InvoiceMeter = Literal["api_requests", "ai_tokens"]
+PURCHASED: Final = "ai_tokens_purchased"  # the line of the tokens bought for the period
+LineMeter = Literal["api_requests", "ai_tokens", "ai_tokens_purchased"]
 METERS: Final[dict[InvoiceMeter, str]] = {"api_requests": API_REQUEST, "ai_tokens": AI_TOKEN}
 CLOSE_CHUNK = 500  # organizations a close invoices per transaction (TALLY_CLOSE_CHUNK)
 FEATURES_USED = "; used: "  # in the AI line's description, before the tokens per feature
@@ -92,11 +101,12 @@ class CloseInput:
     commitments: Mapping[Seat, Decimal]
     usage: Mapping[InvoiceMeter, Usage]
     late: Sequence[LateUsage] = ()
+    purchased: Decimal = ZERO  # AI tokens bought for the period
 
 
 @dataclass(frozen=True)
 class InvoiceLine:
-    meter: InvoiceMeter
+    meter: LineMeter
     description: str
     priced: MeterPrice
     entries: tuple[int, ...]  # the usage entries this line bills
@@ -123,7 +133,7 @@ class ClosePosting:
     """An entry the close posts, and the invoice line (or adjustment) it belongs to."""
 
     entry: Entry
-    meter: InvoiceMeter
+    meter: LineMeter
     original: int | None = None  # set for an adjustment: the invoice it adjusts
 
 
@@ -155,29 +165,37 @@ def close_org(given: CloseInput) -> InvoiceDraft:
     """The invoice of one organization for one period, and the entries that post it."""
     card, org, period = given.card, given.org, given.period
     seats = with_commitments(billable_users(given.days), given.commitments)
-    allocated = allocation(seats, card)
+    seated = allocation(seats, card)
+    allocated = with_purchased(seated, given.purchased)
     minor = card.currencies[given.currency]
     lines, postings = [], []
     for meter, unit in METERS.items():
         usage = given.usage.get(meter, Usage())
         if meter == "api_requests":
-            allowed, price, whole = allocated.api_requests, card.api.price, "none"
+            granted, allowed = seated.api_requests, allocated.api_requests
+            price, whole = card.api.price, "none"
             per = {seat: Decimal(card.api.allocation[seat[0]][seat[1]]) for seat in seats}
-            label = "API requests"
+            label, bought = "API requests", ""
         else:
-            allowed, price, whole = allocated.ai_tokens, card.ai.price, card.ai.overage_whole_tokens
+            granted, allowed = seated.ai_tokens, allocated.ai_tokens
+            price, whole = card.ai.price, card.ai.overage_whole_tokens
             per = {seat: Decimal(card.ai.allocation.get(seat[1], 0)) for seat in seats}
             label = "AI Experience tokens"
+            bought = f"; purchased {quantity(given.purchased)}" if given.purchased else ""
         priced = price_meter(allowed, usage.amount, price[given.currency], minor, whole)
-        description = f"{label} beyond the allocation ({_seats(seats, per)})"
+        description = f"{label} beyond the allocation ({_seats(seats, per)}{bought})"
         if meter == "ai_tokens" and usage.features:
             used = ", ".join(f"{f} {quantity(t)}" for f, t in sorted(usage.features.items()))
             description += FEATURES_USED + used
         lines.append(InvoiceLine(meter, description, priced, usage.entries))
         key = f"close/{org}/{period}/{unit}"
-        if allowed:
-            entry = grant_entry(f"{key}/grant", org, period, unit, allowed, card.version)
+        if granted:
+            entry = grant_entry(f"{key}/grant", org, period, unit, granted, card.version)
             postings.append(ClosePosting(entry, meter))
+        if bought:
+            line, posting = _purchase(given, minor)
+            lines.append(line)
+            postings.append(posting)
         if priced.expired:
             entry = expiry_entry(f"{key}/expiry", org, period, unit, priced.expired, card.version)
             postings.append(ClosePosting(entry, meter))
@@ -210,6 +228,28 @@ def close_org(given: CloseInput) -> InvoiceDraft:
         dict(features),
         tuple(postings),
     )
+
+
+def _purchase(given: CloseInput, minor: int) -> tuple[InvoiceLine, ClosePosting]:
+    """The line of the tokens bought for the period, at the organization's token price,
+    and the entry that puts them into the allowance and sells them."""
+    tokens, card = given.purchased, given.card
+    unit_price = card.ai.price[given.currency]
+    sold = money(tokens, unit_price, minor)
+    priced = MeterPrice(
+        allocation=tokens, used=ZERO, overage=ZERO, expired=ZERO, unit_price=unit_price, money=sold
+    )
+    description = f"AI Experience tokens purchased for {given.period}: {quantity(tokens)}"
+    charge = Charge(given.currency, given.period, sold.exact, sold.amount)
+    entry = purchase_entry(
+        f"close/{given.org}/{given.period}/{AI_TOKEN}/purchase",
+        given.org,
+        given.period,
+        tokens,
+        charge,
+        card.version,
+    )
+    return InvoiceLine(PURCHASED, description, priced, ()), ClosePosting(entry, PURCHASED)
 
 
 def _seats(seats: Mapping[Seat, Decimal], per: Mapping[Seat, Decimal]) -> str:

@@ -186,7 +186,6 @@ def overage_entry(
     units (whole AI tokens) are the platform's sale, and the money goes into the
     organization's receivable and the platform's revenue. What rounding adds to units or
     money goes to its own account, so every line stays exact."""
-    cur, at = charge.currency, charge.invoice_period
     return _entry(
         key,
         "overage",
@@ -197,11 +196,39 @@ def overage_entry(
             Line(allowance(org, period, unit), deficit),
             Line(Account(PLATFORM, period, unit, "overage"), -billed),
             Line(Account(PLATFORM, period, unit, "unit_rounding"), billed - deficit),
-            Line(Account(org, at, cur, "receivable"), charge.amount),
-            Line(Account(PLATFORM, period, cur, "revenue", unit), -charge.exact),
-            Line(Account(PLATFORM, period, cur, "rounding"), charge.exact - charge.amount),
+            *_sale(org, period, unit, charge),
         ],
     )
+
+
+def purchase_entry(
+    key: str, org: str, period: str, tokens: Decimal, charge: Charge, version: str
+) -> Entry:
+    """AI tokens bought for the period: they fill the allowance beside the grant (so what
+    is left of them expires at the close like the rest) and are sold like overage."""
+    return _entry(
+        key,
+        "purchase",
+        org,
+        period,
+        version,
+        [
+            Line(allowance(org, period, AI_TOKEN), tokens),
+            Line(Account(PLATFORM, period, AI_TOKEN, "purchased"), -tokens),
+            *_sale(org, period, AI_TOKEN, charge),
+        ],
+    )
+
+
+def _sale(org: str, period: str, unit: str, charge: Charge) -> list[Line]:
+    """The money of a sale of ``unit``: the rounded amount into the receivable of the
+    invoice's period, the exact money to revenue, the difference to rounding."""
+    cur, at = charge.currency, charge.invoice_period
+    return [
+        Line(Account(org, at, cur, "receivable"), charge.amount),
+        Line(Account(PLATFORM, period, cur, "revenue", unit), -charge.exact),
+        Line(Account(PLATFORM, period, cur, "rounding"), charge.exact - charge.amount),
+    ]
 
 
 def canonical_amount(amount: Decimal) -> str:

@@ -1,4 +1,5 @@
-"""Organizations and commitments: who is billed, in which currency, for at least how much.
+"""Organizations, commitments and purchased tokens: who is billed, in which currency, for at
+least how much, with how many tokens bought.
 
 Listing them is a pure read: entrypoints query ``adapters.postgres.organizations``."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from tally.adapters.ports.token_purchases import TokenPurchaseStore
 from tally.adapters.ports.unit_of_work import Database
 from tally.domain.ledger import ORG_NAME, PLATFORM
 
@@ -63,3 +65,29 @@ async def add_commitment(
         if quantity < 0:
             raise OrganizationError("a commitment is a number of users or hours, at least 0")
         await db.organizations.insert_commitment(conn, org, license, model, quantity, from_period)
+
+
+async def buy_tokens(
+    db: Database,
+    purchases: TokenPurchaseStore,
+    org: str,
+    period: str,
+    tokens: Decimal,
+    note: str | None = None,
+) -> int:
+    """Record AI tokens bought for ``period`` (seed 003: no minimum, any month still open);
+    the close adds them to that period's allocation only and bills them on its invoice.
+    Returns the purchase's id."""
+    if not tokens.is_finite() or tokens < 1 or tokens != tokens.to_integral_value():
+        raise OrganizationError(f"tokens are bought whole, at least 1 (not {tokens})")
+    async with db.transaction() as conn:
+        standing = await purchases.standing(conn, org, period)
+        if not standing.org_exists:
+            raise OrganizationError(f"no organization {org!r}: add it with `tally org add`")
+        if standing.invoice is not None or standing.period_closed:
+            issued = f" (invoice {standing.invoice})" if standing.invoice else ""
+            raise OrganizationError(
+                f"period {period} is closed for {org}{issued}: tokens are bought for a "
+                "period still open (this month or a later one)"
+            )
+        return await purchases.insert(conn, org, period, tokens, note)

@@ -1,4 +1,5 @@
-"""What a period allocates each organization so far: its license reports and commitments.
+"""What a period allocates each organization so far: its license reports, commitments and
+the AI tokens bought for it.
 
 One reading for the close (the final allocation), the dashboard and the alerts (the
 allocation so far), so the three never disagree on a seat.
@@ -19,6 +20,7 @@ from tally.domain.allocation import (
     allocation,
     billable_users,
     with_commitments,
+    with_purchased,
 )
 from tally.domain.ratecard import RateCard
 
@@ -57,14 +59,31 @@ async def commitments(
     return committed
 
 
+async def purchased_tokens(
+    conn: asyncpg.Connection, orgs: Sequence[str], period: str
+) -> dict[str, Decimal]:
+    """The AI tokens each organization bought for the period (absent: none)."""
+    rows = await conn.fetch(
+        """SELECT org, sum(tokens) AS tokens FROM token_purchase
+            WHERE org = ANY($1::text[]) AND period = $2 GROUP BY org""",
+        list(orgs),
+        period,
+    )
+    return {row["org"]: row["tokens"] for row in rows}
+
+
 async def allocations_so_far(
     conn: asyncpg.Connection, orgs: Sequence[str], period: str, card: RateCard
 ) -> dict[str, Allocation]:
     """Each organization's pooled allocation from what has been reported and committed so
-    far (at the close: the period's allocation)."""
+    far, with the tokens bought for the period (at the close: the period's allocation)."""
     days = await license_days(conn, orgs, period)
     committed = await commitments(conn, orgs, period)
+    bought = await purchased_tokens(conn, orgs, period)
     return {
-        org: allocation(with_commitments(billable_users(days[org]), committed[org]), card)
+        org: with_purchased(
+            allocation(with_commitments(billable_users(days[org]), committed[org]), card),
+            bought.get(org, Decimal(0)),
+        )
         for org in orgs
     }

@@ -49,7 +49,8 @@ async def orgs_to_close(
     conn: asyncpg.Connection, period: str, period_end: datetime
 ) -> list[tuple[str, str]]:
     """Organizations still without an invoice for the period that should get one: they
-    existed before it ended, or have usage, license reports or unbilled late usage."""
+    existed before it ended, or have usage, license reports, purchased tokens or unbilled
+    late usage."""
     rows = await conn.fetch(
         """SELECT o.name, o.currency FROM organization o
             WHERE NOT EXISTS (SELECT 1 FROM invoice i WHERE i.org = o.name AND i.period = $1)
@@ -58,6 +59,8 @@ async def orgs_to_close(
                                WHERE e.org = o.name AND e.period = $1)
                    OR EXISTS (SELECT 1 FROM license_usage u
                                WHERE u.org = o.name AND u.period = $1)
+                   OR EXISTS (SELECT 1 FROM token_purchase p
+                               WHERE p.org = o.name AND p.period = $1)
                    OR EXISTS (SELECT 1 FROM journal_entry e
                                 JOIN invoice i ON i.org = e.org AND i.period = e.period
                                WHERE e.org = o.name AND e.period < $1 AND e.kind = 'usage'
@@ -73,10 +76,11 @@ async def orgs_to_close(
 async def close_inputs(
     conn: asyncpg.Connection, orgs: Sequence[tuple[str, str]], period: str, card: RateCard
 ) -> list[CloseInput]:
-    """Everything the close of these organizations depends on, read in four queries."""
+    """Everything the close of these organizations depends on, read in five queries."""
     names = [name for name, _ in orgs]
     days = await allocations.license_days(conn, names, period)
     committed = await allocations.commitments(conn, names, period)
+    bought = await allocations.purchased_tokens(conn, names, period)
     usage = await _usage(conn, names, period)
     late = await _late_usage(conn, names, period)
     return [
@@ -89,6 +93,7 @@ async def close_inputs(
             commitments=committed[name],
             usage=usage[name],
             late=late[name],
+            purchased=bought.get(name, Decimal(0)),
         )
         for name, currency in orgs
     ]

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally.adapters.postgres import seals
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.listing import Listing
+from tally.domain.invoicing import PURCHASED
 
 
 def invoice_number(number: int) -> str:
@@ -63,12 +64,29 @@ def _quantity(value: Decimal) -> Decimal:
     return value.normalize() if value else Decimal(0)
 
 
+def _line(line: asyncpg.Record) -> dict[str, Any]:
+    """A line of the fixed shape; the purchased tokens' line (only when there are some)
+    also says its ``quantity``: the tokens it adds to the allocation, sold at the price."""
+    shown = {
+        "meter": line["meter"],
+        "description": line["description"],
+        "allocation": _quantity(line["allocation"]),
+        "used": _quantity(line["used"]),
+        "overage": _quantity(line["overage"]),
+        "unit_price": line["unit_price"],
+        "amount": line["amount"],
+    }
+    if line["meter"] == PURCHASED:
+        shown["quantity"] = shown["allocation"]
+    return shown
+
+
 async def _document(conn: asyncpg.Connection, head: asyncpg.Record) -> Invoice:
     number = head["number"]
     lines = await conn.fetch(
         """SELECT meter, description, allocation, used, overage, expired, unit_price, amount
              FROM invoice_line WHERE invoice = $1
-            ORDER BY CASE meter WHEN 'api_requests' THEN 0 ELSE 1 END""",
+            ORDER BY CASE meter WHEN 'api_requests' THEN 0 WHEN 'ai_tokens' THEN 1 ELSE 2 END""",
         number,
     )
     adjustments = await conn.fetch(
@@ -98,18 +116,7 @@ async def _document(conn: asyncpg.Connection, head: asyncpg.Record) -> Invoice:
         "period": head["period"],
         "currency": head["currency"],
         "status": head["status"],
-        "lines": [
-            {
-                "meter": line["meter"],
-                "description": line["description"],
-                "allocation": _quantity(line["allocation"]),
-                "used": _quantity(line["used"]),
-                "overage": _quantity(line["overage"]),
-                "unit_price": line["unit_price"],
-                "amount": line["amount"],
-            }
-            for line in lines
-        ],
+        "lines": [_line(line) for line in lines],
         "adjustments": [
             {
                 "period": a["period"],

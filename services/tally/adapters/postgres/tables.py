@@ -463,3 +463,15 @@ class UsageTotal(SQLModel, table=True):
     period: str = Field(primary_key=True)
     meter: str = Field(primary_key=True)
     used: Decimal = _num(nullable=False)
+
+
+class TokenPurchase(SQLModel, table=True):
+    """AI tokens bought for a period: added to its allocation, billed on its invoice."""
+
+    __tablename__ = "token_purchase"
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(foreign_key="organization.name")
+    period: str
+    tokens: Decimal = _num(nullable=False)
+    recorded_at: datetime = _ts(nullable=False)
+    note: str | None = None

@@ -6,18 +6,18 @@ tokens are the conversion of its events; every stored event, rated again from it
 bytes, matches its columns; each lane of the hash chain is contiguous and every hash
 recomputes; the lane heads match; each invoice's total is its receivable movement, each
 line and adjustment bills exactly its usage entries, and a closed period's allowance is
-zero but for late usage no invoice bills yet. And what a superuser could still remove or
-rewrite with the triggers off: invoice numbers run from 1 to the counter without a gap;
-every organization and period the close posted entries for, or that existed when its
-period was closed, still has its invoice, two lines and billed close entries; the
-duplicates, conflicts, dead letters and events of each stream are what the delivery
-tallies say (and their chain is intact); an organization's currency is the one its
-invoices and receivables carry. Every month seal recomputes from the entries it covers,
-and the lane heads it holds still hold the hashes it saw (``--period``: that period's seals).
-And the read side's derived data: the per-account
-rollups by day (``account_day``) and by period (``account_period``) are what the lines
-sum to.
-The daily rollups (derived data the reports read) equal what the stored events add up to.
+zero but for late usage no invoice bills yet; the tokens bought for an invoiced or closed
+period are what its purchase line bills and its purchase entries post. And what a
+superuser could still remove or rewrite with the triggers off: invoice numbers run from 1
+to the counter without a gap; every organization and period the close posted entries for,
+or that existed when its period was closed, still has its invoice, two meter lines and
+billed close entries; the duplicates, conflicts, dead letters and events of each stream
+are what the delivery tallies say (and their chain is intact); an organization's currency
+is the one its invoices and receivables carry. Every month seal recomputes from the
+entries it covers, and the lane heads it holds still hold the hashes it saw (``--period``:
+that period's seals). And the read side's derived data: the per-account rollups by day
+(``account_day``) and by period (``account_period``) are what the lines sum to. The daily
+rollups (derived data the reports read) equal what the stored events add up to.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres import metering_store, rollups, seals, stream_records
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.invoices import invoice_number
 from tally.domain.deliveries import DeliveryCounts, tally_hash
+from tally.domain.invoicing import PURCHASED
 from tally.domain.ledger import (
     AI_TOKEN,
     API_REQUEST,
@@ -41,6 +43,7 @@ from tally.domain.ledger import (
     Account,
     CarriedEvent,
     Entry,
+    canonical_amount,
     chain_hash,
     events_digest,
 )
@@ -90,6 +93,7 @@ async def verify(engine: AsyncEngine, period: str | None = None) -> Verification
         await _events_match_their_bytes(conn, result, book)
         await _chain(conn, result)
         await _invoices(conn, result)
+        await _purchases(conn, result)
         await _invoice_numbers(conn, result)
         await _closed_invoices(conn, result)
         await _tally_chain(conn, result)
@@ -468,6 +472,55 @@ async def _invoices(conn: asyncpg.Connection, result: Verification) -> None:
             )
 
 
+PurchaseKey = tuple[str, str]  # (organization, period)
+
+
+async def _purchases(conn: asyncpg.Connection, result: Verification) -> None:
+    """For every invoiced or closed period (and any purchase entry), the tokens bought are
+    what the purchase line bills and the purchase entries put into the allowance: a
+    purchase changed, removed or added behind the close's back is named."""
+    bought: dict[PurchaseKey, tuple[Decimal, list[str]]] = {
+        (row["org"], row["period"]): (row["tokens"], row["purchases"])
+        for row in await conn.fetch(
+            """SELECT org, period, sum(tokens) AS tokens,
+                      array_agg('#' || id || ' (' || tokens || ')' ORDER BY id) AS purchases
+                 FROM token_purchase GROUP BY org, period"""
+        )
+    }
+    invoiced: dict[PurchaseKey, tuple[int, Decimal]] = {
+        (row["org"], row["period"]): (row["number"], row["allocation"])
+        for row in await conn.fetch(
+            """SELECT i.org, i.period, i.number, coalesce(l.allocation, 0) AS allocation
+                 FROM invoice i
+                 LEFT JOIN invoice_line l ON l.invoice = i.number AND l.meter = $1""",
+            PURCHASED,
+        )
+    }
+    posted: dict[PurchaseKey, Decimal] = {
+        (row["org"], row["period"]): row["tokens"]
+        for row in await conn.fetch(
+            """SELECT e.org, e.period, sum(l.amount) AS tokens FROM journal_entry e
+                 JOIN entry_line l ON l.entry_id = e.id
+                 JOIN account a ON a.id = l.account_id AND a.kind = 'allowance'
+                WHERE e.kind = 'purchase' GROUP BY e.org, e.period"""
+        )
+    }
+    closed = {row["period"] for row in await conn.fetch("SELECT period FROM period_close")}
+    zero = Decimal(0)
+    for key in sorted({*invoiced, *posted, *(key for key in bought if key[1] in closed)}):
+        tokens, which = bought.get(key, (zero, []))
+        number, billed = invoiced.get(key, (None, zero))
+        entries = posted.get(key, zero)
+        if tokens != billed or tokens != entries:
+            invoice = "no invoice" if number is None else f"invoice {invoice_number(number)}"
+            result.add(
+                "token purchase",
+                f"{key[0]} {key[1]}: purchases {', '.join(which) or 'none'} total "
+                f"{canonical_amount(tokens)} tokens; {invoice} bills {canonical_amount(billed)} "
+                f"purchased, its purchase entries post {canonical_amount(entries)}",
+            )
+
+
 async def _invoice_numbers(conn: asyncpg.Connection, result: Verification) -> None:
     """Numbers 1 to the counter, each once: a deleted invoice leaves a gap."""
     last = await conn.fetchval("SELECT last FROM invoice_counter")
@@ -490,7 +543,7 @@ async def _invoice_numbers(conn: asyncpg.Connection, result: Verification) -> No
         result.add("invoice numbers", f"{beyond} invoice(s) numbered beyond the counter's {last}")
 
 
-CLOSE_KINDS = ("grant", "expiry", "overage", "expiry_reversal")
+CLOSE_KINDS = ("grant", "purchase", "expiry", "overage", "expiry_reversal")
 
 
 async def _closed_invoices(conn: asyncpg.Connection, result: Verification) -> None:
@@ -518,8 +571,9 @@ async def _closed_invoices(conn: asyncpg.Connection, result: Verification) -> No
         )
     for row in await conn.fetch(
         """SELECT i.number, count(l.meter) AS n FROM invoice i
-             LEFT JOIN invoice_line l ON l.invoice = i.number
-            GROUP BY i.number HAVING count(l.meter) <> 2 ORDER BY 1"""
+             LEFT JOIN invoice_line l ON l.invoice = i.number AND l.meter <> $1
+            GROUP BY i.number HAVING count(l.meter) <> 2 ORDER BY 1""",
+        PURCHASED,
     ):
         result.add("invoice lines", f"invoice {row['number']} has {row['n']} meter line(s), not 2")
     for row in await conn.fetch(

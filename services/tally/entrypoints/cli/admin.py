@@ -1,8 +1,10 @@
-"""Setting up: ``tally migrate``, ``tally org …``, ``tally source …``, ``tally schemas export``."""
+"""Setting up: ``tally migrate``, ``tally org …`` (purchased tokens too), ``tally source …``,
+``tally schemas export``."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,8 +13,9 @@ import typer
 
 from tally import bootstrap
 from tally.adapters.postgres import organizations as organization_rows
-from tally.adapters.postgres import sources
+from tally.adapters.postgres import sources, token_purchases
 from tally.domain.events import MAX_USERS, json_schemas
+from tally.domain.period import period_of
 from tally.entrypoints.cli.context import run, settings_and_urls, with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
@@ -120,6 +123,45 @@ def org_commitments(
         fmt,
         f"commitments of {org}",
     )
+
+
+@org_app.command("tokens")
+def org_tokens(
+    org: Annotated[str, typer.Argument(help="The organization.")],
+    buy: Annotated[
+        Decimal | None,
+        typer.Option(help="Buy this many AI tokens (whole, no minimum) for --period."),
+    ] = None,
+    period: Annotated[
+        str | None,
+        typer.Option(
+            help="YYYY-MM; buying: the period they count in (default: this month); listing: "
+            "only this period.",
+            callback=check_period,
+        ),
+    ] = None,
+    note: Annotated[str | None, typer.Option(help="Kept with the purchase (an order id).")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """AI tokens bought for a period: added to its allocation, billed on its invoice.
+
+    Without --buy, lists the organization's purchases."""
+    if buy is None:
+        if note is not None:
+            raise fail("--note goes with --buy", 2)
+        rows = with_engine(lambda engine: token_purchases.purchases(engine, org, period))
+        print_rows(rows, fmt, f"tokens bought by {org}")
+        return
+    chosen = period or period_of(datetime.now(UTC))
+    try:
+        purchase = with_engine(
+            lambda engine: organizations.buy_tokens(
+                bootstrap.database(engine), bootstrap.token_purchases(), org, chosen, buy, note
+            )
+        )
+    except organizations.OrganizationError as exc:
+        raise fail(str(exc), 2) from exc
+    console.print(f"{org} bought {buy:,} AI tokens for {chosen} (purchase {purchase})")
 
 
 @source_app.command("add")
