@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         "ledger's URL with SET ROLE tally_reader at connect. Either way it can only SELECT.",
     )
 
+    seller_name: str = Field(
+        default="Tally", description="The seller on invoice documents (the pages' invoices)."
+    )
+    seller_address: str = Field(
+        default="", description="The seller's address on invoice documents; lines split by '|'."
+    )
+
     close_grace_hours: float = Field(
         default=24,
         ge=0,

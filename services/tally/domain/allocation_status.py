@@ -47,6 +47,7 @@ class MeterStatus:
     weeks: list[Share]  # "week 1".. "week 5" (only weeks the month has)
     projected: Decimal
     as_of: datetime
+    days: list[Decimal]  # usage of each day of the period read so far (day 1 first)
 
     @property
     def remaining(self) -> Decimal:
@@ -110,11 +111,14 @@ def meter_status(
         used = sum(daily.values(), ZERO)
     per_feature: dict[str, Decimal] = defaultdict(Decimal)
     per_week: dict[int, Decimal] = defaultdict(Decimal)
+    per_day: dict[int, Decimal] = defaultdict(Decimal)
     for (day, feature), quantity in daily.items():
         if feature:
             per_feature[feature] += quantity
         per_week[week_of(day)] += quantity
+        per_day[day.day] += quantity
     last_day = (end.date() - start.date()).days
+    read = min(max((min(as_of, end) - start).days + (as_of < end), 0), last_day)
     weeks = range(1, week_of(date(start.year, start.month, last_day)) + 1)
     return MeterStatus(
         period=period,
@@ -131,4 +135,5 @@ def meter_status(
         ],
         projected=project(used, min(as_of, end) - start, end - start),
         as_of=as_of,
+        days=[per_day[day] for day in range(1, max(read, max(per_day, default=0)) + 1)],
     )

@@ -21,11 +21,13 @@ from tally.entrypoints.plain import plain
 
 
 def lists(document: dict[str, Any]) -> list[str]:
-    """The lists of the OpenAPI document: the operations that can answer CSV."""
+    """The lists of the OpenAPI document: the keyset-paged operations that can answer CSV
+    (a report answers CSV too, but is one document, not a list of pages)."""
     return [
         path
         for path, operations in document["paths"].items()
         if "text/csv" in operations.get("get", {}).get("responses", {})["200"]["content"]
+        and any(p["name"] == "cursor" for p in operations["get"].get("parameters", []))
     ]
 
 

@@ -61,19 +61,24 @@ class UsageTracking:
         }
 
 
+def _percent(value: Decimal | None) -> Decimal | None:
+    """Percentages to two places (the exact figures are in ``used`` and ``allocation``)."""
+    return None if value is None else value.quantize(Decimal("0.01"))
+
+
 def _meter(status: MeterStatus) -> dict[str, Any]:
     def share(item: Any) -> dict[str, Any]:
-        return {"name": item.name, "used": item.used, "percent": item.percent}
+        return {"name": item.name, "used": item.used, "percent": _percent(item.percent)}
 
     return {
         "unit": status.unit,
         "allocation": status.allocation,
         "used": status.used,
         "remaining": status.remaining,
-        "usage_percent": status.usage_percent,
+        "usage_percent": _percent(status.usage_percent),
         "overage": status.overage,
         "projected": status.projected,
-        "projected_percent": status.projected_percent,
+        "projected_percent": _percent(status.projected_percent),
         "health": status.health.value,
         "projected_unused": status.projected_unused,
         "as_of": status.as_of,

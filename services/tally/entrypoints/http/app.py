@@ -17,7 +17,8 @@ from tally import bootstrap
 from tally.config import get_settings
 from tally.entrypoints.http import errors
 from tally.entrypoints.http.auth import SECURITY_SCHEMES, authorize, declaration
-from tally.entrypoints.http.routes import dead_letters, events, health, invoices, verify
+from tally.entrypoints.http.routes import dead_letters, events, health, invoices, usage, verify
+from tally.entrypoints.pages.app import Seller, create_pages
 
 log = logging.getLogger("tally.api")
 
@@ -27,6 +28,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     events.router,
     dead_letters.router,
     verify.router,
+    usage.router,
 )
 DESCRIPTION = """Tally's read-only API for auditors, finance and organizations.
 
@@ -69,6 +71,12 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
                 declaration(route)  # fails now for a route that declares no scope
         app.include_router(router)
     errors.install(app)
+    settings = get_settings()
+    seller = Seller(
+        settings.seller_name,
+        [line.strip() for line in settings.seller_address.split("|") if line.strip()],
+    )
+    app.mount("/ui", create_pages(lambda: app.state.engine, seller), name="ui")
     app.middleware("http")(_log_request)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     if engine is not None:

@@ -1,0 +1,140 @@
+"""What admins and finance look at: the API usage report (seed 002), allocation tracking
+(seeds 000, 003) and the cost estimator (seeds 001, 003), all under ``usage:read``."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import ValidationError
+
+from tally.adapters.postgres import usage_reports
+from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.metering_store import load_rate_cards
+from tally.domain import api_usage
+from tally.domain.access import Scope
+from tally.domain.estimate import EstimateInput, Seats, estimate, report
+from tally.domain.period import period_of
+from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
+from tally.entrypoints.http.errors import ApiError
+from tally.entrypoints.http.params import PeriodQuery
+from tally.entrypoints.plain import plain
+
+router = APIRouter(tags=["usage"])
+OrgPath = Annotated[str, Path(description="Organization.")]
+CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
+
+
+async def _known(conn: Any, org: str) -> None:
+    if not await conn.fetchval("SELECT 1 FROM organization WHERE name = $1", org):
+        raise ApiError(404, f"no organization {org!r}")
+
+
+@router.get(
+    "/v1/orgs/{org}/reports/api-usage",
+    **scoped(Scope.usage_read, OrgBinding.path),
+    responses=CSV,
+    response_model=None,
+)
+async def api_usage_report(
+    caller: CallerDep,
+    request: Request,
+    org: OrgPath,
+    preset: api_usage.Preset = api_usage.Preset.previous_30_days,
+    first: Annotated[date | None, Query(alias="from", description="custom: first day")] = None,
+    last: Annotated[date | None, Query(alias="to", description="custom: last day")] = None,
+    client: Annotated[str | None, Query(description="Cross-filter: one OAuth client.")] = None,
+    url: Annotated[str | None, Query(description='Cross-filter: one URL, "GET /x".')] = None,
+    section: Annotated[
+        str | None,
+        Query(description="One section (default: every one): " + ", ".join(api_usage.SECTIONS)),
+    ] = None,
+    format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
+) -> Response | dict[str, Any]:
+    """Billable requests over whole UTC days (never today), by client, URL and status."""
+    try:
+        days = api_usage.day_range(preset, datetime.now(UTC).date(), first, last)
+        sections = [section] if section else list(api_usage.SECTIONS)
+        if section and section not in api_usage.SECTIONS:
+            raise ValueError(f"unknown section {section!r}: one of {', '.join(api_usage.SECTIONS)}")
+        if client and url:
+            raise ValueError("filter by one OAuth client or one URL at a time, not both")
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from exc
+    async with raw_connection(request.app.state.engine) as conn:
+        await _known(conn, org)
+        result = await usage_reports.api_usage_report(conn, org, days, client, url)
+    wants_csv = format == "csv" or (
+        format is None and "text/csv" in request.headers.get("accept", "")
+    )
+    if wants_csv:
+        return Response(api_usage.to_csv(result, sections), media_type="text/csv")
+    body: dict[str, Any] = plain(
+        {
+            "org": org,
+            "from": days.first,
+            "to": days.last,
+            "days": days.days,
+            "client": client,
+            "url": url,
+            "sections": {name: api_usage.section_rows(result, name) for name in sections},
+        }
+    )
+    return body
+
+
+@router.get("/v1/orgs/{org}/usage", **scoped(Scope.usage_read, OrgBinding.path))
+async def allocation_tracking(
+    caller: CallerDep, request: Request, org: OrgPath, period: PeriodQuery = None
+) -> dict[str, Any]:
+    """Both meters in a period (default: this one): allocation so far, used, remaining, by
+    feature, weeks, projection and health."""
+    now = datetime.now(UTC)
+    async with raw_connection(request.app.state.engine) as conn:
+        await _known(conn, org)
+        try:
+            tracking = await usage_reports.allocation_tracking(
+                conn, org, period or period_of(now), now
+            )
+        except LookupError as exc:
+            raise ApiError(404, str(exc)) from exc
+    document: dict[str, Any] = plain(tracking.document())
+    return document
+
+
+@router.get("/v1/estimate", **scoped(Scope.usage_read))
+async def cost_estimate(
+    caller: CallerDep,
+    request: Request,
+    seats: Annotated[
+        list[str] | None, Query(description="LICENSE:MODEL:USERS, repeatable, e.g. gc2:named:200")
+    ] = None,
+) -> dict[str, Any]:
+    """A month of AI tokens and API requests against the allocation, with the overage and its
+    cost, priced by the rate card in effect (every `tally estimate` option as a query
+    parameter named like the estimate's fields, e.g. `copilot_users`, `working_days`)."""
+    fields = {k: v for k, v in request.query_params.items() if k != "seats"}
+    try:
+        parsed = []
+        for text in seats or ():
+            license, model, users = text.split(":")
+            parsed.append(
+                Seats.model_validate({"license": license, "model": model, "users": Decimal(users)})
+            )
+        given = EstimateInput.model_validate({**fields, "seats": parsed})
+    except (ValueError, ValidationError, InvalidOperation) as exc:
+        raise ApiError(400, f"not an estimate: {exc}") from exc
+    async with raw_connection(request.app.state.engine) as conn:
+        card = (await load_rate_cards(conn)).in_effect(datetime.now(UTC))
+    if card is None:
+        raise ApiError(404, "no rate card is in effect")
+    try:
+        result = report(estimate(given, card))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from exc
+    body: dict[str, Any] = result.model_dump(mode="json")
+    return body

@@ -1,0 +1,453 @@
+"""The pages under ``/ui``: server-rendered HTML (Jinja2), htmx for filters, SVG charts.
+
+Signed in with an API key (kept in an HttpOnly, SameSite=Strict cookie); the key's scopes
+and organization apply exactly as on the HTTP API, and every page reads through the same
+tally_reader engine, so a page can never write. Mounted by the API's app at ``/ui``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.adapters.postgres import alerts as alert_store
+from tally.adapters.postgres import invoices as invoice_store
+from tally.adapters.postgres import ledger_queries, usage_reports
+from tally.adapters.postgres import organizations as organization_rows
+from tally.adapters.postgres.api_keys import find_key
+from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.metering_store import load_rate_cards
+from tally.adapters.postgres.reads import lineage as lineage_reads
+from tally.domain import api_usage
+from tally.domain.access import PRESETS, key_id_of
+from tally.domain.estimate import EstimateInput, EstimateReport, Seats, estimate, report
+from tally.domain.period import is_period, period_bounds, period_of
+from tally.domain.ratecard import RateCard
+from tally.entrypoints.pages import charts, formatting
+
+COOKIE = "tally_key"
+SESSION_SECONDS = 8 * 3600
+LINEAGE_SHOWN = 200  # events listed on a line's page; the CLI and API page through all
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is signed in: the key's id, role, scopes and (for org_viewer) organization."""
+
+    key_id: str
+    role: str
+    scopes: frozenset[str]
+    org: str | None
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def sees(self, org: str) -> bool:
+        return self.org is None or self.org == org
+
+
+BUCKET_NAMES = {
+    "200": "succeeded",
+    "300": "redirected",
+    "400": "bad request",
+    "429": "rate limited",
+    "500": "server error",
+}
+
+
+async def viewer_for(engine: AsyncEngine, secret: str) -> Viewer | None:
+    """The key behind ``secret`` if it is live, as the API's auth checks it."""
+    key_id = key_id_of(secret)
+    key = await find_key(engine, key_id) if key_id else None
+    if key is None or not key.admits(secret, datetime.now(UTC)):
+        return None
+    role = next(
+        (
+            name.value
+            for name, preset in PRESETS.items()
+            if preset.scopes == key.scopes and preset.one_org == (key.org is not None)
+        ),
+        "key",
+    )
+    return Viewer(key.id, role, frozenset(scope.value for scope in key.scopes), key.org)
+
+
+@asynccontextmanager
+async def read_snapshot(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """One consistent, read-only snapshot for a page's several queries."""
+    async with (
+        raw_connection(engine) as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        yield conn
+
+
+async def organization_exists(conn: asyncpg.Connection, org: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM organization WHERE name = $1", org))
+
+
+class Refusal(Exception):
+    """A page the viewer may not see (or that does not exist): rendered as a message."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.title, self.message = status, title, message
+
+
+@dataclass(frozen=True)
+class Seller:
+    name: str
+    address: list[str]
+
+
+def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAPI:
+    """The pages app; ``engine_of`` gives the (tally_reader) engine at request time."""
+    pages = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    pages.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.globals.update(
+        money=formatting.money,
+        price=formatting.price,
+        qty=formatting.qty,
+        pct=formatting.pct,
+        short=formatting.short,
+        share=formatting.share,
+        ring=charts.ring_dash,
+    )
+
+    async def viewer_of(request: Request) -> Viewer | None:
+        secret = request.cookies.get(COOKIE)
+        return await viewer_for(engine_of(), secret) if secret else None
+
+    def page(
+        request: Request, name: str, viewer: Viewer | None, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        context.setdefault("title", "Tally")
+        return templates.TemplateResponse(
+            request, name, {"viewer": viewer, **context}, status_code=status
+        )
+
+    async def signed_in(
+        request: Request, scope: str | None = None, org: str | None = None
+    ) -> Viewer:
+        viewer = await viewer_of(request)
+        if viewer is None:
+            raise Refusal(401, "Please sign in", "Your key is missing, expired or revoked.")
+        if scope is not None and not viewer.can(scope):
+            raise Refusal(
+                403,
+                "Not for this key",
+                f"This key's role ({viewer.role}) does not include {scope}.",
+            )
+        if org is not None and not viewer.sees(org):
+            raise Refusal(403, "Not for this key", "This key reads only its own organization.")
+        return viewer
+
+    @pages.exception_handler(Refusal)
+    async def refused(request: Request, exc: Refusal) -> Response:
+        if exc.status == 401:
+            return RedirectResponse(request.url_for("ui:sign_in"), status_code=303)
+        return page(
+            request,
+            "message.html",
+            await viewer_of(request),
+            exc.status,
+            title=exc.title,
+            message=exc.message,
+        )
+
+    @pages.get("/", name="home")
+    async def home(request: Request) -> Response:
+        viewer = await signed_in(request)
+        if viewer.org is not None:
+            target = "dashboard" if viewer.can("usage:read") else "invoices"
+            return RedirectResponse(
+                request.url_for("ui:" + target, org=viewer.org), status_code=303
+            )
+        orgs = await organization_rows.list_all(engine_of())
+        return page(request, "orgs.html", viewer, orgs=orgs, active="orgs", title="Organizations")
+
+    @pages.get("/sign-in", name="sign_in")
+    async def sign_in_form(request: Request) -> HTMLResponse:
+        return page(request, "signin.html", None, title="Sign in")
+
+    @pages.post("/sign-in")
+    async def sign_in(request: Request, key: str = Form(...)) -> Response:
+        viewer = await viewer_for(engine_of(), key.strip())
+        if viewer is None:
+            return page(
+                request, "signin.html", None, 401, title="Sign in",
+                error="That key is unknown, expired or revoked.",
+            )  # fmt: skip
+        response = RedirectResponse(request.url_for("ui:home"), status_code=303)
+        response.set_cookie(
+            COOKIE,
+            key.strip(),
+            max_age=SESSION_SECONDS,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path=str(request.url_for("ui:home").path),
+        )
+        return response
+
+    @pages.post("/sign-out", name="sign_out")
+    async def sign_out(request: Request) -> Response:
+        response = RedirectResponse(request.url_for("ui:sign_in"), status_code=303)
+        response.delete_cookie(COOKIE, path=str(request.url_for("ui:home").path))
+        return response
+
+    # --- the estimator ------------------------------------------------------------------
+
+    ai_fields = [
+        ("copilot_users", "Agent Copilot users"),
+        ("copilot_tokens_per_user", "Copilot tokens a user a month"),
+        ("virtual_agent_sessions_per_day", "Virtual agent sessions a day"),
+        ("scoring_interactions_per_day", "AI-scored interactions a day"),
+        ("voice_bot_minutes_per_day", "Voice bot minutes a day"),
+        ("translate_minutes_per_month", "AI Translate minutes a month"),
+        ("digital_bot_sessions_per_month", "Digital bot sessions a month"),
+        ("messages_per_month", "Messages a month"),
+        ("social_posts_per_month", "Social posts a month"),
+        ("other_tokens_per_month", "Other tokens a month"),
+    ]
+    api_fields = [
+        ("interactions_per_day", "Interactions a day"),
+        ("requests_per_interaction", "API requests per interaction"),
+        ("other_requests_per_month", "Other API requests a month"),
+        ("working_days", "Working days a month"),
+        ("growth_percent", "Growth %"),
+        ("buffer_percent", "Buffer %"),
+    ]
+
+    async def card_now() -> RateCard:
+        async with raw_connection(engine_of()) as conn:
+            card = (await load_rate_cards(conn)).in_effect(datetime.now(UTC))
+        if card is None:
+            raise Refusal(503, "No rate card", "No rate card is in effect: run `tally migrate`.")
+        return card
+
+    @pages.get("/estimate", name="estimate")
+    async def estimate_page(request: Request) -> HTMLResponse:
+        viewer = await signed_in(request)
+        card = await card_now()
+        query = request.query_params
+        defaults = EstimateInput()
+        values: dict[str, Any] = {
+            name: query.get(name, str(getattr(defaults, name)))
+            for name, _ in ai_fields + api_fields
+        }
+        values["currency"] = query.get("currency", defaults.currency)
+        seats = [
+            {"license": lic, "model": model, "users": users}
+            for lic, model, users in zip(
+                query.getlist("license"),
+                query.getlist("model"),
+                query.getlist("users"),
+                strict=False,
+            )
+            if lic
+        ]
+        result: EstimateReport | None = None
+        error = None
+        if query:
+            try:
+                given = EstimateInput.model_validate(
+                    {
+                        **{k: v for k, v in values.items() if v != ""},
+                        "seats": [Seats.model_validate(seat) for seat in seats],
+                    }
+                )
+                result = report(estimate(given, card))
+            except ValidationError as exc:
+                error = "; ".join(
+                    f"{' '.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+            except (ValueError, InvalidOperation) as exc:
+                error = str(exc)
+        return page(
+            request, "estimate.html", viewer, active="estimate", title="Cost estimator",
+            values=values, seats=seats, result=result, error=error, ai_fields=ai_fields,
+            api_fields=api_fields, licenses=sorted(card.api.allocation),
+            models=["named", "concurrent", "hourly"], currencies=sorted(card.currencies),
+            card_version=card.version,
+        )  # fmt: skip
+
+    # --- invoices -------------------------------------------------------------------------
+
+    @pages.get("/orgs/{org}/invoices", name="invoices")
+    async def invoices_page(request: Request, org: str) -> HTMLResponse:
+        viewer = await signed_in(request, "invoices:read", org)
+        rows = [
+            row for row in await invoice_store.list_invoices(engine_of(), None) if row["org"] == org
+        ]
+        return page(
+            request,
+            "invoices.html",
+            viewer,
+            org=org,
+            rows=rows,
+            active="invoices",
+            title=f"Invoices of {org}",
+        )
+
+    @pages.get("/orgs/{org}/invoices/{period}", name="invoice")
+    async def invoice_page(request: Request, org: str, period: str) -> HTMLResponse:
+        viewer = await signed_in(request, "invoices:read", org)
+        found = await invoice_store.invoice(engine_of(), org, period) if is_period(period) else None
+        if found is None:
+            raise Refusal(404, "No such invoice", f"{org} has no invoice for {period}.")
+        return page(
+            request, "invoice.html", viewer, org=org, inv=found, seller=seller, active="invoices",
+            title=f"Invoice {found.document['number']}",
+        )  # fmt: skip
+
+    @pages.get("/orgs/{org}/invoices/{period}/lines/{meter}", name="invoice_line")
+    async def invoice_line_page(
+        request: Request, org: str, period: str, meter: str
+    ) -> HTMLResponse:
+        """An invoice line's lineage: the entries it bills and the events they carry."""
+        viewer = await signed_in(request, "invoices:read", org)
+        found = await invoice_store.invoice(engine_of(), org, period) if is_period(period) else None
+        lines = found.document["lines"] if found else []
+        line = next((item for item in lines if item["meter"] == meter), None)
+        if found is None or line is None:
+            raise Refusal(404, "No such invoice line", f"{org} has no {meter} line for {period}.")
+        number = int(found.document["number"].removeprefix("INV-"))
+        events: list[lineage_reads.LineageRow] = []
+        more = False
+        async with read_snapshot(engine_of()) as conn:
+            async for row in lineage_reads.iter_lineage(conn, number):
+                if row.meter != meter or row.adjusts is not None:
+                    continue
+                if len(events) == LINEAGE_SHOWN:
+                    more = True
+                    break
+                events.append(row)
+        return page(
+            request, "invoice_line.html", viewer, org=org, inv=found, line=line,
+            entries=found.entries.get(meter, []), events=events, more=more,
+            active="invoices", title=f"{found.document['number']} {meter}",
+        )  # fmt: skip
+
+    @pages.get("/dead-letters", name="dead_letters")
+    async def dead_letters_page(request: Request, all: bool = False) -> HTMLResponse:
+        viewer = await signed_in(request, "dlq:read")
+        rows = await ledger_queries.dead_letters(engine_of(), include_replayed=all, limit=500)
+        return page(
+            request, "dead_letters.html", viewer, rows=rows, include_replayed=all,
+            active="dead_letters", title="Dead letters",
+        )  # fmt: skip
+
+    # --- the dashboard and the API usage report -------------------------------------------
+
+    @pages.get("/orgs/{org}", name="dashboard")
+    async def dashboard(request: Request, org: str, period: str | None = None) -> HTMLResponse:
+        viewer = await signed_in(request, "usage:read", org)
+        now = datetime.now(UTC)
+        chosen = period or period_of(now)
+        if not is_period(chosen):
+            raise Refusal(400, "Not a period", f"{chosen!r} is not a period YYYY-MM.")
+        async with read_snapshot(engine_of()) as conn:
+            if not await organization_exists(conn, org):
+                raise Refusal(404, "No such organization", f"There is no organization {org!r}.")
+            tracking = await usage_reports.allocation_tracking(conn, org, chosen, now)
+        alerts = await alert_store.list_alerts(engine_of(), org, chosen)
+        ai, api = tracking.ai_tokens, tracking.api_requests
+        start, end = period_bounds(chosen)
+        week_columns, week_ticks = charts.columns([(w.name, w.used) for w in ai.weeks])
+        return page(
+            request, "dashboard.html", viewer, org=org, period=chosen, ai=ai, api=api,
+            as_of=ai.as_of, alerts=alerts, active="dashboard", title=f"{org} usage {chosen}",
+            ai_trend=charts.trend(ai.days, (end - start).days, ai.allocation, ai.projected),
+            api_trend=charts.trend(api.days, (end - start).days, api.allocation, api.projected),
+            week_columns=week_columns, week_ticks=week_ticks,
+        )  # fmt: skip
+
+    presets = [
+        (api_usage.Preset.previous_7_days, "Previous 7 days"),
+        (api_usage.Preset.previous_30_days, "Previous 30 days"),
+        (api_usage.Preset.this_month, "This month"),
+        (api_usage.Preset.last_month, "Last month"),
+        (api_usage.Preset.previous_3_months, "Previous 3 months"),
+    ]
+
+    def report_query(
+        request: Request,
+    ) -> tuple[api_usage.Preset, api_usage.DayRange, str | None, str | None]:
+        query = request.query_params
+        try:
+            preset = api_usage.Preset(query.get("preset", api_usage.Preset.previous_30_days))
+            first = date.fromisoformat(query["from"]) if query.get("from") else None
+            last = date.fromisoformat(query["to"]) if query.get("to") else None
+            days = api_usage.day_range(preset, datetime.now(UTC).date(), first, last)
+        except ValueError as exc:
+            raise Refusal(400, "Not a date range", str(exc)) from exc
+        client, url = query.get("client") or None, query.get("url") or None
+        if client and url:
+            raise Refusal(
+                400, "One filter at a time", "Filter by one OAuth client or one URL, not both."
+            )
+        return preset, days, client, url
+
+    async def api_report(
+        org: str, days: api_usage.DayRange, client: str | None, url: str | None
+    ) -> api_usage.Report:
+        async with read_snapshot(engine_of()) as conn:
+            if not await organization_exists(conn, org):
+                raise Refusal(404, "No such organization", f"There is no organization {org!r}.")
+            return await usage_reports.api_usage_report(conn, org, days, client, url)
+
+    @pages.get("/orgs/{org}/api-usage", name="api_usage")
+    async def api_usage_page(request: Request, org: str) -> HTMLResponse:
+        viewer = await signed_in(request, "usage:read", org)
+        preset, days, client, url = report_query(request)
+        result = await api_report(org, days, client, url)
+        custom = f"&from={days.first}&to={days.last}" if preset is api_usage.Preset.custom else ""
+        filters = urlencode({k: v for k, v in (("client", client), ("url", url)) if v})
+        chosen = {"preset": preset.value, "client": client, "url": url}
+        if custom:
+            chosen |= {"from": str(days.first), "to": str(days.last)}
+        csv_query = urlencode({k: v for k, v in chosen.items() if v})
+        return page(
+            request, "api_usage.html", viewer, org=org, report=result, range=days,
+            preset=preset.value, presets=[(p.value, label) for p, label in presets],
+            range_query=custom, filter_query=("&" + filters) if filters else "",
+            custom_from=days.first, custom_to=days.last, bucket_names=BUCKET_NAMES,
+            csv_url=str(request.url_for("ui:api_usage_csv", org=org)) + "?" + csv_query,
+            active="api_usage", title=f"API usage of {org}",
+        )  # fmt: skip
+
+    @pages.get("/orgs/{org}/api-usage.csv", name="api_usage_csv")
+    async def api_usage_csv(request: Request, org: str, section: str = "all") -> Response:
+        await signed_in(request, "usage:read", org)
+        _, days, client, url = report_query(request)
+        result = await api_report(org, days, client, url)
+        try:
+            sections = list(api_usage.SECTIONS) if section == "all" else [section]
+            text = api_usage.to_csv(result, sections)
+        except ValueError as exc:
+            raise Refusal(400, "No such section", str(exc)) from exc
+        name = f"api-usage-{org}-{days.first}-{days.last}.csv"
+        return Response(
+            text,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    return pages

@@ -1,0 +1,70 @@
+"""A real browser for the pages' tests: Debian's Chromium, headless, through its own driver.
+
+Nothing downloads at run time: the system ``chromium`` and ``chromedriver`` are used (``.ci/run``
+installs them). Without them the browser tests are skipped, except where
+``TALLY_TEST_REQUIRE_BROWSER`` is set (CI), where their absence fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+SCREENSHOTS = Path(os.environ.get("TALLY_TEST_SCREENSHOTS", "/tmp/tally-screenshots"))
+
+
+def _executables() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    found = _executables()
+    if found is None:
+        if os.environ.get("TALLY_TEST_REQUIRE_BROWSER"):
+            pytest.fail(
+                "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
+            )
+        pytest.skip("no chromium/chromedriver on this machine")
+    binary, driver = found
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1320,1000",
+        "--lang=en-US",
+    ):
+        options.add_argument(argument)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    chrome.downloads = downloads  # type: ignore[attr-defined]
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+def screenshot(chrome: webdriver.Chrome, name: str) -> Path:
+    """Save the whole page (not only the window) as ``name``.png in SCREENSHOTS."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    height = chrome.execute_script("return document.documentElement.scrollHeight")
+    chrome.set_window_size(1320, max(int(height), 600))
+    path = SCREENSHOTS / f"{name}.png"
+    chrome.save_screenshot(str(path))
+    return path
