@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["support.servers", "support.ledger_support"]
+pytest_plugins = [
+    "support.servers",
+    "support.ledger_support",
+    "support.serving",
+    "support.browser",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:

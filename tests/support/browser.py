@@ -53,6 +53,9 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         {"download.default_directory": str(downloads), "download.prompt_for_download": False},
     )
     chrome = webdriver.Chrome(service=Service(driver), options=options)
+    chrome.execute_cdp_cmd(
+        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     chrome.downloads = downloads  # type: ignore[attr-defined]
     try:
         yield chrome
@@ -65,6 +68,8 @@ def screenshot(chrome: webdriver.Chrome, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     height = chrome.execute_script("return document.documentElement.scrollHeight")
     chrome.set_window_size(1320, max(int(height), 600))
+    chrome.execute_script("window.scrollTo(0, 0)")
     path = SCREENSHOTS / f"{name}.png"
     chrome.save_screenshot(str(path))
+    chrome.set_window_size(1320, 1000)
     return path

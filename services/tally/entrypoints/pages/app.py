@@ -124,6 +124,7 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
         money=formatting.money,
         price=formatting.price,
         qty=formatting.qty,
+        approx=formatting.approx,
         pct=formatting.pct,
         short=formatting.short,
         share=formatting.share,

@@ -38,6 +38,11 @@ def qty(value: Decimal | int) -> str:
     )
 
 
+def approx(value: Decimal) -> str:
+    """An estimate (a projection) to two decimal places: more digits would claim precision."""
+    return qty(value.quantize(Decimal("0.01")).normalize() if value else Decimal(0))
+
+
 def pct(value: Decimal | None) -> str:
     return "—" if value is None else f"{value.quantize(Decimal('0.1'))} %"
 
