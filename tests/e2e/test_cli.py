@@ -316,6 +316,7 @@ async def test_the_demo_runs_end_to_end_and_a_rerun_changes_nothing(settings: Se
     assert again["consumed"].get("metered", 0) == 0
     assert again["verified"] is True
     assert first["api_key"].startswith("tally_") and again["api_key"] != first["api_key"]
+    assert first["dashboard"] == f"/ui/orgs/globex?period={first['period']}"
 
 
 async def test_the_benchmark_drains_every_event_and_measures_latency(settings: Settings) -> None:

@@ -89,7 +89,11 @@ def _as_data(result: DemoResult) -> dict[str, Any]:
         "verified": result.verification.ok,
         "findings": [vars(finding) for finding in result.verification.findings],
         "api_key": result.api_key.secret if result.api_key else None,
+        "dashboard": f"/ui/orgs/{DASHBOARD_ORG}?period={result.period}",
     }
+
+
+DASHBOARD_ORG = "globex"  # the demo's mix gives it API requests and AI usage alike
 
 
 def _show_api(result: DemoResult, host: str, port: int) -> None:
@@ -100,6 +104,9 @@ def _show_api(result: DemoResult, host: str, port: int) -> None:
         f"\n[bold]the HTTP API[/bold]: run `tally serve`, then open {url}/openapi.json or\n"
         f"  curl -H 'Authorization: Bearer {result.api_key.secret}' "
         f"'{url}/v1/invoices?period={result.period}'\n"
+        f"[bold]the dashboard[/bold]: {url}/ui/orgs/{DASHBOARD_ORG}?period={result.period} "
+        f"(sign in with the same key; the API usage report: {url}/ui/orgs/{DASHBOARD_ORG}/api-usage"
+        "?preset=last-month)\n"
         "[dim](an auditor's key, shown once; tally apikey revoke "
         f"{result.api_key.id} to disable it)[/dim]",
         soft_wrap=True,
