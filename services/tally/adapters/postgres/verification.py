@@ -103,7 +103,29 @@ async def verify(engine: AsyncEngine, period: str | None = None) -> Verification
         await _seals(conn, result, period)
         for difference in await rollups.differences(conn):
             result.add("rollup", difference.describe())
+        await _usage_totals(conn, result)
     return result
+
+
+async def _usage_totals(conn: asyncpg.Connection, result: Verification) -> None:
+    """The running usage totals the alerts read are the usage accounts' sums."""
+    for row in await conn.fetch(
+        """WITH ledger AS (
+               SELECT a.owner AS org, a.period, a.unit AS meter, sum(l.amount) AS used
+                 FROM account a JOIN entry_line l ON l.account_id = a.id
+                WHERE a.kind = 'usage' GROUP BY 1, 2, 3)
+           SELECT coalesce(t.org, g.org) AS org, coalesce(t.period, g.period) AS period,
+                  coalesce(t.meter, g.meter) AS meter, t.used AS stored, g.used AS ledger
+             FROM usage_total t FULL JOIN ledger g USING (org, period, meter)
+            WHERE t.used IS DISTINCT FROM g.used
+              AND NOT (t.used IS NULL AND g.used = 0) AND NOT (g.used IS NULL AND t.used = 0)
+            ORDER BY 1, 2, 3"""
+    ):
+        result.add(
+            "usage total",
+            f"{row['org']} {row['period']} {row['meter']}: the alerts' running total is "
+            f"{row['stored']}, the usage accounts hold {row['ledger']}",
+        )
 
 
 async def _seals(conn: asyncpg.Connection, result: Verification, period: str | None) -> None:
