@@ -133,7 +133,10 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
 
     async def viewer_of(request: Request) -> Viewer | None:
         secret = request.cookies.get(COOKIE)
-        return await viewer_for(engine_of(), secret) if secret else None
+        viewer = await viewer_for(engine_of(), secret) if secret else None
+        if viewer is not None:
+            request.state.key_id = viewer.key_id  # the request log names the key, not its secret
+        return viewer
 
     def page(
         request: Request, name: str, viewer: Viewer | None, status: int = 200, **context: Any
