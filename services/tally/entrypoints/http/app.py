@@ -17,7 +17,18 @@ from tally import bootstrap
 from tally.config import get_settings
 from tally.entrypoints.http import errors
 from tally.entrypoints.http.auth import SECURITY_SCHEMES, authorize, declaration
-from tally.entrypoints.http.routes import dead_letters, events, health, invoices, verify
+from tally.entrypoints.http.routes import (
+    accounts,
+    dead_letters,
+    entries,
+    events,
+    gl_export,
+    health,
+    invoices,
+    seals,
+    trial_balance,
+    verify,
+)
 
 log = logging.getLogger("tally.api")
 
@@ -27,6 +38,11 @@ ROUTERS: tuple[APIRouter, ...] = (
     events.router,
     dead_letters.router,
     verify.router,
+    accounts.router,
+    trial_balance.router,
+    entries.router,
+    seals.router,
+    gl_export.router,
 )
 DESCRIPTION = """Tally's read-only API for auditors, finance and organizations.
 
