@@ -21,7 +21,8 @@ exactly that; a route without it fails every request and the authorization matri
 For a list, write a ``Listing`` (adapters/postgres/listing.py: SQL ordered by a key) and
 ``answer`` gives JSON pages and streamed CSV; for a read-side query (adapters/postgres/reads/:
 a page function and its streaming twin) ``answer_read`` does the same (routes/accounts.py).
-An export or a CSV-capable report takes ``FormattingDep`` and answers ``stream_rows``. Raise ``ApiError(404, ...)`` for a missing
-row; return plain dicts passed through ``plain`` (decimals as strings). Then run
+An export or a CSV-capable report takes ``FormattingDep`` and answers ``stream_rows``.
+Raise ``ApiError(404, ...)`` for a missing row; return plain dicts passed through ``plain``
+(decimals as strings). Then run
 ``tally schemas export`` to refresh ``schemas/openapi.json``.
 """

@@ -39,16 +39,19 @@ class ListFormat(StrEnum):
     csv = "csv"
 
 
+FormatQuery = Annotated[
+    ListFormat | None,
+    Query(description="csv: every matching row as CSV (also `Accept: text/csv`)."),
+]
+
+
 class Formatting:
     """``?format=`` (or ``Accept: text/csv``) of every answer that can be CSV."""
 
     def __init__(
         self,
         request: Request,
-        format: Annotated[
-            ListFormat | None,
-            Query(description="csv: every matching row as CSV (also `Accept: text/csv`)."),
-        ] = None,
+        format: FormatQuery = None,
     ) -> None:
         self.engine: AsyncEngine = request.app.state.engine
         accept = request.headers.get("accept", "")
@@ -69,10 +72,7 @@ class Paging(Formatting):
             int, Query(ge=1, le=MAX_LIMIT, description="Rows per page (JSON only).")
         ] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, Query(description="The `next` of the previous page.")] = None,
-        format: Annotated[
-            ListFormat | None,
-            Query(description="csv: every matching row as CSV (also `Accept: text/csv`)."),
-        ] = None,
+        format: FormatQuery = None,
     ) -> None:
         super().__init__(request, format)
         self.limit = limit
