@@ -29,6 +29,13 @@ async def test_tally_serve_answers_a_key_made_by_tally_apikey_create(
         csv = await client.get("/v1/invoices?format=csv", headers=headers)
         assert csv.text.splitlines()[0].startswith("number,org,period")
         assert (await client.get("/v1/verify", headers=headers)).json()["ok"] is True
+        trial = await client.get("/v1/trial-balance?period=2026-11", headers=headers)
+        assert trial.json()["rows"] == [] and trial.json()["balanced"] is True
+        export = await client.get("/v1/gl-export?period=2026-11&format=csv", headers=headers)
+        assert export.text.startswith("journalId,journalIdLineNumber,")  # streamed, a header
+        code = "org/acme/2026-11/api_request/usage"  # '/' in a path parameter, through uvicorn
+        balance = await client.get(f"/v1/accounts/{code}/balance", headers=headers)
+        assert (balance.status_code, balance.json()["message"]) == (404, f"no account {code!r}")
         assert (await client.get("/openapi.json")).json()["info"]["title"] == "Tally"
 
         keys = await tally(settings, "apikey", "list", "--format", "json")

@@ -4,41 +4,19 @@ format, `tally ledger prove --json` checked by the README's own script (stdlib o
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 from support.cli import tally, tally_all, xadd_like_an_integration
 from support.close_support import license_day
 from support.ledger_support import api
+from support.seal_support import check, readme_script
 from tally.config import Settings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 SEP = "2026-09"
 SEPT = {"time": "2026-09-15T12:00:00Z"}
-
-
-def readme_script() -> str:
-    """The first Python block of the README's section "The month seal", as printed."""
-    section = README.read_text().split("\n## The month seal\n", 1)[1].split("\n## ", 1)[0]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
-
-
-async def check(script: Path, proof: str, *root: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(script),
-        *root,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await process.communicate(proof.encode())
-    assert process.returncode is not None
-    return process.returncode, out.decode()
 
 
 async def test_an_invoice_prints_its_seal_and_the_readme_script_checks_a_proof(

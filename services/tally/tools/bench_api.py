@@ -11,19 +11,25 @@ bench reads, it never verifies the chain).
 Then the clock runs on the four figures of issue 9: an account's balance as of a random
 instant (p50/p99), a period's trial balance (p50/max), the first page of an
 organization's entries (p50/p99), and the GL export of the fullest period streamed as
-CSV (lines per second, and the growth of the process's peak memory while it streams).
+CSV (lines per second, and the growth of the process's peak memory while it streams);
+with ``--http``, that export again through a real ``tally serve`` (its memory watched).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
 import resource
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
 import asyncpg
+import httpx
 
 from tally import bootstrap
 from tally.adapters.postgres import databases
@@ -34,7 +40,9 @@ from tally.adapters.tabular import StreamFormat, write_stream
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.domain import ads
+from tally.domain.access import Role
 from tally.domain.period import period_bounds
+from tally.service_layer.api_keys import create_key
 
 Step = Callable[[str], None]
 FIRST_PERIOD = (2026, 1)
@@ -111,6 +119,9 @@ class ApiBenchResult:
     export_seconds: float
     export_lines_per_second: float
     export_peak_rss_growth_mb: float
+    # --http: the same export through `tally serve` (CSV over HTTP, read by a client here)
+    http_export_lines_per_second: float | None = None
+    http_export_server_rss_growth_mb: float | None = None  # the server process's, peak
 
 
 def _ms(samples: list[float], quantile: float) -> float:
@@ -293,8 +304,65 @@ class ApiBench:
             round((peak_rss - start_rss) / 1e6, 1),
         )
 
+    async def export_over_http(self, period: str, step: Step) -> tuple[float, float]:
+        """The GL export of ``period`` through a real ``tally serve`` on this database, read
+        as a client would: (lines per second, growth of the server's resident memory, MB)."""
+        engine = bootstrap.engine(self.database, owner=True)
+        try:
+            key, _ = await create_key(
+                bootstrap.api_key_store(engine), Role.auditor, None, "bench api", None
+            )
+        finally:
+            await engine.dispose()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tally.entrypoints.cli",
+            "serve",
+            "--port",
+            str(port),
+            env={**os.environ, "TALLY_DATABASE_URL": self.database},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=600
+            ) as client:
+                step("tally serve starting")
+                while True:
+                    try:
+                        if (await client.get("/v1/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        if server.returncode is not None:
+                            raise RuntimeError("tally serve exited") from None
+                    await asyncio.sleep(0.1)
+                step(f"GL export of {period} over HTTP (CSV)")
+                start_rss = peak_rss = _rss(server.pid)
+                lines = 0
+                started = time.perf_counter()
+                async with client.stream(
+                    "GET",
+                    "/v1/gl-export",
+                    params={"period": period, "format": "csv"},
+                    headers={"Authorization": f"Bearer {key.secret}"},
+                ) as answer:
+                    answer.raise_for_status()
+                    async for chunk in answer.aiter_bytes():  # ~64 KB each
+                        lines += chunk.count(b"\n")
+                        peak_rss = max(peak_rss, _rss(server.pid))
+                seconds = time.perf_counter() - started
+        finally:
+            server.terminate()
+            await server.wait()
+        return round((lines - 1) / seconds, 1), round((peak_rss - start_rss) / 1e6, 1)
 
-def _rss() -> int:
-    """The process's resident memory now, in bytes (Linux)."""
-    with open("/proc/self/statm") as statm:
+
+def _rss(pid: int | str = "self") -> int:
+    """A process's resident memory now, in bytes (Linux)."""
+    with open(f"/proc/{pid}/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize()

@@ -3,8 +3,10 @@ key of every kind (live, expired, revoked) with its secret."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +33,8 @@ class Ledger:
     invoices: dict[str, str]  # org → invoice number
     event: tuple[str, str]  # (source, id) of a metered event
     dead_letter: int
+    account: str  # the code of an account of OWN's moved at several instants (with '/')
+    entry: int  # an entry of the closed month, so sealed
 
 
 async def closed_month(engine: AsyncEngine, service: MeteringService) -> Ledger:
@@ -53,7 +57,15 @@ async def closed_month(engine: AsyncEngine, service: MeteringService) -> Ledger:
             for row in await conn.fetch("SELECT org, number FROM invoice")
         }
         letter = await conn.fetchval("SELECT min(id) FROM dead_letter")
-    return Ledger(numbers, ("test", f"{OWN}-0"), letter)
+        account = await conn.fetchval(  # the one moved most often: by usage and the close
+            """SELECT a.code FROM account a
+                 JOIN entry_line l ON l.account_id = a.id JOIN journal_entry e ON e.id = l.entry_id
+                WHERE a.owner = $1 GROUP BY a.code
+                ORDER BY count(DISTINCT e.posted_at) DESC, a.code LIMIT 1""",
+            OWN,
+        )
+        entry = await conn.fetchval("SELECT min(id) FROM journal_entry WHERE period = $1", OCT)
+    return Ledger(numbers, ("test", f"{OWN}-0"), letter, account, entry)
 
 
 @pytest.fixture
@@ -101,6 +113,35 @@ async def revoked_key(engine: AsyncEngine) -> str:
     key, _ = await create_key(bootstrap.api_key_store(engine), Role.auditor, None, None, None)
     assert await bootstrap.api_key_store(engine).revoke(key.id) == "revoked"
     return key.secret
+
+
+def fill(
+    path: str, operation: dict[str, Any], ledger: Ledger, org: str = OWN
+) -> tuple[str, dict[str, str]]:
+    """The path with its parameters filled from ``ledger`` for ``org``, and the query: the
+    organization when the route takes it there, and every required query parameter."""
+    values = {
+        "number": ledger.invoices[org],
+        "source": ledger.event[0],
+        "event_id": ledger.event[1],
+        "letter_id": str(ledger.dead_letter),
+        "org": org,
+        "code": ledger.account,
+        "entry_id": str(ledger.entry),
+    }
+    for name in re.findall(r"{(\w+)}", path):
+        assert name in values, f"{path}: no sample value for the path parameter {name}"
+        path = path.replace(f"{{{name}}}", values[name])
+    query = {"period": OCT}  # the sample of each required query parameter
+    required = [
+        p["name"] for p in operation.get("parameters", []) if p["in"] == "query" and p["required"]
+    ]
+    for name in required:
+        assert name in query, f"{path}: no sample value for the query parameter {name}"
+    binding = operation.get("x-tally-org")
+    return path, {name: query[name] for name in required} | (
+        {"org": org} if binding == "query" else {}
+    )
 
 
 def bearer(secret: str) -> dict[str, str]:

@@ -154,6 +154,9 @@ def bench_api(
     verify: Annotated[
         bool, typer.Option(help="After the fill, check the rollups as `tally ledger verify` does.")
     ] = False,
+    http: Annotated[
+        bool, typer.Option(help="Also stream the GL export through a real `tally serve`.")
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -167,9 +170,15 @@ def bench_api(
             fill_seconds = await scratch.fill(lambda what: errors.print(f"filling: {what} …"))
             if verify and (findings := await scratch.rollup_findings()):
                 raise fail(f"the fill's rollups disagree with its lines: {findings}")
-            result = await scratch.measure(
-                fill_seconds, lambda what: errors.print(f"timing: {what} …"), samples
-            )
+
+            def step(what: str) -> None:
+                errors.print(f"timing: {what} …")
+
+            result = await scratch.measure(fill_seconds, step, samples)
+            if http:
+                rate, growth = await scratch.export_over_http(result.export_period, step)
+                result.http_export_lines_per_second = rate
+                result.http_export_server_rss_growth_mb = growth
         return as_dict(result)
 
     try:

@@ -4,7 +4,6 @@ entries, the ADS export, verification, an event's story, dead letters."""
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,10 +17,10 @@ from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import accounts as account_reads
 from tally.adapters.postgres.reads import balances as balance_reads
 from tally.adapters.postgres.reads import entries, gl_export, trial_balance
+from tally.adapters.postgres.reads.gl_export import Shape, Standard
 from tally.adapters.postgres.verification import verify
 from tally.adapters.tabular import StreamFormat, write_stream
 from tally.config import get_settings
-from tally.domain import ads
 from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (
@@ -225,15 +224,6 @@ def entry_command(
     print_rows([row.model_dump() for row in found.events], fmt, "events carried")
 
 
-class Shape(StrEnum):
-    gl_detail = "gl-detail"
-    trial_balance = "trial-balance"
-
-
-class Standard(StrEnum):
-    ads = "ads"
-
-
 @ledger_app.command("export")
 def export_command(
     period: Annotated[str, typer.Option(help="Billing period YYYY-MM.", callback=check_period)],
@@ -250,8 +240,7 @@ def export_command(
 ) -> None:
     """The period's general ledger in the Audit Data Standard, streamed (flat memory).
     Units that are not money (api_request, ai_token) stand in the amountCurrency column."""
-    fields = ads.GL_DETAIL_FIELDS if shape is Shape.gl_detail else ads.TRIAL_BALANCE_FIELDS
-    rows = gl_export.gl_detail if shape is Shape.gl_detail else gl_export.trial_balance
+    fields, rows = gl_export.shaped(shape)
 
     async def work(engine: AsyncEngine) -> int:
         async with raw_connection(engine) as conn:

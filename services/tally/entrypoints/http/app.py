@@ -17,7 +17,19 @@ from tally import bootstrap
 from tally.config import get_settings
 from tally.entrypoints.http import errors
 from tally.entrypoints.http.auth import SECURITY_SCHEMES, authorize, declaration
-from tally.entrypoints.http.routes import dead_letters, events, health, invoices, usage, verify
+from tally.entrypoints.http.routes import (
+    accounts,
+    dead_letters,
+    entries,
+    events,
+    gl_export,
+    health,
+    invoices,
+    seals,
+    trial_balance,
+    usage,
+    verify,
+)
 from tally.entrypoints.pages.app import Seller, create_pages
 
 log = logging.getLogger("tally.api")
@@ -28,6 +40,11 @@ ROUTERS: tuple[APIRouter, ...] = (
     events.router,
     dead_letters.router,
     verify.router,
+    accounts.router,
+    trial_balance.router,
+    entries.router,
+    seals.router,
+    gl_export.router,
     usage.router,
 )
 DESCRIPTION = """Tally's read-only API for auditors, finance and organizations.

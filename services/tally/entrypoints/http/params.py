@@ -13,7 +13,11 @@ OrgQuery = Annotated[str | None, Query(description="Organization.")]
 PeriodQuery = Annotated[
     str | None, Query(pattern=PERIOD.pattern, description="Billing period YYYY-MM.")
 ]
+RequiredPeriod = Annotated[
+    str, Query(pattern=PERIOD.pattern, description="Billing period YYYY-MM.")
+]
 SinceQuery = Annotated[
     AwareDatetime | None,
     Query(description="RFC 3339 instant with an offset, e.g. 2026-11-01T00:00:00Z."),
 ]
+InstantQuery = SinceQuery

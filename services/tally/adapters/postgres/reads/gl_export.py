@@ -4,7 +4,8 @@ cursor, flat memory), and the Trial Balance shape from the trial balance."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from enum import StrEnum
 
 import asyncpg
 
@@ -37,3 +38,22 @@ async def trial_balance(conn: asyncpg.Connection, period: str) -> AsyncIterator[
         yield ads.trial_balance_row(
             row.account, row.owner, row.unit, period, row.opening, row.debits, row.credits
         )
+
+
+class Standard(StrEnum):
+    ads = "ads"  # the AICPA Audit Data Standard, the only one so far
+
+
+class Shape(StrEnum):
+    gl_detail = "gl-detail"
+    trial_balance = "trial-balance"
+
+
+Rows = Callable[[asyncpg.Connection, str], AsyncIterator[tuple[str, ...]]]
+
+
+def shaped(shape: Shape) -> tuple[tuple[str, ...], Rows]:
+    """The shape's field names and the rows of a period in it (for the CLI and the API)."""
+    if shape is Shape.gl_detail:
+        return ads.GL_DETAIL_FIELDS, gl_detail
+    return ads.TRIAL_BALANCE_FIELDS, trial_balance

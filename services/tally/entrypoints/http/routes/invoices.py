@@ -1,17 +1,21 @@
-"""Invoices: the list (an org-bound key sees only its own) and one invoice."""
+"""Invoices: the list (an org-bound key sees only its own), one invoice, and its lineage."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from tally.adapters.postgres import invoices
+from tally.adapters.postgres.reads import lineage
+from tally.adapters.postgres.reads.lineage import LineageRow
 from tally.domain.access import Scope
-from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
+from tally.domain.pagination import Page
+from tally.entrypoints.http.auth import Caller, CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError
-from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer
+from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer, answer_read
 from tally.entrypoints.http.params import OrgQuery, PeriodQuery
 from tally.entrypoints.plain import plain
 
@@ -40,11 +44,42 @@ async def show_invoice(
     number: Annotated[str, Path(description="e.g. INV-000042.")],
 ) -> dict[str, Any]:
     """One invoice: the fixed JSON of `tally invoice show --format json`."""
+    _, invoice = await _visible(caller, request, number)
+    document: dict[str, Any] = plain(invoice.document)
+    return document
+
+
+@router.get(
+    "/v1/invoices/{number}/lineage",
+    **scoped(Scope.invoices_read, OrgBinding.row),
+    responses=LIST_RESPONSES,
+)
+async def invoice_lineage(
+    caller: CallerDep,
+    request: Request,
+    paging: PagingDep,
+    number: Annotated[str, Path(description="e.g. INV-000042.")],
+) -> Response:
+    """Each line (or prior-period adjustment) -> the entries it bills -> the events each
+    carries, a row per (entry, event), in entry order (`tally invoice lineage`)."""
+    serial, _ = await _visible(caller, request, number)
+
+    async def page(conn: asyncpg.Connection, after: str | None, limit: int) -> Page[LineageRow]:
+        # the invoice exists (invoices are never deleted): a page, never None
+        return await lineage.lineage(conn, serial, after, limit) or Page([], None)
+
+    return await answer_read(
+        paging, LineageRow, page, lambda conn: lineage.iter_lineage(conn, serial)
+    )
+
+
+async def _visible(caller: Caller, request: Request, number: str) -> tuple[int, invoices.Invoice]:
+    """The invoice numbered ``number`` (INV-000042) and its serial, if the caller may see
+    it: else 404."""
     found = NUMBER.fullmatch(number)
     invoice = (
         await invoices.invoice_numbered(request.app.state.engine, int(found[1])) if found else None
     )
-    if invoice is None or not caller.sees(invoice.document["org"]):
+    if found is None or invoice is None or not caller.sees(invoice.document["org"]):
         raise ApiError(404, f"no invoice {number}")
-    document: dict[str, Any] = plain(invoice.document)
-    return document
+    return int(found[1]), invoice

@@ -1,0 +1,46 @@
+"""A period's trial balance (``tally ledger trial-balance``): JSON with the totals per unit,
+or CSV of its account rows."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+
+from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import trial_balance
+from tally.domain.access import Scope
+from tally.entrypoints.http.auth import CallerDep, scoped
+from tally.entrypoints.http.lists import FormattingDep, cells, on_connection, stream_rows
+from tally.entrypoints.http.params import RequiredPeriod
+from tally.entrypoints.plain import plain
+
+router = APIRouter(tags=["ledger"])
+RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": '`{"period", "unit", "rows": [...], "totals": [...], "balanced"}`, '
+        "or CSV of the rows",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get("/v1/trial-balance", **scoped(Scope.ledger_read), responses=RESPONSES)
+async def show_trial_balance(
+    caller: CallerDep,
+    answer: FormattingDep,
+    period: RequiredPeriod,
+    unit: Annotated[str | None, Query(description="Only this unit.")] = None,
+) -> Response:
+    """Per account: opening balance, the period's debits and credits, closing balance; per
+    unit the totals, where debits equal credits (`balanced`)."""
+    if answer.csv:
+        rows = on_connection(
+            answer.engine, lambda conn: trial_balance.iter_trial_balance(conn, period, unit)
+        )
+        fields = list(trial_balance.TrialBalanceRow.model_fields)
+        return stream_rows(answer.stream_format, fields, (cells(row) async for row in rows))
+    async with raw_connection(answer.engine) as conn:
+        found = await trial_balance.trial_balance(conn, period, unit)
+    return JSONResponse({**plain(found.model_dump()), "balanced": found.balanced})
