@@ -23,30 +23,41 @@ from tally.domain import ads
 
 # Column for column ``ads.gl_detail``: the same text (dates ISO, time with microseconds
 # only when there are some, amounts unsigned without trailing zeros), named as the fields.
+# The entry's columns are computed once per entry (OFFSET 0 keeps PostgreSQL from
+# flattening the subquery and computing them again on every line).
 GL_DETAIL = """
 SELECT e.id::text AS "journalId",
        row_number() OVER (PARTITION BY e.id ORDER BY l.id)::text AS "journalIdLineNumber",
-       e.kind || ' ' || e.idempotency_key AS "jeHeaderDescription",
+       e.header AS "jeHeaderDescription",
        a.kind AS "jeLineDescription",
        e.kind AS "source",
-       coalesce(nullif(e.org, ''), 'platform') AS "businessUnitCode",
-       split_part(e.period, '-', 1) AS "fiscalYear",
-       split_part(e.period, '-', 2)::int::text AS "period",
-       to_char(least(p.posted::date,
-                     to_date(e.period, 'YYYY-MM') + interval '1 month - 1 day'),
-               'YYYY-MM-DD') AS "effectiveDate",
-       to_char(p.posted, 'YYYY-MM-DD') AS "enteredDate",
-       to_char(p.posted, 'HH24:MI:SS')
-         || coalesce('.' || nullif(to_char(p.posted, 'US'), '000000'), '') AS "enteredTime",
+       e.business_unit AS "businessUnitCode",
+       e.fiscal_year AS "fiscalYear",
+       e.number AS "period",
+       e.effective AS "effectiveDate",
+       e.entered AS "enteredDate",
+       e.entered_time AS "enteredTime",
        a.code AS "glAccountNumber",
        trim_scale(abs(l.amount))::text AS "amount",
        CASE WHEN l.amount < 0 THEN 'C' ELSE 'D' END AS "amountCreditDebitIndicator",
        a.unit AS "amountCurrency"
-  FROM journal_entry e
+  FROM (SELECT id, kind, kind || ' ' || idempotency_key AS header,
+               coalesce(nullif(org, ''), 'platform') AS business_unit,
+               split_part(period, '-', 1) AS fiscal_year,
+               split_part(period, '-', 2)::int::text AS number,
+               to_char(least(p.posted::date,
+                             to_date(period, 'YYYY-MM') + interval '1 month - 1 day'),
+                       'YYYY-MM-DD') AS effective,
+               to_char(p.posted, 'YYYY-MM-DD') AS entered,
+               to_char(p.posted, 'HH24:MI:SS')
+                 || coalesce('.' || nullif(to_char(p.posted, 'US'), '000000'), '')
+                 AS entered_time
+          FROM journal_entry
+         CROSS JOIN LATERAL (SELECT posted_at AT TIME ZONE 'UTC' AS posted) p
+         WHERE period = $1
+        OFFSET 0) e
   JOIN entry_line l ON l.entry_id = e.id
   JOIN account a ON a.id = l.account_id
- CROSS JOIN LATERAL (SELECT e.posted_at AT TIME ZONE 'UTC' AS posted) p
- WHERE e.period = $1
  ORDER BY e.id, l.id"""
 
 
