@@ -19,7 +19,7 @@ from tally.adapters.postgres.reads import balances as balance_reads
 from tally.adapters.postgres.reads import entries, gl_export, trial_balance
 from tally.adapters.postgres.reads.gl_export import Shape, Standard
 from tally.adapters.postgres.verification import verify
-from tally.adapters.tabular import StreamFormat, write_stream
+from tally.adapters.tabular import StreamFormat
 from tally.config import get_settings
 from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 from tally.entrypoints.cli.context import with_engine
@@ -150,8 +150,9 @@ def trial_balance_command(
     if fmt is Format.json:
         print_rows({**found.model_dump(), "balanced": found.balanced}, fmt)
     else:
-        print_rows([row.model_dump() for row in found.rows], fmt, f"trial balance {period}")
-        print_rows([row.model_dump() for row in found.totals], fmt, "totals per unit")
+        shown = found.model_dump()
+        print_rows(shown["rows"], fmt, f"trial balance {period}")
+        print_rows(shown["totals"], fmt, "totals per unit")
     if not found.balanced:
         raise typer.Exit(1)
 
@@ -240,14 +241,14 @@ def export_command(
 ) -> None:
     """The period's general ledger in the Audit Data Standard, streamed (flat memory).
     Units that are not money (api_request, ai_token) stand in the amountCurrency column."""
-    fields, rows = gl_export.shaped(shape)
+    write = gl_export.write_gl_detail if shape is Shape.gl_detail else gl_export.write_trial_balance
 
     async def work(engine: AsyncEngine) -> int:
         async with raw_connection(engine) as conn:
             if output is None:
-                return await write_stream(sys.stdout, fields, rows(conn, period), fmt)
+                return await write(conn, period, sys.stdout, fmt)
             with output.open("w", encoding="utf-8", newline="") as out:
-                return await write_stream(out, fields, rows(conn, period), fmt)
+                return await write(conn, period, out, fmt)
 
     written = with_engine(work)
     if output is not None:
