@@ -134,8 +134,11 @@ async def test_metering_appends_deltas_and_compaction_folds_them_keeping_every_t
 TAMPERS = [
     ("UPDATE api_usage_daily SET requests = requests + 1 WHERE status = 200 AND billable", 1),
     ("DELETE FROM ai_usage_daily", 2),
-    ("INSERT INTO ai_usage_delta (org, period, day, feature, quantity) "
-     "VALUES ('acme', '2026-10', '2026-10-15', 'voice_bot', 1)", 1),  # fmt: skip
+    (
+        """INSERT INTO ai_usage_delta (org, period, day, feature, quantity)
+           VALUES ('acme', '2026-10', '2026-10-15', 'voice_bot', 1)""",
+        1,
+    ),
     (
         """INSERT INTO api_usage_daily (org, day, oauth_client_id, template_uri, method, status,
                billable, requests) VALUES ('globex', '2026-10-01', 'ghost', '/x', 'GET', 200,
