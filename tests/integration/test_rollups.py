@@ -12,9 +12,10 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.ledger_support import ai, api
+from support.ledger_support import ai, api, urls_of
 from tally import bootstrap
 from tally.adapters.postgres import rollups
 from tally.adapters.postgres.connection import raw_connection
@@ -129,6 +130,28 @@ async def test_metering_appends_deltas_and_compaction_folds_them_keeping_every_t
     assert (await verify(engine)).ok
     async with raw_connection(engine) as conn, conn.transaction():
         assert await rollups.compact(conn) == 0
+
+
+async def test_a_running_consumer_compacts_the_deltas_off_the_batches_path(
+    engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
+) -> None:
+    await stream.xadd(settings.stream, {b"event": api("r1", count=3, time=OCT_15)})
+    tuned = settings.model_copy(update={"rollup_compact_interval_s": 0.05})
+    consumer = bootstrap.consumer(tuned, urls_of(tuned))
+    running = asyncio.create_task(consumer.run())
+
+    async def compacted() -> None:
+        while (await table_sizes(engine))["api_usage_daily"] == 0:
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(compacted(), timeout=60)  # a guard against a hang
+    finally:
+        consumer.stop()
+        await running
+    assert (await table_sizes(engine))["api_usage_delta"] == 0
+    assert await api_rows(engine) == {("acme", date(2026, 10, 15), "c-42", 200, True): 3}
+    assert (await verify(engine)).ok
 
 
 TAMPERS = [
