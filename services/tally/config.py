@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     trim_interval_s: float = Field(
         default=60, gt=0, description="How often a consumer with a retention trims."
     )
+    rollup_compact_interval_s: float = Field(
+        default=60,
+        ge=0,
+        description="How often a consumer folds the rollup deltas into the daily rows "
+        "(reports read both; fewer deltas, faster reports); 0: never (cron "
+        "`tally rollups compact` instead).",
+    )
     give_up_after_s: float = Field(
         default=60,
         gt=0,

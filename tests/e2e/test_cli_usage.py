@@ -75,6 +75,10 @@ async def test_reports_csv_usage_and_a_rebuilt_rollup(
     assert meters["api_requests"]["used"] == str(1000 + 42 * same_month)  # today's count here
     assert meters["api_requests"]["allocation"] == "110000"
 
+    compacted = await tally(settings, "rollups", "compact")  # the deltas into the daily rows
+    assert compacted.code == 0 and "rollups compacted" in compacted.said, compacted
+    again = await tally(settings, *base, "--format", "json")  # now read from the daily rows
+    assert again.json() == report
     async with raw_connection(owner) as conn:
         await conn.execute("UPDATE api_usage_daily SET requests = requests * 2")
     tampered = await tally(settings, "ledger", "verify", "--format", "json")

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import ORGS, balance_map, drain, urls_of
-from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres import ledger_queries, rollups
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
 from tally.sdk.producer import UsageProducer
@@ -71,7 +71,8 @@ async def assert_exact(engine: AsyncEngine, summary: LoadSummary) -> None:
         rolled = dict(
             (
                 await conn.exec_driver_sql(
-                    "SELECT org, sum(requests) FROM api_usage_daily WHERE billable GROUP BY org"
+                    f"SELECT org, sum(requests) FROM {rollups.API_USAGE.rows_sql()} AS r"
+                    " WHERE billable GROUP BY org"
                 )
             ).all()
         )

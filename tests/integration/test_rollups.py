@@ -1,6 +1,7 @@
 """The daily rollups count each stored event once (replays, duplicates, a second consumer),
-verify names a rollup changed behind the application's back, and a rebuild (as tally_writer,
-even while a consumer meters) brings it back."""
+compaction moves the metering's deltas into the daily rows without changing a total, verify
+names a rollup changed behind the application's back, and a rebuild (as tally_writer, even
+while a consumer meters and another compacts) brings it back."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.ledger_support import ai, api
+from support.ledger_support import ai, api, urls_of
 from tally import bootstrap
 from tally.adapters.postgres import rollups
 from tally.adapters.postgres.connection import raw_connection
@@ -32,7 +34,11 @@ async def api_rows(engine: AsyncEngine) -> dict[tuple[object, ...], int]:
     async with raw_connection(engine) as conn:
         return {
             (r["org"], r["day"], r["oauth_client_id"], r["status"], r["billable"]): r["requests"]
-            for r in await conn.fetch("SELECT * FROM api_usage_daily WHERE requests > 0")
+            for r in await conn.fetch(
+                f"""SELECT org, day, oauth_client_id, status, billable, sum(requests) AS requests
+                      FROM {rollups.API_USAGE.rows_sql()} AS r
+                     GROUP BY 1, 2, 3, 4, 5 HAVING sum(requests) > 0"""
+            )
         }
 
 
@@ -40,7 +46,11 @@ async def ai_rows(engine: AsyncEngine) -> dict[tuple[object, ...], Decimal]:
     async with raw_connection(engine) as conn:
         return {
             (r["org"], r["day"], r["feature"]): r["quantity"]
-            for r in await conn.fetch("SELECT * FROM ai_usage_daily WHERE quantity > 0")
+            for r in await conn.fetch(
+                f"""SELECT org, day, feature, sum(quantity) AS quantity
+                      FROM {rollups.AI_USAGE.rows_sql()} AS r
+                     GROUP BY 1, 2, 3 HAVING sum(quantity) > 0"""
+            )
         }
 
 
@@ -83,9 +93,75 @@ async def test_replays_duplicates_and_a_second_consumer_count_once(
     assert (await verify(engine)).ok
 
 
+async def table_sizes(engine: AsyncEngine) -> dict[str, int]:
+    async with raw_connection(engine) as conn:
+        return {
+            table: await conn.fetchval(f"SELECT count(*) FROM {table}")
+            for rollup in rollups.ROLLUPS
+            for table in (rollup.table, rollup.delta)
+        }
+
+
+async def test_metering_appends_deltas_and_compaction_folds_them_keeping_every_total(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    for n in range(3):  # three batches: three deltas of the same keys
+        await service.process(
+            "s",
+            [
+                entry(f"{n}-0", api(f"r{n}", count=2, time=OCT_15)),
+                entry(f"{n}-1", ai(f"a{n}", "voice_bot", "1.5", "minute", time=OCT_16)),
+            ],
+        )
+    right = (await api_rows(engine), await ai_rows(engine))
+    assert right == (
+        {("acme", date(2026, 10, 15), "c-42", 200, True): 6},
+        {("acme", date(2026, 10, 15), "voice_bot"): Decimal("4.5")},
+    )
+    assert await table_sizes(engine) == {
+        "api_usage_daily": 0, "api_usage_delta": 3, "ai_usage_daily": 0, "ai_usage_delta": 3
+    }  # fmt: skip
+    async with raw_connection(engine) as conn, conn.transaction():  # as tally_writer
+        assert await rollups.compact(conn) == 6
+    assert await table_sizes(engine) == {
+        "api_usage_daily": 1, "api_usage_delta": 0, "ai_usage_daily": 1, "ai_usage_delta": 0
+    }  # fmt: skip
+    assert (await api_rows(engine), await ai_rows(engine)) == right
+    assert (await verify(engine)).ok
+    async with raw_connection(engine) as conn, conn.transaction():
+        assert await rollups.compact(conn) == 0
+
+
+async def test_a_running_consumer_compacts_the_deltas_off_the_batches_path(
+    engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
+) -> None:
+    await stream.xadd(settings.stream, {b"event": api("r1", count=3, time=OCT_15)})
+    tuned = settings.model_copy(update={"rollup_compact_interval_s": 0.05})
+    consumer = bootstrap.consumer(tuned, urls_of(tuned))
+    running = asyncio.create_task(consumer.run())
+
+    async def compacted() -> None:
+        while (await table_sizes(engine))["api_usage_daily"] == 0:
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(compacted(), timeout=60)  # a guard against a hang
+    finally:
+        consumer.stop()
+        await running
+    assert (await table_sizes(engine))["api_usage_delta"] == 0
+    assert await api_rows(engine) == {("acme", date(2026, 10, 15), "c-42", 200, True): 3}
+    assert (await verify(engine)).ok
+
+
 TAMPERS = [
     ("UPDATE api_usage_daily SET requests = requests + 1 WHERE status = 200 AND billable", 1),
     ("DELETE FROM ai_usage_daily", 2),
+    (
+        """INSERT INTO ai_usage_delta (org, period, day, feature, quantity)
+           VALUES ('acme', '2026-10', '2026-10-15', 'voice_bot', 1)""",
+        1,
+    ),
     (
         """INSERT INTO api_usage_daily (org, day, oauth_client_id, template_uri, method, status,
                billable, requests) VALUES ('globex', '2026-10-01', 'ghost', '/x', 'GET', 200,
@@ -110,6 +186,7 @@ async def test_verify_names_a_tampered_rollup_and_rebuild_restores_it(
     )
     right = (await api_rows(engine), await ai_rows(engine))
     async with raw_connection(owner) as conn:
+        await rollups.compact(conn)
         await conn.execute(tamper)
     result = await verify(engine)
     assert [f.check for f in result.findings] == ["rollup"] * rows, result.findings
@@ -134,11 +211,30 @@ async def test_the_writer_may_only_add_to_the_counters(
         "UPDATE api_usage_daily SET billable = false",
         "UPDATE ai_usage_daily SET day = '2026-10-02'",
         "TRUNCATE api_usage_daily",
+        "UPDATE api_usage_delta SET requests = 1",
+        "UPDATE ai_usage_delta SET quantity = 1",
+        "TRUNCATE api_usage_delta",
     ]
     async with raw_connection(engine) as conn:
         for statement in refused:
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute(statement)
+
+
+async def test_a_delta_the_writer_deletes_is_named_by_verify_and_rebuilt(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    """The writer may DELETE deltas (compaction moves them): one lost that way is found."""
+    await service.process("s", [entry("1-0", api("r1", count=3, time=OCT_15))])
+    async with raw_connection(engine) as conn:
+        await conn.execute("DELETE FROM api_usage_delta")
+    result = await verify(engine)
+    assert [f.check for f in result.findings] == ["rollup"], result.findings
+    assert "holds 0, its events add up to 3" in result.findings[0].detail
+    async with raw_connection(engine) as conn, conn.transaction():
+        assert await rollups.rebuild(conn, "acme") == 1
+    assert await api_rows(engine) == {("acme", date(2026, 10, 15), "c-42", 200, True): 3}
+    assert (await verify(engine)).ok
 
 
 async def test_a_rebuild_beside_a_running_consumer_loses_and_doubles_nothing(
@@ -156,9 +252,15 @@ async def test_a_rebuild_beside_a_running_consumer_loses_and_doubles_nothing(
             async with raw_connection(engine) as conn, conn.transaction():
                 await rollups.rebuild(conn, "acme")
 
+    async def compact() -> None:
+        for _ in range(30):
+            async with raw_connection(engine) as conn, conn.transaction():
+                await rollups.compact(conn)
+
     await service.process("s", [entry("999-0", api("r0", count=7, time=OCT_15))])
     async with raw_connection(owner) as conn:  # a wrong count the first rebuild fixes
+        await rollups.compact(conn)
         await conn.execute("UPDATE api_usage_daily SET requests = 100")
-    await asyncio.gather(meter(), rebuild())
+    await asyncio.gather(meter(), rebuild(), compact())
     assert await api_rows(engine) == {("acme", date(2026, 10, 15), "c-42", 200, True): 7 + 30 * 15}
     assert (await verify(engine)).ok

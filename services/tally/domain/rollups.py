@@ -21,7 +21,7 @@ AiDayKey = tuple[str, str, date, str]  # (org, period, day, feature)
 
 
 def api_days(events: Iterable[Rated]) -> dict[ApiDayKey, int]:
-    """Requests per rollup key, in key order (rows are locked in that order)."""
+    """Requests per rollup key (one row per key and batch)."""
     requests: dict[ApiDayKey, int] = defaultdict(int)
     for event in events:
         if event.api is not None:
@@ -36,13 +36,13 @@ def api_days(events: Iterable[Rated]) -> dict[ApiDayKey, int]:
                 event.status == "metered",
             )
             requests[key] += data.count
-    return dict(sorted(requests.items()))
+    return requests
 
 
 def ai_days(events: Iterable[Rated]) -> dict[AiDayKey, Decimal]:
-    """AI quantity per rollup key (the feature's own unit), in key order."""
+    """AI quantity per rollup key (the feature's own unit)."""
     quantity: dict[AiDayKey, Decimal] = defaultdict(Decimal)
     for event in events:
         if event.meter == AI_TOKEN and event.feature is not None:
             quantity[(event.org, event.period, event.day, event.feature)] += event.quantity
-    return dict(sorted(quantity.items()))
+    return quantity

@@ -167,6 +167,8 @@ class Consumer:
         ]
         if self.settings.retention is not None:
             loops.append(self._trim_loop)
+        if self.settings.rollup_compact_interval_s > 0:
+            loops.append(self._compact_loop)
         if self.until_idle:
             loops.append(self._exit_when_idle)
         readers = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
@@ -358,6 +360,13 @@ class Consumer:
                 ),
             )
             await self._pause(self.settings.trim_interval_s)
+
+    async def _compact_loop(self) -> None:
+        """Keep the rollup deltas few, so reports stay fast (off the batches' path)."""
+        while not self._stop.is_set():
+            await self._pause(self.settings.rollup_compact_interval_s)
+            if not self._stop.is_set():
+                await self._retrying("compact the rollups", self.service.compact_rollups)
 
     async def _exit_when_idle(self) -> None:
         quiet = 0

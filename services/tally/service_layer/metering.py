@@ -127,6 +127,19 @@ class MeteringService:
                 ]
         return results
 
+    async def compact_rollups(self) -> int:
+        """Fold the rollup deltas the batches appended into the daily rows, in one
+        transaction of its own (never a batch's: metering only appends); retried when it
+        deadlocks with a rebuild."""
+
+        async def compact() -> int:
+            async with self.db.transaction() as conn:
+                return await self.store.compact_rollups(conn)
+
+        return await retrying(
+            compact, self.journal, (asyncpg.DeadlockDetectedError,), RETRIES, "compaction"
+        )
+
     async def rate_batch(self, stream: str, entries: Sequence[StreamEntry]) -> RatedBatch:
         """The CPU half of a batch (no transaction): a consumer overlaps it with a commit."""
         results = await self._rate(entries)

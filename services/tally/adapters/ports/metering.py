@@ -60,6 +60,9 @@ class MeteringStore(Protocol):
     async def add_rollups(self, conn: asyncpg.Connection, new_events: Sequence[Rated]) -> None:
         """Add the batch's new events to the daily rollups the reports read."""
 
+    async def compact_rollups(self, conn: asyncpg.Connection) -> int:
+        """Fold the rollups' appended deltas into their daily rows; returns how many moved."""
+
     async def record_alert_crossings(
         self,
         conn: asyncpg.Connection,

@@ -320,6 +320,11 @@ async def add_rollups(conn: asyncpg.Connection, new_events: Sequence[Rated]) -> 
     await rollups.add(conn, new_events)
 
 
+async def compact_rollups(conn: asyncpg.Connection) -> int:
+    """Fold the rollups' deltas into the daily rows (``rollups.compact``)."""
+    return await rollups.compact(conn)
+
+
 async def record_alert_crossings(
     conn: asyncpg.Connection, added: Mapping[UsageKey, Decimal], book: RateCardBook, now: datetime
 ) -> int:

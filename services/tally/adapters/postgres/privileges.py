@@ -4,7 +4,8 @@ Invariants (PostgreSQL enforces them, whatever the service's code does):
 - ``tally_writer`` (the consumer, the close, the CLI's writing commands) owns nothing and
   is no superuser, so it can never ALTER a table, DISABLE TRIGGER, TRUNCATE or set
   ``session_replication_role``; it may SELECT every table, INSERT into every table but
-  ``WRITER_READ_ONLY``, UPDATE only the columns in ``WRITER_UPDATES`` and DELETE nothing;
+  ``WRITER_READ_ONLY``, UPDATE only the columns in ``WRITER_UPDATES`` and DELETE only
+  from ``WRITER_DELETES`` (derived rows that compaction moves, never evidence);
 - ``tally_reader`` (reports, the read-only API) may only SELECT, and in the tables of
   ``READER_COLUMNS`` only those columns (a webhook's signing secret stays out of reach);
 - the grants cover every table of the schema, recomputed from this policy on each run:
@@ -45,6 +46,9 @@ WRITER_UPDATES: Mapping[str, tuple[str, ...]] = {
     "api_usage_daily": ("requests",),
     "ai_usage_daily": ("quantity",),
 }
+# Where the writer may DELETE: the rollup deltas, which `tally rollups compact` moves into
+# the daily rows in one transaction (verify would name a delta lost or folded twice).
+WRITER_DELETES = frozenset({"api_usage_delta", "ai_usage_delta"})
 # Where the reader may SELECT only some columns: the rest are secrets.
 READER_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "webhook": ("version", "id", "url", "enabled", "created_at"),  # not ``secret``
@@ -105,6 +109,8 @@ def _grants(schema: str, tables: set[str]) -> str:
             statements.append(
                 f"GRANT UPDATE ({', '.join(columns)}) ON {schema}.{table} TO {WRITER}"
             )
+    for table in sorted(tables & WRITER_DELETES):
+        statements.append(f"GRANT DELETE ON {schema}.{table} TO {WRITER}")
     for table, columns in sorted(READER_COLUMNS.items()):
         if table in tables:
             statements.append(f"REVOKE SELECT ON {schema}.{table} FROM {READER}")

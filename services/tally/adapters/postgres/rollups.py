@@ -1,5 +1,6 @@
 """The daily rollups (``api_usage_daily``, ``ai_usage_daily``): added to by the metering
-transaction, recomputed from ``usage_event`` by verify and rebuild, read by the reports.
+transaction (as appended deltas, compacted into the daily rows later), recomputed from
+``usage_event`` by verify and rebuild, read by the reports (daily rows plus deltas).
 
 They are derived data. The events are the evidence (immutable, hash-chained), so the one
 truth of a rollup is the query ``_API_TRUTH`` / ``_AI_TRUTH`` over ``usage_event``: verify
@@ -28,35 +29,21 @@ AI_KEY = ("org", "period", "day", "feature")
 
 
 async def add(conn: asyncpg.Connection, new_events: Iterable[Rated]) -> None:
-    """Add a batch's new events to both rollups: one multi-row upsert per table, rows in key
-    order (concurrent consumers lock them in the same order, so they cannot deadlock)."""
+    """Append a batch's new events, summed per key, to both rollups' deltas (COPY: no unique
+    probe, no row lock; compaction folds them into the daily rows)."""
     events = list(new_events)
     if api := api_days(events):
-        await conn.execute(
-            """INSERT INTO api_usage_daily AS r (org, day, oauth_client_id, template_uri,
-                   method, status, billable, requests)
-               SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[],
-                                    $5::text[], $6::int[], $7::bool[], $8::bigint[])
-               ON CONFLICT (org, day, oauth_client_id, template_uri, method, status, billable)
-               DO UPDATE SET requests = r.requests + excluded.requests""",
-            *_columns(api.keys(), len(API_KEY)),
-            list(api.values()),
+        await conn.copy_records_to_table(
+            API_USAGE.delta,
+            columns=(*API_KEY, API_USAGE.counter),
+            records=[(*key, n) for key, n in api.items()],
         )
     if ai := ai_days(events):
-        await conn.execute(
-            """INSERT INTO ai_usage_daily AS r (org, period, day, feature, quantity)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[],
-                                    $5::numeric[])
-               ON CONFLICT (org, period, day, feature)
-               DO UPDATE SET quantity = r.quantity + excluded.quantity""",
-            *_columns(ai.keys(), len(AI_KEY)),
-            list(ai.values()),
+        await conn.copy_records_to_table(
+            AI_USAGE.delta,
+            columns=(*AI_KEY, AI_USAGE.counter),
+            records=[(*key, q) for key, q in ai.items()],
         )
-
-
-def _columns(keys: Iterable[tuple[object, ...]], width: int) -> list[list[object]]:
-    rows = list(keys)
-    return [[row[i] for row in rows] for i in range(width)]
 
 
 # What the rollups must hold, from the stored events ($1: one organization, or NULL: all).
@@ -81,28 +68,56 @@ SELECT org, period, (event_time AT TIME ZONE 'UTC')::date AS day, feature,
 
 @dataclass(frozen=True)
 class Rollup:
-    """One rollup table: its name, key, counter column and the truth it derives from."""
+    """One rollup: its daily table, the deltas not yet folded into it, key, counter column
+    and the truth it derives from."""
 
     table: str
+    delta: str
     key: tuple[str, ...]
     counter: str
     truth: str
+
+    def rows_sql(self) -> str:
+        """The rollup's rows as readers see them: the daily rows and the deltas (sum them
+        per key); ``in_daily`` tells which."""
+        columns = ", ".join((*self.key, self.counter))
+        return f"""(SELECT {columns}, true AS in_daily FROM {self.table}
+                    UNION ALL SELECT {columns}, false FROM {self.delta})"""
+
+    def compact_sql(self) -> str:
+        """Move the deltas ($1: one organization's, or NULL: all) into the daily rows, in key
+        order (two compactions lock them in the same order); counts the deltas moved. A delta
+        another compaction is moving is skipped once that one commits: never folded twice."""
+        key = ", ".join(self.key)
+        return f"""
+            WITH moved AS (DELETE FROM {self.delta} WHERE $1::text IS NULL OR org = $1
+                           RETURNING {key}, {self.counter}),
+                 folded AS (INSERT INTO {self.table} AS r ({key}, {self.counter})
+                            SELECT {key}, sum({self.counter}) FROM moved
+                             GROUP BY {key} ORDER BY {key}
+                            ON CONFLICT ({key}) DO UPDATE
+                            SET {self.counter} = r.{self.counter} + excluded.{self.counter}
+                            RETURNING 1)
+            SELECT count(*) FROM moved"""
 
     def differences_sql(self) -> str:
         """Rows whose stored counter differs from the events' (missing rows count 0)."""
         key = ", ".join(self.key)
         return f"""
             WITH truth AS ({self.truth}),
-                 stored AS (SELECT {key}, {self.counter} AS amount FROM {self.table}
-                             WHERE $1::text IS NULL OR org = $1)
+                 stored AS (SELECT {key}, sum({self.counter}) AS amount,
+                                   bool_or(in_daily) AS present
+                              FROM {self.rows_sql()} AS r
+                             WHERE $1::text IS NULL OR org = $1 GROUP BY {key})
             SELECT {key}, coalesce(t.amount, 0) AS expected, coalesce(s.amount, 0) AS stored,
-                   s.amount IS NOT NULL AS present
+                   coalesce(s.present, false) AS present
               FROM truth t FULL JOIN stored s USING ({key})
              WHERE coalesce(t.amount, 0) <> coalesce(s.amount, 0)"""
 
     def rebuild_sql(self) -> str:
-        """Add each difference: to the row's latest version when it exists (an UPDATE
-        re-reads a row a concurrent batch changed), else as a new row; counts the rows."""
+        """Add each difference to the daily row: to its latest version when it exists (an
+        UPDATE re-reads a row a concurrent compaction changed), else as a new row; counts
+        the rows."""
         key = ", ".join(self.key)
         joined = " AND ".join(f"r.{column} = d.{column}" for column in self.key)
         return f"""
@@ -111,15 +126,16 @@ class Rollup:
                                 SET {self.counter} = r.{self.counter} + d.expected - d.stored
                                FROM d WHERE d.present AND {joined} RETURNING 1),
                  inserted AS (INSERT INTO {self.table} AS r ({key}, {self.counter})
-                              SELECT {key}, expected FROM d WHERE NOT present ORDER BY {key}
+                              SELECT {key}, expected - stored FROM d WHERE NOT present
+                               ORDER BY {key}
                               ON CONFLICT ({key}) DO UPDATE
                               SET {self.counter} = r.{self.counter} + excluded.{self.counter}
                               RETURNING 1)
             SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)"""
 
 
-API_USAGE = Rollup("api_usage_daily", API_KEY, "requests", _API_TRUTH)
-AI_USAGE = Rollup("ai_usage_daily", AI_KEY, "quantity", _AI_TRUTH)
+API_USAGE = Rollup("api_usage_daily", "api_usage_delta", API_KEY, "requests", _API_TRUTH)
+AI_USAGE = Rollup("ai_usage_daily", "ai_usage_delta", AI_KEY, "quantity", _AI_TRUTH)
 ROLLUPS = (API_USAGE, AI_USAGE)
 
 
@@ -157,9 +173,19 @@ async def organizations(conn: asyncpg.Connection) -> list[str]:
     return [row["name"] for row in await conn.fetch("SELECT name FROM organization ORDER BY 1")]
 
 
+async def compact(conn: asyncpg.Connection, org: str | None = None) -> int:
+    """Fold the deltas (one organization's, or all) into the daily rows; returns how many
+    deltas were moved. Keeps reads fast: run it periodically (``tally rollups compact``)."""
+    moved = 0
+    for rollup in ROLLUPS:
+        moved += await conn.fetchval(rollup.compact_sql(), org)
+    return moved
+
+
 async def rebuild(conn: asyncpg.Connection, org: str) -> int:
-    """Bring one organization's rollups back to what its events add up to; returns how
-    many rows changed (0 when they were right)."""
+    """Compact one organization's rollups, then bring them back to what its events add up
+    to; returns how many daily rows changed (0 when they were right)."""
+    await compact(conn, org)
     changed = 0
     for rollup in ROLLUPS:
         changed += await conn.fetchval(rollup.rebuild_sql(), org)
@@ -172,8 +198,8 @@ async def billable_requests(conn: asyncpg.Connection, org: str, days: DayRange) 
     if days.empty:
         return []
     rows = await conn.fetch(
-        """SELECT oauth_client_id, method, template_uri, status, sum(requests) AS n
-             FROM api_usage_daily
+        f"""SELECT oauth_client_id, method, template_uri, status, sum(requests) AS n
+             FROM {API_USAGE.rows_sql()} AS r
             WHERE org = $1 AND billable AND day BETWEEN $2 AND $3
             GROUP BY 1, 2, 3, 4 HAVING sum(requests) > 0""",
         org,
@@ -190,7 +216,7 @@ async def daily_requests(conn: asyncpg.Connection, org: str, period: str) -> dic
     """Billable requests per UTC day of a period."""
     start, end = period_bounds(period)
     rows = await conn.fetch(
-        """SELECT day, sum(requests) AS n FROM api_usage_daily
+        f"""SELECT day, sum(requests) AS n FROM {API_USAGE.rows_sql()} AS r
             WHERE org = $1 AND billable AND day >= $2 AND day < $3
             GROUP BY day HAVING sum(requests) > 0""",
         org,
@@ -205,8 +231,8 @@ async def daily_ai_quantities(
 ) -> dict[tuple[date, str], Decimal]:
     """AI quantity per (UTC day, feature) of a period, in each feature's own unit."""
     rows = await conn.fetch(
-        """SELECT day, feature, quantity FROM ai_usage_daily
-            WHERE org = $1 AND period = $2 AND quantity > 0""",
+        f"""SELECT day, feature, sum(quantity) AS quantity FROM {AI_USAGE.rows_sql()} AS r
+            WHERE org = $1 AND period = $2 GROUP BY day, feature HAVING sum(quantity) > 0""",
         org,
         period,
     )

@@ -393,6 +393,33 @@ class AiUsageDaily(SQLModel, table=True):
     quantity: Decimal = _num(nullable=False)
 
 
+class ApiUsageDelta(SQLModel, table=True):
+    """A batch's requests for one ``api_usage_daily`` key, not yet compacted into it."""
+
+    __tablename__ = "api_usage_delta"
+    id: int | None = Field(default=None, primary_key=True)
+    org: str
+    day: date
+    oauth_client_id: str
+    template_uri: str
+    method: str
+    status: int
+    billable: bool
+    requests: int
+
+
+class AiUsageDelta(SQLModel, table=True):
+    """A batch's AI quantity for one ``ai_usage_daily`` key, not yet compacted into it."""
+
+    __tablename__ = "ai_usage_delta"
+    id: int | None = Field(default=None, primary_key=True)
+    org: str
+    period: str
+    day: date
+    feature: str
+    quantity: Decimal = _num(nullable=False)
+
+
 class AlertThreshold(SQLModel, table=True):
     """One version of an organization's alert thresholds (percent); the newest counts."""
 

@@ -159,6 +159,18 @@ def usage(
         print_rows(m["weeks"], fmt, f"{name} by week (percent of the allocation)")
 
 
+@rollups_app.command("compact")
+def compact() -> None:
+    """Fold the metering's appended rollup deltas into the daily rows (as tally_writer);
+    run it periodically (cron) so reports stay fast; safe while consumers run."""
+
+    async def work(engine: AsyncEngine) -> int:
+        async with raw_connection(engine) as conn, conn.transaction():
+            return await rollups.compact(conn)
+
+    print_rows([{"deltas moved": with_engine(work)}], Format.table, "rollups compacted")
+
+
 @rollups_app.command("rebuild")
 def rebuild(
     org: Annotated[str | None, typer.Option(help="One organization; default: all.")] = None,
