@@ -38,7 +38,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
-from tally.adapters.postgres import databases
+from tally.adapters.postgres import databases, usage_reports
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.metering_store import load_rate_cards
 from tally.bootstrap import ServiceUrls
@@ -115,7 +115,7 @@ USAGE_LINES = """
 INSERT INTO entry_line (entry_id, account_id, amount)
 SELECT $1 + i, $2, part
   FROM generate_series(0, $3 - 1) i,
-       LATERAL (SELECT trunc($4::numeric * (i + 1) / $3, 6) - trunc($4::numeric * i / $3, 6)
+       LATERAL (SELECT trunc($4::numeric * (i + 1) / $3, 12) - trunc($4::numeric * i / $3, 12)
                        AS part) p
  WHERE part <> 0"""
 
@@ -177,9 +177,7 @@ class PagesBench:
         self.ai_events = events - self.api_events
 
     async def __aenter__(self) -> Self:
-        self.database = await databases.create_scratch(
-            self.base_urls.database, "tally_bench_pages"
-        )
+        self.database = await databases.create_scratch(self.base_urls.database, "tally_bench_pages")
         self.urls = ServiceUrls(self.database, self.base_urls.redis, False)
         await bootstrap.migrate(self.settings, self.urls)
         return self
@@ -198,7 +196,8 @@ class PagesBench:
         conn = await asyncpg.connect(databases.dsn(self.database))
         try:
             async with conn.transaction():
-                if await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+                superuser = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                if await conn.fetchval(superuser):
                     # The ledger's triggers (balance, chain) are skipped: checked below.
                     await conn.execute("SET LOCAL session_replication_role = replica")
                 await self._rollups(conn, step)
@@ -214,9 +213,11 @@ class PagesBench:
         finally:
             await conn.close()
         await self._licences_and_closes(step)
-        step("ANALYZE")
         conn = await asyncpg.connect(databases.dsn(self.database))
         try:
+            step("checking the dashboard's used figures add up to its days")
+            await self._consistent(conn)
+            step("ANALYZE")
             await conn.execute("VACUUM ANALYZE")
         finally:
             await conn.close()
@@ -274,7 +275,7 @@ class PagesBench:
                 total = sum(totals.values(), Decimal(0))
                 if not total:
                     continue
-                entries = int(max(1, min(int(count) // EVENTS_PER_ENTRY, total)))
+                entries = max(1, min(int(count) // EVENTS_PER_ENTRY, int(total)))
                 step(f"{period} {unit}: {entries} usage entries")
                 await conn.execute(
                     ENTRIES, next_id, period, unit, ORG, card.version, start, posted_until,
@@ -297,6 +298,16 @@ class PagesBench:
                 WHERE g.lane = e.lane"""
         )
 
+    async def _consistent(self, conn: asyncpg.Connection) -> None:
+        """This month's ledger usage (the dashboard's "used") equals its daily rollups."""
+        tracking = await usage_reports.allocation_tracking(conn, ORG, self.periods[-1], self.now)
+        for meter in (tracking.api_requests, tracking.ai_tokens):
+            if sum(meter.days, Decimal(0)) != meter.used:
+                raise AssertionError(
+                    f"{meter.unit}: the ledger holds {meter.used}, the days add up to"
+                    f" {sum(meter.days, Decimal(0))}"
+                )
+
     @staticmethod
     async def _account(conn: asyncpg.Connection, account: Any) -> int:
         found: int = await conn.fetchval(
@@ -315,16 +326,7 @@ class PagesBench:
             service = bootstrap.metering_service(engine, self.settings, require_known_sources=False)
             step(f"{self.days} licence reports")
             entries = [
-                (
-                    f"{n + 1}-0",
-                    {
-                        b"event": license_usage_event(
-                            f"lic-{n}", SOURCE, ORG,
-                            f"{self.first + timedelta(days=n)}T23:00:00Z", "gc2", "named", 120,
-                        )  # fmt: skip
-                    },
-                )
-                for n in range(self.days)
+                (f"{n + 1}-0", {b"event": self._licence_report(n)}) for n in range(self.days)
             ]
             await service.process(self.settings.stream, entries)
             for period in self.periods:
@@ -334,6 +336,10 @@ class PagesBench:
                     await close_period(bootstrap.database(engine), period, as_of, GRACE)
         finally:
             await engine.dispose()
+
+    def _licence_report(self, n: int) -> bytes:
+        day = self.first + timedelta(days=n)
+        return license_usage_event(f"lic-{n}", SOURCE, ORG, f"{day}T23:00:00Z", "gc2", "named", 120)
 
     def paths(self, clients: list[str]) -> list[tuple[str, str]]:
         """(name, path) of each page timed."""
@@ -349,7 +355,7 @@ class PagesBench:
             )
         ]  # fmt: skip
         pages += [
-            ("api-usage client filter", f"{base}/api-usage?preset=previous-3-months&client={client}"),
+            ("api-usage client filter", f"{base}/api-usage?preset=last-month&client={client}"),
             ("api-usage.csv", f"{base}/api-usage.csv?preset=previous-3-months"),
             ("invoices", f"{base}/invoices"),
         ]

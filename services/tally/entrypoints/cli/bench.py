@@ -13,8 +13,6 @@ import typer
 from rich.progress import Progress
 
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.http.app import create_app
-from tally.entrypoints.pages.app import COOKIE
 from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
@@ -23,6 +21,8 @@ from tally.entrypoints.cli.rendering import (
     fail,
     print_rows,
 )
+from tally.entrypoints.http.app import create_app
+from tally.entrypoints.pages.app import COOKIE
 from tally.tools.bench import Bench, as_dict
 from tally.tools.bench_api import ApiBench
 from tally.tools.bench_close import CLOSE_PERIOD, CloseBench
