@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tally.domain.api_usage import DayRange, Preset, Requests, bucket, day_range, report
+from tally.domain.api_usage import (
+    TOP_URLS_PER_CLIENT,
+    DayRange,
+    Preset,
+    Requests,
+    bucket,
+    day_range,
+    report,
+)
 
 
 @pytest.mark.parametrize(
@@ -142,3 +150,14 @@ def test_every_section_adds_up_to_the_requests_given(rows: list[Requests]) -> No
         counts = [r.requests for r in section]
         assert counts == sorted(counts, reverse=True)
     assert len(got.top_clients) == min(5, len(expected))
+
+
+def test_the_page_shows_each_clients_most_requested_urls_and_how_many_it_calls() -> None:
+    rows = [Requests("crm", "GET", f"/api/v2/r{n}", 200, 100 - n) for n in range(25)]
+    rows += [Requests("wfm", "GET", "/api/v2/users", 200, 7)]
+    got = report(rows)
+    shown = [(pair.client, pair.url, calls) for pair, calls in got.top_client_urls]
+    assert shown == [("crm", f"GET /api/v2/r{n}", 25) for n in range(TOP_URLS_PER_CLIENT)] + [
+        ("wfm", "GET /api/v2/users", 1)
+    ]
+    assert len(got.client_urls) == 26  # the CSV and the API keep every pair

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -28,6 +28,7 @@ Bucket = Literal["200", "300", "400", "429", "500"]
 BUCKETS: tuple[Bucket, ...] = ("200", "300", "400", "429", "500")
 SUCCESSFUL: frozenset[Bucket] = frozenset({"200", "300"})
 TOP = 5
+TOP_URLS_PER_CLIENT = 10  # the page's client/URL section; the CSV and API keep every pair
 
 
 def bucket(status: int) -> Bucket:
@@ -171,6 +172,20 @@ class Report:
     @property
     def top_urls(self) -> list[Row]:
         return self.urls[:TOP]
+
+    @property
+    def top_client_urls(self) -> list[tuple[ClientUrl, int]]:
+        """Each client's most requested URLs (seed 002: "URLs that resulted in high API
+        calls per client"), each with how many URLs that client calls in all: 40 clients
+        calling 150 URLs make 6,000 pairs, too many rows to read (or to render fast)."""
+        calls = Counter(pair.client for pair in self.client_urls)
+        shown: Counter[str] = Counter()
+        top = []
+        for pair in self.client_urls:  # ranked per client already
+            if shown[pair.client] < TOP_URLS_PER_CLIENT:
+                shown[pair.client] += 1
+                top.append((pair, calls[pair.client]))
+        return top
 
 
 def _percent(part: int, whole: int) -> Decimal:

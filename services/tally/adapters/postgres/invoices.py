@@ -49,14 +49,18 @@ class Invoice:
     issued_at: datetime
 
 
-async def invoice(engine: AsyncEngine, org: str, period: str) -> Invoice | None:
+async def invoice(
+    engine: AsyncEngine, org: str, period: str, billed: bool = True
+) -> Invoice | None:
+    """An invoice; without ``billed`` its ``entries`` stay empty (a month of usage is tens of
+    thousands of billed entries: the invoice page shows none of them)."""
     async with raw_connection(engine) as conn:
         head = await conn.fetchrow(
             "SELECT * FROM invoice WHERE org = $1 AND period = $2", org, period
         )
         if head is None:
             return None
-        return await _document(conn, head)
+        return await _document(conn, head, billed)
 
 
 def _quantity(value: Decimal) -> Decimal:
@@ -81,7 +85,7 @@ def _line(line: asyncpg.Record) -> dict[str, Any]:
     return shown
 
 
-async def _document(conn: asyncpg.Connection, head: asyncpg.Record) -> Invoice:
+async def _document(conn: asyncpg.Connection, head: asyncpg.Record, billed: bool = True) -> Invoice:
     number = head["number"]
     lines = await conn.fetch(
         """SELECT meter, description, allocation, used, overage, expired, unit_price, amount
@@ -97,15 +101,19 @@ async def _document(conn: asyncpg.Connection, head: asyncpg.Record) -> Invoice:
     features = await conn.fetch(
         "SELECT feature, tokens FROM invoice_feature WHERE invoice = $1 ORDER BY feature", number
     )
-    billed = await conn.fetch(
-        """SELECT b.meter, b.original, e.id, e.kind, e.idempotency_key, e.period
-             FROM billed_entry b JOIN journal_entry e ON e.id = b.entry_id
-            WHERE b.invoice = $1 ORDER BY e.id""",
-        number,
+    billed_rows = (
+        await conn.fetch(
+            """SELECT b.meter, b.original, e.id, e.kind, e.idempotency_key, e.period
+                 FROM billed_entry b JOIN journal_entry e ON e.id = b.entry_id
+                WHERE b.invoice = $1 ORDER BY e.id""",
+            number,
+        )
+        if billed
+        else []
     )
     seal = await seals.invoice_seal(conn, head["period"], number)
     entries: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in billed:
+    for row in billed_rows:
         where = row["meter"]
         if row["original"] is not None:
             where = f"adjustment of {invoice_number(row['original'])} {row['meter']}"

@@ -21,9 +21,12 @@ from tally.entrypoints.cli.rendering import (
     fail,
     print_rows,
 )
+from tally.entrypoints.http.app import create_app
+from tally.entrypoints.pages.app import COOKIE
 from tally.tools.bench import Bench, as_dict
 from tally.tools.bench_api import ApiBench
 from tally.tools.bench_close import CLOSE_PERIOD, CloseBench
+from tally.tools.bench_pages import PagesBench
 
 bench_app = typer.Typer(
     help="Measure drain throughput (default) or steady-rate latency; `close`: the month close."
@@ -190,6 +193,44 @@ def bench_api(
         return
     print_rows(
         [{"figure": key, "value": value} for key, value in figures.items()], fmt, "bench api"
+    )
+
+
+@bench_app.command("pages")
+def bench_pages(
+    events: Annotated[
+        int, typer.Option(min=1000, help="One organization's events (what they leave is filled).")
+    ] = 10_000_000,
+    samples: Annotated[int, typer.Option(min=1, help="Requests timed per page.")] = 50,
+    json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """The pages under /ui for one organization with EVENTS events: fill a scratch database
+    with the rollups, ledger, licence reports and invoices they leave (untimed), then time
+    each page through the HTTP app in process (p50/p99, ms; issue 10: <= 200 ms)."""
+    settings, urls = settings_and_urls()
+
+    async def main() -> dict[str, Any]:
+        async with PagesBench(settings, urls, events) as scratch:
+            fill_seconds = await scratch.fill(lambda what: errors.print(f"filling: {what} …"))
+            result = await scratch.measure(
+                create_app, COOKIE, fill_seconds,
+                lambda what: errors.print(f"timing: {what} …"), samples,
+            )  # fmt: skip
+        return as_dict(result)
+
+    figures = run(main())
+    if json_ or fmt is Format.json:
+        print_rows(figures, Format.json)
+        return
+    pages = figures.pop("pages")
+    print_rows(
+        [{"figure": key, "value": value} for key, value in figures.items()], fmt, "bench pages"
+    )
+    print_rows(
+        [{k: v for k, v in row.items() if k != "status"} for row in pages],
+        fmt,
+        "server time per page (ms)",
     )
 
 

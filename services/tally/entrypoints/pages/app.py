@@ -313,7 +313,11 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
     @pages.get("/orgs/{org}/invoices/{period}", name="invoice")
     async def invoice_page(request: Request, org: str, period: str) -> HTMLResponse:
         viewer = await signed_in(request, "invoices:read", org)
-        found = await invoice_store.invoice(engine_of(), org, period) if is_period(period) else None
+        found = (
+            await invoice_store.invoice(engine_of(), org, period, billed=False)
+            if is_period(period)
+            else None
+        )
         if found is None:
             raise Refusal(404, "No such invoice", f"{org} has no invoice for {period}.")
         return page(
@@ -433,6 +437,7 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
             preset=preset.value, presets=[(p.value, label) for p, label in presets],
             range_query=custom, filter_query=("&" + filters) if filters else "",
             custom_from=days.first, custom_to=days.last, bucket_names=BUCKET_NAMES,
+            top_urls_per_client=api_usage.TOP_URLS_PER_CLIENT,
             csv_url=str(request.url_for("ui:api_usage_csv", org=org)) + "?" + csv_query,
             active="api_usage", title=f"API usage of {org}",
         )  # fmt: skip
