@@ -21,15 +21,19 @@ def invoice_number(number: int) -> str:
     return f"INV-{number:06d}"
 
 
-async def list_invoices(engine: AsyncEngine, period: str | None) -> list[dict[str, Any]]:
+async def list_invoices(
+    engine: AsyncEngine, period: str | None, org: str | None = None
+) -> list[dict[str, Any]]:
     async with raw_connection(engine) as conn:
         rows = await conn.fetch(
             """SELECT i.number, i.org, i.period, i.currency, i.status, i.total,
                       (SELECT count(*) FROM invoice_adjustment a WHERE a.invoice = i.number)
                           AS adjustments
-                 FROM invoice i WHERE $1::text IS NULL OR i.period = $1
+                 FROM invoice i
+                WHERE ($1::text IS NULL OR i.period = $1) AND ($2::text IS NULL OR i.org = $2)
                 ORDER BY i.number""",
             period,
+            org,
         )
     return [{**dict(row), "number": invoice_number(row["number"])} for row in rows]
 

@@ -297,9 +297,7 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
     @pages.get("/orgs/{org}/invoices", name="invoices")
     async def invoices_page(request: Request, org: str) -> HTMLResponse:
         viewer = await signed_in(request, "invoices:read", org)
-        rows = [
-            row for row in await invoice_store.list_invoices(engine_of(), None) if row["org"] == org
-        ]
+        rows = await invoice_store.list_invoices(engine_of(), None, org)
         return page(
             request,
             "invoices.html",
@@ -331,7 +329,11 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
     ) -> HTMLResponse:
         """An invoice line's lineage: the entries it bills and the events they carry."""
         viewer = await signed_in(request, "invoices:read", org)
-        found = await invoice_store.invoice(engine_of(), org, period) if is_period(period) else None
+        found = (
+            await invoice_store.invoice(engine_of(), org, period, billed=False)
+            if is_period(period)
+            else None
+        )
         lines = found.document["lines"] if found else []
         line = next((item for item in lines if item["meter"] == meter), None)
         if found is None or line is None:
@@ -349,7 +351,8 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
                 events.append(row)
         return page(
             request, "invoice_line.html", viewer, org=org, inv=found, line=line,
-            entries=found.entries.get(meter, []), events=events, more=more,
+            entries=list(dict.fromkeys((r.entry_id, r.entry_kind) for r in events)),
+            events=events, more=more,
             active="invoices", title=f"{found.document['number']} {meter}",
         )  # fmt: skip
 
