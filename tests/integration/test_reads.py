@@ -43,7 +43,7 @@ posting = st.tuples(st.integers(0, 4 * 86_400), st.integers(-(10**6), 10**6))
 
 
 @settings(
-    max_examples=30,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -270,7 +270,7 @@ line = st.tuples(
 
 
 @settings(
-    max_examples=25,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

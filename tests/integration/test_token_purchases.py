@@ -174,7 +174,7 @@ async def test_verify_names_a_purchase_changed_behind_the_close(
 
 
 @settings(
-    max_examples=25,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

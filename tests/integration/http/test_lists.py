@@ -141,7 +141,7 @@ async def test_pages_return_every_row_once_while_rows_are_written(
     assert ids == sorted(ids)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(limit=st.integers(1, 12), code=st.sampled_from([None, "invalid_json", "invalid_event"]))
 async def test_any_page_size_lists_the_same_rows(
     client: httpx.AsyncClient, ledger: Ledger, engine: AsyncEngine, limit: int, code: str | None
@@ -203,7 +203,7 @@ async def test_an_event_and_the_verification(
     assert verified["entries"] > 0
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     limit=st.integers(1, 9),
     path=st.sampled_from(["/v1/accounts", "/v1/entries", "/v1/invoices/{number}/lineage"]),
