@@ -324,3 +324,22 @@ async def test_verify_names_a_rollup_that_disagrees_with_the_lines(
     findings = [f for f in (await verify(engine)).findings if f.check == "rollup"]
     assert len(findings) == 1
     assert "account_day of org/acme/2026-10/api_request/usage" in findings[0].detail
+
+
+async def test_a_reader_leaving_the_export_early_stops_it_quietly(engine: AsyncEngine) -> None:
+    """An API client that hangs up mid-export: the rest of the COPY is dropped without an
+    error, its connection answers the next query, and the next export is whole."""
+    debit = Account(PLATFORM, OCT, "unit-early", "asset")
+    credit = Account(PLATFORM, OCT, "unit-early", "equity")
+    async with raw_transaction(engine) as conn:
+        await Journal().post(
+            conn, [transfer(f"early-{i}", debit, credit, Decimal(i + 1)) for i in range(5000)]
+        )
+    async with raw_connection(engine) as conn:
+        chunks = gl_export.gl_detail_csv(conn, OCT)
+        assert (await anext(chunks)).startswith(b"journalId,")
+        await chunks.aclose()
+        assert await conn.fetchval("SELECT count(*) FROM entry_line") == 10_000
+        copied: list[int] = []
+        whole = b"".join([c async for c in gl_export.gl_detail_csv(conn, OCT, copied.append)])
+    assert copied == [10_000] and whole.count(b"\n") == 10_001

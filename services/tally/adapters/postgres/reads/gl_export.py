@@ -11,16 +11,19 @@ server-side cursor.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
 
 import asyncpg
 
-from tally.adapters.postgres.reads import stream
+from tally.adapters.postgres.reads import bulk_snapshot, stream
 from tally.adapters.postgres.reads.trial_balance import trial_balance as accounts_balances
 from tally.adapters.tabular import StreamFormat, TextSink, write_stream
 from tally.domain import ads
+
+COPY_AHEAD = 8  # COPY's chunks (about 64 KB each) read ahead of a slow reader
 
 # Column for column ``ads.gl_detail``: the same text (dates ISO, time with microseconds
 # only when there are some, amounts unsigned without trailing zeros), named as the fields.
@@ -64,25 +67,62 @@ SELECT e.id::text AS "journalId",
 
 async def gl_detail(conn: asyncpg.Connection, period: str) -> AsyncIterator[tuple[str, ...]]:
     """Every line of the period's entries as a GL Detail row (``ads.GL_DETAIL_FIELDS``)."""
-    async for record in stream(conn, GL_DETAIL, period):
-        yield tuple(record)
+    async with bulk_snapshot(conn):
+        async for record in stream(conn, GL_DETAIL, period):
+            yield tuple(record)
 
 
-async def copy_gl_detail_csv(conn: asyncpg.Connection, period: str, out: TextSink) -> int:
-    """The GL Detail CSV (header first) as ``COPY`` sends it; returns how many lines.
+async def gl_detail_csv(
+    conn: asyncpg.Connection, period: str, copied: Callable[[int], object] | None = None
+) -> AsyncIterator[bytes]:
+    """The GL Detail CSV (header first) in the chunks ``COPY`` sends, as they arrive.
 
     Byte for byte what ``write_stream`` writes of ``gl_detail``, as long as no value holds
     a bare carriage return (``COPY`` quotes it, Python's csv does not): ledger keys, codes
-    and kinds are built from names that never do.
+    and kinds are built from names that never do. At most ``COPY_AHEAD`` chunks wait for
+    the reader: a slow one slows the copy instead of growing memory. At the end,
+    ``copied`` hears how many lines were sent (the header not counted).
     """
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(COPY_AHEAD)
+    left = False  # the reader stopped early: the rest of the copy is dropped
+
+    async def keep(chunk: bytes) -> None:
+        if not left:
+            await chunks.put(bytes(chunk))  # the driver hands over a buffer of its own
+
+    async def copy() -> None:
+        try:
+            async with bulk_snapshot(conn):
+                status = await conn.copy_from_query(
+                    GL_DETAIL, period, output=keep, format="csv", header=True
+                )
+            if copied is not None:
+                copied(int(status.split()[-1]))
+        finally:
+            if not left:
+                await chunks.put(None)
+
+    copying = asyncio.create_task(copy())
+    try:
+        while (chunk := await chunks.get()) is not None:
+            yield chunk
+    finally:
+        # A reader that leaves early lets the copy run out (dropping its chunks) rather
+        # than cancel it: a COPY cancelled in the driver leaves its connection unusable.
+        left = True
+        while not chunks.empty():  # unblock a copy waiting for room
+            chunks.get_nowait()
+        await copying  # the copy's error, if it ended with one
+
+
+async def copy_gl_detail_csv(conn: asyncpg.Connection, period: str, out: TextSink) -> int:
+    """The GL Detail CSV to ``out``; returns how many lines (the header not counted)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-
-    async def write(chunk: bytes) -> None:
+    lines: list[int] = []
+    async for chunk in gl_detail_csv(conn, period, lines.append):
         out.write(decoder.decode(chunk))
-
-    status = await conn.copy_from_query(GL_DETAIL, period, output=write, format="csv", header=True)
     out.write(decoder.decode(b"", final=True))
-    return int(status.split()[-1])
+    return lines[0]
 
 
 async def write_gl_detail(

@@ -14,7 +14,7 @@ from decimal import Decimal
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import Amount
+from tally.adapters.postgres.reads import Amount, bulk_snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,5 +92,7 @@ async def trial_balance(
     conn: asyncpg.Connection, period: str, unit: str | None = None
 ) -> TrialBalance:
     """Every account with a balance or a movement, by unit and code, and the unit totals."""
-    rows = [TrialBalanceRow(*record) for record in await conn.fetch(QUERY, period, unit)]
+    async with bulk_snapshot(conn):
+        records = await conn.fetch(QUERY, period, unit)
+    rows = [TrialBalanceRow(*record) for record in records]
     return TrialBalance(period=period, unit=unit, rows=rows, totals=totals_of(rows))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
 
 from tally.adapters.postgres.reads import gl_export
 from tally.adapters.postgres.reads.gl_export import Shape, Standard
@@ -37,6 +38,9 @@ async def export_general_ledger(
 ) -> Response:
     """Every row of the period, streamed. Units that are not money (api_request, ai_token)
     stand in the amountCurrency column."""
+    if shape is Shape.gl_detail and answer.csv:  # PostgreSQL writes the CSV itself (COPY)
+        copy = on_connection(answer.engine, lambda conn: gl_export.gl_detail_csv(conn, period))
+        return StreamingResponse(copy, media_type="text/csv")
     fields, rows = gl_export.shaped(shape)
     read = on_connection(answer.engine, lambda conn: rows(conn, period))
     return stream_rows(answer.stream_format, fields, read)
