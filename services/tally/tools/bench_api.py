@@ -18,6 +18,7 @@ with ``--http``, that export again through a real ``tally serve`` (its memory wa
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import resource
@@ -30,6 +31,7 @@ from typing import Any, Self
 
 import asyncpg
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
 from tally.adapters.postgres import databases
@@ -44,6 +46,7 @@ from tally.domain.period import period_bounds
 from tally.service_layer.api_keys import create_key
 
 Step = Callable[[str], None]
+AppOf = Callable[[AsyncEngine], Any]  # the HTTP app on an engine (an ASGI app)
 FIRST_PERIOD = (2026, 1)
 UNITS = ("api_request", "ai_token")
 KINDS = ("usage", "allowance")
@@ -111,6 +114,7 @@ class ApiBenchResult:
     trial_balance_p50_ms: float
     trial_balance_max_ms: float
     trial_balance_accounts: int
+    trial_balance_period: str
     entries_first_page_p50_ms: float
     entries_first_page_p99_ms: float
     export_period: str
@@ -121,6 +125,9 @@ class ApiBenchResult:
     # --http: the same export through `tally serve` (CSV over HTTP, read by a client here)
     http_export_lines_per_second: float | None = None
     http_export_server_rss_growth_mb: float | None = None  # the server process's, peak
+    # the trial balance as an auditor gets it: GET /v1/trial-balance (JSON), in process
+    http_trial_balance_p50_ms: float | None = None
+    http_trial_balance_max_ms: float | None = None
 
 
 def _ms(samples: list[float], quantile: float) -> float:
@@ -154,15 +161,29 @@ class ApiBench:
     """A scratch database filled with ``lines`` entry lines; dropped on exit."""
 
     def __init__(
-        self, settings: Settings, urls: ServiceUrls, lines: int, orgs: int, periods: int
+        self,
+        settings: Settings,
+        urls: ServiceUrls,
+        lines: int,
+        orgs: int,
+        periods: int,
+        keep: bool = False,
+        filled: str | None = None,
     ) -> None:
+        """``keep``: leave the scratch database for later runs; ``filled``: the URL of one
+        so kept, measured again without a fill (its size read from it)."""
         if lines < 2 * orgs * 2 or lines % 2:
             raise ValueError("--lines must be even and at least four per organization")
         self.settings, self.base_urls = settings, urls
         self.lines, self.orgs, self.periods = lines, orgs, periods
         self.entries = lines // 2
+        self.keep, self.filled = keep, filled
 
     async def __aenter__(self) -> Self:
+        if self.filled is not None:
+            self.database = self.filled
+            await self._read_size()
+            return self
         self.database = await databases.create_scratch(self.base_urls.database, "tally_bench_api")
         await bootstrap.migrate(
             self.settings, ServiceUrls(self.database, self.base_urls.redis, False)
@@ -170,7 +191,19 @@ class ApiBench:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await databases.drop(self.database)
+        if not self.keep and self.filled is None:
+            await databases.drop(self.database)
+
+    async def _read_size(self) -> None:
+        """A kept database's size, as its fill made it (two lines an entry)."""
+        conn = await asyncpg.connect(databases.dsn(self.database))
+        try:
+            self.entries = await conn.fetchval("SELECT coalesce(max(id), 0) FROM journal_entry")
+            self.lines = 2 * self.entries
+            self.orgs = await conn.fetchval("SELECT count(*) FROM organization")
+            self.periods = await conn.fetchval("SELECT count(DISTINCT period) FROM account")
+        finally:
+            await conn.close()
 
     async def fill(self, step: Step) -> float:
         """Untimed for the figures: the ledger, balanced, with its rollups. Returns seconds."""
@@ -244,11 +277,13 @@ class ApiBench:
                 periods = sorted({row["period"] for row in accounts})
                 step(f"trial balance of {periods[-1]}, 5 times")
                 timings = []
-                for _ in range(5):
-                    found = await _timed(timings, trial_balance.trial_balance(conn, periods[-1]))
-                assert found.balanced, "the trial balance does not balance"
+                for _ in range(5):  # the document the API answers
+                    found = json.loads(
+                        await _timed(timings, trial_balance.trial_balance_json(conn, periods[-1]))
+                    )
+                assert found["balanced"], "the trial balance does not balance"
                 tb_figures = (_ms(timings, 0.5), round(max(timings) * 1000, 3))
-                tb_accounts = len(found.rows)
+                tb_accounts = len(found["rows"])
 
                 step(f"first page of an organization's entries, {samples // 5} times")
                 timings = []
@@ -276,6 +311,7 @@ class ApiBench:
             trial_balance_p50_ms=tb_figures[0],
             trial_balance_max_ms=tb_figures[1],
             trial_balance_accounts=tb_accounts,
+            trial_balance_period=periods[-1],
             entries_first_page_p50_ms=entry_figures[0],
             entries_first_page_p99_ms=entry_figures[1],
             export_period=period,
@@ -301,6 +337,34 @@ class ApiBench:
             round(written / seconds, 1),
             round((sink.peak_rss - sink.start_rss) / 1e6, 1),
         )
+
+    async def trial_balance_over_http(
+        self, app_of: AppOf, period: str, step: Step, runs: int = 5
+    ) -> tuple[float, float]:
+        """``GET /v1/trial-balance`` of ``period`` through the HTTP app in process (``app_of``:
+        tools sit below the entrypoints), as an auditor's key: (p50, max) in ms."""
+        engine = bootstrap.engine(self.database, owner=True)
+        try:
+            key, _ = await create_key(
+                bootstrap.api_key_store(engine), Role.auditor, None, "bench api", None
+            )
+            transport = httpx.ASGITransport(app=app_of(engine))
+            async with httpx.AsyncClient(
+                transport=transport,
+                base_url="http://bench",
+                headers={"Authorization": f"Bearer {key.secret}"},
+            ) as client:
+                step(f"trial balance of {period} over HTTP, {runs} times")
+                timings: list[float] = []
+                for _ in range(runs + 1):  # the first warms the pool
+                    started = time.perf_counter()
+                    answer = await client.get("/v1/trial-balance", params={"period": period})
+                    timings.append(time.perf_counter() - started)
+                    if answer.status_code != 200 or not answer.json()["balanced"]:
+                        raise RuntimeError(f"/v1/trial-balance answered {answer.status_code}")
+        finally:
+            await engine.dispose()
+        return _ms(timings[1:], 0.5), round(max(timings[1:]) * 1000, 3)
 
     async def export_over_http(self, period: str, step: Step) -> tuple[float, float]:
         """The GL export of ``period`` through a real ``tally serve`` on this database, read

@@ -160,6 +160,13 @@ def bench_api(
     http: Annotated[
         bool, typer.Option(help="Also stream the GL export through a real `tally serve`.")
     ] = False,
+    keep: Annotated[
+        bool, typer.Option(help="Keep the filled database (its URL is printed) for --filled.")
+    ] = False,
+    filled: Annotated[
+        str | None,
+        typer.Option(help="Measure a database kept by --keep again, without a fill."),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -169,8 +176,12 @@ def bench_api(
     settings, urls = settings_and_urls()
 
     async def main() -> dict[str, Any]:
-        async with ApiBench(settings, urls, lines, orgs, periods) as scratch:
-            fill_seconds = await scratch.fill(lambda what: errors.print(f"filling: {what} …"))
+        async with ApiBench(settings, urls, lines, orgs, periods, keep, filled) as scratch:
+            fill_seconds = 0.0
+            if filled is None:
+                fill_seconds = await scratch.fill(lambda what: errors.print(f"filling: {what} …"))
+            if keep:
+                errors.print(f"kept: --filled {scratch.database}")
             if verify and (findings := await scratch.rollup_findings()):
                 raise fail(f"the fill's rollups disagree with its lines: {findings}")
 
@@ -178,6 +189,9 @@ def bench_api(
                 errors.print(f"timing: {what} …")
 
             result = await scratch.measure(fill_seconds, step, samples)
+            last = result.trial_balance_period
+            figures = await scratch.trial_balance_over_http(create_app, last, step)
+            result.http_trial_balance_p50_ms, result.http_trial_balance_max_ms = figures
             if http:
                 rate, growth = await scratch.export_over_http(result.export_period, step)
                 result.http_export_lines_per_second = rate

@@ -27,11 +27,14 @@ COPY_AHEAD = 8  # COPY's chunks (about 64 KB each) read ahead of a slow reader
 
 # Column for column ``ads.gl_detail``: the same text (dates ISO, time with microseconds
 # only when there are some, amounts unsigned without trailing zeros), named as the fields.
-# The entry's columns are computed once per entry (OFFSET 0 keeps PostgreSQL from
-# flattening the subquery and computing them again on every line).
+# The plan it is written for: the period's entries in id order (journal_entry_period_id),
+# each entry's columns computed once (OFFSET 0 keeps PostgreSQL from flattening the
+# subquery and computing them again on every line), and per entry its lines in order from
+# the index that holds them (entry_line_entry_line, migration 0013): no scan of the other
+# periods' lines, no sort of the period's.
 GL_DETAIL = """
 SELECT e.id::text AS "journalId",
-       row_number() OVER (PARTITION BY e.id ORDER BY l.id)::text AS "journalIdLineNumber",
+       l.number::text AS "journalIdLineNumber",
        e.header AS "jeHeaderDescription",
        a.kind AS "jeLineDescription",
        e.kind AS "source",
@@ -59,10 +62,12 @@ SELECT e.id::text AS "journalId",
           FROM journal_entry
          CROSS JOIN LATERAL (SELECT posted_at AT TIME ZONE 'UTC' AS posted) p
          WHERE period = $1
+         ORDER BY id
         OFFSET 0) e
-  JOIN entry_line l ON l.entry_id = e.id
+ CROSS JOIN LATERAL (SELECT row_number() OVER (ORDER BY id) AS number, account_id, amount
+                       FROM entry_line WHERE entry_id = e.id) l
   JOIN account a ON a.id = l.account_id
- ORDER BY e.id, l.id"""
+ ORDER BY e.id, l.number"""
 
 
 async def gl_detail(conn: asyncpg.Connection, period: str) -> AsyncIterator[tuple[str, ...]]:

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
 
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import trial_balance
@@ -16,7 +15,6 @@ from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, scoped
 from tally.entrypoints.http.lists import FormattingDep, cells, stream_rows
 from tally.entrypoints.http.params import RequiredPeriod
-from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["ledger"])
 RESPONSES: dict[int | str, dict[str, object]] = {
@@ -38,13 +36,14 @@ async def show_trial_balance(
     """Per account: opening balance, the period's debits and credits, closing balance; per
     unit the totals, where debits equal credits (`balanced`)."""
     async with raw_connection(answer.engine) as conn:  # a row per account: few, whatever the lines
+        if not answer.csv:  # PostgreSQL writes the document
+            document = await trial_balance.trial_balance_json(conn, period, unit)
+            return Response(document, media_type="application/json")
         found = await trial_balance.trial_balance(conn, period, unit)
-    if answer.csv:
-        fields = [field.name for field in dataclasses.fields(trial_balance.TrialBalanceRow)]
+    fields = [field.name for field in dataclasses.fields(trial_balance.TrialBalanceRow)]
 
-        async def rows() -> AsyncIterator[list[Any]]:
-            for row in found.rows:
-                yield cells(getattr(row, name) for name in fields)
+    async def rows() -> AsyncIterator[list[Any]]:
+        for row in found.rows:
+            yield cells(getattr(row, name) for name in fields)
 
-        return stream_rows(answer.stream_format, fields, rows())
-    return JSONResponse({**plain(found.model_dump()), "balanced": found.balanced})
+    return stream_rows(answer.stream_format, fields, rows())
