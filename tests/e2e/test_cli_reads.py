@@ -13,6 +13,7 @@ from pathlib import Path
 from support.cli import tally, tally_all, xadd_like_an_integration
 from support.close_support import license_day
 from support.ledger_support import api
+from tally.adapters.postgres import databases
 from tally.config import Settings
 
 OCT = {"org": "acme", "time": "2026-10-10T10:00:00Z"}
@@ -87,13 +88,21 @@ async def test_an_auditor_reads_the_ledger_from_the_cli(settings: Settings, tmp_
 
 
 async def test_the_api_benchmark_fills_and_measures_a_small_ledger(settings: Settings) -> None:
-    figures = (
-        await tally(settings, "bench", "api", "--lines", "20000", "--orgs", "20",
-                    "--samples", "50", "--verify", "--http", "--json")
-    ).json()  # fmt: skip
+    run = await tally(settings, "bench", "api", "--lines", "20000", "--orgs", "20",
+                      "--samples", "50", "--verify", "--http", "--keep", "--json")  # fmt: skip
+    figures = run.json()
     assert figures["lines"] == 20_000 and figures["entries"] == 10_000
     assert figures["accounts"] == 20 * 10 * 4
     assert figures["export_lines"] == 2_000  # one month of ten
     for figure in ("balance_as_of_p99_ms", "trial_balance_max_ms", "entries_first_page_p99_ms",
-                   "export_lines_per_second", "http_export_lines_per_second"):  # fmt: skip
+                   "export_lines_per_second", "http_export_lines_per_second",
+                   "http_trial_balance_max_ms"):  # fmt: skip
         assert figures[figure] > 0
+    kept = run.stderr.split("kept: --filled ")[1].split()[0]
+    try:  # measured again without a fill: the same ledger, read from the database
+        again = (await tally(settings, "bench", "api", "--filled", kept, "--json")).json()
+        assert again["fill_seconds"] == 0
+        for size in ("lines", "entries", "accounts", "orgs", "periods", "export_lines"):
+            assert again[size] == figures[size]
+    finally:
+        await databases.drop(kept)
