@@ -203,6 +203,13 @@ async def test_late_usage_gets_a_later_seal_and_the_first_stays_valid(
     first_again, second = await seals.period_seals(engine, SEP)
     assert first_again == first
     assert second.sequence == 2
+    async with raw_connection(engine) as conn:  # the API's pages: one seal each
+        page = await seals.seals_page(conn, SEP, None, 1)
+        assert page.items == [first] and page.next is not None
+        last = await seals.seals_page(conn, SEP, page.next, 1)
+        assert last.items == [second] and last.next is None
+        every = [seal async for seal in seals.every_seal(conn, None)]
+        assert [(s.period, s.sequence) for s in every] == [(SEP, 1), (SEP, 2), (OCT, 1)]
     async with raw_connection(engine) as conn:
         after_first = await conn.fetch(
             """SELECT e.kind, e.hash FROM journal_entry e

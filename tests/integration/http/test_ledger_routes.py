@@ -114,8 +114,8 @@ async def test_a_proof_over_the_api_checks_with_the_readmes_script_against_the_i
     key = await auditor(engine)
     invoice = (await client.get(f"/v1/invoices/{ledger.invoices[OWN]}", headers=key)).json()
     seals = (await client.get("/v1/seals", params={"period": OCT}, headers=key)).json()
-    assert [seal["root"] for seal in seals["seals"]] == [invoice["seal"]["root"]]
-    assert seals["seals"][0]["entries"] > 0 and seals["seals"][0]["lanes"]
+    assert [seal["root"] for seal in seals["items"]] == [invoice["seal"]["root"]]
+    assert seals["items"][0]["entries"] > 0 and seals["items"][0]["lanes"]
     script = tmp_path / "check_proof.py"
     script.write_text(readme_script())
     proof = await client.get(f"/v1/entries/{ledger.entry}/proof", headers=key)
@@ -132,7 +132,7 @@ async def test_a_proof_over_the_api_checks_with_the_readmes_script_against_the_i
     nowhere = await client.get("/v1/entries/999999999/proof", headers=key)
     assert (nowhere.status_code, nowhere.json()["code"]) == (404, "not_found")
     none_yet = await client.get("/v1/seals", params={"period": "2026-11"}, headers=key)
-    assert none_yet.json() == {"period": "2026-11", "seals": []}
+    assert none_yet.json() == {"items": [], "next": None}
 
 
 async def test_an_entry_shows_its_events_and_their_raw_bytes_on_request(

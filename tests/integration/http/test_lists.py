@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 from typing import Any
 
 import httpx
@@ -52,7 +53,14 @@ async def pages(
 
 
 def as_csv_cells(item: dict[str, Any]) -> dict[str, str]:
-    return {k: "" if v is None else str(v) for k, v in item.items()}
+    """A JSON item as its CSV row says it: empty for null, a nested value as its JSON."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, list | dict):
+            return json.dumps(value, separators=(",", ":"))
+        return "" if value is None else str(value)
+
+    return {k: cell(v) for k, v in item.items()}
 
 
 async def test_json_pages_and_csv_agree_on_every_list(
@@ -74,7 +82,7 @@ async def test_json_pages_and_csv_agree_on_every_list(
         url, query = fill(path, document["paths"][path]["get"], ledger)
         query.pop("org", None)  # every organization's rows
         listed = await pages(client, url, key, 1, query)
-        assert len(listed) >= 2, path
+        assert len(listed) >= (1 if path == "/v1/seals" else 2), path  # one month closed
         for how in ({"params": {"format": "csv"}}, {"headers": {"Accept": "text/csv"}}):
             headers = {**bearer(key), **how.get("headers", {})}
             params = query | how.get("params", {})

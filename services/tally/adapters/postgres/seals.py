@@ -14,7 +14,7 @@ the tree is ``tally.domain.merkle``'s (RFC 6962).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -23,9 +23,12 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import cursor_after, fetch_limit
 from tally.domain import merkle
+from tally.domain.pagination import Key, Page, page_of
 
 Heads = Mapping[int, int]  # lane -> seq
+SEAL_KEY = (str, int)  # a seal's place in the list: period, sequence
 
 
 class NotSealed(LookupError):
@@ -48,6 +51,9 @@ class SealRecord(BaseModel):
     last_invoice: int  # the period's invoices numbered up to this one print this seal
     sealed_at: datetime
     lanes: list[LaneHead]
+
+    def cursor_key(self) -> Key:
+        return (self.period, self.sequence)
 
     @property
     def heads(self) -> dict[int, int]:
@@ -150,23 +156,31 @@ def _head(row: asyncpg.Record) -> LaneHead:
 
 
 async def stored(
-    conn: asyncpg.Connection, period: str | None, sequence: int | None = None
+    conn: asyncpg.Connection,
+    period: str | None,
+    sequence: int | None = None,
+    after: Key | None = None,
+    limit: int | None = None,
 ) -> list[SealRecord]:
-    """Seals (of one period, one seal of it, or all), by period and sequence."""
+    """Seals (of one period, one seal of it, or all), by period and sequence; ``after`` a
+    (period, sequence) and up to ``limit`` of them for a page."""
     seals = await conn.fetch(
         """SELECT * FROM period_seal
             WHERE ($1::text IS NULL OR period = $1) AND ($2::int IS NULL OR sequence = $2)
-            ORDER BY period, sequence""",
+              AND ($3::text IS NULL OR (period, sequence) > ($3, $4::int))
+            ORDER BY period, sequence LIMIT $5""",
         period,
         sequence,
+        *(after or (None, None)),
+        limit,
     )
     lanes: dict[tuple[str, int], list[LaneHead]] = {}
     for row in await conn.fetch(
-        """SELECT * FROM period_seal_lane
-            WHERE ($1::text IS NULL OR period = $1) AND ($2::int IS NULL OR sequence = $2)
+        """SELECT l.* FROM period_seal_lane l
+             JOIN unnest($1::text[], $2::int[]) AS s (period, sequence) USING (period, sequence)
             ORDER BY period, sequence, lane""",
-        period,
-        sequence,
+        [row["period"] for row in seals],
+        [row["sequence"] for row in seals],
     ):
         lanes.setdefault((row["period"], row["sequence"]), []).append(_head(row))
     return [
@@ -181,6 +195,20 @@ async def stored(
         )
         for row in seals
     ]
+
+
+async def seals_page(
+    conn: asyncpg.Connection, period: str | None, after: str | None, limit: int
+) -> Page[SealRecord]:
+    """A page of seals (one period's, or all) by period and sequence (the API's list)."""
+    found = await stored(conn, period, None, cursor_after(after, SEAL_KEY), fetch_limit(limit))
+    return page_of(found, limit)
+
+
+async def every_seal(conn: asyncpg.Connection, period: str | None) -> AsyncIterator[SealRecord]:
+    """Every seal (one period's, or all), in order: a few a month, read at once."""
+    for seal in await stored(conn, period):
+        yield seal
 
 
 async def period_seals(engine: AsyncEngine, period: str) -> list[SealRecord]:

@@ -8,6 +8,7 @@ twin, ``answer_read``)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
@@ -165,6 +166,15 @@ def stream_rows(
 
 
 def cells(row: BaseModel | Iterable[Any]) -> list[Any]:
-    """A row's CSV cells: a model's fields, or the values in order; None is empty."""
+    """A row's CSV cells: a model's fields, or the values in order; None is empty, a list
+    or an object is its JSON."""
     values = row.model_dump().values() if isinstance(row, BaseModel) else row
-    return ["" if value is None else plain(value) for value in values]
+    return [cell(plain(value)) for value in values]
+
+
+def cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"))
+    return value

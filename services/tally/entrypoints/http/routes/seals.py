@@ -1,23 +1,25 @@
-"""A period's month seals: Merkle roots over its entries, as `tally ledger verify` checks them."""
+"""Month seals: Merkle roots over a period's entries, as `tally ledger verify` checks them."""
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Request
-
-from tally.adapters.postgres.seals import period_seals
+from tally.adapters.postgres import seals
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, scoped
-from tally.entrypoints.http.params import RequiredPeriod
-from tally.entrypoints.plain import plain
+from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer_read
+from tally.entrypoints.http.params import PeriodQuery
 
 router = APIRouter(tags=["ledger"])
 
 
-@router.get("/v1/seals", **scoped(Scope.ledger_read))
-async def list_seals(caller: CallerDep, request: Request, period: RequiredPeriod) -> dict[str, Any]:
-    """The period's seals, first to last (`seals` is empty before its first close): root,
-    entry count, lane heads and time of each; few per period, so not paginated."""
-    found = await period_seals(request.app.state.engine, period)
-    return {"period": period, "seals": [plain(seal.model_dump()) for seal in found]}
+@router.get("/v1/seals", **scoped(Scope.ledger_read), responses=LIST_RESPONSES)
+async def list_seals(caller: CallerDep, paging: PagingDep, period: PeriodQuery = None) -> Response:
+    """Month seals by period and sequence (a period has none before its first close): root,
+    entry count, the invoices that print it, time and lane heads (in CSV, a JSON array)."""
+    return await answer_read(
+        paging,
+        seals.SealRecord,
+        lambda conn, after, limit: seals.seals_page(conn, period, after, limit),
+        lambda conn: seals.every_seal(conn, period),
+    )
