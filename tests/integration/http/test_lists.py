@@ -188,10 +188,18 @@ async def test_errors_are_json_with_stable_codes(
         ("/v1/invoices/42", 404, "not_found"),
         ("/v1/nowhere", 404, "not_found"),
     ]
+    document = (await client.get("/openapi.json")).json()
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
     for url, status, code in cases:
         answer = await client.get(url, headers=key)
         assert (answer.status_code, answer.json()["code"]) == (status, code), url
         assert answer.json()["message"]
+        assert set(answer.json()) == set(document["components"]["schemas"]["ErrorBody"]["required"])
+        path = url.split("?")[0].replace("/abc", "/{letter_id}").replace("/999999", "/{letter_id}")
+        operation = document["paths"].get(path, {}).get("get")
+        if operation is not None:  # as the document says this operation answers it
+            documented = operation["responses"][str(status)]["content"]["application/json"]
+            assert documented["schema"] == error_body, url
     refused = await client.post("/v1/invoices", headers=key)
     assert (refused.status_code, refused.json()["code"]) == (405, "method_not_allowed")
 

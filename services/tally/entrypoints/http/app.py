@@ -83,10 +83,12 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
         dependencies=[Depends(authorize)],
     )
     for router in ROUTERS:
+        keyed = False
         for route in router.routes:
             if isinstance(route, APIRoute):
-                declaration(route)  # fails now for a route that declares no scope
-        app.include_router(router)
+                scope, _ = declaration(route)  # fails now for a route that declares no scope
+                keyed = keyed or scope is not None
+        app.include_router(router, responses=errors.KEYED_ERRORS if keyed else errors.PUBLIC_ERRORS)
     errors.install(app)
     settings = get_settings()
     seller = Seller(

@@ -3,9 +3,12 @@ own 404s, 405s and 422s included."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # The codes a client may rely on, by HTTP status (documented in the README).
@@ -19,6 +22,27 @@ CODES = {
     422: "invalid_request",
     500: "internal_error",
 }
+
+
+class ErrorBody(BaseModel):
+    """What every error answers (the OpenAPI document's ``ErrorBody``)."""
+
+    code: str  # stable: one of CODES' values, or a route's own (not_sealed, invalid_cursor)
+    message: str
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, for the OpenAPI document (FastAPI's default 422 shape
+    is not what this API answers)."""
+    return {
+        status: {"model": ErrorBody, "description": f"`{CODES[status]}` (or a route's own code)"}
+        for status in statuses
+    }
+
+
+# Every route can answer these; one that needs a key also 401 and 403.
+PUBLIC_ERRORS = documented(404, 422)
+KEYED_ERRORS = documented(401, 403, 404, 422)
 
 
 class ApiError(Exception):

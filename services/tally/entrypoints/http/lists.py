@@ -31,7 +31,7 @@ from tally.domain.pagination import (
     decode_cursor,
     page_of,
 )
-from tally.entrypoints.http.errors import ApiError
+from tally.entrypoints.http.errors import ApiError, ErrorBody
 from tally.entrypoints.plain import plain
 
 
@@ -89,7 +89,8 @@ LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": '`{"items": [...], "next": cursor or null}`, or CSV',
         "content": {"text/csv": {"schema": {"type": "string"}}},
-    }
+    },
+    400: {"model": ErrorBody, "description": "`invalid_cursor`: not a `next` of this list"},
 }
 
 
