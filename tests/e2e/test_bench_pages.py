@@ -27,6 +27,7 @@ async def test_the_pages_benchmark_times_every_page_on_a_filled_organization(
         "api-usage last-month",
         "api-usage previous-3-months",
         "api-usage client filter",
+        "api-usage URL filter",
         "api-usage.csv",
         "invoices",
         "estimator",

@@ -127,6 +127,13 @@ async def test_metering_appends_deltas_and_compaction_folds_them_keeping_every_t
         "api_usage_daily": 1, "api_usage_delta": 0, "ai_usage_daily": 1, "ai_usage_delta": 0
     }  # fmt: skip
     assert (await api_rows(engine), await ai_rows(engine)) == right
+    async with raw_connection(engine) as conn:  # its month-week, its month, its day
+        spans = await conn.fetch("SELECT first_day, last_day, requests FROM api_usage_span")
+        days = await conn.fetch("SELECT day, requests FROM api_billable_daily")
+    assert {(r["first_day"].day, r["last_day"].day, r["requests"]) for r in spans} == {
+        (15, 21, 6), (1, 31, 6)
+    }  # fmt: skip
+    assert [(r["day"], r["requests"]) for r in days] == [(date(2026, 10, 15), 6)]
     assert (await verify(engine)).ok
     async with raw_connection(engine) as conn, conn.transaction():
         assert await rollups.compact(conn) == 0
@@ -154,26 +161,56 @@ async def test_a_running_consumer_compacts_the_deltas_off_the_batches_path(
     assert (await verify(engine)).ok
 
 
+EVENTS = "its events add up to"
+DAYS = "its api_usage_daily rows add up to"
+# (tamper, the tables verify names, rows the rebuild changes): a daily row changed differs
+# from its events, and its month-week, month and billable day from it, until the rebuild
+# puts the daily row back (the folds then agree again).
 TAMPERS = [
-    ("UPDATE api_usage_daily SET requests = requests + 1 WHERE status = 200 AND billable", 1),
-    ("DELETE FROM ai_usage_daily", 2),
+    (
+        "UPDATE api_usage_daily SET requests = requests + 1 WHERE status = 200 AND billable",
+        {"api_usage_daily": EVENTS, "api_usage_span": DAYS, "api_billable_daily": DAYS},
+        1,
+    ),
+    ("DELETE FROM ai_usage_daily", {"ai_usage_daily": EVENTS}, 2),
     (
         """INSERT INTO ai_usage_delta (org, period, day, feature, quantity)
            VALUES ('acme', '2026-10', '2026-10-15', 'voice_bot', 1)""",
+        {"ai_usage_daily": EVENTS},
         1,
     ),
     (
         """INSERT INTO api_usage_daily (org, day, oauth_client_id, template_uri, method, status,
                billable, requests) VALUES ('globex', '2026-10-01', 'ghost', '/x', 'GET', 200,
                true, 9)""",
+        {"api_usage_daily": EVENTS, "api_usage_span": DAYS, "api_billable_daily": DAYS},
+        1,
+    ),
+    (
+        "UPDATE api_usage_span SET requests = requests + 5 WHERE status = 503"
+        " AND last_day < '2026-10-31'",
+        {"api_usage_span": DAYS},
+        1,
+    ),
+    ("DELETE FROM api_billable_daily", {"api_billable_daily": DAYS}, 1),
+    (
+        """INSERT INTO api_usage_span (org, first_day, last_day, oauth_client_id, template_uri,
+               method, status, billable, requests) VALUES ('globex', '2026-10-01', '2026-10-31',
+               'ghost', '/x', 'GET', 200, true, 9)""",
+        {"api_usage_span": DAYS},
         1,
     ),
 ]
 
 
-@pytest.mark.parametrize(("tamper", "rows"), TAMPERS)
+@pytest.mark.parametrize(("tamper", "named", "rows"), TAMPERS)
 async def test_verify_names_a_tampered_rollup_and_rebuild_restores_it(
-    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService, tamper: str, rows: int
+    engine: AsyncEngine,
+    owner: AsyncEngine,
+    service: MeteringService,
+    tamper: str,
+    named: dict[str, str],
+    rows: int,
 ) -> None:
     await service.process(
         "s",
@@ -189,8 +226,10 @@ async def test_verify_names_a_tampered_rollup_and_rebuild_restores_it(
         await rollups.compact(conn)
         await conn.execute(tamper)
     result = await verify(engine)
-    assert [f.check for f in result.findings] == ["rollup"] * rows, result.findings
-    assert all("its events add up to" in f.detail for f in result.findings)
+    assert {f.check for f in result.findings} == {"rollup"}, result.findings
+    tables = [f.detail.split(" ", 1)[0] for f in result.findings]
+    assert set(tables) == set(named), result.findings
+    assert all(named[table] in f.detail for table, f in zip(tables, result.findings, strict=True))
 
     async with raw_connection(engine) as conn:  # tally_writer, within its grants
         changed = sum([await rollups.rebuild(conn, org) for org in ("acme", "globex")])
@@ -214,6 +253,11 @@ async def test_the_writer_may_only_add_to_the_counters(
         "UPDATE api_usage_delta SET requests = 1",
         "UPDATE ai_usage_delta SET quantity = 1",
         "TRUNCATE api_usage_delta",
+        "DELETE FROM api_usage_span",
+        "UPDATE api_usage_span SET last_day = first_day",
+        "TRUNCATE api_usage_span",
+        "DELETE FROM api_billable_daily",
+        "UPDATE api_billable_daily SET day = '2026-10-02'",
     ]
     async with raw_connection(engine) as conn:
         for statement in refused:
@@ -232,7 +276,8 @@ async def test_a_delta_the_writer_deletes_is_named_by_verify_and_rebuilt(
     assert [f.check for f in result.findings] == ["rollup"], result.findings
     assert "holds 0, its events add up to 3" in result.findings[0].detail
     async with raw_connection(engine) as conn, conn.transaction():
-        assert await rollups.rebuild(conn, "acme") == 1
+        # the daily row, then what it folds into: its month-week, its month, its day
+        assert await rollups.rebuild(conn, "acme") == 4
     assert await api_rows(engine) == {("acme", date(2026, 10, 15), "c-42", 200, True): 3}
     assert (await verify(engine)).ok
 

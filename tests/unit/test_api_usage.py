@@ -15,9 +15,12 @@ from tally.domain.api_usage import (
     DayRange,
     Preset,
     Requests,
+    Tiling,
     bucket,
     day_range,
     report,
+    spans_of,
+    tiling,
 )
 
 
@@ -161,3 +164,39 @@ def test_the_page_shows_each_clients_most_requested_urls_and_how_many_it_calls()
         ("wfm", "GET /api/v2/users", 1)
     ]
     assert len(got.client_urls) == 26  # the CSV and the API keep every pair
+
+
+@given(
+    first=st.dates(date(2000, 1, 1), date(2099, 12, 31)),
+    length=st.integers(min_value=0, max_value=800),
+)
+def test_a_tiling_covers_every_day_of_its_range_exactly_once_in_few_pieces(
+    first: date, length: int
+) -> None:
+    days = DayRange(first, first + timedelta(days=length - 1))
+    cut = tiling(days)
+    covered = Counter(cut.days)
+    for span in cut.spans:
+        assert span in spans_of(span.first)  # a month-week or a month, whole
+        covered.update(span.first + timedelta(days=n) for n in range(span.days))
+    assert covered == Counter(days.first + timedelta(days=n) for n in range(days.days))
+    assert len(cut.spans) + len(cut.days) <= 20 + days.days // 28
+
+
+@given(day=st.dates(date(2000, 1, 1), date(2099, 12, 31)))
+def test_a_day_lies_in_its_month_week_and_its_month(day: date) -> None:
+    week, month = spans_of(day)
+    assert week.first <= day <= week.last and month.first <= day <= month.last
+    assert month.first.day == 1 and (month.last + timedelta(days=1)).day == 1
+    assert week.first.day in (1, 8, 15, 22, 29) and month.first <= week.first
+    assert week.last <= month.last and (week.days == 7 or week.last == month.last)
+
+
+def test_the_presets_read_few_pieces() -> None:
+    assert tiling(DayRange(date(2026, 10, 31), date(2026, 11, 29))) == Tiling(
+        [DayRange(date(2026, 11, d), date(2026, 11, d + 6)) for d in (1, 8, 15, 22)],
+        [date(2026, 10, 31), date(2026, 11, 29)],
+    )
+    months = tiling(DayRange(date(2026, 8, 1), date(2026, 10, 31)))
+    assert [(s.first.month, s.days) for s in months.spans] == [(8, 31), (9, 30), (10, 31)]
+    assert months.days == []

@@ -71,6 +71,47 @@ def _month_start(day: date, months_back: int = 0) -> date:
     return date(month // 12, month % 12 + 1, 1)
 
 
+def _month_end(day: date) -> date:
+    return _month_start(day, -1) - timedelta(days=1)
+
+
+WEEK_STARTS = (1, 8, 15, 22, 29)  # a month's weeks: 1-7, 8-14, 15-21, 22-28, 29-end
+
+
+def spans_of(day: date) -> tuple[DayRange, DayRange]:
+    """The two spans ``day`` is summed into besides its own row: its month-week and its month
+    (the SQL function ``usage_spans`` of migration 0013 says the same)."""
+    week = min((day.day - 1) // 7, len(WEEK_STARTS) - 1)
+    start = day.replace(day=WEEK_STARTS[week])
+    end = _month_end(day) if week == len(WEEK_STARTS) - 1 else start + timedelta(days=6)
+    return DayRange(start, end), DayRange(day.replace(day=1), _month_end(day))
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """A range as few rows read it: whole spans (months, month-weeks) and single days."""
+
+    spans: list[DayRange]
+    days: list[date]
+
+
+def tiling(days: DayRange) -> Tiling:
+    """Cut ``days`` into whole months, then whole month-weeks, then single days (at most
+    six at each end, and the last days of a month-week that the range cuts): each day
+    falls in exactly one piece, and a range reads at most about 20 pieces beside its months."""
+    spans, singles, day = [], [], days.first
+    while day <= days.last:
+        week, month = spans_of(day)
+        whole = [s for s in (month, week) if s.first == day and s.last <= days.last]
+        if whole:
+            spans.append(whole[0])
+            day = whole[0].last + timedelta(days=1)
+        else:
+            singles.append(day)
+            day += timedelta(days=1)
+    return Tiling(spans, singles)
+
+
 def day_range(
     preset: Preset, today: date, first: date | None = None, last: date | None = None
 ) -> DayRange:

@@ -6,7 +6,8 @@ daily rollups and the licence reports; the API usage report and its CSV read
 untimed and in bulk SQL, what ``events`` events of one organization leave behind, over the
 three whole months before this one and this month so far (the widest preset's days):
 
-* ``api_usage_daily``: 9 events in 10 are API requests, spread over 40 OAuth clients (2 of
+* ``api_usage_daily`` (appended as deltas, then compacted into it and its folds, the spans
+  and billable days): 9 events in 10 are API requests, spread over 40 OAuth clients (2 of
   them non-billable) x 150 template URLs (each with its method) a day, every cell with
   status 200 and some with 400 (1 in 10), 429 (1 in 25) and 500 (1 in 50): about 850,000
   rows at 10M events (fewer URLs, then clients, when there are fewer events than cells);
@@ -32,13 +33,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Self
+from urllib.parse import urlencode
 
 import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
-from tally.adapters.postgres import databases, usage_reports
+from tally.adapters.postgres import databases, rollups, usage_reports
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.metering_store import load_rate_cards
 from tally.bootstrap import ServiceUrls
@@ -64,8 +66,9 @@ MIN_EVENTS = 1000
 
 # One row per (day, client, URL) with status 200, and the error statuses on some cells.
 # Each row weighs w; its requests are its share of $1 (floors of running sums: exact total).
+# Appended as the metering transaction does, then compacted (daily rows, spans, days).
 API_ROLLUP = """
-INSERT INTO api_usage_daily (org, day, oauth_client_id, template_uri, method, status,
+INSERT INTO api_usage_delta (org, day, oauth_client_id, template_uri, method, status,
                              billable, requests)
 SELECT $2, day, client, url, method, status, c >= $7, requests
   FROM (SELECT *, floor($1::numeric * sum(w) OVER (ORDER BY n) / sum(w) OVER ())
@@ -227,12 +230,14 @@ class PagesBench:
         cells_a_day = max(1, self.api_events // self.days)
         clients = max(1, min(CLIENTS, cells_a_day))
         urls = max(1, min(URLS, cells_a_day // clients))
-        step(f"api_usage_daily: {self.days} days x {clients} clients x {urls} URLs")
+        step(f"api_usage_delta: {self.days} days x {clients} clients x {urls} URLs")
         await conn.execute(
             API_ROLLUP,
             self.api_events, ORG, self.days, self.first, clients, urls,
             min(NON_BILLABLE_CLIENTS, clients - 1),
         )  # fmt: skip
+        step("compacting: api_usage_daily, api_usage_span, api_billable_daily")
+        await rollups.compact(conn, ORG)
         card = (await load_rate_cards(conn)).in_effect(self.now)
         assert card is not None, "migrate installs the rate cards"
         features = sorted(card.ai.features.items())
@@ -341,10 +346,11 @@ class PagesBench:
         day = self.first + timedelta(days=n)
         return license_usage_event(f"lic-{n}", SOURCE, ORG, f"{day}T23:00:00Z", "gc2", "named", 120)
 
-    def paths(self, clients: list[str]) -> list[tuple[str, str]]:
-        """(name, path) of each page timed."""
+    def paths(self, clients: list[str], urls: list[str]) -> list[tuple[str, str]]:
+        """(name, path) of each page timed (a filter picks a middling client and URL)."""
         base = f"/ui/orgs/{ORG}"
         client = clients[len(clients) // 2] if clients else "c-00"
+        url = urls[len(urls) // 2] if urls else "GET /"
         last_closed = [p for p in self.periods if period_bounds(p)[1] + GRACE <= self.now]
         pages = [("dashboard", base)]
         pages += [
@@ -356,6 +362,7 @@ class PagesBench:
         ]  # fmt: skip
         pages += [
             ("api-usage client filter", f"{base}/api-usage?preset=last-month&client={client}"),
+            ("api-usage URL filter", f"{base}/api-usage?{urlencode({'url': url})}"),
             ("api-usage.csv", f"{base}/api-usage.csv?preset=previous-3-months"),
             ("invoices", f"{base}/invoices"),
         ]
@@ -393,13 +400,20 @@ class PagesBench:
                         " ORDER BY 1"
                     )
                 ]
+                urls = [
+                    r["url"]
+                    for r in await conn.fetch(
+                        "SELECT DISTINCT method || ' ' || template_uri AS url FROM api_usage_daily"
+                        " WHERE billable ORDER BY 1"
+                    )
+                ]
             app = app_of(reader)
             figures = []
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://bench", cookies={cookie: key.secret}
             ) as client:
-                for name, path in self.paths(clients):
+                for name, path in self.paths(clients, urls):
                     step(f"{name}, {samples} times")
                     first = await client.get(path)  # warms the connection pool and templates
                     if first.status_code != 200:

@@ -45,6 +45,8 @@ WRITER_UPDATES: Mapping[str, tuple[str, ...]] = {
     # hash-chained events and names any difference.
     "api_usage_daily": ("requests",),
     "ai_usage_daily": ("quantity",),
+    "api_usage_span": ("requests",),  # compaction folds into the spans too
+    "api_billable_daily": ("requests",),
 }
 # Where the writer may DELETE: the rollup deltas, which `tally rollups compact` moves into
 # the daily rows in one transaction (verify would name a delta lost or folded twice).

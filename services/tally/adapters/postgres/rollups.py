@@ -19,7 +19,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from tally.domain.api_usage import DayRange, Requests
+from tally.domain.api_usage import DayRange, Requests, tiling
 from tally.domain.period import period_bounds
 from tally.domain.rating import Rated
 from tally.domain.rollups import ai_days, api_days
@@ -67,28 +67,61 @@ SELECT org, period, (event_time AT TIME ZONE 'UTC')::date AS day, feature,
 
 
 @dataclass(frozen=True)
-class Rollup:
-    """One rollup: its daily table, the deltas not yet folded into it, key, counter column
-    and the truth it derives from."""
+class Fold:
+    """A coarser table kept from a rollup's daily rows (fewer rows for a range to read):
+    ``rows`` maps rows of the daily key (``{source}``) to rows of this table's key."""
 
     table: str
-    delta: str
+    key: tuple[str, ...]
+    counter: str
+    rows: str
+
+    def of(self, source: str) -> str:
+        """This table's rows from ``source``'s (a relation of the daily key and counter)."""
+        key = ", ".join(self.key)
+        return f"""SELECT {key}, sum({self.counter}) AS amount
+                     FROM ({self.rows.format(source=source)}) AS f GROUP BY {key}"""
+
+    def add_sql(self, source: str) -> str:
+        """Add ``source``'s rows to this table, in key order (as compaction locks them)."""
+        key = ", ".join(self.key)
+        return f"""INSERT INTO {self.table} AS r ({key}, {self.counter})
+                   {self.of(source)} ORDER BY {key}
+                   ON CONFLICT ({key}) DO UPDATE
+                   SET {self.counter} = r.{self.counter} + excluded.{self.counter}"""
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """One rollup: its daily table, the deltas not yet folded into it (None: a fold, kept
+    by compaction alone), key, counter column, the truth it derives from (what
+    ``truth_name`` says a difference is measured against) and its folds."""
+
+    table: str
+    delta: str | None
     key: tuple[str, ...]
     counter: str
     truth: str
+    truth_name: str = "its events"
+    folds: tuple[Fold, ...] = ()
 
     def rows_sql(self) -> str:
         """The rollup's rows as readers see them: the daily rows and the deltas (sum them
         per key); ``in_daily`` tells which."""
         columns = ", ".join((*self.key, self.counter))
-        return f"""(SELECT {columns}, true AS in_daily FROM {self.table}
-                    UNION ALL SELECT {columns}, false FROM {self.delta})"""
+        deltas = f" UNION ALL SELECT {columns}, false FROM {self.delta}" if self.delta else ""
+        return f"(SELECT {columns}, true AS in_daily FROM {self.table}{deltas})"
 
     def compact_sql(self) -> str:
-        """Move the deltas ($1: one organization's, or NULL: all) into the daily rows, in key
-        order (two compactions lock them in the same order); counts the deltas moved. A delta
-        another compaction is moving is skipped once that one commits: never folded twice."""
+        """Move the deltas ($1: one organization's, or NULL: all) into the daily rows and
+        the folds, in key order (two compactions lock them in the same order); counts the
+        deltas moved. A delta another compaction is moving is skipped once that one
+        commits: never folded twice."""
         key = ", ".join(self.key)
+        folds = "".join(
+            f", fold_{n} AS ({fold.add_sql('moved')} RETURNING 1)"
+            for n, fold in enumerate(self.folds)
+        )
         return f"""
             WITH moved AS (DELETE FROM {self.delta} WHERE $1::text IS NULL OR org = $1
                            RETURNING {key}, {self.counter}),
@@ -97,8 +130,17 @@ class Rollup:
                              GROUP BY {key} ORDER BY {key}
                             ON CONFLICT ({key}) DO UPDATE
                             SET {self.counter} = r.{self.counter} + excluded.{self.counter}
-                            RETURNING 1)
+                            RETURNING 1){folds}
             SELECT count(*) FROM moved"""
+
+    def checked_folds(self) -> tuple[Rollup, ...]:
+        """Each fold as a rollup whose truth is this rollup's daily rows (verify, rebuild)."""
+        daily = f"(SELECT * FROM {self.table} WHERE $1::text IS NULL OR org = $1)"
+        named = f"its {self.table} rows"
+        return tuple(
+            Rollup(fold.table, None, fold.key, fold.counter, fold.of(daily), named)
+            for fold in self.folds
+        )
 
     def differences_sql(self) -> str:
         """Rows whose stored counter differs from the events' (missing rows count 0)."""
@@ -134,9 +176,31 @@ class Rollup:
             SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)"""
 
 
-API_USAGE = Rollup("api_usage_daily", "api_usage_delta", API_KEY, "requests", _API_TRUTH)
+# The report reads whole months and month-weeks here (``usage_spans``: migration 0013),
+# the dashboard its days' billable requests: a few rows where the daily ones are 100,000s.
+API_SPANS = Fold(
+    "api_usage_span",
+    ("org", "first_day", "last_day", *API_KEY[2:]),
+    "requests",
+    """SELECT s.org, p.first_day, p.last_day, s.oauth_client_id, s.template_uri, s.method,
+              s.status, s.billable, s.requests
+         FROM {source} AS s CROSS JOIN LATERAL usage_spans(s.day) AS p""",
+)
+API_BILLABLE_DAYS = Fold(
+    "api_billable_daily",
+    ("org", "day"),
+    "requests",
+    "SELECT org, day, requests FROM {source} AS s WHERE billable",
+)
+API_USAGE = Rollup(
+    "api_usage_daily", "api_usage_delta", API_KEY, "requests", _API_TRUTH,
+    folds=(API_SPANS, API_BILLABLE_DAYS),
+)  # fmt: skip
 AI_USAGE = Rollup("ai_usage_daily", "ai_usage_delta", AI_KEY, "quantity", _AI_TRUTH)
 ROLLUPS = (API_USAGE, AI_USAGE)
+# What verify compares and rebuild restores, in this order: the daily rows from the events,
+# then the folds from the daily rows.
+CHECKED = (*ROLLUPS, *(fold for rollup in ROLLUPS for fold in rollup.checked_folds()))
 
 
 @dataclass(frozen=True)
@@ -146,23 +210,30 @@ class Difference:
     expected: Decimal
     stored: Decimal
 
+    truth_name: str = "its events"
+
     def describe(self) -> str:
         where = ", ".join(f"{name} {value}" for name, value in self.key.items())
-        return f"{self.table} ({where}) holds {self.stored}, its events add up to {self.expected}"
+        return (
+            f"{self.table} ({where}) holds {self.stored},"
+            f" {self.truth_name} add up to {self.expected}"
+        )
 
 
 async def differences(conn: asyncpg.Connection, org: str | None = None) -> list[Difference]:
     """Where the rollups differ from what the stored events add up to (one snapshot per
     table: call within a repeatable-read transaction to compare both at one instant)."""
     found = []
-    for rollup in ROLLUPS:
-        for row in await conn.fetch(rollup.differences_sql() + " ORDER BY 1, 2, 3, 4", org):
+    for rollup in CHECKED:
+        order = ", ".join(str(n) for n in range(1, len(rollup.key) + 1))
+        for row in await conn.fetch(f"{rollup.differences_sql()} ORDER BY {order}", org):
             found.append(
                 Difference(
                     rollup.table,
                     {column: row[column] for column in rollup.key},
                     Decimal(row["expected"]),
                     Decimal(row["stored"]),
+                    rollup.truth_name,
                 )
             )
     return found
@@ -183,26 +254,40 @@ async def compact(conn: asyncpg.Connection, org: str | None = None) -> int:
 
 
 async def rebuild(conn: asyncpg.Connection, org: str) -> int:
-    """Compact one organization's rollups, then bring them back to what its events add up
-    to; returns how many daily rows changed (0 when they were right)."""
+    """Compact one organization's rollups, then bring the daily rows back to what its events
+    add up to and the folds to what the daily rows do; returns how many rows changed (0 when
+    they were right)."""
     await compact(conn, org)
     changed = 0
-    for rollup in ROLLUPS:
+    for rollup in CHECKED:
         changed += await conn.fetchval(rollup.rebuild_sql(), org)
     return changed
 
 
 async def billable_requests(conn: asyncpg.Connection, org: str, days: DayRange) -> list[Requests]:
     """Billable requests per client, URL and status over whole UTC days (the report's rows;
-    non-billable client kinds stay out)."""
+    non-billable client kinds stay out): whole months and month-weeks from the spans, the
+    other days from the daily rows, and every day's deltas (not in either yet)."""
     if days.empty:
         return []
+    cut = tiling(days)
+    columns = "oauth_client_id, method, template_uri, status, requests"
     rows = await conn.fetch(
         f"""SELECT oauth_client_id, method, template_uri, status, sum(requests) AS n
-             FROM {API_USAGE.rows_sql()} AS r
-            WHERE org = $1 AND billable AND day BETWEEN $2 AND $3
-            GROUP BY 1, 2, 3, 4 HAVING sum(requests) > 0""",
+              FROM (SELECT {columns} FROM {API_SPANS.table}
+                     WHERE org = $1 AND billable
+                       AND (first_day, last_day) IN (SELECT * FROM unnest($2::date[], $3::date[]))
+                    UNION ALL
+                    SELECT {columns} FROM {API_USAGE.table}
+                     WHERE org = $1 AND billable AND day = ANY($4::date[])
+                    UNION ALL
+                    SELECT {columns} FROM {API_USAGE.delta}
+                     WHERE org = $1 AND billable AND day BETWEEN $5 AND $6) AS r
+             GROUP BY 1, 2, 3, 4 HAVING sum(requests) > 0""",
         org,
+        [span.first for span in cut.spans],
+        [span.last for span in cut.spans],
+        cut.days,
         days.first,
         days.last,
     )
@@ -213,12 +298,16 @@ async def billable_requests(conn: asyncpg.Connection, org: str, days: DayRange) 
 
 
 async def daily_requests(conn: asyncpg.Connection, org: str, period: str) -> dict[date, Decimal]:
-    """Billable requests per UTC day of a period."""
+    """Billable requests per UTC day of a period (the days' totals and their deltas)."""
     start, end = period_bounds(period)
     rows = await conn.fetch(
-        f"""SELECT day, sum(requests) AS n FROM {API_USAGE.rows_sql()} AS r
-            WHERE org = $1 AND billable AND day >= $2 AND day < $3
-            GROUP BY day HAVING sum(requests) > 0""",
+        f"""SELECT day, sum(requests) AS n
+              FROM (SELECT day, requests FROM {API_BILLABLE_DAYS.table}
+                     WHERE org = $1 AND day >= $2 AND day < $3
+                    UNION ALL
+                    SELECT day, requests FROM {API_USAGE.delta}
+                     WHERE org = $1 AND billable AND day >= $2 AND day < $3) AS r
+             GROUP BY day HAVING sum(requests) > 0""",
         org,
         start.date(),
         end.date(),

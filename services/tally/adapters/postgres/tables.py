@@ -420,6 +420,31 @@ class AiUsageDelta(SQLModel, table=True):
     quantity: Decimal = _num(nullable=False)
 
 
+class ApiUsageSpan(SQLModel, table=True):
+    """Requests of one month-week or month per client, URL and status: the sum of its days'
+    ``api_usage_daily`` rows (compaction adds to both)."""
+
+    __tablename__ = "api_usage_span"
+    org: str = Field(primary_key=True)
+    first_day: date = Field(primary_key=True)
+    last_day: date = Field(primary_key=True)
+    oauth_client_id: str = Field(primary_key=True)
+    template_uri: str = Field(primary_key=True)
+    method: str = Field(primary_key=True)
+    status: int = Field(primary_key=True)
+    billable: bool = Field(primary_key=True)
+    requests: int
+
+
+class ApiBillableDaily(SQLModel, table=True):
+    """Billable requests of one UTC day: the sum of its billable ``api_usage_daily`` rows."""
+
+    __tablename__ = "api_billable_daily"
+    org: str = Field(primary_key=True)
+    day: date = Field(primary_key=True)
+    requests: int
+
+
 class AlertThreshold(SQLModel, table=True):
     """One version of an organization's alert thresholds (percent); the newest counts."""
 
