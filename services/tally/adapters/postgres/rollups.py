@@ -19,7 +19,8 @@ from decimal import Decimal
 
 import asyncpg
 
-from tally.domain.api_usage import DayRange, Requests, tiling
+from tally.adapters.postgres.tables import BUCKET_SQL
+from tally.domain.api_usage import BUCKETS, DayRange, PairCounts, tiling
 from tally.domain.period import period_bounds
 from tally.domain.rating import Rated
 from tally.domain.rollups import ai_days, api_days
@@ -264,16 +265,24 @@ async def rebuild(conn: asyncpg.Connection, org: str) -> int:
     return changed
 
 
-async def billable_requests(conn: asyncpg.Connection, org: str, days: DayRange) -> list[Requests]:
-    """Billable requests per client, URL and status over whole UTC days (the report's rows;
+# Each bucket's requests of a row (PostgreSQL sums the buckets: one row per client/URL pair).
+_PER_BUCKET = "ARRAY[{}]".format(
+    ", ".join(
+        f"coalesce(sum(requests) FILTER (WHERE {BUCKET_SQL} = '{b}'), 0)::bigint" for b in BUCKETS
+    )
+)
+
+
+async def billable_pairs(conn: asyncpg.Connection, org: str, days: DayRange) -> PairCounts:
+    """Billable requests per client, URL and bucket over whole UTC days (the report's pairs;
     non-billable client kinds stay out): whole months and month-weeks from the spans, the
     other days from the daily rows, and every day's deltas (not in either yet)."""
     if days.empty:
-        return []
+        return {}
     cut = tiling(days)
     columns = "oauth_client_id, method, template_uri, status, requests"
     rows = await conn.fetch(
-        f"""SELECT oauth_client_id, method, template_uri, status, sum(requests) AS n
+        f"""SELECT oauth_client_id, method || ' ' || template_uri, {_PER_BUCKET}
               FROM (SELECT {columns} FROM {API_SPANS.table}
                      WHERE org = $1 AND billable
                        AND (first_day, last_day) IN (SELECT * FROM unnest($2::date[], $3::date[]))
@@ -283,7 +292,7 @@ async def billable_requests(conn: asyncpg.Connection, org: str, days: DayRange) 
                     UNION ALL
                     SELECT {columns} FROM {API_USAGE.delta}
                      WHERE org = $1 AND billable AND day BETWEEN $5 AND $6) AS r
-             GROUP BY 1, 2, 3, 4 HAVING sum(requests) > 0""",
+             GROUP BY oauth_client_id, method, template_uri HAVING sum(requests) > 0""",
         org,
         [span.first for span in cut.spans],
         [span.last for span in cut.spans],
@@ -291,10 +300,7 @@ async def billable_requests(conn: asyncpg.Connection, org: str, days: DayRange) 
         days.first,
         days.last,
     )
-    return [
-        Requests(r["oauth_client_id"], r["method"], r["template_uri"], r["status"], int(r["n"]))
-        for r in rows
-    ]
+    return {(client, url): counts for client, url, counts in rows}
 
 
 async def daily_requests(conn: asyncpg.Connection, org: str, period: str) -> dict[date, Decimal]:

@@ -20,7 +20,7 @@ from tally.adapters.postgres import rollups
 from tally.adapters.postgres.allocations import allocations_so_far
 from tally.adapters.postgres.metering_store import load_rate_cards
 from tally.domain.allocation_status import MeterStatus, daily_tokens, meter_status
-from tally.domain.api_usage import DayRange, Report, report
+from tally.domain.api_usage import DayRange, Report, pairs_report
 from tally.domain.ledger import AI_TOKEN, API_REQUEST
 from tally.domain.period import period_bounds
 
@@ -35,7 +35,7 @@ async def api_usage_report(
     """Seed 002's report of an organization's billable requests over whole UTC days
     (``tally.domain.api_usage.day_range`` keeps today out), cross-filtered by one client or
     one URL (``"GET /api/v2/users"``)."""
-    return report(await rollups.billable_requests(conn, org, days), client=client, url=url)
+    return pairs_report(await rollups.billable_pairs(conn, org, days), client, url)
 
 
 @dataclass(frozen=True)
