@@ -215,10 +215,14 @@ class Report:
         return self.urls[:TOP]
 
     def _ranked_pairs(self, client: str, limit: int | None) -> list[ClientUrl]:
-        """A client's URLs, most requested first (then by name)."""
-        pairs = [_pair(client, url, counts) for url, counts in self.urls_of[client].items()]
-        key = _pair_rank
-        return sorted(pairs, key=key) if limit is None else heapq.nsmallest(limit, pairs, key=key)
+        """A client's URLs, most requested first (then by name): ``limit`` of them."""
+        urls = self.urls_of[client].items()
+        ranked = (
+            sorted(urls, key=_rank_url)
+            if limit is None
+            else heapq.nsmallest(limit, urls, key=_rank_url)
+        )
+        return [_pair(client, url, counts) for url, counts in ranked]
 
     @cached_property
     def client_urls(self) -> list[ClientUrl]:
@@ -244,8 +248,9 @@ def _pair(client: str, url: str, counts: list[int]) -> ClientUrl:
     return ClientUrl(client, url, requests, successful, requests - successful)
 
 
-def _pair_rank(pair: ClientUrl) -> tuple[int, str]:
-    return -pair.requests, pair.url
+def _rank_url(item: tuple[str, list[int]]) -> tuple[int, str]:
+    url, counts = item
+    return -sum(counts), url
 
 
 def _percent(part: int, whole: int) -> Decimal:
@@ -269,28 +274,30 @@ def _rank(tallies: dict[str, Tally]) -> list[tuple[str, Tally]]:
 PairCounts = dict[tuple[str, str], list[int]]
 
 
-def count_pairs(rows: Iterable[Requests]) -> PairCounts:
-    """Rollup rows (per exact status) summed per client/URL pair and bucket."""
+def count_pairs(rows: Iterable[tuple[str, str, int, int]]) -> PairCounts:
+    """Rows of (client, URL, exact status, requests) summed per client/URL pair and bucket
+    (plain tuples: the adapter hands over its ~16,000 database rows as they come)."""
     slots: dict[int, int] = {}  # status -> its bucket's index
     pairs: PairCounts = {}
-    for row in rows:
-        if (slot := slots.get(row.status)) is None:
-            slot = slots[row.status] = BUCKETS.index(bucket(row.status))
-        key = (row.client, row.url)
-        if (counts := pairs.get(key)) is None:
-            counts = pairs[key] = [0] * len(BUCKETS)
-        counts[slot] += row.count
+    for client, url, status, count in rows:
+        if (slot := slots.get(status)) is None:
+            slot = slots[status] = BUCKETS.index(bucket(status))
+        if (counts := pairs.get((client, url))) is None:
+            counts = pairs[(client, url)] = [0] * len(BUCKETS)
+        counts[slot] += count
     return pairs
 
 
 def report(rows: Iterable[Requests], client: str | None = None, url: str | None = None) -> Report:
     """The report's sections from rollup rows, cross-filtered by one client or one URL."""
-    return pairs_report(count_pairs(rows), client, url)
+    return pairs_report(
+        count_pairs((r.client, r.url, r.status, r.count) for r in rows), client, url
+    )
 
 
 def pairs_report(pairs: PairCounts, client: str | None = None, url: str | None = None) -> Report:
-    """The report's sections from its client/URL pairs (PostgreSQL sums them: ~6,000 pairs
-    where the rows per status are ~16,000), the clients, URLs and total from the pairs."""
+    """The report's sections from its client/URL pairs (~6,000 where the rows per status
+    are ~16,000): the clients, URLs and total are the pairs' column sums."""
     if client is not None and url is not None:
         raise ValueError("filter by one OAuth client or one URL at a time, not both")
     urls_of: dict[str, dict[str, list[int]]] = defaultdict(dict)

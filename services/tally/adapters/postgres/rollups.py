@@ -19,8 +19,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from tally.adapters.postgres.tables import BUCKET_SQL
-from tally.domain.api_usage import BUCKETS, DayRange, PairCounts, tiling
+from tally.domain.api_usage import DayRange, PairCounts, count_pairs, tiling
 from tally.domain.period import period_bounds
 from tally.domain.rating import Rated
 from tally.domain.rollups import ai_days, api_days
@@ -265,14 +264,6 @@ async def rebuild(conn: asyncpg.Connection, org: str) -> int:
     return changed
 
 
-# Each bucket's requests of a row (PostgreSQL sums the buckets: one row per client/URL pair).
-_PER_BUCKET = "ARRAY[{}]".format(
-    ", ".join(
-        f"coalesce(sum(requests) FILTER (WHERE {BUCKET_SQL} = '{b}'), 0)::bigint" for b in BUCKETS
-    )
-)
-
-
 async def billable_pairs(conn: asyncpg.Connection, org: str, days: DayRange) -> PairCounts:
     """Billable requests per client, URL and bucket over whole UTC days (the report's pairs;
     non-billable client kinds stay out): whole months and month-weeks from the spans, the
@@ -281,8 +272,10 @@ async def billable_pairs(conn: asyncpg.Connection, org: str, days: DayRange) -> 
         return {}
     cut = tiling(days)
     columns = "oauth_client_id, method, template_uri, status, requests"
+    # Summed per exact status, bucketed in Python: five FILTERed numeric sums a row cost
+    # PostgreSQL 2-4 times this one sum (EXPLAIN ANALYZE, previous 7 days: ~55 vs 130-300 ms).
     rows = await conn.fetch(
-        f"""SELECT oauth_client_id, method || ' ' || template_uri, {_PER_BUCKET}
+        f"""SELECT oauth_client_id, method || ' ' || template_uri, status, sum(requests)::bigint
               FROM (SELECT {columns} FROM {API_SPANS.table}
                      WHERE org = $1 AND billable
                        AND (first_day, last_day) IN (SELECT * FROM unnest($2::date[], $3::date[]))
@@ -292,7 +285,8 @@ async def billable_pairs(conn: asyncpg.Connection, org: str, days: DayRange) -> 
                     UNION ALL
                     SELECT {columns} FROM {API_USAGE.delta}
                      WHERE org = $1 AND billable AND day BETWEEN $5 AND $6) AS r
-             GROUP BY oauth_client_id, method, template_uri HAVING sum(requests) > 0""",
+             GROUP BY oauth_client_id, method, template_uri, status
+            HAVING sum(requests) > 0""",
         org,
         [span.first for span in cut.spans],
         [span.last for span in cut.spans],
@@ -300,7 +294,7 @@ async def billable_pairs(conn: asyncpg.Connection, org: str, days: DayRange) -> 
         days.first,
         days.last,
     )
-    return {(client, url): counts for client, url, counts in rows}
+    return count_pairs(rows)
 
 
 async def daily_requests(conn: asyncpg.Connection, org: str, period: str) -> dict[date, Decimal]:

@@ -88,10 +88,12 @@ def _meter(status: MeterStatus) -> dict[str, Any]:
 
 
 async def ledger_usage(conn: asyncpg.Connection, org: str, period: str) -> dict[str, Decimal]:
-    """The period's usage per unit as the ledger's usage accounts hold it."""
+    """The period's usage per unit as the ledger's usage accounts hold it: their
+    ``account_period`` rows (debits less credits), which the posting keeps with the lines
+    (and verify checks), not the ~50,000 lines a month of 10M events."""
     rows = await conn.fetch(
-        """SELECT a.unit, sum(l.amount) AS used FROM account a
-             JOIN entry_line l ON l.account_id = a.id
+        """SELECT a.unit, sum(p.debits - p.credits) AS used FROM account a
+             JOIN account_period p ON p.account_id = a.id
             WHERE a.owner = $1 AND a.period = $2 AND a.kind = 'usage'
             GROUP BY a.unit""",
         org,
