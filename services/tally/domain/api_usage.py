@@ -93,27 +93,47 @@ def spans_of(day: date) -> tuple[DayRange, DayRange]:
 
 @dataclass(frozen=True)
 class Tiling:
-    """A range as few rows read it: whole spans (months, month-weeks) and single days."""
+    """A range as few rows read it: whole spans (months, month-weeks) and single days added,
+    and single days outside the range taken away from a span that holds them."""
 
     spans: list[DayRange]
     days: list[date]
+    minus: list[date]
+
+
+def _days_of(span: DayRange) -> list[date]:
+    return [span.first + timedelta(days=n) for n in range(span.days)]
 
 
 def tiling(days: DayRange) -> Tiling:
-    """Cut ``days`` into whole months, then whole month-weeks, then single days (at most
-    six at each end, and the last days of a month-week that the range cuts): each day
-    falls in exactly one piece, and a range reads at most about 20 pieces beside its months."""
-    spans, singles, day = [], [], days.first
+    """Cut ``days`` into whole months, then whole month-weeks, then single days (each day
+    in exactly one piece); then read a month-week, then a month, less its days outside the
+    range wherever that makes fewer pieces than the pieces inside it (the previous 7 days:
+    a week less one day, plus one; this month: the month less today). A span holds the sum
+    of its days' rows, so the pieces always add up to the range's days, each once."""
+    pieces: list[tuple[DayRange, int]] = []  # (piece, +1 added or -1 taken away)
+    day = days.first
     while day <= days.last:
         week, month = spans_of(day)
         whole = [s for s in (month, week) if s.first == day and s.last <= days.last]
-        if whole:
-            spans.append(whole[0])
-            day = whole[0].last + timedelta(days=1)
-        else:
-            singles.append(day)
-            day += timedelta(days=1)
-    return Tiling(spans, singles)
+        pieces.append((whole[0] if whole else DayRange(day, day), 1))
+        day = pieces[-1][0].last + timedelta(days=1)
+    for grain in (0, 1):  # month-weeks, then months
+        inside: dict[DayRange, list[tuple[DayRange, int]]] = defaultdict(list)
+        for piece in pieces:
+            span = spans_of(piece[0].first)[grain]
+            inside[span if piece[0].last <= span.last else piece[0]].append(piece)
+        for span, held in inside.items():
+            outside = [d for d in _days_of(span) if not days.first <= d <= days.last]
+            if len(held) > 1 + len(outside):
+                pieces = [p for p in pieces if p not in held]
+                pieces += [(span, 1)] + [(DayRange(d, d), -1) for d in outside]
+    pieces.sort(key=lambda piece: piece[0].first)
+    return Tiling(  # a one-day piece reads its daily rows (a one-day span holds the same)
+        spans=[piece for piece, sign in pieces if sign > 0 and piece.days > 1],
+        days=[piece.first for piece, sign in pieces if sign > 0 and piece.days == 1],
+        minus=[piece.first for piece, sign in pieces if sign < 0],
+    )
 
 
 def day_range(
