@@ -11,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tally.domain.api_usage import (
+    BUCKETS,
+    SUCCESSFUL,
     TOP_URLS_PER_CLIENT,
     DayRange,
     Preset,
@@ -211,3 +213,8 @@ def test_the_presets_read_few_pieces() -> None:
     months = tiling(DayRange(date(2026, 8, 1), date(2026, 10, 31)))
     assert [(s.first.month, s.days) for s in months.spans] == [(8, 31), (9, 30), (10, 31)]
     assert months.days == months.minus == []
+
+
+def test_the_successful_buckets_come_first() -> None:
+    """The report counts a pair's successful requests as its first buckets."""
+    assert set(BUCKETS[: len(SUCCESSFUL)]) == SUCCESSFUL

@@ -30,7 +30,7 @@ from typing import Literal, NamedTuple
 Bucket = Literal["200", "300", "400", "429", "500"]
 BUCKETS: tuple[Bucket, ...] = ("200", "300", "400", "429", "500")
 SUCCESSFUL: frozenset[Bucket] = frozenset({"200", "300"})
-_SUCCESSFUL_SLOTS = [n for n, b in enumerate(BUCKETS) if b in SUCCESSFUL]
+_SUCCESSFUL_FIRST = len(SUCCESSFUL)  # BUCKETS lists the successful buckets first
 TOP = 5
 TOP_URLS_PER_CLIENT = 10  # the page's client/URL section; the CSV and API keep every pair
 
@@ -264,7 +264,7 @@ class Report:
 
 def _pair(client: str, url: str, counts: list[int]) -> ClientUrl:
     requests = sum(counts)
-    successful = sum(counts[n] for n in _SUCCESSFUL_SLOTS)
+    successful = sum(counts[:_SUCCESSFUL_FIRST])
     return ClientUrl(client, url, requests, successful, requests - successful)
 
 
