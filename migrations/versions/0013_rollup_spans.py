@@ -32,8 +32,10 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = """
+-- Not STRICT: PostgreSQL inlines a plain SQL table function into the query calling it
+-- (compaction calls it for every delta moved: about twice as slow as a function call).
 CREATE FUNCTION usage_spans(day date) RETURNS TABLE (first_day date, last_day date)
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT month + week * 7, CASE WHEN week = 4 THEN month_end ELSE month + week * 7 + 6 END
       FROM (SELECT least((extract(day FROM day)::integer - 1) / 7, 4) AS week, month,
                    (month + interval '1 month')::date - 1 AS month_end
