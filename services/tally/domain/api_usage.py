@@ -84,7 +84,7 @@ WEEK_STARTS = (1, 8, 15, 22, 29)  # a month's weeks: 1-7, 8-14, 15-21, 22-28, 29
 
 def spans_of(day: date) -> tuple[DayRange, DayRange]:
     """The two spans ``day`` is summed into besides its own row: its month-week and its month
-    (the SQL function ``usage_spans`` of migration 0013 says the same)."""
+    (the SQL function ``usage_spans`` of migration 0014 says the same)."""
     week = min((day.day - 1) // 7, len(WEEK_STARTS) - 1)
     start = day.replace(day=WEEK_STARTS[week])
     end = _month_end(day) if week == len(WEEK_STARTS) - 1 else start + timedelta(days=6)

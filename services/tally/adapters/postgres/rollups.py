@@ -176,7 +176,7 @@ class Rollup:
             SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)"""
 
 
-# The report reads whole months and month-weeks here (``usage_spans``: migration 0013),
+# The report reads whole months and month-weeks here (``usage_spans``: migration 0014),
 # the dashboard its days' billable requests: a few rows where the daily ones are 100,000s.
 API_SPANS = Fold(
     "api_usage_span",

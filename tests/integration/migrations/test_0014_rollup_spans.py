@@ -1,4 +1,4 @@
-"""Revision 0013, rollup spans: a 0012 ledger's daily rows are summed into their month-weeks,
+"""Revision 0014, rollup spans: a 0013 ledger's daily rows are summed into their month-weeks,
 months and billable days (its deltas stay deltas: compaction folds them later), the SQL
 ``usage_spans`` agrees with the domain's ``spans_of``, and only whole spans are accepted."""
 
@@ -13,7 +13,7 @@ from support.migrations import LEDGER_0001, Migrations, ledger_0001, unchanged
 from tally.adapters.postgres.connection import raw_connection
 from tally.domain.api_usage import spans_of
 
-PREVIOUS = "0012"  # the revision 0013 follows (the integrator rechains it: change it here)
+PREVIOUS = "0013"  # the revision 0014 follows (the integrator rechains it: change it here)
 ROLLUPS = ("api_usage_daily", "ai_usage_daily", "api_usage_delta")
 DAILY = [  # (day, client, status, billable, requests)
     ("2026-10-07", "c-1", 200, True, 5),
@@ -25,7 +25,7 @@ DAILY = [  # (day, client, status, billable, requests)
 ]
 
 
-async def test_0013_sums_the_daily_rows_into_spans_and_billable_days(
+async def test_0014_sums_the_daily_rows_into_spans_and_billable_days(
     migrations: Migrations,
 ) -> None:
     await migrations.upgrade(PREVIOUS)
@@ -45,7 +45,7 @@ async def test_0013_sums_the_daily_rows_into_spans_and_billable_days(
         )
     before = await migrations.contents(*LEDGER_0001, *ROLLUPS)
 
-    await migrations.upgrade("0013")
+    await migrations.upgrade("0014")
 
     assert unchanged(before, await migrations.contents(*LEDGER_0001, *ROLLUPS))
     async with raw_connection(migrations.engine) as conn:
@@ -92,8 +92,8 @@ async def test_0013_sums_the_daily_rows_into_spans_and_billable_days(
             )
 
 
-async def test_0013_usage_spans_agrees_with_the_domain(migrations: Migrations) -> None:
-    await migrations.upgrade("0013")
+async def test_0014_usage_spans_agrees_with_the_domain(migrations: Migrations) -> None:
+    await migrations.upgrade("0014")
     days = [date(2023, 12, 1) + timedelta(days=n) for n in range(3 * 366)]  # 2024 leaps
     async with raw_connection(migrations.engine) as conn:
         got = await conn.fetch(
@@ -107,5 +107,5 @@ async def test_0013_usage_spans_agrees_with_the_domain(migrations: Migrations) -
     assert [(r["first_day"], r["last_day"]) for r in got] == expected
 
 
-async def test_0013_round_trip(migrations: Migrations) -> None:
-    await migrations.round_trip(PREVIOUS, "0013")
+async def test_0014_round_trip(migrations: Migrations) -> None:
+    await migrations.round_trip(PREVIOUS, "0014")

@@ -19,15 +19,15 @@ appends deltas); ``tally ledger verify`` checks each row equals the sum of its d
 ``tally rollups rebuild`` brings them back to it. This revision fills them from the daily
 rows (the deltas are not folded yet, so they belong to neither).
 
-Revision ID: 0013
+Revision ID: 0014
 """
 
 from __future__ import annotations
 
 from tally.adapters.postgres.ddl import run_script
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
