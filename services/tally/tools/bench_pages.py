@@ -21,12 +21,14 @@ three whole months before this one and this month so far (the widest preset's da
   past months closed by the real month close (their invoices).
 
 Then, through the HTTP app in process (``httpx.ASGITransport``) with an org_viewer key made
-in the scratch database and the pages' cookie, each page is requested ``samples`` times;
+in the scratch database and the pages' cookie, each page is requested once to warm up (then
+``gc.freeze()``, as the app's start-up under ``tally serve``), then ``samples`` times;
 the figures are the p50 and p99 of the time to the whole response, in milliseconds.
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -418,6 +420,7 @@ class PagesBench:
                     first = await client.get(path)  # warms the connection pool and templates
                     if first.status_code != 200:
                         raise RuntimeError(f"{path} answered {first.status_code}: {first.text}")
+                    gc.freeze()  # as the app's start-up does under `tally serve`
                     timings = []
                     for _ in range(samples):
                         started = time.perf_counter()

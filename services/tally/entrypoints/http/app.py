@@ -3,6 +3,7 @@ request, and an engine acting as tally_reader (the database refuses any write)."
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -68,6 +69,9 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
             return
         settings = get_settings()
         app.state.engine = bootstrap.api_engine(settings, bootstrap.service_urls(settings))
+        # What start-up loaded (modules, routes, schemas) leaves the collector's full passes:
+        # they scanned it all, ~120 ms, in about 1 request in 20 of the API usage report.
+        gc.freeze()
         try:
             yield
         finally:
