@@ -9,11 +9,9 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters import redis_streams
-from tally.adapters.alert_outbound import HttpWebhookSender, RedisAlertStream
 from tally.adapters.ports.schema import Schema
 from tally.adapters.ports.streams import Streams
 from tally.adapters.ports.token_purchases import TokenPurchaseStore
@@ -157,6 +155,11 @@ async def alert_delivery(
     engine: AsyncEngine, settings: Settings, urls: ServiceUrls
 ) -> AsyncIterator[AlertDelivery]:
     """The outbox's deliverer: PostgreSQL, the outbound stream, an HTTP client (closed after)."""
+    # httpx and the webhooks' signer only here: the other commands start without them
+    import httpx
+
+    from tally.adapters.alert_outbound import HttpWebhookSender, RedisAlertStream
+
     client = redis_streams.connect(urls.redis)
     async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as http:
         try:

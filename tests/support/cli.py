@@ -7,9 +7,7 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -41,21 +39,11 @@ class Run:
         return f"tally {' '.join(self.args)} → {self.code}\n{self.stdout}\n{self.stderr[-3000:]}"
 
 
-# Compiled bytecode for the subprocesses, outside the source tree: with
-# PYTHONDONTWRITEBYTECODE, each CLI start would compile every module again (~3 s, not ~1 s).
-PYCACHE = Path(tempfile.gettempdir()) / f"tally-test-pycache-{os.getuid()}"
-
-
 def env_for(settings: Settings) -> dict[str, str]:
     """This test's servers and stream; no other ``TALLY_*`` setting leaks in."""
     urls = urls_of(settings)
-    inherited = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("TALLY_") and k != "PYTHONDONTWRITEBYTECODE"
-    }
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     return inherited | {
-        "PYTHONPYCACHEPREFIX": str(PYCACHE),
         "TALLY_DATABASE_URL": urls.database,
         "TALLY_REDIS_URL": urls.redis,
         "TALLY_STREAM": settings.stream,

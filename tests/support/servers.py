@@ -25,9 +25,10 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
+from tally import bootstrap
 from tally.adapters.postgres import databases
 from tally.adapters.postgres.connection import async_url
-from tally.config import Settings
+from tally.config import ServiceUrls, Settings
 
 T = TypeVar("T")
 
@@ -128,10 +129,40 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
 # ---------------------------------------------------------------------------- per test
 
 
+@pytest.fixture(scope="session")
+def migrated_template(
+    pg_admin_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The name of a database migrated once a session as ``tally migrate`` does (schema,
+    grants, rate cards): the databases of the tests that ask for ``engine`` are copies of
+    it, ~0.4 s each instead of ~1.5 s of migrating each one."""
+    url = run_sync(databases.create_scratch(pg_admin_url, "tally_template"))
+    settings = Settings(
+        database_url=url,
+        redis_url=redis_url,
+        stream=f"tally:test:{secrets.token_hex(6)}",
+        data_dir=tmp_path_factory.mktemp("template"),
+    )
+    try:
+        run_sync(bootstrap.migrate(settings, ServiceUrls(url, redis_url, embedded=False)))
+        yield str(make_url(url).database)
+    finally:
+        run_sync(databases.drop(url))
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.delete(settings.stream)
+        finally:
+            client.close()
+
+
 @pytest.fixture
-def database_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh, empty database for this test only (``postgresql+asyncpg://``)."""
-    url = run_sync(databases.create_scratch(pg_admin_url, "tally_t"))
+def database_url(request: pytest.FixtureRequest, pg_admin_url: str) -> Iterator[str]:
+    """A fresh database for this test only (``postgresql+asyncpg://``): empty, or a copy of
+    ``migrated_template`` when the test asks for ``engine`` (a migrated ledger)."""
+    template = (
+        request.getfixturevalue("migrated_template") if "engine" in request.fixturenames else None
+    )
+    url = run_sync(databases.create_scratch(pg_admin_url, "tally_t", template))
     try:
         yield url
     finally:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.http.conftest import OCT, OTHER, OWN, Ledger, bearer, make_key
 from support.ads_support import assert_round_trips, trial_balance_accounts
-from support.cli import tally
+from support.cli import tally_all
 from support.close_support import meter
 from support.ledger_support import api
 from support.seal_support import check, readme_script
@@ -47,16 +47,18 @@ async def test_an_as_of_balance_over_the_api_equals_the_clis_and_the_lines(
         )
     posted = sorted({line["posted_at"] for line in lines})
     assert len(posted) >= 2  # usage, then the close
-    for instant in (posted[0] - timedelta(microseconds=1), posted[0], posted[-1]):
+    instants = (posted[0] - timedelta(microseconds=1), posted[0], posted[-1])
+    clis = await tally_all(settings, *(
+        ["ledger", "balance", ledger.account, "--as-of", instant.isoformat(), "--limit", "2",
+         "--format", "json"]
+        for instant in instants
+    ))  # fmt: skip
+    for instant, cli in zip(instants, clis, strict=True):
         as_of = instant.isoformat()
         url = f"/v1/accounts/{ledger.account}/balance"
         answer = await client.get(url, params={"as_of": as_of, "limit": 2}, headers=key)
         assert answer.status_code == 200, answer.text
         found = answer.json()
-        cli = await tally(
-            settings, "ledger", "balance", ledger.account, "--as-of", as_of, "--limit", "2",
-            "--format", "json",
-        )  # fmt: skip
         assert found == cli.json()
         amounts = [line["amount"] for line in lines if line["posted_at"] <= instant]
         assert Decimal(found["balance"]) == sum(amounts, Decimal(0))

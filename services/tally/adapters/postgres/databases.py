@@ -18,12 +18,14 @@ def dsn(url: str, database: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-async def create_scratch(url: str, prefix: str) -> str:
-    """A new empty database beside the one ``url`` names; returns its URL."""
+async def create_scratch(url: str, prefix: str, template: str | None = None) -> str:
+    """A new database beside the one ``url`` names, empty or a copy of the database
+    ``template`` (which nobody may be connected to); returns its URL."""
     name = f"{prefix}_{secrets.token_hex(6)}"
     conn = await asyncpg.connect(dsn(url))
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{copy}')
     finally:
         await conn.close()
     return async_url(dsn(url, name))

@@ -6,10 +6,9 @@ import asyncio
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres import privileges
@@ -19,6 +18,9 @@ from tally.adapters.postgres.privileges import READER as READER  # the roles it 
 from tally.adapters.postgres.privileges import WRITER as WRITER
 from tally.adapters.ratecard_files import bundled_cards
 from tally.domain.ratecard import RateCard
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 def migrations_folder() -> Path:
@@ -42,6 +44,8 @@ class RateCardChanged(RuntimeError):
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # Alembic (~1 s to import) only when migrating
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
@@ -50,6 +54,8 @@ def alembic_config(url: str) -> Config:
 
 async def upgrade(url: str) -> None:
     """Upgrade to the newest revision (in a thread: Alembic's env runs its own event loop)."""
+    from alembic import command  # only when migrating: every other command starts faster
+
     await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
 
 

@@ -3,6 +3,9 @@
 ``tally bench [--events N | --rate R …]`` measures the consumer; ``tally bench close
 --orgs N`` the month close. ``bench`` is a group whose callback runs when no subcommand
 is named, so the drain and steady options keep working as before.
+
+Each command imports its bench tool (and the HTTP app) in its body: every other ``tally``
+command starts without them.
 """
 
 from __future__ import annotations
@@ -21,12 +24,6 @@ from tally.entrypoints.cli.rendering import (
     fail,
     print_rows,
 )
-from tally.entrypoints.http.app import create_app
-from tally.entrypoints.pages.app import COOKIE
-from tally.tools.bench import Bench, as_dict
-from tally.tools.bench_api import ApiBench
-from tally.tools.bench_close import CLOSE_PERIOD, CloseBench
-from tally.tools.bench_pages import PagesBench
 
 bench_app = typer.Typer(
     help="Measure drain throughput (default) or steady-rate latency; `close`: the month close."
@@ -56,6 +53,8 @@ def bench(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from tally.tools.bench import Bench, as_dict
+
     settings, urls = settings_and_urls()
     if batch_size:
         settings = settings.model_copy(update={"batch_size": batch_size})
@@ -88,6 +87,9 @@ def bench_close(
 
     First, untimed: each organization's licenses, API requests and AI usage, metered.
     """
+    from tally.tools.bench import as_dict
+    from tally.tools.bench_close import CLOSE_PERIOD, CloseBench
+
     settings, urls = settings_and_urls()
 
     async def main() -> dict[str, Any]:
@@ -131,6 +133,8 @@ def bench_large(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Drain a backlog of large entries; report the consumer's peak memory (RSS)."""
+    from tally.tools.bench import Bench, as_dict
+
     settings, urls = settings_and_urls()
 
     async def main() -> dict[str, Any]:
@@ -173,6 +177,10 @@ def bench_api(
     """The read side at ledger scale: fill a scratch database with LINES entry lines
     (untimed), then time balances as of an instant, a trial balance, the first page of
     an organization's entries and the ADS GL export of one period."""
+    from tally.entrypoints.http.app import create_app
+    from tally.tools.bench import as_dict
+    from tally.tools.bench_api import ApiBench
+
     settings, urls = settings_and_urls()
 
     async def main() -> dict[str, Any]:
@@ -222,6 +230,11 @@ def bench_pages(
     """The pages under /ui for one organization with EVENTS events: fill a scratch database
     with the rollups, ledger, licence reports and invoices they leave (untimed), then time
     each page through the HTTP app in process (p50/p99, ms; issue 10: <= 200 ms)."""
+    from tally.entrypoints.http.app import create_app
+    from tally.entrypoints.pages.app import COOKIE
+    from tally.tools.bench import as_dict
+    from tally.tools.bench_pages import PagesBench
+
     settings, urls = settings_and_urls()
 
     async def main() -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
@@ -19,7 +19,9 @@ from tally.entrypoints.cli.rendering import (
     print_invoice,
     print_rows,
 )
-from tally.tools.demo import DEMO_ORGS, DemoResult, run_demo
+
+if TYPE_CHECKING:
+    from tally.tools.demo import DemoResult
 
 
 def demo(
@@ -30,6 +32,8 @@ def demo(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Run Tally end to end (on embedded servers unless TALLY_DATABASE_URL/REDIS_URL are set)."""
+    from tally.tools.demo import run_demo  # only here: `tally` starts without the demo tools
+
     started = time.perf_counter()
     settings, urls = settings_and_urls()
     screen = console if fmt is Format.table else errors  # JSON alone on stdout
@@ -114,6 +118,8 @@ def _show_api(result: DemoResult, host: str, port: int) -> None:
 
 
 def _show(result: DemoResult) -> None:
+    from tally.tools.demo import DEMO_ORGS  # loaded by then (demo imports it)
+
     summary = result.summary
     console.print(
         f"\npublished {summary.entries} entries for {result.period}: "

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -28,7 +28,9 @@ from tally.domain.rating import EVENT_FIELD_BYTES
 from tally.entrypoints.cli.rendering import Format, FormatOption, errors, fail
 from tally.entrypoints.cli.rendering import print_rows as show
 from tally.sdk.producer import UsageProducer
-from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
+
+if TYPE_CHECKING:
+    from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
 
 
 def register(app: typer.Typer) -> None:
@@ -156,6 +158,8 @@ def loadgen_command(
     plus the asked shares of duplicates and of bad entries (every class).
     The summary gives the totals the ledger should then show.
     """
+    from tally.tools.loadgen import LoadMix  # only here: `tally` starts without it
+
     names = [name.strip() for name in orgs.split(",") if name.strip()]
     chosen = period or previous_period(datetime.now(UTC))
     try:

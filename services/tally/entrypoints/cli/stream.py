@@ -6,7 +6,6 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from tally import bootstrap
 from tally.config import parse_retention
@@ -30,6 +29,8 @@ GAUGES = {
 
 def _metrics(report: dict[str, Any]) -> bytes:
     """The status in Prometheus's text exposition format."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest  # start-up time
+
     registry = CollectorRegistry()
     labels = {"stream": report["stream"], "group": report["group"]}
     for name, help_text in GAUGES.items():
