@@ -139,6 +139,8 @@ async def test_pages_in_a_browser(
     browser.find_element(By.LINK_TEXT, "Previous 7 days").click()  # htmx swaps the report
     wait_for(browser, "#report", "165 requests")
     assert "preset=previous-7-days" in browser.current_url
+    current = browser.find_element(By.CSS_SELECTOR, '.presets a[aria-current="true"]')
+    assert current.text == "Previous 7 days"  # the presets swapped with the report
     screenshot(browser, "api_usage")
     browser.find_element(By.LINK_TEXT, "wfm-sync").click()  # cross-filter by one client
     wait_for(browser, "#report", "filtered by client wfm-sync")
