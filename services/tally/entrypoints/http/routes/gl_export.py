@@ -12,16 +12,11 @@ from tally.adapters.postgres.reads import gl_export
 from tally.adapters.postgres.reads.gl_export import Shape, Standard
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, scoped
-from tally.entrypoints.http.lists import FormattingDep, on_connection, stream_rows
+from tally.entrypoints.http.lists import FormattingDep, json_or_csv, on_connection, stream_rows
 from tally.entrypoints.http.params import RequiredPeriod
 
 router = APIRouter(tags=["ledger"])
-RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {
-        "description": "A JSON array of rows, or CSV, with the standard's field names",
-        "content": {"text/csv": {"schema": {"type": "string"}}},
-    }
-}
+RESPONSES = json_or_csv("A JSON array of rows, or CSV, with the standard's field names")
 
 
 @router.get("/v1/gl-export", **scoped(Scope.ledger_read), responses=RESPONSES)

@@ -13,17 +13,13 @@ from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import trial_balance
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, scoped
-from tally.entrypoints.http.lists import FormattingDep, cells, stream_rows
+from tally.entrypoints.http.lists import FormattingDep, cells, json_or_csv, stream_rows
 from tally.entrypoints.http.params import RequiredPeriod
 
 router = APIRouter(tags=["ledger"])
-RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {
-        "description": '`{"period", "unit", "rows": [...], "totals": [...], "balanced"}`, '
-        "or CSV of the rows",
-        "content": {"text/csv": {"schema": {"type": "string"}}},
-    }
-}
+RESPONSES = json_or_csv(
+    '`{"period", "unit", "rows": [...], "totals": [...], "balanced"}`, or CSV of the rows'
+)
 
 
 @router.get("/v1/trial-balance", **scoped(Scope.ledger_read), responses=RESPONSES)

@@ -19,14 +19,13 @@ from tally.domain.estimate import EstimateInput, Seats, estimate, report
 from tally.domain.period import period_of
 from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError
+from tally.entrypoints.http.lists import json_or_csv
 from tally.entrypoints.http.params import PeriodQuery
 from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["usage"])
 OrgPath = Annotated[str, Path(description="Organization.")]
-CSV: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
-}
+CSV = json_or_csv()
 
 
 async def _known(conn: Any, org: str) -> None:
