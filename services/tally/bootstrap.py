@@ -83,7 +83,13 @@ def database(engine: AsyncEngine) -> PostgresDatabase:
 def api_engine(settings: Settings, urls: ServiceUrls) -> AsyncEngine:
     """The HTTP API's engine: always acting as ``tally_reader`` (SELECT only), logged in
     through ``TALLY_API_DATABASE_URL`` or switching role on the ledger's URL."""
-    return make_engine(settings.api_database_url or urls.database, role=READER)
+    return reader_engine(settings.api_database_url or urls.database)
+
+
+def reader_engine(database: str) -> AsyncEngine:
+    """An engine on the ``database`` URL acting as ``tally_reader`` (the API's, and the
+    benchmarks' on their scratch databases)."""
+    return make_engine(database, role=READER)
 
 
 def api_key_store(engine: AsyncEngine) -> PostgresApiKeys:

@@ -130,6 +130,18 @@ class ApiBenchResult:
     http_trial_balance_max_ms: float | None = None
 
 
+async def check_balanced(conn: asyncpg.Connection, step: Step) -> None:
+    """What a fill promises (its triggers were off): every entry balances per unit."""
+    step("checking every entry balances")
+    unbalanced = await conn.fetchval(
+        """SELECT count(*) FROM (SELECT 1 FROM entry_line l
+             JOIN account a ON a.id = l.account_id
+            GROUP BY l.entry_id, a.unit HAVING sum(l.amount) <> 0) bad"""
+    )
+    if unbalanced:
+        raise AssertionError(f"the fill left {unbalanced} unbalanced entries")
+
+
 def _ms(samples: list[float], quantile: float) -> float:
     ordered = sorted(samples)
     return round(ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] * 1000, 3)
@@ -235,14 +247,7 @@ class ApiBench:
                     await conn.execute(statement)
             await conn.execute("SELECT setval('journal_entry_id_seq', $1)", self.entries)
             await conn.execute("SELECT setval('account_id_seq', (SELECT max(id) FROM account))")
-            step("checking every entry balances")
-            unbalanced = await conn.fetchval(
-                """SELECT count(*) FROM (SELECT 1 FROM entry_line l
-                     JOIN account a ON a.id = l.account_id
-                    GROUP BY l.entry_id, a.unit HAVING sum(l.amount) <> 0) bad"""
-            )
-            if unbalanced:
-                raise AssertionError(f"the fill left {unbalanced} unbalanced entries")
+            await check_balanced(conn, step)
             step("ANALYZE")
             await conn.execute("VACUUM ANALYZE")
         finally:
@@ -338,21 +343,30 @@ class ApiBench:
             round((sink.peak_rss - sink.start_rss) / 1e6, 1),
         )
 
-    async def trial_balance_over_http(
-        self, app_of: AppOf, period: str, step: Step, runs: int = 5
-    ) -> tuple[float, float]:
-        """``GET /v1/trial-balance`` of ``period`` through the HTTP app in process (``app_of``:
-        tools sit below the entrypoints), as an auditor's key: (p50, max) in ms."""
+    async def _auditor_secret(self) -> str:
+        """A new auditor key's secret, made in the scratch database."""
         engine = bootstrap.engine(self.database, owner=True)
         try:
             key, _ = await create_key(
                 bootstrap.api_key_store(engine), Role.auditor, None, "bench api", None
             )
-            transport = httpx.ASGITransport(app=app_of(engine))
+        finally:
+            await engine.dispose()
+        return key.secret
+
+    async def trial_balance_over_http(
+        self, app_of: AppOf, period: str, step: Step, runs: int = 5
+    ) -> tuple[float, float]:
+        """``GET /v1/trial-balance`` of ``period`` through the HTTP app in process (``app_of``:
+        tools sit below the entrypoints), as an auditor's key: (p50, max) in ms."""
+        secret = await self._auditor_secret()
+        reader = bootstrap.reader_engine(self.database)  # as `tally serve` reads
+        try:
+            transport = httpx.ASGITransport(app=app_of(reader))
             async with httpx.AsyncClient(
                 transport=transport,
                 base_url="http://bench",
-                headers={"Authorization": f"Bearer {key.secret}"},
+                headers={"Authorization": f"Bearer {secret}"},
             ) as client:
                 step(f"trial balance of {period} over HTTP, {runs} times")
                 timings: list[float] = []
@@ -363,19 +377,13 @@ class ApiBench:
                     if answer.status_code != 200 or not answer.json()["balanced"]:
                         raise RuntimeError(f"/v1/trial-balance answered {answer.status_code}")
         finally:
-            await engine.dispose()
+            await reader.dispose()
         return _ms(timings[1:], 0.5), round(max(timings[1:]) * 1000, 3)
 
     async def export_over_http(self, period: str, step: Step) -> tuple[float, float]:
         """The GL export of ``period`` through a real ``tally serve`` on this database, read
         as a client would: (lines per second, growth of the server's resident memory, MB)."""
-        engine = bootstrap.engine(self.database, owner=True)
-        try:
-            key, _ = await create_key(
-                bootstrap.api_key_store(engine), Role.auditor, None, "bench api", None
-            )
-        finally:
-            await engine.dispose()
+        secret = await self._auditor_secret()
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -411,7 +419,7 @@ class ApiBench:
                     "GET",
                     "/v1/gl-export",
                     params={"period": period, "format": "csv"},
-                    headers={"Authorization": f"Bearer {key.secret}"},
+                    headers={"Authorization": f"Bearer {secret}"},
                 ) as answer:
                     answer.raise_for_status()
                     async for chunk in answer.aiter_bytes():  # ~64 KB each

@@ -53,7 +53,7 @@ from tally.domain.period import period_bounds, period_of
 from tally.service_layer import organizations
 from tally.service_layer.api_keys import create_key
 from tally.service_layer.month_close import close_period
-from tally.tools.bench_api import ROLLUPS, _ms
+from tally.tools.bench_api import ROLLUPS, _ms, check_balanced
 from tally.tools.loadgen import license_usage_event
 
 Step = Callable[[str], None]
@@ -207,14 +207,7 @@ class PagesBench:
                     await conn.execute("SET LOCAL session_replication_role = replica")
                 await self._rollups(conn, step)
                 await self._ledger(conn, step)
-            step("checking every entry balances")
-            unbalanced = await conn.fetchval(
-                """SELECT count(*) FROM (SELECT 1 FROM entry_line l
-                     JOIN account a ON a.id = l.account_id
-                    GROUP BY l.entry_id, a.unit HAVING sum(l.amount) <> 0) bad"""
-            )
-            if unbalanced:
-                raise AssertionError(f"the fill left {unbalanced} unbalanced entries")
+            await check_balanced(conn, step)
         finally:
             await conn.close()
         await self._licences_and_closes(step)
@@ -382,7 +375,7 @@ class PagesBench:
         """``app_of`` makes the HTTP app on an engine, ``cookie`` is the pages' key cookie
         (the entrypoint gives both: tools sit below the entrypoints)."""
         engine = bootstrap.engine(self.database, owner=True)
-        reader = bootstrap.api_engine(self.settings, self.urls)
+        reader = bootstrap.reader_engine(self.database)  # as `tally serve` reads
         try:
             key, _ = await create_key(
                 bootstrap.api_key_store(engine), Role.org_viewer, ORG, "bench", None
