@@ -29,9 +29,6 @@ class TrialBalanceRow:
     credits: Amount
     closing: Amount  # opening + debits - credits
 
-    def cursor_key(self) -> tuple[str, str]:
-        return (self.unit, self.account)
-
 
 class UnitTotals(BaseModel):
     unit: str
