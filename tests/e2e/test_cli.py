@@ -9,6 +9,9 @@ plain ``redis-cli``, consume, look, replay, verify.
 
 from __future__ import annotations
 
+import asyncio
+import re
+import shlex
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -18,7 +21,7 @@ import redis.asyncio as aioredis
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
-from support.cli import Run, tally, tally_all, xadd_like_an_integration
+from support.cli import Run, env_for, tally, tally_all, xadd_like_an_integration
 from support.ledger_support import ai, api, event, urls_of
 from tally import bootstrap
 from tally.adapters.postgres import ledger_queries
@@ -317,6 +320,31 @@ async def test_the_demo_runs_end_to_end_and_a_rerun_changes_nothing(settings: Se
     assert again["verified"] is True
     assert first["api_key"].startswith("tally_") and again["api_key"] != first["api_key"]
     assert first["dashboard"] == f"/ui/orgs/globex?period={first['period']}"
+
+
+async def test_every_command_the_demo_prints_runs_as_printed(settings: Settings) -> None:
+    """Started with ``uv run tally demo``, the demo prints ``uv run tally ...`` (the venv's
+    ``tally`` is not on the newcomer's PATH); started as ``tally demo``, plain ``tally``."""
+    plain_env = {k: v for k, v in env_for(settings).items() if not k.startswith("UV_RUN")}
+    under_uv = plain_env | {"UV_RUN_RECURSION_DEPTH": "1"}
+    plain = await tally(settings, "demo", "--events", "300", env=plain_env)
+    uv = await tally(settings, "demo", "--events", "300", env=under_uv)
+    assert plain.code == 0 and uv.code == 0, (plain, uv)
+    command = re.compile(r"`((?:uv run )?tally [^`]+)`|(?:Try:|·) ((?:uv run )?tally [^·\n]+)")
+    printed = [a or b for a, b in command.findall(uv.stdout)]
+    assert len(printed) >= 6 and all(line.startswith("uv run tally ") for line in printed)
+    assert not re.search(
+        r"(?<!uv run )\btally (ledger|invoice|dlq|events|stop|serve|apikey)", uv.said
+    )
+    assert "uv run tally" not in plain.said and "tally ledger balances" in plain.said
+    runnable = [
+        shlex.split(line.strip())[3:]
+        for line in printed
+        if not re.search(r"tally (serve|stop|events show SOURCE)", line)
+    ]
+    ran = await asyncio.gather(*(tally(settings, *args, env=under_uv) for args in runnable))
+    assert [run.code for run in ran] == [0] * len(runnable), ran
+    assert any(args[:2] == ["apikey", "revoke"] for args in runnable)
 
 
 async def test_the_benchmark_drains_every_event_and_measures_latency(settings: Settings) -> None:

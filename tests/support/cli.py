@@ -55,11 +55,13 @@ def env_for(settings: Settings) -> dict[str, str]:
     }
 
 
-async def tally(settings: Settings, *args: str) -> Run:
+async def tally(settings: Settings, *args: str, env: dict[str, str] | None = None) -> Run:
+    """``tally ARGS`` on this test's servers; ``env`` replaces the inherited environment
+    (``env_for(settings)`` by default)."""
     process = await asyncio.create_subprocess_exec(
         *CLI,
         *args,
-        env=env_for(settings),
+        env=env_for(settings) if env is None else env,
         cwd=settings.data_dir,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

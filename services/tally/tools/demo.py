@@ -142,5 +142,5 @@ async def run_demo(
     result.api_key, _ = await create_key(
         bootstrap.api_key_store(engine), Role.auditor, None, "demo auditor", None
     )
-    step(f"auditor API key {result.api_key.id} created (tally apikey list)")
+    step(f"auditor API key {result.api_key.id} created")
     return result

@@ -18,6 +18,7 @@ from tally.entrypoints.cli.rendering import (
     errors,
     print_invoice,
     print_rows,
+    tally_command,
 )
 
 if TYPE_CHECKING:
@@ -70,11 +71,13 @@ def demo(
         print_rows(_as_data(result), fmt)
     else:
         _show(result)
+        tally = tally_command()
         console.print(
-            f"\ndone in {time.perf_counter() - started:.1f}s. Try: tally ledger balances "
-            f"--org acme --period {result.period} · tally invoice show --org acme --period "
-            f"{result.period} --format html · tally dlq list · "
-            "tally events show SOURCE ID · tally stop"
+            f"\ndone in {time.perf_counter() - started:.1f}s. Try: {tally} ledger balances "
+            f"--org acme --period {result.period} · {tally} invoice show --org acme --period "
+            f"{result.period} --format html · {tally} dlq list · "
+            f"{tally} events show SOURCE ID · {tally} stop",
+            soft_wrap=True,
         )
         _show_api(result, settings.api_host, settings.api_port)
     if not verification.ok:
@@ -104,15 +107,16 @@ def _show_api(result: DemoResult, host: str, port: int) -> None:
     """How to open the HTTP API with the auditor's key the demo made (shown once)."""
     assert result.api_key is not None
     url = f"http://{host}:{port}"
+    tally = tally_command()
     console.print(
-        f"\n[bold]the HTTP API[/bold]: run `tally serve`, then open {url}/openapi.json or\n"
+        f"\n[bold]the HTTP API[/bold]: run `{tally} serve`, then open {url}/openapi.json or\n"
         f"  curl -H 'Authorization: Bearer {result.api_key.secret}' "
         f"'{url}/v1/invoices?period={result.period}'\n"
         f"[bold]the dashboard[/bold]: {url}/ui/orgs/{DASHBOARD_ORG}?period={result.period} "
         f"(sign in with the same key; the API usage report: {url}/ui/orgs/{DASHBOARD_ORG}/api-usage"
         "?preset=last-month)\n"
-        "[dim](an auditor's key, shown once; tally apikey revoke "
-        f"{result.api_key.id} to disable it)[/dim]",
+        f"[dim](an auditor's key, shown once; `{tally} apikey list` lists keys, "
+        f"`{tally} apikey revoke {result.api_key.id}` disables it)[/dim]",
         soft_wrap=True,
     )
 
@@ -142,9 +146,9 @@ def _show(result: DemoResult) -> None:
     print_rows(
         [{"code": code, "dead letters": count} for code, count in codes.most_common()],
         Format.table,
-        "dead letters (tally dlq list)",
+        f"dead letters ({tally_command()} dlq list)",
     )
-    console.print(f"\n[bold]invoices for {result.period}[/bold] (tally invoice show)")
+    console.print(f"\n[bold]invoices for {result.period}[/bold] ({tally_command()} invoice show)")
     for invoice in result.invoices.values():
         print_invoice(invoice)
     verification = result.verification

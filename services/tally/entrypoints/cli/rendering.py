@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -25,6 +26,12 @@ from tally.entrypoints.plain import plain
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # an error stays on one line, for grep
+
+
+def tally_command() -> str:
+    """How the user started ``tally``, so that a command printed for them runs as printed:
+    ``uv run tally`` under ``uv run`` (its venv is not on the user's own PATH)."""
+    return "uv run tally" if os.environ.get("UV_RUN_RECURSION_DEPTH") else "tally"
 
 
 class Format(StrEnum):
