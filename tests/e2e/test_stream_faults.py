@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from e2e.test_crashes import assert_exact, env_for
+from e2e.test_crashes import assert_exact, crash, env_for, fill
 from support.fault_servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
 from support.ledger_support import ORGS, api, balance_map, drain, urls_of
 from tally import bootstrap
@@ -81,6 +81,66 @@ async def test_entries_trimmed_before_any_read_are_an_incident_not_a_hang(
     async with raw_connection(engine) as conn:
         assert len(await incidents(conn)) == 1
     assert await usage(engine) == 4
+
+
+async def recorded_entries(engine: AsyncEngine, stream_key: str) -> int:
+    """Stream entries PostgreSQL holds an answer for: stored, duplicate, conflict or letter."""
+    async with raw_connection(engine) as conn:
+        found: int = await conn.fetchval(
+            """SELECT count(DISTINCT stream_id) FROM (
+                   SELECT stream_id FROM usage_event WHERE stream = $1
+                   UNION ALL SELECT stream_id FROM duplicate_delivery WHERE stream = $1
+                   UNION ALL SELECT stream_id FROM event_conflict WHERE stream = $1
+                   UNION ALL SELECT stream_id FROM dead_letter WHERE stream = $1) AS answered""",
+            stream_key,
+        )
+    return found
+
+
+async def test_a_stream_emptied_before_the_group_read_it_is_one_incident_and_drains(
+    engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
+) -> None:
+    """Issue 15's report, smaller: a consumer killed mid-drain, then ``XTRIM MAXLEN 0``.
+    No later read skips over the gap (nothing is left to read), yet it is an incident at
+    once, ``--until-idle`` exits, and every entry ever added is answered for exactly once."""
+    from support.cli import tally
+
+    tuned = settings.model_copy(update={"batch_size": 100})
+    await fill(tuned, 3000)
+    await crash(tuned, "after_commit", 5)  # 4 batches acknowledged, more delivered
+    before = await redis_streams.stream_status(stream, tuned.stream)
+    group = before.group(tuned.group)
+    assert before.entries_added is not None and group.entries_read is not None
+    never_read = before.entries_added - group.entries_read
+    assert group.pending > 0 and never_read > 2000
+    await stream.xtrim(tuned.stream, maxlen=0, approximate=False)
+
+    consumer = await asyncio.wait_for(drain(tuned, claim_idle_ms=100), timeout=60)
+    assert consumer.totals["lost before read"] == never_read
+    async with raw_connection(engine) as conn:
+        (incident,) = await incidents(conn)
+    ms, seq = redis_streams.id_key(before.last_generated_id)
+    assert (incident["lost"], incident["after_id"], incident["before_id"]) == (
+        never_read,
+        group.last_delivered_id,
+        f"{ms}-{seq + 1}",  # every id up to the last generated one
+    )
+    assert await recorded_entries(engine, tuned.stream) + never_read == before.entries_added
+    verified = await tally(tuned, "ledger", "verify", "--format", "json")
+    assert verified.code == 1
+    (finding,) = json.loads(verified.stdout)["findings"]
+    assert finding["check"] == "stream incident" and f"{never_read} entries" in finding["detail"]
+    status = (await tally(tuned, "stream", "status", "--format", "json")).json()
+    assert (status["incidents"], status["lost_before_read"]) == (1, never_read)
+    assert (status["pending"], status["lag"], status["drained"]) == (0, 0, True)
+
+    # Another consumer (or a restart) finds nothing new, and new entries are read as usual.
+    await add(stream, tuned.stream, api("after-the-gap"))
+    again = await tally(tuned, "consume", "--until-idle", "--format", "json")
+    outcomes = {row["outcome"]: row["count"] for row in again.json()}
+    assert "lost before read" not in outcomes and sum(outcomes.values()) == 1
+    async with raw_connection(engine) as conn:
+        assert len(await incidents(conn)) == 1
 
 
 async def test_a_dead_consumers_entries_trimmed_while_pending_become_dead_letters(
