@@ -143,6 +143,45 @@ async def test_a_stream_emptied_before_the_group_read_it_is_one_incident_and_dra
         assert len(await incidents(conn)) == 1
 
 
+async def test_a_gap_is_logged_once_by_racing_readers_and_recorded_after_a_crash(
+    engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
+) -> None:
+    ids = await add(stream, settings.stream, *(api(f"g{n}") for n in range(10)))
+    await stream.xreadgroup(settings.group, "gone", {settings.stream: ">"}, count=3)
+    await stream.xtrim(settings.stream, maxlen=0, approximate=False)
+    readers = [
+        redis_streams.StreamReader(
+            stream, settings.stream, settings.group, f"r{n}", 100, 1 << 20, 1 << 16
+        )
+        for n in range(4)
+    ]
+    reads = await asyncio.gather(*(reader.read_new(0) for reader in readers))
+    assert sorted(read.lost for read in reads) == [0, 0, 0, 7]  # the 3 read are not lost
+
+    # The reader that logged it died before PostgreSQL had it: a consumer's start records it.
+    consumer = bootstrap.consumer(settings, urls_of(settings))
+    running = asyncio.create_task(consumer.run())
+    records = bootstrap.database(engine).stream_records
+    summary = await wait_until(
+        lambda: records.stream_summary(engine, settings.stream),
+        lambda found: found["incidents"] > 0,
+        seconds=30,
+    )
+    consumer.stop()
+    await running
+    assert summary["lost_before_read"] == 7
+
+    # New entries, two trimmed unread: those are the next incident, the old gap never again.
+    later = await add(stream, settings.stream, *(api(f"h{n}") for n in range(5)))
+    await stream.xtrim(settings.stream, maxlen=3, approximate=False)
+    await asyncio.wait_for(drain(settings, claim_idle_ms=100), timeout=60)
+    async with raw_connection(engine) as conn:
+        found = [(i["lost"], i["after_id"], i["before_id"]) for i in await incidents(conn)]
+    ms, seq = redis_streams.id_key(ids[-1])
+    assert found == [(7, ids[2], f"{ms}-{seq + 1}"), (2, ids[-1], later[2])]
+    assert await usage(engine) == 3
+
+
 async def test_a_dead_consumers_entries_trimmed_while_pending_become_dead_letters(
     engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
 ) -> None:
