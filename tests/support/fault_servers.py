@@ -55,8 +55,8 @@ def _wait_port(port: int, up: bool, seconds: float = 30) -> None:
 class PrivateRedis:
     """A redis-server with an append-only file fsynced on every write (like compose's)."""
 
-    def __init__(self, workdir: Path) -> None:
-        binary = redis_server_binary()
+    def __init__(self, workdir: Path, binary: str | None = None) -> None:
+        binary = binary or redis_server_binary()
         if binary is None:
             pytest.skip("redis-server is not installed")
         self.binary = binary
@@ -144,9 +144,10 @@ class PrivatePostgres:
 
 
 @contextlib.contextmanager
-def private_redis() -> Iterator[PrivateRedis]:
+def private_redis(binary: str | None = None) -> Iterator[PrivateRedis]:
+    """The system's redis-server, or ``binary``."""
     workdir = Path(tempfile.mkdtemp(prefix="tally-redis-"))
-    server = PrivateRedis(workdir)
+    server = PrivateRedis(workdir, binary)
     server.start()
     try:
         yield server

@@ -254,9 +254,9 @@ async def require_counters(client: aioredis.Redis, stream: str) -> None:
         )
     }
     raise UnsupportedServer(
-        f"{about.get('server', 'the server')} {about.get('version', '')} keeps no stream "
-        "counters (entries-added, entries-read), so entries removed from the stream before "
-        "they were read would go unnoticed: Tally needs Redis 7+ or Valkey 8+"
+        f"{about['server'].capitalize()} {about['version']} keeps no stream counters "
+        "(entries-added, entries-read), so entries removed from the stream before they were "
+        "read would go unnoticed: Tally needs Redis 7+ or Valkey 8+"
     )
 
 
