@@ -74,11 +74,11 @@ local lost = 0
 -- read 0; nil also after reading past an XDEL made the count unknown: no count, no check).
 local read = info['entries-read']
 if read == false and last == '0-0' then read = 0 end
--- The group never got what the stream added beyond that count and the unread entries still
--- there. Counted only when no unread entry is older than a lost one: nothing after the
--- group's last id at all (an emptied stream: lost up to its last generated id), or the
--- stream's head right after it (trimmed: lost up to the head). In the same step the group
--- is moved past the loss, so it is logged once, whoever reads next and however often.
+-- Entries the stream added that the group neither read nor can still read are lost:
+-- entries-added - entries-read - the unread entries still there. Counted when no unread entry
+-- lies before a lost one: nothing left after the group's last id (an emptied stream: lost up
+-- to its last generated id), or the stream's head right after it (trimmed: lost up to the
+-- head). In the same step the group moves past the loss: it is logged once, whoever reads.
 if read then
   local behind = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
   local none_left = #behind == 0

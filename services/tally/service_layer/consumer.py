@@ -125,7 +125,8 @@ class Consumer:
         tune_gc()
         self._watch_signals()
         try:
-            # Fail fast, with a clear error, on an unmigrated database or a missing stream.
+            # Fail fast, with a clear error, on an unmigrated database, a missing stream or a
+            # server that could not tell entries lost before any read.
             await self._retrying("load the rate cards", self.service.book)
             await self._retrying(
                 "check the consumer group",
