@@ -387,8 +387,8 @@ async def stream_status(client: aioredis.Redis, stream: str) -> StreamStatus:
 def drained(status: StreamStatus, group: str) -> bool:
     """Nothing left for the group: every entry delivered and acknowledged.
 
-    Compared by ids, not by ``lag``: entries trimmed before they were read keep Redis's
-    lag above zero forever.
+    Compared by ids, not by ``lag``: Redis has no lag once an XDEL made the group's count
+    unknown (entries removed unread are counted, and passed, by the read script).
     """
     info = status.group(group)
     return info.pending == 0 and id_key(info.last_delivered_id) >= id_key(status.last_generated_id)
