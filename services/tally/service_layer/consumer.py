@@ -3,7 +3,8 @@
 Tasks run side by side, each supervised (a failure is logged and either retried or stops
 the process with a non-zero exit, never a silent death):
 - the **reader** takes batches never delivered to the group (``redis_streams.READ_NEW``:
-  bounded by count and bytes, raw field lists, trimming incidents caught);
+  bounded by count and bytes, raw field lists, entries removed unread caught as incidents,
+  also when nothing is left to read);
 - the **commit worker** commits each rated batch in one PostgreSQL transaction, then XACKs
   it. Rating the next batch (CPU) overlaps with committing this one (waiting on
   PostgreSQL) through a queue of one, which is also the backpressure: while a commit
@@ -124,7 +125,8 @@ class Consumer:
         tune_gc()
         self._watch_signals()
         try:
-            # Fail fast, with a clear error, on an unmigrated database or a missing stream.
+            # Fail fast, with a clear error, on an unmigrated database, a missing stream or a
+            # server that could not tell entries lost before any read.
             await self._retrying("load the rate cards", self.service.book)
             await self._retrying(
                 "check the consumer group",
@@ -132,6 +134,12 @@ class Consumer:
                     self.redis, self.settings.stream, self.settings.group
                 ),
             )
+            await self._retrying(
+                "check the stream's counters",
+                lambda: self.streams.require_counters(self.redis, self.settings.stream),
+            )
+            # What a previous run logged in Redis and died before copying to PostgreSQL.
+            await self._retrying("record incidents", self._record_incidents)
             await self._supervise()
         finally:
             await self.redis.aclose()
@@ -306,10 +314,11 @@ class Consumer:
             )
             if read.lost:
                 log.error(
-                    "%d entries of %s were trimmed before this group read them",
+                    "%d entries of %s were removed before this group read them",
                     read.lost,
                     self.settings.stream,
                 )
+                self.totals["lost before read"] += read.lost
                 await self._retrying("record an incident", self._record_incidents)
             if read.entries:
                 await self.handle(read.entries)

@@ -13,9 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally.domain.rating import StreamEntry
 
 
+class UnsupportedServer(RuntimeError):
+    """The server keeps no stream counters (Redis before 7): entries removed before they were
+    read would go unnoticed, so the consumer refuses to start."""
+
+
 @dataclass(frozen=True)
 class Read:
-    """A bounded read: the entries, and how many entries its check found trimmed unread."""
+    """A bounded read: the entries, and how many entries its check found removed unread."""
 
     entries: list[StreamEntry]
     lost: int = 0
@@ -89,6 +94,8 @@ class Streams(Protocol):
     ) -> Reader: ...
 
     async def ensure_group(self, client: aioredis.Redis, stream: str, group: str) -> bool: ...
+
+    async def require_counters(self, client: aioredis.Redis, stream: str) -> None: ...
 
     async def stream_status(self, client: aioredis.Redis, stream: str) -> StreamStatus: ...
 

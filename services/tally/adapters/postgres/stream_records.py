@@ -2,8 +2,9 @@
 
 An incident is a run of entries removed from the stream (trimmed by someone else) before
 the consumer group read them: revenue that never reached the ledger. The consumer's read
-script logs each one in Redis in the same step as the read that skips them; this module
-copies that log into PostgreSQL once per incident, where verify and the status report it.
+script logs each one in Redis in the same step as the read that skips them (or finds
+nothing left); this module copies that log into PostgreSQL once per incident, where verify
+and the status report it.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import asyncpg
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tally.adapters.ports.streams import UnsupportedServer
 from tally.adapters.postgres.schema import RateCardChanged
 from tally.entrypoints.cli import (
     admin,
@@ -67,7 +68,9 @@ def _explain(exc: BaseException) -> str | None:
         return f"cannot reach PostgreSQL ({exc}): check TALLY_DATABASE_URL"
     if isinstance(exc, RedisConnectionError):
         return f"cannot reach Redis ({exc}): check TALLY_REDIS_URL"
-    if isinstance(exc, RateCardChanged | OrganizationError | LookupError | Unreachable):
+    if isinstance(
+        exc, RateCardChanged | OrganizationError | LookupError | Unreachable | UnsupportedServer
+    ):
         return str(exc)
     return None
 
