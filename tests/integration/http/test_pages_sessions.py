@@ -97,6 +97,20 @@ async def test_an_old_cookie_is_refused_after_sign_out(
     assert replayed.status_code == 303 and replayed.headers["location"] == SIGN_IN
 
 
+async def test_signing_in_again_ends_the_previous_session(
+    browser: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    await sign_in(browser, await make_key(engine, Role.finance))
+    first = browser.cookies["tally_session"]
+    await sign_in(browser, await make_key(engine, Role.auditor))
+    assert browser.cookies["tally_session"] != first
+    async with raw_connection(engine) as conn:
+        revoked = await conn.fetchval(
+            "SELECT revoked_at IS NOT NULL FROM ui_session WHERE id_hash = $1", session_hash(first)
+        )
+    assert revoked
+
+
 async def test_revoking_the_key_ends_its_sessions(
     browser: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:

@@ -282,6 +282,8 @@ def create_pages(
                 error="That key is unknown, expired or revoked.",
             )  # fmt: skip
         request.state.key_id = key_id
+        if previous := request.cookies.get(COOKIE):  # signing in again ends the last session
+            await revoke_session(engine_of(), previous)
         response = RedirectResponse(path_for(request, "ui:home"), status_code=303)
         cookie(response, request, COOKIE, session, expires=until)
         response.delete_cookie(FORM_COOKIE, path=path_for(request, "ui:home"))
