@@ -115,6 +115,7 @@ async def test_pages_in_a_browser(
     browser.find_element(By.ID, "key").send_keys("tally_000000000000_" + "x" * 43)
     browser.find_element(By.CSS_SELECTOR, "button.primary").click()
     wait_for(browser, ".error", "unknown, expired or revoked")
+    screenshot(browser, "sign_in")
 
     sign_in(browser, base, finance)
     wait_for(browser, "h1", "Organizations")
