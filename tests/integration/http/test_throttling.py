@@ -39,8 +39,9 @@ async def test_the_api_refuses_an_address_after_wrong_keys(
     app = limited(reader, settings)
     right = bearer(await make_key(engine, Role.auditor))
     async with client_at(app, "10.0.0.1") as attacker, client_at(app, "10.0.0.2") as auditor:
-        for _ in range(LIMIT):
-            assert (await attacker.get("/v1/verify", headers=bearer(WRONG))).status_code == 401
+        for n in range(LIMIT):  # a forged X-Forwarded-For changes nothing: no trusted proxy
+            spoofed = bearer(WRONG) | {"X-Forwarded-For": f"192.0.2.{n}"}
+            assert (await attacker.get("/v1/verify", headers=spoofed)).status_code == 401
         refused = await attacker.get("/v1/verify", headers=bearer(WRONG))
         assert refused.status_code == 429 and refused.json()["code"] == "too_many_requests"
         assert 0 < int(refused.headers["retry-after"]) <= 300
@@ -79,3 +80,20 @@ async def test_the_sign_in_form_refuses_an_address_after_wrong_keys(
         assert int(refused.headers["retry-after"]) > 0
         assert "tally_session" not in attacker.cookies
         assert (await sign_in(user, right)).status_code == 303
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(
+    reader: AsyncEngine, engine: AsyncEngine, settings: Settings
+) -> None:
+    proxied = settings.model_copy(
+        update={"auth_failures_per_address": LIMIT, "trusted_proxies": "10.0.0.9"}
+    )
+    app = create_app(reader, proxied)
+    right = bearer(await make_key(engine, Role.auditor))
+    async with client_at(app, "10.0.0.9") as proxy:
+        attacker, user = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.2"}
+        for n in range(LIMIT):
+            wrong = bearer(f"tally_{n:012x}_" + "x" * 43)
+            assert (await proxy.get("/v1/verify", headers=wrong | attacker)).status_code == 401
+        assert (await proxy.get("/v1/verify", headers=right | attacker)).status_code == 429
+        assert (await proxy.get("/v1/verify", headers=right | user)).status_code == 200
