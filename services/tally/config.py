@@ -106,6 +106,34 @@ class Settings(BaseSettings):
         "ledger's URL with SET ROLE tally_reader at connect. Either way it can only SELECT.",
     )
 
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#]+/?$",
+        description="Where browsers reach `tally serve` (https://tally.example.com): the one "
+        "origin the pages' forms are accepted from, and Secure cookies when https. Unset: "
+        "the request's own scheme and Host.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Addresses of the reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (comma-separated, '*': any); empty: none.",
+    )
+    auth_failures_per_key: int = Field(
+        default=10,
+        ge=0,
+        description="Failed authentications of one key id (API or sign-in) in the window "
+        "before it is refused with 429 until the window has room; 0: no limit.",
+    )
+    auth_failures_per_address: int = Field(
+        default=30,
+        ge=0,
+        description="Failed authentications from one client address in the window before "
+        "it is refused with 429; 0: no limit.",
+    )
+    auth_failure_window_s: float = Field(
+        default=300, gt=0, description="The sliding window of the failed-authentication limits."
+    )
+
     seller_name: str = Field(
         default="Tally", description="The seller on invoice documents (the pages' invoices)."
     )

@@ -54,6 +54,8 @@ async def test_apikey_create_refuses_what_a_role_cannot_be(settings: Settings) -
     assert (await tally(settings, "migrate")).code == 0
     viewer = await tally(settings, "apikey", "create", "--role", "org_viewer")
     assert viewer.code == 2 and "--org" in viewer.said
+    unknown = await tally(settings, "apikey", "create", "--role", "org_viewer", "--org", "hooli")
+    assert unknown.code == 2 and "no organization 'hooli'" in unknown.said
     bad = await tally(settings, "apikey", "create", "--role", "finance", "--expires", "90")
     assert bad.code == 2 and "90d" in bad.said
     assert (await tally(settings, "apikey", "revoke", "000000000000")).code == 1

@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
 
-from support.browser import screenshot
+from support.browser import console_errors, screenshot
 from support.cli import tally
 from support.close_support import close, license_day, meter
 from support.ledger_support import ai, api
@@ -78,7 +78,8 @@ async def key(settings: Settings, *args: str) -> str:
 
 def sign_in(browser: webdriver.Chrome, base: str, secret: str) -> None:
     browser.get(f"{base}/ui/sign-in")
-    browser.delete_all_cookies()
+    browser.delete_all_cookies()  # signed out, then the form again: its own CSRF cookie
+    browser.get(f"{base}/ui/sign-in")
     browser.find_element(By.ID, "key").send_keys(secret)
     browser.find_element(By.CSS_SELECTOR, "button.primary").click()
 
@@ -114,6 +115,7 @@ async def test_pages_in_a_browser(
     browser.find_element(By.ID, "key").send_keys("tally_000000000000_" + "x" * 43)
     browser.find_element(By.CSS_SELECTOR, "button.primary").click()
     wait_for(browser, ".error", "unknown, expired or revoked")
+    screenshot(browser, "sign_in")
 
     sign_in(browser, base, finance)
     wait_for(browser, "h1", "Organizations")
@@ -192,6 +194,12 @@ async def test_pages_in_a_browser(
     browser.get(f"{base}/ui/dead-letters")
     wait_for(browser, "h1", "Dead letters")
     screenshot(browser, "dead_letters")
+    assert console_errors(browser) == []  # no CSP violation: htmx, charts and bars work under it
+
+    browser.find_element(By.CSS_SELECTOR, "form[action$='/sign-out'] button").click()
+    wait_for(browser, "h1", "Sign in")
+    browser.get(f"{base}/ui/")  # the session is over
+    wait_for(browser, "h1", "Sign in")
 
     sign_in(browser, base, viewer)  # an org_viewer of globex
     wait_for(browser, "h1", "globex")

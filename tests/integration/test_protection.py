@@ -115,6 +115,25 @@ async def test_the_reader_can_only_read(
             await conn.execute(statement)
 
 
+async def test_only_the_reader_may_open_and_revoke_page_sessions(
+    engine: AsyncEngine, owner: AsyncEngine
+) -> None:
+    """The API's one way to write: the session functions, which write nothing else."""
+    opening = "SELECT ui_session_open(repeat('a', 64), repeat('b', 64))"
+    async with raw_connection(engine) as conn:  # the writer: no EXECUTE, no INSERT
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetchval(opening)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                "INSERT INTO ui_session (id_hash, key_id, expires_at)"
+                " VALUES (repeat('a', 64), 'x', now())"
+            )
+    async with raw_connection(owner) as conn:
+        await conn.execute(f"SET ROLE {READER}")
+        assert await conn.fetchval(opening) is None  # no key has that secret
+        assert await conn.fetchval("SELECT ui_session_revoke(repeat('a', 64))") is False
+
+
 async def test_grants_follow_the_policy_on_every_table_even_one_added_later(
     engine: AsyncEngine, owner: AsyncEngine, settings: Settings
 ) -> None:

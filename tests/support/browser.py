@@ -46,6 +46,7 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         "--lang=en-US",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: CSP reports
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     options.add_experimental_option(
@@ -73,3 +74,13 @@ def screenshot(chrome: webdriver.Chrome, name: str) -> Path:
     chrome.save_screenshot(str(path))
     chrome.set_window_size(1320, 1000)
     return path
+
+
+def console_errors(chrome: webdriver.Chrome) -> list[str]:
+    """What the console said at SEVERE level since the last call (CSP violations, scripts'
+    errors), but for answers' statuses (a 401 on a wrong key, no favicon)."""
+    return [
+        entry["message"]
+        for entry in chrome.get_log("browser")
+        if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
+    ]

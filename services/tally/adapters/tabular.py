@@ -1,5 +1,6 @@
 """Rows streamed as CSV (with a header) or a JSON array, as they come: memory does not
-grow with the size of the answer. Shared by the CLI, the API and the benchmark."""
+grow with the size of the answer. Shared by the CLI, the API and the benchmark. CSV cells
+that a spreadsheet would run as formulas are made inert (``tally.domain.csv_cells``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from enum import StrEnum
 from typing import Protocol
+
+from tally.domain.csv_cells import safe_row
 
 
 class TextSink(Protocol):
@@ -30,7 +33,7 @@ async def text_stream(
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(fields)
         async for row in rows:
-            writer.writerow(row)
+            writer.writerow(safe_row(row))
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()

@@ -27,6 +27,8 @@ from functools import cached_property
 from operator import itemgetter
 from typing import Literal, NamedTuple
 
+from tally.domain.csv_cells import safe_row
+
 Bucket = Literal["200", "300", "400", "429", "500"]
 BUCKETS: tuple[Bucket, ...] = ("200", "300", "400", "429", "500")
 SUCCESSFUL: frozenset[Bucket] = frozenset({"200", "300"})
@@ -441,7 +443,8 @@ def section_columns(section: str) -> list[str]:
 
 
 def to_csv(result: Report, sections: list[str]) -> str:
-    """The sections as CSV (the csv module's quoting): one section's own columns, or, for
+    """The sections as CSV (the csv module's quoting, formula-like cells made inert: a
+    client id is the producer's text): one section's own columns, or, for
     several, a ``section`` column first and every section's columns after it (the CLI's
     ``--format csv`` and the API's export)."""
     several = len(sections) > 1
@@ -454,5 +457,5 @@ def to_csv(result: Report, sections: list[str]) -> str:
     writer.writerow(columns)
     for name in sections:
         blank = dict.fromkeys(columns, "") | ({"section": name} if several else {})
-        writer.writerows(cells(blank | row) for row in section_rows(result, name))
+        writer.writerows(safe_row(cells(blank | row)) for row in section_rows(result, name))
     return out.getvalue()

@@ -45,11 +45,13 @@ from tally import bootstrap
 from tally.adapters.postgres import databases, rollups, usage_reports
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.metering_store import load_rate_cards
+from tally.adapters.postgres.ui_sessions import open_session
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.domain.access import Role
 from tally.domain.ledger import AI_TOKEN, API_REQUEST, allowance, usage
 from tally.domain.period import period_bounds, period_of
+from tally.domain.sessions import new_session_id
 from tally.service_layer import organizations
 from tally.service_layer.api_keys import create_key
 from tally.service_layer.month_close import close_period
@@ -372,7 +374,7 @@ class PagesBench:
     async def measure(
         self, app_of: AppOf, cookie: str, fill_seconds: float, step: Step, samples: int
     ) -> PagesBenchResult:
-        """``app_of`` makes the HTTP app on an engine, ``cookie`` is the pages' key cookie
+        """``app_of`` makes the HTTP app on an engine, ``cookie`` is the pages' session cookie
         (the entrypoint gives both: tools sit below the entrypoints)."""
         engine = bootstrap.engine(self.database, owner=True)
         reader = bootstrap.reader_engine(self.database)  # as `tally serve` reads
@@ -402,11 +404,13 @@ class PagesBench:
                         " WHERE billable ORDER BY 1"
                     )
                 ]
+            session = new_session_id()  # signed in as the pages' sign-in form does it
+            await open_session(reader, session, key.secret)
             app = app_of(reader)
             figures = []
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://bench", cookies={cookie: key.secret}
+                transport=transport, base_url="http://bench", cookies={cookie: session}
             ) as client:
                 for name, path in self.paths(clients, urls):
                     step(f"{name}, {samples} times")

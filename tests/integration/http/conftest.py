@@ -82,8 +82,13 @@ async def reader(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def client(reader: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(reader))
+async def client(reader: AsyncEngine, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app without failed-authentication limits: these tests send many wrong keys on
+    purpose (test_throttling.py tests the limits)."""
+    unlimited = settings.model_copy(
+        update={"auth_failures_per_key": 0, "auth_failures_per_address": 0}
+    )
+    transport = httpx.ASGITransport(app=create_app(reader, unlimited))
     async with httpx.AsyncClient(transport=transport, base_url="http://tally") as client:
         yield client
 

@@ -10,7 +10,8 @@ from tally.domain.access import NewKey
 
 class ApiKeyStore(Protocol):
     async def add(self, key: NewKey, name: str, expires_at: datetime | None) -> datetime:
-        """Store the key (its secret's hash only); returns its creation time."""
+        """Store the key (its secret's hash only); returns its creation time. ``KeyRefused``
+        when its organization does not exist."""
         ...
 
     async def revoke(self, key_id: str) -> str | None:

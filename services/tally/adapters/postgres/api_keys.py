@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
-from tally.domain.access import NewKey, Scope, StoredKey
+from tally.domain.access import KeyRefused, NewKey, Scope, StoredKey
 
 
 class PostgresApiKeys:
@@ -18,18 +19,25 @@ class PostgresApiKeys:
         self.engine = engine
 
     async def add(self, key: NewKey, name: str, expires_at: datetime | None) -> datetime:
+        """Store the key; ``KeyRefused`` for an organization that does not exist (the
+        database checks it: ``api_key_org_exists``)."""
         async with raw_connection(self.engine) as conn:
-            created: datetime = await conn.fetchval(
-                """INSERT INTO api_key (id, name, role, scopes, org, secret_hash, expires_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at""",
-                key.id,
-                name,
-                key.role.value,
-                sorted(key.scopes),
-                key.org,
-                key.secret_hash,
-                expires_at,
-            )
+            try:
+                created: datetime = await conn.fetchval(
+                    """INSERT INTO api_key (id, name, role, scopes, org, secret_hash, expires_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at""",
+                    key.id,
+                    name,
+                    key.role.value,
+                    sorted(key.scopes),
+                    key.org,
+                    key.secret_hash,
+                    expires_at,
+                )
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise KeyRefused(
+                    f"no organization {key.org!r}: add it first (tally org add)"
+                ) from exc
         return created
 
     async def revoke(self, key_id: str) -> str | None:
@@ -62,12 +70,16 @@ async def list_keys(engine: AsyncEngine) -> list[dict[str, Any]]:
 async def find_key(engine: AsyncEngine, key_id: str) -> StoredKey | None:
     async with raw_connection(engine) as conn:
         row = await conn.fetchrow(
-            """SELECT id, secret_hash, scopes, org, expires_at, revoked_at
-                 FROM api_key WHERE id = $1""",
+            f"SELECT {KEY_COLUMNS} FROM api_key WHERE id = $1",
             key_id,
         )
-    if row is None:
-        return None
+    return None if row is None else stored_key(row)
+
+
+KEY_COLUMNS = "id, secret_hash, scopes, org, expires_at, revoked_at"  # what ``stored_key`` reads
+
+
+def stored_key(row: asyncpg.Record) -> StoredKey:
     return StoredKey(
         row["id"],
         row["secret_hash"],

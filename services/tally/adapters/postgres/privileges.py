@@ -8,6 +8,9 @@ Invariants (PostgreSQL enforces them, whatever the service's code does):
   from ``WRITER_DELETES`` (derived rows that compaction moves, never evidence);
 - ``tally_reader`` (reports, the read-only API) may only SELECT, and in the tables of
   ``READER_COLUMNS`` only those columns (a webhook's signing secret stays out of reach);
+  its one way to write is to EXECUTE the SECURITY DEFINER functions of
+  ``READER_FUNCTIONS``, which open and revoke the pages' sessions (migration 0015) and do
+  nothing else (no other role may call them);
 - the grants cover every table of the schema, recomputed from this policy on each run:
   a table a later migration adds gets SELECT and INSERT for the writer and SELECT for the
   reader with no edit here; add it to ``WRITER_UPDATES`` only when a row must change
@@ -57,8 +60,17 @@ READER_COLUMNS: Mapping[str, tuple[str, ...]] = {
 }
 # Tables the services read but never add to: migrate fills them.
 WRITER_READ_ONLY = frozenset(
-    {"alembic_version", "rate_card", "ledger_lane", "delivery_lane", "invoice_counter"}
+    {
+        "alembic_version",
+        "rate_card",
+        "ledger_lane",
+        "delivery_lane",
+        "invoice_counter",
+        "ui_session",  # only READER_FUNCTIONS write it
+    }
 )
+# The functions the reader may call: the pages' sessions, opened and revoked.
+READER_FUNCTIONS = ("ui_session_open(text, text)", "ui_session_revoke(text)")
 
 CREATE_ROLE = """DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
@@ -119,4 +131,6 @@ def _grants(schema: str, tables: set[str]) -> str:
             statements.append(
                 f"GRANT SELECT ({', '.join(columns)}) ON {schema}.{table} TO {READER}"
             )
+    for function in READER_FUNCTIONS:
+        statements.append(f"GRANT EXECUTE ON FUNCTION {schema}.{function} TO {READER}")
     return ";\n".join(statements)

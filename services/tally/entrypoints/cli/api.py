@@ -40,6 +40,7 @@ def serve(
         port=port or settings.api_port,
         workers=workers or settings.api_workers,
         access_log=False,  # tally.api logs every request with its key id
+        proxy_headers=False,  # the app believes only TALLY_TRUSTED_PROXIES
         log_config=_log_config(),  # applied in every worker process
         # a spawned worker imports the whole CLI before it answers the supervisor's ping:
         # on a busy host that takes more than uvicorn's 5 s, and it would be killed forever

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from tally.adapters.postgres.invoices import Invoice
+from tally.domain.csv_cells import safe_row
 from tally.domain.invoicing import FEATURES_USED
 from tally.domain.period import is_period
 from tally.entrypoints.plain import plain
@@ -153,9 +154,9 @@ def rows(invoice: Invoice) -> list[dict[str, str]]:
 
 def to_csv(invoice: Invoice) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=("kind", *COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows(invoice))
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("kind", *COLUMNS))
+    writer.writerows(safe_row(row.values()) for row in rows(invoice))
     return buffer.getvalue()
 
 

@@ -1,5 +1,6 @@
 """The HTTP API's app: every route behind ``auth.authorize``, JSON errors, one log line a
-request, and an engine acting as tally_reader (the database refuses any write)."""
+request, security headers on every answer, and an engine acting as tally_reader (the
+database refuses any write)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from tally import bootstrap
-from tally.config import get_settings
+from tally.config import Settings, get_settings
+from tally.domain.throttle import FailureLimiter
 from tally.entrypoints.http import errors
 from tally.entrypoints.http.auth import SECURITY_SCHEMES, authorize, declaration
+from tally.entrypoints.http.headers import SecurityHeaders
 from tally.entrypoints.http.routes import (
     accounts,
     dead_letters,
@@ -57,9 +61,10 @@ Every route but /v1/health and /openapi.json needs `Authorization: Bearer <API k
 `{"code", "message"}`."""
 
 
-def create_app(engine: AsyncEngine | None = None) -> FastAPI:
+def create_app(engine: AsyncEngine | None = None, settings: Settings | None = None) -> FastAPI:
     """The app on ``engine``; without one, an engine as tally_reader from the settings,
     made at start-up (``uvicorn --factory``, one per worker)."""
+    settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +72,6 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
             app.state.engine = engine
             yield
             return
-        settings = get_settings()
         app.state.engine = bootstrap.api_engine(settings, bootstrap.service_urls(settings))
         # What start-up loaded (modules, routes, schemas) leaves the collector's full passes:
         # they scanned it all, ~120 ms, in about 1 request in 20 of the API usage report.
@@ -94,13 +98,21 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
                 keyed = keyed or scope is not None
         app.include_router(router, responses=errors.KEYED_ERRORS if keyed else errors.PUBLIC_ERRORS)
     errors.install(app)
-    settings = get_settings()
     seller = Seller(
         settings.seller_name,
         [line.strip() for line in settings.seller_address.split("|") if line.strip()],
     )
-    app.mount("/ui", create_pages(lambda: app.state.engine, seller), name="ui")
+    app.state.limiter = FailureLimiter(
+        settings.auth_failures_per_key,
+        settings.auth_failures_per_address,
+        settings.auth_failure_window_s,
+    )
+    pages = create_pages(lambda: app.state.engine, seller, settings.public_url, app.state.limiter)
+    app.mount("/ui", pages, name="ui")
     app.middleware("http")(_log_request)
+    app.add_middleware(SecurityHeaders)
+    if proxies := [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     if engine is not None:
         app.state.engine = engine

@@ -3,7 +3,9 @@ organization) in its OpenAPI operation, and ``authorize`` enforces that same dec
 
 ``Authorization: Bearer tally_…``. 401: no key, not a Tally key, unknown, expired or
 revoked. 403: the key lacks the route's scope, or names another organization than its own
-(an org-bound key gets the same 403 whether that organization exists or not).
+(an org-bound key gets the same 403 whether that organization exists or not). 429 (with
+``Retry-After``): too many failed authentications of that key id or from that address
+(``throttling``), whatever the key sent now.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.api_keys import find_key
 from tally.domain.access import Scope, key_id_of
+from tally.entrypoints.http import throttling
 from tally.entrypoints.http.errors import ApiError
 
 SCOPE = "x-tally-scope"  # the scope a key needs, or PUBLIC
@@ -84,9 +87,16 @@ async def authorize(request: Request) -> Caller:
         return Caller(None, None)
     secret = _secret(request)
     key_id = key_id_of(secret)
+    if (wait := throttling.refused(request, key_id)) is not None:
+        raise ApiError(
+            429,
+            f"too many failed authentications: retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     engine: AsyncEngine = request.app.state.engine
     key = await find_key(engine, key_id) if key_id else None
     if key is None or not key.admits(secret, datetime.now(UTC)):
+        throttling.failed(request, key_id)
         raise ApiError(401, "unknown, expired or revoked API key")
     request.state.key_id = key.id
     if scope not in key.scopes:

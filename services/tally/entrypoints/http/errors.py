@@ -20,6 +20,7 @@ CODES = {
     405: "method_not_allowed",
     406: "not_acceptable",
     422: "invalid_request",
+    429: "too_many_requests",
     500: "internal_error",
 }
 
@@ -40,27 +41,36 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-# Every route can answer these; one that needs a key also 401 and 403.
+# Every route can answer these; one that needs a key also 401, 403 and 429.
 PUBLIC_ERRORS = documented(404, 422)
-KEYED_ERRORS = documented(401, 403, 404, 422)
+KEYED_ERRORS = documented(401, 403, 404, 422, 429)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code or CODES[status]
         self.message = message
+        self.headers = headers
 
 
-def answer(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message}, status_code=status)
+def answer(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return answer(exc.status, exc.code, exc.message)
+        return answer(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,8 +1,13 @@
 """The pages under ``/ui``: server-rendered HTML (Jinja2), htmx for filters, SVG charts.
 
-Signed in with an API key (kept in an HttpOnly, SameSite=Strict cookie); the key's scopes
-and organization apply exactly as on the HTTP API, and every page reads through the same
-tally_reader engine, so a page can never write. Mounted by the API's app at ``/ui``.
+Signed in with an API key: that opens a server-side session (migration 0015) whose random
+id is all the HttpOnly, SameSite=Strict cookie holds; sign-out and revoking the key end it.
+The key's scopes and organization apply exactly as on the HTTP API, and every page reads
+through the same tally_reader engine, so a page can never write (but for opening and
+revoking its session, through the two functions the database lets it call). The two
+forms that POST (sign-in, sign-out) are accepted only from the server's own origin and
+with the CSRF token of their cookie. Links and redirects are paths, never built from the
+Host header. Mounted by the API's app at ``/ui``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from datetime import UTC, date, datetime
 from decimal import InvalidOperation
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import asyncpg
+import jinja2
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -28,19 +34,22 @@ from tally.adapters.postgres import alerts as alert_store
 from tally.adapters.postgres import invoices as invoice_store
 from tally.adapters.postgres import ledger_queries, usage_reports
 from tally.adapters.postgres import organizations as organization_rows
-from tally.adapters.postgres.api_keys import find_key
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.metering_store import load_rate_cards
 from tally.adapters.postgres.reads import lineage as lineage_reads
+from tally.adapters.postgres.ui_sessions import open_session, revoke_session, session_key
 from tally.domain import api_usage
-from tally.domain.access import PRESETS, key_id_of
+from tally.domain.access import PRESETS, StoredKey, key_id_of
 from tally.domain.estimate import EstimateInput, EstimateReport, Seats, estimate, report
 from tally.domain.period import is_period, period_bounds, period_of
 from tally.domain.ratecard import RateCard
+from tally.domain.sessions import csrf_matches, csrf_token, new_session_id
+from tally.domain.throttle import FailureLimiter
+from tally.entrypoints.http import throttling
 from tally.entrypoints.pages import charts, formatting
 
-COOKIE = "tally_key"
-SESSION_SECONDS = 8 * 3600
+COOKIE = "tally_session"  # the session's id (the database keeps its SHA-256)
+FORM_COOKIE = "tally_form"  # before sign-in: the sign-in form's CSRF cookie
 LINEAGE_SHOWN = 200  # events listed on a line's page; the CLI and API page through all
 HERE = Path(__file__).parent
 
@@ -70,12 +79,8 @@ BUCKET_NAMES = {
 }
 
 
-async def viewer_for(engine: AsyncEngine, secret: str) -> Viewer | None:
-    """The key behind ``secret`` if it is live, as the API's auth checks it."""
-    key_id = key_id_of(secret)
-    key = await find_key(engine, key_id) if key_id else None
-    if key is None or not key.admits(secret, datetime.now(UTC)):
-        return None
+def viewer_of_key(key: StoredKey) -> Viewer:
+    """The signed-in key as the pages show it: its role is the preset it matches."""
     role = next(
         (
             name.value
@@ -115,12 +120,41 @@ class Seller:
     address: list[str]
 
 
-def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAPI:
-    """The pages app; ``engine_of`` gives the (tally_reader) engine at request time."""
+def own_origin(request: Request, public_url: str | None) -> str:
+    """The origin the pages are served from: the configured one, else the request's."""
+    return origin_of(public_url or str(request.url))
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def path_for(request: Request, name: str, **params: Any) -> str:
+    """A route's path (never a URL built from the Host header)."""
+    return request.url_for(name, **params).path
+
+
+def create_pages(
+    engine_of: Callable[[], AsyncEngine],
+    seller: Seller,
+    public_url: str | None,
+    limiter: FailureLimiter,
+) -> FastAPI:
+    """The pages app; ``engine_of`` gives the (tally_reader) engine at request time;
+    ``public_url`` is TALLY_PUBLIC_URL; ``limiter`` counts failed sign-ins with the API's
+    failed keys."""
     pages = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    pages.state.limiter = limiter
     pages.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
+
+    @jinja2.pass_context
+    def url_for(context: dict[str, Any], name: str, /, **params: Any) -> str:
+        return path_for(context["request"], name, **params)
+
     templates.env.globals.update(
+        url_for=url_for,
         money=formatting.money,
         price=formatting.price,
         qty=formatting.qty,
@@ -135,19 +169,49 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
     templates.env.filters["qty"] = formatting.qty
 
     async def viewer_of(request: Request) -> Viewer | None:
-        secret = request.cookies.get(COOKIE)
-        viewer = await viewer_for(engine_of(), secret) if secret else None
-        if viewer is not None:
-            request.state.key_id = viewer.key_id  # the request log names the key, not its secret
-        return viewer
+        session = request.cookies.get(COOKIE)
+        key = await session_key(engine_of(), session) if session else None
+        if key is None:
+            return None
+        request.state.key_id = key.id  # the request log names the key, never a secret
+        return viewer_of_key(key)
 
     def page(
-        request: Request, name: str, viewer: Viewer | None, status: int = 200, **context: Any
+        request: Request,
+        name: str,
+        viewer: Viewer | None,
+        status: int = 200,
+        form_cookie: str | None = None,
+        **context: Any,
     ) -> HTMLResponse:
+        """The template; its forms carry the CSRF token of the session's cookie (signed in)
+        or of the sign-in form's own."""
         context.setdefault("title", "Tally")
+        form_cookie = form_cookie or request.cookies.get(COOKIE if viewer else FORM_COOKIE)
         return templates.TemplateResponse(
-            request, name, {"viewer": viewer, **context}, status_code=status
+            request,
+            name,
+            {"viewer": viewer, "csrf": csrf_token(form_cookie) if form_cookie else "", **context},
+            status_code=status,
         )
+
+    def cookie(response: Response, request: Request, name: str, value: str, **kw: Any) -> None:
+        """HttpOnly, SameSite=Strict, for /ui only, Secure when served over HTTPS."""
+        secure = (public_url or str(request.url)).startswith("https://")
+        response.set_cookie(
+            name, value, httponly=True, samesite="strict", secure=secure,
+            path=path_for(request, "ui:home"), **kw,
+        )  # fmt: skip
+
+    def check_form(request: Request, form_cookie: str | None, token: str) -> None:
+        """A POST from this server's own pages: its Origin (or, without one, its Referer)
+        is ours, and it carries the CSRF token of its cookie."""
+        origin, referer = request.headers.get("origin"), request.headers.get("referer")
+        came_from = origin or (referer and origin_of(referer))
+        if came_from and came_from.lower() != own_origin(request, public_url):
+            raise Refusal(403, "Refused", "This form was not sent from Tally's own pages.")
+        if not csrf_matches(form_cookie, token):
+            raise Refusal(403, "Refused", "This form has expired: open the page again.")
 
     async def signed_in(
         request: Request, scope: str | None = None, org: str | None = None
@@ -168,7 +232,7 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
     @pages.exception_handler(Refusal)
     async def refused(request: Request, exc: Refusal) -> Response:
         if exc.status == 401:
-            return RedirectResponse(request.url_for("ui:sign_in"), status_code=303)
+            return RedirectResponse(path_for(request, "ui:sign_in"), status_code=303)
         return page(
             request,
             "message.html",
@@ -183,40 +247,56 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
         viewer = await signed_in(request)
         if viewer.org is not None:
             target = "dashboard" if viewer.can("usage:read") else "invoices"
-            return RedirectResponse(
-                request.url_for("ui:" + target, org=viewer.org), status_code=303
-            )
+            return RedirectResponse(path_for(request, "ui:" + target, org=viewer.org), 303)
         orgs = await organization_rows.list_all(engine_of())
         return page(request, "orgs.html", viewer, orgs=orgs, active="orgs", title="Organizations")
 
     @pages.get("/sign-in", name="sign_in")
     async def sign_in_form(request: Request) -> HTMLResponse:
-        return page(request, "signin.html", None, title="Sign in")
+        form_cookie = request.cookies.get(FORM_COOKIE)
+        if form_cookie:
+            return page(request, "signin.html", None, title="Sign in")
+        form_cookie = new_session_id()
+        response = page(request, "signin.html", None, form_cookie=form_cookie, title="Sign in")
+        cookie(response, request, FORM_COOKIE, form_cookie)
+        return response
 
     @pages.post("/sign-in")
-    async def sign_in(request: Request, key: str = Form(...)) -> Response:
-        viewer = await viewer_for(engine_of(), key.strip())
-        if viewer is None:
+    async def sign_in(request: Request, key: str = Form(...), csrf: str = Form("")) -> Response:
+        check_form(request, request.cookies.get(FORM_COOKIE), csrf)
+        secret = key.strip()
+        key_id = key_id_of(secret)
+        if (wait := throttling.refused(request, key_id)) is not None:
+            throttled = page(
+                request, "signin.html", None, 429, title="Sign in",
+                error=f"Too many failed sign-ins: try again in {wait} s.",
+            )  # fmt: skip
+            throttled.headers["Retry-After"] = str(wait)
+            return throttled
+        session = new_session_id()
+        until = await open_session(engine_of(), session, secret) if key_id else None
+        if until is None:
+            throttling.failed(request, key_id)
             return page(
                 request, "signin.html", None, 401, title="Sign in",
                 error="That key is unknown, expired or revoked.",
             )  # fmt: skip
-        response = RedirectResponse(request.url_for("ui:home"), status_code=303)
-        response.set_cookie(
-            COOKIE,
-            key.strip(),
-            max_age=SESSION_SECONDS,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-            path=str(request.url_for("ui:home").path),
-        )
+        request.state.key_id = key_id
+        if previous := request.cookies.get(COOKIE):  # signing in again ends the last session
+            await revoke_session(engine_of(), previous)
+        response = RedirectResponse(path_for(request, "ui:home"), status_code=303)
+        cookie(response, request, COOKIE, session, expires=until)
+        response.delete_cookie(FORM_COOKIE, path=path_for(request, "ui:home"))
         return response
 
     @pages.post("/sign-out", name="sign_out")
-    async def sign_out(request: Request) -> Response:
-        response = RedirectResponse(request.url_for("ui:sign_in"), status_code=303)
-        response.delete_cookie(COOKIE, path=str(request.url_for("ui:home").path))
+    async def sign_out(request: Request, csrf: str = Form("")) -> Response:
+        session = request.cookies.get(COOKIE)
+        check_form(request, session, csrf)
+        assert session is not None  # check_form refuses a form without its cookie
+        await revoke_session(engine_of(), session)
+        response = RedirectResponse(path_for(request, "ui:sign_in"), status_code=303)
+        response.delete_cookie(COOKIE, path=path_for(request, "ui:home"))
         return response
 
     # --- the estimator ------------------------------------------------------------------
@@ -444,9 +524,9 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
             range_query=custom, filter_query=("&" + filters) if filters else "",
             custom_from=days.first, custom_to=days.last, bucket_names=BUCKET_NAMES,
             top_urls_per_client=api_usage.TOP_URLS_PER_CLIENT,
-            csv_url=str(request.url_for("ui:api_usage_csv", org=org)) + "?" + csv_query,
+            csv_url=path_for(request, "ui:api_usage_csv", org=org) + "?" + csv_query,
             # once, not per row: the template links every client and URL (url_for ~0.4 ms)
-            report_url=str(request.url_for("ui:api_usage", org=org)),
+            report_url=path_for(request, "ui:api_usage", org=org),
             active="api_usage", title=f"API usage of {org}",
         )  # fmt: skip
 

@@ -84,7 +84,10 @@ async def gl_detail_csv(
 
     Byte for byte what ``write_stream`` writes of ``gl_detail``, as long as no value holds
     a bare carriage return (``COPY`` quotes it, Python's csv does not): ledger keys, codes
-    and kinds are built from names that never do. At most ``COPY_AHEAD`` chunks wait for
+    and kinds are built from names that never do. No cell needs ``csv_cells.safe_row``
+    either: none can start with a formula's character (ids, dates, unsigned amounts, kinds,
+    ``org/``/``platform/`` codes, organization names whose CHECK wants a letter or digit
+    first). At most ``COPY_AHEAD`` chunks wait for
     the reader: a slow one slows the copy instead of growing memory. At the end,
     ``copied`` hears how many lines were sent (the header not counted).
     """
