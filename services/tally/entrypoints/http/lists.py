@@ -32,6 +32,7 @@ from tally.domain.pagination import (
     page_of,
 )
 from tally.entrypoints.http.errors import ApiError, ErrorBody
+from tally.entrypoints.inputs import Text
 from tally.entrypoints.plain import plain
 
 
@@ -72,7 +73,9 @@ class Paging(Formatting):
         limit: Annotated[
             int, Query(ge=1, le=MAX_LIMIT, description="Rows per page (JSON only).")
         ] = DEFAULT_LIMIT,
-        cursor: Annotated[str | None, Query(description="The `next` of the previous page.")] = None,
+        cursor: Annotated[
+            Text | None, Query(description="The `next` of the previous page.")
+        ] = None,
         format: FormatQuery = None,
     ) -> None:
         super().__init__(request, format)

@@ -15,6 +15,7 @@ from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError
 from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer_read, invalid_cursor
 from tally.entrypoints.http.params import InstantQuery, PeriodQuery
+from tally.entrypoints.inputs import Text
 from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["ledger"])
@@ -24,10 +25,10 @@ router = APIRouter(tags=["ledger"])
 async def list_accounts(
     caller: CallerDep,
     paging: PagingDep,
-    org: Annotated[str | None, Query(description="Owner: an organization or `platform`.")] = None,
+    org: Annotated[Text | None, Query(description="Owner: an organization or `platform`.")] = None,
     period: PeriodQuery = None,
-    unit: Annotated[str | None, Query(description="api_request, ai_token or a currency.")] = None,
-    kind: Annotated[str | None, Query(description="allowance, usage, receivable, ...")] = None,
+    unit: Annotated[Text | None, Query(description="api_request, ai_token or a currency.")] = None,
+    kind: Annotated[Text | None, Query(description="allowance, usage, receivable, ...")] = None,
 ) -> Response:
     """Accounts in code order with their debits, credits and balance (debits positive)."""
     filters = accounts.AccountFilter(org=caller.narrow(org), period=period, unit=unit, kind=kind)
@@ -44,7 +45,7 @@ async def account_balance(
     caller: CallerDep,
     paging: PagingDep,
     code: Annotated[
-        str, Path(description="Account code, e.g. org/acme/2026-10/api_request/usage.")
+        Text, Path(description="Account code, e.g. org/acme/2026-10/api_request/usage.")
     ],
     as_of: InstantQuery = None,
 ) -> dict[str, Any]:

@@ -1,0 +1,86 @@
+"""Every input gets a documented answer: the values an attacker's probe of `tally serve`
+answered with a bare 500 now get the API's JSON 4xx, or the pages' error page."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from integration.http.conftest import OWN, bearer, make_key
+from tally import bootstrap
+from tally.domain.access import Role
+from tally.entrypoints.http.app import create_app
+from tally.service_layer import organizations
+
+
+@pytest.fixture
+async def auditor(engine: AsyncEngine, reader: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    """Signed in with an auditor key, on the API (header) and the pages (cookie), and an
+    organization to ask about."""
+    await organizations.add(bootstrap.database(engine), OWN, "USD")
+    secret = await make_key(engine, Role.auditor)
+    transport = httpx.ASGITransport(app=create_app(reader), raise_app_exceptions=False)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://tally",
+        headers=bearer(secret),
+        cookies={"tally_key": secret},
+    ) as client:
+        yield client
+
+
+async def refused(client: httpx.AsyncClient, url: str) -> str:
+    """The API's message for ``url``, which it refuses as an invalid request."""
+    answer = await client.get(url)
+    assert answer.status_code == 422, (url, answer.text)
+    assert answer.json()["code"] == "invalid_request"
+    message: str = answer.json()["message"]
+    return message
+
+
+async def test_a_nul_in_a_query_parameter_is_an_invalid_request(
+    auditor: httpx.AsyncClient,
+) -> None:
+    assert "NUL" in await refused(auditor, "/v1/invoices?org=%00")
+
+
+async def test_a_nul_in_a_page_path_is_an_error_page(auditor: httpx.AsyncClient) -> None:
+    answer = await auditor.get("/ui/orgs/%00")
+    assert answer.status_code == 422 and answer.headers["content-type"].startswith("text/html")
+    assert "Not a valid request" in answer.text and "NUL" in answer.text
+
+
+async def test_an_id_beyond_64_bits_is_an_invalid_request(auditor: httpx.AsyncClient) -> None:
+    assert "9223372036854775807" in await refused(auditor, "/v1/entries/9223372036854775808")
+
+
+async def test_an_instant_whose_utc_leaves_the_calendar_is_an_invalid_request(
+    auditor: httpx.AsyncClient,
+) -> None:
+    since = "9999-12-31T23:59:59-14:00"
+    assert "instant must be" in await refused(auditor, f"/v1/dead-letters?since={since}")
+
+
+@pytest.mark.parametrize("period", ["9999-12", "0000-01"])
+async def test_a_period_at_the_calendars_ends_is_an_invalid_request(
+    auditor: httpx.AsyncClient, period: str
+) -> None:
+    message = await refused(auditor, f"/v1/orgs/{OWN}/usage?period={period}")
+    assert "0001-01 to 9998-12" in message
+
+
+async def test_a_period_no_rate_card_covers_is_a_message(auditor: httpx.AsyncClient) -> None:
+    page = await auditor.get(f"/ui/orgs/{OWN}?period=0001-01")
+    assert page.status_code == 404 and "No rate card" in page.text
+    api = await auditor.get(f"/v1/orgs/{OWN}/usage?period=0001-01")
+    assert (api.status_code, api.json()["code"]) == (404, "not_found")
+    assert "no rate card" in api.json()["message"]
+
+
+async def test_a_huge_number_is_not_an_estimate(auditor: httpx.AsyncClient) -> None:
+    answer = await auditor.get("/v1/estimate?copilot_users=1e308")
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_request")
+    assert "copilot_users" in answer.json()["message"]
