@@ -3,7 +3,9 @@ answered with a bare 500 now get the API's JSON 4xx, or the pages' error page.""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -11,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.http.conftest import OWN, bearer, make_key
 from tally import bootstrap
+from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres import organizations as organization_rows
 from tally.domain.access import Role
 from tally.entrypoints.http.app import create_app
 from tally.service_layer import organizations
@@ -22,7 +26,7 @@ async def auditor(engine: AsyncEngine, reader: AsyncEngine) -> AsyncIterator[htt
     organization to ask about."""
     await organizations.add(bootstrap.database(engine), OWN, "USD")
     secret = await make_key(engine, Role.auditor)
-    transport = httpx.ASGITransport(app=create_app(reader), raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=create_app(reader))  # raises what the app lets out
     async with httpx.AsyncClient(
         transport=transport,
         base_url="http://tally",
@@ -84,3 +88,39 @@ async def test_a_huge_number_is_not_an_estimate(auditor: httpx.AsyncClient) -> N
     answer = await auditor.get("/v1/estimate?copilot_users=1e308")
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_request")
     assert "copilot_users" in answer.json()["message"]
+
+
+async def fail(*args: Any) -> None:
+    raise RuntimeError("the unexpected")
+
+
+async def test_an_unexpected_exception_is_json_with_the_request_id_it_is_logged_under(
+    auditor: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(ledger_queries, "event_story", fail)
+    with caplog.at_level(logging.INFO, "tally.api"):
+        answer = await auditor.get("/v1/events/test/e-1")
+    assert answer.status_code == 500
+    body = answer.json()
+    assert body["code"] == "internal" and body["request_id"] == answer.headers["X-Request-Id"]
+    assert "the unexpected" not in body["message"]  # the log has it, not the client
+    failure = next(r for r in caplog.records if r.exc_info)
+    assert body["request_id"] in failure.getMessage() and "the unexpected" in caplog.text
+    ok = await auditor.get("/v1/health")
+    assert ok.headers["X-Request-Id"] not in (None, body["request_id"])
+
+
+async def test_an_unexpected_exception_on_a_page_shows_the_request_id(
+    auditor: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(organization_rows, "list_all", fail)
+    with caplog.at_level(logging.INFO, "tally.api"):
+        page = await auditor.get("/ui/")
+    assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")
+    request_id = page.headers["X-Request-Id"]
+    assert "Something went wrong" in page.text and request_id in page.text
+    assert request_id in next(r for r in caplog.records if r.exc_info).getMessage()

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
 from tally.config import get_settings
+from tally.entrypoints.failures import LastResort
 from tally.entrypoints.http import errors
 from tally.entrypoints.http.auth import SECURITY_SCHEMES, authorize, declaration
 from tally.entrypoints.http.routes import (
@@ -54,7 +55,8 @@ Every route but /v1/health and /openapi.json needs `Authorization: Bearer <API k
 (`tally apikey create`). Each operation's `x-tally-scope` is the scope its key needs, and
 `x-tally-org` how it is bound to an organization. Lists are keyset-paginated (`next`);
 `?format=csv` or `Accept: text/csv` streams every matching row as CSV. Errors are JSON
-`{"code", "message"}`."""
+`{"code", "message"}`; an unexpected one is `internal` with a `request_id` (every answer's
+`X-Request-Id`)."""
 
 
 def create_app(engine: AsyncEngine | None = None) -> FastAPI:
@@ -101,6 +103,7 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
     )
     app.mount("/ui", create_pages(lambda: app.state.engine, seller), name="ui")
     app.middleware("http")(_log_request)
+    app.add_middleware(LastResort, answer=errors.internal)  # outermost: it sees every failure
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     if engine is not None:
         app.state.engine = engine
@@ -110,7 +113,8 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
 async def _log_request(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
-    """One line a request: method, path, status, key id (never the secret), duration."""
+    """One line a request: method, path, status, key id (never the secret), duration, and
+    the request id."""
     started = time.perf_counter()
     status = 500
     try:
@@ -120,12 +124,13 @@ async def _log_request(
     finally:
         key: Any = getattr(request.state, "key_id", None)
         log.info(
-            "%s %s %d key=%s %.1fms",
+            "%s %s %d key=%s %.1fms request=%s",
             request.method,
             request.url.path,
             status,
             key or "-",
             (time.perf_counter() - started) * 1000,
+            request.state.request_id,
         )
 
 

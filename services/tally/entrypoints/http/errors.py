@@ -1,5 +1,6 @@
 """Every error answers JSON ``{"code": ..., "message": ...}`` with a stable code, FastAPI's
-own 404s, 405s and 422s included."""
+own 404s, 405s and 422s included, and an unexpected exception ``internal`` with its
+``request_id`` (``tally.entrypoints.failures``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ CODES = {
     405: "method_not_allowed",
     406: "not_acceptable",
     422: "invalid_request",
-    500: "internal_error",
+    500: "internal",
 }
 
 
@@ -29,6 +30,7 @@ class ErrorBody(BaseModel):
 
     code: str  # stable: one of CODES' values, or a route's own (not_sealed, invalid_cursor)
     message: str
+    request_id: str | None = None  # on a 500: what the server's log names the failure by
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -41,8 +43,8 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # Every route can answer these; one that needs a key also 401 and 403.
-PUBLIC_ERRORS = documented(404, 422)
-KEYED_ERRORS = documented(401, 403, 404, 422)
+PUBLIC_ERRORS = documented(404, 422, 500)
+KEYED_ERRORS = documented(401, 403, 404, 422, 500)
 
 
 class ApiError(Exception):
@@ -55,6 +57,17 @@ class ApiError(Exception):
 
 def answer(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+def internal(request: Request, request_id: str) -> JSONResponse:
+    """The answer to an unexpected exception (``failures.LastResort``), logged under
+    ``request_id``."""
+    body = ErrorBody(
+        code=CODES[500],
+        message=f"unexpected error: the server's log names it request {request_id}",
+        request_id=request_id,
+    )
+    return JSONResponse(body.model_dump(), status_code=500)
 
 
 def install(app: FastAPI) -> None:

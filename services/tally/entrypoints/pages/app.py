@@ -38,6 +38,7 @@ from tally.domain.access import PRESETS, key_id_of
 from tally.domain.estimate import EstimateInput, EstimateReport, Seats, estimate, report
 from tally.domain.period import is_period, period_bounds, period_of
 from tally.domain.ratecard import RateCard
+from tally.entrypoints.failures import LastResort
 from tally.entrypoints.inputs import Period, Text
 from tally.entrypoints.pages import charts, formatting
 
@@ -179,6 +180,15 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
             title=exc.title,
             message=exc.message,
         )
+
+    def failed(request: Request, request_id: str) -> Response:
+        return page(
+            request, "message.html", None, 500, title="Something went wrong",
+            message=f"This page failed unexpectedly: the server's log names it request "
+            f"{request_id}.",
+        )  # fmt: skip
+
+    pages.add_middleware(LastResort, answer=failed)
 
     @pages.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
