@@ -3,6 +3,8 @@ answered with a bare 500 now get the API's JSON 4xx, or the pages' error page.""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +17,7 @@ from integration.http.conftest import OWN, bearer, make_key
 from tally import bootstrap
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres import organizations as organization_rows
+from tally.adapters.postgres.connection import raw_connection
 from tally.domain.access import Role
 from tally.entrypoints.http.app import create_app
 from tally.service_layer import organizations
@@ -88,6 +91,49 @@ async def test_a_huge_number_is_not_an_estimate(auditor: httpx.AsyncClient) -> N
     answer = await auditor.get("/v1/estimate?copilot_users=1e308")
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_request")
     assert "copilot_users" in answer.json()["message"]
+
+
+def unsigned(key: list[Any]) -> str:
+    """A cursor as this API made them before they were signed: base64url of the key."""
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+async def test_a_cursor_beyond_64_bits_is_an_invalid_cursor(auditor: httpx.AsyncClient) -> None:
+    answer = await auditor.get(f"/v1/invoices?cursor={unsigned([9223372036854775808])}")
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_cursor")
+
+
+@pytest.mark.parametrize("part", ["\u0000", "\ud800"])
+async def test_a_cursor_with_a_nul_or_a_lone_surrogate_is_an_invalid_cursor(
+    auditor: httpx.AsyncClient, part: str
+) -> None:
+    answer = await auditor.get(f"/v1/accounts?cursor={unsigned([part])}")
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_cursor")
+
+
+async def test_only_the_cursors_this_server_signed_continue_a_list(
+    auditor: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    async with raw_connection(engine) as conn:  # as tally_writer, like the consumer
+        for n in range(3):
+            await conn.execute(
+                """INSERT INTO dead_letter (stream, stream_id, raw, reason, code, received_at)
+                   VALUES ('s', $1, 'x', 'r', 'invalid_json', now())""",
+                f"{n}-0",
+            )
+    first = (await auditor.get("/v1/dead-letters?limit=1")).json()
+    signed = first["next"]
+    second = await auditor.get("/v1/dead-letters", params={"limit": 1, "cursor": signed})
+    assert second.json()["items"][0]["id"] == first["items"][0]["id"] + 1
+    payload, mac = signed.split(".")
+    for cursor in (
+        f"{unsigned([0])}.{mac}",  # edited: another key under the signature
+        signed[:-1],  # truncated
+        payload,  # unsigned
+        f"{payload}.{mac[::-1]}",  # forged signature
+    ):
+        answer = await auditor.get("/v1/dead-letters", params={"cursor": cursor})
+        assert (answer.status_code, answer.json()["code"]) == (400, "invalid_cursor"), cursor
 
 
 async def fail(*args: Any) -> None:

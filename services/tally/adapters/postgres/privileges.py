@@ -57,7 +57,14 @@ READER_COLUMNS: Mapping[str, tuple[str, ...]] = {
 }
 # Tables the services read but never add to: migrate fills them.
 WRITER_READ_ONLY = frozenset(
-    {"alembic_version", "rate_card", "ledger_lane", "delivery_lane", "invoice_counter"}
+    {
+        "alembic_version",
+        "rate_card",
+        "ledger_lane",
+        "delivery_lane",
+        "invoice_counter",
+        "cursor_key",  # the API's cursors' signing key
+    }
 )
 
 CREATE_ROLE = """DO $$ BEGIN

@@ -35,7 +35,7 @@ async def list_accounts(
     return await answer_read(
         paging,
         accounts.AccountRow,
-        lambda conn, after, limit: accounts.accounts(conn, filters, after, limit),
+        lambda conn, cursors, after, limit: accounts.accounts(conn, filters, cursors, after, limit),
         lambda conn: accounts.iter_accounts(conn, filters),
     )
 
@@ -55,7 +55,9 @@ async def account_balance(
         raise ApiError(406, "a balance answers JSON only; its movements page by `cursor`")
     try:
         async with raw_connection(paging.engine) as conn:
-            found = await balances.balance(conn, code, as_of, paging.cursor, paging.limit)
+            found = await balances.balance(
+                conn, code, paging.cursors, as_of, paging.cursor, paging.limit
+            )
     except BadCursor as exc:
         raise invalid_cursor(exc) from exc
     if found is None:

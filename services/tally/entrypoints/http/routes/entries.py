@@ -44,7 +44,7 @@ async def list_entries(
     return await answer_read(
         paging,
         entries.EntrySummary,
-        lambda conn, after, limit: entries.entries(conn, filters, after, limit),
+        lambda conn, cursors, after, limit: entries.entries(conn, filters, cursors, after, limit),
         lambda conn: entries.iter_entries(conn, filters),
     )
 

@@ -12,7 +12,7 @@ from tally.adapters.postgres import invoices
 from tally.adapters.postgres.reads import lineage
 from tally.adapters.postgres.reads.lineage import LineageRow
 from tally.domain.access import Scope
-from tally.domain.pagination import Page
+from tally.domain.pagination import Cursors, Page
 from tally.entrypoints.http.auth import Caller, CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError
 from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer, answer_read
@@ -65,9 +65,11 @@ async def invoice_lineage(
     carries, a row per (entry, event), in entry order (`tally invoice lineage`)."""
     serial, _ = await _visible(caller, request, number)
 
-    async def page(conn: asyncpg.Connection, after: str | None, limit: int) -> Page[LineageRow]:
+    async def page(
+        conn: asyncpg.Connection, cursors: Cursors, after: str | None, limit: int
+    ) -> Page[LineageRow]:
         # the invoice exists (invoices are never deleted): a page, never None
-        return await lineage.lineage(conn, serial, after, limit) or Page([], None)
+        return await lineage.lineage(conn, serial, cursors, after, limit) or Page([], None)
 
     return await answer_read(
         paging, LineageRow, page, lambda conn: lineage.iter_lineage(conn, serial)
