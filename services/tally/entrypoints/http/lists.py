@@ -104,9 +104,12 @@ def json_or_csv(description: str | None = None) -> dict[int | str, dict[str, Any
     return {200: csv if description is None else {"description": description, **csv}}
 
 
-LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **json_or_csv('`{"items": [...], "next": cursor or null}`, or CSV'),
+CURSOR_ERROR: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "`invalid_cursor`: not a `next` of this list"},
+}
+LIST_RESPONSES = {
+    **json_or_csv('`{"items": [...], "next": cursor or null}`, or CSV'),
+    **CURSOR_ERROR,
 }
 
 

@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tally.adapters.postgres import alerts as alert_store
 from tally.adapters.postgres import invoices as invoice_store
@@ -196,6 +197,14 @@ def create_pages(engine_of: Callable[[], AsyncEngine], seller: Seller) -> FastAP
         return page(
             request, "message.html", await viewer_of(request), 422,
             title="Not a valid request", message=problems,
+        )  # fmt: skip
+
+    @pages.exception_handler(StarletteHTTPException)
+    async def no_page(request: Request, exc: StarletteHTTPException) -> Response:
+        return page(
+            request, "message.html", await viewer_of(request), exc.status_code,
+            title="No such page" if exc.status_code == 404 else "Not here",
+            message=f"{request.method} {request.url.path}: {exc.detail}.",
         )  # fmt: skip
 
     @pages.get("/", name="home")

@@ -12,8 +12,14 @@ from tally.adapters.postgres.reads import accounts, balances
 from tally.domain.access import Scope
 from tally.domain.pagination import BadCursor
 from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
-from tally.entrypoints.http.errors import ApiError
-from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer_read, invalid_cursor
+from tally.entrypoints.http.errors import ApiError, documented
+from tally.entrypoints.http.lists import (
+    CURSOR_ERROR,
+    LIST_RESPONSES,
+    PagingDep,
+    answer_read,
+    invalid_cursor,
+)
 from tally.entrypoints.http.params import InstantQuery, PeriodQuery
 from tally.entrypoints.inputs import Text
 from tally.entrypoints.plain import plain
@@ -40,7 +46,11 @@ async def list_accounts(
     )
 
 
-@router.get("/v1/accounts/{code:path}/balance", **scoped(Scope.ledger_read))
+@router.get(
+    "/v1/accounts/{code:path}/balance",
+    **scoped(Scope.ledger_read),
+    responses={**CURSOR_ERROR, **documented(406)},
+)
 async def account_balance(
     caller: CallerDep,
     paging: PagingDep,

@@ -18,7 +18,7 @@ from tally.domain.access import Scope
 from tally.domain.estimate import EstimateInput, Seats, estimate, report
 from tally.domain.period import period_of
 from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
-from tally.entrypoints.http.errors import ApiError
+from tally.entrypoints.http.errors import ApiError, documented
 from tally.entrypoints.http.lists import json_or_csv
 from tally.entrypoints.http.params import PeriodQuery
 from tally.entrypoints.inputs import Day, Text
@@ -26,7 +26,7 @@ from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["usage"])
 OrgPath = Annotated[Text, Path(description="Organization.")]
-CSV = json_or_csv()
+BAD_REQUEST = documented(400)  # what the route itself refuses: invalid_request, with why
 
 
 async def _known(conn: Any, org: str) -> None:
@@ -37,7 +37,7 @@ async def _known(conn: Any, org: str) -> None:
 @router.get(
     "/v1/orgs/{org}/reports/api-usage",
     **scoped(Scope.usage_read, OrgBinding.path),
-    responses=CSV,
+    responses={**json_or_csv(), **BAD_REQUEST},
     response_model=None,
 )
 async def api_usage_report(
@@ -106,7 +106,7 @@ async def allocation_tracking(
     return document
 
 
-@router.get("/v1/estimate", **scoped(Scope.usage_read))
+@router.get("/v1/estimate", **scoped(Scope.usage_read), responses=BAD_REQUEST)
 async def cost_estimate(
     caller: CallerDep,
     request: Request,
