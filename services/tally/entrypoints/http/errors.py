@@ -37,7 +37,12 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The error answers of a route, for the OpenAPI document (FastAPI's default 422 shape
     is not what this API answers)."""
     return {
-        status: {"model": ErrorBody, "description": f"`{CODES[status]}` (or a route's own code)"}
+        status: {
+            "model": ErrorBody,
+            "description": "`internal`: unexpected, logged under its `request_id`"
+            if status == 500
+            else f"`{CODES[status]}` (or a route's own code)",
+        }
         for status in statuses
     }
 
