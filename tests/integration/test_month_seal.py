@@ -16,6 +16,7 @@ from support.close_support import close, document, license_day, meter
 from support.ledger_support import ai, api
 from tally.adapters.postgres import seals
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
+from tally.adapters.postgres.reads import cursors
 from tally.adapters.postgres.verification import verify
 from tally.domain import merkle
 from tally.domain.ledger import Entry, chain_hash, events_digest
@@ -204,9 +205,10 @@ async def test_late_usage_gets_a_later_seal_and_the_first_stays_valid(
     assert first_again == first
     assert second.sequence == 2
     async with raw_connection(engine) as conn:  # the API's pages: one seal each
-        page = await seals.seals_page(conn, SEP, None, 1)
+        signed = await cursors(conn)
+        page = await seals.seals_page(conn, SEP, signed, None, 1)
         assert page.items == [first] and page.next is not None
-        last = await seals.seals_page(conn, SEP, page.next, 1)
+        last = await seals.seals_page(conn, SEP, signed, page.next, 1)
         assert last.items == [second] and last.next is None
         every = [seal async for seal in seals.every_seal(conn, None)]
         assert [(s.period, s.sequence) for s in every] == [(SEP, 1), (SEP, 2), (OCT, 1)]

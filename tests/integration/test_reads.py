@@ -21,7 +21,7 @@ from support.close_support import close, license_day, meter
 from support.ledger_support import ai, api
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
-from tally.adapters.postgres.reads import accounts, balances, entries, gl_export, lineage
+from tally.adapters.postgres.reads import accounts, balances, cursors, entries, gl_export, lineage
 from tally.adapters.postgres.reads.trial_balance import trial_balance
 from tally.adapters.postgres.verification import verify
 from tally.adapters.tabular import StreamFormat, write_stream
@@ -69,7 +69,9 @@ async def test_a_balance_as_of_any_instant_is_the_sum_of_the_lines_posted_until_
                 (Decimal(c) / 100 for s, c in postings if START + timedelta(seconds=s) <= instant),
                 Decimal(0),
             )
-            found = await balances.balance(conn, account.code, instant, limit=1000)
+            found = await balances.balance(
+                conn, account.code, await cursors(conn), instant, limit=1000
+            )
             assert found is not None
             assert found.balance == expected
             assert found.debits - found.credits == expected
@@ -79,7 +81,12 @@ async def test_a_balance_as_of_any_instant_is_the_sum_of_the_lines_posted_until_
 
 async def test_an_unknown_account_has_no_balance(engine: AsyncEngine) -> None:
     async with raw_connection(engine) as conn:
-        assert await balances.balance(conn, "org/nobody/2026-10/api_request/usage") is None
+        assert (
+            await balances.balance(
+                conn, "org/nobody/2026-10/api_request/usage", await cursors(conn)
+            )
+            is None
+        )
 
 
 async def october(service: MeteringService, engine: AsyncEngine) -> None:
@@ -136,7 +143,10 @@ async def test_entries_pages_return_every_entry_once_while_entries_are_posted(
     await post("before-", 40)
     filters = entries.EntryFilter(account=debit.code)
     async with raw_connection(engine) as conn:
-        existing = {row.id for row in (await entries.entries(conn, filters, limit=1000)).items}
+        existing = {
+            row.id
+            for row in (await entries.entries(conn, filters, await cursors(conn), limit=1000)).items
+        }
     assert len(existing) == 40
 
     async def page_through() -> list[int]:
@@ -144,7 +154,7 @@ async def test_entries_pages_return_every_entry_once_while_entries_are_posted(
         after = None
         async with raw_connection(engine) as conn:
             while True:
-                page = await entries.entries(conn, filters, after, limit=3)
+                page = await entries.entries(conn, filters, await cursors(conn), after, limit=3)
                 seen.extend(row.id for row in page.items)
                 if page.next is None:
                     return seen
@@ -168,7 +178,7 @@ async def test_lineage_reaches_every_event_each_invoice_bills(
             org = await conn.fetchval("SELECT org FROM invoice WHERE number = $1", number)
             rows, after = [], None
             while True:
-                page = await lineage.lineage(conn, number, after, limit=2)
+                page = await lineage.lineage(conn, number, await cursors(conn), after, limit=2)
                 assert page is not None
                 rows.extend(page.items)
                 if page.next is None:
@@ -196,7 +206,7 @@ async def test_lineage_reaches_every_event_each_invoice_bills(
                         row.event_id,
                     )
                     assert row.sha256 == raw
-        assert await lineage.lineage(conn, 999) is None
+        assert await lineage.lineage(conn, 999, await cursors(conn)) is None
 
 
 async def test_one_entry_shows_its_lines_events_and_chain_position(

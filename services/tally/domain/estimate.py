@@ -25,7 +25,11 @@ from tally.domain.ledger import AI_TOKEN, API_REQUEST
 from tally.domain.projection import Health, health, percent_of
 from tally.domain.ratecard import LicenseModel, LicenseName, RateCard
 
-Count = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+# A billion of anything a month is beyond any contact centre; the products of such figures
+# (users x tokens x days x growth x price) stay within Decimal's 28 digits when rounded to
+# the currency's minor unit, where 1e308 would not.
+MAX_FIGURE = Decimal(10**9)
+Count = Annotated[Decimal, Field(ge=0, le=MAX_FIGURE, allow_inf_nan=False)]
 COPILOT_TOKENS_PER_USER = Decimal(50)  # seed 003: "Budget 50 tokens per user as safe estimate"
 
 

@@ -6,6 +6,8 @@ import re
 from datetime import UTC, datetime, timedelta
 
 PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+# Python's calendar ends with 9999, and a period ends where the next month starts.
+FIRST_PERIOD, LAST_PERIOD = "0001-01", "9998-12"
 
 
 def period_of(utc_time: datetime) -> str:
@@ -15,7 +17,7 @@ def period_of(utc_time: datetime) -> str:
 
 def is_period(value: str) -> bool:
     """``YYYY-MM`` with a month 01-12 and a year whose month and the next are representable."""
-    return bool(PERIOD.match(value)) and "0001" <= value[:4] <= "9998"
+    return bool(PERIOD.match(value)) and FIRST_PERIOD <= value <= LAST_PERIOD
 
 
 def parse_period(period: str) -> tuple[int, int]:

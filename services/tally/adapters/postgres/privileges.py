@@ -67,6 +67,7 @@ WRITER_READ_ONLY = frozenset(
         "delivery_lane",
         "invoice_counter",
         "ui_session",  # only READER_FUNCTIONS write it
+        "cursor_key",  # the API's cursors' signing key
     }
 )
 # The functions the reader may call: the pages' sessions, opened and revoked.
@@ -103,10 +104,17 @@ async def apply(conn: asyncpg.Connection, passwords: Mapping[str, str | None]) -
                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"""
             )
         }
-        await conn.execute(_grants(schema, tables))
+        functions = {
+            function
+            for function in READER_FUNCTIONS
+            if await conn.fetchval("SELECT to_regprocedure($1)", f"{schema}.{function}")
+        }
+        await conn.execute(_grants(schema, tables, functions))
 
 
-def _grants(schema: str, tables: set[str]) -> str:
+def _grants(schema: str, tables: set[str], functions: set[str]) -> str:
+    """The policy for the ``tables`` and ``READER_FUNCTIONS`` this schema has (an older
+    revision's schema lacks the later ones)."""
     both = f"{WRITER}, {READER}"
     statements = [
         f"GRANT USAGE ON SCHEMA {schema} TO {both}",
@@ -131,6 +139,6 @@ def _grants(schema: str, tables: set[str]) -> str:
             statements.append(
                 f"GRANT SELECT ({', '.join(columns)}) ON {schema}.{table} TO {READER}"
             )
-    for function in READER_FUNCTIONS:
+    for function in sorted(functions):
         statements.append(f"GRANT EXECUTE ON FUNCTION {schema}.{function} TO {READER}")
     return ";\n".join(statements)

@@ -23,9 +23,9 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.reads import cursor_after, fetch_limit
+from tally.adapters.postgres.reads import fetch_limit
 from tally.domain import merkle
-from tally.domain.pagination import Key, Page, page_of
+from tally.domain.pagination import Cursors, Key, Page
 
 Heads = Mapping[int, int]  # lane -> seq
 SEAL_KEY = (str, int)  # a seal's place in the list: period, sequence
@@ -198,11 +198,11 @@ async def stored(
 
 
 async def seals_page(
-    conn: asyncpg.Connection, period: str | None, after: str | None, limit: int
+    conn: asyncpg.Connection, period: str | None, cursors: Cursors, after: str | None, limit: int
 ) -> Page[SealRecord]:
     """A page of seals (one period's, or all) by period and sequence (the API's list)."""
-    found = await stored(conn, period, None, cursor_after(after, SEAL_KEY), fetch_limit(limit))
-    return page_of(found, limit)
+    found = await stored(conn, period, None, cursors.after(after, SEAL_KEY), fetch_limit(limit))
+    return cursors.page(found, limit)
 
 
 async def every_seal(conn: asyncpg.Connection, period: str | None) -> AsyncIterator[SealRecord]:

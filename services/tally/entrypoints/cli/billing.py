@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally import bootstrap
 from tally.adapters.postgres import invoices
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.reads import lineage
+from tally.adapters.postgres.reads import cursors, lineage
 from tally.config import get_settings
 from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor, Page
 from tally.domain.period import previous_period
@@ -155,7 +155,7 @@ def invoice_lineage(
 
     async def work(engine: AsyncEngine) -> Page[lineage.LineageRow] | None:
         async with raw_connection(engine) as conn:
-            return await lineage.lineage(conn, number, after, limit)
+            return await lineage.lineage(conn, number, await cursors(conn), after, limit)
 
     try:
         page = with_engine(work)

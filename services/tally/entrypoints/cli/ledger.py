@@ -16,7 +16,7 @@ from tally.adapters.postgres import ledger_queries, seals
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import accounts as account_reads
 from tally.adapters.postgres.reads import balances as balance_reads
-from tally.adapters.postgres.reads import entries, gl_export, trial_balance
+from tally.adapters.postgres.reads import cursors, entries, gl_export, trial_balance
 from tally.adapters.postgres.reads.gl_export import Shape, Standard
 from tally.adapters.postgres.verification import verify
 from tally.adapters.tabular import StreamFormat
@@ -113,7 +113,8 @@ def balance_command(
 
     async def work(engine: AsyncEngine) -> balance_reads.Balance | None:
         async with raw_connection(engine) as conn:
-            return await balance_reads.balance(conn, account, instant, after, limit)
+            signed = await cursors(conn)
+            return await balance_reads.balance(conn, account, signed, instant, after, limit)
 
     try:
         found = with_engine(work)
@@ -181,7 +182,7 @@ def entries_command(
 
     async def work(engine: AsyncEngine) -> Any:
         async with raw_connection(engine) as conn:
-            return await entries.entries(conn, filters, after, limit)
+            return await entries.entries(conn, filters, await cursors(conn), after, limit)
 
     try:
         page = with_engine(work)

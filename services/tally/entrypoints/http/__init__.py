@@ -22,7 +22,10 @@ For a list, write a ``Listing`` (adapters/postgres/listing.py: SQL ordered by a 
 ``answer`` gives JSON pages and streamed CSV; for a read-side query (adapters/postgres/reads/:
 a page function and its streaming twin) ``answer_read`` does the same (routes/accounts.py).
 An export or a CSV-capable report takes ``FormattingDep`` and answers ``stream_rows``.
-Raise ``ApiError(404, ...)`` for a missing row; return plain dicts passed through ``plain``
+A parameter takes a checked type of ``tally.entrypoints.inputs`` (``Text``, ``Id``,
+``Period``, ``Instant``, ``Day``), never a bare ``str`` or ``int``: the hostile-input property
+test sends every parameter NUL, huge numbers and the calendar's ends. Raise
+``ApiError(404, ...)`` for a missing row; return plain dicts passed through ``plain``
 (decimals as strings). Then run
 ``tally schemas export`` to refresh ``schemas/openapi.json``.
 """

@@ -19,6 +19,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from tally import bootstrap
 from tally.config import Settings, get_settings
 from tally.domain.throttle import FailureLimiter
+from tally.entrypoints.failures import LastResort
 from tally.entrypoints.http import errors
 from tally.entrypoints.http.auth import SECURITY_SCHEMES, authorize, declaration
 from tally.entrypoints.http.headers import SecurityHeaders
@@ -58,7 +59,8 @@ Every route but /v1/health and /openapi.json needs `Authorization: Bearer <API k
 (`tally apikey create`). Each operation's `x-tally-scope` is the scope its key needs, and
 `x-tally-org` how it is bound to an organization. Lists are keyset-paginated (`next`);
 `?format=csv` or `Accept: text/csv` streams every matching row as CSV. Errors are JSON
-`{"code", "message"}`."""
+`{"code", "message"}`; an unexpected one is `internal` with a `request_id` (every answer's
+`X-Request-Id`)."""
 
 
 def create_app(engine: AsyncEngine | None = None, settings: Settings | None = None) -> FastAPI:
@@ -110,7 +112,8 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
     pages = create_pages(lambda: app.state.engine, seller, settings.public_url, app.state.limiter)
     app.mount("/ui", pages, name="ui")
     app.middleware("http")(_log_request)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(LastResort, answer=errors.internal)  # it sees every failure
+    app.add_middleware(SecurityHeaders)  # outside it: the last resort's answers get them too
     if proxies := [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
@@ -122,7 +125,8 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
 async def _log_request(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
-    """One line a request: method, path, status, key id (never the secret), duration."""
+    """One line a request: method, path, status, key id (never the secret), duration, and
+    the request id."""
     started = time.perf_counter()
     status = 500
     try:
@@ -132,12 +136,13 @@ async def _log_request(
     finally:
         key: Any = getattr(request.state, "key_id", None)
         log.info(
-            "%s %s %d key=%s %.1fms",
+            "%s %s %d key=%s %.1fms request=%s",
             request.method,
             request.url.path,
             status,
             key or "-",
             (time.perf_counter() - started) * 1000,
+            request.state.request_id,
         )
 
 

@@ -1,5 +1,6 @@
 """Every error answers JSON ``{"code": ..., "message": ...}`` with a stable code, FastAPI's
-own 404s, 405s and 422s included."""
+own 404s, 405s and 422s included, and an unexpected exception ``internal`` with its
+``request_id`` (``tally.entrypoints.failures``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ CODES = {
     406: "not_acceptable",
     422: "invalid_request",
     429: "too_many_requests",
-    500: "internal_error",
+    500: "internal",
 }
 
 
@@ -30,20 +31,26 @@ class ErrorBody(BaseModel):
 
     code: str  # stable: one of CODES' values, or a route's own (not_sealed, invalid_cursor)
     message: str
+    request_id: str | None = None  # on a 500: what the server's log names the failure by
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The error answers of a route, for the OpenAPI document (FastAPI's default 422 shape
     is not what this API answers)."""
     return {
-        status: {"model": ErrorBody, "description": f"`{CODES[status]}` (or a route's own code)"}
+        status: {
+            "model": ErrorBody,
+            "description": "`internal`: unexpected, logged under its `request_id`"
+            if status == 500
+            else f"`{CODES[status]}` (or a route's own code)",
+        }
         for status in statuses
     }
 
 
 # Every route can answer these; one that needs a key also 401, 403 and 429.
-PUBLIC_ERRORS = documented(404, 422)
-KEYED_ERRORS = documented(401, 403, 404, 422, 429)
+PUBLIC_ERRORS = documented(404, 422, 500)
+KEYED_ERRORS = documented(401, 403, 404, 422, 429, 500)
 
 
 class ApiError(Exception):
@@ -65,6 +72,17 @@ def answer(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def internal(request: Request, request_id: str) -> JSONResponse:
+    """The answer to an unexpected exception (``failures.LastResort``), logged under
+    ``request_id``."""
+    body = ErrorBody(
+        code=CODES[500],
+        message=f"unexpected error: the server's log names it request {request_id}",
+        request_id=request_id,
+    )
+    return JSONResponse(body.model_dump(), status_code=500)
 
 
 def install(app: FastAPI) -> None:

@@ -20,18 +20,13 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres import listing as listings
+from tally.adapters.postgres import reads
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.listing import Listing
 from tally.adapters.tabular import StreamFormat, text_stream
-from tally.domain.pagination import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    BadCursor,
-    Page,
-    decode_cursor,
-    page_of,
-)
+from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor, Cursors, Page
 from tally.entrypoints.http.errors import ApiError, ErrorBody
+from tally.entrypoints.inputs import Text
 from tally.entrypoints.plain import plain
 
 
@@ -63,19 +58,34 @@ class Formatting:
         return StreamFormat.csv if self.csv else StreamFormat.json
 
 
+async def server_cursors(request: Request) -> Cursors:
+    """The server's cursors: their key is read once, by the first request that needs it (a
+    key replaced in the database takes a restart)."""
+    state = request.app.state
+    if getattr(state, "cursors", None) is None:
+        async with raw_connection(state.engine) as conn:
+            state.cursors = await reads.cursors(conn)
+    cursors: Cursors = state.cursors
+    return cursors
+
+
 class Paging(Formatting):
-    """``?limit=``, ``?cursor=`` and ``?format=`` of every list."""
+    """``?limit=``, ``?cursor=`` and ``?format=`` of every list, and the server's cursors."""
 
     def __init__(
         self,
         request: Request,
+        cursors: Annotated[Cursors, Depends(server_cursors)],
         limit: Annotated[
             int, Query(ge=1, le=MAX_LIMIT, description="Rows per page (JSON only).")
         ] = DEFAULT_LIMIT,
-        cursor: Annotated[str | None, Query(description="The `next` of the previous page.")] = None,
+        cursor: Annotated[
+            Text | None, Query(description="The `next` of the previous page.")
+        ] = None,
         format: FormatQuery = None,
     ) -> None:
         super().__init__(request, format)
+        self.cursors = cursors
         self.limit = limit
         self.cursor = cursor
 
@@ -94,9 +104,12 @@ def json_or_csv(description: str | None = None) -> dict[int | str, dict[str, Any
     return {200: csv if description is None else {"description": description, **csv}}
 
 
-LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **json_or_csv('`{"items": [...], "next": cursor or null}`, or CSV'),
+CURSOR_ERROR: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "`invalid_cursor`: not a `next` of this list"},
+}
+LIST_RESPONSES = {
+    **json_or_csv('`{"items": [...], "next": cursor or null}`, or CSV'),
+    **CURSOR_ERROR,
 }
 
 
@@ -109,11 +122,11 @@ async def answer(paging: Paging, listing: Listing) -> Response:
         every = (cells(row.values()) async for row in listings.stream(paging.engine, listing))
         return stream_rows(StreamFormat.csv, None, every)
     try:
-        after = None if paging.cursor is None else decode_cursor(paging.cursor, listing.shape)
+        after = paging.cursors.after(paging.cursor, listing.shape)
     except BadCursor as exc:
         raise invalid_cursor(exc) from exc
     rows = await listings.fetch(paging.engine, listing, after, paging.limit + 1)
-    page = page_of(rows, paging.limit)
+    page = paging.cursors.page(rows, paging.limit)
     return JSONResponse({"items": [plain(row.values) for row in page.items], "next": page.next})
 
 
@@ -123,16 +136,17 @@ M = TypeVar("M", bound=BaseModel)
 async def answer_read(
     paging: Paging,
     model: type[M],
-    page: Callable[[asyncpg.Connection, str | None, int], Awaitable[Page[M]]],
+    page: Callable[[asyncpg.Connection, Cursors, str | None, int], Awaitable[Page[M]]],
     every: Callable[[asyncpg.Connection], AsyncIterator[M]],
 ) -> Response:
-    """A read-side list: ``page(conn, cursor, limit)`` as JSON, or ``every(conn)`` as CSV."""
+    """A read-side list: ``page(conn, cursors, cursor, limit)`` as JSON, or ``every(conn)``
+    as CSV."""
     if paging.csv:
         rows = (cells(row) async for row in on_connection(paging.engine, every))
         return stream_rows(StreamFormat.csv, list(model.model_fields), rows)
     try:
         async with raw_connection(paging.engine) as conn:
-            found = await page(conn, paging.cursor, paging.limit)
+            found = await page(conn, paging.cursors, paging.cursor, paging.limit)
     except BadCursor as exc:
         raise invalid_cursor(exc) from exc
     return JSONResponse(

@@ -1,23 +1,19 @@
-"""Query parameters several routes share, checked the same way everywhere."""
+"""Query parameters several routes share, checked the same way everywhere
+(``tally.entrypoints.inputs``)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import AwareDatetime
 
-from tally.domain.period import PERIOD
+from tally.entrypoints.inputs import Instant, Period, Text
 
-OrgQuery = Annotated[str | None, Query(description="Organization.")]
-PeriodQuery = Annotated[
-    str | None, Query(pattern=PERIOD.pattern, description="Billing period YYYY-MM.")
-]
-RequiredPeriod = Annotated[
-    str, Query(pattern=PERIOD.pattern, description="Billing period YYYY-MM.")
-]
+OrgQuery = Annotated[Text | None, Query(description="Organization.")]
+PeriodQuery = Annotated[Period | None, Query(description="Billing period YYYY-MM.")]
+RequiredPeriod = Annotated[Period, Query(description="Billing period YYYY-MM.")]
 SinceQuery = Annotated[
-    AwareDatetime | None,
+    Instant | None,
     Query(description="RFC 3339 instant with an offset, e.g. 2026-11-01T00:00:00Z."),
 ]
 InstantQuery = SinceQuery

@@ -24,11 +24,13 @@ from urllib.parse import urlencode, urlsplit
 import asyncpg
 import jinja2
 from fastapi import FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tally.adapters.postgres import alerts as alert_store
 from tally.adapters.postgres import invoices as invoice_store
@@ -38,14 +40,16 @@ from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.metering_store import load_rate_cards
 from tally.adapters.postgres.reads import lineage as lineage_reads
 from tally.adapters.postgres.ui_sessions import open_session, revoke_session, session_key
-from tally.domain import api_usage
+from tally.domain import api_usage, bounds
 from tally.domain.access import PRESETS, StoredKey, key_id_of
 from tally.domain.estimate import EstimateInput, EstimateReport, Seats, estimate, report
 from tally.domain.period import is_period, period_bounds, period_of
 from tally.domain.ratecard import RateCard
 from tally.domain.sessions import csrf_matches, csrf_token, new_session_id
 from tally.domain.throttle import FailureLimiter
+from tally.entrypoints.failures import LastResort
 from tally.entrypoints.http import throttling
+from tally.entrypoints.inputs import Period, Text
 from tally.entrypoints.pages import charts, formatting
 
 COOKIE = "tally_session"  # the session's id (the database keeps its SHA-256)
@@ -242,6 +246,31 @@ def create_pages(
             message=exc.message,
         )
 
+    def failed(request: Request, request_id: str) -> Response:
+        return page(
+            request, "message.html", None, 500, title="Something went wrong",
+            message=f"This page failed unexpectedly: the server's log names it request "
+            f"{request_id}.",
+        )  # fmt: skip
+
+    pages.add_middleware(LastResort, answer=failed)
+
+    @pages.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(f"{error['loc'][-1]}: {error['msg']}" for error in exc.errors())
+        return page(
+            request, "message.html", await viewer_of(request), 422,
+            title="Not a valid request", message=problems,
+        )  # fmt: skip
+
+    @pages.exception_handler(StarletteHTTPException)
+    async def no_page(request: Request, exc: StarletteHTTPException) -> Response:
+        return page(
+            request, "message.html", await viewer_of(request), exc.status_code,
+            title="No such page" if exc.status_code == 404 else "Not here",
+            message=f"{request.method} {request.url.path}: {exc.detail}.",
+        )  # fmt: skip
+
     @pages.get("/", name="home")
     async def home(request: Request) -> Response:
         viewer = await signed_in(request)
@@ -378,7 +407,7 @@ def create_pages(
     # --- invoices -------------------------------------------------------------------------
 
     @pages.get("/orgs/{org}/invoices", name="invoices")
-    async def invoices_page(request: Request, org: str) -> HTMLResponse:
+    async def invoices_page(request: Request, org: Text) -> HTMLResponse:
         viewer = await signed_in(request, "invoices:read", org)
         rows = await invoice_store.list_invoices(engine_of(), None, org)
         return page(
@@ -392,7 +421,7 @@ def create_pages(
         )
 
     @pages.get("/orgs/{org}/invoices/{period}", name="invoice")
-    async def invoice_page(request: Request, org: str, period: str) -> HTMLResponse:
+    async def invoice_page(request: Request, org: Text, period: str) -> HTMLResponse:
         viewer = await signed_in(request, "invoices:read", org)
         found = (
             await invoice_store.invoice(engine_of(), org, period, billed=False)
@@ -408,7 +437,7 @@ def create_pages(
 
     @pages.get("/orgs/{org}/invoices/{period}/lines/{meter}", name="invoice_line")
     async def invoice_line_page(
-        request: Request, org: str, period: str, meter: str
+        request: Request, org: Text, period: str, meter: Text
     ) -> HTMLResponse:
         """An invoice line's lineage: the entries it bills and the events they carry."""
         viewer = await signed_in(request, "invoices:read", org)
@@ -451,16 +480,17 @@ def create_pages(
     # --- the dashboard and the API usage report -------------------------------------------
 
     @pages.get("/orgs/{org}", name="dashboard")
-    async def dashboard(request: Request, org: str, period: str | None = None) -> HTMLResponse:
+    async def dashboard(request: Request, org: Text, period: Period | None = None) -> HTMLResponse:
         viewer = await signed_in(request, "usage:read", org)
         now = datetime.now(UTC)
         chosen = period or period_of(now)
-        if not is_period(chosen):
-            raise Refusal(400, "Not a period", f"{chosen!r} is not a period YYYY-MM.")
         async with read_snapshot(engine_of()) as conn:
             if not await organization_exists(conn, org):
                 raise Refusal(404, "No such organization", f"There is no organization {org!r}.")
-            tracking = await usage_reports.allocation_tracking(conn, org, chosen, now)
+            try:
+                tracking = await usage_reports.allocation_tracking(conn, org, chosen, now)
+            except LookupError as exc:  # a period no rate card covers
+                raise Refusal(404, "No rate card", f"{exc}.") from exc
         alerts = await alert_store.list_alerts(engine_of(), org, chosen)
         ai, api = tracking.ai_tokens, tracking.api_requests
         start, end = period_bounds(chosen)
@@ -487,12 +517,13 @@ def create_pages(
         query = request.query_params
         try:
             preset = api_usage.Preset(query.get("preset", api_usage.Preset.previous_30_days))
-            first = date.fromisoformat(query["from"]) if query.get("from") else None
-            last = date.fromisoformat(query["to"]) if query.get("to") else None
+            first = bounds.day(date.fromisoformat(query["from"])) if query.get("from") else None
+            last = bounds.day(date.fromisoformat(query["to"])) if query.get("to") else None
             days = api_usage.day_range(preset, datetime.now(UTC).date(), first, last)
+            client = bounds.text(query["client"]) if query.get("client") else None
+            url = bounds.text(query["url"]) if query.get("url") else None
         except ValueError as exc:
-            raise Refusal(400, "Not a date range", str(exc)) from exc
-        client, url = query.get("client") or None, query.get("url") or None
+            raise Refusal(400, "Not a date range or filter", str(exc)) from exc
         if client and url:
             raise Refusal(
                 400, "One filter at a time", "Filter by one OAuth client or one URL, not both."
@@ -508,7 +539,7 @@ def create_pages(
             return await usage_reports.api_usage_report(conn, org, days, client, url)
 
     @pages.get("/orgs/{org}/api-usage", name="api_usage")
-    async def api_usage_page(request: Request, org: str) -> HTMLResponse:
+    async def api_usage_page(request: Request, org: Text) -> HTMLResponse:
         viewer = await signed_in(request, "usage:read", org)
         preset, days, client, url = report_query(request)
         result = await api_report(org, days, client, url)
@@ -531,7 +562,7 @@ def create_pages(
         )  # fmt: skip
 
     @pages.get("/orgs/{org}/api-usage.csv", name="api_usage_csv")
-    async def api_usage_csv(request: Request, org: str, section: str = "all") -> Response:
+    async def api_usage_csv(request: Request, org: Text, section: str = "all") -> Response:
         await signed_in(request, "usage:read", org)
         _, days, client, url = report_query(request)
         result = await api_report(org, days, client, url)

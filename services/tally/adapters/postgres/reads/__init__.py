@@ -4,14 +4,14 @@ Sign convention, as in ``tally.domain.ledger``: a positive line amount is a **de
 negative one a **credit**. ``debits`` and ``credits`` columns are positive totals, and a
 balance is ``debits - credits`` (positive: a debit balance, negative: a credit balance).
 Decimals serialize as strings in JSON (pydantic's JSON mode). Lists are keyset pages
-(``tally.domain.pagination``): a function takes the opaque cursor ``after`` and a limit
-and returns a ``Page``; its ``iter_`` twin streams every row (a server-side cursor, flat
-memory) for CSV.
+(``tally.domain.pagination``): a function takes the server's ``Cursors``, the opaque
+cursor ``after`` and a limit and returns a ``Page``; its ``iter_`` twin streams every row
+(a server-side cursor, flat memory) for CSV.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Annotated, Any
@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import asyncpg
 from pydantic import PlainSerializer
 
-from tally.domain.pagination import MAX_LIMIT, Key, decode_cursor
+from tally.domain.pagination import MAX_LIMIT, Cursors
 
 STREAM_PREFETCH = 5000
 
@@ -29,9 +29,9 @@ Amount = Annotated[
 ]
 
 
-def cursor_after(after: str | None, shape: Sequence[type]) -> Key | None:
-    """The key a cursor continues after (``BadCursor`` when it is not one of this list)."""
-    return None if after is None else decode_cursor(after, shape)
+async def cursors(conn: asyncpg.Connection) -> Cursors:
+    """The server's cursors, signed with the key ``tally migrate`` made (``cursor_key``)."""
+    return Cursors(await conn.fetchval("SELECT secret FROM cursor_key"))
 
 
 def fetch_limit(limit: int) -> int:

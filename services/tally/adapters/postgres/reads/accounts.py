@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit, stream
-from tally.domain.pagination import DEFAULT_LIMIT, Key, Page, page_of
+from tally.adapters.postgres.reads import Amount, fetch_limit, stream
+from tally.domain.pagination import DEFAULT_LIMIT, Cursors, Key, Page
 
 
 class AccountFilter(BaseModel):
@@ -54,14 +54,15 @@ def _args(filters: AccountFilter) -> tuple[str | None, ...]:
 async def accounts(
     conn: asyncpg.Connection,
     filters: AccountFilter,
+    cursors: Cursors,
     after: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Page[AccountRow]:
-    key = cursor_after(after, (str,))
+    key = cursors.after(after, (str,))
     rows = await conn.fetch(
         QUERY + " LIMIT $6", *_args(filters), key[0] if key else None, fetch_limit(limit)
     )
-    return page_of([AccountRow(**dict(row)) for row in rows], limit)
+    return cursors.page([AccountRow(**dict(row)) for row in rows], limit)
 
 
 async def iter_accounts(

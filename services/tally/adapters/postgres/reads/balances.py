@@ -15,8 +15,8 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit, snapshot
-from tally.domain.pagination import DEFAULT_LIMIT, Key, Page, page_of
+from tally.adapters.postgres.reads import Amount, fetch_limit, snapshot
+from tally.domain.pagination import DEFAULT_LIMIT, Cursors, Key, Page
 
 
 class Movement(BaseModel):
@@ -80,13 +80,14 @@ async def balance_totals(
 async def balance(
     conn: asyncpg.Connection,
     account: str,
+    cursors: Cursors,
     as_of: datetime | None = None,
     after: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Balance | None:
     """The account's balance as of ``as_of`` (default: now) with a page of its movements."""
     instant = as_of or datetime.now(UTC)
-    key = cursor_after(after, (int, int))
+    key = cursors.after(after, (int, int))
     async with snapshot(conn):
         totals = await balance_totals(conn, account, instant)
         if totals is None:
@@ -102,5 +103,5 @@ async def balance(
         debits=debits,
         credits=credits,
         balance=debits - credits,
-        movements=page_of([Movement(**dict(row)) for row in rows], limit),
+        movements=cursors.page([Movement(**dict(row)) for row in rows], limit),
     )

@@ -10,8 +10,8 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit, snapshot, stream
-from tally.domain.pagination import DEFAULT_LIMIT, Key, Page, page_of
+from tally.adapters.postgres.reads import Amount, fetch_limit, snapshot, stream
+from tally.domain.pagination import DEFAULT_LIMIT, Cursors, Key, Page
 
 
 class EntryFilter(BaseModel):
@@ -96,15 +96,16 @@ def _args(filters: EntryFilter) -> tuple[object, ...]:
 async def entries(
     conn: asyncpg.Connection,
     filters: EntryFilter,
+    cursors: Cursors,
     after: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Page[EntrySummary]:
     """Oldest first. A page never repeats or skips an entry, whatever is posted meanwhile."""
-    key = cursor_after(after, (int,))
+    key = cursors.after(after, (int,))
     rows = await conn.fetch(
         QUERY + " LIMIT $8", *_args(filters), key[0] if key else None, fetch_limit(limit)
     )
-    return page_of([EntrySummary(**dict(row)) for row in rows], limit)
+    return cursors.page([EntrySummary(**dict(row)) for row in rows], limit)
 
 
 async def iter_entries(

@@ -10,8 +10,8 @@ import asyncpg
 from pydantic import BaseModel
 
 from tally.adapters.postgres.invoices import invoice_number
-from tally.adapters.postgres.reads import Amount, cursor_after, fetch_limit, stream
-from tally.domain.pagination import DEFAULT_LIMIT, Key, Page, page_of
+from tally.adapters.postgres.reads import Amount, fetch_limit, stream
+from tally.domain.pagination import DEFAULT_LIMIT, Cursors, Key, Page
 
 
 class LineageRow(BaseModel):
@@ -61,16 +61,20 @@ async def invoice_exists(conn: asyncpg.Connection, number: int) -> bool:
 
 
 async def lineage(
-    conn: asyncpg.Connection, number: int, after: str | None = None, limit: int = DEFAULT_LIMIT
+    conn: asyncpg.Connection,
+    number: int,
+    cursors: Cursors,
+    after: str | None = None,
+    limit: int = DEFAULT_LIMIT,
 ) -> Page[LineageRow] | None:
     """A page of the invoice's lineage; None: no such invoice."""
     if not await invoice_exists(conn, number):
         return None
-    key = cursor_after(after, (int, str, str))
+    key = cursors.after(after, (int, str, str))
     rows = await conn.fetch(
         QUERY + " LIMIT $5", number, *(key or (None, None, None)), fetch_limit(limit)
     )
-    return page_of([_row(row) for row in rows], limit)
+    return cursors.page([_row(row) for row in rows], limit)
 
 
 async def iter_lineage(conn: asyncpg.Connection, number: int) -> AsyncIterator[LineageRow]:

@@ -12,9 +12,16 @@ from tally.adapters.postgres.reads import accounts, balances
 from tally.domain.access import Scope
 from tally.domain.pagination import BadCursor
 from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
-from tally.entrypoints.http.errors import ApiError
-from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer_read, invalid_cursor
+from tally.entrypoints.http.errors import ApiError, documented
+from tally.entrypoints.http.lists import (
+    CURSOR_ERROR,
+    LIST_RESPONSES,
+    PagingDep,
+    answer_read,
+    invalid_cursor,
+)
 from tally.entrypoints.http.params import InstantQuery, PeriodQuery
+from tally.entrypoints.inputs import Text
 from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["ledger"])
@@ -24,27 +31,31 @@ router = APIRouter(tags=["ledger"])
 async def list_accounts(
     caller: CallerDep,
     paging: PagingDep,
-    org: Annotated[str | None, Query(description="Owner: an organization or `platform`.")] = None,
+    org: Annotated[Text | None, Query(description="Owner: an organization or `platform`.")] = None,
     period: PeriodQuery = None,
-    unit: Annotated[str | None, Query(description="api_request, ai_token or a currency.")] = None,
-    kind: Annotated[str | None, Query(description="allowance, usage, receivable, ...")] = None,
+    unit: Annotated[Text | None, Query(description="api_request, ai_token or a currency.")] = None,
+    kind: Annotated[Text | None, Query(description="allowance, usage, receivable, ...")] = None,
 ) -> Response:
     """Accounts in code order with their debits, credits and balance (debits positive)."""
     filters = accounts.AccountFilter(org=caller.narrow(org), period=period, unit=unit, kind=kind)
     return await answer_read(
         paging,
         accounts.AccountRow,
-        lambda conn, after, limit: accounts.accounts(conn, filters, after, limit),
+        lambda conn, cursors, after, limit: accounts.accounts(conn, filters, cursors, after, limit),
         lambda conn: accounts.iter_accounts(conn, filters),
     )
 
 
-@router.get("/v1/accounts/{code:path}/balance", **scoped(Scope.ledger_read))
+@router.get(
+    "/v1/accounts/{code:path}/balance",
+    **scoped(Scope.ledger_read),
+    responses={**CURSOR_ERROR, **documented(406)},
+)
 async def account_balance(
     caller: CallerDep,
     paging: PagingDep,
     code: Annotated[
-        str, Path(description="Account code, e.g. org/acme/2026-10/api_request/usage.")
+        Text, Path(description="Account code, e.g. org/acme/2026-10/api_request/usage.")
     ],
     as_of: InstantQuery = None,
 ) -> dict[str, Any]:
@@ -54,7 +65,9 @@ async def account_balance(
         raise ApiError(406, "a balance answers JSON only; its movements page by `cursor`")
     try:
         async with raw_connection(paging.engine) as conn:
-            found = await balances.balance(conn, code, as_of, paging.cursor, paging.limit)
+            found = await balances.balance(
+                conn, code, paging.cursors, as_of, paging.cursor, paging.limit
+            )
     except BadCursor as exc:
         raise invalid_cursor(exc) from exc
     if found is None:

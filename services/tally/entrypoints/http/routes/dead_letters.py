@@ -12,6 +12,7 @@ from tally.entrypoints.http.auth import CallerDep, scoped
 from tally.entrypoints.http.errors import ApiError
 from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer
 from tally.entrypoints.http.params import SinceQuery
+from tally.entrypoints.inputs import Id, Text
 from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["dead letters"])
@@ -21,8 +22,8 @@ router = APIRouter(tags=["dead letters"])
 async def list_dead_letters(
     caller: CallerDep,
     paging: PagingDep,
-    code: Annotated[str | None, Query(description="e.g. invalid_json.")] = None,
-    source: Annotated[str | None, Query(description="The events' source.")] = None,
+    code: Annotated[Text | None, Query(description="e.g. invalid_json.")] = None,
+    source: Annotated[Text | None, Query(description="The events' source.")] = None,
     since: SinceQuery = None,
 ) -> Response:
     """Dead letters in id order, open and replayed."""
@@ -30,7 +31,7 @@ async def list_dead_letters(
 
 
 @router.get("/v1/dead-letters/{letter_id}", **scoped(Scope.dlq_read))
-async def show_dead_letter(caller: CallerDep, request: Request, letter_id: int) -> dict[str, Any]:
+async def show_dead_letter(caller: CallerDep, request: Request, letter_id: Id) -> dict[str, Any]:
     """One dead letter with its raw bytes: `raw_base64`, and `raw_text` when UTF-8."""
     letter = await ledger_queries.dead_letter(request.app.state.engine, letter_id)
     if letter is None:

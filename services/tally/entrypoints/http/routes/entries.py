@@ -15,6 +15,7 @@ from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError
 from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer_read
 from tally.entrypoints.http.params import InstantQuery, OrgQuery, PeriodQuery
+from tally.entrypoints.inputs import Id, Text
 from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["ledger"])
@@ -26,8 +27,8 @@ async def list_entries(
     paging: PagingDep,
     org: OrgQuery = None,
     period: PeriodQuery = None,
-    kind: Annotated[str | None, Query(description="usage, grant, expiry, overage, ...")] = None,
-    account: Annotated[str | None, Query(description="Only entries with a line on it.")] = None,
+    kind: Annotated[Text | None, Query(description="usage, grant, expiry, overage, ...")] = None,
+    account: Annotated[Text | None, Query(description="Only entries with a line on it.")] = None,
     posted_from: InstantQuery = None,
     posted_to: Annotated[InstantQuery, Query(description="Posted before (RFC 3339).")] = None,
 ) -> Response:
@@ -43,7 +44,7 @@ async def list_entries(
     return await answer_read(
         paging,
         entries.EntrySummary,
-        lambda conn, after, limit: entries.entries(conn, filters, after, limit),
+        lambda conn, cursors, after, limit: entries.entries(conn, filters, cursors, after, limit),
         lambda conn: entries.iter_entries(conn, filters),
     )
 
@@ -52,7 +53,7 @@ async def list_entries(
 async def show_entry(
     caller: CallerDep,
     request: Request,
-    entry_id: int,
+    entry_id: Id,
     raw: Annotated[bool, Query(description="Include each event's raw bytes.")] = False,
 ) -> dict[str, Any]:
     """One entry: its lines, the events it carries (SHA-256 of their raw bytes; the raw
@@ -66,7 +67,7 @@ async def show_entry(
 
 
 @router.get("/v1/entries/{entry_id}/proof", **scoped(Scope.ledger_read))
-async def prove_entry(caller: CallerDep, request: Request, entry_id: int) -> dict[str, Any]:
+async def prove_entry(caller: CallerDep, request: Request, entry_id: Id) -> dict[str, Any]:
     """The entry's Merkle inclusion proof in the seal that covers it (check it with the
     README's script); 404 `not_sealed` while no seal covers it yet."""
     try:

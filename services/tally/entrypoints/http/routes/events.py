@@ -10,6 +10,7 @@ from tally.adapters.postgres import ledger_queries
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, scoped
 from tally.entrypoints.http.errors import ApiError
+from tally.entrypoints.inputs import Text
 from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["events"])
@@ -17,7 +18,7 @@ router = APIRouter(tags=["events"])
 
 @router.get("/v1/events/{source}/{event_id}", **scoped(Scope.ledger_read))
 async def show_event(
-    caller: CallerDep, request: Request, source: str, event_id: str
+    caller: CallerDep, request: Request, source: Text, event_id: Text
 ) -> dict[str, Any]:
     """What `tally events show SOURCE ID --format json` prints."""
     story = await ledger_queries.event_story(request.app.state.engine, source, event_id)

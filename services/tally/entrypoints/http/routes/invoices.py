@@ -12,11 +12,12 @@ from tally.adapters.postgres import invoices
 from tally.adapters.postgres.reads import lineage
 from tally.adapters.postgres.reads.lineage import LineageRow
 from tally.domain.access import Scope
-from tally.domain.pagination import Page
+from tally.domain.pagination import Cursors, Page
 from tally.entrypoints.http.auth import Caller, CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError
 from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer, answer_read
 from tally.entrypoints.http.params import OrgQuery, PeriodQuery
+from tally.entrypoints.inputs import Text
 from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["invoices"])
@@ -31,7 +32,7 @@ async def list_invoices(
     paging: PagingDep,
     org: OrgQuery = None,
     period: PeriodQuery = None,
-    status: Annotated[str | None, Query(description="e.g. finalized.")] = None,
+    status: Annotated[Text | None, Query(description="e.g. finalized.")] = None,
 ) -> Response:
     """Invoices in number order."""
     return await answer(paging, invoices.invoice_listing(caller.narrow(org), period, status))
@@ -41,7 +42,7 @@ async def list_invoices(
 async def show_invoice(
     caller: CallerDep,
     request: Request,
-    number: Annotated[str, Path(description="e.g. INV-000042.")],
+    number: Annotated[Text, Path(description="e.g. INV-000042.")],
 ) -> dict[str, Any]:
     """One invoice: the fixed JSON of `tally invoice show --format json`."""
     _, invoice = await _visible(caller, request, number)
@@ -58,15 +59,17 @@ async def invoice_lineage(
     caller: CallerDep,
     request: Request,
     paging: PagingDep,
-    number: Annotated[str, Path(description="e.g. INV-000042.")],
+    number: Annotated[Text, Path(description="e.g. INV-000042.")],
 ) -> Response:
     """Each line (or prior-period adjustment) -> the entries it bills -> the events each
     carries, a row per (entry, event), in entry order (`tally invoice lineage`)."""
     serial, _ = await _visible(caller, request, number)
 
-    async def page(conn: asyncpg.Connection, after: str | None, limit: int) -> Page[LineageRow]:
+    async def page(
+        conn: asyncpg.Connection, cursors: Cursors, after: str | None, limit: int
+    ) -> Page[LineageRow]:
         # the invoice exists (invoices are never deleted): a page, never None
-        return await lineage.lineage(conn, serial, after, limit) or Page([], None)
+        return await lineage.lineage(conn, serial, cursors, after, limit) or Page([], None)
 
     return await answer_read(
         paging, LineageRow, page, lambda conn: lineage.iter_lineage(conn, serial)

@@ -20,6 +20,6 @@ async def list_seals(caller: CallerDep, paging: PagingDep, period: PeriodQuery =
     return await answer_read(
         paging,
         seals.SealRecord,
-        lambda conn, after, limit: seals.seals_page(conn, period, after, limit),
+        lambda conn, cursors, after, limit: seals.seals_page(conn, period, cursors, after, limit),
         lambda conn: seals.every_seal(conn, period),
     )

@@ -15,6 +15,7 @@ from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, scoped
 from tally.entrypoints.http.lists import FormattingDep, cells, json_or_csv, stream_rows
 from tally.entrypoints.http.params import RequiredPeriod
+from tally.entrypoints.inputs import Text
 
 router = APIRouter(tags=["ledger"])
 RESPONSES = json_or_csv(
@@ -27,7 +28,7 @@ async def show_trial_balance(
     caller: CallerDep,
     answer: FormattingDep,
     period: RequiredPeriod,
-    unit: Annotated[str | None, Query(description="Only this unit.")] = None,
+    unit: Annotated[Text | None, Query(description="Only this unit.")] = None,
 ) -> Response:
     """Per account: opening balance, the period's debits and credits, closing balance; per
     unit the totals, where debits equal credits (`balanced`)."""

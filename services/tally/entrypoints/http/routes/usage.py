@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -18,14 +18,15 @@ from tally.domain.access import Scope
 from tally.domain.estimate import EstimateInput, Seats, estimate, report
 from tally.domain.period import period_of
 from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
-from tally.entrypoints.http.errors import ApiError
+from tally.entrypoints.http.errors import ApiError, documented
 from tally.entrypoints.http.lists import json_or_csv
 from tally.entrypoints.http.params import PeriodQuery
+from tally.entrypoints.inputs import Day, Text
 from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["usage"])
-OrgPath = Annotated[str, Path(description="Organization.")]
-CSV = json_or_csv()
+OrgPath = Annotated[Text, Path(description="Organization.")]
+BAD_REQUEST = documented(400)  # what the route itself refuses: invalid_request, with why
 
 
 async def _known(conn: Any, org: str) -> None:
@@ -36,7 +37,7 @@ async def _known(conn: Any, org: str) -> None:
 @router.get(
     "/v1/orgs/{org}/reports/api-usage",
     **scoped(Scope.usage_read, OrgBinding.path),
-    responses=CSV,
+    responses={**json_or_csv(), **BAD_REQUEST},
     response_model=None,
 )
 async def api_usage_report(
@@ -44,12 +45,12 @@ async def api_usage_report(
     request: Request,
     org: OrgPath,
     preset: api_usage.Preset = api_usage.Preset.previous_30_days,
-    first: Annotated[date | None, Query(alias="from", description="custom: first day")] = None,
-    last: Annotated[date | None, Query(alias="to", description="custom: last day")] = None,
-    client: Annotated[str | None, Query(description="Cross-filter: one OAuth client.")] = None,
-    url: Annotated[str | None, Query(description='Cross-filter: one URL, "GET /x".')] = None,
+    first: Annotated[Day | None, Query(alias="from", description="custom: first day")] = None,
+    last: Annotated[Day | None, Query(alias="to", description="custom: last day")] = None,
+    client: Annotated[Text | None, Query(description="Cross-filter: one OAuth client.")] = None,
+    url: Annotated[Text | None, Query(description='Cross-filter: one URL, "GET /x".')] = None,
     section: Annotated[
-        str | None,
+        Text | None,
         Query(description="One section (default: every one): " + ", ".join(api_usage.SECTIONS)),
     ] = None,
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
@@ -105,12 +106,12 @@ async def allocation_tracking(
     return document
 
 
-@router.get("/v1/estimate", **scoped(Scope.usage_read))
+@router.get("/v1/estimate", **scoped(Scope.usage_read), responses=BAD_REQUEST)
 async def cost_estimate(
     caller: CallerDep,
     request: Request,
     seats: Annotated[
-        list[str] | None, Query(description="LICENSE:MODEL:USERS, repeatable, e.g. gc2:named:200")
+        list[Text] | None, Query(description="LICENSE:MODEL:USERS, repeatable, e.g. gc2:named:200")
     ] = None,
 ) -> dict[str, Any]:
     """A month of AI tokens and API requests against the allocation, with the overage and its

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from tally.adapters.postgres.verification import verify
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, scoped
+from tally.entrypoints.inputs import Period
 from tally.entrypoints.plain import plain, verification_summary
 
 router = APIRouter(tags=["ledger"])
@@ -19,9 +20,8 @@ async def verify_ledger(
     caller: CallerDep,
     request: Request,
     period: Annotated[
-        str | None,
+        Period | None,
         Query(
-            pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
             description="Recompute only this period's month seals; every other check covers "
             "the whole ledger.",
         ),
