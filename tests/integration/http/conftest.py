@@ -151,3 +151,20 @@ def fill(
 
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
+
+
+def token_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]*)"', html)
+    assert found, "the form carries no CSRF token"
+    return found[1]
+
+
+async def sign_in(
+    client: httpx.AsyncClient, secret: str, origin: str | None = "http://tally", **form: str
+) -> httpx.Response:
+    """Open the form (its cookie and token), then post it as the browser would."""
+    page = await client.get("/ui/sign-in")
+    assert page.status_code == 200
+    headers = {"Origin": origin} if origin else {}
+    data = {"key": secret, "csrf": token_of(page.text)} | form
+    return await client.post("/ui/sign-in", data=data, headers=headers)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integration.http.conftest import OWN, bearer, make_key
+from integration.http.conftest import OWN, bearer, make_key, sign_in
 from tally import bootstrap
 from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres import organizations as organization_rows
@@ -34,8 +34,9 @@ async def auditor(engine: AsyncEngine, reader: AsyncEngine) -> AsyncIterator[htt
         transport=transport,
         base_url="http://tally",
         headers=bearer(secret),
-        cookies={"tally_key": secret},
     ) as client:
+        signed = await sign_in(client, secret)
+        assert signed.status_code == 303, signed.text
         yield client
 
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Mount
 
-from integration.http.conftest import OCT, OWN, Ledger, bearer, fill, make_key
+from integration.http.conftest import OCT, OWN, Ledger, bearer, fill, make_key, sign_in
 from tally.domain.access import Role
 from tally.domain.estimate import EstimateInput
 from tally.entrypoints.http.app import create_app
@@ -130,8 +130,9 @@ async def signed_in(
         transport=httpx.ASGITransport(app=app),
         base_url="http://tally",
         headers=bearer(secret),
-        cookies={"tally_key": secret},
     ) as client:
+        signed = await sign_in(client, secret)
+        assert signed.status_code == 303, signed.text
         yield app, client
 
 
@@ -181,5 +182,6 @@ async def test_no_value_in_any_parameter_of_a_page_is_a_500(
     answer = await client.get(url(path, query))
 
     assert answer.status_code < 500, answer.text
+    assert answer.headers.get("location") != "/ui/sign-in", "the session was lost"
     if answer.status_code >= 400:
         assert answer.headers["content-type"].startswith("text/html"), answer.text

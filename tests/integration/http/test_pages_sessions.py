@@ -4,14 +4,13 @@ pages may post the forms, with their CSRF token; redirects never follow the Host
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integration.http.conftest import make_key
+from integration.http.conftest import make_key, sign_in, token_of
 from tally import bootstrap
 from tally.adapters.postgres.connection import raw_connection
 from tally.config import Settings
@@ -33,23 +32,6 @@ def pages_client(reader: AsyncEngine, settings: Settings, base: str = BASE) -> h
 async def browser(reader: AsyncEngine, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with pages_client(reader, settings) as client:
         yield client
-
-
-def token_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([0-9a-f]*)"', html)
-    assert found, "the form carries no CSRF token"
-    return found[1]
-
-
-async def sign_in(
-    client: httpx.AsyncClient, secret: str, origin: str | None = BASE, **form: str
-) -> httpx.Response:
-    """Open the form (its cookie and token), then post it as the browser would."""
-    page = await client.get(SIGN_IN)
-    assert page.status_code == 200
-    headers = {"Origin": origin} if origin else {}
-    data = {"key": secret, "csrf": token_of(page.text)} | form
-    return await client.post(SIGN_IN, data=data, headers=headers)
 
 
 async def sign_out(
