@@ -4,11 +4,13 @@ right key still works."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integration.http.conftest import bearer, make_key
+from integration.http.conftest import bearer, make_key, token_of
 from integration.http.test_pages_sessions import BASE, sign_in
 from tally.config import Settings
 from tally.domain.access import Role, key_id_of
@@ -97,3 +99,71 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(
             assert (await proxy.get("/v1/verify", headers=wrong | attacker)).status_code == 401
         assert (await proxy.get("/v1/verify", headers=right | attacker)).status_code == 429
         assert (await proxy.get("/v1/verify", headers=right | user)).status_code == 200
+
+
+async def test_concurrent_wrong_keys_get_at_most_the_limit_of_401s(
+    reader: AsyncEngine, engine: AsyncEngine, settings: Settings
+) -> None:
+    """Each try is reserved before the key is looked up: 40 wrong keys at once from one
+    address get LIMIT answers 401 and the rest 429 (before, all 40 were checked)."""
+    app = limited(reader, settings)
+    async with client_at(app, "10.0.3.1") as attacker:
+        answers = await asyncio.gather(
+            *(
+                attacker.get("/v1/verify", headers=bearer(f"tally_{n:012x}_" + "x" * 43))
+                for n in range(40)
+            )
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(401) <= LIMIT and statuses.count(401) + statuses.count(429) == 40
+
+
+async def test_concurrent_wrong_sign_ins_get_at_most_the_limit_of_401s(
+    reader: AsyncEngine, engine: AsyncEngine, settings: Settings
+) -> None:
+    app = limited(reader, settings)
+    async with client_at(app, "10.0.3.2") as attacker:
+        form = await attacker.get("/ui/sign-in")
+        token = token_of(form.text)
+        answers = await asyncio.gather(
+            *(
+                attacker.post(
+                    "/ui/sign-in",
+                    data={"key": f"tally_{n:012x}_" + "x" * 43, "csrf": token},
+                    headers={"Origin": BASE},
+                )
+                for n in range(40)
+            )
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(401) <= LIMIT and statuses.count(401) + statuses.count(429) == 40
+
+
+async def test_a_right_key_does_not_use_up_the_budget(
+    reader: AsyncEngine, engine: AsyncEngine, settings: Settings
+) -> None:
+    """A try that succeeds is released, and tries beyond the limit wait for the ones in
+    flight rather than being refused: many right keys at once are all answered."""
+    app = limited(reader, settings)
+    right = bearer(await make_key(engine, Role.auditor))
+    async with client_at(app, "10.0.3.3") as auditor:
+        answers = await asyncio.gather(
+            *(auditor.get("/v1/verify", headers=right) for _ in range(8))
+        )
+        assert [a.status_code for a in answers] == [200] * 8
+        assert (await auditor.get("/v1/verify", headers=right)).status_code == 200
+
+
+async def test_an_ipv6_client_is_counted_by_its_64(
+    reader: AsyncEngine, engine: AsyncEngine, settings: Settings
+) -> None:
+    app = limited(reader, settings)
+    for n in range(LIMIT):  # a fresh address of the same /64 (and key id) each time
+        async with client_at(app, f"2001:db8:5:6::{n + 1:x}") as attacker:
+            wrong = bearer(f"tally_{n:012x}_" + "x" * 43)
+            assert (await attacker.get("/v1/verify", headers=wrong)).status_code == 401
+    fresh = bearer("tally_00000000ffff_" + "x" * 43)
+    async with client_at(app, "2001:db8:5:6:ffff::1") as same:
+        assert (await same.get("/v1/verify", headers=fresh)).status_code == 429
+    async with client_at(app, "2001:db8:5:7::1") as other:
+        assert (await other.get("/v1/verify", headers=fresh)).status_code == 401

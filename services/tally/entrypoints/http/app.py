@@ -110,6 +110,7 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
         settings.auth_failure_window_s,
     )
     pages = create_pages(lambda: app.state.engine, seller, settings.public_url, app.state.limiter)
+    app.state.waiters = pages.state.waiters  # one per limiter: it wakes the tries of both
     app.mount("/ui", pages, name="ui")
     app.middleware("http")(_log_request)
     app.add_middleware(LastResort, answer=errors.internal)  # it sees every failure

@@ -87,17 +87,21 @@ async def authorize(request: Request) -> Caller:
         return Caller(None, None)
     secret = _secret(request)
     key_id = key_id_of(secret)
-    if (wait := throttling.refused(request, key_id)) is not None:
+    reserved = await throttling.attempt(request, key_id)  # concurrent tries count
+    if isinstance(reserved, int):
         raise ApiError(
             429,
-            f"too many failed authentications: retry in {wait} s",
-            headers={"Retry-After": str(wait)},
+            f"too many failed authentications: retry in {reserved} s",
+            headers={"Retry-After": str(reserved)},
         )
-    engine: AsyncEngine = request.app.state.engine
-    key = await find_key(engine, key_id) if key_id else None
-    if key is None or not key.admits(secret, datetime.now(UTC)):
-        throttling.failed(request, key_id)
-        raise ApiError(401, "unknown, expired or revoked API key")
+    try:
+        engine: AsyncEngine = request.app.state.engine
+        key = await find_key(engine, key_id) if key_id else None
+        if key is None or not key.admits(secret, datetime.now(UTC)):
+            reserved.fail()
+            raise ApiError(401, "unknown, expired or revoked API key")
+    finally:
+        reserved.release()  # a success (or an error of our own) does not count
     request.state.key_id = key.id
     if scope not in key.scopes:
         raise ApiError(403, f"this key lacks the scope {scope}")

@@ -1,13 +1,17 @@
 """The failed-authentication limits of the API's keys and the pages' sign-in form: one
-``FailureLimiter`` per process, shared by both, and a log line for each refusal."""
+``FailureLimiter`` per process, shared by both, and a log line for each refusal.
+
+A caller reserves its try (``attempt``) before it awaits the key's check, and ends the
+reservation as a failure or releases it: concurrent tries count toward the limit."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.requests import Request
 
-from tally.domain.throttle import FailureLimiter
+from tally.domain.throttle import FailureLimiter, Reservation
 
 log = logging.getLogger("tally.api")
 
@@ -22,19 +26,32 @@ def limiter_of(request: Request) -> FailureLimiter:
     return limiter
 
 
-def refused(request: Request, key_id: str | None) -> int | None:
-    """Seconds the caller must wait (logged), or None when it may try its key."""
+class Waiters:
+    """Tries waiting for a reservation to end (the limit was full of tries in flight)."""
+
+    def __init__(self, limiter: FailureLimiter) -> None:
+        self.ended = asyncio.Event()
+        limiter.on_end = self.wake
+
+    def wake(self) -> None:
+        self.ended.set()
+        self.ended = asyncio.Event()
+
+
+async def attempt(request: Request, key_id: str | None) -> Reservation | int:
+    """A reserved try (end it: ``fail()`` or ``release()``), or the seconds the caller
+    must wait (logged). The reservation is made before the key's check is awaited; while
+    the limit is full of tries in flight, this waits for one of them to end."""
     address = client_address(request)
-    wait = limiter_of(request).retry_after(key_id, address)
-    if wait is not None:
+    limiter = limiter_of(request)
+    waiters: Waiters = request.app.state.waiters
+    while (reserved := limiter.reserve(key_id, address)) is None:
+        await waiters.ended.wait()
+    if isinstance(reserved, int):
         log.warning(
             "too many failed authentications: key=%s address=%s, refused for %d s",
             key_id or "-",
             address,
-            wait,
+            reserved,
         )
-    return wait
-
-
-def failed(request: Request, key_id: str | None) -> None:
-    limiter_of(request).failed(key_id, client_address(request))
+    return reserved

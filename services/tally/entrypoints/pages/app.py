@@ -150,6 +150,7 @@ def create_pages(
     failed keys."""
     pages = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     pages.state.limiter = limiter
+    pages.state.waiters = throttling.Waiters(limiter)
     pages.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
 
@@ -295,21 +296,25 @@ def create_pages(
         check_form(request, request.cookies.get(FORM_COOKIE), csrf)
         secret = key.strip()
         key_id = key_id_of(secret)
-        if (wait := throttling.refused(request, key_id)) is not None:
+        reserved = await throttling.attempt(request, key_id)  # concurrent tries count
+        if isinstance(reserved, int):
             throttled = page(
                 request, "signin.html", None, 429, title="Sign in",
-                error=f"Too many failed sign-ins: try again in {wait} s.",
+                error=f"Too many failed sign-ins: try again in {reserved} s.",
             )  # fmt: skip
-            throttled.headers["Retry-After"] = str(wait)
+            throttled.headers["Retry-After"] = str(reserved)
             return throttled
         session = new_session_id()
-        until = await open_session(engine_of(), session, secret) if key_id else None
-        if until is None:
-            throttling.failed(request, key_id)
-            return page(
-                request, "signin.html", None, 401, title="Sign in",
-                error="That key is unknown, expired or revoked.",
-            )  # fmt: skip
+        try:
+            until = await open_session(engine_of(), session, secret) if key_id else None
+            if until is None:
+                reserved.fail()
+                return page(
+                    request, "signin.html", None, 401, title="Sign in",
+                    error="That key is unknown, expired or revoked.",
+                )  # fmt: skip
+        finally:
+            reserved.release()
         request.state.key_id = key_id
         if previous := request.cookies.get(COOKIE):  # signing in again ends the last session
             await revoke_session(engine_of(), previous)
