@@ -116,7 +116,8 @@ class Settings(BaseSettings):
     trusted_proxies: str = Field(
         default="",
         description="Addresses of the reverse proxies whose X-Forwarded-For and "
-        "X-Forwarded-Proto are believed (comma-separated, '*': any); empty: none.",
+        "X-Forwarded-Proto are believed (comma-separated): only the proxies' own addresses, "
+        "never '*' (refused: any client could then choose its address); empty: none.",
     )
     auth_failures_per_key: int = Field(
         default=10,
@@ -168,6 +169,17 @@ class Settings(BaseSettings):
     webhook_retry_max_s: float = Field(
         default=3600.0, gt=0, description="The longest wait between two attempts."
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _no_wildcard_proxy(cls, value: str) -> str:
+        if any(part.strip() == "*" for part in value.split(",")):
+            raise ValueError(
+                "TALLY_TRUSTED_PROXIES='*' would believe anyone's X-Forwarded-For: any "
+                "client could choose its address (and its failed-authentication budget). "
+                "List only the reverse proxies' own addresses, comma-separated"
+            )
+        return value
 
     @field_validator("stream_retention")
     @classmethod
