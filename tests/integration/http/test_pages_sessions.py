@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integration.http.conftest import make_key, sign_in, token_of
+from integration.http.conftest import bearer, make_key, sign_in, token_of
 from tally import bootstrap
 from tally.adapters.postgres.connection import raw_connection
 from tally.config import Settings
@@ -173,6 +173,29 @@ async def test_redirects_and_links_never_follow_the_host_header(
         data = {"key": await make_key(engine, Role.finance), "csrf": token_of(page.text)}
         posted = await spoofed.post(SIGN_IN, data=data, headers={"Origin": "http://evil.example"})
         assert posted.status_code == 403
+
+
+async def test_no_slash_redirect_follows_the_host_header(
+    browser: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Starlette's slash redirects were absolute URLs of the Host header: ``GET /ui`` went
+    to http://evil.example/ui/, and a POST to /ui/sign-in/ was re-sent there, key and all."""
+    evil = {"Host": "evil.example"}
+    home = await browser.get("/ui", headers=evil)
+    assert home.status_code == 307 and home.headers["location"] == HOME
+    assert (await browser.head("/ui", headers=evil)).headers["location"] == HOME
+    page = await browser.get(SIGN_IN)
+    secret = await make_key(engine, Role.finance)
+    posted = await browser.post(
+        SIGN_IN + "/",
+        data={"key": secret, "csrf": token_of(page.text)},
+        headers=evil | {"Origin": BASE},
+    )
+    assert posted.status_code == 404 and "location" not in posted.headers
+    assert "evil.example" not in posted.text
+    for path in ("/v1/invoices/", "/ui/estimate/", "/ui/sign-in/"):
+        answer = await browser.get(path, headers=evil | bearer(secret))
+        assert answer.status_code == 404 and "location" not in answer.headers, path
 
 
 async def test_cookies_are_secure_behind_https(

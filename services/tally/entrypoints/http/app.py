@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -91,6 +92,9 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
         redoc_url=None,
         lifespan=lifespan,
         dependencies=[Depends(authorize)],
+        # Starlette's slash redirects build an absolute URL from the Host header (a POST
+        # would be re-sent, key and all, to whatever host the request named): none here.
+        redirect_slashes=False,
     )
     for router in ROUTERS:
         keyed = False
@@ -112,6 +116,7 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
     pages = create_pages(lambda: app.state.engine, seller, settings.public_url, app.state.limiter)
     app.state.waiters = pages.state.waiters  # one per limiter: it wakes the tries of both
     app.mount("/ui", pages, name="ui")
+    app.router.add_route("/ui", _to_pages, methods=["GET", "HEAD"], include_in_schema=False)
     app.middleware("http")(_log_request)
     app.add_middleware(LastResort, answer=errors.internal)  # it sees every failure
     app.add_middleware(SecurityHeaders)  # outside it: the last resort's answers get them too
@@ -121,6 +126,11 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
     if engine is not None:
         app.state.engine = engine
     return app
+
+
+async def _to_pages(request: Request) -> Response:
+    """``/ui`` (outside the mount, which serves ``/ui/…``): a path, never a URL."""
+    return RedirectResponse("/ui/", status_code=307)
 
 
 async def _log_request(

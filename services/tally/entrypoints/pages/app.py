@@ -148,7 +148,8 @@ def create_pages(
     """The pages app; ``engine_of`` gives the (tally_reader) engine at request time;
     ``public_url`` is TALLY_PUBLIC_URL; ``limiter`` counts failed sign-ins with the API's
     failed keys."""
-    pages = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    # no slash redirects: Starlette builds them from the Host header (see the API's app)
+    pages = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
     pages.state.limiter = limiter
     pages.state.waiters = throttling.Waiters(limiter)
     pages.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
