@@ -96,6 +96,6 @@ class StoredKey:
 
     def admits(self, secret: str, now: datetime) -> bool:
         """The secret is this key's, and the key is neither expired nor revoked."""
-        same = hmac.compare_digest(hash_secret(secret), self.secret_hash)
+        same = hmac.compare_digest(hash_secret(secret).encode(), self.secret_hash.encode())
         live = self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
         return same and live

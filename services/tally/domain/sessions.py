@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 SESSION_BYTES = 32
 CSRF_CONTEXT = b"tally-ui-csrf"
+TOKEN = re.compile(r"[0-9a-f]{64}", re.ASCII)  # what csrf_token makes
 
 
 def new_session_id() -> str:
@@ -30,4 +32,8 @@ def csrf_token(cookie: str) -> str:
 
 
 def csrf_matches(cookie: str | None, token: str | None) -> bool:
-    return bool(cookie and token) and hmac.compare_digest(csrf_token(cookie or ""), token or "")
+    """``token`` is the one of ``cookie``: anything but 64 hex digits is refused first, and
+    bytes are compared (``compare_digest`` raises on a str that is not ASCII)."""
+    if not cookie or not token or not TOKEN.fullmatch(token):
+        return False
+    return hmac.compare_digest(csrf_token(cookie).encode(), token.encode())

@@ -143,7 +143,7 @@ async def test_the_forms_are_refused_from_another_origin(
     assert (await browser.get(HOME)).status_code == 200  # still signed in
 
 
-@pytest.mark.parametrize("form", [{"csrf": ""}, {"csrf": "0" * 64}])
+@pytest.mark.parametrize("form", [{"csrf": ""}, {"csrf": "0" * 64}, {"csrf": "é" * 64}])
 async def test_the_forms_are_refused_without_their_csrf_token(
     browser: httpx.AsyncClient, engine: AsyncEngine, form: dict[str, str]
 ) -> None:
