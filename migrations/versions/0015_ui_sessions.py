@@ -7,9 +7,12 @@ The invariants kept here:
   expired (``tally apikey revoke`` ends every session of the key at once);
 - the API connects as tally_reader, which may only SELECT: it opens and revokes sessions
   through two SECURITY DEFINER functions (owned by the owner, their ``search_path``
-  pinned), the only writes it may make. ``ui_session_open`` opens a session only for the
-  hash of a live key's secret; ``ui_session_revoke`` only revokes. EXECUTE is revoked from
-  PUBLIC here and granted to tally_reader by ``tally migrate`` (``privileges``);
+  pinned), the only writes it may make. ``ui_session_open`` opens a session only for a
+  live key's secret itself, hashed (SHA-256) and checked inside the function: its stored
+  hash, which tally_reader may read, opens nothing. It keeps at most 20 live sessions a key
+  (signing in again revokes the oldest beyond). ``ui_session_revoke`` only revokes.
+  EXECUTE is revoked from PUBLIC here and granted to tally_reader by ``tally migrate``
+  (``privileges``);
 - a session is only ever revoked, once; never changed; deleted only a day after it
   expired (``ui_session_open`` sweeps those);
 - an API key names an organization that exists (checked for every new key; keys made
@@ -38,6 +41,7 @@ CREATE TABLE ui_session (
     revoked_at timestamptz
 );
 CREATE INDEX ui_session_expires ON ui_session (expires_at);
+CREATE INDEX ui_session_live_of_key ON ui_session (key_id, created_at) WHERE revoked_at IS NULL;
 
 CREATE FUNCTION tally_ui_session_revoke_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -59,9 +63,12 @@ END $$;
 CREATE TRIGGER ui_session_revoke_only BEFORE UPDATE OR DELETE ON ui_session
     FOR EACH ROW EXECUTE FUNCTION tally_ui_session_revoke_only();
 
--- The session of the key whose secret hashes to key_secret_hash, when that key is live:
--- its expiry, or NULL (and no session) for an unknown, expired or revoked key.
-CREATE FUNCTION ui_session_open(session_hash text, key_secret_hash text)
+-- The session of the live key whose secret is key_secret (the secret itself: its SHA-256
+-- is compared here, so the stored hash, which tally_reader may SELECT, opens nothing): its
+-- expiry, or NULL (and no session) for an unknown, expired or revoked key. The key's
+-- live sessions beyond the 20 newest are revoked (the key's row is locked meanwhile, so
+-- concurrent sign-ins count each other).
+CREATE FUNCTION ui_session_open(session_hash text, key_secret text)
 RETURNS timestamptz
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
 DECLARE
@@ -69,8 +76,9 @@ DECLARE
     until timestamptz;
 BEGIN
     SELECT * INTO live FROM api_key
-     WHERE secret_hash = key_secret_hash AND revoked_at IS NULL
-       AND (expires_at IS NULL OR expires_at > now());
+     WHERE secret_hash = encode(sha256(convert_to(key_secret, 'UTF8')), 'hex')
+       AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+       FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
@@ -78,6 +86,11 @@ BEGIN
     DELETE FROM ui_session WHERE expires_at < now() - interval '1 day';
     INSERT INTO ui_session (id_hash, key_id, expires_at)
     VALUES (session_hash, live.id, until);
+    UPDATE ui_session SET revoked_at = now()
+     WHERE id_hash IN (SELECT id_hash FROM ui_session
+                        WHERE key_id = live.id AND revoked_at IS NULL AND expires_at > now()
+                          AND id_hash <> session_hash
+                        ORDER BY created_at DESC, id_hash OFFSET 19);  -- 19 + the new one
     RETURN until;
 END $$;
 

@@ -9,16 +9,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.api_keys import KEY_COLUMNS, stored_key
 from tally.adapters.postgres.connection import raw_connection
-from tally.domain.access import StoredKey, hash_secret
+from tally.domain.access import StoredKey
 from tally.domain.sessions import session_hash
 
 
 async def open_session(engine: AsyncEngine, session_id: str, secret: str) -> datetime | None:
-    """A session of the key behind ``secret``: its expiry, or None when the key is not live
-    (the database checks it again)."""
+    """A session of the key behind ``secret``: its expiry, or None when the key is not live.
+    The database hashes the secret and checks it: its stored hash would open nothing."""
     async with raw_connection(engine) as conn:
         until: datetime | None = await conn.fetchval(
-            "SELECT ui_session_open($1, $2)", session_hash(session_id), hash_secret(secret)
+            "SELECT ui_session_open($1, $2)", session_hash(session_id), secret
         )
     return until
 
