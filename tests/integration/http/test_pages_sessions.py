@@ -4,6 +4,8 @@ pages may post the forms, with their CSRF token; redirects never follow the Host
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -73,6 +75,7 @@ async def test_an_old_cookie_is_refused_after_sign_out(
     stolen = browser.cookies["tally_session"]
     signed_out = await sign_out(browser)
     assert signed_out.status_code == 303 and signed_out.headers["location"] == SIGN_IN
+    assert signed_out.headers["clear-site-data"] == '"storage"'
     async with pages_client(reader, settings) as thief:
         thief.cookies.set("tally_session", stolen)
         replayed = await thief.get(HOME)
@@ -173,6 +176,16 @@ async def test_redirects_and_links_never_follow_the_host_header(
         data = {"key": await make_key(engine, Role.finance), "csrf": token_of(page.text)}
         posted = await spoofed.post(SIGN_IN, data=data, headers={"Origin": "http://evil.example"})
         assert posted.status_code == 403
+
+
+async def test_htmx_keeps_no_page_in_the_browser_s_storage(
+    browser: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """htmx's history cache (sessionStorage) would keep signed-in pages after sign-out."""
+    await sign_in(browser, await make_key(engine, Role.finance))
+    page = await browser.get("/ui/estimate")
+    config = re.search(r'<meta name="htmx-config" content=\'([^\']*)\'>', page.text)
+    assert config and json.loads(config[1])["historyCacheSize"] == 0
 
 
 async def test_no_slash_redirect_follows_the_host_header(

@@ -332,6 +332,9 @@ def create_pages(
         await revoke_session(engine_of(), session)
         response = RedirectResponse(path_for(request, "ui:sign_in"), status_code=303)
         response.delete_cookie(COOKIE, path=path_for(request, "ui:home"))
+        # whatever a signed-in page left in the browser's storage (htmx keeps no history
+        # cache: historyCacheSize 0 in base.html) goes with the session
+        response.headers["Clear-Site-Data"] = '"storage"'
         return response
 
     # --- the estimator ------------------------------------------------------------------
