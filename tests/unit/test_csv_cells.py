@@ -27,6 +27,9 @@ from tally.domain.csv_cells import safe_row
         ("+3", "+3"),
         ("-1e-5", "-1e-5"),
         ("c-42", "c-42"),
+        ("-\u0661\u0662", "'-\u0661\u0662"),  # Unicode digits are no number: quoted
+        ("+\uff13", "'+\uff13"),  # a fullwidth 3
+        ("-1e\u0665", "'-1e\u0665"),
         ("", ""),
         (Decimal("-80.00"), Decimal("-80.00")),
         (None, None),

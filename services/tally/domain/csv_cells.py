@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 FORMULA_STARTS = frozenset("=+-@\t\r")
-NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# ASCII digits only: \d would take "-١٢" (Arabic-Indic digits) for a number and leave it
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 T = TypeVar("T")
 
 
