@@ -211,6 +211,52 @@ async def test_no_slash_redirect_follows_the_host_header(
         assert answer.status_code == 404 and "location" not in answer.headers, path
 
 
+@pytest.mark.parametrize(
+    ("public_url", "base", "origin", "other"),
+    [
+        (
+            "https://tally.example.com:443",
+            "https://tally.example.com",
+            "https://tally.example.com",
+            "https://tally.example.com:8443",
+        ),
+        (
+            "https://Tally.example.com",
+            "https://tally.example.com",
+            "https://tally.example.com:443",
+            "http://tally.example.com:443",
+        ),
+        (None, "http://tally:80", "http://tally", "http://tally:8080"),
+        (None, "http://tally", "http://tally:80", "https://tally:80"),
+        (None, "http://[::1]:80", "http://[::1]", "http://[::2]"),
+    ],
+)
+async def test_an_origin_with_its_default_port_is_the_same_origin(
+    engine: AsyncEngine, reader: AsyncEngine, settings: Settings, public_url: str | None,
+    base: str, origin: str, other: str,
+) -> None:  # fmt: skip
+    """Explicit default ports used to fail closed (https://host:443 is https://host)."""
+    configured = settings.model_copy(update={"public_url": public_url})
+    async with pages_client(reader, configured, base) as client:
+        signed = await sign_in(client, await make_key(engine, Role.finance), origin)
+        assert signed.status_code == 303, signed.text
+        assert (
+            await sign_in(client, await make_key(engine, Role.finance), other)
+        ).status_code == 403
+
+
+@pytest.mark.parametrize("header", ["Origin", "Referer"])
+@pytest.mark.parametrize("origin", ["http://[", "http://tally:99999"])
+async def test_a_malformed_origin_is_refused(
+    browser: httpx.AsyncClient, header: str, origin: str
+) -> None:
+    page = await browser.get(SIGN_IN)
+    refused = await browser.post(
+        SIGN_IN, data={"key": "k", "csrf": token_of(page.text)}, headers={header: origin}
+    )
+    assert refused.status_code == 403
+
+
 async def test_cookies_are_secure_behind_https(
     engine: AsyncEngine, reader: AsyncEngine, settings: Settings
 ) -> None:

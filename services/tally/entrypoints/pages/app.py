@@ -124,14 +124,32 @@ class Seller:
     address: list[str]
 
 
-def own_origin(request: Request, public_url: str | None) -> str:
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def own_origin(request: Request, public_url: str | None) -> str | None:
     """The origin the pages are served from: the configured one, else the request's."""
     return origin_of(public_url or str(request.url))
 
 
-def origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]``, lower case, without the scheme's default port
+    (``https://Host:443`` is ``https://host``); None for anything else (``null``)."""
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a bracket left open, a port that is no number or out of range
+        return None
+    scheme = parts.scheme.lower()
+    if not scheme or not host:
+        return None
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return (
+        f"{scheme}://{host}"
+        if port in (None, DEFAULT_PORTS.get(scheme))
+        else (f"{scheme}://{host}:{port}")
+    )
 
 
 def path_for(request: Request, name: str, **params: Any) -> str:
@@ -213,8 +231,9 @@ def create_pages(
         """A POST from this server's own pages: its Origin (or, without one, its Referer)
         is ours, and it carries the CSRF token of its cookie."""
         origin, referer = request.headers.get("origin"), request.headers.get("referer")
-        came_from = origin or (referer and origin_of(referer))
-        if came_from and came_from.lower() != own_origin(request, public_url):
+        came_from = origin or referer  # compared as origins: default ports dropped
+        theirs = origin_of(came_from) if came_from else None
+        if came_from and (theirs is None or theirs != own_origin(request, public_url)):
             raise Refusal(403, "Refused", "This form was not sent from Tally's own pages.")
         if not csrf_matches(form_cookie, token):
             raise Refusal(403, "Refused", "This form has expired: open the page again.")
