@@ -116,6 +116,40 @@ class Sent:
     entries: int = 0
 
 
+Delivery = tuple[str, str, str]  # (source, id, stream id)
+
+
+@dataclass
+class Comparison:
+    metered: int  # keys stored as events
+    lost: int  # keys sent and not stored; bad entries without a dead letter
+    doubled: int  # records beyond one per entry sent: a delivery or a dead letter twice,
+    # or one that matches nothing sent
+    duplicates_recorded: int  # re-deliveries of a stored key recorded as duplicates
+
+
+def compare(
+    sent: Sent, events: list[Delivery], repeats: list[Delivery], letters: list[str]
+) -> Comparison:
+    """The ledger's records (stored events, duplicate deliveries, dead letters' stream
+    ids) against what was sent: each entry must be recorded exactly once."""
+    stored = {(source, id_) for source, id_, _ in events}
+    recorded: dict[tuple[str, str], list[str]] = {}
+    for source, id_, stream_id in [*events, *repeats]:
+        recorded.setdefault((source, id_), []).append(stream_id)
+    right = sum(len(set(ids) & sent.deliveries.get(key, set())) for key, ids in recorded.items())
+    lettered = Counter(letters)
+    valid = set(sent.deliveries)
+    return Comparison(
+        metered=len(stored),
+        lost=len(valid - stored) + len(sent.bad - set(lettered)),
+        doubled=sum(len(ids) for ids in recorded.values())
+        - right
+        + sum(n - (stream_id in sent.bad) for stream_id, n in lettered.items()),
+        duplicates_recorded=right - len(stored & valid),
+    )
+
+
 def chaos_orgs(count: int) -> list[str]:
     return [f"chaos-{i:02d}" for i in range(count)]
 
@@ -403,43 +437,31 @@ class Chaos:
             async with raw_connection(engine) as conn:
                 events = await conn.fetch("SELECT source, id, stream_id FROM usage_event")
                 repeats = await conn.fetch("SELECT source, id, stream_id FROM duplicate_delivery")
-                letters = Counter(
+                letters = [
                     row["stream_id"]
                     for row in await conn.fetch("SELECT stream_id FROM dead_letter")
-                )
+                ]
                 conflicts = int(await conn.fetchval("SELECT count(*) FROM event_conflict"))
             totals_wrong, totals_checked = await self._totals(engine, summary)
         finally:
             await engine.dispose()
-        stored = {(row["source"], row["id"]) for row in events}
-        recorded: dict[tuple[str, str], list[str]] = {}
-        for row in [*events, *repeats]:
-            recorded.setdefault((row["source"], row["id"]), []).append(row["stream_id"])
-        valid = set(sent.deliveries)
-        lost = len(valid - stored) + len(sent.bad - set(letters))
-        # every delivery of a key recorded once: as its event or as a duplicate of it
-        right = sum(
-            len(set(ids) & sent.deliveries.get(key, set())) for key, ids in recorded.items()
+        seen = compare(
+            sent,
+            [(row["source"], row["id"], row["stream_id"]) for row in events],
+            [(row["source"], row["id"], row["stream_id"]) for row in repeats],
+            letters,
         )
-        doubled = (
-            len(stored - valid)
-            + sum(len(ids) for ids in recorded.values())
-            - right
-            + sum(n - 1 for n in letters.values())
-            + sum(n for stream_id, n in letters.items() if stream_id not in sent.bad)
-        )
-        duplicates_recorded = right - len(stored & valid)
         findings = await self._verify(urls)
         result = ChaosResult(
             events=sent.entries,
-            valid_events=len(valid),
-            metered=len(stored),
+            valid_events=len(sent.deliveries),
+            metered=seen.metered,
             duplicates=sent.duplicates,
-            duplicates_recorded=duplicates_recorded,
+            duplicates_recorded=seen.duplicates_recorded,
             bad=len(sent.bad),
-            dead_lettered=sum(letters.values()),
-            lost=lost,
-            doubled=doubled,
+            dead_lettered=len(letters),
+            lost=seen.lost,
+            doubled=seen.doubled,
             totals_checked=totals_checked,
             totals_wrong=totals_wrong,
             conflicts=conflicts,
@@ -455,13 +477,13 @@ class Chaos:
             wall_seconds=0.0,
         )
         result.ok = (
-            lost == 0
-            and doubled == 0
+            seen.lost == 0
+            and seen.doubled == 0
             and not totals_wrong
             and not findings
             and conflicts == 0
-            and len(stored) == len(valid)
-            and result.duplicates_recorded == result.duplicates
+            and seen.metered == len(sent.deliveries)
+            and seen.duplicates_recorded == sent.duplicates
         )
         return result
 
