@@ -32,9 +32,11 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -191,7 +193,22 @@ def _workdir() -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        with _no_interrupts():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Clean-up runs to its end: a second Ctrl-C (a terminal sends one to the whole
+    process group, ``uv run`` may forward another) must not leave servers behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Chaos:
@@ -220,8 +237,37 @@ class Chaos:
         self.kills_done = self.kills_mid_work = self.lives = 0
         self.process: asyncio.subprocess.Process | None = None
         self.log: Path | None = None
+        self.threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-restart")
+        self.restarting: Future[None] | None = None
+        self.interrupted = False
 
     async def run(self) -> ChaosResult:
+        """The whole run; a Ctrl-C stops it, the servers and the consumer (KeyboardInterrupt)."""
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+
+        def interrupt() -> None:
+            self.interrupted = True
+            task.cancel()
+
+        # not in the main thread (an embedding program's): its own Ctrl-C handling stays
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(signal.SIGINT, interrupt)
+        try:
+            return await self._run()
+        except asyncio.CancelledError:
+            if self.interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    def _checkpoint(self) -> None:
+        """A cancellation can be lost inside a library's wait; the flag is not."""
+        if self.interrupted:
+            raise asyncio.CancelledError
+
+    async def _run(self) -> ChaosResult:
         started = time.monotonic()
         load = [round(os.getloadavg()[0], 2)]
         with _workdir() as workdir:
@@ -230,19 +276,25 @@ class Chaos:
             (workdir / "pg").mkdir()
             os.chmod(workdir / "pg", 0o755)
             self.report("servers", 0, 2, "starting private Redis and PostgreSQL")
+            # Started in this thread: a Ctrl-C lands at the next await, once each is known.
             redis_server = PrivateRedis(workdir / "redis")
             redis_server.start()
             postgres: PrivatePostgres | None = None
             try:
-                postgres = await asyncio.to_thread(PrivatePostgres, workdir / "pg")
-                await asyncio.to_thread(postgres.start)
+                postgres = PrivatePostgres(workdir / "pg")
+                postgres.start()
                 self.report("servers", 2, 2, "")
                 result = await self._run_on(redis_server, postgres)
             finally:
-                await self._end_consumer()
-                if postgres is not None:
-                    postgres.kill()
-                redis_server.stop(signal.SIGKILL)
+                with _no_interrupts():
+                    await self._end_consumer()
+                    if self.restarting is not None:  # a restart's thread outlives a cancel
+                        with contextlib.suppress(Exception):
+                            self.restarting.result(timeout=120)
+                    self.threads.shutdown()
+                    if postgres is not None:
+                        postgres.kill()
+                    redis_server.stop(signal.SIGKILL)
         load.append(round(os.getloadavg()[0], 2))
         result.wall_seconds = round(time.monotonic() - started, 2)
         result.load_average = load
@@ -252,7 +304,9 @@ class Chaos:
         database = await databases.create_scratch(postgres.admin_url, "tally_chaos")
         urls = ServiceUrls(database, redis_server.url, embedded=False)
         settings = Settings(database_url=database, redis_url=redis_server.url)
+        self._checkpoint()
         await bootstrap.migrate(settings, urls)
+        self._checkpoint()
         engine = bootstrap.engine(database)
         try:
             for org in self.orgs:
@@ -272,6 +326,7 @@ class Chaos:
                 lambda done: self.report("publishing", done, total, ""),
             )
         sent = record_sent(entries, ids)
+        self._checkpoint()
 
         client = redis_streams.connect(redis_server.url)
         try:
@@ -304,6 +359,7 @@ class Chaos:
         rate = 0.0  # entries acknowledged per second of a life after its first acknowledgement
         busy_entries = busy_seconds = 0.0
         for life in range(self.kills):
+            self._checkpoint()
             self.report("kills", life, self.kills, self._note())
             before = await self._acknowledged(client, settings)
             await self._spawn(urls, CONSUMER_NAMES[life % len(CONSUMER_NAMES)])
@@ -335,12 +391,14 @@ class Chaos:
         """Alternately Redis and PostgreSQL; how (clean or a crash) by the seed."""
         if nth % 2 == 0:
             how = self.rng.choice((signal.SIGTERM, signal.SIGKILL))
-            await asyncio.to_thread(redis_server.restart, how)
-            self.restarts[f"redis {how.name}"] += 1
+            self.restarting = self.threads.submit(redis_server.restart, how)
+            kind = f"redis {how.name}"
         else:
             mode = self.rng.choice(("fast", "immediate"))
-            await asyncio.to_thread(postgres.restart, mode)
-            self.restarts[f"postgres {mode}"] += 1
+            self.restarting = self.threads.submit(postgres.restart, mode)
+            kind = f"postgres {mode}"
+        await asyncio.wrap_future(self.restarting)
+        self.restarts[kind] += 1
 
     async def _spawn(self, urls: ServiceUrls, name: str, *args: str) -> None:
         assert self.log is not None
@@ -400,6 +458,7 @@ class Chaos:
     async def _group(self, client: aioredis.Redis, settings: Settings) -> tuple[int, int, int]:
         """(entries added, entries read by the group, pending), waiting out a Redis restart."""
         while True:
+            self._checkpoint()
             try:
                 status = await redis_streams.stream_status(client, settings.stream)
             except REDIS_DOWN:
