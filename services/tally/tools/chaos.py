@@ -5,8 +5,8 @@ Everything runs on private servers started here (``private_servers``): a redis-s
 with AOF ``always`` and a PostgreSQL cluster, on free loopback ports, stopped by PID at
 the end, Ctrl-C included. The mix (the loadgen default: duplicates and every class of bad
 entry) is published first, with each entry's stream id kept; then ``tally consume`` runs
-as a real subprocess, one life after another. A life starts, acknowledges something (a
-kill during start-up tests nothing), lives a random while longer and is SIGKILLed. With
+as a real subprocess, one life after another. A life starts, commits a batch (a kill
+during start-up tests nothing), lives a random while longer and is SIGKILLed. With
 ``restart_servers``, some lives also see Redis (SIGTERM or SIGKILL) or PostgreSQL
 (``-m fast`` or ``-m immediate``) restarted at a random moment. Three consumer names take
 turns, so lives finish their own name's pending entries and claim the others'.
@@ -43,12 +43,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+import asyncpg
 
 from tally import bootstrap
-from tally.adapters import redis_streams
 from tally.adapters.postgres import databases, ledger_queries
 from tally.adapters.postgres.connection import raw_connection
 from tally.bootstrap import ServiceUrls
@@ -68,7 +65,6 @@ CLAIM_IDLE_MS = 500  # lives claim a dead name's entries quickly
 FIRST_WINDOW_S = 0.3  # until a drain rate is measured
 MIN_WINDOW_S, MAX_WINDOW_S = 0.02, 3.0
 PROGRESS_TIMEOUT_S = 120.0  # a life that acknowledges nothing for this long is a failure
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class ChaosError(RuntimeError):
@@ -91,7 +87,7 @@ class ChaosResult:
     conflicts: int
     verify_findings: list[dict[str, str]]
     kills: int
-    kills_mid_work: int  # kills while entries were still undelivered or unacknowledged
+    kills_mid_work: int  # kills before PostgreSQL held a record of every entry sent
     restarts: dict[str, int]
     consumer_lives: int
     batch_size: int
@@ -211,6 +207,37 @@ def _no_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+class Committed:
+    """How many stream entries PostgreSQL holds a record of (stored events, duplicate
+    deliveries, dead letters): the drain's progress, whatever Redis's counters say (a
+    restart from the AOF resets the group's ``entries-read``). Waits out a restart."""
+
+    SQL = """SELECT (SELECT count(*) FROM usage_event) + (SELECT count(*) FROM duplicate_delivery)
+                  + (SELECT count(*) FROM dead_letter)"""
+
+    def __init__(self, url: str, checkpoint: Callable[[], None]) -> None:
+        self.dsn = databases.dsn(url)
+        self.checkpoint = checkpoint
+        self.conn: asyncpg.Connection | None = None
+
+    async def count(self) -> int:
+        while True:
+            self.checkpoint()
+            try:
+                if self.conn is None or self.conn.is_closed():
+                    self.conn = await asyncpg.connect(self.dsn, timeout=5)
+                return int(await self.conn.fetchval(self.SQL, timeout=10))
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                await self.close()
+                await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await self.conn.close(timeout=2)
+            self.conn = None
+
+
 class Chaos:
     """One run: private servers, the mix, the lives of the consumer, the check."""
 
@@ -240,6 +267,8 @@ class Chaos:
         self.threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-restart")
         self.restarting: Future[None] | None = None
         self.interrupted = False
+        self.batch_seen = asyncio.Event()
+        self.reader: asyncio.Task[None] | None = None
 
     async def run(self) -> ChaosResult:
         """The whole run; a Ctrl-C stops it, the servers and the consumer (KeyboardInterrupt)."""
@@ -328,11 +357,11 @@ class Chaos:
         sent = record_sent(entries, ids)
         self._checkpoint()
 
-        client = redis_streams.connect(redis_server.url)
+        committed = Committed(database, self._checkpoint)
         try:
-            await self._lives(client, urls, settings, redis_server, postgres)
+            await self._lives(committed, urls, redis_server, postgres, sent.entries)
         finally:
-            await client.aclose()
+            await committed.close()
         self.report("draining", 0, None, "one consumer to idle")
         drained = time.monotonic()
         await self._final_drain(urls)
@@ -346,27 +375,25 @@ class Chaos:
 
     async def _lives(
         self,
-        client: aioredis.Redis,
+        committed: Committed,
         urls: ServiceUrls,
-        settings: Settings,
         redis_server: PrivateRedis,
         postgres: PrivatePostgres,
+        total: int,
     ) -> None:
         restarting: set[int] = set()
         if self.restart_servers and self.kills:
             count = min(self.kills, max(2, self.kills // 3))
             restarting = set(self.rng.sample(range(self.kills), count))
-        rate = 0.0  # entries acknowledged per second of a life after its first acknowledgement
+        rate = 0.0  # entries committed per second of a life after its first batch
         busy_entries = busy_seconds = 0.0
         for life in range(self.kills):
             self._checkpoint()
             self.report("kills", life, self.kills, self._note())
-            before = await self._acknowledged(client, settings)
             await self._spawn(urls, CONSUMER_NAMES[life % len(CONSUMER_NAMES)])
-            await self._until_progress(client, settings, before)
-            progressed_at, acked_then = time.monotonic(), await self._acknowledged(client, settings)
-            remaining = await self._remaining(client, settings)
-            target = remaining / (self.kills - life)  # entries this life should take on
+            await self._until_first_batch(committed, total)
+            progressed_at, then = time.monotonic(), await committed.count()
+            target = (total - then) / (self.kills - life)  # entries this life should take on
             window = FIRST_WINDOW_S if rate <= 0 else 2 * target / rate
             window = min(max(window, MIN_WINDOW_S), MAX_WINDOW_S)
             if life in restarting:
@@ -374,9 +401,9 @@ class Chaos:
                 await self._restart(sum(self.restarts.values()), redis_server, postgres)
                 self.report("kills", life, self.kills, self._note())
             await asyncio.sleep(self.rng.uniform(0, window))
-            self.kills_mid_work += await self._remaining(client, settings) > 0
+            self.kills_mid_work += await committed.count() < total
             await self._kill()
-            busy_entries += await self._acknowledged(client, settings) - acked_then
+            busy_entries += await committed.count() - then
             busy_seconds += time.monotonic() - progressed_at
             rate = busy_entries / busy_seconds if busy_seconds > 0 else 0.0
         self.report("kills", self.kills, self.kills, self._note())
@@ -412,11 +439,20 @@ class Chaos:
                 *args,
                 env=consumer_env(urls, name, self.batch_size),
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE if args else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,  # a Ctrl-C is ours to handle: we kill it
             )
         self.lives += 1
+        self.batch_seen.clear()
+        if not args:  # a life: its batch lines say it committed (and keep the pipe drained)
+            assert self.process.stdout is not None
+            self.reader = asyncio.create_task(self._read_batches(self.process.stdout))
+
+    async def _read_batches(self, stdout: asyncio.StreamReader) -> None:
+        async for line in stdout:
+            if line.startswith(b"batch of "):
+                self.batch_seen.set()
 
     async def _kill(self) -> None:
         process = self.process
@@ -425,7 +461,9 @@ class Chaos:
             raise ChaosError(self._died(process.returncode))
         process.send_signal(signal.SIGKILL)
         await process.wait()
-        self.process = None
+        if self.reader is not None:
+            await self.reader
+        self.process = self.reader = None
         self.kills_done += 1
 
     async def _end_consumer(self) -> None:
@@ -433,47 +471,28 @@ class Chaos:
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGKILL)
             await self.process.wait()
-        self.process = None
+        if self.reader is not None:
+            self.reader.cancel()
+        self.process = self.reader = None
 
     def _died(self, code: int) -> str:
         tail = self.log.read_text(errors="replace")[-3000:] if self.log else ""
         return f"the consumer exited by itself with code {code}; its log ends:\n{tail}"
 
-    async def _until_progress(
-        self, client: aioredis.Redis, settings: Settings, before: int
-    ) -> None:
-        """Wait until this life acknowledged something (or there is nothing left to do)."""
+    async def _until_first_batch(self, committed: Committed, total: int) -> None:
+        """Wait until this life committed a batch (or everything is already committed): a
+        kill during start-up tests nothing."""
         deadline = time.monotonic() + PROGRESS_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.returncode is not None:
                 raise ChaosError(self._died(self.process.returncode))
-            if await self._acknowledged(client, settings) > before:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.batch_seen.wait(), timeout=0.5)
                 return
-            if await self._remaining(client, settings) == 0:
+            if await committed.count() >= total:
                 return
-            await asyncio.sleep(0.02)
-        raise ChaosError(f"the consumer acknowledged nothing in {PROGRESS_TIMEOUT_S:.0f} s")
-
-    async def _group(self, client: aioredis.Redis, settings: Settings) -> tuple[int, int, int]:
-        """(entries added, entries read by the group, pending), waiting out a Redis restart."""
-        while True:
-            self._checkpoint()
-            try:
-                status = await redis_streams.stream_status(client, settings.stream)
-            except REDIS_DOWN:
-                await asyncio.sleep(0.05)
-                continue
-            group = status.group(settings.group)
-            return status.entries_added or 0, group.entries_read or 0, group.pending
-
-    async def _acknowledged(self, client: aioredis.Redis, settings: Settings) -> int:
-        _, read, pending = await self._group(client, settings)
-        return read - pending
-
-    async def _remaining(self, client: aioredis.Redis, settings: Settings) -> int:
-        added, read, pending = await self._group(client, settings)
-        return added - read + pending
+        raise ChaosError(f"the consumer committed nothing in {PROGRESS_TIMEOUT_S:.0f} s")
 
     async def _final_drain(self, urls: ServiceUrls) -> None:
         await self._spawn(urls, "chaos-final", "--until-idle", "--format", "json")
