@@ -210,7 +210,7 @@ def _no_interrupts() -> Iterator[None]:
 class Committed:
     """How many stream entries PostgreSQL holds a record of (stored events, duplicate
     deliveries, dead letters): the drain's progress, whatever Redis's counters say (a
-    restart from the AOF resets the group's ``entries-read``). Waits out a restart."""
+    restart from the AOF leaves the group's ``entries-read`` nil). Waits out a restart."""
 
     SQL = """SELECT (SELECT count(*) FROM usage_event) + (SELECT count(*) FROM duplicate_delivery)
                   + (SELECT count(*) FROM dead_letter)"""
