@@ -152,9 +152,19 @@ def chaos_orgs(count: int) -> list[str]:
     return [f"chaos-{i:02d}" for i in range(count)]
 
 
-def consumer_env(urls: ServiceUrls, name: str, batch_size: int) -> dict[str, str]:
-    """The consumer's environment: the private servers, none of the caller's TALLY_ settings."""
+def consumer_env(
+    urls: ServiceUrls, name: str, batch_size: int, pycache: Path | None = None
+) -> dict[str, str]:
+    """The consumer's environment: the private servers, none of the caller's TALLY_ settings.
+
+    With ``pycache`` (and no PYTHONPYCACHEPREFIX of the caller's), the lives share compiled
+    bytecode there even under PYTHONDONTWRITEBYTECODE: otherwise each of a hundred starts
+    compiles every module again (about 4 s of CPU instead of 1.3 s).
+    """
     kept = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    if pycache is not None and "PYTHONPYCACHEPREFIX" not in kept:
+        kept.pop("PYTHONDONTWRITEBYTECODE", None)
+        kept["PYTHONPYCACHEPREFIX"] = str(pycache)
     return kept | {
         "TALLY_DATABASE_URL": urls.database,
         "TALLY_REDIS_URL": urls.redis,
@@ -264,6 +274,7 @@ class Chaos:
         self.kills_done = self.kills_mid_work = self.lives = 0
         self.process: asyncio.subprocess.Process | None = None
         self.log: Path | None = None
+        self.pycache: Path | None = None
         self.threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-restart")
         self.restarting: Future[None] | None = None
         self.interrupted = False
@@ -301,6 +312,7 @@ class Chaos:
         load = [round(os.getloadavg()[0], 2)]
         with _workdir() as workdir:
             self.log = workdir / "consumer.log"
+            self.pycache = workdir / "pycache"
             (workdir / "redis").mkdir()
             (workdir / "pg").mkdir()
             os.chmod(workdir / "pg", 0o755)
@@ -437,7 +449,7 @@ class Chaos:
                 "tally.entrypoints.cli",
                 "consume",
                 *args,
-                env=consumer_env(urls, name, self.batch_size),
+                env=consumer_env(urls, name, self.batch_size, self.pycache),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
@@ -605,7 +617,7 @@ class Chaos:
             "verify",
             "--format",
             "json",
-            env=consumer_env(urls, "chaos-verify", self.batch_size),
+            env=consumer_env(urls, "chaos-verify", self.batch_size, self.pycache),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
