@@ -324,7 +324,7 @@ class Chaos:
             try:
                 postgres = PrivatePostgres(workdir / "pg")
                 postgres.start()
-                self.report("servers", 2, 2, "")
+                self.report("servers", 2, 2, "tally migrate, organizations")
                 result = await self._run_on(redis_server, postgres)
             finally:
                 with _no_interrupts():
@@ -355,6 +355,7 @@ class Chaos:
         finally:
             await engine.dispose()
 
+        self.report("servers", 2, 2, f"generating {self.events:,} entries")
         mix = LoadMix(self.orgs, self.period, self.events, seed=self.seed)
         entries = list(mix)
         total = len(entries)
