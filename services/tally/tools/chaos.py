@@ -379,6 +379,7 @@ class Chaos:
         drained = time.monotonic()
         await self._final_drain(urls)
         final_drain_s = round(time.monotonic() - drained, 2)
+        self.report("draining", 1, 1, f"{final_drain_s} s")
         self.report("checking", 0, None, "the ledger against what was sent; tally ledger verify")
         result = await self._check(urls, sent, mix.summary)
         result.final_drain_seconds = final_drain_s

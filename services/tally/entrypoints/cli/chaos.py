@@ -78,8 +78,9 @@ def chaos(
         def report(stage: str, done: int, total: int | None, note: str) -> None:
             if stage not in tasks:
                 for task in tasks.values():  # the stages before are done
-                    progress.update(task, total=progress.tasks[task].completed or 1)
-                    progress.update(task, completed=progress.tasks[task].total)
+                    before = progress.tasks[task]
+                    total_before = before.completed if before.total is None else before.total
+                    progress.update(task, total=total_before, completed=total_before)
                 tasks[stage] = progress.add_task(STAGES[stage], total=total, note=note)
             progress.update(tasks[stage], completed=done, total=total, note=note)
 
