@@ -71,6 +71,7 @@ def acl_redis(tmp_path: Path) -> Iterator[int]:
     # Later options win: only where it listens and keeps its files change.
     local = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", ""]
     binary = redis_server_binary()  # the system's (or Valkey), not Redis 6.2 from the venv
+    assert binary is not None
     server = subprocess.Popen(
         [binary, *command[1:], *local], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
