@@ -527,3 +527,24 @@ class TokenPurchase(SQLModel, table=True):
     tokens: Decimal = _num(nullable=False)
     recorded_at: datetime = _ts(nullable=False)
     note: str | None = None
+
+
+class UiSession(SQLModel, table=True):
+    """A signed-in browser at /ui: only the SHA-256 of its id; revoked at most once (sign-out,
+    the key revoked, or beyond the key's newest sessions)."""
+
+    __tablename__ = "ui_session"
+    id_hash: str = Field(primary_key=True)
+    key_id: str = Field(foreign_key="api_key.id")
+    created_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False)
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class CursorKey(SQLModel, table=True):
+    """The one secret the API signs its list cursors with (an edited cursor is refused)."""
+
+    __tablename__ = "cursor_key"
+    one: bool = Field(default=True, primary_key=True)
+    secret: bytes = _bytes(nullable=False)
+    created_at: datetime = _ts(nullable=False)
