@@ -171,23 +171,27 @@ def database_url(request: pytest.FixtureRequest, pg_admin_url: str) -> Iterator[
 
 @pytest.fixture
 def stream_key(redis_url: str) -> Iterator[str]:
-    """A stream key no other test uses; deleted (with its groups) afterwards."""
+    """A stream key no other test uses; deleted (with its groups, its incidents and the
+    alerts published beside it, ``settings.alerts_stream``) afterwards. Tests run side by
+    side (pytest-xdist) on one Redis: no test may use a fixed key on a shared server."""
     key = f"tally:test:{secrets.token_hex(6)}"
     yield key
     client = redis.Redis.from_url(redis_url)
     try:
-        client.delete(key, f"{key}:incidents")
+        client.delete(key, f"{key}:incidents", f"{key}:alerts")
     finally:
         client.close()
 
 
 @pytest.fixture
 def settings(database_url: str, redis_url: str, stream_key: str, tmp_path: Path) -> Settings:
-    """Settings pointing at this test's database and stream, with quick consumer knobs."""
+    """Settings pointing at this test's database and streams (events and alerts), with quick
+    consumer knobs."""
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
         stream=stream_key,
+        alerts_stream=f"{stream_key}:alerts",  # not the shared default, tally:alerts
         data_dir=tmp_path,
         batch_size=500,
         block_ms=50,

@@ -226,7 +226,15 @@ def _start_postgres(pgdata: Path) -> _Postmaster:
         shutil.rmtree(pgdata)
     pgserver = _pgserver()
     # cleanup_mode=None: the server keeps running when this process exits.
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    try:
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+    except subprocess.CalledProcessError as exc:
+        # As root, pgserver adds its system user with `useradd` before taking its lock: when
+        # two processes start servers in two data dirs at once on a fresh machine (two test
+        # workers), the second useradd fails as the first made the user. It exists now.
+        if not _useradd_lost_a_race(exc):
+            raise
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
     # pgserver tracks handles per process and caches the instance; we want neither: the
     # server's life is ours (ensure/stop), and a cached handle would hide a later stop.
     import atexit
@@ -242,6 +250,21 @@ def _start_postgres(pgdata: Path) -> _Postmaster:
         time.sleep(0.1)
     _log.info("PostgreSQL ready after %.1fs", time.monotonic() - started)
     return postmaster
+
+
+def _useradd_lost_a_race(exc: subprocess.CalledProcessError) -> bool:
+    """``useradd … pgserver`` failed and the user ``pgserver`` exists all the same."""
+    import pwd
+
+    user = _pg_system_user()
+    command = exc.cmd if isinstance(exc.cmd, list | tuple) else [exc.cmd]
+    if user is None or not command or command[0] != "useradd":
+        return False
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
 
 
 def _psql(postmaster: _Postmaster, sql: str) -> str:
