@@ -135,6 +135,10 @@ async def test_only_the_cursors_this_server_signed_continue_a_list(
     ):
         answer = await auditor.get("/v1/dead-letters", params={"cursor": cursor})
         assert (answer.status_code, answer.json()["code"]) == (400, "invalid_cursor"), cursor
+    # a list's cursor continues that list only (the same shape of key: one id)
+    for other in ("/v1/invoices", "/v1/entries"):
+        answer = await auditor.get(other, params={"cursor": signed})
+        assert (answer.status_code, answer.json()["code"]) == (400, "invalid_cursor"), other
 
 
 async def fail(*args: Any) -> None:

@@ -201,6 +201,7 @@ async def seals_page(
     conn: asyncpg.Connection, period: str | None, cursors: Cursors, after: str | None, limit: int
 ) -> Page[SealRecord]:
     """A page of seals (one period's, or all) by period and sequence (the API's list)."""
+    cursors = cursors.bound_to("seals")
     found = await stored(conn, period, None, cursors.after(after, SEAL_KEY), fetch_limit(limit))
     return cursors.page(found, limit)
 

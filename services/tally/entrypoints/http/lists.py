@@ -121,12 +121,13 @@ async def answer(paging: Paging, listing: Listing) -> Response:
     if paging.csv:
         every = (cells(row.values()) async for row in listings.stream(paging.engine, listing))
         return stream_rows(StreamFormat.csv, None, every)
+    cursors = paging.cursors.bound_to(listing.sql)  # a list is its query
     try:
-        after = paging.cursors.after(paging.cursor, listing.shape)
+        after = cursors.after(paging.cursor, listing.shape)
     except BadCursor as exc:
         raise invalid_cursor(exc) from exc
     rows = await listings.fetch(paging.engine, listing, after, paging.limit + 1)
-    page = paging.cursors.page(rows, paging.limit)
+    page = cursors.page(rows, paging.limit)
     return JSONResponse({"items": [plain(row.values) for row in page.items], "next": page.next})
 
 

@@ -58,6 +58,7 @@ async def accounts(
     after: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Page[AccountRow]:
+    cursors = cursors.bound_to("accounts")
     key = cursors.after(after, (str,))
     rows = await conn.fetch(
         QUERY + " LIMIT $6", *_args(filters), key[0] if key else None, fetch_limit(limit)

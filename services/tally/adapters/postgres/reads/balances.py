@@ -87,6 +87,7 @@ async def balance(
 ) -> Balance | None:
     """The account's balance as of ``as_of`` (default: now) with a page of its movements."""
     instant = as_of or datetime.now(UTC)
+    cursors = cursors.bound_to(f"balance {account}")
     key = cursors.after(after, (int, int))
     async with snapshot(conn):
         totals = await balance_totals(conn, account, instant)

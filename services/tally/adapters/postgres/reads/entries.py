@@ -101,6 +101,7 @@ async def entries(
     limit: int = DEFAULT_LIMIT,
 ) -> Page[EntrySummary]:
     """Oldest first. A page never repeats or skips an entry, whatever is posted meanwhile."""
+    cursors = cursors.bound_to("entries")
     key = cursors.after(after, (int,))
     rows = await conn.fetch(
         QUERY + " LIMIT $8", *_args(filters), key[0] if key else None, fetch_limit(limit)

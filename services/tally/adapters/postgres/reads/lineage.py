@@ -70,6 +70,7 @@ async def lineage(
     """A page of the invoice's lineage; None: no such invoice."""
     if not await invoice_exists(conn, number):
         return None
+    cursors = cursors.bound_to(f"lineage {number}")
     key = cursors.after(after, (int, str, str))
     rows = await conn.fetch(
         QUERY + " LIMIT $5", number, *(key or (None, None, None)), fetch_limit(limit)
