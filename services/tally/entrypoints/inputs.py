@@ -5,10 +5,11 @@ or the period arithmetic. A route takes ``Text``, never a bare ``str``."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 from tally.domain import bounds
 from tally.domain.period import PERIOD
@@ -16,5 +17,18 @@ from tally.domain.period import PERIOD
 Text = Annotated[str, AfterValidator(bounds.text)]
 Id = Annotated[int, Field(ge=1, le=bounds.MAX_ID, json_schema_extra={"format": "int64"})]
 Period = Annotated[str, Field(pattern=PERIOD.pattern), AfterValidator(bounds.period)]
-Instant = Annotated[AwareDatetime, AfterValidator(bounds.instant)]
-Day = Annotated[date, AfterValidator(bounds.day)]
+NUMBER = re.compile(r"\s*[+-]?[0-9.eE+-]+\s*")
+
+
+def written_as_a_date(value: Any) -> Any:
+    """Pydantic reads a bare number as Unix time (``posted_from=1.9`` was 1970, a large one
+    milliseconds): an instant or a day is written as RFC 3339 / ISO 8601, or refused."""
+    if isinstance(value, str) and NUMBER.fullmatch(value):
+        raise ValueError("must be written as an RFC 3339 date or instant, not a number")
+    return value
+
+
+Instant = Annotated[
+    AwareDatetime, BeforeValidator(written_as_a_date), AfterValidator(bounds.instant)
+]
+Day = Annotated[date, BeforeValidator(written_as_a_date), AfterValidator(bounds.day)]

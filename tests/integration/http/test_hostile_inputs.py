@@ -175,3 +175,11 @@ async def test_an_unexpected_exception_on_a_page_shows_the_request_id(
     request_id = page.headers["X-Request-Id"]
     assert "Something went wrong" in page.text and request_id in page.text
     assert request_id in next(r for r in caplog.records if r.exc_info).getMessage()
+
+
+@pytest.mark.parametrize("value", ["1.9", "253402300800", "-5", "1e3"])
+async def test_an_instant_written_as_a_number_is_an_invalid_request(
+    auditor: httpx.AsyncClient, value: str
+) -> None:
+    """Not Unix time (pydantic's reading: 253402300800 was milliseconds, a day of 1978)."""
+    assert "RFC 3339" in await refused(auditor, f"/v1/entries?posted_from={value}")
