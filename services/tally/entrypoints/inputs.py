@@ -17,7 +17,7 @@ from tally.domain.period import PERIOD
 Text = Annotated[str, AfterValidator(bounds.text)]
 Id = Annotated[int, Field(ge=1, le=bounds.MAX_ID, json_schema_extra={"format": "int64"})]
 Period = Annotated[str, Field(pattern=PERIOD.pattern), AfterValidator(bounds.period)]
-NUMBER = re.compile(r"\s*[+-]?[0-9.eE+-]+\s*")
+NUMBER = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
 
 
 def written_as_a_date(value: Any) -> Any:

@@ -183,3 +183,5 @@ async def test_an_instant_written_as_a_number_is_an_invalid_request(
 ) -> None:
     """Not Unix time (pydantic's reading: 253402300800 was milliseconds, a day of 1978)."""
     assert "RFC 3339" in await refused(auditor, f"/v1/entries?posted_from={value}")
+    written = await auditor.get("/v1/entries?posted_from=2026-10-01T00:00:00Z")
+    assert written.status_code == 200, written.text
