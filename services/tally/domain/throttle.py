@@ -65,10 +65,6 @@ class Window:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def wait(self, name: str, now: float) -> float:
-        """Seconds ``name`` must wait: 0 when it may try."""
-        return self.check(name, now)[0]
-
     def check(self, name: str, now: float) -> tuple[float, bool]:
         """Seconds ``name`` must wait for its failures to leave the window (0: none), and
         whether its limit is full with tries still in flight (they may yet succeed)."""
@@ -99,11 +95,6 @@ class Window:
         if entry is not None:
             entry.in_flight = max(0, entry.in_flight - 1)
         if failed:
-            self._entry(name, now).failures.append(now)
-
-    def fail(self, name: str, now: float) -> None:
-        """A failure of ``name`` (without a reservation)."""
-        if self.limit > 0:
             self._entry(name, now).failures.append(now)
 
     def _entry(self, name: str, now: float) -> Entry:
@@ -174,13 +165,6 @@ class FailureLimiter:
         self.clock = clock
         self.on_end: Callable[[], None] = lambda: None  # a reservation ended
 
-    def retry_after(self, key_id: str | None, address: str) -> int | None:
-        """Whole seconds to wait before trying again, or None when a try is allowed."""
-        now = self.clock()
-        address = address_budget(address)
-        wait = max(self.addresses.wait(address, now), self.keys.wait(key_id, now) if key_id else 0)
-        return math.ceil(wait) if wait > 0 else None
-
     def reserve(self, key_id: str | None, address: str) -> Reservation | int | None:
         """A reservation of one try; or the whole seconds to wait when refused; or None
         when the limit is full with tries in flight (ask again once one of them ended:
@@ -199,10 +183,3 @@ class FailureLimiter:
         if key_id:
             self.keys.reserve(key_id, now)
         return Reservation(self, key_id, address)
-
-    def failed(self, key_id: str | None, address: str) -> None:
-        """A failure, recorded without a reservation."""
-        now = self.clock()
-        self.addresses.fail(address_budget(address), now)
-        if key_id:
-            self.keys.fail(key_id, now)
