@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 from support.fault_servers import redis_server_binary
 from support.ledger_support import balance_map, drain, urls_of
 from tally import bootstrap
+from tally.adapters import embedded
 from tally.adapters.postgres import ledger_queries
 from tally.config import Settings
 from tally.sdk.producer import UsageProducer
@@ -55,19 +55,12 @@ def compose_tally_url(port: int) -> str:
     return _defaults(found.group(1)).replace("@redis:6379/", f"@127.0.0.1:{port}/")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def acl_redis(tmp_path: Path) -> Iterator[int]:
     """compose's redis-server on a free port (its data in ``tmp_path``); yields the port."""
     command = compose_redis_command()
     assert command[0] == "redis-server"
-    port = _free_port()
+    port = embedded.free_port()
     # Later options win: only where it listens and keeps its files change.
     local = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", ""]
     binary = redis_server_binary()  # the system's (or Valkey), not Redis 6.2 from the venv

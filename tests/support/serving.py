@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from support.cli import CLI, env_for, tally
+from tally.adapters import embedded
 from tally.config import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 async def served(settings: Settings) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     """A migrated ledger and `tally serve` on a free port: its base URL and process."""
     assert (await tally(settings, "migrate")).code == 0
-    port = free_port()
+    port = embedded.free_port()
     server = await asyncio.create_subprocess_exec(
         *CLI,
         "serve",

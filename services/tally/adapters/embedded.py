@@ -374,7 +374,8 @@ def _redis_ready(url: str) -> bool:
     return _redis_command(url, "PING") == "+PONG"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now (the servers here and the fault runs)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -443,7 +444,7 @@ def _start_redis(rdir: Path) -> str:
     started = time.monotonic()
     for _attempt in range(3):
         attempt_started = time.monotonic()
-        port = 0 if use_unix else _free_port()
+        port = 0 if use_unix else free_port()
         url = f"unix://{sock}?db=0" if use_unix else f"redis://127.0.0.1:{port}/0"
         conf = rdir / "redis.conf"
         lines = [

@@ -83,13 +83,6 @@ def postgres_bindir() -> Path | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_port(port: int, up: bool, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -114,7 +107,7 @@ class PrivateRedis:
             )
         self.binary = binary
         self.dir = workdir
-        self.port = free_port()
+        self.port = embedded.free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -187,7 +180,7 @@ class PrivatePostgres:
             )
         self.bin = bindir
         self.dir = workdir / "pgdata"
-        self.port = free_port()
+        self.port = embedded.free_port()
         self.user: str | None = None
         if os.geteuid() == 0:
             self.user = _unprivileged_user()
