@@ -29,6 +29,7 @@ from tally.service_layer import setup
 from tally.service_layer.alert_delivery import AlertDelivery
 from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import BatchReport, MeteringService
+from tally.service_layer.rating_process import RatingProcess
 
 __all__ = [
     "STREAMS",
@@ -128,11 +129,15 @@ def consumer(
     until_idle: bool = False,
     on_batch: Callable[[BatchReport], None] | None = None,
 ) -> Consumer:
-    """The metering consumer, with its own engine and metering service."""
+    """The metering consumer, with its own engine and metering service (rating in a worker
+    process unless ``TALLY_RATING_PROCESS`` is false)."""
+    service = metering_service(engine(urls.database), settings)
+    if settings.rating_process:
+        service.rating = RatingProcess()
     return Consumer(
         settings,
         urls,
-        metering_service(engine(urls.database), settings),
+        service,
         STREAMS,
         until_idle=until_idle,
         on_batch=on_batch,

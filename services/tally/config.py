@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Entries per XREADGROUP and per transaction."
     )
     block_ms: int = Field(default=200, ge=1, description="XREADGROUP block time.")
+    rating_process: bool = Field(
+        default=True,
+        description="Parse and rate batches in a worker process beside the consumer (a second "
+        "core rates the next batch while this one commits); false: in the consumer's process.",
+    )
     claim_idle_ms: int = Field(
         default=30_000, ge=1, description="Pending entries idle this long are claimed."
     )

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
@@ -28,6 +29,9 @@ from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.schema import alembic_config
 from tally.adapters.ratecard_files import bundled_cards
 from tally.config import Settings
+from tally.tools.bench import bench_orgs
+from tally.tools.bench_pipeline import key_of
+from tally.tools.loadgen import LoadMix
 
 PERIOD = "2026-10"
 APR = f"org/acme/{PERIOD}/api_request"
@@ -347,6 +351,13 @@ async def test_every_command_the_demo_prints_runs_as_printed(settings: Settings)
     assert any(args[:2] == ["apikey", "revoke"] for args in runnable)
 
 
+def distinct_keys(events: int) -> set[tuple[str, str]]:
+    """The (source, id) keys of the bench's mix (seed 7, 20 organizations); an entry with
+    none keys on its place in the stream, as the bare pipeline keys it."""
+    mix = LoadMix(bench_orgs(20), "2026-10", events, seed=7, duplicates=0.01, bad=0.01)
+    return {key_of(str(n), entry.fields.get("event")) for n, entry in enumerate(mix)}
+
+
 async def test_the_benchmark_drains_every_event_and_measures_latency(settings: Settings) -> None:
     """Smoke run of ``tally bench`` (no timing is asserted: figures come from real runs)."""
     drain, steady = await tally_all(
@@ -357,6 +368,20 @@ async def test_the_benchmark_drains_every_event_and_measures_latency(settings: S
     figures = drain.json()
     assert figures["events"] == 3000 and figures["consumers"] == 2
     assert figures["entries_posted"] > 0 and figures["events_per_second"] > 0
+    assert figures["verified"] is True and figures["findings"] == []
+    # the bare pipeline it is read against really did its job: every entry acknowledged,
+    # none left pending, one committed row per distinct (source, id)
+    bare = figures["pipeline"]
+    assert bare["entries"] == bare["acknowledged"] == 3000 and bare["pending"] == 0
+    assert bare["rows_inserted"] == bare["rows_stored"] == len(distinct_keys(3000))
+    assert figures["pipeline_events_per_second"] > 0
+    assert figures["ratio"] == pytest.approx(
+        figures["events_per_second"] / figures["pipeline_events_per_second"], abs=0.001
+    )
+    for name in ("consumer_cpu_s_per_100k", "pipeline_cpu_s_per_100k", "consumer_peak_rss_mb"):
+        assert figures[name] > 0, name
+    for name in ("postgres_cpu_s_per_100k", "pipeline_postgres_cpu_s_per_100k"):
+        assert figures[name] is None or figures[name] >= 0, name
     latency = steady.json()
     assert latency["events"] == 800
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]

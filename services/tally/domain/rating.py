@@ -13,15 +13,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from tally.domain.events import (
     EVENT_FIELD,
     AiUsageEvent,
-    ApiRequestData,
     ApiRequestEvent,
     InvalidEvent,
-    LicenseUsageData,
     decode_json,
     parse_event,
     storable_text,
@@ -82,6 +80,25 @@ class Reject:
     original: OversizedEntry | None = None  # set when ``raw`` is only the entry's beginning
 
 
+class ApiCall(NamedTuple):
+    """What an API request is rolled up by, beside its organization and day."""
+
+    oauth_client_id: str
+    template_uri: str
+    method: str
+    status: int
+    requests: int  # the event's count
+
+
+class LicenseUse(NamedTuple):
+    """A license report: users (named, concurrent) or hours (hourly) of one license model."""
+
+    license: str
+    model: str
+    users: int | None
+    hours: Decimal | None
+
+
 @dataclass(slots=True)
 class Rated:
     """A valid event with what it counts for."""
@@ -99,8 +116,8 @@ class Rated:
     rate_card_version: str
     raw: bytes
     stream_id: str
-    license: LicenseUsageData | None = None
-    api: ApiRequestData | None = None  # an API request's client, URL and status (rollups)
+    license: LicenseUse | None = None
+    api: ApiCall | None = None  # an API request's client, URL and status (rollups)
     key: EventKey = field(init=False)
 
     def __post_init__(self) -> None:
@@ -239,11 +256,14 @@ def rate(
         status: Status = "metered"
         meter: Meter | None = None
         feature: str | None = None
-        license_data: LicenseUsageData | None = None
-        api_data: ApiRequestData | None = None
+        license_use: LicenseUse | None = None
+        api_call: ApiCall | None = None
         if isinstance(event, ApiRequestEvent):
-            api_data = event.data
-            kind = event.data.client_kind
+            data = event.data
+            api_call = ApiCall(
+                data.oauth_client_id, data.template_uri, data.method, data.status, data.count
+            )
+            kind = data.client_kind
             if kind in card.api.billable_client_kinds:
                 meter = API_REQUEST
             elif kind in card.api.non_billable_client_kinds:
@@ -280,6 +300,9 @@ def rate(
             quantity = Decimal(
                 license_data.users if license_data.users is not None else license_data.hours or 0
             )
+            license_use = LicenseUse(
+                license_data.license, license_data.model, license_data.users, license_data.hours
+            )
     except InvalidEvent as exc:
         return Reject(stream_id, raw, exc.reason, exc.code, *claimed_key(raw))
     except Exception as exc:  # a rule's own failure must not stall the stream
@@ -299,8 +322,8 @@ def rate(
         rate_card_version=card.version,
         raw=raw,
         stream_id=stream_id,
-        license=license_data,
-        api=api_data,
+        license=license_use,
+        api=api_call,
     )
 
 

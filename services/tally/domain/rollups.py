@@ -35,7 +35,7 @@ def api_days(events: Iterable[Rated]) -> dict[ApiDayKey, int]:
                 data.status,
                 event.status == "metered",
             )
-            requests[key] += data.count
+            requests[key] += data.requests
     return requests
 
 

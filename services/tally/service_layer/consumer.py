@@ -115,6 +115,7 @@ class Consumer:
         self.totals: Counter[str] = Counter()
         self._ready: asyncio.Queue[RatedBatch] = asyncio.Queue(maxsize=1)
         self._in_flight = 0  # batches read and not yet acknowledged (or given up)
+        self._held: set[str] = set()  # their stream ids: never claimed back from ourselves
         self._stop = asyncio.Event()
         self._own_done = asyncio.Event()  # claims wait until this name's own are handled
 
@@ -128,6 +129,7 @@ class Consumer:
             # Fail fast, with a clear error, on an unmigrated database, a missing stream or a
             # server that could not tell entries lost before any read.
             await self._retrying("load the rate cards", self.service.book)
+            await self.service.start()  # the rating worker, before the first batch waits on it
             await self._retrying(
                 "check the consumer group",
                 lambda: self.streams.ensure_group(
@@ -142,6 +144,7 @@ class Consumer:
             await self._retrying("record incidents", self._record_incidents)
             await self._supervise()
         finally:
+            self.service.close()
             await self.redis.aclose()
             await self.db.engine.dispose()
         return self.totals
@@ -268,6 +271,8 @@ class Consumer:
         if not entries:
             return
         self._in_flight += 1
+        held = [sid for sid, _ in entries]
+        self._held.update(held)
         try:
             batch = await self._retrying(
                 "rate a batch", lambda: self.service.rate_batch(self.settings.stream, entries)
@@ -275,6 +280,7 @@ class Consumer:
             await self._ready.put(batch)
         except BaseException:
             self._in_flight -= 1
+            self._held.difference_update(held)
             raise
 
     async def _handle_ids(self, ids: Sequence[str]) -> None:
@@ -301,6 +307,7 @@ class Consumer:
                 )
             finally:
                 self._in_flight -= 1
+                self._held.difference_update(batch.stream_ids)
                 self._ready.task_done()
             self.totals.update(report.counts)
             if self.on_batch:
@@ -342,7 +349,8 @@ class Consumer:
             )
             if claim.deleted:  # Redis 7 already dropped them from the pending list
                 await self.handle([(sid, []) for sid in claim.deleted])
-            await self._handle_ids(claim.claimed)
+            # what this consumer is rating or committing is idle only in Redis's eyes
+            await self._handle_ids([sid for sid in claim.claimed if sid not in self._held])
             total += len(claim.claimed) + len(claim.deleted)
             start = claim.next_start
             if start == "0-0":

@@ -34,6 +34,7 @@ from tally.domain.rating import (
     stream_fields,
     usage_postings,
 )
+from tally.service_layer.rating_process import RatingContext, RatingProcess
 from tally.service_layer.unit_of_work import RETRIES, retrying
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,13 @@ class MeteringService:
         limits: Limits,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         require_known_sources: bool = False,
+        rating: RatingProcess | None = None,
     ) -> None:
         """``require_known_sources``: only registered producers may bill (the consumer and
-        ``tally dlq replay`` pass ``TALLY_REQUIRE_KNOWN_SOURCES``)."""
+        ``tally dlq replay`` pass ``TALLY_REQUIRE_KNOWN_SOURCES``). ``rating``: a worker
+        process that rates batches (the consumer's); None rates in this process."""
         self.db = db
+        self.rating = rating
         self.store = db.metering
         self.limits = limits
         self.clock = clock
@@ -109,16 +113,20 @@ class MeteringService:
 
     async def _rate(self, entries: Sequence[StreamEntry]) -> list[Rated | Reject]:
         book, sources, now = await self.book(), await self.sources(), self.clock()
-        results = [
-            rate(sid, fields, self._orgs, book, self.limits, now, sources)
-            for sid, fields in entries
-        ]
+        if self.rating is None:
+            results = [
+                rate(sid, fields, self._orgs, book, self.limits, now, sources)
+                for sid, fields in entries
+            ]
+        else:
+            context = RatingContext(self._orgs, book, self.limits, sources)
+            results = await self.rating.rate(entries, context, now)
         unknown = {r.unknown_org for r in results if isinstance(r, Reject) and r.unknown_org}
         if unknown:
             async with self.db.connection() as conn:
                 found = await self.store.organizations(conn, unknown)
             if found:
-                self._orgs.update(found)
+                self._orgs = {**self._orgs, **found}  # a new object: the worker gets it
                 results = [
                     rate(sid, fields, self._orgs, book, self.limits, now, sources)
                     if isinstance(result, Reject) and result.unknown_org in found
@@ -126,6 +134,16 @@ class MeteringService:
                     for (sid, fields), result in zip(entries, results, strict=True)
                 ]
         return results
+
+    async def start(self) -> None:
+        """Start the rating worker, if there is one (it takes a second to import)."""
+        if self.rating is not None:
+            await self.rating.start()
+
+    def close(self) -> None:
+        """Stop the rating worker, if there is one."""
+        if self.rating is not None:
+            self.rating.close()
 
     async def compact_rollups(self) -> int:
         """Fold the rollup deltas the batches appended into the daily rows, in one

@@ -10,31 +10,45 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import resource
 import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
+
+from sqlalchemy.engine import make_url
 
 from tally import bootstrap
 from tally.adapters import redis_streams
-from tally.adapters.postgres import databases
+from tally.adapters.postgres import databases, verification
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
 from tally.service_layer.metering import BatchReport
+from tally.tools import bench_pipeline
 from tally.tools.loadgen import (
     LoadMix,
     api_request_event,
 )
+from tally.tools.resources import BackendCpu, ProcessCpu, children_peak_rss_mb, peak_rss_mb
 
 Progress = Callable[[int, int], None]  # (done, total)
 PUBLISH_BATCH = 5000
 LARGE_SOURCE = "bench-close"  # the source of tally bench large's entries
+
+
+@dataclass
+class PipelineCheck:
+    """Proof that the bare pipeline did its whole job: every entry acknowledged, none left
+    pending, and one committed row per distinct key."""
+
+    entries: int
+    acknowledged: int
+    pending: int
+    rows_inserted: int
+    rows_stored: int
 
 
 @dataclass
@@ -43,9 +57,19 @@ class DrainResult:
     deliveries: int  # entries the consumers processed: more when one claimed another's
     seconds: float
     events_per_second: float
+    pipeline_events_per_second: float  # the bare pipeline, same entries, same servers
+    ratio: float  # events_per_second / pipeline_events_per_second
+    consumer_cpu_s_per_100k: float  # the consumer processes' CPU, all of them
+    postgres_cpu_s_per_100k: float | None  # their PostgreSQL backends' CPU (None: not local)
+    pipeline_cpu_s_per_100k: float
+    pipeline_postgres_cpu_s_per_100k: float | None
+    consumer_peak_rss_mb: float  # the largest consumer's, its rating worker's added
     batch_size: int
     consumers: int
     entries_posted: int
+    verified: bool  # tally ledger verify found nothing after the drain
+    findings: list[str]
+    pipeline: PipelineCheck
 
 
 @dataclass
@@ -66,14 +90,22 @@ async def publish_mix(
         return len(await producer.publish_all((entry.fields for entry in mix), progress))
 
 
+@dataclass
+class ProcessRun:
+    """What one benchmark process reports: its entries, postings, the time of its last
+    commit (epoch seconds), CPU seconds and peak RSS."""
+
+    entries: int
+    postings: int
+    last_commit: float
+    cpu_seconds: float
+    peak_rss_mb: float
+
+
 def _drain_in_process(
-    settings: Settings,
-    urls: ServiceUrls,
-    ready: Any,
-    go: Any,
-    results: Any,
+    settings: Settings, urls: ServiceUrls, ready: Any, go: Any, results: Any
 ) -> None:
-    """One benchmark consumer: (entries, ledger entries, time of its last commit)."""
+    """One benchmark consumer, started and imported before the clock runs."""
     counts: Counter[str] = Counter()
     last = [0.0]
 
@@ -84,8 +116,50 @@ def _drain_in_process(
     consumer = bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch)
     ready.wait()
     go.wait()
+    cpu = ProcessCpu()
     asyncio.run(consumer.run())
-    results.put((counts["events"], counts["postings"], last[0]))
+    memory = peak_rss_mb() + children_peak_rss_mb()  # with its rating worker's
+    results.put(ProcessRun(counts["events"], counts["postings"], last[0], cpu.seconds(), memory))
+
+
+def _pipeline_in_process(
+    database: str, redis_url: str, stream: str, batch: int, ready: Any, go: Any, results: Any
+) -> None:
+    """The bare pipeline, started and imported before the clock runs."""
+    ready.wait()
+    go.wait()
+    results.put(asyncio.run(bench_pipeline.drain(database, redis_url, stream, batch)))
+
+
+class Timed(Protocol):
+    last_commit: float  # epoch seconds
+    cpu_seconds: float
+    peak_rss_mb: float
+
+
+async def _timed(
+    target: Callable[..., None], args: list[tuple[Any, ...]], database: str
+) -> tuple[float, list[Any], float | None]:
+    """Run one process per ``args`` (spawned and imported first), start them at once and
+    wait for them; returns the seconds from the start to the last commit, their runs, and
+    the CPU seconds of the PostgreSQL backends of ``database`` meanwhile."""
+    context = multiprocessing.get_context("spawn")
+    ready, go, results = context.Barrier(len(args) + 1), context.Event(), context.Queue()
+    processes = [context.Process(target=target, args=(*arg, ready, go, results)) for arg in args]
+    for process in processes:
+        process.start()
+    await asyncio.to_thread(ready.wait)
+    async with BackendCpu(databases.dsn(database), make_url(database).database or "") as pg:
+        started = time.time()
+        go.set()
+        runs = [await asyncio.to_thread(results.get) for _ in processes]
+        for process in processes:
+            await asyncio.to_thread(process.join)
+    return max(run.last_commit for run in runs) - started, runs, pg.seconds
+
+
+def _per_100k(seconds: float | None, events: int) -> float | None:
+    return None if seconds is None else round(seconds * 100_000 / max(events, 1), 3)
 
 
 @dataclass
@@ -102,14 +176,6 @@ class LargeResult:
     batch_max_bytes: int
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def _large_in_process(settings: Settings, urls: ServiceUrls, results: Any) -> None:
     """A consumer draining the large entries; reports its counts and its peak RSS."""
     counts: Counter[str] = Counter()
@@ -118,7 +184,7 @@ def _large_in_process(settings: Settings, urls: ServiceUrls, results: Any) -> No
         counts.update(report.counts)
 
     asyncio.run(bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch).run())
-    results.put((counts, _peak_rss_mb()))
+    results.put((counts, peak_rss_mb()))
 
 
 def padded_event(event_id: str, org: str, size: int) -> bytes:
@@ -159,16 +225,19 @@ class Bench:
     async def __aexit__(self, *exc: object) -> None:
         client = redis_streams.connect(self.urls.redis)
         try:
-            await client.delete(self.settings.stream)
+            await client.delete(self.settings.stream, f"{self.settings.stream}:pipeline")
         finally:
             await client.aclose()
         await databases.drop(self.urls.database)
 
-    async def fill(self, events: int, seed: int, progress: Progress | None = None) -> int:
+    async def fill(
+        self, events: int, seed: int, progress: Progress | None = None, stream: str | None = None
+    ) -> int:
+        """Publish the benchmark's mix to its stream (or ``stream``), untimed."""
         mix = LoadMix(self.orgs, "2026-10", events, seed=seed, duplicates=0.01, bad=0.01)
         return await publish_mix(
             self.urls.redis,
-            self.settings.stream,
+            stream or self.settings.stream,
             mix,
             (lambda done: progress(done, events)) if progress else None,
         )
@@ -176,44 +245,72 @@ class Bench:
     async def drain(
         self, events: int, seed: int, consumers: int = 1, progress: Progress | None = None
     ) -> DrainResult:
-        """Time from the consumers' start to the commit of the last batch. Each consumer is
-        its own process (one group, as when scaling out), started and imported before the
-        clock runs."""
+        """Time the bare pipeline, then the consumers, on the same entries (each stream
+        filled first, untimed): from the processes' start to the commit of the last batch.
+        Each consumer is its own process (one group, as when scaling out)."""
+        pipeline_stream = f"{self.settings.stream}:pipeline"
         filled = await self.fill(events, seed, progress)
-        context = multiprocessing.get_context("spawn")
-        ready, go, results = context.Barrier(consumers + 1), context.Event(), context.Queue()
-        processes = [
-            context.Process(
-                target=_drain_in_process,
-                args=(
-                    self.settings.model_copy(update={"consumer_name": f"bench-{n}"}),
-                    self.urls,
-                    ready,
-                    go,
-                    results,
-                ),
-            )
-            for n in range(consumers)
-        ]
-        for process in processes:
-            process.start()
-        await asyncio.to_thread(ready.wait)
-        started = time.time()
-        go.set()
-        outcomes = [await asyncio.to_thread(results.get) for _ in processes]
-        for process in processes:
-            await asyncio.to_thread(process.join)
-        drained = sum(n for n, _, _ in outcomes)
-        seconds = max(last for _, _, last in outcomes) - started
+        await self.fill(events, seed, stream=pipeline_stream)
+        await bench_pipeline.prepare(self.urls.database, self.urls.redis, pipeline_stream)
+        batch = self.settings.batch_size
+        args = (self.urls.database, self.urls.redis, pipeline_stream, batch)
+        bare_seconds, (bare,), bare_pg = await _timed(
+            _pipeline_in_process, [args], self.urls.database
+        )
+        check = await self._check_pipeline(pipeline_stream, bare)
+        seconds, runs, pg = await _timed(
+            _drain_in_process,
+            [
+                (self.settings.model_copy(update={"consumer_name": f"bench-{n}"}), self.urls)
+                for n in range(consumers)
+            ],
+            self.urls.database,
+        )
+        findings = await self.verify()
+        rate, bare_rate = filled / seconds, filled / bare_seconds
         return DrainResult(
             events=filled,
-            deliveries=drained,
+            deliveries=sum(run.entries for run in runs),
             seconds=round(seconds, 3),
-            events_per_second=round(filled / seconds, 1),
-            batch_size=self.settings.batch_size,
+            events_per_second=round(rate, 1),
+            pipeline_events_per_second=round(bare_rate, 1),
+            ratio=round(rate / bare_rate, 3),
+            consumer_cpu_s_per_100k=_per_100k(sum(r.cpu_seconds for r in runs), filled) or 0,
+            postgres_cpu_s_per_100k=_per_100k(pg, filled),
+            pipeline_cpu_s_per_100k=_per_100k(bare.cpu_seconds, filled) or 0,
+            pipeline_postgres_cpu_s_per_100k=_per_100k(bare_pg, filled),
+            consumer_peak_rss_mb=max(run.peak_rss_mb for run in runs),
+            batch_size=batch,
             consumers=consumers,
-            entries_posted=sum(p for _, p, _ in outcomes),
+            entries_posted=sum(run.postings for run in runs),
+            verified=not findings,
+            findings=findings,
+            pipeline=check,
         )
+
+    async def _check_pipeline(self, stream: str, run: bench_pipeline.PipelineRun) -> PipelineCheck:
+        """What the bare pipeline left: its pending entries in Redis, its rows in PostgreSQL."""
+        client = redis_streams.connect(self.urls.redis)
+        try:
+            pending = (await client.xpending(stream, bench_pipeline.GROUP))["pending"]
+        finally:
+            await client.aclose()
+        return PipelineCheck(
+            entries=run.entries,
+            acknowledged=run.acknowledged,
+            pending=pending,
+            rows_inserted=run.inserted,
+            rows_stored=await bench_pipeline.stored(self.urls.database),
+        )
+
+    async def verify(self) -> list[str]:
+        """``tally ledger verify`` on the scratch database: its findings (none: all good)."""
+        engine = bootstrap.engine(self.urls.database)
+        try:
+            result = await verification.verify(engine)
+        finally:
+            await engine.dispose()
+        return [f"{finding.check}: {finding.detail}" for finding in result.findings]
 
     async def large(
         self, oversized: int, oversized_bytes: int, large: int, large_bytes: int

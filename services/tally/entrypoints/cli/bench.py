@@ -72,7 +72,23 @@ def bench(
             return as_dict(result)
 
     figures = run(main())
-    print_rows(figures, Format.json if json_ else fmt, "bench")
+    if json_ or fmt is not Format.table:
+        print_rows(figures, Format.json if json_ else fmt, "bench")
+        return
+    print_rows([{"figure": key, "value": value} for key, value in _flat(figures)], fmt, "bench")
+
+
+def _flat(figures: dict[str, Any], prefix: str = "") -> list[tuple[str, object]]:
+    """``pipeline.entries``-style rows of nested figures, for the table."""
+    rows: list[tuple[str, object]] = []
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            rows += _flat(value, f"{prefix}{key}.")
+        elif isinstance(value, list):
+            rows.append((f"{prefix}{key}", "; ".join(map(str, value)) or "none"))
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
 
 
 @bench_app.command("close")
