@@ -59,7 +59,7 @@ end
 """
 
 # KEYS: stream, incident log. ARGV: group, consumer, count, byte budget, entry cap, now (ms).
-# Reply: {lost, entry...}; an entry is {id, {name, value, ...}} or {id, size} when oversized.
+# Reply: {lost, {entry...}}; an entry is {id, {name, value, ...}} or {id, size} when oversized.
 READ_NEW = (
     LUA_HELPERS
     + """
@@ -101,25 +101,27 @@ if read then
     end
   end
 end
-local fit, used, start, chunk = 0, 0, '(' .. last, 1
+local fit, used, start, chunk, big = 0, 0, '(' .. last, 1, false
 while fit < count do
   local page = redis.call('XRANGE', stream, start, '+', 'COUNT', math.min(chunk, count - fit))
   if #page == 0 then break end
   local full = false
   for _, entry in ipairs(page) do
-    local cost = math.min(size_of(entry[2]), cap)
+    local size = size_of(entry[2])
+    local cost = math.min(size, cap)
     if fit > 0 and used + cost > budget then full = true break end
-    fit, used = fit + 1, used + cost
+    fit, used, big = fit + 1, used + cost, big or size > cap
   end
   if full then break end
   start, chunk = '(' .. page[#page][1], chunk * 2
 end
-local out = {lost}
-if fit == 0 then return out end
-local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', fit,
-                         'STREAMS', stream, '>')
-for _, entry in ipairs(reply[1][2]) do out[#out + 1] = shaped(entry, cap) end
-return out
+if fit == 0 then return {lost, {}} end
+local entries = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', fit,
+                           'STREAMS', stream, '>')[1][2]
+if big then  -- only then is an entry reshaped (most batches go back as Redis gave them)
+  for i, entry in ipairs(entries) do entries[i] = shaped(entry, cap) end
+end
+return {lost, entries}
 """
 )
 
@@ -302,7 +304,7 @@ class StreamReader:
                 now_ms,
             ],
         )
-        return Read(await self._entries(reply[1:]), int(reply[0]))
+        return Read(await self._entries(reply[1]), int(reply[0]))
 
     async def wait_for_new(self, block_ms: int) -> None:
         """Block until the stream has an entry after the group's last delivered one."""
@@ -348,6 +350,8 @@ class StreamReader:
             sid = _text(stream_id)
             if isinstance(body, int):
                 entries.append((sid, [] if body < 0 else await self._oversized(sid)))
+            elif len(body) == 2:  # one field: what producers send
+                entries.append((sid, [(body[0], body[1])]))
             else:
                 entries.append((sid, list(zip(body[::2], body[1::2], strict=True))))
         return entries
