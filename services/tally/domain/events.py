@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -225,8 +226,9 @@ class _Envelope(_Strict):
         None, description="an absolute URI"
     )
 
-    @property
+    @cached_property
     def utc_time(self) -> datetime:
+        """Converted once: the parsed time's zone is pydantic's, slow to ask for its offset."""
         return self.time.astimezone(UTC)
 
     @property

@@ -6,9 +6,10 @@ the process with a non-zero exit, never a silent death):
   bounded by count and bytes, raw field lists, entries removed unread caught as incidents,
   also when nothing is left to read);
 - the **commit worker** commits each rated batch in one PostgreSQL transaction, then XACKs
-  it. Rating the next batch (CPU) overlaps with committing this one (waiting on
-  PostgreSQL) through a queue of one, which is also the backpressure: while a commit
-  waits for PostgreSQL, the reader stops reading;
+  it. Rating the next batch (in the rating worker process, on the other core) overlaps
+  with committing this one, and no more: the reader reads again only once the commit
+  worker took the batch it handed over, so two batches are in flight at most (memory
+  flat whatever the backlog) and a slow commit stops the reading;
 - the **claimer** takes over entries other consumers left pending (XAUTOCLAIM);
 - with a retention, the **trimmer** trims what every group acknowledged;
 - with ``until_idle``, the **idle watcher** stops the consumer once the group has nothing
@@ -114,6 +115,7 @@ class Consumer:
         )
         self.totals: Counter[str] = Counter()
         self._ready: asyncio.Queue[RatedBatch] = asyncio.Queue(maxsize=1)
+        self._taken = asyncio.Event()  # the commit worker took the queued batch
         self._in_flight = 0  # batches read and not yet acknowledged (or given up)
         self._held: set[str] = set()  # their stream ids: never claimed back from ourselves
         self._stop = asyncio.Event()
@@ -278,6 +280,9 @@ class Consumer:
                 "rate a batch", lambda: self.service.rate_batch(self.settings.stream, entries)
             )
             await self._ready.put(batch)
+            while not self._ready.empty():  # read the next batch while this one commits:
+                self._taken.clear()  # two batches in flight at most, memory stays flat
+                await self._taken.wait()
         except BaseException:
             self._in_flight -= 1
             self._held.difference_update(held)
@@ -297,6 +302,7 @@ class Consumer:
         """Commit each batch, then XACK it; both retried until they succeed."""
         while True:
             batch = await self._ready.get()
+            self._taken.set()
             try:
                 report = await self._retrying(
                     "commit a batch", functools.partial(self.service.commit, batch)

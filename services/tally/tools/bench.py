@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import queue
 import secrets
 import time
 from collections import Counter
@@ -60,10 +61,12 @@ class DrainResult:
     pipeline_events_per_second: float  # the bare pipeline, same entries, same servers
     ratio: float  # events_per_second / pipeline_events_per_second
     consumer_cpu_s_per_100k: float  # the consumer processes' CPU, all of them
+    rating_worker_cpu_s_per_100k: float  # of which their rating workers'
     postgres_cpu_s_per_100k: float | None  # their PostgreSQL backends' CPU (None: not local)
     pipeline_cpu_s_per_100k: float
     pipeline_postgres_cpu_s_per_100k: float | None
     consumer_peak_rss_mb: float  # the largest consumer's, its rating worker's added
+    rating_worker_peak_rss_mb: float  # of which its rating worker's
     batch_size: int
     consumers: int
     entries_posted: int
@@ -100,6 +103,8 @@ class ProcessRun:
     last_commit: float
     cpu_seconds: float
     peak_rss_mb: float
+    worker_cpu_seconds: float = 0.0  # of the above, its rating worker's
+    worker_peak_rss_mb: float = 0.0  # of the above, its rating worker's
 
 
 def _drain_in_process(
@@ -118,8 +123,18 @@ def _drain_in_process(
     go.wait()
     cpu = ProcessCpu()
     asyncio.run(consumer.run())
-    memory = peak_rss_mb() + children_peak_rss_mb()  # with its rating worker's
-    results.put(ProcessRun(counts["events"], counts["postings"], last[0], cpu.seconds(), memory))
+    worker = children_peak_rss_mb()
+    results.put(
+        ProcessRun(
+            counts["events"],
+            counts["postings"],
+            last[0],
+            cpu.seconds(),
+            peak_rss_mb() + worker,
+            cpu.children_seconds(),
+            worker,
+        )
+    )
 
 
 def _pipeline_in_process(
@@ -152,10 +167,23 @@ async def _timed(
     async with BackendCpu(databases.dsn(database), make_url(database).database or "") as pg:
         started = time.time()
         go.set()
-        runs = [await asyncio.to_thread(results.get) for _ in processes]
+        runs = [await asyncio.to_thread(_result, results, processes) for _ in processes]
         for process in processes:
             await asyncio.to_thread(process.join)
     return max(run.last_commit for run in runs) - started, runs, pg.seconds
+
+
+def _result(results: Any, processes: list[Any]) -> Any:
+    """The next process's result; a process that ended without one failed (its traceback
+    is on stderr): say so instead of waiting forever."""
+    while True:
+        try:
+            return results.get(timeout=1)
+        except queue.Empty:
+            failed = [p for p in processes if p.exitcode not in (None, 0)]
+            if failed:
+                codes = ", ".join(str(p.exitcode) for p in failed)
+                raise RuntimeError(f"a benchmark process failed (exit {codes}): see above") from None
 
 
 def _per_100k(seconds: float | None, events: int) -> float | None:
@@ -276,10 +304,13 @@ class Bench:
             pipeline_events_per_second=round(bare_rate, 1),
             ratio=round(rate / bare_rate, 3),
             consumer_cpu_s_per_100k=_per_100k(sum(r.cpu_seconds for r in runs), filled) or 0,
+            rating_worker_cpu_s_per_100k=_per_100k(sum(r.worker_cpu_seconds for r in runs), filled)
+            or 0,
             postgres_cpu_s_per_100k=_per_100k(pg, filled),
             pipeline_cpu_s_per_100k=_per_100k(bare.cpu_seconds, filled) or 0,
             pipeline_postgres_cpu_s_per_100k=_per_100k(bare_pg, filled),
             consumer_peak_rss_mb=max(run.peak_rss_mb for run in runs),
+            rating_worker_peak_rss_mb=max(run.worker_peak_rss_mb for run in runs),
             batch_size=batch,
             consumers=consumers,
             entries_posted=sum(run.postings for run in runs),

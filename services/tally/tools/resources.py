@@ -26,10 +26,16 @@ class ProcessCpu:
     consumer's rating worker), since this was made."""
 
     def __init__(self) -> None:
-        self._start = _own_cpu()
+        self._start = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
 
     def seconds(self) -> float:
-        return _own_cpu() - self._start
+        return self.own_seconds() + self.children_seconds()
+
+    def own_seconds(self) -> float:
+        return _cpu(resource.RUSAGE_SELF) - self._start[0]
+
+    def children_seconds(self) -> float:
+        return _cpu(resource.RUSAGE_CHILDREN) - self._start[1]
 
 
 def peak_rss_mb() -> float:
@@ -45,11 +51,9 @@ def children_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
 
-def _own_cpu() -> float:
-    return sum(
-        usage.ru_utime + usage.ru_stime
-        for usage in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    )
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 class BackendCpu:
