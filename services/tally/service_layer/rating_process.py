@@ -30,6 +30,7 @@ from typing import Any
 from tally.domain.ratecard import RateCardBook
 from tally.domain.rating import (
     EVENT_FIELD_BYTES,
+    ApiCall,
     Fields,
     Limits,
     Rated,
@@ -95,21 +96,29 @@ def _rate_in_worker(
 
 
 def _pack(event: Rated) -> Packed:
+    """The values main needs, the repeated ones interned: pickle then sends each once per
+    batch and main holds one copy (organizations, periods, clients, URLs repeat a lot)."""
+    api = event.api
+    if api is not None:
+        api = ApiCall(_i(api.oauth_client_id), _i(api.template_uri), _i(api.method), *api[3:])
     return (
-        event.source,
+        _i(event.source),
         event.id,
-        event.type,
-        event.org,
+        _i(event.type),
+        _i(event.org),
         event.time,
-        event.period,
-        event.status,
-        event.meter,
-        event.feature,
+        _i(event.period),
+        _i(event.status),
+        event.meter and _i(event.meter),
+        event.feature and _i(event.feature),
         str(event.quantity),
-        event.rate_card_version,
+        _i(event.rate_card_version),
         event.license,
-        event.api,
+        api,
     )
+
+
+_i = sys.intern
 
 
 def _unpack(values: Packed, stream_id: str, fields: Fields) -> Rated:

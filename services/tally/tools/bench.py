@@ -183,7 +183,9 @@ def _result(results: Any, processes: list[Any]) -> Any:
             failed = [p for p in processes if p.exitcode not in (None, 0)]
             if failed:
                 codes = ", ".join(str(p.exitcode) for p in failed)
-                raise RuntimeError(f"a benchmark process failed (exit {codes}): see above") from None
+                raise RuntimeError(
+                    f"a benchmark process failed (exit {codes}): see above"
+                ) from None
 
 
 def _per_100k(seconds: float | None, events: int) -> float | None:
