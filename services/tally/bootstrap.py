@@ -130,7 +130,7 @@ def consumer(
     on_batch: Callable[[BatchReport], None] | None = None,
 ) -> Consumer:
     """The metering consumer, with its own engine and metering service (rating in a worker
-    process unless ``TALLY_RATING_PROCESS`` is false)."""
+    process when ``TALLY_RATING_PROCESS`` is true)."""
     service = metering_service(engine(urls.database), settings)
     if settings.rating_process:
         service.rating = RatingProcess()

@@ -52,9 +52,11 @@ class Settings(BaseSettings):
     )
     block_ms: int = Field(default=200, ge=1, description="XREADGROUP block time.")
     rating_process: bool = Field(
-        default=True,
-        description="Parse and rate batches in a worker process beside the consumer (a second "
-        "core rates the next batch while this one commits); false: in the consumer's process.",
+        default=False,
+        description="Parse and rate batches in a worker process beside the consumer, so the "
+        "next batch is rated on another core while this one commits. Pays only with cores to "
+        "spare: on 2 cores shared with PostgreSQL and Redis it drained no faster, cost about "
+        "1.5 s more CPU per 100,000 events (the hand-off) and about 80 MB more memory.",
     )
     claim_idle_ms: int = Field(
         default=30_000, ge=1, description="Pending entries idle this long are claimed."

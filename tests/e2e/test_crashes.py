@@ -31,6 +31,7 @@ async def fill(settings: Settings, events: int) -> LoadSummary:
 
 def env_for(settings: Settings, consumer: str) -> dict[str, str]:
     return os.environ | {
+        "TALLY_RATING_PROCESS": str(settings.rating_process).lower(),
         "TALLY_DATABASE_URL": urls_of(settings).database,
         "TALLY_REDIS_URL": urls_of(settings).redis,
         "TALLY_STREAM": settings.stream,
@@ -93,6 +94,20 @@ async def test_sigkill_before_commit_mid_batch_and_after_commit_then_restart_is_
     pending = await stream.xpending(settings.stream, settings.group)
     assert pending["pending"] > 0  # the dead runs left entries unacknowledged
     await drain(settings, consumer_name="c1", batch_size=150)
+    assert (await stream.xpending(settings.stream, settings.group))["pending"] == 0
+    await assert_exact(engine, summary)
+
+
+async def test_with_a_rating_worker_sigkill_ends_it_too_and_restart_is_exact(
+    engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
+) -> None:
+    """The worker process dies with its consumer (``crash`` reads the consumer's stderr to
+    its end: an orphan holding it would hang the test), and rating there changes nothing."""
+    settings = settings.model_copy(update={"batch_size": 150, "rating_process": True})
+    summary = await fill(settings, 1500)
+    await crash(settings, "mid_batch", 3)
+    await crash(settings, "after_commit", 2)
+    await drain(settings, consumer_name="c1", batch_size=150, rating_process=True)
     assert (await stream.xpending(settings.stream, settings.group))["pending"] == 0
     await assert_exact(engine, summary)
 
