@@ -45,30 +45,49 @@ async def unlock(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_advisory_unlock($1)", CLOSE_LOCK)
 
 
+# Organizations still without an invoice for the period that should get one: they existed
+# before it ended, or have usage, license reports, purchased tokens or unbilled late usage.
+OWES_INVOICE = """
+    NOT EXISTS (SELECT 1 FROM invoice i WHERE i.org = o.name AND i.period = $1)
+    AND (o.created_at < $2
+         OR EXISTS (SELECT 1 FROM journal_entry e
+                     WHERE e.org = o.name AND e.period = $1)
+         OR EXISTS (SELECT 1 FROM license_usage u
+                     WHERE u.org = o.name AND u.period = $1)
+         OR EXISTS (SELECT 1 FROM token_purchase p
+                     WHERE p.org = o.name AND p.period = $1)
+         OR EXISTS (SELECT 1 FROM journal_entry e
+                      JOIN invoice i ON i.org = e.org AND i.period = e.period
+                     WHERE e.org = o.name AND e.period < $1 AND e.kind = 'usage'
+                       AND NOT EXISTS (SELECT 1 FROM billed_entry b
+                                        WHERE b.entry_id = e.id)))"""
+
+
+async def count_orgs_to_close(conn: asyncpg.Connection, period: str, period_end: datetime) -> int:
+    """How many organizations the period still owes an invoice (for the progress bar)."""
+    count: int = await conn.fetchval(
+        f"SELECT count(*) FROM organization o WHERE {OWES_INVOICE}", period, period_end
+    )
+    return count
+
+
 async def orgs_to_close(
-    conn: asyncpg.Connection, period: str, period_end: datetime
+    conn: asyncpg.Connection,
+    period: str,
+    period_end: datetime,
+    after: str | None = None,
+    limit: int | None = None,
 ) -> list[tuple[str, str]]:
-    """Organizations still without an invoice for the period that should get one: they
-    existed before it ended, or have usage, license reports, purchased tokens or unbilled
-    late usage."""
+    """The next organizations by name (after ``after``, at most ``limit``) that the period
+    still owes an invoice: a close walks them a chunk at a time (keyset), never all at once."""
     rows = await conn.fetch(
-        """SELECT o.name, o.currency FROM organization o
-            WHERE NOT EXISTS (SELECT 1 FROM invoice i WHERE i.org = o.name AND i.period = $1)
-              AND (o.created_at < $2
-                   OR EXISTS (SELECT 1 FROM journal_entry e
-                               WHERE e.org = o.name AND e.period = $1)
-                   OR EXISTS (SELECT 1 FROM license_usage u
-                               WHERE u.org = o.name AND u.period = $1)
-                   OR EXISTS (SELECT 1 FROM token_purchase p
-                               WHERE p.org = o.name AND p.period = $1)
-                   OR EXISTS (SELECT 1 FROM journal_entry e
-                                JOIN invoice i ON i.org = e.org AND i.period = e.period
-                               WHERE e.org = o.name AND e.period < $1 AND e.kind = 'usage'
-                                 AND NOT EXISTS (SELECT 1 FROM billed_entry b
-                                                  WHERE b.entry_id = e.id)))
-            ORDER BY o.name""",
+        f"""SELECT o.name, o.currency FROM organization o
+             WHERE o.name > $3 AND {OWES_INVOICE}
+             ORDER BY o.name LIMIT $4""",
         period,
         period_end,
+        after or "",  # a bare range on the primary key: every name sorts after ''
+        limit,
     )
     return [(row["name"], row["currency"]) for row in rows]
 
