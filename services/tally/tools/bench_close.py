@@ -19,6 +19,7 @@ from typing import Any
 
 from tally import bootstrap
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
+from tally.adapters.postgres.verification import verify
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.domain.period import period_bounds
@@ -67,6 +68,7 @@ class CloseResult:
     chunk: int
     close_cpu_seconds: float  # of the closing process (PostgreSQL's own CPU not included)
     peak_rss_mb: float  # the closing process's peak RSS during the close (VmHWM)
+    verified_entries: int | None  # with --verify: the entries ledger verify found clean
     totals: dict[str, Decimal] = field(default_factory=dict)  # per currency
 
 
@@ -266,8 +268,10 @@ class CloseBench(Bench):
         period: str,
         fill_progress: Progress | None = None,
         close_progress: Progress | None = None,
+        check: bool = False,
     ) -> CloseResult:
-        """Add the organizations and meter the period (untimed), then time the close."""
+        """Add the organizations and meter the period (untimed), then time the close; with
+        ``check``, ``tally ledger verify`` afterwards (untimed; findings raise)."""
         await self.add_orgs()
         started = time.perf_counter()
         events = await self.meter_period(period, fill_progress)
@@ -289,6 +293,12 @@ class CloseBench(Bench):
             seconds = time.perf_counter() - started
             cpu = time.process_time() - cpu
             peak = _peak_rss_mb()
+            verified = None
+            if check:
+                verification = await verify(engine)
+                if not verification.ok:
+                    raise RuntimeError(f"ledger verify after the close: {verification.findings}")
+                verified = verification.entries
             async with raw_connection(engine) as conn:
                 rows = await conn.fetch(
                     "SELECT currency, sum(total) AS total FROM invoice WHERE period = $1 "
@@ -309,5 +319,6 @@ class CloseBench(Bench):
             chunk=self.settings.close_chunk,
             close_cpu_seconds=round(cpu, 3),
             peak_rss_mb=peak,
+            verified_entries=verified,
             totals={row["currency"]: row["total"] for row in rows},
         )
