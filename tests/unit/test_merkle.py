@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tally.domain.merkle import Sibling, leaf_hash, node_hash, prove, root, verify_proof
+from tally.domain.merkle import (
+    RootBuilder,
+    Sibling,
+    leaf_hash,
+    node_hash,
+    prove,
+    root,
+    verify_proof,
+)
 
 # distinct, as entry hashes are (two equal subtrees would make a swapped side go unseen)
 LEAVES = st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=70, unique=True)
@@ -31,6 +39,20 @@ def rfc6962(leaves: list[bytes]) -> bytes:
 @given(st.lists(st.binary(min_size=32, max_size=32), max_size=70))
 def test_the_root_is_rfc_6962s(leaves: list[bytes]) -> None:
     assert root(leaves) == rfc6962(leaves)
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=140))
+def test_a_root_built_leaf_by_leaf_is_the_same(leaves: list[bytes]) -> None:
+    """The seal reads its leaves through a cursor: the streamed root is the tree's root."""
+    built = RootBuilder()
+    built.extend(leaves)
+    assert (built.root(), built.count) == (rfc6962(leaves), len(leaves))
+
+
+def test_a_streamed_root_keeps_one_node_per_level() -> None:
+    built = RootBuilder()
+    built.extend(hashlib.sha256(str(n).encode()).digest() for n in range(5000))
+    assert len(built._stack) == bin(5000).count("1")  # 5000 = 4096 + 512 + 256 + 128 + 8
 
 
 def test_leaves_and_nodes_are_hashed_apart() -> None:

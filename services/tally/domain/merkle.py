@@ -19,7 +19,7 @@ The order of the leaves (by lane, then seq) is the seal's, not the tree's: see
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,6 +72,37 @@ def root(leaves: Sequence[bytes]) -> bytes:
     if not leaves:
         return hashlib.sha256().digest()
     return _levels(leaves)[-1][0]
+
+
+class RootBuilder:
+    """The root of leaves fed one by one, in memory logarithmic in their count: the same
+    root as :func:`root` (a stack of perfect subtrees, as in a binary counter; at the end
+    they fold from the right, which is what carrying odd last nodes up amounts to)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._stack: list[tuple[int, bytes]] = []  # (height, node), heights decreasing
+
+    def add(self, leaf: bytes) -> None:
+        height, node = 0, leaf_hash(leaf)
+        stack = self._stack
+        while stack and stack[-1][0] == height:
+            node = node_hash(stack.pop()[1], node)
+            height += 1
+        stack.append((height, node))
+        self.count += 1
+
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        for leaf in leaves:
+            self.add(leaf)
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return hashlib.sha256().digest()
+        node = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            node = node_hash(left, node)
+        return node
 
 
 def prove(leaves: Sequence[bytes], index: int) -> Proof:

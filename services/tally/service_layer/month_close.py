@@ -19,6 +19,7 @@ from decimal import localcontext
 
 import asyncpg
 
+from tally.adapters.ports.ledger import Journal
 from tally.adapters.ports.unit_of_work import Database
 from tally.domain.invoicing import CLOSE_CHUNK, CloseInput, InvoiceDraft, close_org
 from tally.domain.period import period_bounds
@@ -95,22 +96,28 @@ async def _close(
     card = (await db.metering.load_rate_cards(session)).in_effect(start)
     if card is None:
         raise CloseRefused(f"no rate card is in effect at the start of {period}")
-    orgs = await db.close.orgs_to_close(session, period, end)
-    journal, issued = db.journal(), 0
+    # Organizations are read a chunk at a time, by name (keyset): memory stays flat in
+    # their number. A chunk's organizations all get their invoice when it commits, so the
+    # next page starts after the last name of the previous one.
+    total = await db.close.count_orgs_to_close(session, period, end)
+    done, issued, after = 0, 0, None
     if progress:
-        progress(0, len(orgs))
-    for first in range(0, len(orgs), chunk):
-        part = orgs[first : first + chunk]
+        progress(0, total)
+    while part := await db.close.orgs_to_close(session, period, end, after, chunk):
+        journal = db.journal()  # per chunk: its account cache stays one chunk's size
 
-        async def close_chunk(part: list[tuple[str, str]] = part) -> int:
+        async def close_chunk(
+            part: list[tuple[str, str]] = part, journal: Journal = journal
+        ) -> int:
             async with db.transaction() as conn:
                 inputs = await db.close.close_inputs(conn, part, period, card)
                 drafts = [_draft(given) for given in inputs]
                 return len(await db.close.write_invoices(conn, journal, drafts, as_of))
 
         issued += await retrying(close_chunk, journal, RETRYABLE, RETRIES, "close chunk")
+        after, done = part[-1][0], done + len(part)
         if progress:
-            progress(first + len(part), len(orgs))
+            progress(done, max(total, done))
     async with session.transaction():  # closed and sealed at once: never one without the other
         await db.close.record_closed(session, period, as_of)
         await db.close.seal_due_periods(session)

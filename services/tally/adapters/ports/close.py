@@ -20,8 +20,17 @@ class CloseStore(Protocol):
 
     async def unlock(self, conn: asyncpg.Connection) -> None: ...
 
-    async def orgs_to_close(
+    async def count_orgs_to_close(
         self, conn: asyncpg.Connection, period: str, period_end: datetime
+    ) -> int: ...
+
+    async def orgs_to_close(
+        self,
+        conn: asyncpg.Connection,
+        period: str,
+        period_end: datetime,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[tuple[str, str]]: ...
 
     async def close_inputs(

@@ -29,6 +29,7 @@ from tally.domain.invoicing import (
 from tally.domain.ledger import AI_TOKEN
 from tally.domain.ratecard import RateCard
 
+CANDIDATES = 500  # names tested at a time when orgs_to_close is given no limit
 CLOSE_LOCK = 7_461_234_002  # pg_advisory_lock key: one close at a time
 METER_OF_UNIT: dict[str, InvoiceMeter] = {unit: meter for meter, unit in METERS.items()}
 
@@ -45,32 +46,65 @@ async def unlock(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_advisory_unlock($1)", CLOSE_LOCK)
 
 
-async def orgs_to_close(
-    conn: asyncpg.Connection, period: str, period_end: datetime
-) -> list[tuple[str, str]]:
-    """Organizations still without an invoice for the period that should get one: they
-    existed before it ended, or have usage, license reports, purchased tokens or unbilled
-    late usage."""
-    rows = await conn.fetch(
-        """SELECT o.name, o.currency FROM organization o
-            WHERE NOT EXISTS (SELECT 1 FROM invoice i WHERE i.org = o.name AND i.period = $1)
-              AND (o.created_at < $2
-                   OR EXISTS (SELECT 1 FROM journal_entry e
-                               WHERE e.org = o.name AND e.period = $1)
-                   OR EXISTS (SELECT 1 FROM license_usage u
-                               WHERE u.org = o.name AND u.period = $1)
-                   OR EXISTS (SELECT 1 FROM token_purchase p
-                               WHERE p.org = o.name AND p.period = $1)
-                   OR EXISTS (SELECT 1 FROM journal_entry e
-                                JOIN invoice i ON i.org = e.org AND i.period = e.period
-                               WHERE e.org = o.name AND e.period < $1 AND e.kind = 'usage'
-                                 AND NOT EXISTS (SELECT 1 FROM billed_entry b
-                                                  WHERE b.entry_id = e.id)))
-            ORDER BY o.name""",
-        period,
-        period_end,
+# Organizations still without an invoice for the period that should get one: they existed
+# before it ended, or have usage, license reports, purchased tokens or unbilled late usage.
+OWES_INVOICE = """
+    NOT EXISTS (SELECT 1 FROM invoice i WHERE i.org = o.name AND i.period = $1)
+    AND (o.created_at < $2
+         OR EXISTS (SELECT 1 FROM journal_entry e
+                     WHERE e.org = o.name AND e.period = $1)
+         OR EXISTS (SELECT 1 FROM license_usage u
+                     WHERE u.org = o.name AND u.period = $1)
+         OR EXISTS (SELECT 1 FROM token_purchase p
+                     WHERE p.org = o.name AND p.period = $1)
+         OR EXISTS (SELECT 1 FROM journal_entry e
+                      JOIN invoice i ON i.org = e.org AND i.period = e.period
+                     WHERE e.org = o.name AND e.period < $1 AND e.kind = 'usage'
+                       AND NOT EXISTS (SELECT 1 FROM billed_entry b
+                                        WHERE b.entry_id = e.id)))"""
+
+
+async def count_orgs_to_close(conn: asyncpg.Connection, period: str, period_end: datetime) -> int:
+    """How many organizations the period still owes an invoice (for the progress bar)."""
+    count: int = await conn.fetchval(
+        f"SELECT count(*) FROM organization o WHERE {OWES_INVOICE}", period, period_end
     )
-    return [(row["name"], row["currency"]) for row in rows]
+    return count
+
+
+async def orgs_to_close(
+    conn: asyncpg.Connection,
+    period: str,
+    period_end: datetime,
+    after: str | None = None,
+    limit: int | None = None,
+) -> list[tuple[str, str]]:
+    """The next organizations by name (after ``after``, at most ``limit``) that the period
+    still owes an invoice: a close walks them a chunk at a time (keyset), never all at once.
+
+    Names are taken a window of ``limit`` at a time on the primary key, and only that
+    window is tested: one query over all organizations with LIMIT is planned for all of
+    them (it hashed every entry of the period and read every invoice of it, each page)."""
+    window = limit or CANDIDATES
+    found: list[tuple[str, str]] = []
+    last = after or ""  # every name sorts after ''
+    while limit is None or len(found) < limit:
+        names = await conn.fetch(
+            "SELECT name FROM organization WHERE name > $1 ORDER BY name LIMIT $2", last, window
+        )
+        if not names:
+            break
+        last = names[-1]["name"]
+        rows = await conn.fetch(
+            f"""SELECT o.name, o.currency FROM organization o
+                 WHERE o.name = ANY($3::text[]) AND {OWES_INVOICE}
+                 ORDER BY o.name""",
+            period,
+            period_end,
+            [row["name"] for row in names],
+        )
+        found += [(row["name"], row["currency"]) for row in rows]
+    return found[:limit]
 
 
 async def close_inputs(
@@ -99,6 +133,16 @@ async def close_inputs(
     ]
 
 
+# The usage lines of entry ``e``, by index probes (an entry's lines, each line's account by
+# its key): OFFSET 0 keeps the planner from flattening them into a join, which it may plan
+# as a hash of every line or account of the ledger, a cost per chunk that grows with it.
+USAGE_LINES = """
+    SELECT a.unit, a.feature, l.amount FROM entry_line l
+     CROSS JOIN LATERAL (SELECT unit, feature, kind FROM account
+                          WHERE id = l.account_id OFFSET 0) a
+     WHERE l.entry_id = e.id AND a.kind = 'usage' OFFSET 0"""
+
+
 async def _usage(
     conn: asyncpg.Connection, names: list[str], period: str
 ) -> dict[str, dict[InvoiceMeter, Usage]]:
@@ -109,11 +153,10 @@ async def _usage(
     )
     amounts: dict[tuple[str, InvoiceMeter], Decimal] = defaultdict(Decimal)
     for row in await conn.fetch(
-        """SELECT e.org, e.id, a.unit, a.feature, l.amount
-             FROM journal_entry e
-             JOIN entry_line l ON l.entry_id = e.id
-             JOIN account a ON a.id = l.account_id AND a.kind = 'usage'
-            WHERE e.kind = 'usage' AND e.org = ANY($1::text[]) AND e.period = $2""",
+        f"""SELECT e.org, e.id, l.unit, l.feature, l.amount
+              FROM journal_entry e
+             CROSS JOIN LATERAL ({USAGE_LINES}) l
+             WHERE e.kind = 'usage' AND e.org = ANY($1::text[]) AND e.period = $2""",
         names,
         period,
     ):
@@ -135,14 +178,13 @@ async def _late_usage(
 ) -> dict[str, list[LateUsage]]:
     """Usage entries of invoiced earlier periods that no invoice bills yet."""
     rows = await conn.fetch(
-        """SELECT e.org, i.number, e.id, a.unit, sum(l.amount) AS amount
-             FROM journal_entry e
-             JOIN invoice i ON i.org = e.org AND i.period = e.period
-             JOIN entry_line l ON l.entry_id = e.id
-             JOIN account a ON a.id = l.account_id AND a.kind = 'usage'
-            WHERE e.kind = 'usage' AND e.org = ANY($1::text[]) AND e.period < $2
-              AND NOT EXISTS (SELECT 1 FROM billed_entry b WHERE b.entry_id = e.id)
-            GROUP BY e.org, i.number, e.id, a.unit""",
+        f"""SELECT e.org, i.number, e.id, l.unit, sum(l.amount) AS amount
+              FROM journal_entry e
+              JOIN invoice i ON i.org = e.org AND i.period = e.period
+             CROSS JOIN LATERAL ({USAGE_LINES}) l
+             WHERE e.kind = 'usage' AND e.org = ANY($1::text[]) AND e.period < $2
+               AND NOT EXISTS (SELECT 1 FROM billed_entry b WHERE b.entry_id = e.id)
+             GROUP BY e.org, i.number, e.id, l.unit""",
         names,
         period,
     )

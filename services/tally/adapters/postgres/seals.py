@@ -28,6 +28,7 @@ from tally.domain import merkle
 from tally.domain.pagination import Cursors, Key, Page
 
 Heads = Mapping[int, int]  # lane -> seq
+SEAL_PREFETCH = 10_000  # entries read per round trip while a seal is computed
 SEAL_KEY = (str, int)  # a seal's place in the list: period, sequence
 
 
@@ -119,6 +120,21 @@ async def covered(
     return rows
 
 
+async def covered_root(
+    conn: asyncpg.Connection, period: str, after: Heads, upto: Heads
+) -> merkle.RootBuilder:
+    """The Merkle root of the period's entries between two sets of lane heads, read through
+    a cursor (in a transaction): memory stays flat however many entries the period has."""
+    lanes = sorted(upto)
+    below = [after.get(lane, 0) for lane in lanes]
+    tree = merkle.RootBuilder()
+    async for row in conn.cursor(
+        COVERED, period, lanes, below, [upto[lane] for lane in lanes], prefetch=SEAL_PREFETCH
+    ):
+        tree.add(bytes(row["hash"]))
+    return tree
+
+
 async def seal_due_periods(conn: asyncpg.Connection) -> None:
     """Seal every closed period that has no seal yet or entries no seal covers: in the
     transaction that records a period closed, with the close lock held."""
@@ -130,14 +146,14 @@ async def seal_due_periods(conn: asyncpg.Connection) -> None:
         period, sequence = row["period"], row["last"] + 1
         previous = await stored(conn, period, row["last"]) if row["last"] else []
         after = previous[0].heads if previous else {}
-        leaves = [bytes(entry["hash"]) for entry in await covered(conn, period, after, upto)]
+        tree = await covered_root(conn, period, after, upto)
         await conn.execute(
             """INSERT INTO period_seal (period, sequence, root, entries, last_invoice)
                VALUES ($1, $2, $3, $4, $5)""",
             period,
             sequence,
-            merkle.root(leaves),
-            len(leaves),
+            tree.root(),
+            tree.count,
             last_invoice,
         )
         await conn.execute(

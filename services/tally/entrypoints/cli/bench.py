@@ -98,6 +98,9 @@ def bench_close(
     ] = 10_000,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     fmt: FormatOption = Format.table,
+    check: Annotated[
+        bool, typer.Option("--verify", help="Run ledger verify after the close (untimed).")
+    ] = False,
 ) -> None:
     """Time the month close of N organizations, in a scratch database.
 
@@ -121,7 +124,7 @@ def bench_close(
                     bars.update(filling, visible=False)
                     bars.update(closing, completed=done, total=total, visible=True)
 
-                result = await scratch.close(CLOSE_PERIOD, filled, closed)
+                result = await scratch.close(CLOSE_PERIOD, filled, closed, check)
             return as_dict(result)
 
     figures = run(main())
