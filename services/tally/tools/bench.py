@@ -391,7 +391,6 @@ class Bench:
 
     async def steady(self, rate: int, seconds: float, seed: int) -> SteadyResult:
         total = int(rate * seconds)
-        mix = iter(LoadMix(self.orgs, "2026-10", total, seed=seed, duplicates=0.0, bad=0.0))
         committed: dict[str, float] = {}  # stream id: latency of its first commit
 
         def on_batch(report: BatchReport) -> None:
@@ -402,16 +401,19 @@ class Bench:
 
         consumer = bootstrap.consumer(self.settings, self.urls, until_idle=False, on_batch=on_batch)
         runner = asyncio.create_task(consumer.run())
-        tick = 0.01
-        async with UsageProducer(self.urls.redis, self.settings.stream) as producer:
-            started = time.perf_counter()
-            sent = 0
-            while sent < total:
-                due = min(total, int((time.perf_counter() - started) * rate) + 1)
-                if due > sent:
-                    await producer.publish_raw([next(mix).fields for _ in range(due - sent)])
-                    sent = due
-                await asyncio.sleep(tick)
+        # the producer has a process of its own, as an integration would: publishing in the
+        # consumer's event loop would delay its batches by the producer's own work
+        context = multiprocessing.get_context("spawn")
+        publisher = context.Process(
+            target=_publish_at_rate,
+            args=(self.urls.redis, self.settings.stream, self.orgs, rate, seconds, seed),
+        )
+        publisher.start()
+        await asyncio.to_thread(publisher.join)
+        if publisher.exitcode != 0:
+            consumer.stop()
+            await runner
+            raise RuntimeError(f"the publishing process failed (exit {publisher.exitcode})")
         deadline = time.perf_counter() + 60
         while len(committed) < total:
             if time.perf_counter() > deadline:
@@ -433,6 +435,27 @@ class Bench:
             p99_ms=round(latencies[int(len(latencies) * 0.99) - 1], 1),
             max_ms=round(latencies[-1], 1),
         )
+
+
+def _publish_at_rate(
+    redis_url: str, stream: str, orgs: list[str], rate: int, seconds: float, seed: int
+) -> None:
+    """XADD the steady mix at ``rate`` entries per second, in pipelined rounds every 10 ms."""
+    total = int(rate * seconds)
+    mix = iter(LoadMix(orgs, "2026-10", total, seed=seed, duplicates=0.0, bad=0.0))
+
+    async def publish() -> None:
+        async with UsageProducer(redis_url, stream) as producer:
+            started = time.perf_counter()
+            sent = 0
+            while sent < total:
+                due = min(total, int((time.perf_counter() - started) * rate) + 1)
+                if due > sent:
+                    await producer.publish_raw([next(mix).fields for _ in range(due - sent)])
+                    sent = due
+                await asyncio.sleep(0.01)
+
+    asyncio.run(publish())
 
 
 def as_dict(result: Any) -> dict[str, Any]:

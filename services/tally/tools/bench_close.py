@@ -25,13 +25,14 @@ from tally.config import Settings
 from tally.domain.period import period_bounds
 from tally.domain.rating import StreamEntry
 from tally.service_layer.month_close import close_period
-from tally.tools.bench import Bench, Progress, _peak_rss_mb
+from tally.tools.bench import Bench, Progress
 from tally.tools.loadgen import (
     ai_usage_event,
     api_request_event,
     default_card,
     license_usage_event,
 )
+from tally.tools.resources import peak_rss_mb
 
 CLOSE_PERIOD = "2026-10"
 CLOSE_SOURCE = "bench-close"
@@ -292,7 +293,7 @@ class CloseBench(Bench):
             )
             seconds = time.perf_counter() - started
             cpu = time.process_time() - cpu
-            peak = _peak_rss_mb()
+            peak = peak_rss_mb()
             verified = None
             if check:
                 verification = await verify(engine)
