@@ -15,6 +15,10 @@ from tally.domain.events import DEFAULT_STREAM
 from tally.domain.invoicing import CLOSE_CHUNK
 
 
+MAX_BATCH_SIZE = 10_000
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore")
 
@@ -48,7 +52,11 @@ class Settings(BaseSettings):
         default=None, description="Name in the group; unset: hostname-pid."
     )
     batch_size: int = Field(
-        default=10_000, ge=1, description="Entries per XREADGROUP and per transaction."
+        default=10_000,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="Entries per XREADGROUP and per transaction (at most 10,000: the consumer's "
+        "peak memory is measured at the largest batch, and larger ones were no faster).",
     )
     block_ms: int = Field(default=200, ge=1, description="XREADGROUP block time.")
     rating_process: bool = Field(
@@ -62,8 +70,9 @@ class Settings(BaseSettings):
         default=30_000, ge=1, description="Pending entries idle this long are claimed."
     )
     batch_max_bytes: int = Field(
-        default=16 * 1024 * 1024,
+        default=MAX_BATCH_BYTES,
         ge=1024,
+        le=MAX_BATCH_BYTES,
         description="Bytes per batch (field names and values; an oversized entry counts as "
         "the bytes kept of it). A batch is cut at this size or at batch_size entries.",
     )
