@@ -14,7 +14,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tally.domain.events import DEFAULT_STREAM
 from tally.domain.invoicing import CLOSE_CHUNK
 
-
 MAX_BATCH_SIZE = 10_000
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 
