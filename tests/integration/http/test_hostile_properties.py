@@ -136,6 +136,18 @@ async def signed_in(
         yield app, client
 
 
+@pytest.mark.parametrize("query", ["client=&url=GET%20/x", "client=c-1&url=", "client=&url="])
+async def test_an_empty_filter_beside_another_is_two_filters_refused_not_a_500(
+    signed_in: tuple[FastAPI, httpx.AsyncClient], ledger: Ledger, query: str
+) -> None:
+    """Found by the property test below: an empty ``client`` passed the route's check (it
+    is falsy) and the report then refused two filters with a 500."""
+    _, client = signed_in
+    answer = await client.get(f"/v1/orgs/{OWN}/reports/api-usage?{query}")
+    assert answer.status_code == 400, answer.text
+    assert "one OAuth client or one URL" in answer.json()["message"]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 async def test_no_value_in_any_parameter_of_the_api_is_a_500(

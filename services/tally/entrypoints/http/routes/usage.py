@@ -61,7 +61,7 @@ async def api_usage_report(
         sections = [section] if section else list(api_usage.SECTIONS)
         if section and section not in api_usage.SECTIONS:
             raise ValueError(f"unknown section {section!r}: one of {', '.join(api_usage.SECTIONS)}")
-        if client and url:
+        if client is not None and url is not None:  # an empty one filters too
             raise ValueError("filter by one OAuth client or one URL at a time, not both")
     except ValueError as exc:
         raise ApiError(400, str(exc)) from exc
