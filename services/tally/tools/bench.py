@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 from sqlalchemy.engine import make_url
 
@@ -144,12 +144,6 @@ def _pipeline_in_process(
     ready.wait()
     go.wait()
     results.put(asyncio.run(bench_pipeline.drain(database, redis_url, stream, batch)))
-
-
-class Timed(Protocol):
-    last_commit: float  # epoch seconds
-    cpu_seconds: float
-    peak_rss_mb: float
 
 
 async def _timed(
