@@ -1,7 +1,8 @@
 """``tally chaos`` as a user runs it: a real ``tally consume`` SIGKILLed at random moments
 (and Redis and PostgreSQL restarted) on private servers; every entry sent is recorded once.
 
-The short versions of the kill matrix; the long one's figures are in the README.
+The short versions of the kill matrix; the long one's figures are in the docs
+(operate/crashes.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The month seal as an auditor and a customer meet it: the root on the invoice in every
-format, `tally ledger prove --json` checked by the README's own script (stdlib only),
+format, `tally ledger prove --json` checked by the documented script (stdlib only),
 `tally ledger verify --period`, and clear answers for entries no seal covers."""
 
 from __future__ import annotations

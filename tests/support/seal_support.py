@@ -1,5 +1,6 @@
-"""The README's proof checker, run as a customer would: the first Python block of its
-section "The month seal", in a fresh interpreter, the proof's JSON on standard input."""
+"""The documented proof checker, run as a customer would: the first Python block of the
+page "The month seal" (docs/content/concepts/seal.md), in a fresh interpreter, the proof's
+JSON on standard input."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import asyncio
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SEAL_PAGE = Path(__file__).resolve().parents[2] / "docs" / "content" / "concepts" / "seal.md"
 
 
 def readme_script() -> str:
-    """The first Python block of the README's section "The month seal", as printed."""
-    section = README.read_text().split("\n## The month seal\n", 1)[1].split("\n## ", 1)[0]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+    """The first Python block of the page "The month seal", as printed."""
+    return SEAL_PAGE.read_text().split("```python\n", 1)[1].split("```", 1)[0]
 
 
 async def check(script: Path, proof: str, *root: str) -> tuple[int, str]:

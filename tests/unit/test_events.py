@@ -1,4 +1,5 @@
-"""Wire contract v1 (README): what parses, what is refused and why, and ``schemas/``."""
+"""Wire contract v1 (docs: integrate/wire-format.md): what parses, what is refused and why,
+and ``schemas/``."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from tally.entrypoints.http.app import openapi_document
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
-# The example of the README's "The wire format", verbatim.
+# The example of the wire format page, verbatim.
 API = {
     "specversion": "1.0",
     "id": "01JD7Q6X0000000000000000AA",
@@ -122,6 +123,20 @@ def test_the_design_example_reads_as_written() -> None:
     assert event.data.count == 1 and event.data.status == 200
     assert event.data.template_uri == "/api/v2/users/{userId}"
     assert parse_event(raw(without(API, "data", "count"))).data.count == 1  # type: ignore[union-attr]
+
+
+WIRE_FORMAT_PAGE = Path(__file__).resolve().parents[2] / "docs/content/integrate/wire-format.md"
+
+
+def test_the_documented_redis_cli_example_is_a_valid_event() -> None:
+    """The docs' `redis-cli XADD` line, as a reader would paste it: its event parses."""
+    line = next(
+        line for line in WIRE_FORMAT_PAGE.read_text().splitlines() if "redis-cli XADD" in line
+    )
+    body = line.split(" event '", 1)[1].rsplit("'", 1)[0]
+    event = parse_event(body.encode())
+    assert isinstance(event, ApiRequestEvent)
+    assert (event.source, event.subject, event.data.count) == ("crm-sync", "acme", 1)
 
 
 @pytest.mark.parametrize(

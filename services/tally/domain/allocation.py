@@ -1,6 +1,6 @@
 """Month-close arithmetic: allocation, overage and the money of an invoice line. Pure.
 
-Rules (the README's "The month close"; seeds 000 and 003):
+Rules (docs/content/concepts/close.md; seeds 000 and 003):
 
 - Billable users of a license and model in a period: named, the highest daily ``users``;
   concurrent, the highest daily peak; hourly, the sum of the daily ``hours`` (a day

@@ -1,4 +1,4 @@
-"""Wire contract v1: the CloudEvents that integrations XADD (the README's "The wire format").
+"""Wire contract v1: the CloudEvents that integrations XADD (docs/content/integrate/wire-format.md).
 
 These models are the single source of the JSON Schemas in ``schemas/``. Validation is
 strict: unknown fields in ``data``, wrong types, naive timestamps, non-finite or negative

@@ -1,5 +1,5 @@
-"""The Python producer SDK: build, validate and XADD usage events (the README's
-"The wire format").
+"""The Python producer SDK: build, validate and XADD usage events (the docs'
+"The wire format", docs/content/integrate/wire-format.md).
 
     async with UsageProducer("redis://localhost:6379/0", source="crm-sync") as producer:
         await producer.api_request("acme", oauth_client_id="c-42", method="GET",

@@ -4,7 +4,7 @@ Python runs one core per process. Parsing and rating a batch is about half of a 
 CPU, the commit (building rows, COPY, waiting on PostgreSQL) the other half; in one process
 they alternate. Here a worker process rates batch n+1 while this process commits batch n.
 Off by default (``TALLY_RATING_PROCESS``): on 2 cores shared with PostgreSQL and Redis the
-hand-off cost what the overlap won (see the README's Benchmarks).
+hand-off cost what the overlap won (docs/content/performance.md).
 
 What crosses between the processes is plain data, cheap to pickle: the entries' fields go
 there; each rated event comes back as a tuple of its values (its bytes stay here, in the

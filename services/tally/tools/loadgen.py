@@ -149,7 +149,7 @@ class LoadSummary:
     """What a mix contains: what the stream gets and what the ledger should show.
 
     Only good events count in the totals (duplicates and bad entries never do).
-    ``license_users`` applies the README's month-close rules (named and concurrent:
+    ``license_users`` applies the month-close rules (docs: concepts/close.md) (named and concurrent:
     highest daily value; hourly: sum of hours) per ``license/model``; ``api_allocation``
     and ``ai_tokens`` apply the rate card the mix was made with.
     """

@@ -1,6 +1,6 @@
 """The ledger's read side over the API, against what an auditor already trusts: a balance
 as of any instant equals the CLI's and the lines', the ADS export read back balances and
-equals the trial balance, a proof checks with the README's script, late usage is not
+equals the trial balance, a proof checks with the documented script, late usage is not
 sealed yet, lineage reaches the events."""
 
 from __future__ import annotations

@@ -301,6 +301,6 @@ async def test_security_headers_on_pages_and_api(
     ):
         assert directive in policy
     assert "unsafe" not in policy
-    assert api.headers["content-security-policy"] == (  # as the README's Security says
+    assert api.headers["content-security-policy"] == (  # as docs/content/operate/security.md says
         "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     )

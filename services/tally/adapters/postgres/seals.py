@@ -76,7 +76,8 @@ class ProofStep(BaseModel):
 
 
 class EntryProof(BaseModel):
-    """That an entry is in a seal: fold ``leaf`` with ``siblings`` (see README) to ``root``."""
+    """That an entry is in a seal: fold ``leaf`` with ``siblings`` to ``root`` (the page
+    "The month seal" of the docs shows how)."""
 
     entry_id: int
     period: str

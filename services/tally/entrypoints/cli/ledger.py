@@ -295,7 +295,8 @@ def prove(
     fmt: FormatOption = Format.table,
 ) -> None:
     """The Merkle inclusion proof of one entry in its period's month seal: check it with
-    the README's script, against the root printed on the period's invoices."""
+    the script of the docs' page "The month seal", against the root printed on the period's
+    invoices."""
     try:
         proof = with_engine(lambda engine: seals.prove_entry(engine, entry_id))
     except seals.NotSealed as exc:

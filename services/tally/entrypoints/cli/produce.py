@@ -53,7 +53,7 @@ def emit_command(
     event: Annotated[
         str | None,
         typer.Argument(
-            help="The event: a CloudEvents JSON object (see the README). Omitted or '-': stdin.",
+            help="The event: a CloudEvents JSON object (the wire format). Omitted or '-': stdin.",
             show_default=False,
         ),
     ] = None,

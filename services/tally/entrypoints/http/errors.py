@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-# The codes a client may rely on, by HTTP status (documented in the README).
+# The codes a client may rely on, by HTTP status (documented in docs/content/reference/http-api.md).
 CODES = {
     400: "invalid_request",
     401: "unauthorized",

@@ -5,7 +5,7 @@ Balance shape from the trial balance.
 PostgreSQL computes the GL Detail columns itself (``GL_DETAIL``, the SQL twin of
 ``ads.gl_detail``, which stays the definition: a test holds them byte for byte equal) so
 that CSV comes straight out of ``COPY ... TO STDOUT`` in chunks, with no Python object
-per line (flat memory; figures in the README, Benchmarks); JSON streams the same rows through a
+per line (flat memory; figures in docs/content/performance.md); JSON streams the same rows through a
 server-side cursor.
 """
 

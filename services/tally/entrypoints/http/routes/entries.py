@@ -69,7 +69,8 @@ async def show_entry(
 @router.get("/v1/entries/{entry_id}/proof", **scoped(Scope.ledger_read))
 async def prove_entry(caller: CallerDep, request: Request, entry_id: Id) -> dict[str, Any]:
     """The entry's Merkle inclusion proof in the seal that covers it (check it with the
-    README's script); 404 `not_sealed` while no seal covers it yet."""
+    script of the docs' page "The month seal"); 404 `not_sealed` while no seal covers it
+    yet."""
     try:
         proof = await seals.prove_entry(request.app.state.engine, entry_id)
     except seals.NotSealed as exc:
