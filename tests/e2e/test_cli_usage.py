@@ -84,6 +84,14 @@ async def test_reports_csv_usage_and_a_rebuilt_rollup(
     tampered = await tally(settings, "ledger", "verify", "--format", "json")
     assert tampered.code == 1
     assert {f["check"] for f in json.loads(tampered.stdout)["findings"]} == {"rollup"}
+    # the one check that reads the daily rows finds it; a check by another name does not
+    named = await tally(settings, "ledger", "verify", "--check", "daily-rollups")
+    assert named.code == 1 and "checked (daily-rollups)" in named.said, named
+    other = await tally(settings, "ledger", "verify", "--check", "balance")
+    assert other.code == 0 and "no findings" in other.said, other
+    wrong = await tally(settings, "ledger", "verify", "--check", "rollup")
+    assert wrong.code == 2 and "no check named 'rollup'" in wrong.said, wrong
+    assert "daily-rollups" in wrong.said, wrong
     rebuilt = await tally(settings, "rollups", "rebuild")
     assert rebuilt.code == 0 and "rollups rebuilt" in rebuilt.said, rebuilt
     assert (await tally(settings, "ledger", "verify")).code == 0

@@ -24,7 +24,7 @@ from tally.adapters.postgres.privileges import (
     WRITER_READ_ONLY,
     WRITER_UPDATES,
 )
-from tally.adapters.postgres.verification import verify
+from tally.adapters.postgres.verification import CHECKS, verify
 from tally.config import Settings
 from tally.service_layer import organizations
 from tally.service_layer.metering import MeteringService, replay_dead_letters
@@ -238,6 +238,11 @@ async def test_verify_names_what_a_superuser_removed_or_rewrote(
     await tamper(owner, *statements)
     findings = (await verify(engine)).findings
     assert finding in {f.check for f in findings}, findings
+    # every finding is one its check declares, and that check alone finds it too
+    declared = {kind: check.name for check in CHECKS.values() for kind in check.findings}
+    assert {f.check for f in findings} <= declared.keys()
+    alone = (await verify(engine, only=[declared[finding]])).findings
+    assert finding in {f.check for f in alone}, alone
 
 
 async def test_verify_finds_the_missing_invoice_of_an_organization_without_usage(

@@ -18,7 +18,7 @@ from tally.adapters.postgres.reads import accounts as account_reads
 from tally.adapters.postgres.reads import balances as balance_reads
 from tally.adapters.postgres.reads import cursors, entries, gl_export, trial_balance
 from tally.adapters.postgres.reads.gl_export import Shape, Standard
-from tally.adapters.postgres.verification import verify
+from tally.adapters.postgres.verification import CHECKS, unknown, verify
 from tally.adapters.tabular import StreamFormat
 from tally.config import get_settings
 from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
@@ -256,7 +256,24 @@ def export_command(
         errors.print(f"{written} {shape.value} rows of {period} written to {output}")
 
 
-@ledger_app.command("verify")
+def _verify_help() -> str:
+    """The command's help: what it promises, then each check by name (from the registry)."""
+    listed = "\n\n".join(f"{c.name}: {c.promise}." for c in CHECKS.values())
+    return (
+        "Re-derive what the ledger promises and name every breach; exit 1 on any finding. "
+        f"The checks (all by default; --check NAME for some):\n\n{listed}"
+    )
+
+
+def _known_checks(names: list[str] | None) -> list[str] | None:
+    if names and (wrong := unknown(names)):
+        raise typer.BadParameter(
+            f"no check named {', '.join(map(repr, wrong))}; the checks: {', '.join(CHECKS)}"
+        )
+    return names or None
+
+
+@ledger_app.command("verify", help=_verify_help())
 def verify_command(
     period: Annotated[
         str | None,
@@ -266,19 +283,28 @@ def verify_command(
             callback=check_period,
         ),
     ] = None,
+    checks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--check",
+            metavar="NAME",
+            help="Run only this check (repeatable); the names are listed above.",
+            callback=_known_checks,
+        ),
+    ] = None,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Balanced entries, linked events, intact hash chains, invoices and deliveries all
-    there, every month seal recomputed; exit 1 on any finding."""
-    result = with_engine(lambda engine: verify(engine, period))
+    result = with_engine(lambda engine: verify(engine, period, checks))
     summary = verification_summary(result)
     findings = summary["findings"]
     if fmt is Format.json:
         print_rows(summary, fmt)
     else:
+        ran = f" ({', '.join(checks)})" if checks else ""
         console.print(
-            f"checked {result.entries} entries, {result.lines} lines, {result.events} events, "
-            f"{result.lanes} lanes, {result.tallies} delivery tallies, {result.seals} month seals"
+            f"checked{ran} {result.entries} entries, {result.lines} lines, {result.events} "
+            f"events, {result.lanes} lanes, {result.tallies} delivery tallies, "
+            f"{result.seals} month seals"
         )
         if result.findings:
             print_rows(findings, fmt, "findings")
