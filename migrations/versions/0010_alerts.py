@@ -1,4 +1,4 @@
-"""Threshold alerts, their outbox, and the webhooks they are delivered to (issue 10 item 4).
+"""Threshold alerts, their outbox, and the webhooks they are delivered to.
 
 The invariants kept here:
 - an alert is recorded once per organization, period, meter, kind and threshold (the

@@ -1,4 +1,5 @@
-"""Token purchases: AI tokens bought for a period (seed 003), billed on its invoice.
+"""Token purchases: AI tokens bought for a period (the AI token pricing page), billed on
+its invoice.
 
 The invariants this revision adds, in PostgreSQL itself:
 - a purchase is a record, never changed or removed (UPDATE, DELETE, TRUNCATE refused), of

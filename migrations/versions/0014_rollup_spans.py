@@ -1,4 +1,4 @@
-"""Coarser API usage rollups, so that a range of days reads few rows (issue 10: each page
+"""Coarser API usage rollups, so that a range of days reads few rows (each page
 <= 200 ms for an organization with 10M events).
 
 One organization with ~6,200 client x URL x status keys a day made the report's 30 days
@@ -6,7 +6,7 @@ One organization with ~6,200 client x URL x status keys a day made the report's 
 another 176k-row aggregate. So:
 
 - ``usage_spans(day)``: the two spans a day is summed into, its month-week (days 1-7,
-  8-14, 15-21, 22-28, 29-end: seed 003's weeks) and its month (the domain's
+  8-14, 15-21, 22-28, 29-end: the AI token pricing page's weeks) and its month (the domain's
   ``tally.domain.api_usage.spans_of`` says the same; a test compares them);
 - ``api_usage_span``: ``api_usage_daily``'s key with a span (first and last day) for the
   day: the report reads whole months and month-weeks here, single days from the daily rows

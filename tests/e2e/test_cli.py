@@ -307,11 +307,11 @@ async def test_the_demo_runs_end_to_end_and_a_rerun_changes_nothing(settings: Se
     assert first["verified"] is True and first["findings"] == []
     assert first["consumed"]["metered"] > 0
     assert sum(first["dead_letters"].values()) == first["published"]["bad_total"]
-    sent = first["published"]["billable_requests"] | {"acme": 3_000_000}  # seed 000
+    sent = first["published"]["billable_requests"] | {"acme": 3_000_000}  # the fair-use policy
     for org, rows in first["balances"].items():
         used = {row["account"]: row["balance"] for row in rows}
         assert used.get(f"org/{org}/{first['period']}/api_request/usage", "0") == str(sent[org])
-    acme = first["invoices"]["acme"]  # seed 000's worked example
+    acme = first["invoices"]["acme"]  # the fair-use policy's worked example
     assert (acme["currency"], acme["total"]) == ("USD", "80.00")
     assert acme["lines"][0]["overage"] == "800000"
     assert {invoice["currency"] for invoice in first["invoices"].values()} == {

@@ -1,5 +1,6 @@
-"""``tally estimate`` as a customer's architect runs it (seed 001): will a data action per
-interaction with 800 concurrent licences stay within fair use, and what if it polls?"""
+"""``tally estimate`` as a customer's architect runs it (the data-action question from the
+developer forum): will a data action per interaction with 800 concurrent licences stay
+within fair use, and what if it polls?"""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ async def recorded_entries(engine: AsyncEngine, stream_key: str) -> int:
 async def test_a_stream_emptied_before_the_group_read_it_is_one_incident_and_drains(
     engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
 ) -> None:
-    """Issue 15's report, smaller: a consumer killed mid-drain, then ``XTRIM MAXLEN 0``.
+    """A reported loss, smaller: a consumer killed mid-drain, then ``XTRIM MAXLEN 0``.
     No later read skips over the gap (nothing is left to read), yet it is an incident at
     once, ``--until-idle`` exits, and every entry ever added is answered for exactly once."""
     from support.cli import tally

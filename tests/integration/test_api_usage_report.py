@@ -1,4 +1,4 @@
-"""The API usage report (seed 002), read from the rollups (whole months and month-weeks from
+"""The API usage report , read from the rollups (whole months and month-weeks from
 the spans, other days from the daily rows, and the deltas not compacted yet), equals an
 independent computation from the raw events, for every section, preset, custom range and
 cross-filter; today's events never count."""

@@ -18,8 +18,8 @@ from tally.service_layer.metering import MeteringService
 OCT = "2026-10"
 
 
-def seed_000(org: str) -> list[bytes]:
-    """gc2 named, 20 users, 3,000,000 billable requests (seed 000's worked example)."""
+def fair_use_example(org: str) -> list[bytes]:
+    """gc2 named, 20 users, 3,000,000 billable requests (the fair-use policy's worked example)."""
     return [
         license_day(f"{org}-lic", "gc2", "named", 20, org=org, day="2026-10-05"),
         *(api(f"{org}-{n}", count=1_000_000, org=org) for n in range(3)),
@@ -27,8 +27,13 @@ def seed_000(org: str) -> list[bytes]:
     ]
 
 
-async def test_seed_000_in_usd_eur_and_jpy(engine: AsyncEngine, service: MeteringService) -> None:
-    await meter(service, [*seed_000("acme"), *seed_000("globex"), *seed_000("initech")])
+async def test_fair_use_example_in_usd_eur_and_jpy(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    await meter(
+        service,
+        [*fair_use_example("acme"), *fair_use_example("globex"), *fair_use_example("initech")],
+    )
     report = await close(engine, OCT)
     assert report.issued == 3
 
@@ -64,7 +69,7 @@ async def test_seed_000_in_usd_eur_and_jpy(engine: AsyncEngine, service: Meterin
 @pytest.mark.parametrize(
     ("agents", "usage", "tokens"),
     [
-        # seed 003's example centres: well within the allocation, no overage
+        # the AI token pricing page's example centres: well within the allocation, no overage
         (50, {"agent_copilot": 2_500, "ai_scoring": 4_000, "messaging": 500,
               "virtual_agent": 1_000}, Decimal("4701.25")),
         (200, {"agent_copilot": 11_000, "ai_scoring": 10_000, "ai_translate": 300,

@@ -1,7 +1,8 @@
-"""Purchased AI tokens against real PostgreSQL (seed 003: "purchase additional tokens", no
-minimum, monthly, no carryover): the close adds them to their period's allocation only,
-bills them on a line of their own, posts a ``purchase`` entry, empties the allowance; a
-closed period refuses them; ``tally ledger verify`` names a purchase changed behind its back."""
+"""Purchased AI tokens against real PostgreSQL (the AI token pricing page: "purchase
+additional tokens", no minimum, monthly, no carryover): the close adds them to their
+period's allocation only, bills them on a line of their own, posts a ``purchase`` entry,
+empties the allowance; a closed period refuses them; ``tally ledger verify`` names a
+purchase changed behind its back."""
 
 from __future__ import annotations
 

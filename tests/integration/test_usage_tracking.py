@@ -1,6 +1,7 @@
-"""Allocation tracking (seeds 000 and 003) equals an independent computation: the allocation
-from license reports and commitments, used as the ledger (and so the invoice) has it, daily
-AI tokens that add up exactly to the ledger's, weeks 1-5, the projection and the health."""
+"""Allocation tracking (the fair-use policy and the AI token pricing) equals an independent
+computation: the allocation from license reports and commitments, used as the ledger (and so
+the invoice) has it, daily AI tokens that add up exactly to the ledger's, weeks 1-5, the
+projection and the health."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Threshold alert rules (issue 10 item 4): which thresholds a meter's reading has crossed."""
+"""Threshold alert rules: which thresholds a meter's reading has crossed."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def api_line(users: int, requests: int, currency: str) -> tuple[Decimal, Decimal
     ("currency", "amount"),
     [("USD", "80.00"), ("EUR", "64.00"), ("JPY", "9600"), ("GBP", "56.00"), ("ZAR", "1136.00")],
 )
-def test_the_seed_000_example_in_each_currency(currency: str, amount: str) -> None:
+def test_the_fair_use_example_in_each_currency(currency: str, amount: str) -> None:
     """gc2 named, 20 users, 3,000,000 requests: allocation 2,200,000, overage 800,000."""
     allowed, over, money = api_line(20, 3_000_000, currency)
     assert (allowed, over) == (Decimal(2_200_000), Decimal(800_000))

@@ -1,4 +1,5 @@
-"""Allocation tracking (seeds 000 and 003): used, remaining, features, weeks, projection."""
+"""Allocation tracking (the fair-use policy and the AI token pricing): used, remaining,
+features, weeks, projection."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from tally.adapters.ratecard_files import bundled_cards
 from tally.domain.allocation_status import daily_tokens, meter_status, week_of
 from tally.domain.projection import Health
 
-# seed 003's dashboard: March 2026, 50,000 tokens, 19,810 consumed, read after the month
+# the AI token pricing page's dashboard: March 2026, 50,000 tokens, 19,810 consumed, read
+# after the month
 MARCH = {
     (date(2026, 3, 3), "agent_copilot"): Decimal(2500),
     (date(2026, 3, 5), "virtual_agent"): Decimal(2000),

@@ -1,4 +1,4 @@
-"""The API usage report's rules (seed 002): buckets, rankings, shares, cross-filter, and
+"""The API usage report's rules: buckets, rankings, shares, cross-filter, and
 date presets that never include the current UTC day."""
 
 from __future__ import annotations

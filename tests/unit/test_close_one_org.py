@@ -94,7 +94,7 @@ def entry(draft: InvoiceDraft, unit: str, kind: str) -> Entry:
     )
 
 
-def test_the_seed_000_worked_example() -> None:
+def test_the_fair_use_worked_example() -> None:
     """gc2 named, 20 users, 3,000,000 requests: allocation 2,200,000, overage 800,000 at
     USD 0.0001 = USD 80.00; the AI tokens of 20 named users (5,000) expire unused."""
     draft = close(requests=3_000_000)

@@ -1,5 +1,6 @@
-"""The cost estimator answers seed 003's three example centres and seed 001's data-action
-question with the bundled rate card, and its rules hold for any input."""
+"""The cost estimator answers the AI token pricing page's three example centres and the
+developer forum's data-action question with the bundled rate card, and its rules hold for
+any input."""
 
 from __future__ import annotations
 
@@ -93,8 +94,8 @@ def test_enterprise_centre_of_seed_003_uses_about_93527_tokens_of_250000() -> No
 
 
 def data_action(requests_per_interaction: Decimal, interactions_per_day: Decimal) -> EstimateInput:
-    """Seed 001: 800 concurrent licences, a data action calling the customer's own endpoint
-    on every new interaction, every day of the month."""
+    """The data-action question: 800 concurrent licences, a data action calling the
+    customer's own endpoint on every new interaction, every day of the month."""
     return EstimateInput(
         seats=(Seats(license="gc1", model="concurrent", users=Decimal(800)),),
         working_days=30,

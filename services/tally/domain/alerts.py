@@ -1,6 +1,6 @@
 """Threshold alerts: which thresholds an organization's meter has crossed in a period. Pure.
 
-Rules (issue 10 item 4; docs/content/operate/alerts.md):
+Rules (docs/content/operate/alerts.md):
 
 - a ``used`` alert per threshold (percent of the allocation so far; 80 and 100 unless the
   organization set its own) once committed usage reaches it;

@@ -1,6 +1,6 @@
 """Month-close arithmetic: allocation, overage and the money of an invoice line. Pure.
 
-Rules (docs/content/concepts/close.md; seeds 000 and 003):
+Rules (docs/content/concepts/close.md; the fair-use policy and the AI token pricing):
 
 - Billable users of a license and model in a period: named, the highest daily ``users``;
   concurrent, the highest daily peak; hourly, the sum of the daily ``hours`` (a day
@@ -8,7 +8,8 @@ Rules (docs/content/concepts/close.md; seeds 000 and 003):
 - A committed minimum counts when it is higher than the usage.
 - Allocations of every license are pooled per organization: API requests per billable
   user (hourly: per billable hour), AI tokens per named or concurrent user, plus the AI
-  tokens purchased for the period (seed 003: no minimum, each period its own, no carryover).
+  tokens purchased for the period (the AI token pricing page: no minimum, each period its
+  own, no carryover).
 - Overage is what was used beyond the allocation; unused allocation expires.
 - Money is rounded once, on the invoice line, half up to the currency's minor unit; AI
   token overage is billed in whole tokens as the rate card says (rounded up by default).

@@ -1,13 +1,14 @@
-"""Where a meter stands in its period (seeds 000 and 003): allocation, used, remaining, by
-feature, week by week, projected to the month's end, and its health. Pure.
+"""Where a meter stands in its period (the fair-use policy and the AI token pricing):
+allocation, used, remaining, by feature, week by week, projected to the month's end, and its
+health. Pure.
 
 - Weeks of a month are fixed: week 1 is days 1-7, week 2 days 8-14, week 3 days 15-21,
   week 4 days 22-28, week 5 the rest (none in a 28-day February). Each week's share is of the
-  month's allocation, as on seed 003's dashboard.
+  month's allocation, as on the AI token pricing page's dashboard.
 - The projection is a straight line from the usage so far to the period's end
   (:func:`tally.domain.projection.project`); a period that is over projects what was used.
-- Key metrics (seed 003): utilisation = used / allocation; overage risk = the projection's
-  health; unused allocation = what the projection leaves of the allocation.
+- Key metrics (the AI token pricing page): utilisation = used / allocation; overage risk =
+  the projection's health; unused allocation = what the projection leaves of the allocation.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The API usage report (seed 002): which OAuth clients and URLs make the requests, which fail.
+"""The API usage report: which OAuth clients and URLs make the requests, which fail.
 
 Computed from daily rollups (UTC days) of billable requests; pure. Rules:
 
@@ -254,7 +254,7 @@ class Report:
 
     @property
     def top_client_urls(self) -> list[tuple[ClientUrl, int]]:
-        """Each client's most requested URLs (seed 002: "URLs that resulted in high API
+        """Each client's most requested URLs (its specification: "URLs that resulted in high API
         calls per client"), each with how many URLs that client calls in all: 40 clients
         calling 150 URLs make 6,000 pairs, too many rows to read (or to render fast)."""
         return [
@@ -363,7 +363,7 @@ def pairs_report(pairs: PairCounts, client: str | None = None, url: str | None =
     )
 
 
-# The report's sections, as the CLI, CSV export and API name them (seed 002's panels).
+# The report's sections, as the CLI, CSV export and API name them (its specification's panels).
 SECTIONS: tuple[str, ...] = (
     "top-clients",  # Most active: top 5 OAuth clients, successful and failed
     "statuses",  # Most active: requests per status bucket

@@ -1,9 +1,9 @@
 """The cost estimator: a month's AI tokens and API requests from a contact centre's shape.
 
-Seed 003's calculator ("Token Allocation Examples": 50, 200 and 1,000 agents) and seed
-001's question (a data action per interaction with 800 concurrent licences), answered with
-the same rate card and the same arithmetic as the month close, so an estimate and an
-invoice never disagree on a rule:
+The AI token pricing page's calculator ("Token Allocation Examples": 50, 200 and 1,000
+agents) and the data-action question of the developer forum (a data action per interaction
+with 800 concurrent licences), answered with the same rate card and the same arithmetic as
+the month close, so an estimate and an invoice never disagree on a rule:
 
 - allocation: :func:`tally.domain.allocation.allocation` over the users per license/model;
 - tokens per feature: the rate card's conversion (:meth:`RateCard.tokens`);
@@ -30,7 +30,8 @@ from tally.domain.ratecard import LicenseModel, LicenseName, RateCard
 # the currency's minor unit, where 1e308 would not.
 MAX_FIGURE = Decimal(10**9)
 Count = Annotated[Decimal, Field(ge=0, le=MAX_FIGURE, allow_inf_nan=False)]
-COPILOT_TOKENS_PER_USER = Decimal(50)  # seed 003: "Budget 50 tokens per user as safe estimate"
+# the AI token pricing page: "Budget 50 tokens per user as safe estimate"
+COPILOT_TOKENS_PER_USER = Decimal(50)
 
 
 class Seats(BaseModel):

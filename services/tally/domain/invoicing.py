@@ -7,10 +7,10 @@ the commitments, and decides, per meter:
 - **expiry**: what the usage left of it expires (no carryover);
 - **overage**: what the usage took beyond it is sold, at the organization's currency price.
 
-Tokens purchased for the period (seed 003's "purchase additional tokens") add to the AI
-allocation of that period only: a **purchase** entry puts them into the allowance beside
-the grant and sells them at the organization's token price, on a line of their own; what
-usage leaves of them expires with the rest (no carryover).
+Tokens purchased for the period (the AI token pricing page's "purchase additional tokens")
+add to the AI allocation of that period only: a **purchase** entry puts them into the
+allowance beside the grant and sells them at the organization's token price, on a line of
+their own; what usage leaves of them expires with the rest (no carryover).
 
 After these entries the allowance account of the period is exactly zero.
 

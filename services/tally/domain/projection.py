@@ -1,7 +1,7 @@
 """Where a meter is heading: straight-line projection to the period's end, and its health.
 
-The health rule (seed 003's dashboard; "Allocation tracking" in the docs' reports page):
-compare the usage projected to the period's end with the allocation —
+The health rule (the AI token pricing page's dashboard; "Allocation tracking" in the
+docs' reports page): compare the usage projected to the period's end with the allocation —
 GREEN under 80 %, AMBER from 80 % up to and including 100 %, RED over 100 %.
 An empty allocation with any usage is RED (every unit is overage). Pure.
 """

@@ -75,9 +75,9 @@ async def buy_tokens(
     tokens: Decimal,
     note: str | None = None,
 ) -> int:
-    """Record AI tokens bought for ``period`` (seed 003: no minimum, any month still open);
-    the close adds them to that period's allocation only and bills them on its invoice.
-    Returns the purchase's id."""
+    """Record AI tokens bought for ``period`` (the AI token pricing page: no minimum, any
+    month still open); the close adds them to that period's allocation only and bills them
+    on its invoice. Returns the purchase's id."""
     if not tokens.is_finite() or tokens < 1 or tokens != tokens.to_integral_value():
         raise OrganizationError(f"tokens are bought whole, at least 1 (not {tokens})")
     async with db.transaction() as conn:

@@ -8,7 +8,7 @@ fill checks what it promises: every entry balances per unit, and (with ``--verif
 rollups are what ``tally ledger verify`` recomputes. Its hash chain is a placeholder (the
 bench reads, it never verifies the chain).
 
-Then the clock runs on the four figures of issue 9: an account's balance as of a random
+Then the clock runs on the read side's four targets: an account's balance as of a random
 instant (p50/p99), a period's trial balance (p50/max), the first page of an
 organization's entries (p50/p99), and the GL export of the fullest period streamed as
 CSV (lines per second, and the growth of the process's peak memory while it streams);

@@ -1,7 +1,7 @@
 """``tally demo``: the whole path on one screen, from XADD to a verified ledger and the
 month's invoices.
 
-``acme`` (USD) gets seed 000's worked example (gc2 named, 20 users, 3,000,000 billable
+``acme`` (USD) gets the fair-use policy's worked example (gc2 named, 20 users, 3,000,000 billable
 requests: USD 80.00); the other organizations get a seeded synthetic month.
 """
 
@@ -33,8 +33,8 @@ from tally.tools.bench import publish_mix
 from tally.tools.loadgen import LoadMix, LoadSummary
 
 DEMO_ORGS = {"acme": "USD", "globex": "EUR", "initech": "JPY", "umbrella": "GBP"}
-SEED_000_ORG = "acme"
-SEED_000_REQUESTS = 3_000_000
+FAIR_USE_ORG = "acme"
+FAIR_USE_REQUESTS = 3_000_000
 Step = Callable[[str], None]
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -52,27 +52,28 @@ class DemoResult:
     api_key: NewKey | None = None  # an auditor's key for the HTTP API (tally serve)
 
     def billable_requests(self, org: str) -> int:
-        """What the demo sent: seed 000's requests for acme, the generator's for the rest."""
+        """What the demo sent: the fair-use policy's requests for acme, the generator's for
+        the rest."""
         sent = self.summary.billable_requests.get(org, 0)
-        return sent + (SEED_000_REQUESTS if org == SEED_000_ORG else 0)
+        return sent + (FAIR_USE_REQUESTS if org == FAIR_USE_ORG else 0)
 
 
-async def publish_seed_000(redis_url: str, stream: str, period: str) -> None:
+async def publish_fair_use_example(redis_url: str, stream: str, period: str) -> None:
     """gc2 named, 20 users, 3,000,000 requests: three pre-aggregated events (``count``)."""
     async with UsageProducer(redis_url, stream, source=f"demo-seed-000-{period}") as producer:
         day = f"{period}-01T09:00:00Z"
         await producer.license_usage(
-            SEED_000_ORG, license="gc2", model="named", users=20, time=day, id="licenses"
+            FAIR_USE_ORG, license="gc2", model="named", users=20, time=day, id="licenses"
         )
         for n in range(3):
             await producer.api_request(
-                SEED_000_ORG,
+                FAIR_USE_ORG,
                 oauth_client_id="crm-sync",
                 method="GET",
                 template_uri="/api/v2/users/{userId}",
                 status=200,
                 client_kind="integration",
-                count=SEED_000_REQUESTS // 3,
+                count=FAIR_USE_REQUESTS // 3,
                 time=f"{period}-{10 + n}T12:00:00Z",
                 id=f"requests-{n}",
             )
@@ -94,7 +95,7 @@ async def run_demo(
         step(f"organization {org} ({currency}) {'added' if added else 'already there'}")
     period = previous_period(datetime.now(UTC))
     mix = LoadMix(
-        [org for org in DEMO_ORGS if org != SEED_000_ORG],
+        [org for org in DEMO_ORGS if org != FAIR_USE_ORG],
         period,
         events,
         seed=seed,
@@ -102,7 +103,7 @@ async def run_demo(
         bad=0.01,
         source=f"demo-{period}",  # a rerun next month is new usage, not conflicts
     )
-    await publish_seed_000(urls.redis, settings.stream, period)
+    await publish_fair_use_example(urls.redis, settings.stream, period)
     await publish_mix(
         urls.redis, settings.stream, mix, lambda done: progress("publishing", done, events)
     )

@@ -1,6 +1,7 @@
-"""The read side of issue 10's reports: the API usage report (seed 002) and allocation
-tracking (seeds 000 and 003). Plain async functions on a connection, returning the domain's
-dataclasses, for the CLI and the HTTP API alike (entrypoints call them directly: pure reads).
+"""The read side's reports: the API usage report and allocation tracking (the fair-use
+policy and the AI token pricing). Plain async functions on a connection, returning the
+domain's dataclasses, for the CLI and the HTTP API alike (entrypoints call them directly:
+pure reads).
 
 Both read the rollups the metering transaction writes, so they never disagree with the
 committed events; allocation tracking takes ``used`` from the ledger's usage entries, so it
@@ -32,7 +33,7 @@ async def api_usage_report(
     client: str | None = None,
     url: str | None = None,
 ) -> Report:
-    """Seed 002's report of an organization's billable requests over whole UTC days
+    """The report of an organization's billable requests over whole UTC days
     (``tally.domain.api_usage.day_range`` keeps today out), cross-filtered by one client or
     one URL (``"GET /api/v2/users"``)."""
     return pairs_report(await rollups.billable_pairs(conn, org, days), client, url)

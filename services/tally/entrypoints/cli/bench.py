@@ -248,7 +248,7 @@ def bench_pages(
 ) -> None:
     """The pages under /ui for one organization with EVENTS events: fill a scratch database
     with the rollups, ledger, licence reports and invoices they leave (untimed), then time
-    each page through the HTTP app in process (p50/p99, ms; issue 10: <= 200 ms)."""
+    each page through the HTTP app in process (p50/p99, ms; the target: <= 200 ms)."""
     from tally.entrypoints.http.app import create_app
     from tally.entrypoints.pages.app import COOKIE
     from tally.tools.bench import as_dict

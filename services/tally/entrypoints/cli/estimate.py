@@ -50,7 +50,8 @@ def estimate_command(
     buffer_percent: Annotated[str, typer.Option("--buffer", help="Safety buffer %.")] = "0",
     copilot_users: Annotated[str, typer.Option(help="Agent Copilot users.")] = "0",
     copilot_tokens_per_user: Annotated[
-        str, typer.Option(help="Copilot tokens a user a month (seed 003: budget 50).")
+        str,
+        typer.Option(help="Copilot tokens a user a month (the AI token pricing page: budget 50)."),
     ] = "50",
     virtual_agent_sessions: Annotated[
         str, typer.Option(help="Virtual agent sessions a day.")

@@ -1,5 +1,5 @@
-"""``tally report api-usage`` (seed 002), ``tally usage`` (allocation tracking, seeds 000 and
-003) and ``tally rollups rebuild``: the read side of issue 10 and its derived data."""
+"""``tally report api-usage``, ``tally usage`` (allocation tracking, the fair-use policy and
+the AI token pricing) and ``tally rollups rebuild``: the read side and its derived data."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def api_usage(
         ReportFormat, typer.Option("--format", "-f", help="table, json or csv.")
     ] = ReportFormat.table,
 ) -> None:
-    """The API usage report (seed 002): most active clients and URLs, status buckets, per
+    """The API usage report: most active clients and URLs, status buckets, per
     client and per URL, billable requests only, over whole UTC days before today."""
     if section != "all" and section not in SECTIONS:
         raise fail(f"unknown section {section!r}: all, or one of {', '.join(SECTIONS)}")

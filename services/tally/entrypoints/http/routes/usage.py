@@ -1,5 +1,6 @@
-"""What admins and finance look at: the API usage report (seed 002), allocation tracking
-(seeds 000, 003) and the cost estimator (seeds 001, 003), all under ``usage:read``."""
+"""What admins and finance look at: the API usage report, allocation tracking
+(the fair-use policy, the AI token pricing) and the cost estimator (the data-action
+question, the AI token pricing), all under ``usage:read``."""
 
 from __future__ import annotations
 
