@@ -7,10 +7,8 @@ INSERT: the balance trigger checks each statement's entries whole.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import asyncpg
 
@@ -119,30 +117,36 @@ class Journal:
             for line in entry.lines
         ]
         await conn.execute(
-            """INSERT INTO entry_line (entry_id, account_id, amount)
-               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::numeric[])""",
+            POST_LINES,
+            posted_at.date(),
             [line[0] for line in lines],
             [line[1] for line in lines],
             [line[2] for line in lines],
+            [entry.period for entry in entries for _ in entry.lines],
         )
         await conn.execute(
             "UPDATE ledger_lane SET seq = $2, head_hash = $3 WHERE lane = $1", lane, seq, head
         )
-        periods = (entry.period for entry in entries for _ in entry.lines)
-        await _roll_up(
-            conn, posted_at, [(p, *line) for p, line in zip(periods, lines, strict=True)]
-        )
         return entry_ids
 
 
-# Rows in key order, so concurrent postings lock shared rollup rows in the same order.
-ROLL_UP = """
-WITH d AS (
+# The lines, and the per-account rollups they add to, in one statement: PostgreSQL sums the
+# lines it was sent (no second copy of them, no aggregation in Python). Rollup rows go in
+# key order, so concurrent postings lock shared rows in the same order. The balance
+# trigger on entry_line runs at the statement's end, over every line of the posting.
+POST_LINES = """
+WITH line AS (
+    SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::numeric[], $5::text[])
+                  AS t(entry_id, account_id, amount, period)
+), posted AS (
+    INSERT INTO entry_line (entry_id, account_id, amount)
+    SELECT entry_id, account_id, amount FROM line
+), by_day AS (
     INSERT INTO account_day AS r (account_id, day, debits, credits, lines, first_entry,
                                   last_entry)
-    SELECT a, $1::date, dr, cr, n, f, l
-      FROM unnest($2::bigint[], $3::numeric[], $4::numeric[], $5::bigint[], $6::bigint[],
-                  $7::bigint[]) AS t(a, dr, cr, n, f, l)
+    SELECT account_id, $1::date, sum(greatest(amount, 0)), sum(greatest(-amount, 0)),
+           count(*), min(entry_id), max(entry_id)
+      FROM line GROUP BY account_id ORDER BY account_id
     ON CONFLICT (account_id, day) DO UPDATE
        SET debits = r.debits + excluded.debits, credits = r.credits + excluded.credits,
            lines = r.lines + excluded.lines,
@@ -150,46 +154,12 @@ WITH d AS (
            last_entry = greatest(r.last_entry, excluded.last_entry)
 )
 INSERT INTO account_period AS r (account_id, period, debits, credits, lines)
-SELECT * FROM unnest($8::bigint[], $9::text[], $10::numeric[], $11::numeric[], $12::bigint[])
+SELECT account_id, period, sum(greatest(amount, 0)), sum(greatest(-amount, 0)), count(*)
+  FROM line WHERE period IS NOT NULL GROUP BY account_id, period ORDER BY account_id, period
 ON CONFLICT (account_id, period) DO UPDATE
    SET debits = r.debits + excluded.debits, credits = r.credits + excluded.credits,
        lines = r.lines + excluded.lines
 """
-
-
-async def _roll_up(
-    conn: asyncpg.Connection,
-    posted_at: datetime,
-    lines: list[tuple[str | None, int, int, Decimal]],  # (period, entry id, account id, amount)
-) -> None:
-    """Add one posting's lines (all posted at ``posted_at``) to the per-account rollups."""
-    day: dict[int, list[Decimal | int]] = {}
-    period: dict[tuple[int, str], list[Decimal | int]] = defaultdict(
-        lambda: [Decimal(0), Decimal(0), 0]
-    )
-    for entry_period, entry_id, account_id, amount in lines:
-        debit, credit = max(amount, Decimal(0)), max(-amount, Decimal(0))
-        row = day.setdefault(account_id, [Decimal(0), Decimal(0), 0, entry_id, entry_id])
-        row[0] += debit
-        row[1] += credit
-        row[2] += 1
-        row[3], row[4] = min(row[3], entry_id), max(row[4], entry_id)
-        if entry_period is not None:
-            total = period[account_id, entry_period]
-            total[0] += debit
-            total[1] += credit
-            total[2] += 1
-    days = sorted(day.items())
-    periods = sorted(period.items())
-    await conn.execute(
-        ROLL_UP,
-        posted_at.date(),
-        [account for account, _ in days],
-        *([row[i] for _, row in days] for i in range(5)),
-        [account for (account, _), _ in periods],
-        [key for (_, key), _ in periods],
-        *([row[i] for _, row in periods] for i in range(3)),
-    )
 
 
 async def take_lane(conn: asyncpg.Connection, table: str) -> tuple[int, int, bytes]:
