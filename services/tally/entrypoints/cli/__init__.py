@@ -11,20 +11,30 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tally.adapters.ports.streams import UnsupportedServer
 from tally.adapters.postgres.schema import RateCardChanged
 from tally.entrypoints.cli import (
-    admin,
     alerts,
-    api,
+    apikey,
     bench,
-    billing,
     chaos,
+    close,
     consume,
     demo,
+    dlq,
     estimate,
+    events,
+    invoice,
     ledger,
+    migrate,
+    org,
     produce,
-    servers,
+    report,
+    rollups,
+    schemas,
+    serve,
+    source,
+    stop,
     stream,
     usage,
+    webhook,
 )
 from tally.entrypoints.cli.rendering import errors
 from tally.service_layer.consumer import Unreachable
@@ -38,20 +48,30 @@ app = typer.Typer(
 )
 
 for module in (
-    admin,
-    api,
+    migrate,
+    org,
+    source,
+    schemas,
+    serve,
+    apikey,
     alerts,
+    webhook,
     bench,
-    billing,
+    close,
+    invoice,
     chaos,
     consume,
     demo,
     estimate,
     ledger,
+    events,
+    dlq,
     produce,
-    servers,
+    stop,
     stream,
+    report,
     usage,
+    rollups,
 ):
     module.register(app)
 

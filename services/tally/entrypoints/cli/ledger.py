@@ -1,5 +1,5 @@
-"""Looking at the ledger: accounts, balances as of any instant, the trial balance,
-entries, the ADS export, verification, an event's story, dead letters."""
+"""``tally ledger …``: balances, accounts, entries, the trial balance, the ADS export,
+verification and inclusion proofs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally import bootstrap
 from tally.adapters.postgres import ledger_queries, seals
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import accounts as account_reads
@@ -20,7 +18,6 @@ from tally.adapters.postgres.reads import cursors, entries, gl_export, trial_bal
 from tally.adapters.postgres.reads.gl_export import Shape, Standard
 from tally.adapters.postgres.verification import CHECKS, unknown, verify
 from tally.adapters.tabular import StreamFormat
-from tally.config import get_settings
 from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (
@@ -34,13 +31,8 @@ from tally.entrypoints.cli.rendering import (
     print_rows,
 )
 from tally.entrypoints.plain import verification_summary
-from tally.service_layer.metering import replay_dead_letters
 
 ledger_app = typer.Typer(help="Balances and tamper evidence.", no_args_is_help=True)
-events_app = typer.Typer(help="What became of an event.", no_args_is_help=True)
-dlq_app = typer.Typer(
-    help="Dead letters: rejected stream entries, kept whole.", no_args_is_help=True
-)
 
 
 @ledger_app.command("balances")
@@ -60,7 +52,11 @@ def balances(
 PeriodOption = Annotated[
     str | None, typer.Option(help="Billing period YYYY-MM.", callback=check_period)
 ]
+
+
 LimitOption = Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="Rows per page.")]
+
+
 AfterOption = Annotated[
     str | None, typer.Option(help="Continue after this cursor (the previous page's next).")
 ]
@@ -341,86 +337,5 @@ def prove(
     console.print(f"root: {proof.root}", highlight=False)
 
 
-@events_app.command("show")
-def events_show(
-    source: Annotated[str, typer.Argument(help="The event's source.")],
-    event_id: Annotated[str, typer.Argument(metavar="ID", help="The event's id.")],
-    fmt: FormatOption = Format.table,
-) -> None:
-    """Status (metered, non_billable, recorded, duplicate, conflict, rejected), entry, the
-    invoice that bills it (late: it arrived after its period was closed), and the event's
-    optional CloudEvents attributes and extensions."""
-    story = with_engine(lambda engine: ledger_queries.event_story(engine, source, event_id))
-    if story is None:
-        raise fail(f"no event ({source}, {event_id}) was ever received")
-    if fmt is Format.json:
-        print_rows(story, fmt)
-        return
-    console.print(f"[bold]({source}, {event_id})[/bold]: {story['status']}")
-    if story["billing"]:
-        late = "[yellow]late[/yellow] · " if story["billing"]["late"] else ""
-        console.print(f"billing: {late}{story['billing']['detail']}")
-    if story["event"]:
-        event = {k: v for k, v in story["event"].items() if k != "payload"}
-        print_rows([{"field": k, "value": v} for k, v in event.items()], fmt, "event")
-    if story["attributes"]:
-        rows = [{"attribute": k, "value": v} for k, v in story["attributes"].items()]
-        print_rows(rows, fmt, "optional attributes and extensions")
-    if story["entry"]:
-        entry: dict[str, Any] = story["entry"]
-        console.print(
-            f"entry {entry['id']} ({entry['kind']}, key {entry['idempotency_key']}, "
-            f"lane {entry['lane']} seq {entry['seq']}) carries {entry['events']} event(s)"
-        )
-        print_rows(entry["lines"], fmt, "entry lines")
-    if story["deliveries"]:
-        print_rows(story["deliveries"], fmt, "other deliveries of this key")
-
-
-@dlq_app.command("list")
-def dlq_list(
-    all_: Annotated[bool, typer.Option("--all", help="Include replayed dead letters.")] = False,
-    limit: Annotated[int, typer.Option(min=1)] = 100,
-    fmt: FormatOption = Format.table,
-) -> None:
-    """Rejected entries with their reason (open ones unless --all)."""
-    rows = with_engine(lambda engine: ledger_queries.dead_letters(engine, all_, limit))
-    print_rows(rows, fmt, "dead letters")
-
-
-@dlq_app.command("replay")
-def dlq_replay(
-    dead_letter: Annotated[
-        int | None, typer.Argument(metavar="[ID]", help="One dead letter's id.")
-    ] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Replay every open dead letter.")] = False,
-    fmt: FormatOption = Format.table,
-) -> None:
-    """Meter dead letters again after a fix (e.g. the organization now exists). Idempotent."""
-    if (dead_letter is None) == (not all_):
-        raise fail("give one dead letter ID, or --all", 2)
-    settings = get_settings()
-
-    async def work(engine: Any) -> dict[int, str]:
-        service = bootstrap.metering_service(engine, settings)
-        ids = None if all_ else [dead_letter] if dead_letter is not None else None
-        with Progress(console=errors, transient=True) as progress:
-            task = progress.add_task("replaying dead letters", total=None)
-            return await replay_dead_letters(
-                service, ids, settings.batch_size, lambda n: progress.advance(task, n)
-            )
-
-    outcomes = with_engine(work)
-    if dead_letter is not None and not outcomes:
-        raise fail(f"dead letter {dead_letter} does not exist or was already replayed")
-    print_rows(
-        [{"id": key, "outcome": value} for key, value in sorted(outcomes.items())],
-        fmt,
-        "replayed",
-    )
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(ledger_app, name="ledger")
-    app.add_typer(events_app, name="events")
-    app.add_typer(dlq_app, name="dlq")

@@ -1,14 +1,10 @@
-"""``tally stop``: the embedded servers outlive each command, so they need an explicit stop."""
+"""``tally stop``: stop the embedded PostgreSQL and Valkey."""
 
 from __future__ import annotations
 
 import typer
 
 from tally.entrypoints.cli.rendering import console
-
-
-def register(app: typer.Typer) -> None:
-    app.command("stop")(stop)
 
 
 def stop() -> None:
@@ -22,3 +18,7 @@ def stop() -> None:
         console.print(line)
     if not lines:
         console.print(f"no embedded servers running in {data_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stop")(stop)

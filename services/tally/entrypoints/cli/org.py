@@ -1,22 +1,19 @@
-"""Setting up: ``tally migrate``, ``tally org …`` (purchased tokens too), ``tally source …``,
-``tally schemas export``."""
+"""``tally org …``: organizations, their commitments and the AI tokens they buy."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from tally import bootstrap
 from tally.adapters.postgres import organizations as organization_rows
-from tally.adapters.postgres import sources, token_purchases
-from tally.domain.events import MAX_USERS, json_schemas
+from tally.adapters.postgres import token_purchases
+from tally.domain.events import MAX_USERS
 from tally.domain.period import period_of
-from tally.entrypoints.cli.context import run, settings_and_urls, with_engine
+from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
@@ -28,22 +25,9 @@ from tally.entrypoints.cli.rendering import (
 from tally.service_layer import organizations
 
 org_app = typer.Typer(help="Organizations: who is billed, in which currency.", no_args_is_help=True)
-source_app = typer.Typer(
-    help="Producer sources: which event source may bill which organizations.",
-    no_args_is_help=True,
-)
-schemas_app = typer.Typer(
-    help="The wire contract's JSON Schemas and the API's OpenAPI.", no_args_is_help=True
-)
-SCHEMAS_DIR = Path("schemas")
+
+
 MAX_HOURS = Decimal(10**9)
-
-
-def migrate_command() -> None:
-    """Upgrade the schema, grant the roles, load the rate cards, create the consumer group."""
-    settings, urls = settings_and_urls()
-    for line in run(bootstrap.migrate(settings, urls)):
-        console.print(f"[green]✓[/green] {line}")
 
 
 @org_app.command("add")
@@ -164,93 +148,5 @@ def org_tokens(
     console.print(f"{org} bought {buy:,} AI tokens for {chosen} (purchase {purchase})")
 
 
-@source_app.command("add")
-def source_add(
-    name: Annotated[str, typer.Argument(help="The events' CloudEvents source.")],
-    orgs: Annotated[
-        str | None, typer.Option(help="Comma-separated organizations it may bill (all of them).")
-    ] = None,
-    any_org: Annotated[bool, typer.Option("--any-org", help="It may bill any organization.")] = (
-        False
-    ),
-) -> None:
-    """Register a source, or change what it may bill (a new version; the newest counts)."""
-    if (orgs is None) == (not any_org):
-        raise fail("give --orgs a,b (the organizations it may bill) or --any-org", 2)
-    listed = None if orgs is None else [org.strip() for org in orgs.split(",") if org.strip()]
-    try:
-        added = with_engine(lambda engine: sources.add(engine, name, listed))
-    except sources.SourceError as exc:
-        raise fail(str(exc), 2) from exc
-    scope = "any organization" if listed is None else ", ".join(sorted(set(listed)))
-    console.print(f"{'' if added else 'already there: '}{name} may bill {scope}")
-
-
-@source_app.command("remove")
-def source_remove(name: Annotated[str, typer.Argument(help="The source.")]) -> None:
-    """Stop a source from billing (its events are dead-lettered as unknown_source)."""
-    try:
-        with_engine(lambda engine: sources.remove(engine, name))
-    except sources.SourceError as exc:
-        raise fail(str(exc), 2) from exc
-    console.print(f"removed {name}")
-
-
-@source_app.command("list")
-def source_list(
-    history: Annotated[
-        bool, typer.Option("--all", help="Every version, oldest first, not only the newest.")
-    ] = False,
-    fmt: FormatOption = Format.table,
-) -> None:
-    """The registered sources and what each may bill (``*``: any organization)."""
-    rows = with_engine(lambda engine: sources.list_all(engine, history))
-    print_rows(
-        [
-            {
-                "source": row["name"],
-                "enabled": row["enabled"],
-                "any_org": row["any_org"],
-                "orgs": row["orgs"] if fmt is Format.json else _orgs_cell(row),
-                "recorded_at": row["recorded_at"],
-            }
-            for row in rows
-        ],
-        fmt,
-        "sources",
-    )
-
-
-def _orgs_cell(row: dict[str, Any]) -> str:
-    return "*" if row["any_org"] else ",".join(row["orgs"]) or "-"
-
-
-@schemas_app.command("export")
-def schemas_export(
-    out: Annotated[Path, typer.Option(help="Folder to write into.")] = SCHEMAS_DIR,
-    check: Annotated[bool, typer.Option(help="Only check the folder is current.")] = False,
-) -> None:
-    """Write one JSON Schema per event type and the HTTP API's OpenAPI document
-    (``--check``: fail when the folder is stale)."""
-    from tally.entrypoints.http.app import openapi_document  # FastAPI: only when needed
-
-    stale = []
-    for name, schema in {**json_schemas(), "openapi.json": openapi_document()}.items():
-        text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
-        path = out / name
-        if check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(str(path))
-            continue
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        console.print(f"wrote {path}")
-    if stale:
-        raise fail(f"stale schemas: {', '.join(stale)}; run `tally schemas export`")
-
-
 def register(app: typer.Typer) -> None:
-    app.command("migrate")(migrate_command)
     app.add_typer(org_app, name="org")
-    app.add_typer(source_app, name="source")
-    app.add_typer(schemas_app, name="schemas")

@@ -1,8 +1,8 @@
-"""The HTTP API from the CLI: ``tally serve`` and ``tally apikey create|list|revoke``."""
+"""``tally apikey …``: the API's keys and roles."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -10,67 +10,14 @@ from tally import bootstrap
 from tally.adapters.postgres.api_keys import list_keys
 from tally.config import parse_retention
 from tally.domain.access import KeyRefused, Role
-from tally.entrypoints.cli.context import settings_and_urls, with_engine
+from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import Format, FormatOption, console, fail, print_rows
 from tally.service_layer.api_keys import create_key
-
-WORKER_HEALTHCHECK_S = 60
 
 apikey_app = typer.Typer(
     help="Keys of the HTTP API (tally serve): one role each, a secret shown once.",
     no_args_is_help=True,
 )
-
-
-def serve(
-    host: Annotated[str | None, typer.Option(help="Address (TALLY_API_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (TALLY_API_PORT).")] = None,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes (TALLY_API_WORKERS).")
-    ] = None,
-) -> None:
-    """Run the read-only HTTP API; its database connection acts as tally_reader."""
-    import uvicorn  # only for this command: every other one starts faster
-
-    settings, _ = settings_and_urls()  # start the embedded servers once, before the workers
-    uvicorn.run(
-        "tally.entrypoints.http.app:create_app",
-        factory=True,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        workers=workers or settings.api_workers,
-        access_log=False,  # tally.api logs every request with its key id
-        proxy_headers=False,  # the app believes only TALLY_TRUSTED_PROXIES
-        log_config=_log_config(),  # applied in every worker process
-        # a spawned worker imports the whole CLI before it answers the supervisor's ping:
-        # on a busy host that takes more than uvicorn's 5 s, and it would be killed forever
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
-    )
-
-
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, plus tally.api's one line a request (with a timestamp) on stderr."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    return {
-        **LOGGING_CONFIG,
-        "formatters": {
-            **LOGGING_CONFIG["formatters"],
-            "requests": {"format": "%(asctime)s %(name)s %(message)s"},
-        },
-        "handlers": {
-            **LOGGING_CONFIG["handlers"],
-            "requests": {
-                "formatter": "requests",
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stderr",
-            },
-        },
-        "loggers": {
-            **LOGGING_CONFIG["loggers"],
-            "tally.api": {"handlers": ["requests"], "level": "INFO", "propagate": False},
-        },
-    }
 
 
 @apikey_app.command("create")
@@ -115,5 +62,4 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
     app.add_typer(apikey_app, name="apikey")

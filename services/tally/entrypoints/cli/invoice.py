@@ -1,36 +1,29 @@
-"""Billing: ``tally close`` and ``tally invoice list|show``."""
+"""``tally invoice …``: issued invoices, and the lineage of their lines."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally import bootstrap
 from tally.adapters.postgres import invoices
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import cursors, lineage
-from tally.config import get_settings
 from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor, Page
-from tally.domain.period import previous_period
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
     check_period,
     console,
-    counting_bars,
     fail,
-    parse_instant,
     print_invoice,
     print_rows,
     to_csv,
     to_html,
 )
-from tally.service_layer.month_close import CloseRefused, CloseReport, close_period
 
 invoice_app = typer.Typer(help="Issued invoices: finalized, immutable.", no_args_is_help=True)
 
@@ -40,56 +33,6 @@ class DocumentFormat(StrEnum):
     json = "json"
     csv = "csv"
     html = "html"
-
-
-def close(
-    period: Annotated[
-        str | None,
-        typer.Option(
-            help="Billing period YYYY-MM; default: the previous UTC month.", callback=check_period
-        ),
-    ] = None,
-    as_of: Annotated[
-        str | None,
-        typer.Option(
-            "--as-of", help="The close's clock (RFC 3339), for tests and replays; default: now."
-        ),
-    ] = None,
-    fmt: FormatOption = Format.table,
-) -> None:
-    """Close a period: allocation, overage and expiry posted, one invoice per organization."""
-    settings = get_settings()
-    clock = parse_instant(as_of) or datetime.now(UTC)
-    chosen = period or previous_period(clock)
-
-    async def work(engine: Any) -> tuple[CloseReport, list[dict[str, Any]]]:
-        with counting_bars() as bars:
-            task = bars.add_task(f"closing {chosen}", total=None)
-            report = await close_period(
-                bootstrap.database(engine),
-                chosen,
-                clock,
-                settings.close_grace,
-                lambda done, total: bars.update(task, completed=done, total=total),
-                settings.close_chunk,
-            )
-        return report, await invoices.list_invoices(engine, chosen)
-
-    try:
-        report, listed = with_engine(work)
-    except CloseRefused as exc:
-        raise fail(str(exc)) from exc
-    if fmt is Format.json:
-        print_rows({"period": chosen, "issued": report.issued, "invoices": listed}, fmt)
-        return
-    if report.waited:
-        console.print("another close was running; waited for it")
-    print_rows(listed, fmt, f"invoices for {chosen}")
-    console.print(
-        f"period {chosen} closed: {report.issued} invoice(s) issued by this run, "
-        f"{report.invoices} in all"
-        + ("" if report.issued else " (already closed: nothing changed)")
-    )
 
 
 @invoice_app.command("list")
@@ -173,5 +116,4 @@ def invoice_lineage(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("close")(close)
     app.add_typer(invoice_app, name="invoice")

@@ -1,0 +1,79 @@
+"""``tally close``: the month close."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from tally import bootstrap
+from tally.adapters.postgres import invoices
+from tally.config import get_settings
+from tally.domain.period import previous_period
+from tally.entrypoints.cli.context import with_engine
+from tally.entrypoints.cli.rendering import (
+    Format,
+    FormatOption,
+    check_period,
+    console,
+    counting_bars,
+    fail,
+    parse_instant,
+    print_rows,
+)
+from tally.service_layer.month_close import CloseRefused, CloseReport, close_period
+
+
+def close(
+    period: Annotated[
+        str | None,
+        typer.Option(
+            help="Billing period YYYY-MM; default: the previous UTC month.", callback=check_period
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="The close's clock (RFC 3339), for tests and replays; default: now."
+        ),
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Close a period: allocation, overage and expiry posted, one invoice per organization."""
+    settings = get_settings()
+    clock = parse_instant(as_of) or datetime.now(UTC)
+    chosen = period or previous_period(clock)
+
+    async def work(engine: Any) -> tuple[CloseReport, list[dict[str, Any]]]:
+        with counting_bars() as bars:
+            task = bars.add_task(f"closing {chosen}", total=None)
+            report = await close_period(
+                bootstrap.database(engine),
+                chosen,
+                clock,
+                settings.close_grace,
+                lambda done, total: bars.update(task, completed=done, total=total),
+                settings.close_chunk,
+            )
+        return report, await invoices.list_invoices(engine, chosen)
+
+    try:
+        report, listed = with_engine(work)
+    except CloseRefused as exc:
+        raise fail(str(exc)) from exc
+    if fmt is Format.json:
+        print_rows({"period": chosen, "issued": report.issued, "invoices": listed}, fmt)
+        return
+    if report.waited:
+        console.print("another close was running; waited for it")
+    print_rows(listed, fmt, f"invoices for {chosen}")
+    console.print(
+        f"period {chosen} closed: {report.issued} invoice(s) issued by this run, "
+        f"{report.invoices} in all"
+        + ("" if report.issued else " (already closed: nothing changed)")
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("close")(close)

@@ -1,0 +1,59 @@
+"""``tally events show``: what became of an event."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from tally.adapters.postgres import ledger_queries
+from tally.entrypoints.cli.context import with_engine
+from tally.entrypoints.cli.rendering import (
+    Format,
+    FormatOption,
+    console,
+    fail,
+    print_rows,
+)
+
+events_app = typer.Typer(help="What became of an event.", no_args_is_help=True)
+
+
+@events_app.command("show")
+def events_show(
+    source: Annotated[str, typer.Argument(help="The event's source.")],
+    event_id: Annotated[str, typer.Argument(metavar="ID", help="The event's id.")],
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Status (metered, non_billable, recorded, duplicate, conflict, rejected), entry, the
+    invoice that bills it (late: it arrived after its period was closed), and the event's
+    optional CloudEvents attributes and extensions."""
+    story = with_engine(lambda engine: ledger_queries.event_story(engine, source, event_id))
+    if story is None:
+        raise fail(f"no event ({source}, {event_id}) was ever received")
+    if fmt is Format.json:
+        print_rows(story, fmt)
+        return
+    console.print(f"[bold]({source}, {event_id})[/bold]: {story['status']}")
+    if story["billing"]:
+        late = "[yellow]late[/yellow] · " if story["billing"]["late"] else ""
+        console.print(f"billing: {late}{story['billing']['detail']}")
+    if story["event"]:
+        event = {k: v for k, v in story["event"].items() if k != "payload"}
+        print_rows([{"field": k, "value": v} for k, v in event.items()], fmt, "event")
+    if story["attributes"]:
+        rows = [{"attribute": k, "value": v} for k, v in story["attributes"].items()]
+        print_rows(rows, fmt, "optional attributes and extensions")
+    if story["entry"]:
+        entry: dict[str, Any] = story["entry"]
+        console.print(
+            f"entry {entry['id']} ({entry['kind']}, key {entry['idempotency_key']}, "
+            f"lane {entry['lane']} seq {entry['seq']}) carries {entry['events']} event(s)"
+        )
+        print_rows(entry["lines"], fmt, "entry lines")
+    if story["deliveries"]:
+        print_rows(story["deliveries"], fmt, "other deliveries of this key")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(events_app, name="events")
