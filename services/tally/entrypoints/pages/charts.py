@@ -156,7 +156,7 @@ class Day:
 
 @dataclass(frozen=True)
 class Stacked:
-    """Requests per UTC day, each day a column stacked by status bucket; every 7th day
+    """Requests per UTC day, each day a column stacked by status bucket; about eight days
     labelled (the first too), ticks on the left; drawn wide."""
 
     days: list[Day]
@@ -180,6 +180,7 @@ def daily_statuses(
     plot_w = WIDE - PAD_LEFT - 8
     plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
     slot = plot_w / max(len(days), 1)
+    step = max(1, -(-len(days) // 8))  # about eight labelled days, whatever the range
     columns = []
     for index, (day, counts) in enumerate(days):
         base, segments = HEIGHT - PAD_BOTTOM, []
@@ -201,7 +202,7 @@ def daily_statuses(
         labels=[
             (_at(PAD_LEFT + slot * (i + Decimal("0.5"))), day)
             for i, (day, _) in enumerate(days)
-            if i % 7 == 0
+            if i % step == 0
         ],
         left=_at(PAD_LEFT),
         right=_at(WIDE - 8),
