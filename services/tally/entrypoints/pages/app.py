@@ -279,9 +279,11 @@ def create_pages(
 
     @pages.exception_handler(Refusal)
     async def refused(request: Request, exc: Refusal) -> Response:
-        if exc.status == 401:  # back here after signing in
+        if exc.status == 401:  # back here after signing in (home is where it goes anyway)
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            sign_in = path_for(request, "ui:sign_in") + "?" + urlencode({"next": target})
+            sign_in = path_for(request, "ui:sign_in")
+            if target != path_for(request, "ui:home"):
+                sign_in += "?" + urlencode({"next": target})
             return RedirectResponse(sign_in, status_code=303)
         return page(
             request,
