@@ -156,6 +156,15 @@ class Settings(BaseSettings):
     seller_address: str = Field(
         default="", description="The seller's address on invoice documents; lines split by '|'."
     )
+    seller_tax_id: str = Field(
+        default="", description="The seller's tax or VAT number on invoice documents (if any)."
+    )
+    seller_email: str = Field(
+        default="", description="Where customers write about an invoice (printed on it)."
+    )
+    payment_days: int = Field(
+        default=30, ge=0, le=365, description="An invoice is due this many days after issue."
+    )
 
     close_grace_hours: float = Field(
         default=24,

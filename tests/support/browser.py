@@ -64,16 +64,48 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         chrome.quit()
 
 
-def screenshot(chrome: webdriver.Chrome, name: str) -> Path:
-    """Save the whole page (not only the window) as ``name``.png in SCREENSHOTS."""
+WIDTHS = (800, 1400)  # a laptop's half screen and a desktop window
+
+# Elements wider than their box (text or children overflowing a card, a cell, a button) and
+# a document wider than the window; scrollable boxes (overflow auto/scroll) may be wider
+# inside, and inline elements and SVG's insides have no box of their own.
+OVERFLOWS = """
+const found = [];
+const doc = document.documentElement;
+if (doc.scrollWidth > window.innerWidth) {
+  found.push(`document ${doc.scrollWidth} > ${window.innerWidth}`);
+}
+for (const el of document.body.querySelectorAll('*')) {
+  const style = getComputedStyle(el);
+  if (['none', 'inline', 'contents'].includes(style.display)) continue;
+  if (el.closest('svg') && el.tagName.toLowerCase() !== 'svg') continue;
+  if (['auto', 'scroll', 'hidden'].includes(style.overflowX)) continue;
+  if (el.closest('.scroll')) continue;
+  if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) {
+    const classes = typeof el.className === 'string' ? el.className.split(' ') : [];
+    const name = [el.tagName.toLowerCase() + (el.id ? '#' + el.id : ''), ...classes].join('.');
+    const text = el.textContent.trim().slice(0, 60);
+    found.push(`${name} ${el.scrollWidth} > ${el.clientWidth}: ${text}`);
+  }
+}
+return found;
+"""
+
+
+def screenshot(chrome: webdriver.Chrome, name: str) -> list[str]:
+    """At each of ``WIDTHS``: save the whole page as ``name-WIDTH.png`` in SCREENSHOTS and
+    list what overflows its container there (nothing, on a good page)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    height = chrome.execute_script("return document.documentElement.scrollHeight")
-    chrome.set_window_size(1320, max(int(height), 600))
-    chrome.execute_script("window.scrollTo(0, 0)")
-    path = SCREENSHOTS / f"{name}.png"
-    chrome.save_screenshot(str(path))
+    overflowing = []
+    for width in WIDTHS:
+        chrome.set_window_size(width, 1000)
+        overflowing += [f"{width}px: {found}" for found in chrome.execute_script(OVERFLOWS)]
+        height = chrome.execute_script("return document.documentElement.scrollHeight")
+        chrome.set_window_size(width, max(int(height), 600))
+        chrome.execute_script("window.scrollTo(0, 0)")
+        chrome.save_screenshot(str(SCREENSHOTS / f"{name}-{width}.png"))
     chrome.set_window_size(1320, 1000)
-    return path
+    return overflowing
 
 
 def console_errors(chrome: webdriver.Chrome) -> list[str]:

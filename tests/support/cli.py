@@ -53,6 +53,10 @@ def env_for(settings: Settings) -> dict[str, str]:
         "TALLY_BATCH_SIZE": str(settings.batch_size),
         "TALLY_BLOCK_MS": str(settings.block_ms),
         "TALLY_CLAIM_IDLE_MS": str(settings.claim_idle_ms),
+        "TALLY_SELLER_NAME": settings.seller_name,
+        "TALLY_SELLER_ADDRESS": settings.seller_address,
+        "TALLY_SELLER_TAX_ID": settings.seller_tax_id,
+        "TALLY_SELLER_EMAIL": settings.seller_email,
     }
 
 

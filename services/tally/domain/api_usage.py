@@ -363,6 +363,26 @@ def pairs_report(pairs: PairCounts, client: str | None = None, url: str | None =
     )
 
 
+def selected(pairs: PairCounts, client: str | None, url: str | None) -> PairCounts:
+    """The pairs of one client or of one URL."""
+    return {
+        (c, u): counts
+        for (c, u), counts in pairs.items()
+        if (client is None or c == client) and (url is None or u == url)
+    }
+
+
+def by_day(
+    days: DayRange, counts: Iterable[tuple[date, int, int]]
+) -> list[tuple[date, dict[Bucket, int]]]:
+    """Every day of the range (none left out: a gap is a day without requests) with its
+    requests per status bucket, from (day, status, requests) rows."""
+    out = {day: dict.fromkeys(BUCKETS, 0) for day in _days_of(days)}
+    for day, status, count in counts:
+        out[day][bucket(status)] += count
+    return list(out.items())
+
+
 # The report's sections, as the CLI, CSV export and API name them (its specification's panels).
 SECTIONS: tuple[str, ...] = (
     "top-clients",  # Most active: top 5 OAuth clients, successful and failed

@@ -84,9 +84,12 @@ HOSTILE = st.one_of(
     ),
 )
 ESTIMATE = list(EstimateInput.model_fields)  # /v1/estimate reads each as a query parameter
-PAGE_QUERY = ["period", "preset", "from", "to", "client", "url", "section", "all", "currency"]
+PAGE_QUERY = [
+    *("period", "preset", "from", "to", "client", "url", "section", "all", "currency"),
+    *("next", "after", "entry", "code", "source", "org", "state", "seat", "users"),
+]
 PAGE_QUERY += ["license", "model", "users", *ESTIMATE]  # what the pages read from the query
-PAGE_PATH = {"org": OWN, "period": OCT, "meter": "api_requests"}
+PAGE_PATH = {"org": OWN, "period": OCT, "meter": "api_requests", "letter_id": "1"}
 
 
 def encoded(value: str) -> str:

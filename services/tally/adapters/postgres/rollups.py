@@ -302,6 +302,33 @@ async def billable_pairs(conn: asyncpg.Connection, org: str, days: DayRange) -> 
     return count_pairs(rows)
 
 
+async def daily_statuses(
+    conn: asyncpg.Connection, org: str, days: DayRange, client: str | None, url: str | None
+) -> list[tuple[date, int, int]]:
+    """Billable requests per (UTC day, status) over whole days (the daily rows and their
+    deltas), of one client or one URL (``"GET /api/v2/users"``) or all."""
+    if days.empty:
+        return []
+    key = "day, oauth_client_id, method, template_uri, status, requests"
+    rows = await conn.fetch(
+        f"""SELECT day, status, sum(requests)::bigint
+              FROM (SELECT {key} FROM {API_USAGE.table}
+                     WHERE org = $1 AND billable AND day BETWEEN $2 AND $3
+                    UNION ALL
+                    SELECT {key} FROM {API_USAGE.delta}
+                     WHERE org = $1 AND billable AND day BETWEEN $2 AND $3) AS r
+             WHERE ($4::text IS NULL OR oauth_client_id = $4)
+               AND ($5::text IS NULL OR method || ' ' || template_uri = $5)
+             GROUP BY day, status HAVING sum(requests) > 0""",
+        org,
+        days.first,
+        days.last,
+        client,
+        url,
+    )
+    return [(day, status, count) for day, status, count in rows]
+
+
 async def daily_requests(conn: asyncpg.Connection, org: str, period: str) -> dict[date, Decimal]:
     """Billable requests per UTC day of a period (the days' totals and their deltas)."""
     start, end = period_bounds(period)

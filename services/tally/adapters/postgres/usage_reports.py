@@ -11,7 +11,7 @@ says what the invoice will.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,7 @@ from tally.adapters.postgres import rollups
 from tally.adapters.postgres.allocations import allocations_so_far
 from tally.adapters.postgres.metering_store import load_rate_cards
 from tally.domain.allocation_status import MeterStatus, daily_tokens, meter_status
-from tally.domain.api_usage import DayRange, Report, pairs_report
+from tally.domain.api_usage import Bucket, DayRange, Report, by_day, pairs_report, selected
 from tally.domain.ledger import AI_TOKEN, API_REQUEST
 from tally.domain.period import period_bounds
 
@@ -37,6 +37,37 @@ async def api_usage_report(
     (``tally.domain.api_usage.day_range`` keeps today out), cross-filtered by one client or
     one URL (``"GET /api/v2/users"``)."""
     return pairs_report(await rollups.billable_pairs(conn, org, days), client, url)
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """The report as the page shows it under a cross-filter: ``whole`` keeps every client
+    and URL (the filtered side's shares in ``filtered_share``), ``selected`` counts only the
+    chosen client's or URL's requests, and ``days`` their statuses per UTC day."""
+
+    whole: Report
+    selected: Report
+    days: list[tuple[date, dict[Bucket, int]]]
+
+
+async def api_usage_view(
+    conn: asyncpg.Connection, org: str, days: DayRange, client: str | None, url: str | None
+) -> ReportView:
+    pairs = await rollups.billable_pairs(conn, org, days)
+    whole = pairs_report(pairs, client, url)
+    chosen = pairs_report(selected(pairs, client, url)) if client or url else whole
+    daily = by_day(days, await rollups.daily_statuses(conn, org, days, client, url))
+    return ReportView(whole, chosen, daily)
+
+
+async def latest_period_with_usage(conn: asyncpg.Connection, org: str, upto: str) -> str | None:
+    """The latest period up to ``upto`` in which the organization used either meter."""
+    period: str | None = await conn.fetchval(
+        "SELECT max(period) FROM usage_total WHERE org = $1 AND period <= $2 AND used > 0",
+        org,
+        upto,
+    )
+    return period
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,9 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
     seller = Seller(
         settings.seller_name,
         [line.strip() for line in settings.seller_address.split("|") if line.strip()],
+        settings.seller_tax_id,
+        settings.seller_email,
+        settings.payment_days,
     )
     app.state.limiter = FailureLimiter(
         settings.auth_failures_per_key,
@@ -116,7 +119,8 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
     pages = create_pages(lambda: app.state.engine, seller, settings.public_url, app.state.limiter)
     app.state.waiters = pages.state.waiters  # one per limiter: it wakes the tries of both
     app.mount("/ui", pages, name="ui")
-    app.router.add_route("/ui", _to_pages, methods=["GET", "HEAD"], include_in_schema=False)
+    for path in ("/", "/ui"):  # the server's root is its pages
+        app.router.add_route(path, _to_pages, methods=["GET", "HEAD"], include_in_schema=False)
     app.middleware("http")(_log_request)
     app.add_middleware(LastResort, answer=errors.internal)  # it sees every failure
     app.add_middleware(SecurityHeaders)  # outside it: the last resort's answers get them too
@@ -129,7 +133,7 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
 
 
 async def _to_pages(request: Request) -> Response:
-    """``/ui`` (outside the mount, which serves ``/ui/…``): a path, never a URL."""
+    """``/`` and ``/ui`` (outside the mount, which serves ``/ui/…``): a path, never a URL."""
     return RedirectResponse("/ui/", status_code=307)
 
 

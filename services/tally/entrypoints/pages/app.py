@@ -12,10 +12,11 @@ Host header. Mounted by the API's app at ``/ui``.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tally.adapters.postgres import alerts as alert_store
 from tally.adapters.postgres import invoices as invoice_store
-from tally.adapters.postgres import ledger_queries, usage_reports
+from tally.adapters.postgres import ledger_queries, listing, reads, usage_reports
 from tally.adapters.postgres import organizations as organization_rows
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.metering_store import load_rate_cards
@@ -42,7 +43,8 @@ from tally.adapters.postgres.reads import lineage as lineage_reads
 from tally.adapters.postgres.ui_sessions import open_session, revoke_session, session_key
 from tally.domain import api_usage, bounds
 from tally.domain.access import PRESETS, StoredKey, key_id_of
-from tally.domain.estimate import EstimateInput, EstimateReport, Seats, estimate, report
+from tally.domain.estimate import EstimateInput, EstimateReport, estimate, report
+from tally.domain.pagination import BadCursor
 from tally.domain.period import is_period, period_bounds, period_of
 from tally.domain.ratecard import RateCard
 from tally.domain.sessions import csrf_matches, csrf_token, new_session_id
@@ -50,11 +52,11 @@ from tally.domain.throttle import FailureLimiter
 from tally.entrypoints.failures import LastResort
 from tally.entrypoints.http import throttling
 from tally.entrypoints.inputs import Period, Text
-from tally.entrypoints.pages import charts, formatting
+from tally.entrypoints.pages import charts, documents, formatting
 
 COOKIE = "tally_session"  # the session's id (the database keeps its SHA-256)
 FORM_COOKIE = "tally_form"  # before sign-in: the sign-in form's CSRF cookie
-LINEAGE_SHOWN = 200  # events listed on a line's page; the CLI and API page through all
+PAGE_ROWS = 50  # rows of a paged list (dead letters, an invoice line's events)
 HERE = Path(__file__).parent
 
 
@@ -120,8 +122,13 @@ class Refusal(Exception):
 
 @dataclass(frozen=True)
 class Seller:
+    """The seller's details printed on invoice documents (TALLY_SELLER_*)."""
+
     name: str
     address: list[str]
+    tax_id: str = ""
+    email: str = ""
+    payment_days: int = 30  # the due date: this many days after the invoice is issued
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -157,6 +164,15 @@ def path_for(request: Request, name: str, **params: Any) -> str:
     return request.url_for(name, **params).path
 
 
+def local_target(request: Request, target: str) -> str | None:
+    """``target`` if it is one of the pages' own paths (a sign-in's ``next``), else None:
+    never another host (``//evil``, ``/\\evil``) nor anything outside ``/ui/``."""
+    home = path_for(request, "ui:home")
+    if not target.startswith(home) or "\\" in target or "//" in target or "://" in target:
+        return None
+    return target
+
+
 def create_pages(
     engine_of: Callable[[], AsyncEngine],
     seller: Seller,
@@ -182,7 +198,13 @@ def create_pages(
         money=formatting.money,
         price=formatting.price,
         qty=formatting.qty,
-        approx=formatting.approx,
+        requests=formatting.requests,
+        tokens=formatting.tokens,
+        units=formatting.units,
+        when=formatting.when,
+        label=formatting.label,
+        ident=formatting.identifier,
+        digest=formatting.hash_text,
         pct=formatting.pct,
         short=formatting.short,
         share=formatting.share,
@@ -190,7 +212,8 @@ def create_pages(
     )
     # A filter is called directly, a global through the context (~3 times slower): the API
     # usage report formats ~1,900 numbers a page.
-    templates.env.filters["qty"] = formatting.qty
+    templates.env.filters["requests"] = formatting.requests
+    templates.env.filters["line_title"] = formatting.line_title
 
     async def viewer_of(request: Request) -> Viewer | None:
         session = request.cookies.get(COOKIE)
@@ -256,8 +279,12 @@ def create_pages(
 
     @pages.exception_handler(Refusal)
     async def refused(request: Request, exc: Refusal) -> Response:
-        if exc.status == 401:
-            return RedirectResponse(path_for(request, "ui:sign_in"), status_code=303)
+        if exc.status == 401:  # back here after signing in (home is where it goes anyway)
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            sign_in = path_for(request, "ui:sign_in")
+            if target != path_for(request, "ui:home"):
+                sign_in += "?" + urlencode({"next": target})
+            return RedirectResponse(sign_in, status_code=303)
         return page(
             request,
             "message.html",
@@ -302,24 +329,29 @@ def create_pages(
         return page(request, "orgs.html", viewer, orgs=orgs, active="orgs", title="Organizations")
 
     @pages.get("/sign-in", name="sign_in")
-    async def sign_in_form(request: Request) -> HTMLResponse:
+    async def sign_in_form(request: Request, next: str = "") -> HTMLResponse:
+        target = local_target(request, next) or ""
         form_cookie = request.cookies.get(FORM_COOKIE)
         if form_cookie:
-            return page(request, "signin.html", None, title="Sign in")
+            return page(request, "signin.html", None, title="Sign in", next=target)
         form_cookie = new_session_id()
-        response = page(request, "signin.html", None, form_cookie=form_cookie, title="Sign in")
+        response = page(
+            request, "signin.html", None, form_cookie=form_cookie, title="Sign in", next=target
+        )
         cookie(response, request, FORM_COOKIE, form_cookie)
         return response
 
     @pages.post("/sign-in")
-    async def sign_in(request: Request, key: str = Form(...), csrf: str = Form("")) -> Response:
+    async def sign_in(
+        request: Request, key: str = Form(...), csrf: str = Form(""), next: str = Form("")
+    ) -> Response:
         check_form(request, request.cookies.get(FORM_COOKIE), csrf)
         secret = key.strip()
         key_id = key_id_of(secret)
         reserved = await throttling.attempt(request, key_id)  # concurrent tries count
         if isinstance(reserved, int):
             throttled = page(
-                request, "signin.html", None, 429, title="Sign in",
+                request, "signin.html", None, 429, title="Sign in", next=next,
                 error=f"Too many failed sign-ins: try again in {reserved} s.",
             )  # fmt: skip
             throttled.headers["Retry-After"] = str(reserved)
@@ -330,7 +362,7 @@ def create_pages(
             if until is None:
                 reserved.fail()
                 return page(
-                    request, "signin.html", None, 401, title="Sign in",
+                    request, "signin.html", None, 401, title="Sign in", next=next,
                     error="That key is unknown, expired or revoked.",
                 )  # fmt: skip
         finally:
@@ -338,7 +370,8 @@ def create_pages(
         request.state.key_id = key_id
         if previous := request.cookies.get(COOKIE):  # signing in again ends the last session
             await revoke_session(engine_of(), previous)
-        response = RedirectResponse(path_for(request, "ui:home"), status_code=303)
+        target = local_target(request, next) or path_for(request, "ui:home")
+        response = RedirectResponse(target, status_code=303)
         cookie(response, request, COOKIE, session, expires=until)
         response.delete_cookie(FORM_COOKIE, path=path_for(request, "ui:home"))
         return response
@@ -378,6 +411,8 @@ def create_pages(
         ("growth_percent", "Growth %"),
         ("buffer_percent", "Buffer %"),
     ]
+    field_labels = dict(ai_fields + api_fields) | {"currency": "Currency"}
+    seat_rows = 3
 
     async def card_now() -> RateCard:
         async with raw_connection(engine_of()) as conn:
@@ -386,8 +421,29 @@ def create_pages(
             raise Refusal(503, "No rate card", "No rate card is in effect: run `tally migrate`.")
         return card
 
+    def problems(exc: ValidationError, rows: list[int]) -> list[tuple[str, str]]:
+        """Each problem as (the form field's id, a sentence naming it); ``rows``: the form's
+        seat row of each seat given."""
+        found = []
+        for error in exc.errors():
+            where = error["loc"]
+            if where[:1] == ("seats",) and len(where) > 1 and isinstance(where[1], int):
+                field, name = f"users{rows[where[1]]}", f"Users {rows[where[1]] + 1}"
+            else:
+                field = str(where[0]) if where else ""
+                name = field_labels.get(field, field or "The estimate")
+            found.append((field, f"{name}: {error['msg']}"))
+        return found
+
+    def seat_input(seat: str, users: str) -> dict[str, str]:
+        """A form's seat row (``gc2:named`` and its users) as the estimate takes it."""
+        lic, _, model = seat.partition(":")
+        return {"license": lic, "model": model, "users": users}
+
     @pages.get("/estimate", name="estimate")
     async def estimate_page(request: Request) -> HTMLResponse:
+        """Seats offer only the licence and model pairs the rate card allocates; a problem is
+        said above the form and beside its field."""
         viewer = await signed_in(request)
         card = await card_now()
         query = request.query_params
@@ -397,38 +453,40 @@ def create_pages(
             for name, _ in ai_fields + api_fields
         }
         values["currency"] = query.get("currency", defaults.currency)
-        seats = [
-            {"license": lic, "model": model, "users": users}
-            for lic, model, users in zip(
-                query.getlist("license"),
-                query.getlist("model"),
-                query.getlist("users"),
-                strict=False,
-            )
-            if lic
+        choices = [
+            (f"{lic}:{model}", f"{lic} · {model}")
+            for lic in sorted(card.api.allocation)
+            for model in card.api.allocation[lic]
         ]
+        chosen = list(zip(query.getlist("seat"), query.getlist("users"), strict=False))
+        seats = [{"seat": seat, "users": users} for seat, users in chosen][:seat_rows]
         result: EstimateReport | None = None
-        error = None
-        if query:
+        errors: list[tuple[str, str]] = []
+        given_rows = [row for row, seat in enumerate(seats) if seat["seat"]]
+        for row in given_rows:
+            if seats[row]["seat"] not in dict(choices):
+                errors.append(
+                    (f"seat{row}", f"Seat {row + 1}: rate card {card.version} allocates no "
+                     f"{seats[row]['seat'].replace(':', ' ')}")
+                )  # fmt: skip
+        if query and not errors:
             try:
                 given = EstimateInput.model_validate(
                     {
                         **{k: v for k, v in values.items() if v != ""},
-                        "seats": [Seats.model_validate(seat) for seat in seats],
+                        "seats": [seat_input(**seats[row]) for row in given_rows],
                     }
-                )
+                )  # fmt: skip
                 result = report(estimate(given, card))
             except ValidationError as exc:
-                error = "; ".join(
-                    f"{' '.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-                )
+                errors = problems(exc, given_rows)
             except (ValueError, InvalidOperation) as exc:
-                error = str(exc)
+                errors = [("", str(exc))]
         return page(
             request, "estimate.html", viewer, active="estimate", title="Cost estimator",
-            values=values, seats=seats, result=result, error=error, ai_fields=ai_fields,
-            api_fields=api_fields, licenses=sorted(card.api.allocation),
-            models=["named", "concurrent", "hourly"], currencies=sorted(card.currencies),
+            values=values, seats=seats, result=result, errors=errors,
+            invalid={field for field, _ in errors}, ai_fields=ai_fields, api_fields=api_fields,
+            choices=choices, seat_rows=seat_rows, currencies=sorted(card.currencies),
             card_version=card.version,
         )  # fmt: skip
 
@@ -439,18 +497,11 @@ def create_pages(
         viewer = await signed_in(request, "invoices:read", org)
         rows = await invoice_store.list_invoices(engine_of(), None, org)
         return page(
-            request,
-            "invoices.html",
-            viewer,
-            org=org,
-            rows=rows,
-            active="invoices",
+            request, "invoices.html", viewer, org=org, rows=rows, active="invoices",
             title=f"Invoices of {org}",
-        )
+        )  # fmt: skip
 
-    @pages.get("/orgs/{org}/invoices/{period}", name="invoice")
-    async def invoice_page(request: Request, org: Text, period: str) -> HTMLResponse:
-        viewer = await signed_in(request, "invoices:read", org)
+    async def invoice_of(org: str, period: str) -> invoice_store.Invoice:
         found = (
             await invoice_store.invoice(engine_of(), org, period, billed=False)
             if is_period(period)
@@ -458,63 +509,161 @@ def create_pages(
         )
         if found is None:
             raise Refusal(404, "No such invoice", f"{org} has no invoice for {period}.")
-        return page(
-            request, "invoice.html", viewer, org=org, inv=found, seller=seller, active="invoices",
-            title=f"Invoice {found.document['number']}",
-        )  # fmt: skip
+        return found
+
+    def invoice_context(org: str, found: invoice_store.Invoice) -> dict[str, Any]:
+        return {
+            "org": org, "inv": found, "seller": seller, "active": "invoices",
+            "due": documents.due_date(found.issued_at, seller.payment_days),
+            "title": f"Invoice {found.document['number']}",
+        }  # fmt: skip
+
+    @pages.get("/orgs/{org}/invoices/{period}.pdf", name="invoice_pdf")
+    async def invoice_pdf(request: Request, org: Text, period: str) -> Response:
+        """The invoice document as PDF: the page's own HTML under its print stylesheet
+        (declared before the page, whose ``{period}`` would match ``2026-11.pdf``)."""
+        viewer = await signed_in(request, "invoices:read", org)
+        found = await invoice_of(org, period)
+        html = page(request, "invoice.html", viewer, **invoice_context(org, found)).body
+        pdf = await documents.pdf(bytes(html), HERE / "static")
+        name = f"{found.document['number']}-{org}-{period}.pdf"
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    @pages.get("/orgs/{org}/invoices/{period}", name="invoice")
+    async def invoice_page(request: Request, org: Text, period: str) -> HTMLResponse:
+        viewer = await signed_in(request, "invoices:read", org)
+        found = await invoice_of(org, period)
+        return page(request, "invoice.html", viewer, **invoice_context(org, found))
 
     @pages.get("/orgs/{org}/invoices/{period}/lines/{meter}", name="invoice_line")
     async def invoice_line_page(
         request: Request, org: Text, period: str, meter: Text
     ) -> HTMLResponse:
-        """An invoice line's lineage: the entries it bills and the events they carry."""
+        """An invoice line's lineage, a page at a time: the entries it bills and the events
+        they carry, each with its time; ``entry`` shows one entry's events."""
         viewer = await signed_in(request, "invoices:read", org)
-        found = (
-            await invoice_store.invoice(engine_of(), org, period, billed=False)
-            if is_period(period)
-            else None
-        )
-        lines = found.document["lines"] if found else []
-        line = next((item for item in lines if item["meter"] == meter), None)
-        if found is None or line is None:
+        found = await invoice_of(org, period)
+        line = next((item for item in found.document["lines"] if item["meter"] == meter), None)
+        if line is None:
             raise Refusal(404, "No such invoice line", f"{org} has no {meter} line for {period}.")
+        query = request.query_params
+        after, entry = query.get("after"), query.get("entry")
         number = int(found.document["number"].removeprefix("INV-"))
-        events: list[lineage_reads.LineageRow] = []
-        more = False
         async with read_snapshot(engine_of()) as conn:
-            async for row in lineage_reads.iter_lineage(conn, number):
-                if row.meter != meter or row.adjusts is not None:
-                    continue
-                if len(events) == LINEAGE_SHOWN:
-                    more = True
-                    break
-                events.append(row)
+            try:
+                events = await lineage_reads.lineage(
+                    conn, number, await reads.cursors(conn), after, PAGE_ROWS,
+                    meter=meter, entry=int(entry) if entry else None,
+                )  # fmt: skip
+            except (BadCursor, ValueError) as exc:
+                raise Refusal(400, "Not a page of this line", str(exc)) from exc
+        assert events is not None  # the invoice exists (invoices are never deleted)
+        here = path_for(request, "ui:invoice_line", org=org, period=period, meter=meter)
+        kept = {"entry": entry} if entry else {}
         return page(
             request, "invoice_line.html", viewer, org=org, inv=found, line=line,
-            entries=list(dict.fromkeys((r.entry_id, r.entry_kind) for r in events)),
-            events=events, more=more,
-            active="invoices", title=f"{found.document['number']} {meter}",
+            entries=list(dict.fromkeys((r.entry_id, r.entry_kind) for r in events.items)),
+            events=events.items, entry=entry, here=here, first_page=after is not None,
+            next_page=events.next and f"{here}?" + urlencode({"after": events.next} | kept),
+            active="invoices", title=f"{found.document['number']} · {formatting.label(meter)}",
         )  # fmt: skip
 
+    # --- dead letters ---------------------------------------------------------------------
+
+    def letter_filters(request: Request) -> dict[str, Any]:
+        """The dead-letter list's filters from the query: code, source, organization,
+        state and the received range (whole UTC days, both ends included)."""
+        query = request.query_params
+        try:
+            first = date.fromisoformat(query["from"]) if query.get("from") else None
+            last = date.fromisoformat(query["to"]) if query.get("to") else None
+            state = query.get("state", "open")
+            if state not in ("open", "replayed", "all"):
+                raise ValueError(f"state is open, replayed or all, not {state!r}")
+            return {
+                "code": bounds.text(query["code"]) if query.get("code") else None,
+                "source": bounds.text(query["source"]) if query.get("source") else None,
+                "org": bounds.text(query["org"]) if query.get("org") else None,
+                "state": state,
+                "first": first,
+                "last": last,
+            }
+        except ValueError as exc:
+            raise Refusal(400, "Not a filter of dead letters", str(exc)) from exc
+
     @pages.get("/dead-letters", name="dead_letters")
-    async def dead_letters_page(request: Request, all: bool = False) -> HTMLResponse:
+    async def dead_letters_page(request: Request) -> HTMLResponse:
+        """A page of dead letters (keyset: ``after`` the last id shown), filtered, with the
+        open and total count of each code."""
         viewer = await signed_in(request, "dlq:read")
-        rows = await ledger_queries.dead_letters(engine_of(), include_replayed=all, limit=500)
+        chosen = letter_filters(request)
+        after = request.query_params.get("after", "")
+        if after and not after.isdigit():
+            raise Refusal(400, "Not a page of dead letters", f"after is an id, not {after!r}")
+        day = timedelta(days=1)
+        found = await listing.fetch(
+            engine_of(),
+            ledger_queries.dead_letter_listing(
+                chosen["code"], chosen["source"],
+                datetime.combine(chosen["first"], time(), UTC) if chosen["first"] else None,
+                org=chosen["org"], state=None if chosen["state"] == "all" else chosen["state"],
+                before=datetime.combine(chosen["last"] + day, time(), UTC)
+                if chosen["last"] else None,
+            ),
+            (int(after),) if after else None,
+            PAGE_ROWS + 1,
+        )  # fmt: skip
+        rows = [row.values for row in found[:PAGE_ROWS]]
+        kept = {
+            k: str(v) for k, v in chosen.items() if v is not None and k not in ("first", "last")
+        }
+        kept |= {"from": str(chosen["first"])} if chosen["first"] else {}
+        kept |= {"to": str(chosen["last"])} if chosen["last"] else {}
+        here = path_for(request, "ui:dead_letters")
         return page(
-            request, "dead_letters.html", viewer, rows=rows, include_replayed=all,
+            request, "dead_letters.html", viewer, rows=rows, chosen=chosen,
+            codes=await ledger_queries.dead_letter_codes(engine_of()),
+            filtered=any(chosen[k] for k in ("code", "source", "org", "first", "last")),
+            here=here, kept=kept, after=after,
+            next_page=f"{here}?" + urlencode(kept | {"after": rows[-1]["id"]})
+            if len(found) > PAGE_ROWS else None,
             active="dead_letters", title="Dead letters",
+        )  # fmt: skip
+
+    @pages.get("/dead-letters/{letter_id}", name="dead_letter")
+    async def dead_letter_page(request: Request, letter_id: int) -> HTMLResponse:
+        """One dead letter: why it was refused, its raw bytes, how to replay it and what
+        happened to it (and to its event) since."""
+        viewer = await signed_in(request, "dlq:read")
+        letter = await ledger_queries.dead_letter(engine_of(), letter_id)
+        if letter is None:
+            raise Refusal(404, "No such dead letter", f"There is no dead letter {letter_id}.")
+        raw = base64.b64decode(letter["raw_base64"])
+        return page(
+            request, "dead_letter.html", viewer, letter=letter, size=len(raw),
+            hex_lines=documents.hex_dump(raw), history=await ledger_queries.dead_letter_history(
+                engine_of(), letter),
+            active="dead_letters", title=f"Dead letter {letter_id}",
         )  # fmt: skip
 
     # --- the dashboard and the API usage report -------------------------------------------
 
     @pages.get("/orgs/{org}", name="dashboard")
     async def dashboard(request: Request, org: Text, period: Period | None = None) -> HTMLResponse:
+        """A period's usage: the one asked for, else the latest with usage (the current one
+        when there is none), and the page says which."""
         viewer = await signed_in(request, "usage:read", org)
         now = datetime.now(UTC)
-        chosen = period or period_of(now)
+        current = period_of(now)
         async with read_snapshot(engine_of()) as conn:
             if not await organization_exists(conn, org):
                 raise Refusal(404, "No such organization", f"There is no organization {org!r}.")
+            latest = await usage_reports.latest_period_with_usage(conn, org, current)
+            chosen = period or latest or current
             try:
                 tracking = await usage_reports.allocation_tracking(conn, org, chosen, now)
             except LookupError as exc:  # a period no rate card covers
@@ -523,9 +672,16 @@ def create_pages(
         ai, api = tracking.ai_tokens, tracking.api_requests
         start, end = period_bounds(chosen)
         week_columns, week_ticks = charts.columns([(w.name, w.used) for w in ai.weeks])
+        why = (
+            "the period asked for" if period
+            else "the current period" if chosen == current and latest == current
+            else "the latest period with usage" if latest
+            else "the current period: no usage is recorded yet"
+        )  # fmt: skip
         return page(
-            request, "dashboard.html", viewer, org=org, period=chosen, ai=ai, api=api,
-            as_of=ai.as_of, alerts=alerts, active="dashboard", title=f"{org} usage {chosen}",
+            request, "dashboard.html", viewer, org=org, period=chosen, why=why, current=current,
+            ai=ai, api=api, as_of=ai.as_of, alerts=alerts, active="dashboard",
+            title=f"{org} usage {chosen}",
             ai_trend=charts.trend(ai.days, (end - start).days, ai.allocation, ai.projected),
             api_trend=charts.trend(api.days, (end - start).days, api.allocation, api.projected),
             week_columns=week_columns, week_ticks=week_ticks,
@@ -558,19 +714,19 @@ def create_pages(
             )
         return preset, days, client, url
 
-    async def api_report(
-        org: str, days: api_usage.DayRange, client: str | None, url: str | None
-    ) -> api_usage.Report:
-        async with read_snapshot(engine_of()) as conn:
-            if not await organization_exists(conn, org):
-                raise Refusal(404, "No such organization", f"There is no organization {org!r}.")
-            return await usage_reports.api_usage_report(conn, org, days, client, url)
+    async def checked_org(conn: asyncpg.Connection, org: str) -> None:
+        if not await organization_exists(conn, org):
+            raise Refusal(404, "No such organization", f"There is no organization {org!r}.")
 
     @pages.get("/orgs/{org}/api-usage", name="api_usage")
     async def api_usage_page(request: Request, org: Text) -> HTMLResponse:
+        """The report with its daily chart; a chosen client or URL filters every section
+        (its own list keeps every row, the chosen one highlighted)."""
         viewer = await signed_in(request, "usage:read", org)
         preset, days, client, url = report_query(request)
-        result = await api_report(org, days, client, url)
+        async with read_snapshot(engine_of()) as conn:
+            await checked_org(conn, org)
+            view = await usage_reports.api_usage_view(conn, org, days, client, url)
         custom = f"&from={days.first}&to={days.last}" if preset is api_usage.Preset.custom else ""
         filters = urlencode({k: v for k, v in (("client", client), ("url", url)) if v})
         chosen = {"preset": preset.value, "client": client, "url": url}
@@ -578,8 +734,9 @@ def create_pages(
             chosen |= {"from": str(days.first), "to": str(days.last)}
         csv_query = urlencode({k: v for k, v in chosen.items() if v})
         return page(
-            request, "api_usage.html", viewer, org=org, report=result, range=days,
-            preset=preset.value, presets=[(p.value, label) for p, label in presets],
+            request, "api_usage.html", viewer, org=org, report=view.whole, shown=view.selected,
+            chart=charts.daily_statuses(view.days, list(api_usage.BUCKETS)),
+            range=days, preset=preset.value, presets=[(p.value, label) for p, label in presets],
             range_query=custom, filter_query=("&" + filters) if filters else "",
             custom_from=days.first, custom_to=days.last, bucket_names=BUCKET_NAMES,
             top_urls_per_client=api_usage.TOP_URLS_PER_CLIENT,
@@ -591,9 +748,12 @@ def create_pages(
 
     @pages.get("/orgs/{org}/api-usage.csv", name="api_usage_csv")
     async def api_usage_csv(request: Request, org: Text, section: str = "all") -> Response:
+        """The API's CSV of the report (exact figures, the API's cross-filter)."""
         await signed_in(request, "usage:read", org)
         _, days, client, url = report_query(request)
-        result = await api_report(org, days, client, url)
+        async with read_snapshot(engine_of()) as conn:
+            await checked_org(conn, org)
+            result = await usage_reports.api_usage_report(conn, org, days, client, url)
         try:
             sections = list(api_usage.SECTIONS) if section == "all" else [section]
             text = api_usage.to_csv(result, sections)

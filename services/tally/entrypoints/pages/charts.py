@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
+
+from tally.domain.api_usage import Bucket
 
 WIDE, NARROW, HEIGHT = Decimal(1000), Decimal(420), Decimal(240)
 PAD_LEFT, PAD_BOTTOM, PAD_TOP = Decimal(56), Decimal(28), Decimal(12)
@@ -130,3 +133,80 @@ def columns(values: Sequence[tuple[str, Decimal]]) -> tuple[list[Column], list[T
         Tick(_at(HEIGHT - PAD_BOTTOM - plot_h * share / 4), top * share / 4) for share in range(5)
     ]
     return bars, ticks
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One status bucket's part of a day's column."""
+
+    bucket: str
+    y: str
+    height: str
+    requests: int
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    x: str
+    width: str
+    total: int
+    segments: list[Segment]
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """Requests per UTC day, each day a column stacked by status bucket; about eight days
+    labelled (the first too), ticks on the left; drawn wide."""
+
+    days: list[Day]
+    ticks: list[Tick]
+    labels: list[tuple[str, date]]  # x and day of the labelled days
+    left: str
+    right: str
+    bottom: str
+    width: str
+    height: str
+
+
+def daily_statuses(
+    days: Sequence[tuple[date, Mapping[Bucket, int]]], buckets: Sequence[Bucket]
+) -> Stacked:
+    """``days``: each UTC day with its requests per bucket; stacked in ``buckets`` order
+    from the axis up."""
+    top = _scale(
+        Decimal(max((sum(counts.values()) for _, counts in days), default=0)) * Decimal("1.05")
+    )
+    plot_w = WIDE - PAD_LEFT - 8
+    plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
+    slot = plot_w / max(len(days), 1)
+    step = max(1, -(-len(days) // 8))  # about eight labelled days, whatever the range
+    columns = []
+    for index, (day, counts) in enumerate(days):
+        base, segments = HEIGHT - PAD_BOTTOM, []
+        for name in buckets:
+            if counts.get(name):
+                height = plot_h * counts[name] / top
+                base -= height
+                segments.append(Segment(name, _at(base), _at(height), counts[name]))
+        columns.append(
+            Day(day, _at(PAD_LEFT + slot * index + slot / 8), _at(slot * 3 / 4),
+                sum(counts.values()), segments)
+        )  # fmt: skip
+    return Stacked(
+        days=columns,
+        ticks=[
+            Tick(_at(HEIGHT - PAD_BOTTOM - plot_h * share / 4), top * share / 4)
+            for share in range(5)
+        ],
+        labels=[
+            (_at(PAD_LEFT + slot * (i + Decimal("0.5"))), day)
+            for i, (day, _) in enumerate(days)
+            if i % step == 0
+        ],
+        left=_at(PAD_LEFT),
+        right=_at(WIDE - 8),
+        bottom=_at(HEIGHT - PAD_BOTTOM),
+        width=_at(WIDE),
+        height=_at(HEIGHT),
+    )

@@ -5,6 +5,7 @@ expiry, overage) carry no event: they appear once, with no event."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 from pydantic import BaseModel
@@ -24,6 +25,7 @@ class LineageRow(BaseModel):
     source: str | None  # the event (None for an entry that carries none)
     event_id: str | None
     event_status: str | None
+    event_time: datetime | None  # when it happened (its ``time``)
     quantity: Amount | None
     sha256: str | None  # hex, of the event's raw bytes
 
@@ -34,13 +36,15 @@ class LineageRow(BaseModel):
 QUERY = """
 SELECT b.invoice, b.meter, b.original, b.entry_id, e.kind AS entry_kind,
        e.period AS entry_period, v.source, v.id AS event_id, v.status AS event_status,
-       v.quantity, encode(sha256(v.raw), 'hex') AS sha256
+       v.event_time, v.quantity, encode(sha256(v.raw), 'hex') AS sha256
   FROM billed_entry b
   JOIN journal_entry e ON e.id = b.entry_id
   LEFT JOIN usage_event v ON v.entry_id = b.entry_id
  WHERE b.invoice = $1
    AND ($2::bigint IS NULL
         OR (b.entry_id, coalesce(v.source, ''), coalesce(v.id, '')) > ($2, $3, $4))
+   AND ($5::text IS NULL OR (b.meter = $5 AND b.original IS NULL))
+   AND ($6::bigint IS NULL OR b.entry_id = $6)
  ORDER BY b.entry_id, coalesce(v.source, ''), coalesce(v.id, '')"""
 
 
@@ -66,18 +70,26 @@ async def lineage(
     cursors: Cursors,
     after: str | None = None,
     limit: int = DEFAULT_LIMIT,
+    meter: str | None = None,
+    entry: int | None = None,
 ) -> Page[LineageRow] | None:
-    """A page of the invoice's lineage; None: no such invoice."""
+    """A page of the invoice's lineage (of one meter's line, of one entry); None: no such
+    invoice."""
     if not await invoice_exists(conn, number):
         return None
     cursors = cursors.bound_to(f"lineage {number}")
     key = cursors.after(after, (int, str, str))
     rows = await conn.fetch(
-        QUERY + " LIMIT $5", number, *(key or (None, None, None)), fetch_limit(limit)
+        QUERY + " LIMIT $7",
+        number,
+        *(key or (None, None, None)),
+        meter,
+        entry,
+        fetch_limit(limit),
     )
     return cursors.page([_row(row) for row in rows], limit)
 
 
 async def iter_lineage(conn: asyncpg.Connection, number: int) -> AsyncIterator[LineageRow]:
-    async for row in stream(conn, QUERY, number, None, None, None):
+    async for row in stream(conn, QUERY, number, None, None, None, None, None):
         yield _row(row)
