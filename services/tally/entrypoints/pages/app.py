@@ -525,7 +525,10 @@ def create_pages(
         viewer = await signed_in(request, "invoices:read", org)
         found = await invoice_of(org, period)
         html = page(request, "invoice.html", viewer, **invoice_context(org, found)).body
-        pdf = await documents.pdf(bytes(html), HERE / "static")
+        try:
+            pdf = await documents.pdf(bytes(html), HERE / "static")
+        except documents.PdfUnavailable as exc:
+            raise Refusal(503, "No PDF on this server", str(exc)) from exc
         name = f"{found.document['number']}-{org}-{period}.pdf"
         return Response(
             pdf,

@@ -6,37 +6,58 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime, timedelta
+from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
-
-from weasyprint import HTML
-from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 HEX_ROW = 16  # bytes a line of the hex dump
 HEX_SHOWN = 4096  # bytes the hex view shows (an oversized payload is up to megabytes)
 BASE = "https://tally.invalid/"  # the pages' paths resolve under it; nothing is fetched there
 
 
-class StaticOnly(URLFetcher):  # type: ignore[misc]
-    """Serves the document's stylesheet and images from the pages' static folder and nothing
-    else: laying out a PDF never opens a network connection or another file."""
+class PdfUnavailable(RuntimeError):
+    """WeasyPrint cannot lay out PDFs here: the system lacks the Pango library it loads."""
 
-    def __init__(self, static: Path) -> None:
-        super().__init__()
-        self.static = static.resolve()
 
-    def fetch(self, url: str, headers: object = None) -> URLFetcherResponse:
-        path = urlsplit(url).path
-        _, marker, rest = path.partition("/static/")
-        found = (self.static / rest).resolve()
-        if not (url.startswith(BASE) and marker and found.is_relative_to(self.static)):
-            raise ValueError(f"an invoice document reads only the pages' own files, not {url}")
-        kind = "text/css" if found.suffix == ".css" else "image/svg+xml"
-        return URLFetcherResponse(url, found.read_bytes(), {"Content-Type": kind})
+@cache
+def _weasyprint() -> Any:
+    """WeasyPrint, imported on the first PDF asked for: it loads the system's Pango when
+    imported, and a server (or a test run) without Pango must still start and serve every
+    other page."""
+    try:
+        import weasyprint
+        import weasyprint.urls
+    except OSError as exc:
+        raise PdfUnavailable(
+            "this server cannot lay out PDFs: WeasyPrint needs the Pango library (Debian: "
+            "apt install libpango-1.0-0 libpangoft2-1.0-0); print the invoice page instead "
+            f"({exc})"
+        ) from exc
+    return weasyprint
 
 
 def _render(html: bytes, static: Path) -> bytes:
-    pdf: bytes = HTML(string=html, base_url=BASE, url_fetcher=StaticOnly(static)).write_pdf()
+    weasyprint = _weasyprint()
+    root = static.resolve()
+
+    class StaticOnly(weasyprint.urls.URLFetcher):  # type: ignore[misc,name-defined]
+        """Serves the document's stylesheet and images from the pages' static folder and
+        nothing else: laying out a PDF never opens a network connection or another file."""
+
+        def fetch(self, url: str, headers: object = None) -> Any:
+            path = urlsplit(url).path
+            _, marker, rest = path.partition("/static/")
+            found = (root / rest).resolve()
+            if not (url.startswith(BASE) and marker and found.is_relative_to(root)):
+                raise ValueError(f"an invoice document reads only the pages' own files, not {url}")
+            kind = "text/css" if found.suffix == ".css" else "image/svg+xml"
+            return weasyprint.urls.URLFetcherResponse(
+                url, found.read_bytes(), {"Content-Type": kind}
+            )
+
+    document = weasyprint.HTML(string=html, base_url=BASE, url_fetcher=StaticOnly())
+    pdf: bytes = document.write_pdf()
     return pdf
 
 
