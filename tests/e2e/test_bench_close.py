@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from support.cli import tally
 from tally.config import Settings
-from tally.tools.bench_close import CLOSE_CURRENCIES
+from tally_tools.bench_close import CLOSE_CURRENCIES
 
 
 async def test_the_close_benchmark_invoices_every_organization(settings: Settings) -> None:

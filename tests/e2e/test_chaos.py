@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tally.tools.private_servers import postgres_bindir, redis_server_binary
+from tally_tools.private_servers import postgres_bindir, redis_server_binary
 
 needs_servers = pytest.mark.skipif(
     redis_server_binary() is None or postgres_bindir() is None,

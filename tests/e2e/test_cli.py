@@ -29,9 +29,9 @@ from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres.schema import alembic_config
 from tally.adapters.ratecard_files import bundled_cards
 from tally.config import Settings
-from tally.tools.bench import bench_orgs
-from tally.tools.bench_pipeline import key_of
-from tally.tools.loadgen import LoadMix
+from tally_tools.bench import bench_orgs
+from tally_tools.bench_pipeline import key_of
+from tally_tools.loadgen import LoadMix
 
 PERIOD = "2026-10"
 APR = f"org/acme/{PERIOD}/api_request"

@@ -17,7 +17,7 @@ from tally.adapters.postgres import ledger_queries, rollups
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
 from tally.sdk.producer import UsageProducer
-from tally.tools.loadgen import LoadMix, LoadSummary
+from tally_tools.loadgen import LoadMix, LoadSummary
 
 DRIVER = Path(__file__).with_name("crash_consumer.py")
 

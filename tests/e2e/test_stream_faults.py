@@ -38,7 +38,7 @@ from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations, stream_health
 from tally.service_layer.consumer import Unreachable
 from tally.service_layer.metering import BatchReport
-from tally.tools.loadgen import LoadMix, LoadSummary
+from tally_tools.loadgen import LoadMix, LoadSummary
 
 APR = "org/acme/2026-10/api_request"
 

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from typer.testing import CliRunner
 
-from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
+from tally_tools.loadgen import LoadEntry, LoadMix, LoadSummary
 
 
 def generate(*args: Any, **kwargs: Any) -> tuple[list[LoadEntry], LoadSummary]:

@@ -1,4 +1,4 @@
-"""Private servers for fault tests: ``tally.tools.private_servers``.
+"""Private servers for fault tests: ``tally_tools.private_servers``.
 
 Fault tests restart, kill and stop servers; they never touch the shared ones. The servers
 themselves (free loopback ports, AOF ``always``, a cluster run as an unprivileged user when
@@ -9,7 +9,7 @@ every fault test: a missing server fails, never skips.
 
 from __future__ import annotations
 
-from tally.tools.private_servers import (
+from tally_tools.private_servers import (
     PrivatePostgres,
     PrivateRedis,
     private_postgres,

@@ -3,8 +3,8 @@ a key the consumer stored first. A run is only as good as the check that judges 
 
 from __future__ import annotations
 
-from tally.tools.chaos import Sent, compare, record_sent
-from tally.tools.loadgen import LoadMix
+from tally_tools.chaos import Sent, compare, record_sent
+from tally_tools.loadgen import LoadMix
 
 
 def sent_of_two_keys() -> Sent:

@@ -19,7 +19,7 @@ from tally.domain.events import (
     LicenseUsageEvent,
     parse_event,
 )
-from tally.tools.loadgen import BAD_CLASSES, NEEDS_CONTEXT, LoadEntry, LoadMix, LoadSummary
+from tally_tools.loadgen import BAD_CLASSES, NEEDS_CONTEXT, LoadEntry, LoadMix, LoadSummary
 
 
 def generate(*args: Any, **kwargs: Any) -> tuple[list[LoadEntry], LoadSummary]:

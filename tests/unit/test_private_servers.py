@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tally.tools import private_servers
-from tally.tools.private_servers import PrivatePostgres, PrivateRedis, ServerUnavailable
+from tally_tools import private_servers
+from tally_tools.private_servers import PrivatePostgres, PrivateRedis, ServerUnavailable
 
 
 def test_no_postgres_binaries_anywhere_is_a_clear_error(

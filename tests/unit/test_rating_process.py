@@ -12,7 +12,7 @@ import pytest
 from tally.domain.ratecard import RateCardBook
 from tally.domain.rating import Limits, StreamEntry, rate
 from tally.service_layer.rating_process import RatingContext, RatingProcess
-from tally.tools.loadgen import LoadMix, default_card
+from tally_tools.loadgen import LoadMix, default_card
 
 ORGS = ["acme", "globex", "initech"]
 LIMITS = Limits(65_536, timedelta(minutes=5))

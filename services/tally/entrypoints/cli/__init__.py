@@ -78,6 +78,12 @@ for module in (
 
 def _explain(exc: BaseException) -> str | None:
     """A one-line answer for the failures a user can fix; None for real bugs."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "tally_tools":
+        return (
+            "this command runs from a checkout of Tally's repository (`uv run tally ...` "
+            "there): the load generator, the benchmarks, the demo and the kill matrix "
+            "(services/tally_tools) are not part of the installed package"
+        )
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return f"{exc}: create it (createdb) or fix TALLY_DATABASE_URL"
     if isinstance(exc, asyncpg.InvalidParameterValueError) and "role" in str(exc):

@@ -53,7 +53,7 @@ def bench(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from tally.tools.bench import Bench, as_dict
+    from tally_tools.bench import Bench, as_dict
 
     settings, urls = settings_and_urls()
     if batch_size:
@@ -106,8 +106,8 @@ def bench_close(
 
     First, untimed: each organization's licenses, API requests and AI usage, metered.
     """
-    from tally.tools.bench import as_dict
-    from tally.tools.bench_close import CLOSE_PERIOD, CloseBench
+    from tally_tools.bench import as_dict
+    from tally_tools.bench_close import CLOSE_PERIOD, CloseBench
 
     settings, urls = settings_and_urls()
 
@@ -152,7 +152,7 @@ def bench_large(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Drain a backlog of large entries; report the consumer's peak memory (RSS)."""
-    from tally.tools.bench import Bench, as_dict
+    from tally_tools.bench import Bench, as_dict
 
     settings, urls = settings_and_urls()
 
@@ -197,8 +197,8 @@ def bench_api(
     (untimed), then time balances as of an instant, a trial balance, the first page of
     an organization's entries and the ADS GL export of one period."""
     from tally.entrypoints.http.app import create_app
-    from tally.tools.bench import as_dict
-    from tally.tools.bench_api import ApiBench
+    from tally_tools.bench import as_dict
+    from tally_tools.bench_api import ApiBench
 
     settings, urls = settings_and_urls()
 
@@ -251,8 +251,8 @@ def bench_pages(
     each page through the HTTP app in process (p50/p99, ms; the target: <= 200 ms)."""
     from tally.entrypoints.http.app import create_app
     from tally.entrypoints.pages.app import COOKIE
-    from tally.tools.bench import as_dict
-    from tally.tools.bench_pages import PagesBench
+    from tally_tools.bench import as_dict
+    from tally_tools.bench_pages import PagesBench
 
     settings, urls = settings_and_urls()
 

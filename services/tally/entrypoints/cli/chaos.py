@@ -61,8 +61,8 @@ def chaos(
     clean; 1: any of those failed; 2: the run could not be done (servers, a consumer
     that died by itself).
     """
-    from tally.tools.chaos import Chaos, ChaosError
-    from tally.tools.private_servers import ServerUnavailable
+    from tally_tools.chaos import Chaos, ChaosError
+    from tally_tools.private_servers import ServerUnavailable
 
     with Progress(
         TextColumn("{task.description}"),

@@ -22,7 +22,7 @@ from tally.entrypoints.cli.rendering import (
 )
 
 if TYPE_CHECKING:
-    from tally.tools.demo import DemoResult
+    from tally_tools.demo import DemoResult
 
 
 def demo(
@@ -33,7 +33,7 @@ def demo(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Run Tally end to end (on embedded servers unless TALLY_DATABASE_URL/REDIS_URL are set)."""
-    from tally.tools.demo import run_demo  # only here: `tally` starts without the demo tools
+    from tally_tools.demo import run_demo  # only here: `tally` starts without the demo tools
 
     started = time.perf_counter()
     settings, urls = settings_and_urls()
@@ -122,7 +122,7 @@ def _show_api(result: DemoResult, host: str, port: int) -> None:
 
 
 def _show(result: DemoResult) -> None:
-    from tally.tools.demo import DEMO_ORGS  # loaded by then (demo imports it)
+    from tally_tools.demo import DEMO_ORGS  # loaded by then (demo imports it)
 
     summary = result.summary
     console.print(

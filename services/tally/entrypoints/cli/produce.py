@@ -30,7 +30,7 @@ from tally.entrypoints.cli.rendering import print_rows as show
 from tally.sdk.producer import UsageProducer
 
 if TYPE_CHECKING:
-    from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
+    from tally_tools.loadgen import LoadEntry, LoadMix, LoadSummary
 
 
 def register(app: typer.Typer) -> None:
@@ -158,7 +158,7 @@ def loadgen_command(
     plus the asked shares of duplicates and of bad entries (every class).
     The summary gives the totals the ledger should then show.
     """
-    from tally.tools.loadgen import LoadMix  # only here: `tally` starts without it
+    from tally_tools.loadgen import LoadMix  # only here: `tally` starts without it
 
     names = [name.strip() for name in orgs.split(",") if name.strip()]
     chosen = period or previous_period(datetime.now(UTC))

@@ -28,12 +28,12 @@ from tally.config import Settings
 from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
 from tally.service_layer.metering import BatchReport
-from tally.tools import bench_pipeline
-from tally.tools.loadgen import (
+from tally_tools import bench_pipeline
+from tally_tools.loadgen import (
     LoadMix,
     api_request_event,
 )
-from tally.tools.resources import BackendCpu, ProcessCpu, children_peak_rss_mb, peak_rss_mb
+from tally_tools.resources import BackendCpu, ProcessCpu, children_peak_rss_mb, peak_rss_mb
 
 Progress = Callable[[int, int], None]  # (done, total)
 PUBLISH_BATCH = 5000

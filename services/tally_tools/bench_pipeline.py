@@ -22,7 +22,7 @@ import asyncpg
 
 from tally.adapters import redis_streams
 from tally.adapters.postgres.databases import dsn
-from tally.tools.resources import ProcessCpu, peak_rss_mb
+from tally_tools.resources import ProcessCpu, peak_rss_mb
 
 TABLE = "bench_pipeline_event"
 GROUP = "bench-pipeline"

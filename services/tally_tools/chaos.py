@@ -53,9 +53,9 @@ from tally.config import Settings
 from tally.domain.period import previous_period
 from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
-from tally.tools.bench import PUBLISH_BATCH
-from tally.tools.loadgen import LoadEntry, LoadMix, LoadSummary
-from tally.tools.private_servers import PrivatePostgres, PrivateRedis
+from tally_tools.bench import PUBLISH_BATCH
+from tally_tools.loadgen import LoadEntry, LoadMix, LoadSummary
+from tally_tools.private_servers import PrivatePostgres, PrivateRedis
 
 Report = Callable[[str, int, int | None, str], None]
 """Progress: (stage, done, total or None, a note)."""

@@ -1,6 +1,6 @@
 """``tally bench close``: N organizations get a period of usage and license reports through
 the metering service (untimed), then the clock runs over the month close alone, in the
-throwaway database of :class:`tally.tools.bench.Bench`.
+throwaway database of :class:`tally_tools.bench.Bench`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from tally.config import Settings
 from tally.domain.period import period_bounds
 from tally.domain.rating import StreamEntry
 from tally.service_layer.month_close import close_period
-from tally.tools.bench import Bench, Progress
-from tally.tools.loadgen import (
+from tally_tools.bench import Bench, Progress
+from tally_tools.loadgen import (
     ai_usage_event,
     api_request_event,
     default_card,
     license_usage_event,
 )
-from tally.tools.resources import peak_rss_mb
+from tally_tools.resources import peak_rss_mb
 
 CLOSE_PERIOD = "2026-10"
 CLOSE_SOURCE = "bench-close"

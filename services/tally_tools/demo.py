@@ -29,8 +29,8 @@ from tally.service_layer import organizations
 from tally.service_layer.api_keys import create_key
 from tally.service_layer.metering import BatchReport
 from tally.service_layer.month_close import CloseReport, close_period
-from tally.tools.bench import publish_mix
-from tally.tools.loadgen import LoadMix, LoadSummary
+from tally_tools.bench import publish_mix
+from tally_tools.loadgen import LoadMix, LoadSummary
 
 DEMO_ORGS = {"acme": "USD", "globex": "EUR", "initech": "JPY", "umbrella": "GBP"}
 FAIR_USE_ORG = "acme"

@@ -55,8 +55,8 @@ from tally.domain.sessions import new_session_id
 from tally.service_layer import organizations
 from tally.service_layer.api_keys import create_key
 from tally.service_layer.month_close import close_period
-from tally.tools.bench_api import ROLLUPS, _ms, check_balanced
-from tally.tools.loadgen import license_usage_event
+from tally_tools.bench_api import ROLLUPS, _ms, check_balanced
+from tally_tools.loadgen import license_usage_event
 
 Step = Callable[[str], None]
 AppOf = Callable[[AsyncEngine], Any]  # an ASGI app
