@@ -42,7 +42,7 @@ from tally.adapters.postgres.metering_store import load_rate_cards
 from tally.adapters.postgres.reads import lineage as lineage_reads
 from tally.adapters.postgres.ui_sessions import open_session, revoke_session, session_key
 from tally.domain import api_usage, bounds
-from tally.domain.access import PRESETS, StoredKey, key_id_of
+from tally.domain.access import PRESETS, Scope, StoredKey, key_id_of
 from tally.domain.estimate import EstimateInput, EstimateReport, estimate, report
 from tally.domain.pagination import BadCursor
 from tally.domain.period import is_period, period_bounds, period_of
@@ -51,6 +51,7 @@ from tally.domain.sessions import csrf_matches, csrf_token, new_session_id
 from tally.domain.throttle import FailureLimiter
 from tally.entrypoints.failures import LastResort
 from tally.entrypoints.http import throttling
+from tally.entrypoints.http.auth import OrgBinding, declaration, scoped
 from tally.entrypoints.inputs import Period, Text
 from tally.entrypoints.pages import charts, documents, formatting
 
@@ -261,19 +262,21 @@ def create_pages(
         if not csrf_matches(form_cookie, token):
             raise Refusal(403, "Refused", "This form has expired: open the page again.")
 
-    async def signed_in(
-        request: Request, scope: str | None = None, org: str | None = None
-    ) -> Viewer:
+    async def signed_in(request: Request) -> Viewer:
+        """The viewer, if the route's declaration (``auth.scoped``, as for the API's routes)
+        lets it in: signed in, holding the route's scope, and seeing its ``{org}``."""
         viewer = await viewer_of(request)
         if viewer is None:
             raise Refusal(401, "Please sign in", "Your key is missing, expired or revoked.")
+        scope, binding = declaration(request.scope["route"])
         if scope is not None and not viewer.can(scope):
             raise Refusal(
                 403,
                 "Not for this key",
-                f"This key's role ({viewer.role}) does not include {scope}.",
+                f"This key's role ({viewer.role}) does not include {scope.value}.",
             )
-        if org is not None and not viewer.sees(org):
+        org = request.path_params.get("org")
+        if binding is OrgBinding.path and org is not None and not viewer.sees(org):
             raise Refusal(403, "Not for this key", "This key reads only its own organization.")
         return viewer
 
@@ -319,7 +322,7 @@ def create_pages(
             message=f"{request.method} {request.url.path}: {exc.detail}.",
         )  # fmt: skip
 
-    @pages.get("/", name="home")
+    @pages.get("/", name="home", **scoped(None))
     async def home(request: Request) -> Response:
         viewer = await signed_in(request)
         if viewer.org is not None:
@@ -328,7 +331,7 @@ def create_pages(
         orgs = await organization_rows.list_all(engine_of())
         return page(request, "orgs.html", viewer, orgs=orgs, active="orgs", title="Organizations")
 
-    @pages.get("/sign-in", name="sign_in")
+    @pages.get("/sign-in", name="sign_in", **scoped(None))
     async def sign_in_form(request: Request, next: str = "") -> HTMLResponse:
         target = local_target(request, next) or ""
         form_cookie = request.cookies.get(FORM_COOKIE)
@@ -341,7 +344,7 @@ def create_pages(
         cookie(response, request, FORM_COOKIE, form_cookie)
         return response
 
-    @pages.post("/sign-in")
+    @pages.post("/sign-in", **scoped(None))
     async def sign_in(
         request: Request, key: str = Form(...), csrf: str = Form(""), next: str = Form("")
     ) -> Response:
@@ -376,7 +379,7 @@ def create_pages(
         response.delete_cookie(FORM_COOKIE, path=path_for(request, "ui:home"))
         return response
 
-    @pages.post("/sign-out", name="sign_out")
+    @pages.post("/sign-out", name="sign_out", **scoped(None))
     async def sign_out(request: Request, csrf: str = Form("")) -> Response:
         session = request.cookies.get(COOKIE)
         check_form(request, session, csrf)
@@ -440,7 +443,7 @@ def create_pages(
         lic, _, model = seat.partition(":")
         return {"license": lic, "model": model, "users": users}
 
-    @pages.get("/estimate", name="estimate")
+    @pages.get("/estimate", name="estimate", **scoped(Scope.usage_read))
     async def estimate_page(request: Request) -> HTMLResponse:
         """Seats offer only the licence and model pairs the rate card allocates; a problem is
         said above the form and beside its field."""
@@ -492,9 +495,11 @@ def create_pages(
 
     # --- invoices -------------------------------------------------------------------------
 
-    @pages.get("/orgs/{org}/invoices", name="invoices")
+    @pages.get(
+        "/orgs/{org}/invoices", name="invoices", **scoped(Scope.invoices_read, OrgBinding.path)
+    )
     async def invoices_page(request: Request, org: Text) -> HTMLResponse:
-        viewer = await signed_in(request, "invoices:read", org)
+        viewer = await signed_in(request)
         rows = await invoice_store.list_invoices(engine_of(), None, org)
         return page(
             request, "invoices.html", viewer, org=org, rows=rows, active="invoices",
@@ -518,11 +523,15 @@ def create_pages(
             "title": f"Invoice {found.document['number']}",
         }  # fmt: skip
 
-    @pages.get("/orgs/{org}/invoices/{period}.pdf", name="invoice_pdf")
+    @pages.get(
+        "/orgs/{org}/invoices/{period}.pdf",
+        name="invoice_pdf",
+        **scoped(Scope.invoices_read, OrgBinding.path),
+    )
     async def invoice_pdf(request: Request, org: Text, period: str) -> Response:
         """The invoice document as PDF: the page's own HTML under its print stylesheet
         (declared before the page, whose ``{period}`` would match ``2026-11.pdf``)."""
-        viewer = await signed_in(request, "invoices:read", org)
+        viewer = await signed_in(request)
         found = await invoice_of(org, period)
         html = page(request, "invoice.html", viewer, **invoice_context(org, found)).body
         try:
@@ -536,19 +545,27 @@ def create_pages(
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
-    @pages.get("/orgs/{org}/invoices/{period}", name="invoice")
+    @pages.get(
+        "/orgs/{org}/invoices/{period}",
+        name="invoice",
+        **scoped(Scope.invoices_read, OrgBinding.path),
+    )
     async def invoice_page(request: Request, org: Text, period: str) -> HTMLResponse:
-        viewer = await signed_in(request, "invoices:read", org)
+        viewer = await signed_in(request)
         found = await invoice_of(org, period)
         return page(request, "invoice.html", viewer, **invoice_context(org, found))
 
-    @pages.get("/orgs/{org}/invoices/{period}/lines/{meter}", name="invoice_line")
+    @pages.get(
+        "/orgs/{org}/invoices/{period}/lines/{meter}",
+        name="invoice_line",
+        **scoped(Scope.invoices_read, OrgBinding.path),
+    )
     async def invoice_line_page(
         request: Request, org: Text, period: str, meter: Text
     ) -> HTMLResponse:
         """An invoice line's lineage, a page at a time: the entries it bills and the events
         they carry, each with its time; ``entry`` shows one entry's events."""
-        viewer = await signed_in(request, "invoices:read", org)
+        viewer = await signed_in(request)
         found = await invoice_of(org, period)
         line = next((item for item in found.document["lines"] if item["meter"] == meter), None)
         if line is None:
@@ -598,11 +615,11 @@ def create_pages(
         except ValueError as exc:
             raise Refusal(400, "Not a filter of dead letters", str(exc)) from exc
 
-    @pages.get("/dead-letters", name="dead_letters")
+    @pages.get("/dead-letters", name="dead_letters", **scoped(Scope.dlq_read))
     async def dead_letters_page(request: Request) -> HTMLResponse:
         """A page of dead letters (keyset: ``after`` the last id shown), filtered, with the
         open and total count of each code."""
-        viewer = await signed_in(request, "dlq:read")
+        viewer = await signed_in(request)
         chosen = letter_filters(request)
         after = request.query_params.get("after", "")
         if after and not after.isdigit():
@@ -637,11 +654,11 @@ def create_pages(
             active="dead_letters", title="Dead letters",
         )  # fmt: skip
 
-    @pages.get("/dead-letters/{letter_id}", name="dead_letter")
+    @pages.get("/dead-letters/{letter_id}", name="dead_letter", **scoped(Scope.dlq_read))
     async def dead_letter_page(request: Request, letter_id: int) -> HTMLResponse:
         """One dead letter: why it was refused, its raw bytes, how to replay it and what
         happened to it (and to its event) since."""
-        viewer = await signed_in(request, "dlq:read")
+        viewer = await signed_in(request)
         letter = await ledger_queries.dead_letter(engine_of(), letter_id)
         if letter is None:
             raise Refusal(404, "No such dead letter", f"There is no dead letter {letter_id}.")
@@ -655,11 +672,11 @@ def create_pages(
 
     # --- the dashboard and the API usage report -------------------------------------------
 
-    @pages.get("/orgs/{org}", name="dashboard")
+    @pages.get("/orgs/{org}", name="dashboard", **scoped(Scope.usage_read, OrgBinding.path))
     async def dashboard(request: Request, org: Text, period: Period | None = None) -> HTMLResponse:
         """A period's usage: the one asked for, else the latest with usage (the current one
         when there is none), and the page says which."""
-        viewer = await signed_in(request, "usage:read", org)
+        viewer = await signed_in(request)
         now = datetime.now(UTC)
         current = period_of(now)
         async with read_snapshot(engine_of()) as conn:
@@ -721,11 +738,13 @@ def create_pages(
         if not await organization_exists(conn, org):
             raise Refusal(404, "No such organization", f"There is no organization {org!r}.")
 
-    @pages.get("/orgs/{org}/api-usage", name="api_usage")
+    @pages.get(
+        "/orgs/{org}/api-usage", name="api_usage", **scoped(Scope.usage_read, OrgBinding.path)
+    )
     async def api_usage_page(request: Request, org: Text) -> HTMLResponse:
         """The report with its daily chart; a chosen client or URL filters every section
         (its own list keeps every row, the chosen one highlighted)."""
-        viewer = await signed_in(request, "usage:read", org)
+        viewer = await signed_in(request)
         preset, days, client, url = report_query(request)
         async with read_snapshot(engine_of()) as conn:
             await checked_org(conn, org)
@@ -749,10 +768,14 @@ def create_pages(
             active="api_usage", title=f"API usage of {org}",
         )  # fmt: skip
 
-    @pages.get("/orgs/{org}/api-usage.csv", name="api_usage_csv")
+    @pages.get(
+        "/orgs/{org}/api-usage.csv",
+        name="api_usage_csv",
+        **scoped(Scope.usage_read, OrgBinding.path),
+    )
     async def api_usage_csv(request: Request, org: Text, section: str = "all") -> Response:
         """The API's CSV of the report (exact figures, the API's cross-filter)."""
-        await signed_in(request, "usage:read", org)
+        await signed_in(request)
         _, days, client, url = report_query(request)
         async with read_snapshot(engine_of()) as conn:
             await checked_org(conn, org)
