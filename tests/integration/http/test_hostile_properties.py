@@ -24,12 +24,12 @@ from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.routing import Mount
 
 from integration.http.conftest import OCT, OWN, Ledger, bearer, fill, make_key, sign_in
 from tally.domain.access import Role
 from tally.domain.estimate import EstimateInput
 from tally.entrypoints.http.app import create_app
+from tally.entrypoints.pages.app import ROUTERS as PAGE_ROUTERS
 
 NASTY = [
     "\x00",
@@ -113,10 +113,10 @@ def operations(app: FastAPI) -> list[tuple[str, dict[str, Any]]]:
 
 def pages(app: FastAPI) -> list[str]:
     """Every page a browser GETs (not the sign-in form, nor the static files)."""
-    mount = next(r for r in app.routes if isinstance(r, Mount) and r.path == "/ui")
     return [
         "/ui" + route.path
-        for route in mount.routes
+        for router in PAGE_ROUTERS
+        for route in router.routes
         if isinstance(route, APIRoute) and "GET" in route.methods and route.path != "/sign-in"
     ]
 

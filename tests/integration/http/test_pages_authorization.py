@@ -11,25 +11,23 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.routing import Mount
 
 from integration.http.conftest import OCT, OTHER, OWN, Ledger, make_key, sign_in
 from integration.http.test_pages_sessions import pages_client
 from tally.config import Settings
 from tally.domain.access import PRESETS, Role, Scope
-from tally.entrypoints.http.app import create_app
 from tally.entrypoints.http.auth import OrgBinding, declaration
+from tally.entrypoints.pages.app import ROUTERS
 
 SIGNED_OUT = "signed out"
 
 
-def page_routes(settings: Settings) -> list[tuple[str, Scope | None, OrgBinding | None]]:
+def page_routes() -> list[tuple[str, Scope | None, OrgBinding | None]]:
     """Every GET page under /ui with its declaration (a route without one fails here)."""
-    app = create_app(None, settings)
-    (ui,) = [r for r in app.routes if isinstance(r, Mount) and r.path == "/ui"]
     return [
         ("/ui" + route.path, *declaration(route))
-        for route in ui.routes
+        for router in ROUTERS
+        for route in router.routes
         if isinstance(route, APIRoute) and "GET" in route.methods
     ]
 
@@ -67,7 +65,7 @@ def expected(
 async def test_every_page_answers_every_viewer_as_its_declaration_says(
     reader: AsyncEngine, engine: AsyncEngine, settings: Settings, ledger: Ledger
 ) -> None:
-    routes = page_routes(settings)
+    routes = page_routes()
     assert {path for path, *_ in routes} >= {"/ui/orgs/{org}", "/ui/dead-letters/{letter_id}"}
     viewers: dict[str, httpx.AsyncClient | None] = {SIGNED_OUT: None}
     clients = []

@@ -250,7 +250,7 @@ def bench_pages(
     with the rollups, ledger, licence reports and invoices they leave (untimed), then time
     each page through the HTTP app in process (p50/p99, ms; the target: <= 200 ms)."""
     from tally.entrypoints.http.app import create_app
-    from tally.entrypoints.pages.app import COOKIE
+    from tally.entrypoints.pages.web import COOKIE
     from tally_tools.bench import as_dict
     from tally_tools.bench_pages import PagesBench
 

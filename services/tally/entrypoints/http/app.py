@@ -37,7 +37,8 @@ from tally.entrypoints.http.routes import (
     usage,
     verify,
 )
-from tally.entrypoints.pages.app import Seller, create_pages
+from tally.entrypoints.pages.app import create_pages
+from tally.entrypoints.pages.web import Seller
 
 log = logging.getLogger("tally.api")
 
