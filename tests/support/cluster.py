@@ -165,3 +165,18 @@ def private_cluster() -> Iterator[PrivateCluster]:
     finally:
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    """``uv run python tests/support/cluster.py``: start one, print its URL, stop on Ctrl-C
+    (for `tally bench` on the tests' cluster; see docs/scaling.md)."""
+    os.environ["TALLY_TEST_REQUIRE_CLUSTER"] = "1"  # no binaries: say so, do not skip
+    with private_cluster() as cluster:
+        stops = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # taken by sigwait, then cleaned up
+        print(cluster.url, flush=True)
+        signal.sigwait(stops)
+
+
+if __name__ == "__main__":
+    main()
