@@ -21,11 +21,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     AskError,
-    ClusterDownError,
     ClusterError,
     ReadOnlyError,
-    RedisClusterException,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -39,11 +38,10 @@ FAILOVER_ERRORS: tuple[type[BaseException], ...] = (
     RedisTimeoutError,
     OSError,  # also TimeoutError
     ClusterError,  # CLUSTERDOWN, MASTERDOWN
-    ClusterDownError,
     AskError,  # ASK and MOVED (a subclass) after redis-py's own redirections ran out
     TryAgainError,
     ReadOnlyError,  # a write reached a master just demoted to a replica
-    RedisClusterException,  # a slot not covered while the topology changes
+    SlotNotCoveredError,  # while the cluster's layout changes
 )
 """Errors after which the same command, sent again a little later, succeeds."""
 

@@ -275,36 +275,37 @@ class Consumer:
 
     # ------------------------------------------------------------------ the work
 
-    async def handle(self, stream: str, entries: Sequence[StreamEntry]) -> None:
+    async def _hand_over(self, stream: str, entries: Sequence[StreamEntry]) -> None:
         """Rate a batch of ``stream`` and queue it for the commit worker (waits while one is
-        queued; the readers of several shards take turns)."""
+        queued). The caller holds ``_handing`` from before it read the batch: the shards'
+        readers and claimers take turns, so two batches are in memory at most."""
         if not entries:
             return
+        self._in_flight += 1
         held = [(stream, sid) for sid, _ in entries]
-        async with self._handing:
-            self._in_flight += 1
-            self._held.update(held)
-            try:
-                batch = await self._retrying(
-                    "rate a batch", lambda: self.service.rate_batch(stream, entries)
-                )
-                await self._ready.put(batch)
-                while not self._ready.empty():  # read the next batch while this one commits:
-                    self._taken.clear()  # two batches in flight at most, memory stays flat
-                    await self._taken.wait()
-            except BaseException:
-                self._in_flight -= 1
-                self._held.difference_update(held)
-                raise
+        self._held.update(held)
+        try:
+            batch = await self._retrying(
+                "rate a batch", lambda: self.service.rate_batch(stream, entries)
+            )
+            await self._ready.put(batch)
+            while not self._ready.empty():  # read the next batch while this one commits:
+                self._taken.clear()  # two batches in flight at most, memory stays flat
+                await self._taken.wait()
+        except BaseException:
+            self._in_flight -= 1
+            self._held.difference_update(held)
+            raise
 
     async def _handle_ids(self, reader: Reader, ids: Sequence[str]) -> None:
         """Pending entries by id (own or claimed), in batches that fit the byte budget."""
         remaining = list(ids)
         while remaining:
-            entries = await self._retrying(
-                "read pending entries", functools.partial(reader.fetch, remaining)
-            )
-            await self.handle(reader.stream, entries)
+            async with self._handing:
+                entries = await self._retrying(
+                    "read pending entries", functools.partial(reader.fetch, remaining)
+                )
+                await self._hand_over(reader.stream, entries)
             remaining = remaining[len(entries) :]
 
     async def _commit_worker(self) -> None:
@@ -331,20 +332,20 @@ class Consumer:
     async def _read_loop(self, reader: Reader) -> None:
         await self._finish_own_pending(reader)
         while not self._stop.is_set():
-            read = await self._retrying(
-                "read the stream", lambda: reader.read_new(int(time.time() * 1000))
-            )
-            if read.lost:
-                log.error(
-                    "%d entries of %s were removed before this group read them",
-                    read.lost,
-                    reader.stream,
+            async with self._handing:
+                read = await self._retrying(
+                    "read the stream", lambda: reader.read_new(int(time.time() * 1000))
                 )
-                self.totals["lost before read"] += read.lost
-                await self._retrying("record an incident", self._record_incidents)
-            if read.entries:
-                await self.handle(reader.stream, read.entries)
-            else:
+                if read.lost:
+                    log.error(
+                        "%d entries of %s were removed before this group read them",
+                        read.lost,
+                        reader.stream,
+                    )
+                    self.totals["lost before read"] += read.lost
+                    await self._retrying("record an incident", self._record_incidents)
+                await self._hand_over(reader.stream, read.entries)
+            if not read.entries:
                 await self._retrying(
                     "wait for new entries",
                     lambda: reader.wait_for_new(self.settings.block_ms),
@@ -363,7 +364,8 @@ class Consumer:
                 self.settings.claim_idle_ms, start, self.settings.batch_size
             )
             if claim.deleted:  # Redis 7 already dropped them from the pending list
-                await self.handle(reader.stream, [(sid, []) for sid in claim.deleted])
+                async with self._handing:
+                    await self._hand_over(reader.stream, [(sid, []) for sid in claim.deleted])
             # what this consumer is rating or committing is idle only in Redis's eyes
             await self._handle_ids(
                 reader, [sid for sid in claim.claimed if (reader.stream, sid) not in self._held]
