@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from e2e.test_crashes import assert_exact, crash
 from support.cli import CLI, env_for, tally, tally_all
 from support.cluster import PrivateCluster, private_cluster
-from support.ledger_support import ORGS, drain
+from support.ledger_support import ORGS, drain, urls_of
 from tally import bootstrap
 from tally.config import Settings
 from tally.domain.events import parse_event
@@ -131,6 +131,17 @@ async def test_a_killed_consumers_pending_entries_on_its_shard_are_claimed_by_an
     assert owners[b"doomed"] == 0 and owners[b"survivor"] == 0
     assert survivor.totals["already stored"] > 0  # the committed-but-unacked batch: a no-op
     await assert_exact(engine, mix.summary, EVERY_ORG)
+
+
+async def test_alerts_are_published_on_the_cluster(engine: AsyncEngine, sharded: Settings) -> None:
+    async with bootstrap.alert_delivery(engine, sharded, urls_of(sharded)) as delivery:
+        published = await delivery.stream.publish({"id": "alert-1", "type": "tally.test"})
+    client = await cluster_client(sharded)
+    try:
+        stored = await client.xrange(sharded.alerts_stream)
+    finally:
+        await client.aclose()
+    assert [stream_id.decode() for stream_id, _ in stored] == [published]
 
 
 @pytest.fixture
