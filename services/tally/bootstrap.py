@@ -4,7 +4,7 @@ here the concrete adapters are handed to the service layer's ports."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from tally.adapters.postgres.unit_of_work import PostgresDatabase
 from tally.config import ServiceUrls, Settings, get_settings
 from tally.domain.alert_delivery import RetryPolicy
 from tally.domain.rating import Limits
+from tally.sdk.producer import UsageProducer
 from tally.service_layer import setup
 from tally.service_layer.alert_delivery import AlertDelivery
 from tally.service_layer.consumer import Consumer
@@ -43,6 +44,7 @@ __all__ = [
     "limits",
     "metering_service",
     "migrate",
+    "producer",
     "service_urls",
     "token_purchases",
 ]
@@ -128,9 +130,10 @@ def consumer(
     urls: ServiceUrls,
     until_idle: bool = False,
     on_batch: Callable[[BatchReport], None] | None = None,
+    shards: Sequence[int] | None = None,
 ) -> Consumer:
     """The metering consumer, with its own engine and metering service (rating in a worker
-    process when ``TALLY_RATING_PROCESS`` is true)."""
+    process when ``TALLY_RATING_PROCESS`` is true), reading ``shards`` (default: all)."""
     service = metering_service(engine(urls.database), settings)
     if settings.rating_process:
         service.rating = RatingProcess()
@@ -141,6 +144,20 @@ def consumer(
         STREAMS,
         until_idle=until_idle,
         on_batch=on_batch,
+        shards=shards,
+    )
+
+
+def producer(settings: Settings, redis: str, **options: Any) -> UsageProducer:
+    """The SDK's producer on the settings' stream and shards, waiting for replicas as
+    ``TALLY_PRODUCER_WAIT_REPLICAS`` says; ``options`` go to ``UsageProducer``."""
+    return UsageProducer(
+        redis,
+        settings.stream,
+        shards=settings.stream_shards,
+        wait_replicas=settings.producer_wait_replicas,
+        wait_timeout_ms=settings.producer_wait_timeout_ms,
+        **options,
     )
 
 

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.domain.events import DEFAULT_STREAM
 from tally.domain.invoicing import CLOSE_CHUNK
+from tally.domain.shards import shard_keys
 
 MAX_BATCH_SIZE = 10_000
 MAX_BATCH_BYTES = 16 * 1024 * 1024
@@ -46,6 +47,27 @@ class Settings(BaseSettings):
         default=Path(".tally"), description="Where the embedded servers keep their data."
     )
     stream: str = Field(default=DEFAULT_STREAM, description="Stream key the events arrive on.")
+    stream_shards: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Shards of the usage stream: 1, the single key <stream>; N > 1, the keys "
+        "<stream>:{0} … <stream>:{N-1} (Redis Cluster hash tags), an event on shard "
+        "sha256(subject)[:8] % N. Producers and consumers must agree on it.",
+    )
+    producer_wait_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="After each pipelined batch, `tally emit`/`produce` wait (WAIT) until "
+        "this many replicas have it; unset: 1 on a Redis Cluster whose shard's master has a "
+        "replica, else 0 (so a write acknowledged to the producer survives a failover).",
+    )
+    producer_wait_timeout_ms: int = Field(
+        default=2000,
+        ge=1,
+        description="How long a producer's WAIT may take; a batch not replicated by then is "
+        "sent again (a duplicate of its events is counted once).",
+    )
     group: str = Field(default="metering", description="Consumer group of the metering consumer.")
     consumer_name: str | None = Field(
         default=None, description="Name in the group; unset: hostname-pid."
@@ -211,6 +233,11 @@ class Settings(BaseSettings):
         if value is not None:
             parse_retention(value)
         return value
+
+    @property
+    def stream_keys(self) -> list[str]:
+        """The usage stream's keys, one per shard, in shard order."""
+        return shard_keys(self.stream, self.stream_shards)
 
     @property
     def retention(self) -> timedelta | int | None:

@@ -25,7 +25,7 @@ from tally.adapters import redis_streams
 from tally.adapters.postgres import databases, verification
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
-from tally.sdk.producer import UsageProducer
+from tally.domain.shards import split_shards
 from tally.service_layer import organizations
 from tally.service_layer.metering import BatchReport
 from tally_tools import bench_pipeline
@@ -68,6 +68,7 @@ class DrainResult:
     consumer_peak_rss_mb: float  # the largest consumer's, its rating worker's added
     rating_worker_peak_rss_mb: float  # of which its rating worker's
     batch_size: int
+    shards: int
     consumers: int
     entries_posted: int
     verified: bool  # tally ledger verify found nothing after the drain
@@ -86,10 +87,14 @@ class SteadyResult:
 
 
 async def publish_mix(
-    redis_url: str, stream: str, mix: LoadMix, progress: Callable[[int], object] | None = None
+    settings: Settings,
+    redis_url: str,
+    mix: LoadMix,
+    progress: Callable[[int], object] | None = None,
 ) -> int:
-    """XADD a whole synthetic mix in pipelined batches; returns how many entries were sent."""
-    async with UsageProducer(redis_url, stream, batch_size=PUBLISH_BATCH) as producer:
+    """XADD a whole synthetic mix in pipelined batches to the settings' stream (each entry
+    on its shard); returns how many entries were sent."""
+    async with bootstrap.producer(settings, redis_url, batch_size=PUBLISH_BATCH) as producer:
         return len(await producer.publish_all((entry.fields for entry in mix), progress))
 
 
@@ -108,9 +113,9 @@ class ProcessRun:
 
 
 def _drain_in_process(
-    settings: Settings, urls: ServiceUrls, ready: Any, go: Any, results: Any
+    settings: Settings, urls: ServiceUrls, shards: list[int], ready: Any, go: Any, results: Any
 ) -> None:
-    """One benchmark consumer, started and imported before the clock runs."""
+    """One benchmark consumer of ``shards``, started and imported before the clock runs."""
     counts: Counter[str] = Counter()
     last = [0.0]
 
@@ -118,7 +123,7 @@ def _drain_in_process(
         counts.update(events=len(report.outcomes), postings=report.postings)
         last[0] = time.time()
 
-    consumer = bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch)
+    consumer = bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch, shards=shards)
     ready.wait()
     go.wait()
     cpu = ProcessCpu()
@@ -246,10 +251,16 @@ class Bench:
             await engine.dispose()
         return self
 
+    @property
+    def pipeline_stream(self) -> str:
+        """The bare pipeline's stream: one key, filled with the same entries."""
+        return f"{self.settings.stream}:pipeline"
+
     async def __aexit__(self, *exc: object) -> None:
         client = redis_streams.connect(self.urls.redis)
         try:
-            await client.delete(self.settings.stream, f"{self.settings.stream}:pipeline")
+            for key in [*self.settings.stream_keys, self.pipeline_stream]:
+                await client.delete(key)  # one key per call: a cluster's keys are in many slots
         finally:
             await client.aclose()
         await databases.drop(self.urls.database)
@@ -257,11 +268,15 @@ class Bench:
     async def fill(
         self, events: int, seed: int, progress: Progress | None = None, stream: str | None = None
     ) -> int:
-        """Publish the benchmark's mix to its stream (or ``stream``), untimed."""
+        """Publish the benchmark's mix to its stream's shards (or the one key ``stream``),
+        untimed."""
         mix = LoadMix(self.orgs, "2026-10", events, seed=seed, duplicates=0.01, bad=0.01)
+        settings = self.settings
+        if stream is not None:
+            settings = settings.model_copy(update={"stream": stream, "stream_shards": 1})
         return await publish_mix(
+            settings,
             self.urls.redis,
-            stream or self.settings.stream,
             mix,
             (lambda done: progress(done, events)) if progress else None,
         )
@@ -271,8 +286,9 @@ class Bench:
     ) -> DrainResult:
         """Time the bare pipeline, then the consumers, on the same entries (each stream
         filled first, untimed): from the processes' start to the commit of the last batch.
-        Each consumer is its own process (one group, as when scaling out)."""
-        pipeline_stream = f"{self.settings.stream}:pipeline"
+        Each consumer is its own process (one group, as when scaling out), reading its share
+        of the shards (dealt round-robin)."""
+        pipeline_stream = self.pipeline_stream
         filled = await self.fill(events, seed, progress)
         await self.fill(events, seed, stream=pipeline_stream)
         await bench_pipeline.prepare(self.urls.database, self.urls.redis, pipeline_stream)
@@ -285,8 +301,8 @@ class Bench:
         seconds, runs, pg = await _timed(
             _drain_in_process,
             [
-                (self.settings.model_copy(update={"consumer_name": f"bench-{n}"}), self.urls)
-                for n in range(consumers)
+                (self.settings.model_copy(update={"consumer_name": f"bench-{n}"}), self.urls, mine)
+                for n, mine in enumerate(split_shards(self.settings.stream_shards, consumers))
             ],
             self.urls.database,
         )
@@ -308,6 +324,7 @@ class Bench:
             consumer_peak_rss_mb=max(run.peak_rss_mb for run in runs),
             rating_worker_peak_rss_mb=max(run.worker_peak_rss_mb for run in runs),
             batch_size=batch,
+            shards=self.settings.stream_shards,
             consumers=consumers,
             entries_posted=sum(run.postings for run in runs),
             verified=not findings,
@@ -344,17 +361,18 @@ class Bench:
     ) -> LargeResult:
         """Fill the stream with large entries (untimed), then drain them in a consumer
         process and report its peak RSS: memory must follow the batch, not the backlog."""
+        key = self.settings.stream_keys[0]  # memory, not routing, is measured: one shard
         client = redis_streams.connect(self.urls.redis)
         try:
             junk = b"x" * oversized_bytes
             for n in range(oversized):
-                await client.xadd(self.settings.stream, {"event": junk + str(n).encode()})
+                await client.xadd(key, {"event": junk + str(n).encode()})
             for start in range(0, large, 100):
                 async with client.pipeline(transaction=False) as pipe:
                     for n in range(start, min(start + 100, large)):
                         org = self.orgs[n % len(self.orgs)]
                         pipe.xadd(
-                            self.settings.stream,
+                            key,
                             {"event": padded_event(f"large-{n}", org, large_bytes)},
                         )
                     await pipe.execute()
@@ -400,7 +418,7 @@ class Bench:
         context = multiprocessing.get_context("spawn")
         publisher = context.Process(
             target=_publish_at_rate,
-            args=(self.urls.redis, self.settings.stream, self.orgs, rate, seconds, seed),
+            args=(self.settings, self.urls.redis, self.orgs, rate, seconds, seed),
         )
         publisher.start()
         await asyncio.to_thread(publisher.join)
@@ -432,14 +450,14 @@ class Bench:
 
 
 def _publish_at_rate(
-    redis_url: str, stream: str, orgs: list[str], rate: int, seconds: float, seed: int
+    settings: Settings, redis_url: str, orgs: list[str], rate: int, seconds: float, seed: int
 ) -> None:
     """XADD the steady mix at ``rate`` entries per second, in pipelined rounds every 10 ms."""
     total = int(rate * seconds)
     mix = iter(LoadMix(orgs, "2026-10", total, seed=seed, duplicates=0.0, bad=0.0))
 
     async def publish() -> None:
-        async with UsageProducer(redis_url, stream) as producer:
+        async with bootstrap.producer(settings, redis_url) as producer:
             started = time.perf_counter()
             sent = 0
             while sent < total:

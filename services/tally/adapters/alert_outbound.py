@@ -13,17 +13,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 from standardwebhooks import Webhook
 
 from tally.adapters.ports.alerts import WebhookTarget
+from tally.adapters.redis_client import RedisClient
 
 EVENT_FIELD = b"event"  # the entry's one field: the CloudEvent, structured JSON
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 
 
 class RedisAlertStream:
-    def __init__(self, client: aioredis.Redis, key: str) -> None:
+    def __init__(self, client: RedisClient, key: str) -> None:
         self.client = client
         self.key = key
 

@@ -9,7 +9,8 @@ Every read that hands entries to Tally is a Lua script, for three reasons:
   repeated field is visible (redis-py and FastStream return a dict, which drops it);
 - **atomic checks**: entries trimmed from the stream before the group read them are
   counted from the stream's and group's counters (Redis 7) and logged to
-  ``<stream>:incidents`` in the same step as the read that skips them, or that finds
+  ``<stream>:incidents`` (on a cluster, a key in the stream's slot: ``redis_client.companion_key``)
+  in the same step as the read that skips them, or that finds
   nothing left, which also moves the group past them: a crash neither loses the record nor
   makes it twice.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from tally.adapters.ports.streams import (
@@ -31,6 +31,8 @@ from tally.adapters.ports.streams import (
     StreamStatus,
     UnsupportedServer,
 )
+from tally.adapters.redis_client import RedisClient, companion_key
+from tally.adapters.redis_client import connect as connect
 from tally.domain.rating import OversizedEntry, StreamEntry
 
 LUA_HELPERS = """
@@ -204,31 +206,27 @@ return {bound, redis.call('XTRIM', KEYS[1], 'MINID', bound)}
 )
 
 
-def connect(url: str) -> aioredis.Redis:
-    return aioredis.from_url(url, decode_responses=False)
-
-
 RAW = "return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"
 
 
-async def raw_command(client: aioredis.Redis, command: str, key: str, *args: Any) -> Any:
+async def raw_command(client: RedisClient, command: str, key: str, *args: Any) -> Any:
     """A command's reply as Redis sent it, fields as a flat list with repeats kept
     (redis-py would parse them into a dict, also through ``execute_command``)."""
     reply: Any = await client.eval(RAW, 1, key, command, *args)
     return reply
 
 
-def incident_log(stream: str) -> str:
+def incident_log(client: RedisClient, stream: str) -> str:
     """Where trimming incidents of ``stream`` are logged (a key the ``tally`` ACL user may
-    write: it shares the stream's prefix)."""
-    return stream + ":incidents"
+    write: it shares the stream's prefix; on a cluster, also its slot)."""
+    return companion_key(client, stream, "incidents")
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
+async def ensure_group(client: RedisClient, stream: str, group: str) -> bool:
     """Create the group from id 0 (never ``$``: that skips what is already there).
 
     Returns False when it already existed; safe to call concurrently.
@@ -242,13 +240,13 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
     return True
 
 
-async def require_counters(client: aioredis.Redis, stream: str) -> None:
+async def require_counters(client: RedisClient, stream: str) -> None:
     """Refuse a server without Redis 7's stream counters: the read script counts entries
     lost before any read with them, and without them it could not tell."""
     if (await stream_status(client, stream)).entries_added is not None:
         return
     # HELLO names the server and its version; INFO would too, but Tally's ACL user lacks it.
-    hello: Any = await client.execute_command("HELLO")  # type: ignore[no-untyped-call]
+    hello: Any = await client.execute_command("HELLO")
     about = {
         _text(k): _text(v)
         for k, v in (
@@ -272,7 +270,7 @@ class StreamReader:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         stream: str,
         group: str,
         consumer: str,
@@ -294,7 +292,7 @@ class StreamReader:
     async def read_new(self, now_ms: int) -> Read:
         """Entries never delivered to the group, as many as fit the batch (at least one)."""
         reply: Any = await self._read_new(
-            keys=[self.stream, incident_log(self.stream)],
+            keys=[self.stream, incident_log(self.client, self.stream)],
             args=[
                 self.group,
                 self.consumer,
@@ -366,7 +364,7 @@ class StreamReader:
         return OversizedEntry.of(pairs, self.max_entry_bytes)
 
 
-async def stream_status(client: aioredis.Redis, stream: str) -> StreamStatus:
+async def stream_status(client: RedisClient, stream: str) -> StreamStatus:
     reply: Any = await client.eval(STATUS, 1, stream)
     length, last, added, first, groups = reply
     return StreamStatus(
@@ -398,9 +396,9 @@ def drained(status: StreamStatus, group: str) -> bool:
     return info.pending == 0 and id_key(info.last_delivered_id) >= id_key(status.last_generated_id)
 
 
-async def incidents(client: aioredis.Redis, stream: str) -> list[dict[str, str]]:
+async def incidents(client: RedisClient, stream: str) -> list[dict[str, str]]:
     """The trimming incidents logged for ``stream`` (each with its log id)."""
-    rows: Any = await client.xrange(incident_log(stream))
+    rows: Any = await client.xrange(incident_log(client, stream))
     return [
         {"incident_id": _text(sid)} | {_text(k): _text(v) for k, v in fields.items()}
         for sid, fields in rows
@@ -410,14 +408,14 @@ async def incidents(client: aioredis.Redis, stream: str) -> list[dict[str, str]]
 NO_CEILING = "18446744073709551615-18446744073709551615"  # the highest stream id
 
 
-async def trim_bound(client: aioredis.Redis, stream: str, ceiling: str = NO_CEILING) -> str:
+async def trim_bound(client: RedisClient, stream: str, ceiling: str = NO_CEILING) -> str:
     """The lowest id some group still needs (its oldest pending, or its next undelivered),
     at most ``ceiling``: what a trim to it would leave."""
     reply: Any = await client.eval(TRIM, 1, stream, ceiling, "bound")
     return _text(reply[0])
 
 
-async def trim(client: aioredis.Redis, stream: str, ceiling: str) -> tuple[str, int]:
+async def trim(client: RedisClient, stream: str, ceiling: str) -> tuple[str, int]:
     """Trim below ``ceiling`` and below what every group still needs; (min id, removed)."""
     reply: Any = await client.eval(TRIM, 1, stream, ceiling, "trim")
     return _text(reply[0]), int(reply[1])
@@ -430,13 +428,13 @@ return r[#r][1]
 """
 
 
-async def nth_newest_id(client: aioredis.Redis, stream: str, n: int) -> str | None:
+async def nth_newest_id(client: RedisClient, stream: str, n: int) -> str | None:
     """The id of the ``n``-th newest entry (None when the stream holds fewer)."""
     reply: Any = await client.eval(NTH_NEWEST, 1, stream, n)
     return None if reply is None else _text(reply)
 
 
-async def newest_before(client: aioredis.Redis, stream: str, bound: str) -> StreamEntry | None:
+async def newest_before(client: RedisClient, stream: str, bound: str) -> StreamEntry | None:
     """The newest entry below ``bound`` (what a trim to ``bound`` would remove last)."""
     reply: Any = await raw_command(client, "XREVRANGE", stream, f"({bound}", "-", "COUNT", 1)
     if not reply:

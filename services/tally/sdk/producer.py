@@ -16,7 +16,13 @@ and queues the bytes. Queued entries go out as pipelined ``XADD`` s (field ``eve
 batches of ``batch_size``: on :meth:`UsageProducer.flush`, whenever the queue is full,
 and when the ``async with`` block ends.
 
-Connection and timeout errors are retried with exponential backoff, re-sending the same
+With ``shards`` > 1 each event goes to its shard's key (``tally.domain.shards``: the
+subject's SHA-256 decides), one pipeline per shard. On a Redis Cluster, a batch is not
+done until ``WAIT`` says one replica of the shard's master has it (by default, when that
+master has a replica): an event the producer was told is written survives a failover.
+
+Connection and timeout errors, and a cluster's failover errors (MOVED, ASK, CLUSTERDOWN, a
+batch no replica took in time), are retried with exponential backoff, re-sending the same
 bytes, so the same ``(source, id)`` may land in the stream twice; the consumer dedupes on
 that key. If the retries are exhausted the error propagates and the entries stay queued:
 a later ``flush()`` sends them again, still with the same ids.
@@ -38,18 +44,19 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
 
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.cluster import RedisCluster
 from redis.typing import EncodableT, FieldT
 
+from tally.adapters.redis_client import RedisClient, connect, failover
 from tally.domain.events import DEFAULT_STREAM, EVENT_FIELD, validate_event
+from tally.domain.shards import shard_key, shard_of
 
 __all__ = [
     "DEFAULT_SOURCE",
     "DEFAULT_STREAM",
     "EVENT_FIELD",
     "Fields",
+    "NotReplicated",
     "RawEntry",
     "UUID7Generator",
     "UsageProducer",
@@ -65,8 +72,15 @@ Fields = Mapping[str, bytes | str] | Mapping[bytes, bytes | str]
 RawEntry = bytes | str | Fields
 """What :meth:`UsageProducer.publish_raw` accepts: an ``event`` value, or a whole entry."""
 
-RETRYABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
-"""Errors after which a batch is sent again (``OSError`` covers ``TimeoutError``)."""
+
+class NotReplicated(RuntimeError):
+    """No replica of the shard's master took the batch within the wait: sent again."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Errors after which a batch is sent again: the connection, a cluster failing over."""
+    return isinstance(exc, NotReplicated) or failover(exc)
+
 
 _RAND_BITS = 74  # rand_a (12) + rand_b (62)
 _RAND_MASK = (1 << _RAND_BITS) - 1
@@ -147,29 +161,45 @@ def _encode(body: Mapping[str, Any]) -> bytes:
     return _encoder.encode(body).encode()
 
 
+def _event_value(fields: Fields) -> bytes | str | None:
+    """The ``event`` field of a whole entry, if it has one."""
+    for name, value in fields.items():
+        if name in (EVENT_FIELD, EVENT_FIELD.encode()):
+            return value
+    return None
+
+
 # --- the producer ------------------------------------------------------------------------
 
 
 class UsageProducer:
     """Queue usage events and XADD them in pipelined batches.
 
-    ``redis``: a ``redis.asyncio.Redis`` client (left open on close) or a ``redis://``
-    URL (a client is made and closed with the producer). ``stream`` defaults to
-    ``tally:usage``: the SDK reads none of the server's settings, so pass the stream if
-    yours differs. ``source`` is the CloudEvents ``source`` of every event unless a call
-    gives its own; with the event id it is the idempotency key.
+    ``redis``: a ``redis.asyncio.Redis`` or ``RedisCluster`` client (left open on close)
+    or a ``redis://`` URL of a server or of any node of a cluster (a client is made and
+    closed with the producer). ``stream`` defaults to ``tally:usage`` and ``shards`` to 1:
+    the SDK reads none of the server's settings, so pass them if yours differ
+    (``TALLY_STREAM``, ``TALLY_STREAM_SHARDS``). ``source`` is the CloudEvents ``source``
+    of every event unless a call gives its own; with the event id it is the idempotency key.
 
     ``batch_size``: entries per pipelined round (and the queue size that triggers one).
     A round failing with a connection or timeout error is re-sent up to ``max_retries``
     times, after ``backoff`` doubling up to ``max_backoff`` seconds (with jitter): with
-    the defaults, a Redis outage of roughly 6-11 s is ridden out.
+    the defaults, a Redis outage (or a cluster's failover) of roughly 6-11 s is ridden out.
+
+    ``wait_replicas``: after each batch, ``WAIT`` until this many replicas of the shard's
+    master have it, at most ``wait_timeout_ms`` (fewer: the batch is sent again). Unset: 1 on
+    a cluster whose shard's master has a replica, else 0.
     """
 
     def __init__(
         self,
-        redis: Redis | str,
+        redis: RedisClient | str,
         stream: str = DEFAULT_STREAM,
         *,
+        shards: int = 1,
+        wait_replicas: int | None = None,
+        wait_timeout_ms: int = 2000,
         source: str = DEFAULT_SOURCE,
         batch_size: int = 1000,
         max_retries: int = 10,
@@ -181,26 +211,55 @@ class UsageProducer:
             raise ValueError("batch_size must be at least 1")
         if max_retries < 0:
             raise ValueError("max_retries must not be negative")
+        if shards < 1:
+            raise ValueError("shards must be at least 1")
         if isinstance(redis, str):
-            self.redis: Redis = Redis.from_url(redis)
+            self.redis: RedisClient = connect(redis)
             self._owns_client = True
         else:
             self.redis = redis
             self._owns_client = False
         self.stream = stream
+        self.shards = shards
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.source = source
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._ids = ids or _default_generator
-        self._queue: list[Fields] = []
+        self._queue: list[tuple[str, Fields]] = []  # (the shard's key, the entry)
         self._lock = asyncio.Lock()
         self.sent = 0
         """Entries XADDed so far (a retried batch counts once)."""
         self.retries = 0
         """Batches sent again after a connection or timeout error."""
         self.last_stream_id: str | None = None
+
+    # -- routing
+
+    def key_for(self, subject: str) -> str:
+        """The stream key an event billed to ``subject`` goes to (its shard's)."""
+        return shard_key(self.stream, shard_of(subject, self.shards), self.shards)
+
+    def key_of(self, value: RawEntry) -> str:
+        """The stream key a raw entry goes to: its ``event``'s subject's shard; an entry
+        without a readable subject (it will be dead-lettered) goes to shard 0."""
+        if self.shards == 1:
+            return self.stream
+        raw = value if isinstance(value, bytes | str) else _event_value(value)
+        subject = None
+        try:
+            event = json.loads(raw) if raw is not None else None
+            subject = event.get("subject") if isinstance(event, dict) else None
+        except ValueError:
+            pass
+        return (
+            self.key_for(subject)
+            if isinstance(subject, str)
+            else shard_key(self.stream, 0, self.shards)
+        )
 
     # -- lifecycle
 
@@ -333,7 +392,7 @@ class UsageProducer:
             # ints stay JSON numbers; anything else becomes the exact decimal as a string
             if not isinstance(data[name], int) or isinstance(data[name], bool):
                 data[name] = format(getattr(validated.data, name), "f")
-        self._queue.append({EVENT_FIELD: _encode(body)})
+        self._queue.append((self.key_for(org), {EVENT_FIELD: _encode(body)}))
         if len(self._queue) >= self.batch_size:
             await self.flush()
         return event_id
@@ -357,8 +416,9 @@ class UsageProducer:
         entry (so a tool can send an entry without the ``event`` field). Returns the
         stream ids of ``values``, in order. Same batching and retries as :meth:`flush`.
         """
-        entries: list[Fields] = [
-            {EVENT_FIELD: value} if isinstance(value, bytes | str) else value for value in values
+        entries = [
+            (self.key_of(value), {EVENT_FIELD: value} if isinstance(value, bytes | str) else value)
+            for value in values
         ]
         await self.flush()
         published: list[str] = []
@@ -396,26 +456,71 @@ class UsageProducer:
             progress(len(published))
         return published
 
-    async def _send(self, batch: Sequence[Fields]) -> list[str]:
-        """One pipelined round of XADDs, retried on connection errors with the same bytes."""
+    async def _send(self, batch: Sequence[tuple[str, Fields]]) -> list[str]:
+        """One round: a pipeline per shard; the stream ids in ``batch``'s order.
+
+        A failure leaves the whole round to be sent again: shards already written get
+        duplicates, which the consumer counts once.
+        """
+        positions: dict[str, list[int]] = {}
+        for position, (key, _) in enumerate(batch):
+            positions.setdefault(key, []).append(position)
+        ids = [""] * len(batch)
+        for key, where in positions.items():
+            sent = await self._send_shard(key, [batch[position][1] for position in where])
+            for position, stream_id in zip(where, sent, strict=True):
+                ids[position] = stream_id
+        self.sent += len(ids)
+        if ids:
+            self.last_stream_id = ids[-1]
+        return ids
+
+    async def _send_shard(self, key: str, entries: Sequence[Fields]) -> list[str]:
+        """Pipelined XADDs to one key, retried on connection and failover errors with the
+        same bytes."""
         attempt = 0
         while True:
             try:
-                pipe = self.redis.pipeline(transaction=False)
-                for fields in batch:
-                    entry: dict[FieldT, EncodableT] = dict(fields.items())
-                    pipe.xadd(self.stream, entry)
-                replies = await pipe.execute()
-            except RETRYABLE:
-                if attempt >= self.max_retries:
+                return await self._xadd_and_wait(key, entries)
+            except Exception as exc:
+                if not _retryable(exc) or attempt >= self.max_retries:
                     raise
                 attempt += 1
                 self.retries += 1
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                continue
-            ids = [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
-            self.sent += len(ids)
-            if ids:
-                self.last_stream_id = ids[-1]
-            return ids
+
+    async def _xadd_and_wait(self, key: str, entries: Sequence[Fields]) -> list[str]:
+        """XADD ``entries`` in one pipeline, then ``WAIT`` on the same connection (WAIT
+        counts the replicas that have this connection's writes) when a replica is wanted."""
+        pipe = self.redis.pipeline(transaction=False)
+        for fields in entries:
+            entry: dict[FieldT, EncodableT] = dict(fields.items())
+            pipe.xadd(key, entry)
+        replicas, master = await self._replicas_wanted(key)
+        if replicas:
+            where = {} if master is None else {"target_nodes": master}
+            pipe.execute_command("WAIT", replicas, self.wait_timeout_ms, **where)
+        replies = await pipe.execute()
+        if replicas:
+            took = int(replies.pop())
+            if took < replicas:
+                raise NotReplicated(
+                    f"{took} of {replicas} replica(s) took the batch for {key!r} within "
+                    f"{self.wait_timeout_ms} ms"
+                )
+            if master is not None and (await self._replicas_wanted(key))[1] != master:
+                raise NotReplicated(f"{key!r} moved to another master while it was written")
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
+
+    async def _replicas_wanted(self, key: str) -> tuple[int, Any]:
+        """How many replicas to WAIT for after writing ``key``, and (on a cluster) the
+        master that holds its slot now."""
+        if not isinstance(self.redis, RedisCluster):
+            return self.wait_replicas or 0, None
+        await self.redis.initialize()  # after a failover: the cluster's new layout
+        master = self.redis.get_node_from_key(key)
+        if self.wait_replicas is not None:
+            return self.wait_replicas, master
+        holders = self.redis.nodes_manager.slots_cache.get(self.redis.keyslot(key), [])
+        return (1 if len(holders) > 1 else 0), master

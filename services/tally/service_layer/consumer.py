@@ -1,6 +1,9 @@
 """The metering consumer: reads the usage stream in bounded batches, commits, then XACKs.
 
-Tasks run side by side, each supervised (a failure is logged and either retried or stops
+With ``TALLY_STREAM_SHARDS`` > 1 it reads every shard (or the ``shards`` it is given, so
+several processes split them), each with its own reader and claimer (one XREADGROUP per
+shard: a read of several keys fails across a cluster's slots), and one commit worker for
+all. Tasks run side by side, each supervised (a failure is logged and either retried or stops
 the process with a non-zero exit, never a silent death):
 - the **reader** takes batches never delivered to the group (``redis_streams.READ_NEW``:
   bounded by count and bytes, raw field lists, entries removed unread caught as incidents,
@@ -35,12 +38,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
 
-from tally.adapters.ports.streams import Streams
+from tally.adapters.ports.streams import Reader, Streams
+from tally.adapters.redis_client import failover
 from tally.config import ServiceUrls, Settings
 from tally.domain.rating import StreamEntry
 from tally.service_layer import stream_health
@@ -59,15 +61,13 @@ def consumer_name(settings: Settings) -> str:
 
 
 def transient(exc: BaseException) -> bool:
-    """A failure of the connection, not of the work: waiting and retrying fixes it."""
+    """A failure of the connection (or a Redis Cluster failing over), not of the work:
+    waiting and retrying fixes it."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(
+        if failover(seen) or isinstance(
             seen,
-            OSError
-            | RedisConnectionError
-            | RedisTimeoutError
-            | asyncpg.PostgresConnectionError
+            asyncpg.PostgresConnectionError
             | asyncpg.InterfaceError
             | asyncpg.CannotConnectNowError
             | asyncpg.OperatorInterventionError
@@ -94,6 +94,7 @@ class Consumer:
         streams: Streams,
         until_idle: bool = False,
         on_batch: Callable[[BatchReport], None] | None = None,
+        shards: Sequence[int] | None = None,
     ) -> None:
         self.settings = settings
         self.urls = urls
@@ -104,22 +105,29 @@ class Consumer:
         self.db = service.db
         self.streams = streams
         self.redis = streams.connect(urls.redis)
-        self.reader = streams.StreamReader(
-            self.redis,
-            settings.stream,
-            settings.group,
-            self.name,
-            settings.batch_size,
-            settings.batch_max_bytes,
-            settings.max_event_bytes,
-        )
+        keys = settings.stream_keys
+        self.readers: dict[str, Reader] = {
+            key: streams.StreamReader(
+                self.redis,
+                key,
+                settings.group,
+                self.name,
+                settings.batch_size,
+                settings.batch_max_bytes,
+                settings.max_event_bytes,
+            )
+            for key in (keys if shards is None else [keys[shard] for shard in shards])
+        }
         self.totals: Counter[str] = Counter()
         self._ready: asyncio.Queue[RatedBatch] = asyncio.Queue(maxsize=1)
         self._taken = asyncio.Event()  # the commit worker took the queued batch
         self._in_flight = 0  # batches read and not yet acknowledged (or given up)
-        self._held: set[str] = set()  # their stream ids: never claimed back from ourselves
+        # their (stream, id)s: never claimed back from ourselves
+        self._held: set[tuple[str, str]] = set()
+        self._handing = asyncio.Lock()  # one batch rated and handed over at a time
         self._stop = asyncio.Event()
-        self._own_done = asyncio.Event()  # claims wait until this name's own are handled
+        # per stream: claims wait until this name's own entries are handled
+        self._own_done = {key: asyncio.Event() for key in self.readers}
 
     # ------------------------------------------------------------------ running
 
@@ -132,16 +140,17 @@ class Consumer:
             # server that could not tell entries lost before any read.
             await self._retrying("load the rate cards", self.service.book)
             await self.service.start()  # the rating worker, before the first batch waits on it
-            await self._retrying(
-                "check the consumer group",
-                lambda: self.streams.ensure_group(
-                    self.redis, self.settings.stream, self.settings.group
-                ),
-            )
-            await self._retrying(
-                "check the stream's counters",
-                lambda: self.streams.require_counters(self.redis, self.settings.stream),
-            )
+            for key in self.readers:
+                await self._retrying(
+                    "check the consumer group",
+                    functools.partial(
+                        self.streams.ensure_group, self.redis, key, self.settings.group
+                    ),
+                )
+                await self._retrying(
+                    "check the stream's counters",
+                    functools.partial(self.streams.require_counters, self.redis, key),
+                )
             # What a previous run logged in Redis and died before copying to PostgreSQL.
             await self._retrying("record incidents", self._record_incidents)
             await self._supervise()
@@ -161,30 +170,30 @@ class Consumer:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._stop.set)
 
-    async def _finish_own_pending(self) -> None:
+    async def _finish_own_pending(self, reader: Reader) -> None:
         """What a previous run of this consumer name was given and never acknowledged."""
         after = "0"
         while ids := await self._retrying(
             "read own pending entries",
-            functools.partial(self.reader.own_pending, after, self.settings.batch_size),
+            functools.partial(reader.own_pending, after, self.settings.batch_size),
         ):
-            await self._handle_ids(ids)
+            await self._handle_ids(reader, ids)
             after = ids[-1]
-        self._own_done.set()
+        self._own_done[reader.stream].set()
 
     async def _supervise(self) -> None:
         """Run the tasks until a stop is asked for or one of them fails."""
-        loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
-            self._read_loop,
-            self._claim_loop,
-        ]
+        loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
+        for key, reader in self.readers.items():
+            loops[f"read {key}"] = functools.partial(self._read_loop, reader)
+            loops[f"claim {key}"] = functools.partial(self._claim_loop, reader)
         if self.settings.retention is not None:
-            loops.append(self._trim_loop)
+            loops["trim"] = self._trim_loop
         if self.settings.rollup_compact_interval_s > 0:
-            loops.append(self._compact_loop)
+            loops["compact"] = self._compact_loop
         if self.until_idle:
-            loops.append(self._exit_when_idle)
-        readers = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
+            loops["exit when idle"] = self._exit_when_idle
+        readers = [asyncio.create_task(loop(), name=name) for name, loop in loops.items()]
         committer = asyncio.create_task(self._commit_worker(), name="commit")
         stop: asyncio.Task[Any] = asyncio.create_task(self._stop.wait(), name="stop")
         try:
@@ -231,14 +240,12 @@ class Consumer:
         while True:
             try:
                 result = await action()
-            except ResponseError as exc:
-                vanished = self._vanished(exc)
-                if vanished is None:
-                    raise
-                raise vanished from exc
             except Exception as exc:
                 if not transient(exc):
-                    raise
+                    vanished = self._vanished(exc) if isinstance(exc, ResponseError) else None
+                    if vanished is None:
+                        raise
+                    raise vanished from exc
                 now = time.monotonic()
                 if failing_since is None:
                     failing_since = now
@@ -262,22 +269,24 @@ class Consumer:
         if "NOGROUP" not in text and "no such key" not in text:
             return None
         return LookupError(
-            f"the stream {self.settings.stream!r} or its group {self.settings.group!r} is "
+            f"a stream of {self.settings.stream!r} or its group {self.settings.group!r} is "
             f"gone ({text}): deleted, or Redis restarted without persistence; run `tally migrate`"
         )
 
     # ------------------------------------------------------------------ the work
 
-    async def handle(self, entries: Sequence[StreamEntry]) -> None:
-        """Rate a batch and queue it for the commit worker (waits while one is queued)."""
+    async def _hand_over(self, stream: str, entries: Sequence[StreamEntry]) -> None:
+        """Rate a batch of ``stream`` and queue it for the commit worker (waits while one is
+        queued). The caller holds ``_handing`` from before it read the batch: the shards'
+        readers and claimers take turns, so two batches are in memory at most."""
         if not entries:
             return
         self._in_flight += 1
-        held = [sid for sid, _ in entries]
+        held = [(stream, sid) for sid, _ in entries]
         self._held.update(held)
         try:
             batch = await self._retrying(
-                "rate a batch", lambda: self.service.rate_batch(self.settings.stream, entries)
+                "rate a batch", lambda: self.service.rate_batch(stream, entries)
             )
             await self._ready.put(batch)
             while not self._ready.empty():  # read the next batch while this one commits:
@@ -288,14 +297,15 @@ class Consumer:
             self._held.difference_update(held)
             raise
 
-    async def _handle_ids(self, ids: Sequence[str]) -> None:
+    async def _handle_ids(self, reader: Reader, ids: Sequence[str]) -> None:
         """Pending entries by id (own or claimed), in batches that fit the byte budget."""
         remaining = list(ids)
         while remaining:
-            entries = await self._retrying(
-                "read pending entries", functools.partial(self.reader.fetch, remaining)
-            )
-            await self.handle(entries)
+            async with self._handing:
+                entries = await self._retrying(
+                    "read pending entries", functools.partial(reader.fetch, remaining)
+                )
+                await self._hand_over(reader.stream, entries)
             remaining = remaining[len(entries) :]
 
     async def _commit_worker(self) -> None:
@@ -309,64 +319,67 @@ class Consumer:
                 )
                 await self._retrying(
                     "acknowledge a committed batch",
-                    functools.partial(self.reader.ack, batch.stream_ids),
+                    functools.partial(self.readers[batch.stream].ack, batch.stream_ids),
                 )
             finally:
                 self._in_flight -= 1
-                self._held.difference_update(batch.stream_ids)
+                self._held.difference_update((batch.stream, sid) for sid in batch.stream_ids)
                 self._ready.task_done()
             self.totals.update(report.counts)
             if self.on_batch:
                 self.on_batch(report)
 
-    async def _read_loop(self) -> None:
-        await self._finish_own_pending()
+    async def _read_loop(self, reader: Reader) -> None:
+        await self._finish_own_pending(reader)
         while not self._stop.is_set():
-            read = await self._retrying(
-                "read the stream", lambda: self.reader.read_new(int(time.time() * 1000))
-            )
-            if read.lost:
-                log.error(
-                    "%d entries of %s were removed before this group read them",
-                    read.lost,
-                    self.settings.stream,
+            async with self._handing:
+                read = await self._retrying(
+                    "read the stream", lambda: reader.read_new(int(time.time() * 1000))
                 )
-                self.totals["lost before read"] += read.lost
-                await self._retrying("record an incident", self._record_incidents)
-            if read.entries:
-                await self.handle(read.entries)
-            else:
+                if read.lost:
+                    log.error(
+                        "%d entries of %s were removed before this group read them",
+                        read.lost,
+                        reader.stream,
+                    )
+                    self.totals["lost before read"] += read.lost
+                    await self._retrying("record an incident", self._record_incidents)
+                await self._hand_over(reader.stream, read.entries)
+            if not read.entries:
                 await self._retrying(
                     "wait for new entries",
-                    lambda: self.reader.wait_for_new(self.settings.block_ms),
+                    lambda: reader.wait_for_new(self.settings.block_ms),
                 )
 
     async def _record_incidents(self) -> None:
-        await stream_health.record_incidents(
-            self.db, self.streams, self.redis, self.settings.stream
-        )
+        for key in self.readers:
+            await stream_health.record_incidents(self.db, self.streams, self.redis, key)
 
-    async def claim_once(self) -> int:
-        """Claim every entry pending longer than the claim idle time; returns how many."""
+    async def _claim_idle(self, reader: Reader) -> int:
+        """Claim every entry of ``reader``'s stream pending longer than the claim idle time;
+        returns how many."""
         start, total = "0-0", 0
         while True:
-            claim = await self.reader.claim_idle(
+            claim = await reader.claim_idle(
                 self.settings.claim_idle_ms, start, self.settings.batch_size
             )
             if claim.deleted:  # Redis 7 already dropped them from the pending list
-                await self.handle([(sid, []) for sid in claim.deleted])
+                async with self._handing:
+                    await self._hand_over(reader.stream, [(sid, []) for sid in claim.deleted])
             # what this consumer is rating or committing is idle only in Redis's eyes
-            await self._handle_ids([sid for sid in claim.claimed if sid not in self._held])
+            await self._handle_ids(
+                reader, [sid for sid in claim.claimed if (reader.stream, sid) not in self._held]
+            )
             total += len(claim.claimed) + len(claim.deleted)
             start = claim.next_start
             if start == "0-0":
                 return total
 
-    async def _claim_loop(self) -> None:
+    async def _claim_loop(self, reader: Reader) -> None:
         interval = max(self.settings.claim_idle_ms / 2000, 0.05)
-        await self._own_done.wait()
+        await self._own_done[reader.stream].wait()
         while not self._stop.is_set():
-            await self._retrying("claim idle entries", self.claim_once)
+            await self._retrying("claim idle entries", functools.partial(self._claim_idle, reader))
             await self._pause(interval)
 
     async def _pause(self, seconds: float) -> None:
@@ -376,12 +389,18 @@ class Consumer:
 
     async def _trim_loop(self) -> None:
         while not self._stop.is_set():
-            await self._retrying(
-                "trim the stream",
-                lambda: stream_health.trim_stream(
-                    self.db, self.streams, self.redis, self.settings.stream, self.settings.retention
-                ),
-            )
+            for key in self.readers:
+                await self._retrying(
+                    "trim the stream",
+                    functools.partial(
+                        stream_health.trim_stream,
+                        self.db,
+                        self.streams,
+                        self.redis,
+                        key,
+                        self.settings.retention,
+                    ),
+                )
             await self._pause(self.settings.trim_interval_s)
 
     async def _compact_loop(self) -> None:
@@ -395,11 +414,13 @@ class Consumer:
         quiet = 0
         while quiet < IDLE_CHECKS:
             await asyncio.sleep(max(self.settings.block_ms / 1000, 0.05))
-            status = await self._retrying(
-                "look at the stream",
-                lambda: self.streams.stream_status(self.redis, self.settings.stream),
-            )
-            idle = self.streams.drained(status, self.settings.group) and self._in_flight == 0
+            idle = self._in_flight == 0
+            for key in self.readers:
+                status = await self._retrying(
+                    "look at the stream",
+                    functools.partial(self.streams.stream_status, self.redis, key),
+                )
+                idle = idle and self.streams.drained(status, self.settings.group)
             quiet = quiet + 1 if idle else 0
         await self._retrying("record incidents", self._record_incidents)
         self._stop.set()

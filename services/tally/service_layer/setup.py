@@ -1,4 +1,5 @@
-"""``tally migrate``: schema, rate cards, consumer group. Idempotent and safe to run at once."""
+"""``tally migrate``: schema, rate cards, the consumer group on every shard of the stream.
+Idempotent and safe to run at once."""
 
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ async def migrate(
     done.append(f"rate cards loaded: {', '.join(loaded)}" if loaded else "rate cards up to date")
     client = streams.connect(urls.redis)
     try:
-        created = await streams.ensure_group(client, settings.stream, settings.group)
+        for key in settings.stream_keys:
+            created = await streams.ensure_group(client, key, settings.group)
+            done.append(
+                f"consumer group {settings.group!r} on {key!r} "
+                + ("created from id 0" if created else "already there")
+            )
     finally:
         await client.aclose()
-    done.append(
-        f"consumer group {settings.group!r} on {settings.stream!r} "
-        + ("created from id 0" if created else "already there")
-    )
     return done

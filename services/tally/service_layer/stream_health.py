@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from tally.adapters.ports.streams import Streams
 from tally.adapters.ports.unit_of_work import Database
+from tally.adapters.redis_client import RedisClient
 from tally.domain.rating import EVENT_FIELD_BYTES, claimed_key
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ class TrimResult:
 
 async def _retention_ceiling(
     streams: Streams,
-    client: aioredis.Redis,
+    client: RedisClient,
     stream: str,
     retention: timedelta | int | None,
     now: datetime,
@@ -49,7 +48,7 @@ async def _retention_ceiling(
 async def trim_stream(
     db: Database,
     streams: Streams,
-    client: aioredis.Redis,
+    client: RedisClient,
     stream: str,
     retention: timedelta | int | None,
     now: datetime | None = None,
@@ -87,9 +86,7 @@ async def trim_stream(
     return TrimResult(stream, min_id, removed, why)
 
 
-async def record_incidents(
-    db: Database, streams: Streams, client: aioredis.Redis, stream: str
-) -> int:
+async def record_incidents(db: Database, streams: Streams, client: RedisClient, stream: str) -> int:
     """Copy the stream's logged incidents into PostgreSQL (once each); returns the new ones."""
     logged = await streams.incidents(client, stream)
     new = await db.stream_records.record_incidents(db.engine, stream, logged)
@@ -104,7 +101,7 @@ async def record_incidents(
 
 
 async def stream_report(
-    db: Database, streams: Streams, client: aioredis.Redis, stream: str, group: str
+    db: Database, streams: Streams, client: RedisClient, stream: str, group: str
 ) -> dict[str, Any]:
     """Everything an operator (or a metrics scraper) watches about the stream."""
     await record_incidents(db, streams, client, stream)

@@ -40,8 +40,13 @@ def bench(
     seconds: Annotated[float, typer.Option(help="Steady mode: how long to hold the rate.")] = 30,
     orgs: Annotated[int, typer.Option(help="Organizations in the mix.")] = 20,
     consumers: Annotated[
-        int, typer.Option(min=1, help="Drain: consumer processes in the group.")
+        int,
+        typer.Option(min=1, help="Drain: consumer processes in the group (splitting the shards)."),
     ] = 1,
+    shards: Annotated[
+        int | None,
+        typer.Option(min=1, help="Shards of the usage stream (default TALLY_STREAM_SHARDS)."),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Consumer batch size.")] = None,
     seed: Annotated[int, typer.Option()] = 7,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
@@ -58,6 +63,8 @@ def bench(
     settings, urls = settings_and_urls()
     if batch_size:
         settings = settings.model_copy(update={"batch_size": batch_size})
+    if shards:
+        settings = settings.model_copy(update={"stream_shards": shards})
 
     async def main() -> dict[str, object]:
         async with Bench(settings, urls, orgs) as scratch:

@@ -8,8 +8,16 @@ from typing import Annotated
 import typer
 
 from tally import bootstrap
+from tally.domain.shards import parse_shards
 from tally.entrypoints.cli.context import run, settings_and_urls
-from tally.entrypoints.cli.rendering import Format, FormatOption, console, errors, print_rows
+from tally.entrypoints.cli.rendering import (
+    Format,
+    FormatOption,
+    console,
+    errors,
+    fail,
+    print_rows,
+)
 from tally.service_layer.metering import BatchReport
 
 
@@ -17,11 +25,23 @@ def consume(
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Drain the stream, then exit.")
     ] = False,
+    shards: Annotated[
+        str | None,
+        typer.Option(
+            "--shards",
+            help="Read only these shards, e.g. '0,2' (so several processes split them); "
+            "default: every shard of TALLY_STREAM_SHARDS.",
+        ),
+    ] = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Meter usage events from the stream into the ledger (Ctrl-C stops cleanly)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings, urls = settings_and_urls()
+    try:
+        chosen = None if shards is None else parse_shards(shards, settings.stream_shards)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
     seen = {"n": 0}
     screen = console if fmt is Format.table else errors  # JSON alone on stdout
 
@@ -34,10 +54,12 @@ def consume(
             highlight=False,
         )
 
-    consumer = bootstrap.consumer(settings, urls, until_idle=until_idle, on_batch=progress)
+    consumer = bootstrap.consumer(
+        settings, urls, until_idle=until_idle, on_batch=progress, shards=chosen
+    )
     screen.print(
-        f"consumer {consumer.name} on {settings.stream!r} group {settings.group!r}"
-        + (" (until idle)" if until_idle else ""),
+        f"consumer {consumer.name} on {', '.join(map(repr, consumer.readers))} "
+        f"group {settings.group!r}" + (" (until idle)" if until_idle else ""),
         highlight=False,
     )
     totals = run(consumer.run())

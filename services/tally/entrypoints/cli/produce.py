@@ -20,14 +20,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from tally import bootstrap
 from tally.bootstrap import service_urls
-from tally.config import get_settings
+from tally.config import Settings, get_settings
 from tally.domain.events import InvalidEvent, parse_event
 from tally.domain.period import period_bounds, previous_period
 from tally.domain.rating import EVENT_FIELD_BYTES
 from tally.entrypoints.cli.rendering import Format, FormatOption, errors, fail
 from tally.entrypoints.cli.rendering import print_rows as show
-from tally.sdk.producer import UsageProducer
 
 if TYPE_CHECKING:
     from tally_tools.loadgen import LoadEntry, LoadMix, LoadSummary
@@ -89,11 +89,11 @@ def emit_command(
         if not force:
             raise fail(f"invalid event: {problem}", 2)
         errors.print(f"[yellow]warning:[/yellow] publishing an invalid event: {problem}")
-    stream_id = asyncio.run(_publish_one(raw))
+    stream, stream_id = asyncio.run(_publish_one(settings, raw))
     if fmt is Format.json:
         show(
             {
-                "stream": settings.stream,
+                "stream": stream,
                 "stream_id": stream_id,
                 "source": source,
                 "id": event_id,
@@ -106,10 +106,11 @@ def emit_command(
         typer.echo(stream_id)
 
 
-async def _publish_one(raw: bytes) -> str:
-    url = service_urls(get_settings()).redis
-    async with UsageProducer(url, get_settings().stream, max_retries=2) as producer:
-        return (await producer.publish_raw([raw]))[0]
+async def _publish_one(settings: Settings, raw: bytes) -> tuple[str, str]:
+    """The key (the event's shard) and stream id it was published at."""
+    url = service_urls(settings).redis
+    async with bootstrap.producer(settings, url, max_retries=2) as producer:
+        return producer.key_of(raw), (await producer.publish_raw([raw]))[0]
 
 
 # --- tally loadgen ------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def loadgen_command(
             pass
     else:
         url = service_urls(settings).redis
-        published = asyncio.run(_publish_mix(mix, url, settings.stream, batch))
+        published = asyncio.run(_publish_mix(mix, settings, url, batch))
     seconds = time.perf_counter() - started
     report: dict[str, Any] = {
         "stream": None if dry_run else settings.stream,
@@ -220,10 +221,10 @@ def _progress(mix: LoadMix, what: str) -> Iterator[LoadEntry]:
         progress.update(task, completed=len(mix))
 
 
-async def _publish_mix(mix: LoadMix, url: str, stream: str, batch: int) -> list[str]:
-    async with UsageProducer(url, stream, batch_size=batch) as producer:
+async def _publish_mix(mix: LoadMix, settings: Settings, url: str, batch: int) -> list[str]:
+    async with bootstrap.producer(settings, url, batch_size=batch) as producer:
         with _bar() as progress:
-            task = progress.add_task(f"XADD {stream}", total=len(mix))
+            task = progress.add_task(f"XADD {settings.stream}", total=len(mix))
             return await producer.publish_all(
                 (entry.fields for entry in mix),
                 lambda done: progress.update(task, completed=done),

@@ -1,4 +1,5 @@
-"""``tally stream``: the usage stream's status (also as Prometheus metrics) and safe trimming."""
+"""``tally stream``: the usage stream's status (also as Prometheus metrics) and safe trimming,
+shard by shard when ``TALLY_STREAM_SHARDS`` > 1."""
 
 from __future__ import annotations
 
@@ -27,19 +28,24 @@ GAUGES = {
 }
 
 
-def _metrics(report: dict[str, Any]) -> bytes:
-    """The status in Prometheus's text exposition format."""
+def _metrics(reports: list[dict[str, Any]]) -> bytes:
+    """The status in Prometheus's text exposition format: one series per shard."""
     from prometheus_client import CollectorRegistry, Gauge, generate_latest  # start-up time
 
     registry = CollectorRegistry()
-    labels = {"stream": report["stream"], "group": report["group"]}
-    for name, help_text in GAUGES.items():
-        gauge = Gauge(f"tally_stream_{name}", help_text, list(labels), registry=registry)
-        gauge.labels(**labels).set(report[name] or 0)
+    labels = ["stream", "group"]
+    gauges = {
+        name: Gauge(f"tally_stream_{name}", help_text, labels, registry=registry)
+        for name, help_text in GAUGES.items()
+    }
     drained = Gauge(
-        "tally_stream_drained", "1 when the group has nothing left", list(labels), registry=registry
+        "tally_stream_drained", "1 when the group has nothing left", labels, registry=registry
     )
-    drained.labels(**labels).set(1 if report["drained"] else 0)
+    for report in reports:
+        where = {"stream": report["stream"], "group": report["group"]}
+        for name, gauge in gauges.items():
+            gauge.labels(**where).set(report[name] or 0)
+        drained.labels(**where).set(1 if report["drained"] else 0)
     return generate_latest(registry)
 
 
@@ -53,29 +59,30 @@ def status(
     """Length, backlog, pending entries, incidents (entries lost before any read), trims."""
     settings, urls = settings_and_urls()
 
-    async def work() -> dict[str, Any]:
+    async def work() -> list[dict[str, Any]]:
         client = bootstrap.STREAMS.connect(urls.redis)
         try:
             async with engine_for(urls) as engine:
-                return await stream_health.stream_report(
-                    bootstrap.database(engine),
-                    bootstrap.STREAMS,
-                    client,
-                    settings.stream,
-                    settings.group,
-                )
+                return [
+                    await stream_health.stream_report(
+                        bootstrap.database(engine), bootstrap.STREAMS, client, key, settings.group
+                    )
+                    for key in settings.stream_keys
+                ]
         finally:
             await client.aclose()
 
-    report = run(work())
+    reports = run(work())
     if prometheus:
-        typer.echo(_metrics(report).decode(), nl=False)
+        typer.echo(_metrics(reports).decode(), nl=False)
         return
-    if fmt is Format.json:
-        print_rows(report, fmt)
+    if fmt is Format.json:  # one shard: its report, as before sharding; else one per shard
+        print_rows(reports[0] if len(reports) == 1 else reports, fmt)
         return
-    print_rows({k: v for k, v in report.items() if k != "groups"}, fmt, f"stream {settings.stream}")
-    print_rows(report["groups"], fmt, "consumer groups")
+    for report in reports:
+        shown = {k: v for k, v in report.items() if k != "groups"}
+        print_rows(shown, fmt, f"stream {report['stream']}")
+        print_rows(report["groups"], fmt, "consumer groups")
 
 
 @stream_app.command("trim")
@@ -97,22 +104,22 @@ def trim(
     except ValueError as exc:
         raise fail(str(exc), 2) from exc
 
-    async def work() -> stream_health.TrimResult:
+    async def work() -> list[stream_health.TrimResult]:
         client = bootstrap.STREAMS.connect(urls.redis)
         try:
             async with engine_for(urls) as engine:
-                return await stream_health.trim_stream(
-                    bootstrap.database(engine),
-                    bootstrap.STREAMS,
-                    client,
-                    settings.stream,
-                    keep,
-                    dry_run=dry_run,
-                )
+                db = bootstrap.database(engine)
+                return [
+                    await stream_health.trim_stream(
+                        db, bootstrap.STREAMS, client, key, keep, dry_run=dry_run
+                    )
+                    for key in settings.stream_keys
+                ]
         finally:
             await client.aclose()
 
-    print_rows(asdict(run(work())), fmt, "trim")
+    trims = [asdict(result) for result in run(work())]
+    print_rows(trims[0] if len(trims) == 1 else trims, fmt, "trim")  # one shard: as before
 
 
 def register(app: typer.Typer) -> None:
