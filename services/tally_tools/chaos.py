@@ -46,8 +46,9 @@ from typing import Any
 import asyncpg
 
 from tally import bootstrap
-from tally.adapters.postgres import databases, ledger_queries
+from tally.adapters.postgres import databases
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import org_balances
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
 from tally.domain.period import previous_period
@@ -585,7 +586,7 @@ class Chaos:
         for org in self.orgs:
             balances = {
                 row["account"]: Decimal(row["balance"])
-                for row in await ledger_queries.balances(engine, org, self.period)
+                for row in await org_balances.balances(engine, org, self.period)
             }
             requests = balances.get(f"org/{org}/{self.period}/api_request/usage", Decimal(0))
             tokens = sum(

@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
 from tally.adapters import redis_streams
-from tally.adapters.postgres import invoices, ledger_queries
-from tally.adapters.postgres.invoices import Invoice
+from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
+from tally.adapters.postgres.reads import invoices, org_balances
+from tally.adapters.postgres.reads.invoices import Invoice
 from tally.adapters.postgres.verification import Verification, verify
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
@@ -122,7 +123,7 @@ async def run_demo(
 
     consumed = await bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch).run()
     result = DemoResult(period, mix.summary, consumed)
-    result.dead_letters = await ledger_queries.dead_letters(engine, limit=1000)
+    result.dead_letters = await dead_letter_reads.dead_letters(engine, limit=1000)
     # the close's clock: now, or the earliest instant the month may close (its grace)
     as_of = max(datetime.now(UTC), closable_from(period, settings.close_grace))
     result.close = await close_period(
@@ -135,7 +136,7 @@ async def run_demo(
     )
     step(f"closed {period}: {result.close.invoices} invoices")
     for org in DEMO_ORGS:
-        result.balances[org] = await ledger_queries.balances(engine, org, period)
+        result.balances[org] = await org_balances.balances(engine, org, period)
         invoice = await invoices.invoice(engine, org, period)
         if invoice is not None:
             result.invoices[org] = invoice

@@ -25,7 +25,8 @@ from sqlalchemy.engine import make_url
 from support.cli import Run, env_for, tally, tally_all, xadd_like_an_integration
 from support.ledger_support import ai, api, event, urls_of
 from tally import bootstrap
-from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
+from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.schema import alembic_config
 from tally.adapters.ratecard_files import bundled_cards
 from tally.config import Settings
@@ -290,8 +291,8 @@ async def test_the_whole_story_through_the_cli(settings: Settings) -> None:
     assert report["events"] >= 5
     engine = bootstrap.engine(urls_of(settings).database)
     try:
-        hooli_rows = await ledger_queries.balances(engine, "hooli", PERIOD)
-        still_open = await ledger_queries.dead_letters(engine)
+        hooli_rows = await org_balances.balances(engine, "hooli", PERIOD)
+        still_open = await dead_letter_reads.dead_letters(engine)
     finally:
         await engine.dispose()
     assert {r["account"]: r["balance"] for r in hooli_rows}[

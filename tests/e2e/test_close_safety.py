@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.close_support import GRACE, after, balance, close, document, license_day, line, meter
 from support.ledger_support import ORGS, ai, api, urls_of
 from tally import bootstrap
-from tally.adapters.postgres import invoices, ledger_queries
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
+from tally.adapters.postgres.reads import events as event_reads
+from tally.adapters.postgres.reads import invoices
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
 from tally.service_layer import organizations
@@ -144,7 +145,7 @@ async def test_late_usage_becomes_adjustments_on_the_next_invoice(
             ai("late-3", "agent_copilot", 300, "token", **aug),  # 100 from expired, 200 over
         ],
     )
-    story = await ledger_queries.event_story(engine, "test", "late-2")
+    story = await event_reads.event_story(engine, "test", "late-2")
     assert story is not None and story["billing"]["late"]
     assert "next close" in story["billing"]["detail"]
     assert await balance(engine, f"org/acme/{AUG}/api_request/allowance") == -250_000
@@ -162,7 +163,7 @@ async def test_late_usage_becomes_adjustments_on_the_next_invoice(
     assert await balance(engine, f"org/acme/{AUG}/api_request/allowance") == 0
     assert await balance(engine, f"org/acme/{AUG}/ai_token/allowance") == 0
     assert await balance(engine, f"org/acme/{SEP}/USD/receivable") == Decimal("205.00")
-    story = await ledger_queries.event_story(engine, "test", "late-2")
+    story = await event_reads.event_story(engine, "test", "late-2")
     assert story is not None and story["billing"]["invoice"] == september["number"]
 
     # later still: nothing expired is left, so it is all overage at August's price
@@ -209,7 +210,7 @@ async def test_usage_of_an_organization_added_after_the_close_gets_its_invoice(
         bootstrap.database(engine), "newco", "USD"
     )  # its August events were dead letters
     await meter(service, [api("n", count=2_000_000, org="newco", time="2026-08-10T00:00:00Z")])
-    story = await ledger_queries.event_story(engine, "test", "n")
+    story = await event_reads.event_story(engine, "test", "n")
     assert story is not None and story["billing"]["late"]
     await close(engine, SEP)
     newco = await document(engine, "newco", AUG)  # the close of September issued it first

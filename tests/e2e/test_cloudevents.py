@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.cli import tally_all
 from support.ledger_support import api, balance_map, drain
-from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
+from tally.adapters.postgres.reads import events as event_reads
+from tally.adapters.postgres.reads import org_balances
 from tally.config import Settings
 from tally.service_layer.metering import MeteringService
 
@@ -86,13 +88,13 @@ async def test_sdk_events_are_metered_and_what_cloudevents_or_tally_cannot_take_
 
     consumer = await drain(settings)
     assert (consumer.totals["metered"], consumer.totals["rejected"]) == (4, 5)
-    balances = balance_map(await ledger_queries.balances(engine, "acme", "2026-10"))
+    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
     assert balances["org/acme/2026-10/api_request/usage"] == 1 + 2 + 4 + 8
-    letters = await ledger_queries.dead_letters(engine)
+    letters = await dead_letter_reads.dead_letters(engine)
     for reason, letter in zip(refused, letters, strict=True):
         assert reason in letter["reason"], letter["reason"]
 
-    story = await ledger_queries.event_story(engine, "crm-sync", "typed")
+    story = await event_reads.event_story(engine, "crm-sync", "typed")
     assert story and story["attributes"] == {
         "sampled": True,
         "sequence": 7,
@@ -117,7 +119,7 @@ async def test_ids_are_compared_code_point_by_code_point_without_normalization(
         ],
     )
     assert report.counts["metered"] == 4 and not report.counts["duplicate"]
-    balances = balance_map(await ledger_queries.balances(engine, "acme", "2026-10"))
+    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
     assert balances["org/acme/2026-10/api_request/usage"] == 3 + 5 + 3 + 3
 
 

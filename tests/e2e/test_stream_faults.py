@@ -29,8 +29,10 @@ from support.fault_servers import PrivatePostgres, PrivateRedis, private_postgre
 from support.ledger_support import ORGS, api, balance_map, drain, urls_of
 from tally import bootstrap
 from tally.adapters import redis_streams
-from tally.adapters.postgres import databases, ledger_queries
+from tally.adapters.postgres import databases
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
+from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.stream_records import incidents
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
@@ -48,13 +50,13 @@ async def add(stream: aioredis.Redis, key: str, *events: bytes) -> list[str]:
 
 
 async def usage(engine: AsyncEngine) -> Any:
-    return balance_map(await ledger_queries.balances(engine, "acme", "2026-10")).get(
+    return balance_map(await org_balances.balances(engine, "acme", "2026-10")).get(
         f"{APR}/usage", 0
     )
 
 
 async def letters(engine: AsyncEngine) -> list[dict[str, Any]]:
-    return await ledger_queries.dead_letters(engine, limit=10_000)
+    return await dead_letter_reads.dead_letters(engine, limit=10_000)
 
 
 # ---------------------------------------------------------------------------- trimming

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.ledger_support import event
 from tally.adapters.postgres import rollups
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.usage_reports import api_usage_report
+from tally.adapters.postgres.reads.usage_reports import api_usage_report
 from tally.domain.api_usage import SECTIONS, DayRange, Preset, day_range, section_rows
 from tally.service_layer.metering import MeteringService
 

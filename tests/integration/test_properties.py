@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import ai, api
 from tally import bootstrap
-from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
 from tally.service_layer import organizations
@@ -131,7 +131,7 @@ async def test_random_deliveries_give_exactly_the_models_balances(
     expected = model_balances(effects)
     actual = {}
     for org in orgs:
-        for row in await ledger_queries.balances(engine, org, None):
+        for row in await org_balances.balances(engine, org, None):
             period = row["account"].split("/")[2]
             actual[(org, period, row["account"])] = Fraction(row["balance"])
     assert actual == expected

@@ -9,8 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import api, balance_map, drain, event
 from tally import bootstrap
-from tally.adapters.postgres import ledger_queries, sources
+from tally.adapters.postgres import sources
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
+from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
 from tally.service_layer.metering import MeteringService, replay_dead_letters
@@ -27,12 +29,12 @@ async def letters(engine: AsyncEngine) -> dict[str, tuple[str, str]]:
     """Open dead letters: stream id -> (code, reason)."""
     return {
         letter["stream_id"]: (letter["code"], letter["reason"])
-        for letter in await ledger_queries.dead_letters(engine)
+        for letter in await dead_letter_reads.dead_letters(engine)
     }
 
 
 async def usage(engine: AsyncEngine, org: str) -> object:
-    balances = balance_map(await ledger_queries.balances(engine, org, "2026-10"))
+    balances = balance_map(await org_balances.balances(engine, org, "2026-10"))
     return balances.get(APR.format(org=org), 0)
 
 

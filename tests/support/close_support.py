@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.ledger_support import event
 from tally import bootstrap
-from tally.adapters.postgres import invoices
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import invoices
 from tally.domain.period import period_bounds
 from tally.service_layer.metering import MeteringService
 from tally.service_layer.month_close import CloseReport, close_period

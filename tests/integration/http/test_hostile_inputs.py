@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.http.conftest import OWN, bearer, make_key, sign_in
 from tally import bootstrap
-from tally.adapters.postgres import ledger_queries
 from tally.adapters.postgres import organizations as organization_rows
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import events as event_reads
 from tally.domain.access import Role
 from tally.entrypoints.http.app import create_app
 from tally.service_layer import organizations
@@ -150,7 +150,7 @@ async def test_an_unexpected_exception_is_json_with_the_request_id_it_is_logged_
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(ledger_queries, "event_story", fail)
+    monkeypatch.setattr(event_reads, "event_story", fail)
     with caplog.at_level(logging.INFO, "tally.api"):
         answer = await auditor.get("/v1/events/test/e-1")
     assert answer.status_code == 500

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.http.conftest import OWN, Ledger, bearer, fill, make_key
-from tally.adapters.postgres import invoices
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import invoices
 from tally.domain.access import Role
 from tally.entrypoints.plain import plain
 

@@ -15,8 +15,9 @@ import pytest
 
 from support.ledger_support import api, balance_map
 from support.migrations import LEDGER_0001, Migrations, ledger_0001, unchanged
-from tally.adapters.postgres import ledger_queries, metering_store, sources
+from tally.adapters.postgres import metering_store, sources
 from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.verification import verify
 from tally.adapters.ratecard_files import bundled_cards
 from tally.domain.ledger import GENESIS_HASH, chain_hash, events_digest, usage_entry
@@ -179,7 +180,7 @@ async def test_0004_keeps_a_metered_ledger_verifiable(migrations: Migrations) ->
     verification = await verify(engine)
     assert verification.ok, verification.findings
     assert (verification.events, verification.entries, verification.tallies) == (1, 1, 1)
-    balances = balance_map(await ledger_queries.balances(engine, "acme", "2026-10"))
+    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
     assert balances["org/acme/2026-10/api_request/usage"] == 3
 
     await sources.add(engine, "crm-sync", ["acme"])

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally.adapters.ports.token_purchases import Standing
 from tally.adapters.postgres.close_store import CLOSE_LOCK
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.invoices import invoice_number
+from tally.adapters.postgres.reads.invoices import invoice_number
 
 
 class PostgresTokenPurchases:

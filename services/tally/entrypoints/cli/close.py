@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tally import bootstrap
-from tally.adapters.postgres import invoices
+from tally.adapters.postgres.reads import invoices
 from tally.config import get_settings
 from tally.domain.period import previous_period
 from tally.entrypoints.cli.context import with_engine

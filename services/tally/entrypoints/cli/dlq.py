@@ -8,7 +8,7 @@ import typer
 from rich.progress import Progress
 
 from tally import bootstrap
-from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
 from tally.config import get_settings
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (
@@ -32,7 +32,7 @@ def dlq_list(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Rejected entries with their reason (open ones unless --all)."""
-    rows = with_engine(lambda engine: ledger_queries.dead_letters(engine, all_, limit))
+    rows = with_engine(lambda engine: dead_letter_reads.dead_letters(engine, all_, limit))
     print_rows(rows, fmt, "dead letters")
 
 

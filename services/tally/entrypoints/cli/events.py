@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tally.adapters.postgres import ledger_queries
+from tally.adapters.postgres.reads import events as event_reads
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
@@ -28,7 +28,7 @@ def events_show(
     """Status (metered, non_billable, recorded, duplicate, conflict, rejected), entry, the
     invoice that bills it (late: it arrived after its period was closed), and the event's
     optional CloudEvents attributes and extensions."""
-    story = with_engine(lambda engine: ledger_queries.event_story(engine, source, event_id))
+    story = with_engine(lambda engine: event_reads.event_story(engine, source, event_id))
     if story is None:
         raise fail(f"no event ({source}, {event_id}) was ever received")
     if fmt is Format.json:

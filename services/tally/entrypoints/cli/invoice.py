@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import invoices
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.reads import cursors, lineage
+from tally.adapters.postgres.reads import cursors, invoices, lineage
 from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor, Page
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import (

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import ledger_queries, seals
+from tally.adapters.postgres import seals
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import accounts as account_reads
 from tally.adapters.postgres.reads import balances as balance_reads
-from tally.adapters.postgres.reads import cursors, entries, gl_export, trial_balance
+from tally.adapters.postgres.reads import cursors, entries, gl_export, org_balances, trial_balance
 from tally.adapters.postgres.reads.gl_export import Shape, Standard
 from tally.adapters.postgres.verification import CHECKS, unknown, verify
 from tally.adapters.tabular import StreamFormat
@@ -45,7 +45,7 @@ def balances(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Each account's balance (debits positive) for an organization and period."""
-    rows = with_engine(lambda engine: ledger_queries.balances(engine, org, period))
+    rows = with_engine(lambda engine: org_balances.balances(engine, org, period))
     print_rows(rows, fmt, f"balances of {org}" + (f" for {period}" if period else ""))
 
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from tally.adapters.postgres.invoices import Invoice
+from tally.adapters.postgres.reads.invoices import Invoice
 from tally.domain.csv_cells import safe_row
 from tally.domain.invoicing import FEATURES_USED
 from tally.domain.period import is_period

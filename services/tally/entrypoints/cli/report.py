@@ -10,7 +10,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.usage_reports import (
+from tally.adapters.postgres.reads.usage_reports import (
     api_usage_report,
 )
 from tally.domain.api_usage import (

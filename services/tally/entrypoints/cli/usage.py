@@ -9,7 +9,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.usage_reports import (
+from tally.adapters.postgres.reads.usage_reports import (
     UsageTracking,
     allocation_tracking,
 )

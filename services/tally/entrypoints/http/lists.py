@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres import listing as listings
 from tally.adapters.postgres import reads
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.listing import Listing
+from tally.adapters.postgres.reads import listing as listings
+from tally.adapters.postgres.reads.listing import Listing
 from tally.adapters.tabular import StreamFormat, text_stream
 from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor, Cursors, Page
 from tally.entrypoints.http.errors import ApiError, ErrorBody

@@ -9,7 +9,7 @@ import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from tally.adapters.postgres import usage_reports
+from tally.adapters.postgres.reads import usage_reports
 from tally.domain import api_usage, bounds
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import OrgBinding, scoped

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from tally.adapters.postgres import alerts as alert_store
-from tally.adapters.postgres import usage_reports
+from tally.adapters.postgres.reads import usage_reports
 from tally.domain.access import Scope
 from tally.domain.period import period_bounds, period_of
 from tally.entrypoints.http.auth import OrgBinding, scoped

@@ -10,10 +10,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from tally.adapters.postgres import ledger_queries, listing
+from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
+from tally.adapters.postgres.reads import listing
 from tally.domain import bounds
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import scoped
+from tally.entrypoints.inputs import Id
 from tally.entrypoints.pages import documents
 from tally.entrypoints.pages.web import (
     PAGE_ROWS,
@@ -61,7 +63,7 @@ async def dead_letters_page(request: Request) -> HTMLResponse:
     day = timedelta(days=1)
     found = await listing.fetch(
         engine(request),
-        ledger_queries.dead_letter_listing(
+        dead_letter_reads.dead_letter_listing(
             chosen["code"], chosen["source"],
             datetime.combine(chosen["first"], time(), UTC) if chosen["first"] else None,
             org=chosen["org"], state=None if chosen["state"] == "all" else chosen["state"],
@@ -78,7 +80,7 @@ async def dead_letters_page(request: Request) -> HTMLResponse:
     here = path_for(request, "ui:dead_letters")
     return page(
         request, "dead_letters.html", viewer, rows=rows, chosen=chosen,
-        codes=await ledger_queries.dead_letter_codes(engine(request)),
+        codes=await dead_letter_reads.dead_letter_codes(engine(request)),
         filtered=any(chosen[k] for k in ("code", "source", "org", "first", "last")),
         here=here, kept=kept, after=after,
         next_page=f"{here}?" + urlencode(kept | {"after": rows[-1]["id"]})
@@ -88,17 +90,17 @@ async def dead_letters_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/dead-letters/{letter_id}", name="dead_letter", **scoped(Scope.dlq_read))
-async def dead_letter_page(request: Request, letter_id: int) -> HTMLResponse:
+async def dead_letter_page(request: Request, letter_id: Id) -> HTMLResponse:
     """One dead letter: why it was refused, its raw bytes, how to replay it and what
     happened to it (and to its event) since."""
     viewer = await signed_in(request)
-    letter = await ledger_queries.dead_letter(engine(request), letter_id)
+    letter = await dead_letter_reads.dead_letter(engine(request), letter_id)
     if letter is None:
         raise Refusal(404, "No such dead letter", f"There is no dead letter {letter_id}.")
     raw = base64.b64decode(letter["raw_base64"])
     return page(
         request, "dead_letter.html", viewer, letter=letter, size=len(raw),
-        hex_lines=documents.hex_dump(raw), history=await ledger_queries.dead_letter_history(
+        hex_lines=documents.hex_dump(raw), history=await dead_letter_reads.dead_letter_history(
             engine(request), letter),
         active="dead_letters", title=f"Dead letter {letter_id}",
     )  # fmt: skip

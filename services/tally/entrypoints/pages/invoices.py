@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from tally.adapters.postgres import invoices as invoice_store
 from tally.adapters.postgres import reads
+from tally.adapters.postgres.reads import invoices as invoice_store
 from tally.adapters.postgres.reads import lineage as lineage_reads
 from tally.domain.access import Scope
 from tally.domain.pagination import BadCursor

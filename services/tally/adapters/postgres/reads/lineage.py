@@ -10,8 +10,8 @@ from datetime import datetime
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.invoices import invoice_number
 from tally.adapters.postgres.reads import Amount, fetch_limit, stream
+from tally.adapters.postgres.reads.invoices import invoice_number
 from tally.domain.pagination import DEFAULT_LIMIT, Cursors, Key, Page
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from decimal import Decimal
 
-from tally.adapters.postgres.invoices import invoice_number
+from tally.adapters.postgres.reads.invoices import invoice_number
 from tally.adapters.postgres.verification.registry import Context, check
 from tally.domain.invoicing import PURCHASED
 from tally.domain.ledger import Account, canonical_amount

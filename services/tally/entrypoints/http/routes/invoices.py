@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from tally.adapters.postgres import invoices
-from tally.adapters.postgres.reads import lineage
+from tally.adapters.postgres.reads import invoices, lineage
 from tally.adapters.postgres.reads.lineage import LineageRow
 from tally.domain.access import Scope
 from tally.domain.pagination import Cursors, Page

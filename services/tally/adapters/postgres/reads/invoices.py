@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres import seals
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.listing import Listing
+from tally.adapters.postgres.reads.listing import Listing
 from tally.domain.invoicing import PURCHASED
 
 
