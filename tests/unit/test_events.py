@@ -129,10 +129,13 @@ WIRE_FORMAT_PAGE = Path(__file__).resolve().parents[2] / "docs/content/integrate
 
 
 def test_the_documented_redis_cli_example_is_a_valid_event() -> None:
-    """The docs' `redis-cli XADD` line, as a reader would paste it: its event parses."""
+    """The docs' `redis-cli XADD` line (the README's too), as a reader would paste it: its
+    event parses."""
     line = next(
         line for line in WIRE_FORMAT_PAGE.read_text().splitlines() if "redis-cli XADD" in line
     )
+    readme = (WIRE_FORMAT_PAGE.parents[3] / "README.md").read_text()
+    assert line in readme.splitlines(), "the README shows the page's example as it is"
     body = line.split(" event '", 1)[1].rsplit("'", 1)[0]
     event = parse_event(body.encode())
     assert isinstance(event, ApiRequestEvent)
