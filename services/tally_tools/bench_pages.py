@@ -44,8 +44,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally import bootstrap
 from tally.adapters.postgres import databases, rollups
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.metering_store import load_rate_cards
 from tally.adapters.postgres.reads import usage_reports
+from tally.adapters.postgres.reads.rate_cards import load_rate_cards
 from tally.adapters.postgres.ui_sessions import open_session
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings

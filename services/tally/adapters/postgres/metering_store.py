@@ -10,9 +10,10 @@ import asyncpg
 
 from tally.adapters.postgres import alerts, rollups
 from tally.adapters.postgres.journal import take_lane
+from tally.adapters.postgres.reads.rate_cards import load_rate_cards as load_rate_cards
 from tally.domain.alerts import UsageKey
 from tally.domain.deliveries import DeliveryCounts, tally_hash
-from tally.domain.ratecard import RateCard, RateCardBook
+from tally.domain.ratecard import RateCardBook
 from tally.domain.rating import (
     Deliveries,
     EventKey,
@@ -48,11 +49,6 @@ async def rate_cards_loaded(conn: asyncpg.Connection) -> tuple[int, datetime | N
     row = await conn.fetchrow("SELECT count(*) AS n, max(loaded_at) AS last FROM rate_card")
     assert row is not None
     return row["n"], row["last"]
-
-
-async def load_rate_cards(conn: asyncpg.Connection) -> RateCardBook:
-    rows = await conn.fetch("SELECT body::text AS body FROM rate_card")
-    return RateCardBook(RateCard.model_validate_json(row["body"]) for row in rows)
 
 
 async def organizations(conn: asyncpg.Connection, names: Iterable[str]) -> dict[str, str]:

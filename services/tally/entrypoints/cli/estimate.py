@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.metering_store import load_rate_cards
+from tally.adapters.postgres.reads.rate_cards import load_rate_cards
 from tally.domain.estimate import EstimateInput, EstimateReport, Seats, estimate, report
 from tally.domain.period import period_bounds
 from tally.entrypoints.cli.context import with_engine

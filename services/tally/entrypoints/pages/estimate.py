@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.metering_store import load_rate_cards
+from tally.adapters.postgres.reads.rate_cards import load_rate_cards
 from tally.domain.access import Scope
 from tally.domain.estimate import EstimateInput, EstimateReport, estimate, report
 from tally.domain.ratecard import RateCard

@@ -19,7 +19,7 @@ import asyncpg
 
 from tally.adapters.postgres import rollups
 from tally.adapters.postgres.allocations import allocations_so_far
-from tally.adapters.postgres.metering_store import load_rate_cards
+from tally.adapters.postgres.reads.rate_cards import load_rate_cards
 from tally.domain.allocation_status import MeterStatus, daily_tokens, meter_status
 from tally.domain.api_usage import Bucket, DayRange, Report, by_day, pairs_report, selected
 from tally.domain.ledger import AI_TOKEN, API_REQUEST

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from tally.adapters.postgres import metering_store
+from tally.adapters.postgres.reads.rate_cards import load_rate_cards
 from tally.domain.ratecard import RateCardBook
 
 
@@ -50,7 +50,7 @@ class Context:
 
     async def rate_cards(self) -> RateCardBook:
         if self._book is None:
-            self._book = await metering_store.load_rate_cards(self.conn)
+            self._book = await load_rate_cards(self.conn)
         return self._book
 
 

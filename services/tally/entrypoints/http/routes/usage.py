@@ -12,8 +12,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.metering_store import load_rate_cards
 from tally.adapters.postgres.reads import usage_reports
+from tally.adapters.postgres.reads.rate_cards import load_rate_cards
 from tally.domain import api_usage
 from tally.domain.access import Scope
 from tally.domain.estimate import EstimateInput, Seats, estimate, report
