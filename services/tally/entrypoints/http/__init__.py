@@ -18,7 +18,7 @@ Adding a route takes a few lines. In ``routes/<noun>.py`` (a new module: add it 
 ``scoped(scope, org)`` writes the declaration into the OpenAPI operation
 (``x-tally-scope``, ``x-tally-org``) and ``auth.authorize`` (run for every route) enforces
 exactly that; a route without it fails every request and the authorization matrix test.
-For a list, write a ``Listing`` (adapters/postgres/listing.py: SQL ordered by a key) and
+For a list, write a ``Listing`` (adapters/postgres/reads/listing.py: SQL ordered by a key) and
 ``answer`` gives JSON pages and streamed CSV; for a read-side query (adapters/postgres/reads/:
 a page function and its streaming twin) ``answer_read`` does the same (routes/accounts.py).
 An export or a CSV-capable report takes ``FormattingDep`` and answers ``stream_rows``.
