@@ -13,6 +13,7 @@ the consumer and the SDK retry rather than fail on.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -46,12 +47,20 @@ FAILOVER_ERRORS: tuple[type[BaseException], ...] = (
 """Errors after which the same command, sent again a little later, succeeds."""
 
 
+# Replies a node gives while a failover moves its slots, also when they come back inside a
+# Lua script's error ("ERR Error running script …: READONLY …"), which redis-py does not
+# turn into their own exception classes: UNBLOCKED (a blocked read on a master that became
+# a replica), NOSCRIPT (a promoted replica never had the script; the next call loads it).
+FAILOVER_REPLY = re.compile(
+    r"\b(?:UNBLOCKED|READONLY|MOVED|ASK|CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|NOSCRIPT)\b"
+)
+
+
 def failover(exc: BaseException) -> bool:
     """A connection lost or a cluster's topology changing, not a mistake in the command."""
     if isinstance(exc, FAILOVER_ERRORS):
         return True
-    # A blocked XREAD on a master that became a replica is unblocked with this error.
-    return isinstance(exc, ResponseError) and str(exc).startswith("UNBLOCKED")
+    return isinstance(exc, ResponseError) and FAILOVER_REPLY.search(str(exc)) is not None
 
 
 @lru_cache(maxsize=16)
