@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,6 +133,29 @@ class Settings(BaseSettings):
         default=False,
         description="Dead-letter events whose source is not registered (`tally source add`) "
         "or may not bill their organization; off for the embedded demo, on in compose.",
+    )
+
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Set: a consumer (and `tally alerts deliver`) exposes its Prometheus "
+        "metrics at http://<metrics_host>:<port>/metrics (`tally serve` has them at /metrics).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics endpoint listens on (0.0.0.0 in a container).",
+    )
+    metrics_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a consumer exposing metrics reads the stream's lag, pending "
+        "entries and the dead-letter store's size for its gauges.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one JSON object per log line (level, time, message, logger, the "
+        "batch or request and trace id, counts); `text`: readable lines.",
     )
 
     api_host: str = Field(default="127.0.0.1", description="Address `tally serve` listens on.")

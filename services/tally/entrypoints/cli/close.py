@@ -9,6 +9,7 @@ import typer
 
 from tally import bootstrap
 from tally.adapters.postgres.reads import invoices
+from tally.adapters.telemetry import tracing
 from tally.config import get_settings
 from tally.domain.period import previous_period
 from tally.entrypoints.cli.context import with_engine
@@ -42,6 +43,7 @@ def close(
 ) -> None:
     """Close a period: allocation, overage and expiry posted, one invoice per organization."""
     settings = get_settings()
+    tracing.configure("tally-close")
     clock = parse_instant(as_of) or datetime.now(UTC)
     chosen = period or previous_period(clock)
 

@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from tally import bootstrap
+from tally.adapters.telemetry import tracing
+from tally.adapters.telemetry.metrics import HTTP_REQUEST_DURATION
 from tally.config import Settings, get_settings
 from tally.domain.throttle import FailureLimiter
 from tally.entrypoints.failures import LastResort
@@ -32,6 +34,7 @@ from tally.entrypoints.http.routes import (
     gl_export,
     health,
     invoices,
+    metrics,
     seals,
     trial_balance,
     usage,
@@ -44,6 +47,7 @@ log = logging.getLogger("tally.api")
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
+    metrics.router,
     invoices.router,
     events.router,
     dead_letters.router,
@@ -128,6 +132,11 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
     if proxies := [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
+    tracing.configure("tally-api")
+    if tracing.enabled():
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="metrics,v1/health")
     if engine is not None:
         app.state.engine = engine
     return app
@@ -141,8 +150,8 @@ async def _to_pages(request: Request) -> Response:
 async def _log_request(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
-    """One line a request: method, path, status, key id (never the secret), duration, and
-    the request id."""
+    """One line a request (method, path, status, key id (never the secret), duration, the
+    request id) and its duration in ``tally_http_request_duration_seconds``."""
     started = time.perf_counter()
     status = 500
     try:
@@ -150,6 +159,10 @@ async def _log_request(
         status = response.status_code
         return response
     finally:
+        seconds = time.perf_counter() - started
+        HTTP_REQUEST_DURATION.labels(request.method, route_template(request), str(status)).observe(
+            seconds
+        )
         key: Any = getattr(request.state, "key_id", None)
         log.info(
             "%s %s %d key=%s %.1fms request=%s",
@@ -157,9 +170,29 @@ async def _log_request(
             request.url.path,
             status,
             key or "-",
-            (time.perf_counter() - started) * 1000,
+            seconds * 1000,
             request.state.request_id,
+            extra={
+                "context": {
+                    "request": request.state.request_id,
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": status,
+                    "key": key,
+                    "duration_ms": round(seconds * 1000, 1),
+                }
+            },
         )
+
+
+def route_template(request: Request) -> str:
+    """The matched route's template (``/v1/invoices/{number}``), never the path itself: a
+    label per organization or invoice would grow without bound. ``unmatched`` for a 404."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return "unmatched"
+    return str(request.scope.get("root_path", "")) + path
 
 
 def openapi_document() -> dict[str, Any]:
