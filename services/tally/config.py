@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         description="How often a consumer exposing metrics reads the stream's lag, pending "
         "entries and the dead-letter store's size for its gauges.",
     )
+    metrics_pushgateway: str | None = Field(
+        default=None,
+        description="host:port of a Prometheus Pushgateway: `tally close`, a job that exits, "
+        "pushes its metrics there when it ends (job `tally-close`); unset or empty: no push.",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="`json`: one JSON object per log line (level, time, message, logger, the "

@@ -4,10 +4,12 @@ gauge falls to 0, JSON log lines, and traces that link a batch to its producers.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import signal
+import threading
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -16,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.cli import CLI, env_for, tally
+from support.cli import CLI, env_for, tally, xadd_like_an_integration
 from support.ledger_support import ORGS, api, drain, urls_of
 from tally.adapters import embedded
 from tally.adapters.postgres.connection import raw_connection
@@ -208,3 +210,40 @@ async def test_api_requests_are_timed_by_route_template_and_traced(
         labels for (_, labels) in scraped if ("route", "/v1/invoices/INV-2026-10-000001") in labels
     ]
     assert any(s.name.startswith("GET /v1/invoices/{number}") for s in flushed(spans))
+
+
+class Pushgateway(http.server.BaseHTTPRequestHandler):
+    """Keeps what a job pushes (PUT /metrics/job/<job>), as a Pushgateway would take it."""
+
+    pushed: ClassVar[list[tuple[str, str]]] = []
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        self.pushed.append((self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_the_close_pushes_its_duration_and_invoices_when_it_ends(settings: Settings) -> None:
+    gateway = http.server.HTTPServer(("127.0.0.1", 0), Pushgateway)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        assert (await tally(settings, "migrate")).code == 0
+        assert (await tally(settings, "org", "add", "acme", "--currency", "USD")).code == 0
+        env = env_for(settings) | {
+            "TALLY_METRICS_PUSHGATEWAY": f"127.0.0.1:{gateway.server_address[1]}"
+        }
+        await xadd_like_an_integration(settings, api("r1", time="2026-09-15T12:00:00Z"))
+        assert (await tally(settings, "consume", "--until-idle")).code == 0
+        close = ["close", "--period", "2026-09", "--as-of", "2026-10-02T00:00:00Z"]
+        issued = (await tally(settings, *close, "--format", "json", env=env)).json()["issued"]
+    finally:
+        gateway.shutdown()
+    [(path, body)] = Pushgateway.pushed
+    assert path == "/metrics/job/tally-close"
+    scraped = samples(body)
+    assert value(scraped, "tally_close_duration_seconds_count") == 1
+    assert value(scraped, "tally_invoices_issued_total") == issued == 1

@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import push_to_gateway, start_http_server
 from prometheus_client.registry import Collector
 
 EVENTS = Counter(
@@ -178,3 +178,8 @@ def dead_letters_kept(counts: Iterable[tuple[str, str, int]]) -> None:
 def serve(host: str, port: int) -> None:
     """Expose the default registry at ``http://host:port/metrics`` from a daemon thread."""
     start_http_server(port, addr=host)
+
+
+def push(gateway: str, job: str) -> None:
+    """Push the default registry to a Pushgateway: how a job that exits (the close) is seen."""
+    push_to_gateway(gateway, job=job, registry=REGISTRY)

@@ -9,7 +9,7 @@ import typer
 
 from tally import bootstrap
 from tally.adapters.postgres.reads import invoices
-from tally.adapters.telemetry import tracing
+from tally.adapters.telemetry import metrics, tracing
 from tally.config import get_settings
 from tally.domain.period import previous_period
 from tally.entrypoints.cli.context import with_engine
@@ -19,6 +19,7 @@ from tally.entrypoints.cli.rendering import (
     check_period,
     console,
     counting_bars,
+    errors,
     fail,
     parse_instant,
     print_rows,
@@ -64,6 +65,11 @@ def close(
         report, listed = with_engine(work)
     except CloseRefused as exc:
         raise fail(str(exc)) from exc
+    if settings.metrics_pushgateway:
+        try:
+            metrics.push(settings.metrics_pushgateway, "tally-close")
+        except OSError as exc:  # the close is done: a missed push is reported, not fatal
+            errors.print(f"warning: metrics not pushed to {settings.metrics_pushgateway}: {exc}")
     if fmt is Format.json:
         print_rows({"period": chosen, "issued": report.issued, "invoices": listed}, fmt)
         return
