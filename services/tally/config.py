@@ -172,6 +172,27 @@ class Settings(BaseSettings):
         "ledger's URL with SET ROLE tally_reader at connect. Either way it can only SELECT.",
     )
 
+    ingest_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="The largest request body `POST /v1/events` reads; larger: 413.",
+    )
+    ingest_max_batch: int = Field(
+        default=1000, ge=1, le=10_000, description="Events in one batch-mode request, at most."
+    )
+    ingest_events_per_s: float = Field(
+        default=20_000,
+        ge=0,
+        description="Events a producer key may send per second over HTTP, on average (per API "
+        "process); 0: no limit. Beyond it: 429 with Retry-After.",
+    )
+    ingest_burst: int = Field(
+        default=40_000,
+        ge=1,
+        description="Events a producer key may send at once before the per-second limit applies.",
+    )
+
     public_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^/?#]+/?$",

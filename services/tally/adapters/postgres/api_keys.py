@@ -24,17 +24,23 @@ class PostgresApiKeys:
         async with raw_connection(self.engine) as conn:
             try:
                 created: datetime = await conn.fetchval(
-                    """INSERT INTO api_key (id, name, role, scopes, org, secret_hash, expires_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at""",
+                    """INSERT INTO api_key
+                              (id, name, role, scopes, org, source, secret_hash, expires_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING created_at""",
                     key.id,
                     name,
                     key.role.value,
                     sorted(key.scopes),
                     key.org,
+                    key.source,
                     key.secret_hash,
                     expires_at,
                 )
             except asyncpg.ForeignKeyViolationError as exc:
+                if key.source is not None:
+                    raise KeyRefused(
+                        f"no source {key.source!r}: register it first (tally source add)"
+                    ) from exc
                 raise KeyRefused(
                     f"no organization {key.org!r}: add it first (tally org add)"
                 ) from exc
@@ -60,7 +66,7 @@ async def list_keys(engine: AsyncEngine) -> list[dict[str, Any]]:
     """Every key, oldest first, without its secret's hash."""
     async with raw_connection(engine) as conn:
         rows = await conn.fetch(
-            """SELECT id, name, role, array_to_string(scopes, ' ') AS scopes, org,
+            """SELECT id, name, role, array_to_string(scopes, ' ') AS scopes, org, source,
                       created_at, expires_at, revoked_at
                  FROM api_key ORDER BY created_at, id"""
         )
@@ -76,7 +82,8 @@ async def find_key(engine: AsyncEngine, key_id: str) -> StoredKey | None:
     return None if row is None else stored_key(row)
 
 
-KEY_COLUMNS = "id, secret_hash, scopes, org, expires_at, revoked_at"  # what ``stored_key`` reads
+# what ``stored_key`` reads
+KEY_COLUMNS = "id, secret_hash, scopes, org, expires_at, revoked_at, source"
 
 
 def stored_key(row: asyncpg.Record) -> StoredKey:
@@ -87,4 +94,5 @@ def stored_key(row: asyncpg.Record) -> StoredKey:
         row["org"],
         row["expires_at"],
         row["revoked_at"],
+        row["source"],
     )
