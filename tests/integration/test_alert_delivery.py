@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from cloudevents.core.formats.json import JSONFormat
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
@@ -192,3 +193,14 @@ async def test_a_dead_deliverers_entry_is_claimed_and_an_entry_that_is_no_alert_
         assert len(receiver.requests) == 1  # claimed from the dead one: POSTed once
     group = await stream.xinfo_groups(settings.alerts_stream)
     assert [(g["name"], g["pending"]) for g in group] == [(GROUP.encode(), 0)]
+    # FastStream's Prometheus middleware counted them in the default registry
+    labels = {"app_name": "tally", "broker": "redis", "handler": settings.alerts_stream}
+    for name, more, value in (
+        ("faststream_received_processed_messages_total", {"status": "acked"}, 1),
+        (
+            "faststream_received_processed_messages_exceptions_total",
+            {"exception_type": "NotAnAlert"},
+            3,
+        ),
+    ):
+        assert REGISTRY.get_sample_value(name, {**labels, **more}) == value, name
