@@ -198,7 +198,7 @@ async def alert_delivery(
         settings.alerts_stream,
         consumer_name(settings),
         settings.claim_idle_ms,
-        poll_ms=max(1, round(settings.alerts_poll_s * 1000)),
+        settings.alerts_poll_s,
         cluster=is_cluster(urls.redis),
         metrics=REGISTRY,
     )

@@ -72,12 +72,13 @@ class FastStreamAlertFeed:
         stream: str,
         consumer: str,
         claim_idle_ms: int,
-        poll_ms: int,
+        poll_s: float,
         cluster: bool = False,
         metrics: CollectorRegistry | None = None,
     ) -> None:
-        """A broker on ``url`` (no connection until ``running``); ``metrics``: the registry
-        FastStream's Prometheus middleware counts the received messages in."""
+        """A broker on ``url`` (no connection until ``running``) whose subscribers block a
+        read, or wait between claims, for ``poll_s``; ``metrics``: the registry FastStream's
+        Prometheus middleware counts the received messages in."""
         middlewares: list[Any] = [skip_unreadable]
         if metrics is not None:
             middlewares.append(RedisPrometheusMiddleware(registry=metrics, app_name="tally"))
@@ -91,6 +92,7 @@ class FastStreamAlertFeed:
         )
         self.stream = stream
         self._deliver: Deliver | None = None
+        poll_ms = max(1, round(poll_s * 1000))
         reader = StreamSub(stream, group=GROUP, consumer=consumer, polling_interval=poll_ms)
         claimer = StreamSub(
             stream,

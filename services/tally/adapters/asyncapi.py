@@ -47,9 +47,9 @@ def asyncapi_document() -> dict[str, Any]:
     feed = FastStreamAlertFeed(
         SERVER,
         DEFAULTS["alerts_stream"],
-        consumer="host-pid",  # TALLY_CONSUMER_NAME, by default the host's name and the pid
+        consumer="hostname-pid",  # TALLY_CONSUMER_NAME's default
         claim_idle_ms=DEFAULTS["claim_idle_ms"],
-        poll_ms=round(DEFAULTS["alerts_poll_s"] * 1000),
+        poll_s=DEFAULTS["alerts_poll_s"],
     )
     document: dict[str, Any] = json.loads(
         AsyncAPI(
