@@ -138,17 +138,17 @@ class FastStreamAlertFeed:
     @asynccontextmanager
     async def running(self, deliver: Deliver) -> AsyncIterator[None]:
         self._deliver = deliver
-        client = await self.broker.connect()
         try:
-            await client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        await self.broker.start()
-        try:
+            client = await self.broker.connect()
+            try:
+                await client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            await self.broker.start()
             yield
         finally:
-            await self.broker.stop()
+            await self.broker.stop()  # the subscribers, then the connection
             self._deliver = None
 
     async def idle(self) -> bool:
