@@ -10,8 +10,6 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 from faststream.redis import RedisClusterBroker
@@ -19,13 +17,14 @@ from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from e2e.test_crashes import assert_exact, crash
+from support.alerts import ALERT
 from support.cli import CLI, env_for, tally, tally_all
 from support.cluster import PrivateCluster, private_cluster
 from support.ledger_support import ORGS, drain, urls_of
 from tally import bootstrap
 from tally.adapters.alert_feed import FastStreamAlertFeed
 from tally.config import Settings
-from tally.domain.alert_delivery import AlertEvent, AlertRecord, cloud_event
+from tally.domain.alert_delivery import AlertEvent, cloud_event
 from tally.domain.events import parse_event
 from tally.domain.shards import shard_of
 from tally.service_layer import organizations
@@ -141,12 +140,7 @@ async def test_a_killed_consumers_pending_entries_on_its_shard_are_claimed_by_an
 async def test_alerts_are_published_and_read_on_the_cluster(
     engine: AsyncEngine, sharded: Settings
 ) -> None:
-    alert = cloud_event(
-        AlertRecord(
-            1, "acme", "2026-10", "api_request", "used", Decimal(80), Decimal(90_000),
-            Decimal(110_000), Decimal(90_000), datetime(2026, 10, 9, tzinfo=UTC),
-        )
-    )  # fmt: skip
+    alert = cloud_event(ALERT)
     read: list[AlertEvent] = []
 
     async def deliver(event: AlertEvent) -> None:

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft7Validator, Draft202012Validator
 
+from support.alerts import ALERT
 from support.ledger_support import ai, api, event
-from tally.domain.alert_delivery import EVENT_TYPE, AlertRecord, cloud_event
+from tally.domain.alert_delivery import EVENT_TYPE, cloud_event
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL = ROOT / "tests" / "support" / "asyncapi" / "3.0.0.json"
@@ -105,12 +104,7 @@ def test_the_alerts_stream_is_published_and_read_by_the_webhooks_group(
     webhooks = document["channels"]["webhooks"]
     assert document["operations"]["webhooks"]["action"] == "receive"
     assert webhooks["bindings"]["redis"]["groupName"] == "webhooks"
-    alert = cloud_event(
-        AlertRecord(
-            1, "acme", "2026-10", "api_request", "used", Decimal(80), Decimal(90_000),
-            Decimal(110_000), Decimal(90_000), datetime(2026, 10, 9, tzinfo=UTC),
-        )
-    )  # fmt: skip
+    alert = cloud_event(ALERT)
     for message in ("alerts:Message", "webhooks:SubscribeMessage"):
         valid = payload_validator(document, message)
         assert valid.is_valid(alert) and alert["type"] == EVENT_TYPE
