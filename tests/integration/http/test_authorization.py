@@ -24,6 +24,7 @@ from integration.http.conftest import (
     make_key,
     revoked_key,
 )
+from tally.adapters.asyncapi import asyncapi_document
 from tally.adapters.postgres import sources
 from tally.adapters.postgres.connection import raw_connection
 from tally.domain.access import PRESETS, SECRET_PATTERN, Role, Scope
@@ -175,3 +176,11 @@ async def test_keys_are_stored_as_hashes_only(engine: AsyncEngine, owner: AsyncE
     # then a letter or two, found in any row (about 1 run in 100).
     found = SECRET_PATTERN.fullmatch(secret)
     assert found and found[2] not in repr(stored)
+
+
+async def test_the_streams_asyncapi_document_is_public(client: httpx.AsyncClient) -> None:
+    for _ in range(2):  # built once, then served as built
+        response = await client.get("/asyncapi.json")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == asyncapi_document()

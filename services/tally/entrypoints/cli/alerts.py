@@ -87,8 +87,9 @@ def alerts_deliver(
         typer.Option("--until-idle", help="Stop once nothing is left to publish, POST or retry."),
     ] = False,
 ) -> None:
-    """Publish new alerts on the alerts stream and POST them to the webhooks (runs until
-    stopped; one process delivers at a time, others stand by)."""
+    """Publish new alerts on the alerts stream, POST them to the webhooks as the stream's
+    subscriber reads them, and retry failures (runs until stopped; running deliverers share
+    the first POSTs, one at a time publishes and retries)."""
     settings, urls = settings_and_urls()
 
     async def main() -> DeliveryReport:

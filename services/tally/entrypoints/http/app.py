@@ -5,10 +5,12 @@ database refuses any write)."""
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import cache
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -64,12 +66,12 @@ ROUTERS: tuple[APIRouter, ...] = (
 DESCRIPTION = """Tally's API for auditors, finance and organizations, read-only but for one
 route: `POST /v1/events`, where a producer key sends usage events over HTTP.
 
-Every route but /v1/health and /openapi.json needs `Authorization: Bearer <API key>`
-(`tally apikey create`). Each operation's `x-tally-scope` is the scope its key needs, and
-`x-tally-org` how it is bound to an organization. Lists are keyset-paginated (`next`);
-`?format=csv` or `Accept: text/csv` streams every matching row as CSV. Errors are JSON
-`{"code", "message"}`; an unexpected one is `internal` with a `request_id` (every answer's
-`X-Request-Id`)."""
+Every route but /v1/health, /openapi.json and /asyncapi.json (the streams' AsyncAPI)
+needs `Authorization: Bearer <API key>` (`tally apikey create`). Each operation's
+`x-tally-scope` is the scope its key needs, and `x-tally-org` how it is bound to an
+organization. Lists are keyset-paginated (`next`); `?format=csv` or `Accept: text/csv`
+streams every matching row as CSV. Errors are JSON `{"code", "message"}`; an unexpected
+one is `internal` with a `request_id` (every answer's `X-Request-Id`)."""
 
 
 def create_app(engine: AsyncEngine | None = None, settings: Settings | None = None) -> FastAPI:
@@ -134,6 +136,7 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
     pages = create_pages(lambda: app.state.engine, seller, settings.public_url, app.state.limiter)
     app.state.waiters = pages.state.waiters  # one per limiter: it wakes the tries of both
     app.mount("/ui", pages, name="ui")
+    app.router.add_route("/asyncapi.json", _asyncapi, methods=["GET"], include_in_schema=False)
     for path in ("/", "/ui"):  # the server's root is its pages
         app.router.add_route(path, _to_pages, methods=["GET", "HEAD"], include_in_schema=False)
     app.middleware("http")(_log_request)
@@ -155,6 +158,19 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
 async def _to_pages(request: Request) -> Response:
     """``/`` and ``/ui`` (outside the mount, which serves ``/ui/…``): a path, never a URL."""
     return RedirectResponse("/ui/", status_code=307)
+
+
+async def _asyncapi(request: Request) -> Response:
+    """The streams' AsyncAPI document, as committed in ``schemas/asyncapi.json``: public,
+    like /openapi.json."""
+    return Response(_asyncapi_json(), media_type="application/json")
+
+
+@cache
+def _asyncapi_json() -> bytes:
+    from tally.adapters.asyncapi import asyncapi_document  # FastStream: on the first request
+
+    return json.dumps(asyncapi_document()).encode()
 
 
 async def _log_request(
