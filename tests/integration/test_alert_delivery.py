@@ -125,10 +125,17 @@ async def test_alerts_are_published_and_posted_signed_and_retried_after_a_500(
     )
     assert recorded["used"] == 90_000 and recorded["allocation"] == 110_000
 
+    def counted(result: str) -> float:
+        value = REGISTRY.get_sample_value("tally_webhook_deliveries_total", {"result": result})
+        return value or 0.0
+
+    before = {result: counted(result) for result in ("delivered", "failed")}
     async with bootstrap.alert_delivery(engine, settings, urls_of(settings)) as delivery:
         report = await delivery.run(until_idle=True, poll_s=settings.alerts_poll_s)
     assert (report.published, report.delivered) == (1, 1)
     assert report.attempts == 2 + 3  # the receiver: 500 then 200; the dead one: 3, given up
+    assert counted("delivered") - before["delivered"] == 1  # what an operator's graph shows
+    assert counted("failed") - before["failed"] == 4
 
     # the outbound stream: one CloudEvent 1.0 the SDK reads
     (entry,) = await stream.xrange(settings.alerts_stream)

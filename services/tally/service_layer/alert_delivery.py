@@ -28,6 +28,7 @@ from tally.adapters.ports.alerts import (
     DueDelivery,
     WebhookSender,
 )
+from tally.adapters.telemetry import metrics, tracing
 from tally.domain.alert_delivery import AlertEvent, RetryPolicy, cloud_event, delivered
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,20 @@ class AlertDelivery:
     async def _attempt(self, due: DueDelivery, report: DeliveryReport) -> None:
         body = json.dumps(cloud_event(due.alert), separators=(",", ":")).encode()
         status, error = None, None
-        try:
-            status = await self.sender.send(due.webhook, due.alert.event_id, body)
-        except Exception as exc:  # whatever kept an answer from coming: logged, retried
-            error = f"{type(exc).__name__}: {exc}"[:500]
-        at = self.clock()
         n = due.attempts + 1
+        with tracing.tracer.start_as_current_span(
+            "deliver alert",
+            attributes={"tally.alert": due.alert.event_id, "tally.attempt": n},
+        ) as span:
+            try:
+                status = await self.sender.send(due.webhook, due.alert.event_id, body)
+            except Exception as exc:  # whatever kept an answer from coming: logged, retried
+                error = f"{type(exc).__name__}: {exc}"[:500]
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
+        at = self.clock()
         ok = delivered(status)
+        metrics.WEBHOOK_DELIVERIES.labels("delivered" if ok else "failed").inc()
         if not ok:
             error = error or f"HTTP {status}"
             log.warning(

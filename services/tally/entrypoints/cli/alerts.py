@@ -8,6 +8,7 @@ import typer
 
 from tally import bootstrap
 from tally.adapters.postgres import alerts
+from tally.adapters.telemetry import logs, metrics, tracing
 from tally.domain.alerts import parse_thresholds
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls, with_engine
 from tally.entrypoints.cli.rendering import (
@@ -91,6 +92,10 @@ def alerts_deliver(
     subscriber reads them, and retry failures (runs until stopped; running deliverers share
     the first POSTs, one at a time publishes and retries)."""
     settings, urls = settings_and_urls()
+    logs.configure(settings.log_format)
+    tracing.configure("tally-alerts")
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_host, settings.metrics_port)
 
     async def main() -> DeliveryReport:
         async with (
