@@ -20,18 +20,30 @@ dead letter the producer can look up.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from tally.domain.events import InvalidEvent, decode_json
-
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 HEADER_PREFIX = "ce-"
 REQUIRED = ("specversion", "id", "source", "type")
-_scanner = json.JSONDecoder()
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object read with no key twice (``"count":1,"count":500`` is ambiguous)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        repeated = next(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+        raise ValueError(f"the key {repeated!r} appears twice in one object")
+    return found
+
+
+# One pass over the text: where each event ends, and that it is JSON with no repeated key
+# (numbers are not read here: the consumer reads them exactly, from the bytes kept).
+_scanner = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
 @dataclass(frozen=True)
@@ -78,9 +90,27 @@ def parse(content_type: str | None, headers: Mapping[str, str], body: bytes) -> 
 
 def _event(raw: bytes, where: str = "the body") -> Incoming:
     try:
-        event = decode_json(raw)
-    except InvalidEvent as exc:
-        raise Refused("malformed_json", f"{where}: {exc.reason}") from exc
+        text = raw.decode("utf-8")
+        start = _skip(text, 0)
+        event, end = _scanner.raw_decode(text, start)
+        if text[_skip(text, end) :]:
+            raise ValueError(f"text after the event at {end}")
+    except UnicodeDecodeError as exc:
+        raise Refused(
+            "malformed_json", f"{where}: malformed JSON: not UTF-8 ({exc.reason})"
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        raise Refused("malformed_json", f"{where}: malformed JSON: {exc}") from exc
+    return _checked(event, raw, where)
+
+
+def _checked(event: Any, raw: bytes, where: str) -> Incoming:
+    """``event`` if it is a CloudEvent 1.0 object (its other attributes are the consumer's)."""
+    if not isinstance(event, dict):
+        raise Refused(
+            "malformed_json",
+            f"{where}: malformed JSON: expected an object, got {type(event).__name__}",
+        )
     missing = [name for name in REQUIRED if not isinstance(event.get(name), str)]
     missing += [name for name in REQUIRED if name not in missing and not event[name]]
     if missing:
@@ -107,10 +137,10 @@ def _batch(body: bytes) -> list[Incoming]:
         errors: list[dict[str, Any]] = []
         at = _skip(text, start + 1)
         while text[at : at + 1] != "]":
-            _, end = _scanner.raw_decode(text, at)
+            event, end = _scanner.raw_decode(text, at)
             index = len(events) + len(errors)
             try:
-                events.append(_event(text[at:end].encode(), f"event {index}"))
+                events.append(_checked(event, text[at:end].encode(), f"event {index}"))
             except Refused as exc:
                 errors.append({"index": index, "code": exc.code, "message": exc.message})
             at = _skip(text, end)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
@@ -21,13 +19,13 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from tally import bootstrap
 from tally.adapters.telemetry import tracing
-from tally.adapters.telemetry.metrics import HTTP_REQUEST_DURATION
 from tally.config import Settings, get_settings
 from tally.domain.throttle import EventBudget, FailureLimiter
 from tally.entrypoints.failures import LastResort
 from tally.entrypoints.http import errors
 from tally.entrypoints.http.auth import SECURITY_SCHEMES, authorize, declaration
 from tally.entrypoints.http.headers import SecurityHeaders
+from tally.entrypoints.http.request_log import RequestLog
 from tally.entrypoints.http.routes import (
     accounts,
     dead_letters,
@@ -45,8 +43,6 @@ from tally.entrypoints.http.routes import (
 )
 from tally.entrypoints.pages.app import create_pages
 from tally.entrypoints.pages.web import Seller
-
-log = logging.getLogger("tally.api")
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -139,7 +135,7 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
     app.router.add_route("/asyncapi.json", _asyncapi, methods=["GET"], include_in_schema=False)
     for path in ("/", "/ui"):  # the server's root is its pages
         app.router.add_route(path, _to_pages, methods=["GET", "HEAD"], include_in_schema=False)
-    app.middleware("http")(_log_request)
+    app.add_middleware(RequestLog)
     app.add_middleware(LastResort, answer=errors.internal)  # it sees every failure
     app.add_middleware(SecurityHeaders)  # outside it: the last resort's answers get them too
     if proxies := [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]:
@@ -171,54 +167,6 @@ def _asyncapi_json() -> bytes:
     from tally.adapters.asyncapi import asyncapi_document  # FastStream: on the first request
 
     return json.dumps(asyncapi_document()).encode()
-
-
-async def _log_request(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """One line a request (method, path, status, key id (never the secret), duration, the
-    request id) and its duration in ``tally_http_request_duration_seconds``."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        seconds = time.perf_counter() - started
-        HTTP_REQUEST_DURATION.labels(request.method, route_template(request), str(status)).observe(
-            seconds
-        )
-        key: Any = getattr(request.state, "key_id", None)
-        log.info(
-            "%s %s %d key=%s %.1fms request=%s",
-            request.method,
-            request.url.path,
-            status,
-            key or "-",
-            seconds * 1000,
-            request.state.request_id,
-            extra={
-                "context": {
-                    "request": request.state.request_id,
-                    "method": request.method,
-                    "path": request.url.path,
-                    "status": status,
-                    "key": key,
-                    "duration_ms": round(seconds * 1000, 1),
-                }
-            },
-        )
-
-
-def route_template(request: Request) -> str:
-    """The matched route's template (``/v1/invoices/{number}``), never the path itself: a
-    label per organization or invoice would grow without bound. ``unmatched`` for a 404."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", None)
-    if not isinstance(path, str):
-        return "unmatched"
-    return str(request.scope.get("root_path", "")) + path
 
 
 def openapi_document() -> dict[str, Any]:
