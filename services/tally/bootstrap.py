@@ -20,6 +20,7 @@ from tally.adapters.postgres.alert_outbox import PostgresAlertOutbox
 from tally.adapters.postgres.api_keys import PostgresApiKeys
 from tally.adapters.postgres.connection import make_engine
 from tally.adapters.postgres.privileges import READER
+from tally.adapters.postgres.seal_signing import PostgresSealSigning
 from tally.adapters.postgres.token_purchases import PostgresTokenPurchases
 from tally.adapters.postgres.unit_of_work import PostgresDatabase
 from tally.adapters.redis_client import is_cluster
@@ -46,6 +47,7 @@ __all__ = [
     "metering_service",
     "migrate",
     "producer",
+    "seal_signing_store",
     "service_urls",
     "token_purchases",
 ]
@@ -98,6 +100,10 @@ def reader_engine(database: str) -> AsyncEngine:
 
 def api_key_store(engine: AsyncEngine) -> PostgresApiKeys:
     return PostgresApiKeys(engine)
+
+
+def seal_signing_store(engine: AsyncEngine) -> PostgresSealSigning:
+    return PostgresSealSigning(engine)
 
 
 def token_purchases() -> TokenPurchaseStore:

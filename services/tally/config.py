@@ -41,6 +41,16 @@ class Settings(BaseSettings):
         default=None,
         description="Set: `tally migrate` lets tally_reader log in with this password.",
     )
+    seal_key_file: Path | None = Field(
+        default=None,
+        description="The Ed25519 private key (PKCS#8 PEM) that signs month seals: "
+        "`tally seal keygen` writes it here, the close and `tally seal sign` read it.",
+    )
+    seal_private_key: SecretStr | None = Field(
+        default=None,
+        description="The same key as PEM text, from a secret the deployment provides; "
+        "wins over seal_key_file.",
+    )
     redis_url: str | None = Field(
         default=None, description="redis://… URL; unset: an embedded Redis in data_dir."
     )

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import fetch_limit
-from tally.domain import merkle
+from tally.domain import merkle, seal_signature
 from tally.domain.pagination import Cursors, Key, Page
 
 Heads = Mapping[int, int]  # lane -> seq
@@ -52,6 +52,8 @@ class SealRecord(BaseModel):
     last_invoice: int  # the period's invoices numbered up to this one print this seal
     sealed_at: datetime
     lanes: list[LaneHead]
+    key_id: str | None = None  # the key that signed it (None: not signed yet)
+    signature: str | None = None  # Ed25519 over ``signed_bytes()``, hex
 
     def cursor_key(self) -> Key:
         return (self.period, self.sequence)
@@ -68,6 +70,31 @@ class SealRecord(BaseModel):
             "sealed_at": self.sealed_at,
             "entries": self.entries,
         }
+
+    def signed_bytes(self) -> bytes:
+        return seal_signature.signed_bytes(self.period, self.sequence, self.root, self.entries)
+
+    def signature_on_invoice(self) -> dict[str, object] | None:
+        """The ``seal_signature`` key of an invoice's fixed JSON shape, beside ``seal``."""
+        if self.signature is None:
+            return None
+        return {
+            "algorithm": seal_signature.ALGORITHM,
+            "key_id": self.key_id,
+            "signature": self.signature,
+            "keys": seal_signature.KEYS_PATH,
+        }
+
+
+class SealKey(BaseModel):
+    """A public key that signs seals, valid from ``valid_from`` until the next key's
+    (``valid_until``: None for the current key)."""
+
+    key_id: str
+    algorithm: str
+    public_key: str  # the raw 32 bytes, hex
+    valid_from: datetime
+    valid_until: datetime | None
 
 
 class ProofStep(BaseModel):
@@ -182,7 +209,8 @@ async def stored(
     """Seals (of one period, one seal of it, or all), by period and sequence; ``after`` a
     (period, sequence) and up to ``limit`` of them for a page."""
     seals = await conn.fetch(
-        """SELECT * FROM period_seal
+        """SELECT s.*, g.key_id, g.signature FROM period_seal s
+             LEFT JOIN seal_signature g USING (period, sequence)
             WHERE ($1::text IS NULL OR period = $1) AND ($2::int IS NULL OR sequence = $2)
               AND ($3::text IS NULL OR (period, sequence) > ($3, $4::int))
             ORDER BY period, sequence LIMIT $5""",
@@ -209,9 +237,23 @@ async def stored(
             last_invoice=row["last_invoice"],
             sealed_at=row["sealed_at"],
             lanes=lanes.get((row["period"], row["sequence"]), []),
+            key_id=row["key_id"],
+            signature=None if row["signature"] is None else bytes(row["signature"]).hex(),
         )
         for row in seals
     ]
+
+
+async def seal_keys(engine: AsyncEngine) -> list[SealKey]:
+    """Every public key that signs seals, oldest first, each valid until the next one's
+    ``valid_from`` (what ``/.well-known/tally-seal-keys.json`` publishes)."""
+    async with raw_connection(engine) as conn:
+        rows = await conn.fetch(
+            """SELECT key_id, algorithm, public_key, valid_from,
+                      lead(valid_from) OVER (ORDER BY valid_from) AS valid_until
+                 FROM seal_key ORDER BY valid_from"""
+        )
+    return [SealKey(**{**dict(row), "public_key": bytes(row["public_key"]).hex()}) for row in rows]
 
 
 async def seals_page(

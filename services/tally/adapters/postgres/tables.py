@@ -258,6 +258,27 @@ class PeriodSeal(SQLModel, table=True):
     sealed_at: datetime = _ts(nullable=False)
 
 
+class SealKey(SQLModel, table=True):
+    """A public key that signs seals, valid until the next key's ``valid_from`` (0019)."""
+
+    __tablename__ = "seal_key"
+    key_id: str = Field(primary_key=True)
+    algorithm: str
+    public_key: bytes = _bytes(nullable=False, unique=True)
+    valid_from: datetime = _ts(nullable=False)
+
+
+class SealSignature(SQLModel, table=True):
+    """A seal's Ed25519 signature (``tally.domain.seal_signature.signed_bytes``)."""
+
+    __tablename__ = "seal_signature"
+    period: str = Field(primary_key=True)
+    sequence: int = Field(primary_key=True)
+    key_id: str = Field(foreign_key="seal_key.key_id")
+    signature: bytes = _bytes(nullable=False)
+    signed_at: datetime = _ts(nullable=False)
+
+
 class PeriodSealLane(SQLModel, table=True):
     """A lane's head when the seal was taken: with the previous seal's, what it covers."""
 

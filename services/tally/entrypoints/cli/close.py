@@ -24,7 +24,9 @@ from tally.entrypoints.cli.rendering import (
     parse_instant,
     print_rows,
 )
+from tally.entrypoints.cli.seal import signing_key
 from tally.service_layer.month_close import CloseRefused, CloseReport, close_period
+from tally.service_layer.seal_signing import SealKeyError, sign_seals
 
 
 def close(
@@ -47,6 +49,10 @@ def close(
     tracing.configure("tally-close")
     clock = parse_instant(as_of) or datetime.now(UTC)
     chosen = period or previous_period(clock)
+    try:
+        key = signing_key(settings)  # a key configured but unusable stops the close early
+    except SealKeyError as exc:
+        raise fail(str(exc)) from exc
 
     async def work(engine: Any) -> tuple[CloseReport, list[dict[str, Any]]]:
         with counting_bars() as bars:
@@ -59,11 +65,16 @@ def close(
                 lambda done, total: bars.update(task, completed=done, total=total),
                 settings.close_chunk,
             )
+        if key is not None:  # the seals this close took (and any older unsigned ones)
+            try:
+                await sign_seals(bootstrap.seal_signing_store(engine), key)
+            except SealKeyError as exc:
+                raise SealKeyError(f"{chosen} is closed, its seals are not signed: {exc}") from exc
         return report, await invoices.list_invoices(engine, chosen)
 
     try:
         report, listed = with_engine(work)
-    except CloseRefused as exc:
+    except (CloseRefused, SealKeyError) as exc:
         raise fail(str(exc)) from exc
     if settings.metrics_pushgateway:
         try:

@@ -127,11 +127,18 @@ def _text(value: Any) -> str:
     return format(value, "f") if isinstance(value, Decimal) else str(value)
 
 
-def seal_text(seal: dict[str, Any]) -> str:
-    """The month seal on an invoice: what a customer keeps to check the ledger later."""
-    return (
+def seal_text(seal: dict[str, Any], signed: dict[str, Any] | None) -> str:
+    """The month seal on an invoice, and its signature when it has one: what a customer
+    keeps to check the ledger later."""
+    text = (
         f"month seal {seal['sequence']}: SHA-256 Merkle root {seal['root']} over "
         f"{seal['entries']} entries, sealed {plain(seal['sealed_at'])}"
+    )
+    if signed is None:
+        return text + "; not signed yet"
+    return (
+        f"{text}; {signed['algorithm']} signature {signed['signature']} by key "
+        f"{signed['key_id']} (public keys: {signed['keys']})"
     )
 
 
@@ -159,7 +166,7 @@ def rows(invoice: Invoice) -> list[dict[str, str]]:
         )
     out.append({"kind": "total", "description": doc["currency"], "amount": _text(doc["total"])})
     if doc["seal"]:
-        out.append({"kind": "seal", "description": seal_text(doc["seal"])})
+        out.append({"kind": "seal", "description": seal_text(doc["seal"], doc["seal_signature"])})
     return [{column: row.get(column, "") for column in ("kind", *COLUMNS)} for row in out]
 
 

@@ -36,6 +36,7 @@ from tally.entrypoints.http.routes import (
     ingest,
     invoices,
     metrics,
+    seal_keys,
     seals,
     trial_balance,
     usage,
@@ -56,13 +57,15 @@ ROUTERS: tuple[APIRouter, ...] = (
     trial_balance.router,
     entries.router,
     seals.router,
+    seal_keys.router,
     gl_export.router,
     usage.router,
 )
 DESCRIPTION = """Tally's API for auditors, finance and organizations, read-only but for one
 route: `POST /v1/events`, where a producer key sends usage events over HTTP.
 
-Every route but /v1/health, /openapi.json and /asyncapi.json (the streams' AsyncAPI)
+Every route but /v1/health, /openapi.json, /asyncapi.json (the streams' AsyncAPI) and
+/.well-known/tally-seal-keys.json (the keys that sign month seals)
 needs `Authorization: Bearer <API key>` (`tally apikey create`). Each operation's
 `x-tally-scope` is the scope its key needs, and `x-tally-org` how it is bound to an
 organization. Lists are keyset-paginated (`next`); `?format=csv` or `Accept: text/csv`

@@ -141,6 +141,7 @@ async def _document(conn: asyncpg.Connection, head: asyncpg.Record, billed: bool
         ],
         "total": head["total"],
         "seal": seal.on_invoice() if seal else None,  # the month seal it was issued under
+        "seal_signature": seal.signature_on_invoice() if seal else None,  # None: unsigned
     }
     return Invoice(
         document,
