@@ -105,20 +105,36 @@ class RootBuilder:
         return node
 
 
+class Tree:
+    """Every level of a tree over ``leaves``, kept: the proofs of many of its leaves, each
+    in time logarithmic in their count (memory: about twice the leaves' hashes)."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.leaves = leaves
+        self._levels = _levels(leaves)
+
+    @property
+    def root(self) -> bytes:
+        return self._levels[-1][0] if self.leaves else hashlib.sha256().digest()
+
+    def prove(self, index: int) -> Proof:
+        """The inclusion proof of ``leaves[index]``: its siblings from the bottom up (an odd
+        last node, carried up unchanged, has no sibling at that level and adds no step)."""
+        if not 0 <= index < len(self.leaves):
+            raise IndexError(f"leaf {index} of a tree of {len(self.leaves)} leaves")
+        siblings, position = [], index
+        for level in self._levels[:-1]:
+            partner = position ^ 1
+            if partner < len(level):
+                side: Side = "left" if partner < position else "right"
+                siblings.append(Sibling(side, level[partner]))
+            position //= 2
+        return Proof(self.leaves[index], index, len(self.leaves), tuple(siblings), self.root)
+
+
 def prove(leaves: Sequence[bytes], index: int) -> Proof:
-    """The inclusion proof of ``leaves[index]``: its siblings from the bottom up (an odd
-    last node, carried up unchanged, has no sibling at that level and adds no step)."""
-    if not 0 <= index < len(leaves):
-        raise IndexError(f"leaf {index} of a tree of {len(leaves)} leaves")
-    levels = _levels(leaves)
-    siblings, position = [], index
-    for level in levels[:-1]:
-        partner = position ^ 1
-        if partner < len(level):
-            side: Side = "left" if partner < position else "right"
-            siblings.append(Sibling(side, level[partner]))
-        position //= 2
-    return Proof(leaves[index], index, len(leaves), tuple(siblings), levels[-1][0])
+    """The inclusion proof of ``leaves[index]`` (one proof; :class:`Tree` for many)."""
+    return Tree(leaves).prove(index)
 
 
 def verify_proof(proof: Proof) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(item) for item in value]
     return value
+
+
+def json_line(value: Any) -> str:
+    """One line of JSON Lines (a statement's): compact, UTF-8, decimals as exact strings."""
+    return json.dumps(plain(value), ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def verification_summary(result: Verification) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from tally.entrypoints.http.routes import (
     metrics,
     seal_keys,
     seals,
+    statement,
     trial_balance,
     usage,
     verify,
@@ -58,6 +59,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     entries.router,
     seals.router,
     seal_keys.router,
+    statement.router,
     gl_export.router,
     usage.router,
 )

@@ -174,3 +174,8 @@ async def invoice_numbered(engine: AsyncEngine, number: int) -> Invoice | None:
     async with raw_connection(engine) as conn:
         head = await conn.fetchrow("SELECT * FROM invoice WHERE number = $1", number)
         return None if head is None else await _document(conn, head)
+
+
+async def invoice_document(conn: asyncpg.Connection, head: asyncpg.Record) -> dict[str, Any]:
+    """The fixed JSON shape of the invoice whose ``invoice`` row is ``head``."""
+    return (await _document(conn, head, billed=False)).document

@@ -1,0 +1,212 @@
+"""A customer's statement of one sealed month (``tally.domain.statement``'s format), read
+in one repeatable-read snapshot and streamed: events through a server-side cursor, so
+memory stays flat however many events the month has (it holds the seals' leaves, 32 bytes
+an entry of the period, to prove from)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from tally.adapters.postgres import seals
+from tally.adapters.postgres.reads.invoices import invoice_document, invoice_number
+from tally.domain import merkle, seal_signature
+from tally.domain.ledger import canonical_amount
+from tally.domain.ratecard import RateCard
+from tally.domain.statement import FORMAT, proof_of
+
+PREFETCH = 2_000  # events read per round trip
+
+# The organization's usage entries of the period with the events each carries, in leaf
+# order (lane, seq), each entry's lines (what its hash covers) on its first row only.
+CARRIED = """
+SELECT e.id AS entry, e.lane, e.seq, e.posted_at, e.idempotency_key, e.kind, e.org,
+       e.period, e.rate_card_version, e.prev_hash, e.hash, b.invoice, b.original,
+       v.source, v.id, v.status, v.meter, v.feature, v.quantity, v.raw
+  FROM journal_entry e
+  JOIN usage_event v ON v.entry_id = e.id
+  LEFT JOIN billed_entry b ON b.entry_id = e.id
+ WHERE e.org = $1 AND e.period = $2
+ ORDER BY e.lane, e.seq, v.source, v.id"""
+
+LINES = """
+SELECT a.code, l.amount FROM entry_line l JOIN account a ON a.id = l.account_id
+ WHERE l.entry_id = $1 ORDER BY a.code"""
+
+UNCARRIED = """
+SELECT source, id, status, meter, feature, quantity, raw FROM usage_event
+ WHERE org = $1 AND period = $2 AND entry_id IS NULL ORDER BY source, id"""
+
+
+class NoStatement(LookupError):
+    """No statement of that organization and period: the message says why."""
+
+
+class _Seals:
+    """The period's seals, each with its tree, and which one holds an entry."""
+
+    def __init__(self, sealed: list[seals.SealRecord]) -> None:
+        self.sealed = sealed
+        self.trees: dict[int, merkle.Tree] = {}
+        self.places: dict[int, dict[tuple[int, int], int]] = {}
+
+    async def load(self, conn: asyncpg.Connection) -> None:
+        for previous, seal in zip([None, *self.sealed], self.sealed, strict=False):
+            after, upto = seals.leaf_order(previous, seal)
+            rows = await seals.covered(conn, seal.period, after, upto)
+            self.trees[seal.sequence] = merkle.Tree([bytes(row["hash"]) for row in rows])
+            self.places[seal.sequence] = {
+                (row["lane"], row["seq"]): index for index, row in enumerate(rows)
+            }
+
+    def find(self, lane: int, seq: int) -> tuple[int, int] | None:
+        """The seal an entry is in and its leaf's index there (None: in no seal yet)."""
+        for sequence, places in self.places.items():
+            if (lane, seq) in places:
+                return sequence, places[(lane, seq)]
+        return None
+
+
+async def _header(
+    conn: asyncpg.Connection, org: str, period: str, head: asyncpg.Record, sealed: _Seals
+) -> dict[str, Any]:
+    keys = {
+        row["key_id"]: row
+        for row in await conn.fetch(
+            """SELECT key_id, public_key, valid_from,
+                      lead(valid_from) OVER (ORDER BY valid_from) AS valid_until
+                 FROM seal_key"""
+        )
+    }
+
+    def signed(seal: seals.SealRecord) -> dict[str, Any] | None:
+        if seal.key_id is None:
+            return None
+        key = keys[seal.key_id]
+        return {
+            "algorithm": seal_signature.ALGORITHM,
+            "key_id": seal.key_id,
+            "signature": seal.signature,
+            "public_key": bytes(key["public_key"]).hex(),
+            "valid_from": key["valid_from"].isoformat(),
+            "valid_until": key["valid_until"] and key["valid_until"].isoformat(),
+        }
+
+    return {
+        "type": "header",
+        "format": FORMAT,
+        "org": org,
+        "period": period,
+        "invoice": invoice_number(head["number"]),
+        "currency": head["currency"],
+        "seals": [
+            {
+                "sequence": seal.sequence,
+                "root": seal.root,
+                "entries": seal.entries,
+                "sealed_at": seal.sealed_at.isoformat(),
+                "signature": signed(seal),
+            }
+            for seal in sealed.sealed
+        ],
+        "keys": seal_signature.KEYS_PATH,
+        "signed": seal_signature.CANONICAL,
+    }
+
+
+def _event(row: asyncpg.Record) -> dict[str, Any]:
+    raw = bytes(row["raw"])
+    return {
+        "type": "event",
+        "source": row["source"],
+        "id": row["id"],
+        "status": row["status"],
+        "meter": row["meter"],
+        "feature": row["feature"],
+        "quantity": canonical_amount(row["quantity"]),
+        "raw": base64.b64encode(raw).decode(),
+        "raw_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+
+
+async def _entry(conn: asyncpg.Connection, row: asyncpg.Record, sequence: int) -> dict[str, Any]:
+    lines = await conn.fetch(LINES, row["entry"])
+    original = row["original"]
+    return {
+        "type": "entry",
+        "id": row["entry"],
+        "seal": sequence,
+        "lane": row["lane"],
+        "seq": row["seq"],
+        "posted_at": row["posted_at"].isoformat(),
+        "key": row["idempotency_key"],
+        "kind": row["kind"],
+        "org": row["org"],
+        "period": row["period"],
+        "rate_card_version": row["rate_card_version"],
+        "prev_hash": bytes(row["prev_hash"]).hex(),
+        "lines": [[line["code"], canonical_amount(line["amount"])] for line in lines],
+        "hash": bytes(row["hash"]).hex(),
+        "invoice": row["invoice"] and invoice_number(row["invoice"]),
+        "adjusts": original and invoice_number(original),
+    }
+
+
+async def statement_lines(
+    conn: asyncpg.Connection, org: str, period: str
+) -> AsyncIterator[dict[str, Any]]:
+    """The statement of ``org`` for ``period``, line by line; ``NoStatement`` (before the
+    first line) when the organization has no invoice for the period or it has no seal."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        head = await conn.fetchrow(
+            "SELECT * FROM invoice WHERE org = $1 AND period = $2", org, period
+        )
+        if head is None:
+            raise NoStatement(f"{org} has no invoice for {period}: the period is not closed for it")
+        sealed = _Seals(await seals.stored(conn, period))
+        if not sealed.sealed:
+            raise NoStatement(f"{period} has no seal yet")
+        await sealed.load(conn)
+        yield await _header(conn, org, period, head, sealed)
+        entries = events = 0
+        current: int | None = None
+        place: tuple[int, int] | None = None
+        async for row in conn.cursor(CARRIED, org, period, prefetch=PREFETCH):
+            if row["entry"] != current:
+                current = row["entry"]
+                place = sealed.find(row["lane"], row["seq"])
+                if place is not None:  # an entry posted after the last seal: not listed
+                    entries += 1
+                    yield await _entry(conn, row, place[0])
+            if place is None:
+                continue
+            events += 1
+            proof = sealed.trees[place[0]].prove(place[1])
+            yield {
+                **_event(row),
+                "entry": row["entry"],
+                "leaf": bytes(row["hash"]).hex(),
+                "proof": proof_of(proof),
+            }
+        async for row in conn.cursor(UNCARRIED, org, period, prefetch=PREFETCH):
+            events += 1
+            yield {**_event(row), "entry": None}
+        invoice = await invoice_document(conn, head)
+        card = await conn.fetchval(
+            "SELECT body::text FROM rate_card WHERE version = $1", head["rate_card_version"]
+        )
+        yield {
+            "type": "trailer",
+            "invoice": invoice["number"],
+            "currency": invoice["currency"],
+            "lines": invoice["lines"],
+            "adjustments": invoice["adjustments"],
+            "total": invoice["total"],
+            "rate_card": RateCard.model_validate_json(card).model_dump(mode="json"),
+            "entries": entries,
+            "events": events,
+        }

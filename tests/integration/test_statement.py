@@ -1,0 +1,154 @@
+"""A customer's statement against real PostgreSQL: two signed seals of a month (the close's
+and the late usage's), every event with its proof, checked by `tally.domain.statement` and
+by the docs' standalone script; one changed event, proof, signature or invoice figure is
+named; a month without an invoice or a seal has no statement."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from support.close_support import close, license_day, meter
+from support.ledger_support import ai, api
+from support.statement_support import docs_script, export, forged, run_script
+from tally import bootstrap
+from tally.adapters.postgres import seals
+from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads.statement import NoStatement, statement_lines
+from tally.domain.statement import BadStatement, check
+from tally.service_layer.metering import MeteringService
+from tally.service_layer.seal_signing import load_private_key, new_key_pair, publish, sign_seals
+
+SEP, OCT = "2026-09", "2026-10"
+IN_SEP = {"time": "2026-09-15T12:00:00Z"}
+
+
+async def signed_september(service: MeteringService, engine: AsyncEngine) -> None:
+    """acme's September over its API allocation, with AI usage, a request that is not
+    billable and late usage billed on October's invoice; every seal signed."""
+    await meter(
+        service,
+        [
+            license_day("acme-lic", "gc2", "named", 2, org="acme", day="2026-09-05"),
+            api("acme-1", count=300_000, org="acme", **IN_SEP),
+            ai("acme-2", "virtual_agent", 40, "session", org="acme", **IN_SEP),
+            ai("acme-3", "ai_scoring", 7, "evaluation", org="acme", **IN_SEP),
+            api("acme-ui", count=3, kind="ui", org="acme", **IN_SEP),
+            api("globex-1", count=10, org="globex", **IN_SEP),
+        ],
+    )
+    await meter(service, [api("acme-4", count=5, org="acme", **IN_SEP)])
+    await close(engine, SEP)
+    store = bootstrap.seal_signing_store(engine)
+    pair = new_key_pair()
+    await publish(store, pair)
+    key = load_private_key(pair.private_pem, "the test's key")
+    await sign_seals(store, key)
+    await meter(service, [api("acme-late", count=7, org="acme", **IN_SEP)])
+    await close(engine, OCT)  # September's seal 2 holds the late usage
+    await sign_seals(store, key)
+
+
+def event(lines: list[dict[str, Any]], event_id: str) -> dict[str, Any]:
+    return next(line for line in lines if line["type"] == "event" and line["id"] == event_id)
+
+
+async def test_a_statement_proves_every_event_and_adds_up_to_the_invoice(
+    engine: AsyncEngine, service: MeteringService, tmp_path: Path
+) -> None:
+    await signed_september(service, engine)
+    good = tmp_path / "acme.jsonl"
+    lines = await export(engine, "acme", SEP, good)
+    header, trailer = lines[0], lines[-1]
+    assert (header["type"], header["org"], header["period"]) == ("header", "acme", SEP)
+    assert [seal["sequence"] for seal in header["seals"]] == [1, 2]
+    assert all(seal["signature"]["algorithm"] == "Ed25519" for seal in header["seals"])
+    events = [line for line in lines if line["type"] == "event"]
+    assert {line["id"] for line in events} == {
+        "acme-lic", "acme-1", "acme-2", "acme-3", "acme-ui", "acme-4", "acme-late"
+    }  # fmt: skip
+    entries = {line["id"]: line for line in lines if line["type"] == "entry"}
+    late = event(lines, "acme-late")
+    assert entries[late["entry"]]["seal"] == 2
+    assert entries[late["entry"]]["adjusts"] == header["invoice"]
+    assert event(lines, "acme-ui")["status"] == "non_billable"
+    assert event(lines, "acme-ui")["entry"] is None
+    assert (trailer["type"], trailer["invoice"], trailer["events"]) == (
+        "trailer",
+        header["invoice"],
+        7,
+    )
+    api_line = next(line for line in trailer["lines"] if line["meter"] == "api_requests")
+    assert api_line["used"] == "300005" and api_line["overage"] == "80005"
+
+    with good.open("rb") as read:
+        assert check(read) == []
+    script = tmp_path / "check_statement.py"
+    script.write_text(docs_script())
+    keys = tmp_path / "keys.json"
+    published = await seals.seal_keys(engine)
+    keys.write_text(json.dumps({"keys": [key.model_dump(mode="json") for key in published]}))
+    code, said = await run_script(script, good, keys)
+    assert (code, said.strip()) == (0, "every signature, proof and invoice line checks"), said
+
+    def recount(lines: list[dict[str, Any]]) -> None:  # a changed event, its hash made to fit
+        line = event(lines, "acme-1")
+        raw = base64.b64decode(line["raw"]).replace(b'"count": 300000', b'"count": 200000')
+        assert raw != base64.b64decode(line["raw"])
+        line["raw"] = base64.b64encode(raw).decode()
+        line["raw_sha256"] = hashlib.sha256(raw).hexdigest()
+        line["quantity"] = "200000"
+
+    def reroute(lines: list[dict[str, Any]]) -> None:  # one proof step changed
+        step = event(lines, "acme-2")["proof"]["siblings"][0]
+        step["hash"] = "00" * 32
+
+    def resign(lines: list[dict[str, Any]]) -> None:  # one signature changed
+        signed = lines[0]["seals"][0]["signature"]
+        signed["signature"] = ("00" if signed["signature"][:2] != "00" else "11") + signed[
+            "signature"
+        ][2:]
+
+    def rebill(lines: list[dict[str, Any]]) -> None:  # the invoice says more was used
+        lines[-1]["lines"][0]["used"] = "300006"
+
+    for change, named in [
+        (recount, "entry"),
+        (reroute, "proof does not lead"),
+        (resign, "signature"),
+        (rebill, "api_requests"),
+    ]:
+        bad = forged(lines, tmp_path / f"{change.__name__}.jsonl", change)
+        with bad.open("rb") as read:
+            findings = check(read)
+        assert findings and named in " ".join(findings), (change.__name__, findings)
+        code, said = await run_script(script, bad, keys)
+        assert code == 1 and said.strip(), (change.__name__, said)
+
+    other_key = tmp_path / "other-keys.json"
+    other_key.write_text(json.dumps({"keys": [{"public_key": "ab" * 32}]}))
+    code, said = await run_script(script, good, other_key)
+    assert code == 1 and "no valid signature by a known key" in said
+    with pytest.raises(BadStatement, match="header"):
+        check([b'{"type": "event"}\n'])
+    with pytest.raises(BadStatement, match="trailer"):
+        check(good.read_bytes().splitlines()[:-1])
+
+
+async def test_no_statement_without_an_invoice_or_a_seal(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    await meter(service, [api("acme-1", count=1, org="acme", **IN_SEP)])
+    async with raw_connection(engine) as conn:
+        for org, period, why in [
+            ("acme", SEP, "not closed"),
+            ("nobody", SEP, "no invoice"),
+        ]:
+            with pytest.raises(NoStatement, match=why):
+                await anext(statement_lines(conn, org, period))
