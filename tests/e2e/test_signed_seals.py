@@ -119,3 +119,28 @@ async def test_seals_are_signed_and_stay_verifiable_across_a_key_rotation(
         settings, "close", "--period", OCT, env=plain_env | {"TALLY_SEAL_PRIVATE_KEY": "nope"}
     )
     assert garbage.code == 1 and "TALLY_SEAL_PRIVATE_KEY is not" in garbage.said
+
+    statement = tmp_path / "acme-sep.jsonl"
+    exported = await tally(
+        settings, "statement", "export", "--org", "acme", "--period", SEP, "--out", str(statement)
+    )
+    assert exported.code == 0 and "lines in" in exported.said, exported
+    to_stdout = await tally(settings, "statement", "export", "--org", "acme", "--period", SEP)
+    assert to_stdout.stdout == statement.read_text()
+    verified = await tally(settings, "statement", "verify", str(statement))
+    assert verified.code == 0 and "checks" in verified.said, verified
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text(statement.read_text().replace(september["seal_signature"]["signature"],  # type: ignore[index]
+                                                    "00" * 64))  # fmt: skip
+    refused = await tally(settings, "statement", "verify", str(forged))
+    assert refused.code == 1 and "signature does not verify" in refused.said, refused
+    nothing = await tally(settings, "statement", "verify", str(tmp_path / "none.jsonl"))
+    assert nothing.code == 2 and "cannot read" in nothing.said
+    not_one = await tally(settings, "statement", "verify", str(key_file))
+    assert not_one.code == 2 and "is not a statement" in not_one.said
+    unclosed = await tally(
+        settings, "statement", "export", "--org", "acme", "--period", "2026-11", "--out",
+        str(tmp_path / "nov.jsonl"),
+    )  # fmt: skip
+    assert unclosed.code == 1 and "no invoice for 2026-11" in unclosed.said
+    assert not (tmp_path / "nov.jsonl").exists()

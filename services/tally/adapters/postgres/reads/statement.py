@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -16,7 +18,6 @@ from tally.adapters.postgres import seals
 from tally.adapters.postgres.reads.invoices import invoice_document, invoice_number
 from tally.domain import merkle, seal_signature
 from tally.domain.ledger import canonical_amount
-from tally.domain.ratecard import RateCard
 from tally.domain.statement import FORMAT, proof_of
 
 PREFETCH = 2_000  # events read per round trip
@@ -206,7 +207,7 @@ async def statement_lines(
             "lines": invoice["lines"],
             "adjustments": invoice["adjustments"],
             "total": invoice["total"],
-            "rate_card": RateCard.model_validate_json(card).model_dump(mode="json"),
+            "rate_card": json.loads(card, parse_float=Decimal),  # as stored: exact, in order
             "entries": entries,
             "events": events,
         }
