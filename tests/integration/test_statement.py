@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tally.adapters.postgres import seals
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads.statement import NoStatement, statement_lines
 from tally.domain.statement import BadStatement, check
+from tally.entrypoints.plain import json_line
 from tally.service_layer.metering import MeteringService
 from tally.service_layer.seal_signing import load_private_key, new_key_pair, publish, sign_seals
 
@@ -152,3 +154,28 @@ async def test_no_statement_without_an_invoice_or_a_seal(
         ]:
             with pytest.raises(NoStatement, match=why):
                 await anext(statement_lines(conn, org, period))
+
+
+async def peak_export(engine: AsyncEngine, org: str, out: Path) -> int:
+    """The most memory Python held while the statement streamed into ``out``."""
+    tracemalloc.start()
+    try:
+        with out.open("w") as target:
+            async with raw_connection(engine) as conn:
+                async for line in statement_lines(conn, org, SEP):
+                    target.write(json_line(line))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def test_a_statement_streams_in_flat_memory(
+    engine: AsyncEngine, service: MeteringService, tmp_path: Path
+) -> None:
+    for org, events in (("globex", 3_000), ("acme", 30_000)):
+        await meter(service, [api(f"{org}-{n}", org=org, **IN_SEP) for n in range(events)])
+    await close(engine, SEP)
+    small = await peak_export(engine, "globex", tmp_path / "small.jsonl")
+    large = await peak_export(engine, "acme", tmp_path / "large.jsonl")
+    assert (tmp_path / "large.jsonl").stat().st_size > 9 * (tmp_path / "small.jsonl").stat().st_size
+    assert large < 1.5 * small, (small, large)  # 10 times the events, not the memory

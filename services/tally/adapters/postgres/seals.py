@@ -244,16 +244,21 @@ async def stored(
     ]
 
 
-async def seal_keys(engine: AsyncEngine) -> list[SealKey]:
+async def stored_keys(conn: asyncpg.Connection) -> list[SealKey]:
     """Every public key that signs seals, oldest first, each valid until the next one's
-    ``valid_from`` (what ``/.well-known/tally-seal-keys.json`` publishes)."""
-    async with raw_connection(engine) as conn:
-        rows = await conn.fetch(
-            """SELECT key_id, algorithm, public_key, valid_from,
-                      lead(valid_from) OVER (ORDER BY valid_from) AS valid_until
-                 FROM seal_key ORDER BY valid_from"""
-        )
+    ``valid_from``."""
+    rows = await conn.fetch(
+        """SELECT key_id, algorithm, public_key, valid_from,
+                  lead(valid_from) OVER (ORDER BY valid_from) AS valid_until
+             FROM seal_key ORDER BY valid_from"""
+    )
     return [SealKey(**{**dict(row), "public_key": bytes(row["public_key"]).hex()}) for row in rows]
+
+
+async def seal_keys(engine: AsyncEngine) -> list[SealKey]:
+    """The keys, as ``/.well-known/tally-seal-keys.json`` publishes them."""
+    async with raw_connection(engine) as conn:
+        return await stored_keys(conn)
 
 
 async def seals_page(

@@ -75,14 +75,7 @@ class _Seals:
 async def _header(
     conn: asyncpg.Connection, org: str, period: str, head: asyncpg.Record, sealed: _Seals
 ) -> dict[str, Any]:
-    keys = {
-        row["key_id"]: row
-        for row in await conn.fetch(
-            """SELECT key_id, public_key, valid_from,
-                      lead(valid_from) OVER (ORDER BY valid_from) AS valid_until
-                 FROM seal_key"""
-        )
-    }
+    keys = {key.key_id: key for key in await seals.stored_keys(conn)}
 
     def signed(seal: seals.SealRecord) -> dict[str, Any] | None:
         if seal.key_id is None:
@@ -92,9 +85,9 @@ async def _header(
             "algorithm": seal_signature.ALGORITHM,
             "key_id": seal.key_id,
             "signature": seal.signature,
-            "public_key": bytes(key["public_key"]).hex(),
-            "valid_from": key["valid_from"].isoformat(),
-            "valid_until": key["valid_until"] and key["valid_until"].isoformat(),
+            "public_key": key.public_key,
+            "valid_from": key.valid_from,
+            "valid_until": key.valid_until,
         }
 
     return {
