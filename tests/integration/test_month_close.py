@@ -40,7 +40,9 @@ async def test_fair_use_example_in_usd_eur_and_jpy(
     acme = await document(engine, "acme", OCT)
     assert set(acme) == {
         "number", "org", "period", "currency", "status", "lines", "adjustments", "total", "seal",
+        "seal_signature",
     }  # fmt: skip
+    assert acme["seal_signature"] is None  # no seal key configured
     assert set(acme["seal"]) == {"root", "sequence", "sealed_at", "entries"}
     api_line = line(acme, "api_requests")
     assert (api_line["allocation"], api_line["used"], api_line["overage"]) == (
