@@ -20,8 +20,9 @@ from support.ledger_support import ai, api
 from support.statement_support import docs_script, export, forged, run_script
 from tally import bootstrap
 from tally.adapters.postgres import seals
-from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.reads.statement import NoStatement, statement_lines
+from tally.adapters.postgres.verification import verify
 from tally.domain.statement import BadStatement, check
 from tally.entrypoints.plain import json_line
 from tally.service_layer.metering import MeteringService
@@ -179,3 +180,23 @@ async def test_a_statement_streams_in_flat_memory(
     large = await peak_export(engine, "acme", tmp_path / "large.jsonl")
     assert (tmp_path / "large.jsonl").stat().st_size > 9 * (tmp_path / "small.jsonl").stat().st_size
     assert large < 1.5 * small, (small, large)  # 10 times the events, not the memory
+
+
+async def test_verify_names_a_signature_changed_after_signing(
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService
+) -> None:
+    await signed_september(service, engine)
+    assert (await verify(engine)).ok
+    async with raw_transaction(owner) as conn:  # as the superuser, triggers off
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            "UPDATE seal_signature SET signature = $1 WHERE period = $2 AND sequence = 1",
+            bytes(64),
+            SEP,
+        )
+    checked = await verify(engine, period=SEP)
+    assert [f.detail for f in checked.findings if f.check == "seal"] == [
+        f"seal 1 of {SEP}: its signature by key "
+        f"{(await seals.seal_keys(engine))[0].key_id} does not verify: the signature or the "
+        "seal was changed after signing"
+    ]
