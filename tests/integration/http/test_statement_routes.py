@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integration.http.conftest import OCT, OWN, Ledger, bearer, make_key
+from integration.http.conftest import OCT, OWN, Ledger, bearer, make_key, sign_in
 from support.statement_support import export
 from tally import bootstrap
 from tally.domain.access import Role
@@ -43,7 +43,8 @@ async def test_the_keys_are_public_and_a_viewers_statement_checks(
         ],
     }
 
-    viewer = bearer(await make_key(engine, Role.org_viewer, OWN))
+    secret = await make_key(engine, Role.org_viewer, OWN)
+    viewer = bearer(secret)
     answer = await client.get(f"/v1/orgs/{OWN}/statement", params={"period": OCT}, headers=viewer)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith(MEDIA_TYPE)
@@ -57,6 +58,11 @@ async def test_the_keys_are_public_and_a_viewers_statement_checks(
     invoice = (await client.get(f"/v1/invoices/{ledger.invoices[OWN]}", headers=viewer)).json()
     assert invoice["seal_signature"]["key_id"] == pair.key_id
     assert invoice["seal_signature"]["signature"] == lines[0]["seals"][0]["signature"]["signature"]
+
+    assert (await sign_in(client, secret)).status_code == 303
+    page = await client.get(f"/ui/orgs/{OWN}/invoices/{OCT}")  # the printable document
+    assert page.status_code == 200
+    assert invoice["seal_signature"]["signature"] in page.text and pair.key_id in page.text
 
     later = await client.get(
         f"/v1/orgs/{OWN}/statement", params={"period": "2026-11"}, headers=viewer
