@@ -48,28 +48,34 @@ class NoStatement(LookupError):
 
 
 class _Seals:
-    """The period's seals, each with its tree, and which one holds an entry."""
+    """The period's seals, each with its tree, and where the organization's entries are in
+    them (the trees hold every entry's hash; the places only the organization's)."""
 
     def __init__(self, sealed: list[seals.SealRecord]) -> None:
         self.sealed = sealed
         self.trees: dict[int, merkle.Tree] = {}
-        self.places: dict[int, dict[tuple[int, int], int]] = {}
+        self.places: dict[tuple[int, int], tuple[int, int]] = {}  # (lane, seq) -> seal, index
 
-    async def load(self, conn: asyncpg.Connection) -> None:
+    async def load(self, conn: asyncpg.Connection, org: str) -> None:
+        own = {
+            (row["lane"], row["seq"])
+            for row in await conn.fetch(
+                "SELECT lane, seq FROM journal_entry WHERE org = $1 AND period = $2",
+                org,
+                self.sealed[0].period,
+            )
+        }
         for previous, seal in zip([None, *self.sealed], self.sealed, strict=False):
             after, upto = seals.leaf_order(previous, seal)
             rows = await seals.covered(conn, seal.period, after, upto)
             self.trees[seal.sequence] = merkle.Tree([bytes(row["hash"]) for row in rows])
-            self.places[seal.sequence] = {
-                (row["lane"], row["seq"]): index for index, row in enumerate(rows)
-            }
+            for index, row in enumerate(rows):
+                if (row["lane"], row["seq"]) in own:
+                    self.places[(row["lane"], row["seq"])] = (seal.sequence, index)
 
     def find(self, lane: int, seq: int) -> tuple[int, int] | None:
         """The seal an entry is in and its leaf's index there (None: in no seal yet)."""
-        for sequence, places in self.places.items():
-            if (lane, seq) in places:
-                return sequence, places[(lane, seq)]
-        return None
+        return self.places.get((lane, seq))
 
 
 async def _header(
@@ -164,7 +170,7 @@ async def statement_lines(
         sealed = _Seals(await seals.stored(conn, period))
         if not sealed.sealed:
             raise NoStatement(f"{period} has no seal yet")
-        await sealed.load(conn)
+        await sealed.load(conn, org)
         yield await _header(conn, org, period, head, sealed)
         entries = events = 0
         current: int | None = None
