@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tally.adapters.telemetry.metrics import HTTP_REQUEST_DURATION
 
 log = logging.getLogger("tally.api")
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestLog:
@@ -41,9 +42,10 @@ class RequestLog:
             await self.app(scope, receive, sending)
         finally:
             seconds = time.perf_counter() - started
-            HTTP_REQUEST_DURATION.labels(
-                scope["method"], route_template(scope), str(status)
-            ).observe(seconds)
+            method = scope["method"] if scope["method"] in METHODS else "other"  # any client's
+            HTTP_REQUEST_DURATION.labels(method, route_template(scope), str(status)).observe(
+                seconds
+            )
             state: dict[str, Any] = scope.get("state", {})
             key, request_id = state.get("key_id"), state.get("request_id")
             log.info(
