@@ -212,12 +212,17 @@ async def test_api_requests_are_timed_by_route_template_and_traced(
         transport=httpx.ASGITransport(app=app), base_url="http://tally"
     ) as client:
         assert (await client.get("/v1/invoices/INV-2026-10-000001")).status_code == 401
+        await client.get("/asyncapi.json")
+        await client.get("/no/such/path/42")
+        await client.request("BREW", "/v1/health")  # a method a client made up
         scraped = samples((await client.get("/metrics")).text)
     route = {"method": "GET", "route": "/v1/invoices/{number}", "status": "401"}
     assert (value(scraped, "tally_http_request_duration_seconds_count", **route) or 0) >= 1
-    assert not [
-        labels for (_, labels) in scraped if ("route", "/v1/invoices/INV-2026-10-000001") in labels
-    ]
+    routes = {dict(labels).get("route") for (_, labels) in scraped}
+    methods = {dict(labels).get("method") for (_, labels) in scraped}
+    assert {"/asyncapi.json", "unmatched"} <= routes and "other" in methods
+    assert not {"/no/such/path/42", "/v1/invoices/INV-2026-10-000001"} & routes
+    assert "BREW" not in methods  # no label a client chooses
     assert any(s.name.startswith("GET /v1/invoices/{number}") for s in flushed(spans))
 
 

@@ -9,6 +9,7 @@ millisecond on every answer.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any
@@ -70,8 +71,15 @@ class RequestLog:
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's template (``/v1/invoices/{number}``); ``unmatched`` for a 404."""
+    """The matched route's template (``/v1/invoices/{number}``); a plain route without
+    parameters (``/``, ``/asyncapi.json``) by its path; ``unmatched`` for anything else (a
+    404, a static file: paths a client chooses)."""
     path = getattr(scope.get("route"), "path", None)
-    if not isinstance(path, str):
-        return "unmatched"
-    return str(scope.get("root_path", "")) + path
+    if isinstance(path, str):
+        return str(scope.get("root_path", "")) + path
+    endpoint = scope.get("endpoint")  # a function: a route of its own (a mount's is an app)
+    if (inspect.isfunction(endpoint) or inspect.ismethod(endpoint)) and not scope.get(
+        "path_params"
+    ):
+        return str(scope["path"])
+    return "unmatched"
