@@ -13,14 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
+from pydantic import BaseModel
 
 from tally.adapters.postgres import rollups
 from tally.adapters.postgres.allocations import allocations_so_far
+from tally.adapters.postgres.reads import Amount
 from tally.adapters.postgres.reads.rate_cards import load_rate_cards
-from tally.domain.allocation_status import MeterStatus, daily_tokens, meter_status
+from tally.domain.allocation_status import MeterStatus, Share, daily_tokens, meter_status
 from tally.domain.api_usage import Bucket, DayRange, Report, by_day, pairs_report, selected
 from tally.domain.ledger import AI_TOKEN, API_REQUEST
 from tally.domain.period import period_bounds
@@ -70,6 +71,60 @@ async def latest_period_with_usage(conn: asyncpg.Connection, org: str, upto: str
     return period
 
 
+class MeterShare(BaseModel):
+    """A feature's or a week's part of a meter's use."""
+
+    name: str
+    used: Amount
+    percent: Amount | None  # of the allocation (weeks) or of the use (features)
+
+
+class MeterDocument(BaseModel):
+    """A meter as the API and ``tally usage --format json`` show it."""
+
+    unit: str
+    allocation: Amount
+    used: Amount
+    remaining: Amount
+    usage_percent: Amount | None
+    overage: Amount
+    projected: Amount
+    projected_percent: Amount | None
+    health: str  # GREEN, AMBER, RED
+    projected_unused: Amount
+    as_of: datetime
+    features: list[MeterShare]
+    weeks: list[MeterShare]
+
+    @classmethod
+    def of(cls, status: MeterStatus) -> MeterDocument:
+        def share(item: Share) -> MeterShare:
+            return MeterShare(name=item.name, used=item.used, percent=_percent(item.percent))
+
+        return cls(
+            unit=status.unit,
+            allocation=status.allocation,
+            used=status.used,
+            remaining=status.remaining,
+            usage_percent=_percent(status.usage_percent),
+            overage=status.overage,
+            projected=status.projected,
+            projected_percent=_percent(status.projected_percent),
+            health=status.health.value,
+            projected_unused=status.projected_unused,
+            as_of=status.as_of,
+            features=[share(item) for item in status.features],
+            weeks=[share(item) for item in status.weeks],
+        )
+
+
+class TrackingDocument(BaseModel):
+    org: str
+    period: str
+    rate_card: str
+    meters: dict[str, MeterDocument]  # api_requests, ai_tokens
+
+
 @dataclass(frozen=True)
 class UsageTracking:
     """Where an organization's two meters stand in a period."""
@@ -80,43 +135,22 @@ class UsageTracking:
     api_requests: MeterStatus
     ai_tokens: MeterStatus
 
-    def document(self) -> dict[str, Any]:
-        """The JSON shape (decimals left as Decimal for the caller to render)."""
-        return {
-            "org": self.org,
-            "period": self.period,
-            "rate_card": self.rate_card,
-            "meters": {
-                "api_requests": _meter(self.api_requests),
-                "ai_tokens": _meter(self.ai_tokens),
+    def document(self) -> TrackingDocument:
+        """The JSON shape: percentages to two places, the exact figures beside them."""
+        return TrackingDocument(
+            org=self.org,
+            period=self.period,
+            rate_card=self.rate_card,
+            meters={
+                "api_requests": MeterDocument.of(self.api_requests),
+                "ai_tokens": MeterDocument.of(self.ai_tokens),
             },
-        }
+        )
 
 
 def _percent(value: Decimal | None) -> Decimal | None:
     """Percentages to two places (the exact figures are in ``used`` and ``allocation``)."""
     return None if value is None else value.quantize(Decimal("0.01"))
-
-
-def _meter(status: MeterStatus) -> dict[str, Any]:
-    def share(item: Any) -> dict[str, Any]:
-        return {"name": item.name, "used": item.used, "percent": _percent(item.percent)}
-
-    return {
-        "unit": status.unit,
-        "allocation": status.allocation,
-        "used": status.used,
-        "remaining": status.remaining,
-        "usage_percent": _percent(status.usage_percent),
-        "overage": status.overage,
-        "projected": status.projected,
-        "projected_percent": _percent(status.projected_percent),
-        "health": status.health.value,
-        "projected_unused": status.projected_unused,
-        "as_of": status.as_of,
-        "features": [share(item) for item in status.features],
-        "weeks": [share(item) for item in status.weeks],
-    }
 
 
 async def ledger_usage(conn: asyncpg.Connection, org: str, period: str) -> dict[str, Decimal]:

@@ -17,7 +17,7 @@ from tally.entrypoints.http.lists import (
     CURSOR_ERROR,
     LIST_RESPONSES,
     PagingDep,
-    answer_read,
+    answer,
     invalid_cursor,
 )
 from tally.entrypoints.http.params import InstantQuery, PeriodQuery
@@ -38,12 +38,7 @@ async def list_accounts(
 ) -> Response:
     """Accounts in code order with their debits, credits and balance (debits positive)."""
     filters = accounts.AccountFilter(org=caller.narrow(org), period=period, unit=unit, kind=kind)
-    return await answer_read(
-        paging,
-        accounts.AccountRow,
-        lambda conn, cursors, after, limit: accounts.accounts(conn, filters, cursors, after, limit),
-        lambda conn: accounts.iter_accounts(conn, filters),
-    )
+    return await answer(paging, accounts.account_listing(filters))
 
 
 @router.get(

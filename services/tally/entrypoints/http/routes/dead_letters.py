@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
+from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, scoped
@@ -27,14 +28,16 @@ async def list_dead_letters(
     since: SinceQuery = None,
 ) -> Response:
     """Dead letters in id order, open and replayed."""
-    return await answer(paging, dead_letter_reads.dead_letter_listing(code, source, since))
+    filters = dead_letter_reads.DeadLetterFilter(code=code, source=source, since=since)
+    return await answer(paging, dead_letter_reads.dead_letter_listing(filters))
 
 
 @router.get("/v1/dead-letters/{letter_id}", **scoped(Scope.dlq_read))
 async def show_dead_letter(caller: CallerDep, request: Request, letter_id: Id) -> dict[str, Any]:
     """One dead letter with its raw bytes: `raw_base64`, and `raw_text` when UTF-8."""
-    letter = await dead_letter_reads.dead_letter(request.app.state.engine, letter_id)
+    async with raw_connection(request.app.state.engine) as conn:
+        letter = await dead_letter_reads.dead_letter(conn, letter_id)
     if letter is None:
         raise ApiError(404, f"no dead letter {letter_id}")
-    shown: dict[str, Any] = plain(letter)
+    shown: dict[str, Any] = plain(letter.model_dump())
     return shown

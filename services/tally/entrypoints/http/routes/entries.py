@@ -13,7 +13,7 @@ from tally.adapters.postgres.reads import entries
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError
-from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer_read
+from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer
 from tally.entrypoints.http.params import InstantQuery, OrgQuery, PeriodQuery
 from tally.entrypoints.inputs import Id, Text
 from tally.entrypoints.plain import plain
@@ -41,12 +41,7 @@ async def list_entries(
         posted_from=posted_from,
         posted_to=posted_to,
     )
-    return await answer_read(
-        paging,
-        entries.EntrySummary,
-        lambda conn, cursors, after, limit: entries.entries(conn, filters, cursors, after, limit),
-        lambda conn: entries.iter_entries(conn, filters),
-    )
+    return await answer(paging, entries.entry_listing(filters))
 
 
 @router.get("/v1/entries/{entry_id}", **scoped(Scope.ledger_read))

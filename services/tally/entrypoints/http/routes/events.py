@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import events as event_reads
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, scoped
@@ -21,8 +22,9 @@ async def show_event(
     caller: CallerDep, request: Request, source: Text, event_id: Text
 ) -> dict[str, Any]:
     """What `tally events show SOURCE ID --format json` prints."""
-    story = await event_reads.event_story(request.app.state.engine, source, event_id)
+    async with raw_connection(request.app.state.engine) as conn:
+        story = await event_reads.event_story(conn, source, event_id)
     if story is None:
         raise ApiError(404, f"no event ({source}, {event_id}) was ever received")
-    shown: dict[str, Any] = plain(story)
+    shown: dict[str, Any] = plain(story.model_dump())
     return shown

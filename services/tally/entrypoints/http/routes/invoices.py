@@ -5,16 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-import asyncpg
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import invoices, lineage
-from tally.adapters.postgres.reads.lineage import LineageRow
 from tally.domain.access import Scope
-from tally.domain.pagination import Cursors, Page
 from tally.entrypoints.http.auth import Caller, CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError
-from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer, answer_read
+from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer
 from tally.entrypoints.http.params import OrgQuery, PeriodQuery
 from tally.entrypoints.inputs import Text
 from tally.entrypoints.plain import plain
@@ -45,7 +43,7 @@ async def show_invoice(
 ) -> dict[str, Any]:
     """One invoice: the fixed JSON of `tally invoice show --format json`."""
     _, invoice = await _visible(caller, request, number)
-    document: dict[str, Any] = plain(invoice.document)
+    document: dict[str, Any] = plain(invoice.document.model_dump())
     return document
 
 
@@ -63,25 +61,17 @@ async def invoice_lineage(
     """Each line (or prior-period adjustment) -> the entries it bills -> the events each
     carries, a row per (entry, event), in entry order (`tally invoice lineage`)."""
     serial, _ = await _visible(caller, request, number)
-
-    async def page(
-        conn: asyncpg.Connection, cursors: Cursors, after: str | None, limit: int
-    ) -> Page[LineageRow]:
-        # the invoice exists (invoices are never deleted): a page, never None
-        return await lineage.lineage(conn, serial, cursors, after, limit) or Page([], None)
-
-    return await answer_read(
-        paging, LineageRow, page, lambda conn: lineage.iter_lineage(conn, serial)
-    )
+    return await answer(paging, lineage.lineage_listing(serial))
 
 
 async def _visible(caller: Caller, request: Request, number: str) -> tuple[int, invoices.Invoice]:
     """The invoice numbered ``number`` (INV-000042) and its serial, if the caller may see
     it: else 404."""
     found = NUMBER.fullmatch(number)
-    invoice = (
-        await invoices.invoice_numbered(request.app.state.engine, int(found[1])) if found else None
-    )
-    if found is None or invoice is None or not caller.sees(invoice.document["org"]):
+    invoice = None
+    if found is not None:
+        async with raw_connection(request.app.state.engine) as conn:
+            invoice = await invoices.invoice_numbered(conn, int(found[1]))
+    if found is None or invoice is None or not caller.sees(invoice.document.org):
         raise ApiError(404, f"no invoice {number}")
     return int(found[1]), invoice

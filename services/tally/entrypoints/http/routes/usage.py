@@ -103,7 +103,7 @@ async def allocation_tracking(
             )
         except LookupError as exc:
             raise ApiError(404, str(exc)) from exc
-    document: dict[str, Any] = plain(tracking.document())
+    document: dict[str, Any] = plain(tracking.document().model_dump())
     return document
 
 
