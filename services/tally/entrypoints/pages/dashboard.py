@@ -15,6 +15,7 @@ from tally.entrypoints.http.auth import OrgBinding, scoped
 from tally.entrypoints.inputs import Period, Text
 from tally.entrypoints.pages import charts
 from tally.entrypoints.pages.web import (
+    NavLink,
     Refusal,
     engine,
     organization_exists,
@@ -24,6 +25,7 @@ from tally.entrypoints.pages.web import (
 )
 
 router = APIRouter()
+NAV = (NavLink("Dashboard", "dashboard", 1),)
 
 
 @router.get("/orgs/{org}", name="dashboard", **scoped(Scope.usage_read, OrgBinding.path))

@@ -19,6 +19,7 @@ from tally.entrypoints.inputs import Id
 from tally.entrypoints.pages import documents
 from tally.entrypoints.pages.web import (
     PAGE_ROWS,
+    NavLink,
     Refusal,
     engine,
     page,
@@ -28,6 +29,7 @@ from tally.entrypoints.pages.web import (
 )
 
 router = APIRouter()
+NAV = (NavLink("Dead letters", "dead_letters", 5),)
 
 
 def letter_filters(request: Request) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from tally.entrypoints.pages import documents, formatting
 from tally.entrypoints.pages.web import (
     HERE,
     PAGE_ROWS,
+    NavLink,
     Refusal,
     Seller,
     engine,
@@ -31,6 +32,7 @@ from tally.entrypoints.pages.web import (
 )
 
 router = APIRouter()
+NAV = (NavLink("Invoices", "invoices", 3),)
 
 
 @router.get("/orgs/{org}/invoices", name="invoices", **scoped(Scope.invoices_read, OrgBinding.path))

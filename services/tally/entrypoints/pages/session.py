@@ -15,6 +15,7 @@ from tally.entrypoints.http.auth import scoped
 from tally.entrypoints.pages.web import (
     COOKIE,
     FORM_COOKIE,
+    NavLink,
     check_form,
     cookie,
     engine,
@@ -25,6 +26,7 @@ from tally.entrypoints.pages.web import (
 )
 
 router = APIRouter()
+NAV = (NavLink("Organizations", "home", 6, every_org=True),)
 
 
 @router.get("/", name="home", **scoped(None))
@@ -34,7 +36,7 @@ async def home(request: Request) -> Response:
         target = "dashboard" if viewer.can(Scope.usage_read) else "invoices"
         return RedirectResponse(path_for(request, "ui:" + target, org=viewer.org), 303)
     orgs = await organization_rows.list_all(engine(request))
-    return page(request, "orgs.html", viewer, orgs=orgs, active="orgs", title="Organizations")
+    return page(request, "orgs.html", viewer, orgs=orgs, active="home", title="Organizations")
 
 
 @router.get("/sign-in", name="sign_in", **scoped(None))
