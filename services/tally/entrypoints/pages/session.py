@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from tally.adapters.postgres import organizations as organization_rows
+from tally.adapters.postgres.reads import organizations as organization_reads
 from tally.adapters.postgres.ui_sessions import open_session, revoke_session
 from tally.domain.access import Scope, key_id_of
 from tally.domain.sessions import new_session_id
@@ -22,6 +22,7 @@ from tally.entrypoints.pages.web import (
     local_target,
     page,
     path_for,
+    read_snapshot,
     signed_in,
 )
 
@@ -35,7 +36,8 @@ async def home(request: Request) -> Response:
     if viewer.org is not None:
         target = "dashboard" if viewer.can(Scope.usage_read) else "invoices"
         return RedirectResponse(path_for(request, "ui:" + target, org=viewer.org), 303)
-    orgs = await organization_rows.list_all(engine(request))
+    async with read_snapshot(engine(request)) as conn:
+        orgs = await organization_reads.organizations(conn)
     return page(request, "orgs.html", viewer, orgs=orgs, active="home", title="Organizations")
 
 
