@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import asyncpg
 from fastapi import Depends, Query, Request, Response
@@ -105,10 +105,21 @@ def json_or_csv(description: str | None = None) -> dict[int | str, dict[str, Any
 CURSOR_ERROR: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "`invalid_cursor`: not a `next` of this list"},
 }
-LIST_RESPONSES = {
-    **json_or_csv('`{"items": [...], "next": cursor or null}`, or CSV'),
-    **CURSOR_ERROR,
-}
+M = TypeVar("M", bound=BaseModel)
+
+
+class ItemsPage(BaseModel, Generic[M]):
+    """A list's JSON page, as the OpenAPI document declares it."""
+
+    items: list[M]
+    next: str | None  # the cursor of the next page; None: this is the last page
+
+
+def list_of(row: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """A list's answers in the OpenAPI document: a JSON page of ``row``s, or CSV of them
+    all; a cursor it did not give out."""
+    page = json_or_csv('`{"items": [...], "next": cursor or null}`, or CSV')[200]
+    return {200: {**page, "model": ItemsPage[row]}, **CURSOR_ERROR}  # type: ignore[valid-type]
 
 
 def invalid_cursor(exc: BadCursor) -> ApiError:
@@ -128,6 +139,12 @@ async def answer(paging: Paging, listing: Paged[Any]) -> Response:
     return JSONResponse(
         {"items": [plain(row.model_dump()) for row in found.items], "next": found.next}
     )
+
+
+def shown(found: BaseModel) -> JSONResponse:
+    """One read's model as JSON (decimals as exact strings, instants in ISO 8601): the
+    shape its route's ``response_model`` declares."""
+    return JSONResponse(plain(found.model_dump()))
 
 
 async def on_connection(

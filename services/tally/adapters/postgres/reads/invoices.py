@@ -7,10 +7,9 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, Field
 
 from tally.adapters.postgres import seals
 from tally.adapters.postgres.reads import Amount
@@ -67,15 +66,9 @@ class InvoiceLine(BaseModel):
     overage: Amount
     unit_price: Amount
     amount: Amount
-    quantity: Amount | None = None  # only the purchased tokens' line: the tokens it adds
-
-    @model_serializer(mode="wrap")
-    def _shape(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """The fixed shape names ``quantity`` only on the purchased tokens' line."""
-        shown: dict[str, Any] = handler(self)
-        if self.quantity is None:
-            del shown["quantity"]
-        return shown
+    # Only on the purchased tokens' line (the fixed shape has it nowhere else): the tokens
+    # it adds to the allocation.
+    quantity: Amount | None = Field(default=None, exclude_if=lambda quantity: quantity is None)
 
 
 class Adjustment(BaseModel):

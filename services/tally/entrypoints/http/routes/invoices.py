@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import invoices, lineage
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import Caller, CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError
-from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer
+from tally.entrypoints.http.lists import PagingDep, answer, list_of, shown
 from tally.entrypoints.http.params import OrgQuery, PeriodQuery
 from tally.entrypoints.inputs import Text
-from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["invoices"])
 NUMBER = re.compile(r"INV-([0-9]{1,18})")
 
 
 @router.get(
-    "/v1/invoices", **scoped(Scope.invoices_read, OrgBinding.query), responses=LIST_RESPONSES
+    "/v1/invoices",
+    **scoped(Scope.invoices_read, OrgBinding.query),
+    responses=list_of(invoices.InvoiceSummary),
 )
 async def list_invoices(
     caller: CallerDep,
@@ -35,22 +37,25 @@ async def list_invoices(
     return await answer(paging, invoices.invoice_listing(caller.narrow(org), period, status))
 
 
-@router.get("/v1/invoices/{number}", **scoped(Scope.invoices_read, OrgBinding.row))
+@router.get(
+    "/v1/invoices/{number}",
+    **scoped(Scope.invoices_read, OrgBinding.row),
+    response_model=invoices.InvoiceDocument,
+)
 async def show_invoice(
     caller: CallerDep,
     request: Request,
     number: Annotated[Text, Path(description="e.g. INV-000042.")],
-) -> dict[str, Any]:
+) -> JSONResponse:
     """One invoice: the fixed JSON of `tally invoice show --format json`."""
     _, invoice = await _visible(caller, request, number)
-    document: dict[str, Any] = plain(invoice.document.model_dump())
-    return document
+    return shown(invoice.document)
 
 
 @router.get(
     "/v1/invoices/{number}/lineage",
     **scoped(Scope.invoices_read, OrgBinding.row),
-    responses=LIST_RESPONSES,
+    responses=list_of(lineage.LineageRow),
 )
 async def invoice_lineage(
     caller: CallerDep,

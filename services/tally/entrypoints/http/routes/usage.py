@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from tally.adapters.postgres.connection import raw_connection
@@ -20,7 +21,7 @@ from tally.domain.estimate import EstimateInput, Seats, estimate, report
 from tally.domain.period import period_of
 from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError, documented
-from tally.entrypoints.http.lists import json_or_csv
+from tally.entrypoints.http.lists import json_or_csv, shown
 from tally.entrypoints.http.params import PeriodQuery
 from tally.entrypoints.inputs import Day, Text
 from tally.entrypoints.plain import plain
@@ -88,10 +89,14 @@ async def api_usage_report(
     return body
 
 
-@router.get("/v1/orgs/{org}/usage", **scoped(Scope.usage_read, OrgBinding.path))
+@router.get(
+    "/v1/orgs/{org}/usage",
+    **scoped(Scope.usage_read, OrgBinding.path),
+    response_model=usage_reports.TrackingDocument,
+)
 async def allocation_tracking(
     caller: CallerDep, request: Request, org: OrgPath, period: PeriodQuery = None
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Both meters in a period (default: this one): allocation so far, used, remaining, by
     feature, weeks, projection and health."""
     now = datetime.now(UTC)
@@ -103,8 +108,7 @@ async def allocation_tracking(
             )
         except LookupError as exc:
             raise ApiError(404, str(exc)) from exc
-    document: dict[str, Any] = plain(tracking.document().model_dump())
-    return document
+    return shown(tracking.document())
 
 
 @router.get("/v1/estimate", **scoped(Scope.usage_read), responses=BAD_REQUEST)
