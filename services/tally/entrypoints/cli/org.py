@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from tally import bootstrap
-from tally.adapters.postgres import token_purchases
 from tally.adapters.postgres.reads import organizations as organization_reads
 from tally.domain.events import MAX_USERS
 from tally.domain.period import period_of
@@ -130,8 +129,8 @@ def org_tokens(
     if buy is None:
         if note is not None:
             raise fail("--note goes with --buy", 2)
-        rows = with_engine(lambda engine: token_purchases.purchases(engine, org, period))
-        print_rows(rows, fmt, f"tokens bought by {org}")
+        bought = with_connection(lambda conn: organization_reads.token_purchases(conn, org, period))
+        print_rows([row.model_dump() for row in bought], fmt, f"tokens bought by {org}")
         return
     chosen = period or period_of(datetime.now(UTC))
     try:

@@ -39,3 +39,24 @@ async def commitments(conn: asyncpg.Connection, org: str) -> list[Commitment]:
         org,
     )
     return [Commitment.model_validate(dict(row)) for row in rows]
+
+
+class TokenPurchase(BaseModel):
+    id: int
+    period: str
+    tokens: Amount  # added to the period's AI token allocation
+    note: str | None
+    recorded_at: datetime
+
+
+async def token_purchases(
+    conn: asyncpg.Connection, org: str, period: str | None
+) -> list[TokenPurchase]:
+    """An organization's purchases (of one period, or all), in the order they were made."""
+    rows = await conn.fetch(
+        """SELECT id, period, tokens, note, recorded_at FROM token_purchase
+            WHERE org = $1 AND ($2::text IS NULL OR period = $2) ORDER BY id""",
+        org,
+        period,
+    )
+    return [TokenPurchase.model_validate(dict(row)) for row in rows]
