@@ -17,7 +17,7 @@ from tally.adapters.postgres.reads import usage_reports
 from tally.adapters.postgres.reads.rate_cards import load_rate_cards
 from tally.domain import api_usage
 from tally.domain.access import Scope
-from tally.domain.estimate import EstimateInput, Seats, estimate, report
+from tally.domain.estimate import EstimateInput, EstimateReport, Seats, estimate, report
 from tally.domain.period import period_of
 from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError, documented
@@ -111,14 +111,19 @@ async def allocation_tracking(
     return shown(tracking.document())
 
 
-@router.get("/v1/estimate", **scoped(Scope.usage_read), responses=BAD_REQUEST)
+@router.get(
+    "/v1/estimate",
+    **scoped(Scope.usage_read),
+    responses=BAD_REQUEST,
+    response_model=EstimateReport,
+)
 async def cost_estimate(
     caller: CallerDep,
     request: Request,
     seats: Annotated[
         list[Text] | None, Query(description="LICENSE:MODEL:USERS, repeatable, e.g. gc2:named:200")
     ] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """A month of AI tokens and API requests against the allocation, with the overage and its
     cost, priced by the rate card in effect (every `tally estimate` option as a query
     parameter named like the estimate's fields, e.g. `copilot_users`, `working_days`)."""
@@ -141,5 +146,4 @@ async def cost_estimate(
         result = report(estimate(given, card))
     except ValueError as exc:
         raise ApiError(400, str(exc)) from exc
-    body: dict[str, Any] = result.model_dump(mode="json")
-    return body
+    return JSONResponse(result.model_dump(mode="json"))
