@@ -22,13 +22,14 @@ from tally.adapters.postgres.connection import make_engine
 from tally.adapters.postgres.privileges import READER
 from tally.adapters.postgres.token_purchases import PostgresTokenPurchases
 from tally.adapters.postgres.unit_of_work import PostgresDatabase
+from tally.adapters.redis_client import is_cluster
 from tally.config import ServiceUrls, Settings, get_settings
 from tally.domain.alert_delivery import RetryPolicy
 from tally.domain.rating import Limits
 from tally.sdk.producer import UsageProducer
 from tally.service_layer import setup
 from tally.service_layer.alert_delivery import AlertDelivery
-from tally.service_layer.consumer import Consumer
+from tally.service_layer.consumer import Consumer, consumer_name
 from tally.service_layer.metering import BatchReport, MeteringService
 from tally.service_layer.rating_process import RatingProcess
 
@@ -182,19 +183,32 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 async def alert_delivery(
     engine: AsyncEngine, settings: Settings, urls: ServiceUrls
 ) -> AsyncIterator[AlertDelivery]:
-    """The outbox's deliverer: PostgreSQL, the outbound stream, an HTTP client (closed after)."""
-    # httpx and the webhooks' signer only here: the other commands start without them
+    """The outbox's deliverer: PostgreSQL, the outbound stream and its FastStream reader, an
+    HTTP client (closed after)."""
+    # httpx, the webhooks' signer and FastStream only here: the other commands start without
     import httpx
+    from prometheus_client import REGISTRY
 
+    from tally.adapters.alert_feed import FastStreamAlertFeed
     from tally.adapters.alert_outbound import HttpWebhookSender, RedisAlertStream
 
     client = redis_streams.connect(urls.redis)
+    feed = FastStreamAlertFeed(
+        urls.redis,
+        settings.alerts_stream,
+        consumer_name(settings),
+        settings.claim_idle_ms,
+        settings.alerts_poll_s,
+        cluster=is_cluster(urls.redis),
+        metrics=REGISTRY,
+    )
     async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as http:
         try:
             yield AlertDelivery(
                 PostgresAlertOutbox(engine),
                 RedisAlertStream(client, settings.alerts_stream),
                 settings.alerts_stream,
+                feed,
                 HttpWebhookSender(http),
                 retry_policy(settings),
             )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -134,6 +135,34 @@ class Settings(BaseSettings):
         "or may not bill their organization; off for the embedded demo, on in compose.",
     )
 
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Set: a consumer (and `tally alerts deliver`) exposes its Prometheus "
+        "metrics at http://<metrics_host>:<port>/metrics (`tally serve` has them at /metrics).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics endpoint listens on (0.0.0.0 in a container).",
+    )
+    metrics_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a consumer exposing metrics reads the stream's lag, pending "
+        "entries and the dead-letter store's size for its gauges.",
+    )
+    metrics_pushgateway: str | None = Field(
+        default=None,
+        description="host:port of a Prometheus Pushgateway: `tally close`, a job that exits, "
+        "pushes its metrics there when it ends (job `tally-close`); unset or empty: no push.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one JSON object per log line (level, time, message, logger, the "
+        "batch or request and trace id, counts); `text`: readable lines.",
+    )
+
     api_host: str = Field(default="127.0.0.1", description="Address `tally serve` listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port of `tally serve`.")
     api_workers: int = Field(default=1, ge=1, description="Worker processes of `tally serve`.")
@@ -141,6 +170,27 @@ class Settings(BaseSettings):
         default=None,
         description="The HTTP API's database URL, logging in as tally_reader; unset: the "
         "ledger's URL with SET ROLE tally_reader at connect. Either way it can only SELECT.",
+    )
+
+    ingest_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="The largest request body `POST /v1/events` reads; larger: 413.",
+    )
+    ingest_max_batch: int = Field(
+        default=1000, ge=1, le=10_000, description="Events in one batch-mode request, at most."
+    )
+    ingest_events_per_s: float = Field(
+        default=20_000,
+        ge=0,
+        description="Events a producer key may send per second over HTTP, on average (per API "
+        "process); 0: no limit. Beyond it: 429 with Retry-After.",
+    )
+    ingest_burst: int = Field(
+        default=40_000,
+        ge=1,
+        description="Events a producer key may send at once before the per-second limit applies.",
     )
 
     public_url: str | None = Field(

@@ -37,6 +37,7 @@ async def test_tally_serve_answers_a_key_made_by_tally_apikey_create(
         balance = await client.get(f"/v1/accounts/{code}/balance", headers=headers)
         assert (balance.status_code, balance.json()["message"]) == (404, f"no account {code!r}")
         assert (await client.get("/openapi.json")).json()["info"]["title"] == "Tally"
+        assert (await client.get("/asyncapi.json")).json()["asyncapi"] == "3.0.0"
 
         keys = await tally(settings, "apikey", "list", "--format", "json")
         assert [k["id"] for k in keys.json()] == [key_id] and secret not in keys.stdout

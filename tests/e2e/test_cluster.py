@@ -12,15 +12,19 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from faststream.redis import RedisClusterBroker
 from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from e2e.test_crashes import assert_exact, crash
+from support.alerts import ALERT
 from support.cli import CLI, env_for, tally, tally_all
 from support.cluster import PrivateCluster, private_cluster
 from support.ledger_support import ORGS, drain, urls_of
 from tally import bootstrap
+from tally.adapters.alert_feed import FastStreamAlertFeed
 from tally.config import Settings
+from tally.domain.alert_delivery import AlertEvent, cloud_event
 from tally.domain.events import parse_event
 from tally.domain.shards import shard_of
 from tally.service_layer import organizations
@@ -133,15 +137,30 @@ async def test_a_killed_consumers_pending_entries_on_its_shard_are_claimed_by_an
     await assert_exact(engine, mix.summary, EVERY_ORG)
 
 
-async def test_alerts_are_published_on_the_cluster(engine: AsyncEngine, sharded: Settings) -> None:
+async def test_alerts_are_published_and_read_on_the_cluster(
+    engine: AsyncEngine, sharded: Settings
+) -> None:
+    alert = cloud_event(ALERT)
+    read: list[AlertEvent] = []
+
+    async def deliver(event: AlertEvent) -> None:
+        read.append(event)
+
     async with bootstrap.alert_delivery(engine, sharded, urls_of(sharded)) as delivery:
-        published = await delivery.stream.publish({"id": "alert-1", "type": "tally.test"})
+        feed = delivery.feed
+        assert isinstance(feed, FastStreamAlertFeed)
+        assert isinstance(feed.broker, RedisClusterBroker)
+        published = await delivery.stream.publish(alert)
+        async with feed.running(deliver), asyncio.timeout(30):
+            while not await feed.idle():
+                await asyncio.sleep(0.05)
     client = await cluster_client(sharded)
     try:
         stored = await client.xrange(sharded.alerts_stream)
     finally:
         await client.aclose()
     assert [stream_id.decode() for stream_id, _ in stored] == [published]
+    assert [event.model_dump(mode="json") for event in read] == [alert]
 
 
 @pytest.fixture

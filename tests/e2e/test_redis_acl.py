@@ -20,12 +20,14 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from support.alerts import ALERT
 from support.fault_servers import redis_server_binary
 from support.ledger_support import balance_map, drain, read, urls_of
 from tally import bootstrap
 from tally.adapters import embedded
 from tally.adapters.postgres.reads import org_balances
 from tally.config import Settings
+from tally.domain.alert_delivery import cloud_event
 from tally.sdk.producer import UsageProducer
 from tally.service_layer import organizations
 
@@ -130,7 +132,9 @@ def test_a_producer_can_only_append_usage_and_nobody_gets_in_without_a_password(
 async def test_tally_migrates_and_meters_what_the_producer_published(
     acl_redis: int, settings: Settings
 ) -> None:
-    acl = settings.model_copy(update={"redis_url": compose_tally_url(acl_redis), "stream": STREAM})
+    acl = settings.model_copy(
+        update={"redis_url": compose_tally_url(acl_redis), "stream": STREAM, "alerts_poll_s": 0.05}
+    )
     engine = bootstrap.engine(urls_of(acl).database)
     try:
         await bootstrap.migrate(acl, urls_of(acl))
@@ -158,6 +162,13 @@ async def test_tally_migrates_and_meters_what_the_producer_published(
         try:
             (group,) = await tally.xinfo_groups(STREAM)
             assert group["pending"] == 0  # every entry acknowledged after its commit
+            # the alerts' deliverer (Tally's XADD, FastStream's subscribers) as the same user
+            async with bootstrap.alert_delivery(engine, acl, urls_of(acl)) as delivery:
+                await delivery.stream.publish(cloud_event(ALERT))  # recorded nowhere: no POST
+                report = await delivery.run(until_idle=True, poll_s=acl.alerts_poll_s)
+            assert (report.published, report.attempts) == (0, 0)
+            (webhooks,) = await tally.xinfo_groups(acl.alerts_stream)
+            assert (webhooks["name"], webhooks["pending"], webhooks["lag"]) == (b"webhooks", 0, 0)
         finally:
             await tally.aclose()
     finally:

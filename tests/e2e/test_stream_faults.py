@@ -587,7 +587,7 @@ async def test_sigkill_at_thirty_random_moments_then_restart_is_exact(
 async def test_tally_stream_status_and_trim_through_the_cli(
     engine: AsyncEngine, settings: Settings, stream: aioredis.Redis
 ) -> None:
-    from support.cli import tally
+    from support.cli import env_for, tally
 
     await add(stream, settings.stream, *(api(f"c{n}") for n in range(5)))
     await stream.xtrim(settings.stream, maxlen=4, approximate=False)  # one lost unread
@@ -595,6 +595,11 @@ async def test_tally_stream_status_and_trim_through_the_cli(
     status = (await tally(settings, "stream", "status", "--format", "json")).json()
     assert (status["length"], status["pending"], status["drained"]) == (4, 0, True)
     assert (status["incidents"], status["lost_before_read"]) == (1, 1)
+    narrow = await tally(settings, "stream", "status", env=env_for(settings) | {"COLUMNS": "80"})
+    lines = narrow.stdout.splitlines()  # an operator's 80-column terminal: nothing cut short
+    assert narrow.code == 0 and lines and all(len(line) <= 80 for line in lines), narrow
+    assert "…" not in narrow.stdout and "lost before read" in narrow.stdout
+    assert settings.stream in narrow.stdout
     metrics = (await tally(settings, "stream", "status", "--prometheus")).stdout
     assert f'tally_stream_lost_before_read{{group="metering",stream="{settings.stream}"}} 1.0' in (
         metrics

@@ -18,15 +18,18 @@ import pytest
 import redis.asyncio as aioredis
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from cloudevents.core.formats.json import JSONFormat
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
 from support.ledger_support import api, drain, event, read, urls_of
 from tally import bootstrap
+from tally.adapters.alert_feed import GROUP
 from tally.adapters.postgres import alert_outbox
 from tally.adapters.postgres.reads import alerts as alert_reads
 from tally.config import Settings
 from tally.domain.alert_delivery import EVENT_TYPE
+from tally.service_layer.alert_delivery import DeliveryReport
 
 SECRET = "whsec_" + base64.b64encode(b"a shared secret of 32 bytes ....").decode()
 USAGE = [
@@ -85,26 +88,36 @@ def spec_signature(secret: str, headers: dict[str, str], body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-async def test_alerts_are_published_and_posted_signed_and_retried_after_a_500(
-    engine: AsyncEngine, settings: Settings, stream: aioredis.Redis, receiver: Receiver
-) -> None:
-    settings = settings.model_copy(
+@pytest.fixture
+def quick(settings: Settings) -> Settings:
+    return settings.model_copy(
         update={
-            "alerts_stream": f"{settings.stream}:alerts",
             "webhook_retry_first_s": 0.05,
             "webhook_retry_max_s": 0.2,
             "webhook_max_attempts": 3,
             "alerts_poll_s": 0.02,
             "webhook_timeout_s": 2,
+            "claim_idle_ms": 200,
         }
     )
-    hook, _ = await alert_outbox.add_webhook(engine, receiver.url, SECRET)
-    dead, _ = await alert_outbox.add_webhook(engine, f"http://127.0.0.1:{closed_port()}/", None)
+
+
+async def record_an_alert(settings: Settings, stream: aioredis.Redis) -> None:
+    """Usage that takes acme past 80 % of its API allocation."""
     await stream.xadd(settings.stream, {b"event": USAGE[0]})
     await drain(settings)
     for body in USAGE[1:]:
         await stream.xadd(settings.stream, {b"event": body})
     await drain(settings)
+
+
+async def test_alerts_are_published_and_posted_signed_and_retried_after_a_500(
+    engine: AsyncEngine, quick: Settings, stream: aioredis.Redis, receiver: Receiver
+) -> None:
+    settings = quick
+    hook, _ = await alert_outbox.add_webhook(engine, receiver.url, SECRET)
+    dead, _ = await alert_outbox.add_webhook(engine, f"http://127.0.0.1:{closed_port()}/", None)
+    await record_an_alert(settings, stream)
     (recorded,) = await read(engine, alert_reads.alerts, "acme", "2026-10")
     assert (recorded.meter, recorded.kind, recorded.threshold) == (
         "api_request",
@@ -113,10 +126,17 @@ async def test_alerts_are_published_and_posted_signed_and_retried_after_a_500(
     )
     assert recorded.used == 90_000 and recorded.allocation == 110_000
 
+    def counted(result: str) -> float:
+        value = REGISTRY.get_sample_value("tally_webhook_deliveries_total", {"result": result})
+        return value or 0.0
+
+    before = {result: counted(result) for result in ("delivered", "failed")}
     async with bootstrap.alert_delivery(engine, settings, urls_of(settings)) as delivery:
         report = await delivery.run(until_idle=True, poll_s=settings.alerts_poll_s)
     assert (report.published, report.delivered) == (1, 1)
     assert report.attempts == 2 + 3  # the receiver: 500 then 200; the dead one: 3, given up
+    assert counted("delivered") - before["delivered"] == 1  # what an operator's graph shows
+    assert counted("failed") - before["failed"] == 4
 
     # the outbound stream: one CloudEvent 1.0 the SDK reads
     (entry,) = await stream.xrange(settings.alerts_stream)
@@ -160,3 +180,35 @@ async def test_alerts_are_published_and_posted_signed_and_retried_after_a_500(
         again = await delivery.run(until_idle=True, poll_s=settings.alerts_poll_s)
     assert (again.published, again.attempts) == (0, 0)
     assert len(await stream.xrange(settings.alerts_stream)) == 1
+
+
+async def test_a_dead_deliverers_entry_is_claimed_and_an_entry_that_is_no_alert_skipped(
+    engine: AsyncEngine, quick: Settings, stream: aioredis.Redis
+) -> None:
+    settings = quick
+    with Receiver([]) as receiver:
+        await alert_outbox.add_webhook(engine, receiver.url, SECRET)
+        await record_an_alert(settings, stream)
+        async with bootstrap.alert_delivery(engine, settings, urls_of(settings)) as delivery:
+            assert await delivery.step(DeliveryReport())  # published, not POSTed (no reader)
+            await stream.xgroup_create(settings.alerts_stream, GROUP, id="0")
+            taken = await stream.xreadgroup(GROUP, "dead", {settings.alerts_stream: ">"})
+            assert len(taken[0][1]) == 1  # the alert: pending on a deliverer that dies
+            for fields in ({b"other": b"x"}, {b"event": b"{not json"}, {b"event": b"{}"}):
+                await stream.xadd(settings.alerts_stream, fields)
+            report = await delivery.run(until_idle=True, poll_s=settings.alerts_poll_s)
+        assert (report.published, report.attempts, report.delivered) == (0, 1, 1)
+        assert len(receiver.requests) == 1  # claimed from the dead one: POSTed once
+    group = await stream.xinfo_groups(settings.alerts_stream)
+    assert [(g["name"], g["pending"]) for g in group] == [(GROUP.encode(), 0)]
+    # FastStream's Prometheus middleware counted them in the default registry
+    labels = {"app_name": "tally", "broker": "redis", "handler": settings.alerts_stream}
+    for name, more, value in (
+        ("faststream_received_processed_messages_total", {"status": "acked"}, 1),
+        (
+            "faststream_received_processed_messages_exceptions_total",
+            {"exception_type": "NotAnAlert"},
+            3,
+        ),
+    ):
+        assert REGISTRY.get_sample_value(name, {**labels, **more}) == value, name

@@ -23,7 +23,8 @@ NOW = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 def test_the_role_presets() -> None:
-    assert PRESETS[Role.auditor].scopes == set(Scope)
+    assert PRESETS[Role.auditor].scopes == {s for s in Scope if s != Scope.events_write}
+    assert PRESETS[Role.producer].scopes == {Scope.events_write}  # sends, reads nothing
     assert PRESETS[Role.finance].scopes == {Scope.invoices_read, Scope.usage_read, Scope.dlq_read}
     assert PRESETS[Role.org_viewer].scopes == {Scope.invoices_read, Scope.usage_read}
     assert [role for role, preset in PRESETS.items() if preset.one_org] == [Role.org_viewer]
@@ -32,9 +33,19 @@ def test_the_role_presets() -> None:
 def test_an_org_viewer_needs_one_org_and_the_others_none() -> None:
     with pytest.raises(KeyRefused, match="--org"):
         new_key(Role.org_viewer, None)
-    with pytest.raises(KeyRefused, match="every organization"):
+    with pytest.raises(KeyRefused, match="not bound to an organization"):
         new_key(Role.auditor, "acme")
     assert new_key(Role.org_viewer, "acme").org == "acme"
+
+
+def test_a_producer_needs_one_source_and_the_others_none() -> None:
+    with pytest.raises(KeyRefused, match="--source"):
+        new_key(Role.producer, None)
+    with pytest.raises(KeyRefused, match="--source does not apply"):
+        new_key(Role.finance, None, "crm-sync")
+    with pytest.raises(KeyRefused, match="--org does not apply"):
+        new_key(Role.producer, "acme", "crm-sync")
+    assert new_key(Role.producer, None, "crm-sync").source == "crm-sync"
 
 
 def stored(secret_hash: str, **dates: datetime | None) -> StoredKey:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -9,7 +10,14 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tally.domain.alert_delivery import AlertRecord, RetryPolicy, cloud_event, delivered
+from tally.domain.alert_delivery import (
+    AlertEvent,
+    AlertKey,
+    AlertRecord,
+    RetryPolicy,
+    cloud_event,
+    delivered,
+)
 
 AT = datetime(2026, 3, 20, 9, 30, tzinfo=UTC)
 ALERT = AlertRecord(
@@ -31,6 +39,12 @@ def test_the_cloud_event_carries_exact_decimals_as_strings() -> None:
     assert event["time"] == "2026-03-20T09:30:00Z" and event["subject"] == "acme"
     assert event["data"]["threshold_percent"] == "80"
     assert (event["data"]["used"], event["data"]["projected"]) == ("40000.5", "61000")
+
+
+def test_the_published_event_leads_back_to_its_alert() -> None:
+    read = AlertEvent.model_validate_json(json.dumps(cloud_event(ALERT)))
+    assert read.key() == AlertKey("acme", "2026-03", "ai_token", "used", Decimal(80))
+    assert read.model_dump(mode="json") == cloud_event(ALERT)
 
 
 def test_retries_double_up_to_the_cap_then_give_up() -> None:

@@ -1,4 +1,7 @@
-"""Who may read what through the HTTP API: scopes, the role presets, and API key secrets.
+"""Who may do what through the HTTP API: scopes, the role presets, and API key secrets.
+
+Every role reads but ``producer``, which may only send usage events (``POST /v1/events``)
+and only as the one registered source its key names.
 
 A secret is ``tally_<key id>_<256 random bits>``: the prefix makes a leaked key
 recognizable (secret scanners), the key id finds its row without scanning, and only the
@@ -26,26 +29,31 @@ class Scope(StrEnum):
     invoices_read = "invoices:read"
     usage_read = "usage:read"
     dlq_read = "dlq:read"
+    events_write = "events:write"
 
 
 class Role(StrEnum):
     auditor = "auditor"
     finance = "finance"
     org_viewer = "org_viewer"
+    producer = "producer"
 
 
 @dataclass(frozen=True)
 class Preset:
     scopes: frozenset[Scope]
     one_org: bool  # bound to exactly one organization (else: all organizations)
+    one_source: bool = False  # sends events as exactly one registered source
 
 
+READ_SCOPES = frozenset(scope for scope in Scope if scope.value.endswith(":read"))
 PRESETS: dict[Role, Preset] = {
-    Role.auditor: Preset(frozenset(Scope), one_org=False),
+    Role.auditor: Preset(READ_SCOPES, one_org=False),
     Role.finance: Preset(
         frozenset({Scope.invoices_read, Scope.usage_read, Scope.dlq_read}), one_org=False
     ),
     Role.org_viewer: Preset(frozenset({Scope.invoices_read, Scope.usage_read}), one_org=True),
+    Role.producer: Preset(frozenset({Scope.events_write}), one_org=False, one_source=True),
 }
 
 
@@ -61,18 +69,24 @@ class NewKey:
     role: Role
     scopes: frozenset[Scope]
     org: str | None
+    source: str | None = None
 
 
-def new_key(role: Role, org: str | None) -> NewKey:
-    """A fresh key of ``role``: an org_viewer needs its one organization, others take none."""
+def new_key(role: Role, org: str | None, source: str | None = None) -> NewKey:
+    """A fresh key of ``role``: an org_viewer needs its one organization, a producer its one
+    source; others take neither."""
     preset = PRESETS[role]
     if preset.one_org and not org:
         raise KeyRefused(f"a {role} key is bound to one organization: give --org")
     if not preset.one_org and org:
-        raise KeyRefused(f"a {role} key reads every organization: --org does not apply")
+        raise KeyRefused(f"a {role} key is not bound to an organization: --org does not apply")
+    if preset.one_source and not source:
+        raise KeyRefused(f"a {role} key sends events as one registered source: give --source")
+    if not preset.one_source and source:
+        raise KeyRefused(f"a {role} key sends no events: --source does not apply")
     key_id = secrets.token_hex(KEY_ID_BYTES)
     secret = f"{PREFIX}{key_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
-    return NewKey(key_id, secret, hash_secret(secret), role, preset.scopes, org)
+    return NewKey(key_id, secret, hash_secret(secret), role, preset.scopes, org, source)
 
 
 def hash_secret(secret: str) -> str:
@@ -93,6 +107,7 @@ class StoredKey:
     org: str | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    source: str | None = None  # a producer key's one source
 
     def admits(self, secret: str, now: datetime) -> bool:
         """The secret is this key's, and the key is neither expired nor revoked."""

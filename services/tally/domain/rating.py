@@ -20,6 +20,7 @@ from tally.domain.events import (
     AiUsageEvent,
     ApiRequestEvent,
     InvalidEvent,
+    LicenseUsageEvent,
     decode_json,
     parse_event,
     storable_text,
@@ -118,6 +119,7 @@ class Rated:
     stream_id: str
     license: LicenseUse | None = None
     api: ApiCall | None = None  # an API request's client, URL and status (rollups)
+    traceparent: str | None = None  # the producer's trace (W3C), for the batch span's links
     key: EventKey = field(init=False)
 
     def __post_init__(self) -> None:
@@ -324,7 +326,14 @@ def rate(
         stream_id=stream_id,
         license=license_use,
         api=api_call,
+        traceparent=_traceparent(event),
     )
+
+
+def _traceparent(event: ApiRequestEvent | AiUsageEvent | LicenseUsageEvent) -> str | None:
+    extra = event.model_extra
+    value = extra.get("traceparent") if extra else None
+    return value if isinstance(value, str) else None
 
 
 # The codes of rejects kept as the entry's field pairs; every other reject keeps the bytes

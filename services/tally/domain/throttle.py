@@ -183,3 +183,40 @@ class FailureLimiter:
         if key_id:
             self.keys.reserve(key_id, now)
         return Reservation(self, key_id, address)
+
+
+class EventBudget:
+    """Events each key may send: ``per_second`` on average, ``burst`` at once (a token
+    bucket per key id, in memory: each API process keeps its own). The table is bounded
+    like the failure limits': the least recently seen keys go first."""
+
+    def __init__(
+        self,
+        per_second: float,
+        burst: float,
+        clock: Callable[[], float] = time.monotonic,
+        cap: int = MAX_TRACKED,
+    ) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self.clock = clock
+        self.cap = cap
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    def take(self, key: str, events: int) -> int:
+        """0 when ``events`` may go now (and they are counted), else the whole seconds to
+        wait before they may: more than a burst is never let through at once."""
+        if self.per_second <= 0:
+            return 0
+        now = self.clock()
+        tokens, at = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.per_second)
+        if events <= tokens:
+            tokens -= events
+            wait = 0
+        else:
+            wait = max(1, math.ceil((min(events, self.burst) - tokens) / self.per_second))
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self.cap:
+            self._buckets.popitem(last=False)
+        return wait

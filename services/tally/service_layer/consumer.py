@@ -16,7 +16,9 @@ the process with a non-zero exit, never a silent death):
 - the **claimer** takes over entries other consumers left pending (XAUTOCLAIM);
 - with a retention, the **trimmer** trims what every group acknowledged;
 - with ``until_idle``, the **idle watcher** stops the consumer once the group has nothing
-  left.
+  left;
+- with ``TALLY_METRICS_PORT``, the **gauge watcher** sets the stream's and the dead-letter
+  store's gauges every ``metrics_interval_s`` (counters and histograms follow each batch).
 
 Connection failures (PostgreSQL or Redis down, a backend terminated) are retried promptly
 with capped exponential backoff; a batch already committed is only acknowledged again.
@@ -38,11 +40,14 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from redis.exceptions import ResponseError
 from sqlalchemy.exc import DBAPIError
 
 from tally.adapters.ports.streams import Reader, Streams
 from tally.adapters.redis_client import failover
+from tally.adapters.telemetry import metrics, tracing
 from tally.config import ServiceUrls, Settings
 from tally.domain.rating import StreamEntry
 from tally.service_layer import stream_health
@@ -119,7 +124,8 @@ class Consumer:
             for key in (keys if shards is None else [keys[shard] for shard in shards])
         }
         self.totals: Counter[str] = Counter()
-        self._ready: asyncio.Queue[RatedBatch] = asyncio.Queue(maxsize=1)
+        # a rated batch and its span (from the read to the acknowledgement)
+        self._ready: asyncio.Queue[tuple[RatedBatch, Span]] = asyncio.Queue(maxsize=1)
         self._taken = asyncio.Event()  # the commit worker took the queued batch
         self._in_flight = 0  # batches read and not yet acknowledged (or given up)
         # their (stream, id)s: never claimed back from ourselves
@@ -193,6 +199,8 @@ class Consumer:
             loops["compact"] = self._compact_loop
         if self.until_idle:
             loops["exit when idle"] = self._exit_when_idle
+        if self.settings.metrics_port is not None:
+            loops["watch gauges"] = self._gauge_loop
         readers = [asyncio.create_task(loop(), name=name) for name, loop in loops.items()]
         committer = asyncio.create_task(self._commit_worker(), name="commit")
         stop: asyncio.Task[Any] = asyncio.create_task(self._stop.wait(), name="stop")
@@ -275,7 +283,9 @@ class Consumer:
 
     # ------------------------------------------------------------------ the work
 
-    async def _hand_over(self, stream: str, entries: Sequence[StreamEntry]) -> None:
+    async def _hand_over(
+        self, stream: str, entries: Sequence[StreamEntry], read_started_ns: int
+    ) -> None:
         """Rate a batch of ``stream`` and queue it for the commit worker (waits while one is
         queued). The caller holds ``_handing`` from before it read the batch: the shards'
         readers and claimers take turns, so two batches are in memory at most."""
@@ -284,17 +294,32 @@ class Consumer:
         self._in_flight += 1
         held = [(stream, sid) for sid, _ in entries]
         self._held.update(held)
+        span = tracing.tracer.start_span(
+            f"process {stream}",
+            kind=SpanKind.CONSUMER,
+            start_time=read_started_ns,
+            attributes=tracing.messaging(stream, self.settings.group, "process", len(entries)),
+        )
+        within = trace.set_span_in_context(span)
+        tracing.tracer.start_span("read", within, start_time=read_started_ns).end()
+        queued = False  # from then on, the span is the commit worker's to end
         try:
-            batch = await self._retrying(
-                "rate a batch", lambda: self.service.rate_batch(stream, entries)
-            )
-            await self._ready.put(batch)
+            with tracing.tracer.start_as_current_span("rate", within):
+                batch = await self._retrying(
+                    "rate a batch", lambda: self.service.rate_batch(stream, entries)
+                )
+            tracing.link_producers(span, (event.traceparent for event in batch.rated))
+            await self._ready.put((batch, span))
+            queued = True
             while not self._ready.empty():  # read the next batch while this one commits:
                 self._taken.clear()  # two batches in flight at most, memory stays flat
                 await self._taken.wait()
-        except BaseException:
+        except BaseException as exc:
             self._in_flight -= 1
             self._held.difference_update(held)
+            if not queued:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                span.end()
             raise
 
     async def _handle_ids(self, reader: Reader, ids: Sequence[str]) -> None:
@@ -302,37 +327,50 @@ class Consumer:
         remaining = list(ids)
         while remaining:
             async with self._handing:
+                started = time.time_ns()
                 entries = await self._retrying(
                     "read pending entries", functools.partial(reader.fetch, remaining)
                 )
-                await self._hand_over(reader.stream, entries)
+                await self._hand_over(reader.stream, entries, started)
             remaining = remaining[len(entries) :]
 
     async def _commit_worker(self) -> None:
         """Commit each batch, then XACK it; both retried until they succeed."""
         while True:
-            batch = await self._ready.get()
+            batch, span = await self._ready.get()
             self._taken.set()
-            try:
-                report = await self._retrying(
-                    "commit a batch", functools.partial(self.service.commit, batch)
+            started = time.perf_counter()
+            with trace.use_span(span, end_on_exit=True):
+                try:
+                    with tracing.tracer.start_as_current_span("commit"):
+                        report = await self._retrying(
+                            "commit a batch", functools.partial(self.service.commit, batch)
+                        )
+                    with tracing.tracer.start_as_current_span("ack"):
+                        await self._retrying(
+                            "acknowledge a committed batch",
+                            functools.partial(self.readers[batch.stream].ack, batch.stream_ids),
+                        )
+                finally:
+                    self._in_flight -= 1
+                    self._held.difference_update((batch.stream, sid) for sid in batch.stream_ids)
+                    self._ready.task_done()
+                metrics.batch_committed(
+                    batch.stream_ids, report.counts, report.rejected, time.perf_counter() - started
                 )
-                await self._retrying(
-                    "acknowledge a committed batch",
-                    functools.partial(self.readers[batch.stream].ack, batch.stream_ids),
+                metrics.ALERTS_RECORDED.inc(report.alerts)
+                span.set_attributes(
+                    {f"tally.{k.replace(' ', '_')}": v for k, v in report.counts.items()}
                 )
-            finally:
-                self._in_flight -= 1
-                self._held.difference_update((batch.stream, sid) for sid in batch.stream_ids)
-                self._ready.task_done()
-            self.totals.update(report.counts)
-            if self.on_batch:
-                self.on_batch(report)
+                self.totals.update(report.counts)
+                if self.on_batch:
+                    self.on_batch(report)
 
     async def _read_loop(self, reader: Reader) -> None:
         await self._finish_own_pending(reader)
         while not self._stop.is_set():
             async with self._handing:
+                started = time.time_ns()
                 read = await self._retrying(
                     "read the stream", lambda: reader.read_new(int(time.time() * 1000))
                 )
@@ -344,7 +382,7 @@ class Consumer:
                     )
                     self.totals["lost before read"] += read.lost
                     await self._retrying("record an incident", self._record_incidents)
-                await self._hand_over(reader.stream, read.entries)
+                await self._hand_over(reader.stream, read.entries, started)
             if not read.entries:
                 await self._retrying(
                     "wait for new entries",
@@ -365,12 +403,15 @@ class Consumer:
             )
             if claim.deleted:  # Redis 7 already dropped them from the pending list
                 async with self._handing:
-                    await self._hand_over(reader.stream, [(sid, []) for sid in claim.deleted])
+                    await self._hand_over(
+                        reader.stream, [(sid, []) for sid in claim.deleted], time.time_ns()
+                    )
             # what this consumer is rating or committing is idle only in Redis's eyes
             await self._handle_ids(
                 reader, [sid for sid in claim.claimed if (reader.stream, sid) not in self._held]
             )
             total += len(claim.claimed) + len(claim.deleted)
+            metrics.CLAIMED.labels(reader.stream).inc(len(claim.claimed) + len(claim.deleted))
             start = claim.next_start
             if start == "0-0":
                 return total
@@ -409,6 +450,29 @@ class Consumer:
             await self._pause(self.settings.rollup_compact_interval_s)
             if not self._stop.is_set():
                 await self._retrying("compact the rollups", self.service.compact_rollups)
+
+    async def _gauge_loop(self) -> None:
+        while not self._stop.is_set():
+            for key in self.readers:
+                report = await self._retrying(
+                    "look at the stream",
+                    functools.partial(
+                        stream_health.stream_report,
+                        self.db,
+                        self.streams,
+                        self.redis,
+                        key,
+                        self.settings.group,
+                    ),
+                )
+                metrics.STREAM_STATUS.set(report)
+            metrics.dead_letters_kept(
+                await self._retrying(
+                    "count the dead letters",
+                    functools.partial(self.db.stream_records.dead_letter_counts, self.db.engine),
+                )
+            )
+            await self._pause(self.settings.metrics_interval_s)
 
     async def _exit_when_idle(self) -> None:
         quiet = 0

@@ -47,12 +47,16 @@ UNSTORABLE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, Arit
 class BatchReport:
     counts: Counter[str] = field(default_factory=Counter)  # entries per outcome
     outcomes: dict[str, str] = field(default_factory=dict)  # stream id -> what became of it
+    rejected: Counter[str] = field(default_factory=Counter)  # dead letters per code
     postings: int = 0  # usage entries posted to the ledger
+    alerts: int = 0  # threshold alerts the batch's usage crossed
 
     def add(self, other: BatchReport) -> None:
         self.counts.update(other.counts)
         self.outcomes.update(other.outcomes)
+        self.rejected.update(other.rejected)
         self.postings += other.postings
+        self.alerts += other.alerts
 
 
 @dataclass
@@ -253,7 +257,7 @@ class MeteringService:
             )
             await self.store.add_rollups(conn, deliveries.new)  # new events only: counted once
             added = batch_usage(p.entry for p in postings)
-            await self.store.record_alert_crossings(conn, added, book, received_at)
+            report.alerts = await self.store.record_alert_crossings(conn, added, book, received_at)
             counts += DeliveryCounts(
                 dead_letters=await self.store.write_rejects(conn, stream, received_at, rejects)
             )
@@ -270,6 +274,7 @@ class MeteringService:
             report.counts.update(report.outcomes[e.stream_id] for e in rated)
             if rejects:
                 report.counts.update(rejected=len(rejects))
+                report.rejected.update(reject.code for reject in rejects)
             report.postings = len(postings)
             if replaying:
                 closed = await self.store.record_replays(

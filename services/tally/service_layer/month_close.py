@@ -12,6 +12,7 @@ Safe to run again, at once from two places, or after a crash:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ import asyncpg
 
 from tally.adapters.ports.ledger import Journal
 from tally.adapters.ports.unit_of_work import Database
+from tally.adapters.telemetry import metrics, tracing
 from tally.domain.invoicing import CLOSE_CHUNK, CloseInput, InvoiceDraft, close_org
 from tally.domain.period import period_bounds
 from tally.service_layer.unit_of_work import RETRIES, retrying
@@ -68,18 +70,23 @@ async def close_period(
             f"closed from {end + grace:%Y-%m-%dT%H:%MZ} (the close's clock says "
             f"{as_of.astimezone(UTC):%Y-%m-%dT%H:%MZ}; --as-of sets it)"
         )
-    async with db.connection() as session:
-        waited = await db.close.lock(session)
-        try:
-            # usage posted for an organization after its period closed without it (it was
-            # added later, its dead letters replayed): that period's invoice comes first
-            issued = 0
-            for earlier in await db.close.closed_periods_missing_invoices(session, period):
-                issued += await _close(db, session, earlier, as_of, None, chunk)
-            issued += await _close(db, session, period, as_of, progress, chunk)
-            total = await db.close.invoice_count(session, period)
-        finally:
-            await db.close.unlock(session)
+    started = time.perf_counter()
+    with tracing.tracer.start_as_current_span("close", attributes={"tally.period": period}) as span:
+        async with db.connection() as session:
+            waited = await db.close.lock(session)
+            try:
+                # usage posted for an organization after its period closed without it (it was
+                # added later, its dead letters replayed): that period's invoice comes first
+                issued = 0
+                for earlier in await db.close.closed_periods_missing_invoices(session, period):
+                    issued += await _close(db, session, earlier, as_of, None, chunk)
+                issued += await _close(db, session, period, as_of, progress, chunk)
+                total = await db.close.invoice_count(session, period)
+            finally:
+                await db.close.unlock(session)
+        span.set_attributes({"tally.invoices_issued": issued, "tally.waited": waited})
+    metrics.CLOSE_DURATION.observe(time.perf_counter() - started)
+    metrics.INVOICES_ISSUED.inc(issued)
     return CloseReport(period, as_of, issued, total, waited)
 
 

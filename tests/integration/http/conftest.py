@@ -93,8 +93,10 @@ async def client(reader: AsyncEngine, settings: Settings) -> AsyncIterator[httpx
         yield client
 
 
-async def make_key(engine: AsyncEngine, role: Role, org: str | None = None) -> str:
-    key, _ = await create_key(bootstrap.api_key_store(engine), role, org, None, None)
+async def make_key(
+    engine: AsyncEngine, role: Role, org: str | None = None, source: str | None = None
+) -> str:
+    key, _ = await create_key(bootstrap.api_key_store(engine), role, org, None, None, source)
     return key.secret
 
 

@@ -4,6 +4,7 @@ that declares nothing, or a path parameter this test cannot fill, fails the test
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -23,9 +24,14 @@ from integration.http.conftest import (
     make_key,
     revoked_key,
 )
+from tally.adapters.asyncapi import asyncapi_document
+from tally.adapters.postgres import sources
 from tally.adapters.postgres.connection import raw_connection
 from tally.domain.access import PRESETS, SECRET_PATTERN, Role, Scope
 from tally.entrypoints.http.app import create_app
+from tally.entrypoints.http.routes.ingest import EXAMPLE
+
+PRODUCER_SOURCE = EXAMPLE["source"]  # the source of the body the matrix sends
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class Caller:
 
 async def callers(engine: AsyncEngine, owner: AsyncEngine) -> list[Caller]:
     viewer = await make_key(engine, Role.org_viewer, OWN)
+    await sources.add(engine, PRODUCER_SOURCE, None)
+    producer = await make_key(engine, Role.producer, source=PRODUCER_SOURCE)
     return [
         Caller("no key", {}, None),
         Caller("malformed", {"Authorization": "Bearer not-a-tally-key"}, None),
@@ -53,20 +61,36 @@ async def callers(engine: AsyncEngine, owner: AsyncEngine) -> list[Caller]:
         Caller(
             "org_viewer, other org", bearer(viewer), PRESETS[Role.org_viewer].scopes, OTHER, True
         ),
+        Caller("producer", bearer(producer), PRESETS[Role.producer].scopes),
     ]
+
+
+def success(operation: dict[str, Any]) -> int:
+    """The status an operation answers when it may: its documented 2xx."""
+    return min(int(code) for code in operation["responses"] if code.startswith("2"))
+
+
+def sample_body(operation: dict[str, Any]) -> tuple[bytes | None, dict[str, str]]:
+    """The request body an operation documents first, from its example (none for a read)."""
+    if "requestBody" not in operation:
+        return None, {}
+    media, content = next(iter(operation["requestBody"]["content"].items()))
+    return json.dumps(content["example"]).encode(), {"content-type": media}
 
 
 def expected(operation: dict[str, Any], caller: Caller) -> int:
     scope = operation["x-tally-scope"]
     if scope == "public":
-        return 200
+        return success(operation)
     if caller.scopes is None:
         return 401
     if Scope(scope) not in caller.scopes:
         return 403
     if caller.bound and caller.org != OWN:
-        return {"query": 403, "path": 403, "row": 404}.get(operation.get("x-tally-org"), 200)
-    return 200
+        return {"query": 403, "path": 403, "row": 404}.get(
+            operation.get("x-tally-org"), success(operation)
+        )
+    return success(operation)
 
 
 async def test_every_operation_answers_every_caller_as_its_declaration_says(
@@ -85,10 +109,13 @@ async def test_every_operation_answers_every_caller_as_its_declaration_says(
             assert "x-tally-scope" in operation, f"{method} {path} declares no scope"
             for caller in everyone:
                 url, query = fill(path, operation, ledger, caller.org or OWN)
-                response = await client.request(method, url, params=query, headers=caller.headers)
+                body, content_type = sample_body(operation)
+                response = await client.request(
+                    method, url, params=query, content=body, headers=caller.headers | content_type
+                )
                 want = expected(operation, caller)
                 assert response.status_code == want, (method, path, caller.name, response.text)
-                if want != 200:
+                if want >= 300:
                     assert (
                         response.json()["code"]
                         == {401: "unauthorized", 403: "forbidden", 404: "not_found"}[want]
@@ -149,3 +176,11 @@ async def test_keys_are_stored_as_hashes_only(engine: AsyncEngine, owner: AsyncE
     # then a letter or two, found in any row (about 1 run in 100).
     found = SECRET_PATTERN.fullmatch(secret)
     assert found and found[2] not in repr(stored)
+
+
+async def test_the_streams_asyncapi_document_is_public(client: httpx.AsyncClient) -> None:
+    for _ in range(2):  # built once, then served as built
+        response = await client.get("/asyncapi.json")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == asyncapi_document()

@@ -29,7 +29,8 @@ def lists(document: dict[str, Any]) -> list[str]:
     return [
         path
         for path, operations in document["paths"].items()
-        if "text/csv" in operations.get("get", {}).get("responses", {})["200"]["content"]
+        if "text/csv"
+        in operations.get("get", {}).get("responses", {}).get("200", {}).get("content", {})
         and not path.endswith("/reports/api-usage")
     ]
 

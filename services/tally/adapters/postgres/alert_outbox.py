@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.ports.alerts import Attempt, DueDelivery, WebhookTarget
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
-from tally.domain.alert_delivery import AlertRecord
+from tally.domain.alert_delivery import AlertKey, AlertRecord
 
 DELIVERY_LOCK = 7_461_234_010  # pg_try_advisory_lock key: one deliverer at a time
 SECRET_BYTES = 32
@@ -79,8 +79,28 @@ class PostgresAlertOutbox:
             )
 
     async def due(self, now: datetime, limit: int) -> list[DueDelivery]:
-        """Each alert crossed since an enabled webhook was added, never attempted, or whose
-        last attempt failed and is due for its retry."""
+        """Each delivery whose last attempt failed and is due for its retry (first attempts
+        are the alerts stream's subscriber's: ``unattempted``)."""
+        return await self._deliveries(limit, "l.next_at <= $2", now)
+
+    async def unattempted(self, alert: AlertKey) -> list[DueDelivery]:
+        """The alert's deliveries to each enabled webhook added before it crossed, never
+        attempted."""
+        return await self._deliveries(
+            None,
+            """l.attempt IS NULL
+               AND (a.org, a.period, a.meter, a.kind, a.threshold) = ($2, $3, $4, $5, $6)""",
+            alert.org,
+            alert.period,
+            alert.meter,
+            alert.kind,
+            alert.threshold,
+        )
+
+    async def _deliveries(self, limit: int | None, where: str, *args: Any) -> list[DueDelivery]:
+        """Each alert with each enabled webhook added before each crossed, with the attempts made
+        so far, filtered by ``where`` (its parameters from $2), the first ``limit`` (None:
+        all) by alert, then webhook."""
         async with raw_connection(self.engine) as conn:
             rows = await conn.fetch(
                 f"""SELECT {ALERT_COLUMNS}, h.id AS webhook, h.url, h.secret,
@@ -91,10 +111,10 @@ class PostgresAlertOutbox:
                            SELECT attempt, next_at FROM webhook_attempt
                             WHERE alert_id = a.id AND webhook = h.id
                             ORDER BY attempt DESC LIMIT 1) l ON true
-                     WHERE l.attempt IS NULL OR l.next_at <= $1
-                     ORDER BY a.id, h.id LIMIT $2""",
-                now,
+                     WHERE {where}
+                     ORDER BY a.id, h.id LIMIT $1""",
                 limit,
+                *args,
             )
         return [
             DueDelivery(

@@ -24,17 +24,23 @@ class PostgresApiKeys:
         async with raw_connection(self.engine) as conn:
             try:
                 created: datetime = await conn.fetchval(
-                    """INSERT INTO api_key (id, name, role, scopes, org, secret_hash, expires_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at""",
+                    """INSERT INTO api_key
+                              (id, name, role, scopes, org, source, secret_hash, expires_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING created_at""",
                     key.id,
                     name,
                     key.role.value,
                     sorted(key.scopes),
                     key.org,
+                    key.source,
                     key.secret_hash,
                     expires_at,
                 )
             except asyncpg.ForeignKeyViolationError as exc:
+                if key.source is not None:
+                    raise KeyRefused(
+                        f"no source {key.source!r}: register it first (tally source add)"
+                    ) from exc
                 raise KeyRefused(
                     f"no organization {key.org!r}: add it first (tally org add)"
                 ) from exc
@@ -65,7 +71,8 @@ async def find_key(engine: AsyncEngine, key_id: str) -> StoredKey | None:
     return None if row is None else stored_key(row)
 
 
-KEY_COLUMNS = "id, secret_hash, scopes, org, expires_at, revoked_at"  # what ``stored_key`` reads
+# what ``stored_key`` reads
+KEY_COLUMNS = "id, secret_hash, scopes, org, expires_at, revoked_at, source"
 
 
 def stored_key(row: asyncpg.Record) -> StoredKey:
@@ -76,4 +83,5 @@ def stored_key(row: asyncpg.Record) -> StoredKey:
         row["org"],
         row["expires_at"],
         row["revoked_at"],
+        row["source"],
     )

@@ -88,6 +88,17 @@ async def stream_summary(engine: AsyncEngine, stream: str) -> dict[str, Any]:
         return await summary(conn, stream)
 
 
+async def dead_letter_counts(engine: AsyncEngine) -> list[tuple[str, str, int]]:
+    """The dead-letter store's size: (code, ``open`` or ``replayed``, count) rows."""
+    async with raw_connection(engine) as conn:
+        rows = await conn.fetch(
+            """SELECT code, CASE WHEN replayed_at IS NULL THEN 'open' ELSE 'replayed' END AS state,
+                      count(*) AS n
+                 FROM dead_letter GROUP BY 1, 2"""
+        )
+    return [(row["code"], row["state"], row["n"]) for row in rows]
+
+
 async def summary(conn: asyncpg.Connection, stream: str) -> dict[str, Any]:
     row = await conn.fetchrow(
         """SELECT (SELECT count(*) FROM stream_incident WHERE stream = $1) AS incidents,

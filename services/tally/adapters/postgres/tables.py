@@ -337,6 +337,7 @@ class ApiKeyRow(SQLModel, table=True):
     role: str
     scopes: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
     org: str | None = None
+    source: str | None = None  # a producer key's one source
     secret_hash: str = Field(unique=True)
     created_at: datetime = _ts(nullable=False)
     expires_at: datetime | None = _ts(nullable=True)

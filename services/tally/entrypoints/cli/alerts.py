@@ -9,6 +9,7 @@ import typer
 from tally import bootstrap
 from tally.adapters.postgres import alerts
 from tally.adapters.postgres.reads import alerts as alert_reads
+from tally.adapters.telemetry import logs, metrics, tracing
 from tally.domain.alerts import parse_thresholds
 from tally.entrypoints.cli.context import (
     engine_for,
@@ -95,9 +96,14 @@ def alerts_deliver(
         typer.Option("--until-idle", help="Stop once nothing is left to publish, POST or retry."),
     ] = False,
 ) -> None:
-    """Publish new alerts on the alerts stream and POST them to the webhooks (runs until
-    stopped; one process delivers at a time, others stand by)."""
+    """Publish new alerts on the alerts stream, POST them to the webhooks as the stream's
+    subscriber reads them, and retry failures (runs until stopped; running deliverers share
+    the first POSTs, one at a time publishes and retries)."""
     settings, urls = settings_and_urls()
+    logs.configure(settings.log_format)
+    tracing.configure("tally-alerts")
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_host, settings.metrics_port)
 
     async def main() -> DeliveryReport:
         async with (

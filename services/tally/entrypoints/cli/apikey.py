@@ -22,8 +22,15 @@ apikey_app = typer.Typer(
 
 @apikey_app.command("create")
 def apikey_create(
-    role: Annotated[Role, typer.Option(help="auditor, finance or org_viewer.")],
+    role: Annotated[
+        Role,
+        typer.Option(help="auditor, finance or org_viewer (read); producer (sends events)."),
+    ],
     org: Annotated[str | None, typer.Option(help="The organization of an org_viewer.")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="The registered source a producer's events come from (only it)."),
+    ] = None,
     expires: Annotated[
         str | None, typer.Option(help="Lifetime such as 90d or 12h; default: no expiry.")
     ] = None,
@@ -35,13 +42,16 @@ def apikey_create(
         raise fail(f"--expires {expires!r}: a duration like '90d' or '12h'", 2)
     try:
         key, expires_at = with_engine(
-            lambda engine: create_key(bootstrap.api_key_store(engine), role, org, name, lifetime)
+            lambda engine: create_key(
+                bootstrap.api_key_store(engine), role, org, name, lifetime, source
+            )
         )
     except KeyRefused as exc:
         raise fail(str(exc), 2) from exc
     scopes = " ".join(sorted(key.scopes))
     until = f", expires {expires_at.isoformat()}" if expires_at else ""
-    console.print(f"created key {key.id} ({role}{f' of {org}' if org else ''}: {scopes}{until})")
+    bound = f" of {org}" if org else f" as source {source}" if source else ""
+    console.print(f"created key {key.id} ({role}{bound}: {scopes}{until})")
     console.print("the secret, shown once (send it as 'Authorization: Bearer <secret>'):")
     typer.echo(key.secret)
 

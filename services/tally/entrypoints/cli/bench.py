@@ -287,5 +287,34 @@ def bench_pages(
     )
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    events: Annotated[int, typer.Option(min=1, help="Events sent over HTTP.")] = 200_000,
+    batch: Annotated[int, typer.Option(min=1, help="Events per request (batch mode).")] = 100,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 8,
+    json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """HTTP ingest: batches of events POSTed to a real `tally serve` into a scratch stream,
+    then the same events XADDed by a plain pipeline; both rates and their ratio."""
+    from tally_tools.bench import as_dict
+    from tally_tools.bench_ingest import IngestBench
+
+    settings, urls = settings_and_urls()
+
+    async def main() -> dict[str, Any]:
+        async with IngestBench(settings, urls) as scratch:
+            errors.print(f"sending {events} events in batches of {batch} …")
+            return as_dict(await scratch.run(events, batch, concurrency))
+
+    figures = run(main())
+    if json_ or fmt is Format.json:
+        print_rows(figures, Format.json)
+        return
+    print_rows(
+        [{"figure": key, "value": value} for key, value in figures.items()], fmt, "bench ingest"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")

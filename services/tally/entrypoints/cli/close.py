@@ -10,6 +10,7 @@ import typer
 from tally import bootstrap
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import invoices
+from tally.adapters.telemetry import metrics, tracing
 from tally.config import get_settings
 from tally.domain.period import previous_period
 from tally.entrypoints.cli.context import all_rows, with_engine
@@ -19,6 +20,7 @@ from tally.entrypoints.cli.rendering import (
     check_period,
     console,
     counting_bars,
+    errors,
     fail,
     parse_instant,
     print_rows,
@@ -43,6 +45,7 @@ def close(
 ) -> None:
     """Close a period: allocation, overage and expiry posted, one invoice per organization."""
     settings = get_settings()
+    tracing.configure("tally-close")
     clock = parse_instant(as_of) or datetime.now(UTC)
     chosen = period or previous_period(clock)
 
@@ -64,6 +67,11 @@ def close(
         report, listed = with_engine(work)
     except CloseRefused as exc:
         raise fail(str(exc)) from exc
+    if settings.metrics_pushgateway:
+        try:
+            metrics.push(settings.metrics_pushgateway, "tally-close")
+        except OSError as exc:  # the close is done: a missed push is reported, not fatal
+            errors.print(f"warning: metrics not pushed to {settings.metrics_pushgateway}: {exc}")
     if fmt is Format.json:
         print_rows({"period": chosen, "issued": report.issued, "invoices": listed}, fmt)
         return

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tally import bootstrap
+from tally.adapters.telemetry import logs, metrics, tracing
 from tally.domain.shards import parse_shards
 from tally.entrypoints.cli.context import run, settings_and_urls
 from tally.entrypoints.cli.rendering import (
@@ -19,6 +20,8 @@ from tally.entrypoints.cli.rendering import (
     print_rows,
 )
 from tally.service_layer.metering import BatchReport
+
+log = logging.getLogger("tally.consume")
 
 
 def consume(
@@ -36,8 +39,11 @@ def consume(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Meter usage events from the stream into the ledger (Ctrl-C stops cleanly)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings, urls = settings_and_urls()
+    logs.configure(settings.log_format)
+    tracing.configure("tally-consumer")
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_host, settings.metrics_port)
     try:
         chosen = None if shards is None else parse_shards(shards, settings.stream_shards)
     except ValueError as exc:
@@ -47,6 +53,20 @@ def consume(
 
     def progress(report: BatchReport) -> None:
         seen["n"] += len(report.outcomes)
+        if settings.log_format == "json":  # the batch as a log line, not a screen line
+            log.info(
+                "batch committed",
+                extra={
+                    "context": {
+                        "batch": next(iter(report.outcomes), None),
+                        "entries": len(report.outcomes),
+                        "counts": dict(report.counts),
+                        "postings": report.postings,
+                        "consumed": seen["n"],
+                    }
+                },
+            )
+            return
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
         screen.print(
             f"[dim]batch of {len(report.outcomes)} stream entries ({outcomes}), "

@@ -92,6 +92,17 @@ AfterOption = Annotated[
 ]
 
 
+def print_fields(fields: dict[str, Any], title: str = "") -> None:
+    """One record as a two-column table (figure, value): readable in an 80-column terminal
+    however many figures it has."""
+    table = Table(title=title or None)
+    table.add_column("figure")
+    table.add_column("value", overflow="fold")
+    for name, value in fields.items():
+        table.add_row(name.replace("_", " "), str(plain(value)))
+    console.print(table)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a clear error and return the exit to raise."""
     errors.print(f"[bold red]error:[/bold red] {message}")

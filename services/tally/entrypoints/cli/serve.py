@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Annotated, Any
 
 import typer
@@ -22,25 +24,48 @@ def serve(
     import uvicorn  # only for this command: every other one starts faster
 
     settings, _ = settings_and_urls()  # start the embedded servers once, before the workers
+    workers = workers or settings.api_workers
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # each worker counts its own requests in files here; /metrics sums them
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tally-metrics-")
     uvicorn.run(
         "tally.entrypoints.http.app:create_app",
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
-        workers=workers or settings.api_workers,
+        workers=workers,
         access_log=False,  # tally.api logs every request with its key id
         proxy_headers=False,  # the app believes only TALLY_TRUSTED_PROXIES
-        log_config=_log_config(),  # applied in every worker process
+        log_config=_log_config(settings.log_format),  # applied in every worker process
         # a spawned worker imports the whole CLI before it answers the supervisor's ping:
         # on a busy host that takes more than uvicorn's 5 s, and it would be killed forever
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
     )
 
 
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, plus tally.api's one line a request (with a timestamp) on stderr."""
+def _log_config(log_format: str) -> dict[str, Any]:
+    """uvicorn's logging, plus tally.api's one line a request (with a timestamp) on stderr;
+    with ``json``, every line a JSON object."""
     from uvicorn.config import LOGGING_CONFIG
 
+    if log_format == "json":
+        return {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"json": {"()": "tally.adapters.telemetry.logs.JsonLines"}},
+            "handlers": {
+                "json": {
+                    "formatter": "json",
+                    "class": "logging.StreamHandler",
+                    "stream": "ext://sys.stderr",
+                }
+            },
+            "root": {"handlers": ["json"], "level": "INFO"},
+            "loggers": {
+                name: {"handlers": [], "level": "INFO", "propagate": True}
+                for name in ("uvicorn", "uvicorn.error", "tally.api")
+            },
+        }
     return {
         **LOGGING_CONFIG,
         "formatters": {

@@ -11,41 +11,28 @@ import typer
 from tally import bootstrap
 from tally.config import parse_retention
 from tally.entrypoints.cli.context import engine_for, run, settings_and_urls
-from tally.entrypoints.cli.rendering import Format, FormatOption, fail, print_rows
+from tally.entrypoints.cli.rendering import (
+    Format,
+    FormatOption,
+    fail,
+    print_fields,
+    print_rows,
+)
 from tally.service_layer import stream_health
 
 stream_app = typer.Typer(help="The usage stream: status and safe trimming.", no_args_is_help=True)
 
-GAUGES = {
-    "length": "Entries in the stream now",
-    "entries_added": "Entries ever added to the stream (Redis 7)",
-    "pending": "Entries delivered to the group and not yet acknowledged",
-    "lag": "Entries not yet delivered to the group (Redis 7)",
-    "lost_before_read": "Entries removed from the stream before the group read them",
-    "incidents": "Incidents of entries removed before they were read",
-    "deleted_while_pending": "Entries deleted while pending (kept as dead letters)",
-    "trimmed_entries": "Entries Tally trimmed after they were acknowledged and stored",
-}
-
 
 def _metrics(reports: list[dict[str, Any]]) -> bytes:
     """The status in Prometheus's text exposition format: one series per shard."""
-    from prometheus_client import CollectorRegistry, Gauge, generate_latest  # start-up time
+    from prometheus_client import CollectorRegistry, generate_latest  # start-up time
+
+    from tally.adapters.telemetry.metrics import StreamGauges
 
     registry = CollectorRegistry()
-    labels = ["stream", "group"]
-    gauges = {
-        name: Gauge(f"tally_stream_{name}", help_text, labels, registry=registry)
-        for name, help_text in GAUGES.items()
-    }
-    drained = Gauge(
-        "tally_stream_drained", "1 when the group has nothing left", labels, registry=registry
-    )
+    gauges = StreamGauges(registry)
     for report in reports:
-        where = {"stream": report["stream"], "group": report["group"]}
-        for name, gauge in gauges.items():
-            gauge.labels(**where).set(report[name] or 0)
-        drained.labels(**where).set(1 if report["drained"] else 0)
+        gauges.set(report)
     return generate_latest(registry)
 
 
@@ -80,9 +67,11 @@ def status(
         print_rows(reports[0] if len(reports) == 1 else reports, fmt)
         return
     for report in reports:
-        shown = {k: v for k, v in report.items() if k != "groups"}
-        print_rows(shown, fmt, f"stream {report['stream']}")
-        print_rows(report["groups"], fmt, "consumer groups")
+        print_fields(
+            {k: v for k, v in report.items() if k != "groups"}, f"stream {report['stream']}"
+        )
+        for group in report["groups"]:
+            print_fields(group, f"consumer group {group['name']}")
 
 
 @stream_app.command("trim")

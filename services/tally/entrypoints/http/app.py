@@ -5,10 +5,10 @@ database refuses any write)."""
 from __future__ import annotations
 
 import gc
-import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import cache
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -18,31 +18,32 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from tally import bootstrap
+from tally.adapters.telemetry import tracing
 from tally.config import Settings, get_settings
-from tally.domain.throttle import FailureLimiter
+from tally.domain.throttle import EventBudget, FailureLimiter
 from tally.entrypoints.discovery import submodules
 from tally.entrypoints.failures import LastResort
 from tally.entrypoints.http import errors
 from tally.entrypoints.http.auth import SECURITY_SCHEMES, authorize, declaration
 from tally.entrypoints.http.headers import SecurityHeaders
+from tally.entrypoints.http.request_log import RequestLog
 from tally.entrypoints.pages.app import create_pages
 from tally.entrypoints.pages.web import Seller
-
-log = logging.getLogger("tally.api")
 
 # Every module of routes/ is a noun's routes: found there, in name order (the OpenAPI
 # document's order), never listed here.
 ROUTERS: tuple[APIRouter, ...] = tuple(
     module.router for module in submodules("tally.entrypoints.http.routes", "router")
 )
-DESCRIPTION = """Tally's read-only API for auditors, finance and organizations.
+DESCRIPTION = """Tally's API for auditors, finance and organizations, read-only but for one
+route: `POST /v1/events`, where a producer key sends usage events over HTTP.
 
-Every route but /v1/health and /openapi.json needs `Authorization: Bearer <API key>`
-(`tally apikey create`). Each operation's `x-tally-scope` is the scope its key needs, and
-`x-tally-org` how it is bound to an organization. Lists are keyset-paginated (`next`);
-`?format=csv` or `Accept: text/csv` streams every matching row as CSV. Errors are JSON
-`{"code", "message"}`; an unexpected one is `internal` with a `request_id` (every answer's
-`X-Request-Id`)."""
+Every route but /v1/health, /openapi.json and /asyncapi.json (the streams' AsyncAPI)
+needs `Authorization: Bearer <API key>` (`tally apikey create`). Each operation's
+`x-tally-scope` is the scope its key needs, and `x-tally-org` how it is bound to an
+organization. Lists are keyset-paginated (`next`); `?format=csv` or `Accept: text/csv`
+streams every matching row as CSV. Errors are JSON `{"code", "message"}`; an unexpected
+one is `internal` with a `request_id` (every answer's `X-Request-Id`)."""
 
 
 def create_app(engine: AsyncEngine | None = None, settings: Settings | None = None) -> FastAPI:
@@ -52,18 +53,22 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if engine is not None:
-            app.state.engine = engine
-            yield
-            return
-        app.state.engine = bootstrap.api_engine(settings, bootstrap.service_urls(settings))
-        # What start-up loaded (modules, routes, schemas) leaves the collector's full passes:
-        # they scanned it all, ~120 ms, in about 1 request in 20 of the API usage report.
-        gc.freeze()
         try:
-            yield
+            if engine is not None:
+                app.state.engine = engine
+                yield
+                return
+            app.state.engine = bootstrap.api_engine(settings, bootstrap.service_urls(settings))
+            # What start-up loaded (modules, routes, schemas) leaves the collector's full
+            # passes: they scanned it all, ~120 ms, in 1 request in 20 of the usage report.
+            gc.freeze()
+            try:
+                yield
+            finally:
+                await app.state.engine.dispose()
         finally:
-            await app.state.engine.dispose()
+            if app.state.producer is not None:  # HTTP ingest's, made at its first event
+                await app.state.producer.aclose()
 
     app = FastAPI(
         title="Tally",
@@ -92,6 +97,9 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
         settings.seller_email,
         settings.payment_days,
     )
+    app.state.settings = settings
+    app.state.producer = None
+    app.state.event_budget = EventBudget(settings.ingest_events_per_s, settings.ingest_burst)
     app.state.limiter = FailureLimiter(
         settings.auth_failures_per_key,
         settings.auth_failures_per_address,
@@ -100,14 +108,20 @@ def create_app(engine: AsyncEngine | None = None, settings: Settings | None = No
     pages = create_pages(lambda: app.state.engine, seller, settings.public_url, app.state.limiter)
     app.state.waiters = pages.state.waiters  # one per limiter: it wakes the tries of both
     app.mount("/ui", pages, name="ui")
+    app.router.add_route("/asyncapi.json", _asyncapi, methods=["GET"], include_in_schema=False)
     for path in ("/", "/ui"):  # the server's root is its pages
         app.router.add_route(path, _to_pages, methods=["GET", "HEAD"], include_in_schema=False)
-    app.middleware("http")(_log_request)
+    app.add_middleware(RequestLog)
     app.add_middleware(LastResort, answer=errors.internal)  # it sees every failure
     app.add_middleware(SecurityHeaders)  # outside it: the last resort's answers get them too
     if proxies := [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
+    tracing.configure("tally-api")
+    if tracing.enabled():
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="metrics,v1/health")
     if engine is not None:
         app.state.engine = engine
     return app
@@ -118,28 +132,17 @@ async def _to_pages(request: Request) -> Response:
     return RedirectResponse("/ui/", status_code=307)
 
 
-async def _log_request(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """One line a request: method, path, status, key id (never the secret), duration, and
-    the request id."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        key: Any = getattr(request.state, "key_id", None)
-        log.info(
-            "%s %s %d key=%s %.1fms request=%s",
-            request.method,
-            request.url.path,
-            status,
-            key or "-",
-            (time.perf_counter() - started) * 1000,
-            request.state.request_id,
-        )
+async def _asyncapi(request: Request) -> Response:
+    """The streams' AsyncAPI document, as committed in ``schemas/asyncapi.json``: public,
+    like /openapi.json."""
+    return Response(_asyncapi_json(), media_type="application/json")
+
+
+@cache
+def _asyncapi_json() -> bytes:
+    from tally.adapters.asyncapi import asyncapi_document  # FastStream: on the first request
+
+    return json.dumps(asyncapi_document()).encode()
 
 
 def openapi_document() -> dict[str, Any]:

@@ -53,6 +53,7 @@ def scoped(scope: Scope | None, org: OrgBinding | None = None) -> dict[str, Any]
 class Caller:
     key_id: str | None  # None on a public route
     org: str | None  # the one organization an org-bound key may read
+    source: str | None = None  # the one source a producer key sends events as
 
     def sees(self, org: str) -> bool:
         return self.org is None or self.org == org
@@ -110,7 +111,7 @@ async def authorize(request: Request) -> Caller:
         asked = params.get("org")
         if asked is not None and asked != key.org:
             raise ApiError(403, "this key reads only its own organization")
-    return Caller(key.id, key.org)
+    return Caller(key.id, key.org, key.source)
 
 
 CallerDep = Annotated[Caller, Depends(authorize)]

@@ -20,6 +20,7 @@ CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    413: "too_large",
     422: "invalid_request",
     429: "too_many_requests",
     500: "internal",
@@ -32,6 +33,7 @@ class ErrorBody(BaseModel):
     code: str  # stable: one of CODES' values, or a route's own (not_sealed, invalid_cursor)
     message: str
     request_id: str | None = None  # on a 500: what the server's log names the failure by
+    errors: list[dict[str, Any]] | None = None  # a batch's refused events: index, code, message
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -60,18 +62,27 @@ class ApiError(Exception):
         message: str,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code or CODES[status]
         self.message = message
         self.headers = headers
+        self.errors = errors
 
 
 def answer(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+    body: dict[str, Any] = {"code": code, "message": message}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def internal(request: Request, request_id: str) -> JSONResponse:
@@ -88,7 +99,7 @@ def internal(request: Request, request_id: str) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return answer(exc.status, exc.code, exc.message, exc.headers)
+        return answer(exc.status, exc.code, exc.message, exc.headers, exc.errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

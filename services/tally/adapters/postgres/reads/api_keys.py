@@ -15,6 +15,7 @@ class KeyRow(BaseModel):
     role: str
     scopes: str  # space-separated
     org: str | None  # the one organization an org_viewer key reads
+    source: str | None  # the one registered source a producer key sends events for
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
@@ -23,7 +24,7 @@ class KeyRow(BaseModel):
 async def api_keys(conn: asyncpg.Connection) -> list[KeyRow]:
     """Every key, oldest first."""
     rows = await conn.fetch(
-        """SELECT id, name, role, array_to_string(scopes, ' ') AS scopes, org,
+        """SELECT id, name, role, array_to_string(scopes, ' ') AS scopes, org, source,
                   created_at, expires_at, revoked_at
              FROM api_key ORDER BY created_at, id"""
     )
