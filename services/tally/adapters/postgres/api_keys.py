@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
 from tally.domain.access import KeyRefused, NewKey, Scope, StoredKey
+from tally.domain.rating import SourceGrant
 
 
 class PostgresApiKeys:
@@ -63,9 +64,17 @@ class PostgresApiKeys:
 
 
 async def find_key(engine: AsyncEngine, key_id: str) -> StoredKey | None:
+    """The key, with its source's newest registration (a producer key's grant) read in the
+    same round trip."""
     async with raw_connection(engine) as conn:
         row = await conn.fetchrow(
-            f"SELECT {KEY_COLUMNS} FROM api_key WHERE id = $1",
+            f"""SELECT {KEY_COLUMNS}, g.enabled AS grant_enabled, g.any_org AS grant_any_org,
+                       g.orgs AS grant_orgs
+                  FROM api_key
+                  LEFT JOIN LATERAL (SELECT enabled, any_org, orgs FROM producer_source
+                                      WHERE name = api_key.source
+                                      ORDER BY id DESC LIMIT 1) g ON true
+                 WHERE id = $1""",
             key_id,
         )
     return None if row is None else stored_key(row)
@@ -76,6 +85,7 @@ KEY_COLUMNS = "id, secret_hash, scopes, org, expires_at, revoked_at, source"
 
 
 def stored_key(row: asyncpg.Record) -> StoredKey:
+    granted = row.get("grant_enabled")  # absent where only the key was read (the pages)
     return StoredKey(
         row["id"],
         row["secret_hash"],
@@ -84,4 +94,5 @@ def stored_key(row: asyncpg.Record) -> StoredKey:
         row["expires_at"],
         row["revoked_at"],
         row["source"],
+        SourceGrant(row["grant_any_org"], frozenset(row["grant_orgs"])) if granted else None,
     )
