@@ -1,9 +1,9 @@
-"""The API keys' rows: added, listed, revoked once, and found by id for each request."""
+"""The API keys' rows: added, revoked once, and found by id for each request (listing them
+is ``reads.api_keys``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -61,17 +61,6 @@ class PostgresApiKeys:
         if not row["known"]:
             return None
         return "revoked" if row["revoked"] else "already revoked"
-
-
-async def list_keys(engine: AsyncEngine) -> list[dict[str, Any]]:
-    """Every key, oldest first, without its secret's hash."""
-    async with raw_connection(engine) as conn:
-        rows = await conn.fetch(
-            """SELECT id, name, role, array_to_string(scopes, ' ') AS scopes, org, source,
-                      created_at, expires_at, revoked_at
-                 FROM api_key ORDER BY created_at, id"""
-        )
-    return [dict(row) for row in rows]
 
 
 async def find_key(engine: AsyncEngine, key_id: str) -> StoredKey | None:

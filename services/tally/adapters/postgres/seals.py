@@ -15,6 +15,7 @@ the tree is ``tally.domain.merkle``'s (RFC 6962).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -59,15 +60,6 @@ class SealRecord(BaseModel):
     @property
     def heads(self) -> dict[int, int]:
         return {head.lane: head.seq for head in self.lanes}
-
-    def on_invoice(self) -> dict[str, object]:
-        """The ``seal`` key of an invoice's fixed JSON shape."""
-        return {
-            "root": self.root,
-            "sequence": self.sequence,
-            "sealed_at": self.sealed_at,
-            "entries": self.entries,
-        }
 
 
 class ProofStep(BaseModel):
@@ -214,19 +206,27 @@ async def stored(
     ]
 
 
-async def seals_page(
-    conn: asyncpg.Connection, period: str | None, cursors: Cursors, after: str | None, limit: int
-) -> Page[SealRecord]:
-    """A page of seals (one period's, or all) by period and sequence (the API's list)."""
-    cursors = cursors.bound_to("seals")
-    found = await stored(conn, period, None, cursors.after(after, SEAL_KEY), fetch_limit(limit))
-    return cursors.page(found, limit)
+@dataclass(frozen=True)
+class SealListing:
+    """Seals (one period's, or all) by period and sequence: a few a month, each with its
+    lane heads (a second query), so read by ``stored`` rather than as one ``Listing``."""
 
+    period: str | None
 
-async def every_seal(conn: asyncpg.Connection, period: str | None) -> AsyncIterator[SealRecord]:
-    """Every seal (one period's, or all), in order: a few a month, read at once."""
-    for seal in await stored(conn, period):
-        yield seal
+    @property
+    def fields(self) -> list[str]:
+        return list(SealRecord.model_fields)
+
+    async def page(
+        self, conn: asyncpg.Connection, cursors: Cursors, after: str | None, limit: int
+    ) -> Page[SealRecord]:
+        signed = cursors.bound_to("seals")
+        key = signed.after(after, SEAL_KEY)
+        return signed.page(await stored(conn, self.period, None, key, fetch_limit(limit)), limit)
+
+    async def iter_rows(self, conn: asyncpg.Connection) -> AsyncIterator[SealRecord]:
+        for seal in await stored(conn, self.period):
+            yield seal
 
 
 async def period_seals(engine: AsyncEngine, period: str) -> list[SealRecord]:

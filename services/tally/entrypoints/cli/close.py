@@ -9,11 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from tally import bootstrap
+from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import invoices
 from tally.adapters.telemetry import metrics, tracing
 from tally.config import get_settings
 from tally.domain.period import previous_period
-from tally.entrypoints.cli.context import with_engine
+from tally.entrypoints.cli.context import all_rows, with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
@@ -60,7 +61,8 @@ def close(
                 lambda done, total: bars.update(task, completed=done, total=total),
                 settings.close_chunk,
             )
-        return report, await invoices.list_invoices(engine, chosen)
+        async with raw_connection(engine) as conn:
+            return report, await all_rows(conn, invoices.invoice_listing(period=chosen))
 
     started = time.perf_counter()
     try:
