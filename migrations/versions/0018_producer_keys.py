@@ -55,6 +55,13 @@ END $$;
 """
 
 DOWNGRADE = """
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM api_key WHERE role = 'producer') THEN
+        RAISE EXCEPTION 'cannot downgrade below 0018: producer keys exist, and a key is never '
+            'deleted; keep 0018' USING ERRCODE = 'restrict_violation';
+    END IF;
+END $$;
 CREATE OR REPLACE FUNCTION tally_api_key_revoke_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.domain.events import DEFAULT_STREAM
@@ -157,7 +157,7 @@ class Settings(BaseSettings):
         description="Address the metrics endpoint listens on (0.0.0.0 in a container).",
     )
     metrics_interval_s: float = Field(
-        default=5.0,
+        default=15.0,
         gt=0,
         description="How often a consumer exposing metrics reads the stream's lag, pending "
         "entries and the dead-letter store's size for its gauges.",
@@ -275,6 +275,15 @@ class Settings(BaseSettings):
     webhook_retry_max_s: float = Field(
         default=3600.0, gt=0, description="The longest wait between two attempts."
     )
+
+    @model_validator(mode="after")
+    def _a_batch_fits_a_burst(self) -> Settings:
+        if self.ingest_events_per_s > 0 and self.ingest_burst < self.ingest_max_batch:
+            raise ValueError(
+                f"TALLY_INGEST_BURST ({self.ingest_burst}) is below TALLY_INGEST_MAX_BATCH "
+                f"({self.ingest_max_batch}): a full batch would be refused forever"
+            )
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -584,10 +584,9 @@ class Chaos:
         wrong: list[dict[str, str]] = []
         checked = 0
         for org in self.orgs:
-            balances = {
-                row["account"]: Decimal(row["balance"])
-                for row in await org_balances.balances(engine, org, self.period)
-            }
+            async with raw_connection(engine) as conn:
+                rows = await org_balances.balances(conn, org, self.period)
+            balances = {row.account: row.balance for row in rows}
             requests = balances.get(f"org/{org}/{self.period}/api_request/usage", Decimal(0))
             tokens = sum(
                 (v for k, v in balances.items() if "/ai_token/usage/" in k), start=Decimal(0)

@@ -11,15 +11,17 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
 from tally.adapters import redis_streams
+from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
 from tally.adapters.postgres.reads import invoices, org_balances
+from tally.adapters.postgres.reads.dead_letters import CodeCount
 from tally.adapters.postgres.reads.invoices import Invoice
+from tally.adapters.postgres.reads.org_balances import OrgBalance
 from tally.adapters.postgres.verification import Verification, verify
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings
@@ -44,8 +46,8 @@ class DemoResult:
     period: str
     summary: LoadSummary
     consumed: Counter[str]
-    balances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    balances: dict[str, list[OrgBalance]] = field(default_factory=dict)
+    dead_letters: list[CodeCount] = field(default_factory=list)
     verification: Verification | None = None
     close: CloseReport | None = None
     invoices: dict[str, Invoice] = field(default_factory=dict)
@@ -123,7 +125,8 @@ async def run_demo(
 
     consumed = await bootstrap.consumer(settings, urls, until_idle=True, on_batch=on_batch).run()
     result = DemoResult(period, mix.summary, consumed)
-    result.dead_letters = await dead_letter_reads.dead_letters(engine, limit=1000)
+    async with raw_connection(engine) as conn:
+        result.dead_letters = await dead_letter_reads.dead_letter_codes(conn)
     # the close's clock: now, or the earliest instant the month may close (its grace)
     as_of = max(datetime.now(UTC), closable_from(period, settings.close_grace))
     result.close = await close_period(
@@ -135,11 +138,12 @@ async def run_demo(
         settings.close_chunk,
     )
     step(f"closed {period}: {result.close.invoices} invoices")
-    for org in DEMO_ORGS:
-        result.balances[org] = await org_balances.balances(engine, org, period)
-        invoice = await invoices.invoice(engine, org, period)
-        if invoice is not None:
-            result.invoices[org] = invoice
+    async with raw_connection(engine) as conn:
+        for org in DEMO_ORGS:
+            result.balances[org] = await org_balances.balances(conn, org, period)
+            invoice = await invoices.invoice(conn, org, period)
+            if invoice is not None:
+                result.invoices[org] = invoice
     result.verification = await verify(engine)
     result.api_key, _ = await create_key(
         bootstrap.api_key_store(engine), Role.auditor, None, "demo auditor", None

@@ -23,9 +23,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from support.cli import Run, env_for, tally, tally_all, xadd_like_an_integration
-from support.ledger_support import ai, api, event, urls_of
+from support.ledger_support import ai, api, dead_letters_of, event, read, urls_of
 from tally import bootstrap
-from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
 from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.schema import alembic_config
 from tally.adapters.ratecard_files import bundled_cards
@@ -259,7 +258,7 @@ async def test_the_whole_story_through_the_cli(settings: Settings) -> None:
     assert "no event (crm-sync, no-such-id) was ever received" in unknown.said, unknown
     assert "Traceback" not in unknown.stderr
 
-    dead = letters.json()
+    dead = letters.json()["items"]
     for letter in dead:
         assert {"id", "reason", "stream_id", "received_at"} <= set(letter), letter
         datetime.fromisoformat(letter["received_at"])
@@ -291,14 +290,12 @@ async def test_the_whole_story_through_the_cli(settings: Settings) -> None:
     assert report["events"] >= 5
     engine = bootstrap.engine(urls_of(settings).database)
     try:
-        hooli_rows = await org_balances.balances(engine, "hooli", PERIOD)
-        still_open = await dead_letter_reads.dead_letters(engine)
+        hooli_rows = await read(engine, org_balances.balances, "hooli", PERIOD)
+        still_open = await dead_letters_of(engine)
     finally:
         await engine.dispose()
-    assert {r["account"]: r["balance"] for r in hooli_rows}[
-        f"org/hooli/{PERIOD}/api_request/usage"
-    ] == 2
-    assert sorted(letter["stream_id"] for letter in still_open) == sorted(
+    assert {r.account: r.balance for r in hooli_rows}[f"org/hooli/{PERIOD}/api_request/usage"] == 2
+    assert sorted(letter.stream_id for letter in still_open) == sorted(
         sid for sid in reasons if sid != ids["hooli"]
     )
 

@@ -10,6 +10,8 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from support.cli import tally, tally_all, xadd_like_an_integration
 from support.close_support import license_day
 from support.ledger_support import api
@@ -104,5 +106,15 @@ async def test_the_api_benchmark_fills_and_measures_a_small_ledger(settings: Set
         assert again["fill_seconds"] == 0
         for size in ("lines", "entries", "accounts", "orgs", "periods", "export_lines"):
             assert again[size] == figures[size]
+        # the drain into a copy of it: the lanes continue where the fill left them
+        template = make_url(kept).database
+        assert template is not None
+        drain = await tally(settings, "bench", "--events", "1000", "--template", template,
+                            "--no-verify", "--json")  # fmt: skip
+        drained = drain.json()
+        assert drained["events"] == 1000 and drained["entries_posted"] > 0
+        assert drained["findings"] == ["not verified (--no-verify)"]
+        unchanged = (await tally(settings, "bench", "api", "--filled", kept, "--json")).json()
+        assert unchanged["entries"] == figures["entries"]  # the copy took the postings
     finally:
         await databases.drop(kept)

@@ -52,7 +52,7 @@ async def test_sources_through_the_cli(engine: AsyncEngine, settings: Settings) 
     await xadd_like_an_integration(settings, api("e3", count=5, source="stranger"))
     consumed = await tally(settings, "consume", "--until-idle", env=CHECKING)
     assert consumed.code == 0, consumed
-    letters = (await tally(settings, "dlq", "list", "--format", "json")).json()
+    letters = (await tally(settings, "dlq", "list", "--format", "json")).json()["items"]
     assert sorted(letter["code"] for letter in letters) == [
         "organization_not_allowed",
         "unknown_source",

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import GRACE, after, balance, close, document, license_day, line, meter
-from support.ledger_support import ORGS, ai, api, urls_of
+from support.ledger_support import ORGS, ai, api, every_row, read, urls_of
 from tally import bootstrap
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.reads import events as event_reads
@@ -65,8 +65,8 @@ async def test_two_closes_at_once_produce_one_set(
     reports = await asyncio.gather(close(engine, OCT, chunk=1), close(engine, OCT, chunk=1))
     assert sorted(report.issued for report in reports) == [0, 3]
     assert any(report.waited for report in reports)
-    listed = await invoices.list_invoices(engine, OCT)
-    assert [row["number"] for row in listed] == ["INV-000001", "INV-000002", "INV-000003"]
+    listed = await every_row(engine, invoices.invoice_listing(period=OCT))
+    assert [row.number for row in listed] == ["INV-000001", "INV-000002", "INV-000003"]
 
 
 async def test_a_close_killed_halfway_leaves_no_partial_invoice_and_reruns(
@@ -91,8 +91,8 @@ async def test_a_close_killed_halfway_leaves_no_partial_invoice_and_reruns(
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
 
-    survived = await invoices.list_invoices(engine, OCT)
-    assert [row["org"] for row in survived] == ["acme"]  # globex's invoice rolled back whole
+    survived = await every_row(engine, invoices.invoice_listing(period=OCT))
+    assert [row.org for row in survived] == ["acme"]  # globex's invoice rolled back whole
     async with raw_connection(engine) as conn:
         assert await conn.fetchval("SELECT count(*) FROM invoice_line") == 2
         assert await conn.fetchval("SELECT count(*) FROM journal_entry WHERE org = 'globex' "
@@ -100,8 +100,8 @@ async def test_a_close_killed_halfway_leaves_no_partial_invoice_and_reruns(
 
     report = await close(engine, OCT)
     assert report.issued == 2
-    listed = await invoices.list_invoices(engine, OCT)
-    assert [row["number"] for row in listed] == ["INV-000001", "INV-000002", "INV-000003"]
+    listed = await every_row(engine, invoices.invoice_listing(period=OCT))
+    assert [row.number for row in listed] == ["INV-000001", "INV-000002", "INV-000003"]
     for org, currency in ORGS.items():
         doc = await document(engine, org, OCT)
         assert await balance(engine, f"org/{org}/{OCT}/{currency}/receivable") == doc["total"]
@@ -145,9 +145,9 @@ async def test_late_usage_becomes_adjustments_on_the_next_invoice(
             ai("late-3", "agent_copilot", 300, "token", **aug),  # 100 from expired, 200 over
         ],
     )
-    story = await event_reads.event_story(engine, "test", "late-2")
-    assert story is not None and story["billing"]["late"]
-    assert "next close" in story["billing"]["detail"]
+    story = await read(engine, event_reads.event_story, "test", "late-2")
+    assert story is not None and story.billing.late
+    assert "next close" in story.billing.detail
     assert await balance(engine, f"org/acme/{AUG}/api_request/allowance") == -250_000
     assert (await verify(engine)).ok  # late usage not yet billed is not a finding
 
@@ -163,8 +163,8 @@ async def test_late_usage_becomes_adjustments_on_the_next_invoice(
     assert await balance(engine, f"org/acme/{AUG}/api_request/allowance") == 0
     assert await balance(engine, f"org/acme/{AUG}/ai_token/allowance") == 0
     assert await balance(engine, f"org/acme/{SEP}/USD/receivable") == Decimal("205.00")
-    story = await event_reads.event_story(engine, "test", "late-2")
-    assert story is not None and story["billing"]["invoice"] == september["number"]
+    story = await read(engine, event_reads.event_story, "test", "late-2")
+    assert story is not None and story.billing.invoice == september["number"]
 
     # later still: nothing expired is left, so it is all overage at August's price
     await meter(service, [api("late-4", count=10_000, time="2026-08-31T23:59:59Z")])
@@ -210,13 +210,13 @@ async def test_usage_of_an_organization_added_after_the_close_gets_its_invoice(
         bootstrap.database(engine), "newco", "USD"
     )  # its August events were dead letters
     await meter(service, [api("n", count=2_000_000, org="newco", time="2026-08-10T00:00:00Z")])
-    story = await event_reads.event_story(engine, "test", "n")
-    assert story is not None and story["billing"]["late"]
+    story = await read(engine, event_reads.event_story, "test", "n")
+    assert story is not None and story.billing.late
     await close(engine, SEP)
     newco = await document(engine, "newco", AUG)  # the close of September issued it first
     assert str(newco["total"]) == "200.00"  # no license report: no allocation
-    listed = await invoices.list_invoices(engine, None)
-    assert [(row["number"], row["org"], row["period"]) for row in listed] == [
+    listed = await every_row(engine, invoices.invoice_listing(period=None))
+    assert [(row.number, row.org, row.period) for row in listed] == [
         ("INV-000001", "acme", AUG),
         ("INV-000002", "newco", AUG),
     ]

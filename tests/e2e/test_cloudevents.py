@@ -15,8 +15,7 @@ from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.cli import tally_all
-from support.ledger_support import api, balance_map, drain
-from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
+from support.ledger_support import api, balance_map, dead_letters_of, drain, read
 from tally.adapters.postgres.reads import events as event_reads
 from tally.adapters.postgres.reads import org_balances
 from tally.config import Settings
@@ -88,19 +87,19 @@ async def test_sdk_events_are_metered_and_what_cloudevents_or_tally_cannot_take_
 
     consumer = await drain(settings)
     assert (consumer.totals["metered"], consumer.totals["rejected"]) == (4, 5)
-    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
+    balances = balance_map(await read(engine, org_balances.balances, "acme", "2026-10"))
     assert balances["org/acme/2026-10/api_request/usage"] == 1 + 2 + 4 + 8
-    letters = await dead_letter_reads.dead_letters(engine)
+    letters = await dead_letters_of(engine)
     for reason, letter in zip(refused, letters, strict=True):
-        assert reason in letter["reason"], letter["reason"]
+        assert reason in letter.reason, letter.reason
 
-    story = await event_reads.event_story(engine, "crm-sync", "typed")
-    assert story and story["attributes"] == {
+    story = await read(engine, event_reads.event_story, "crm-sync", "typed")
+    assert story and story.attributes == {
         "sampled": True,
         "sequence": 7,
         "expiry": "2026-12-01T00:00:00Z",
     }
-    assert json.loads(story["event"]["payload"]) == json.loads(valid[3])  # kept as sent
+    assert json.loads(story.event.payload) == json.loads(valid[3])  # kept as sent
 
 
 async def test_ids_are_compared_code_point_by_code_point_without_normalization(
@@ -119,7 +118,7 @@ async def test_ids_are_compared_code_point_by_code_point_without_normalization(
         ],
     )
     assert report.counts["metered"] == 4 and not report.counts["duplicate"]
-    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
+    balances = balance_map(await read(engine, org_balances.balances, "acme", "2026-10"))
     assert balances["org/acme/2026-10/api_request/usage"] == 3 + 5 + 3 + 3
 
 

@@ -13,9 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.ledger_support import ORGS, balance_map, drain, urls_of
+from support.ledger_support import ORGS, balance_map, dead_letters_of, drain, read, urls_of
 from tally.adapters.postgres import rollups
-from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
 from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
@@ -64,14 +63,14 @@ async def assert_exact(
     engine: AsyncEngine, summary: LoadSummary, orgs: Iterable[str] = ORGS
 ) -> None:
     for org in orgs:
-        balances = balance_map(await org_balances.balances(engine, org, "2026-10"))
+        balances = balance_map(await read(engine, org_balances.balances, org, "2026-10"))
         assert (
             balances.get(f"org/{org}/2026-10/api_request/usage", 0)
             == (summary.billable_requests[org])
         )
         tokens = sum((v for k, v in balances.items() if "/ai_token/usage/" in k), start=0)
         assert tokens == summary.ai_tokens[org]
-    letters = await dead_letter_reads.dead_letters(engine, limit=10_000)
+    letters = await dead_letters_of(engine)
     assert len(letters) == summary.bad_total
     async with engine.connect() as conn:
         stored = (await conn.exec_driver_sql("SELECT count(*) FROM usage_event")).scalar()

@@ -22,7 +22,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 
 from support.alerts import ALERT
 from support.fault_servers import redis_server_binary
-from support.ledger_support import balance_map, drain, urls_of
+from support.ledger_support import balance_map, drain, read, urls_of
 from tally import bootstrap
 from tally.adapters import embedded
 from tally.adapters.postgres.reads import org_balances
@@ -156,7 +156,7 @@ async def test_tally_migrates_and_meters_what_the_producer_published(
             )
         consumer = await drain(acl)
         assert consumer.totals["metered"] == 2
-        balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
+        balances = balance_map(await read(engine, org_balances.balances, "acme", "2026-10"))
         assert balances["org/acme/2026-10/api_request/usage"] == 7
         tally = aioredis.from_url(compose_tally_url(acl_redis))
         try:

@@ -26,12 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from e2e.test_crashes import assert_exact, crash, env_for, fill
 from support.fault_servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
-from support.ledger_support import ORGS, api, balance_map, drain, urls_of
+from support.ledger_support import ORGS, api, balance_map, dead_letters_of, drain, read, urls_of
 from tally import bootstrap
 from tally.adapters import redis_streams
 from tally.adapters.postgres import databases
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
 from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.stream_records import incidents
 from tally.adapters.postgres.verification import verify
@@ -50,13 +49,9 @@ async def add(stream: aioredis.Redis, key: str, *events: bytes) -> list[str]:
 
 
 async def usage(engine: AsyncEngine) -> Any:
-    return balance_map(await org_balances.balances(engine, "acme", "2026-10")).get(
+    return balance_map(await read(engine, org_balances.balances, "acme", "2026-10")).get(
         f"{APR}/usage", 0
     )
-
-
-async def letters(engine: AsyncEngine) -> list[dict[str, Any]]:
-    return await dead_letter_reads.dead_letters(engine, limit=10_000)
 
 
 # ---------------------------------------------------------------------------- trimming
@@ -194,7 +189,7 @@ async def test_a_dead_consumers_entries_trimmed_while_pending_become_dead_letter
     await stream.xtrim(settings.stream, maxlen=2, approximate=False)
     await asyncio.wait_for(drain(settings, claim_idle_ms=100), timeout=60)
     assert await usage(engine) == 2
-    codes = [letter["code"] for letter in await letters(engine)]
+    codes = [letter.code for letter in await dead_letters_of(engine)]
     assert codes == ["deleted_from_stream"] * 4
     assert (await stream.xpending(settings.stream, settings.group))["pending"] == 0
     assert (await verify(engine)).ok
@@ -208,7 +203,7 @@ async def test_a_consumers_own_entries_trimmed_while_pending_become_dead_letters
     await stream.xtrim(settings.stream, maxlen=2, approximate=False)
     await asyncio.wait_for(drain(settings, consumer_name="c1"), timeout=60)
     assert await usage(engine) == 2
-    assert [letter["code"] for letter in await letters(engine)] == ["deleted_from_stream"] * 3
+    assert [letter.code for letter in await dead_letters_of(engine)] == ["deleted_from_stream"] * 3
 
 
 async def test_trimming_removes_only_what_every_group_acknowledged_and_postgres_holds(
@@ -311,12 +306,12 @@ async def test_batches_are_cut_by_bytes_and_an_oversized_entry_is_kept_by_its_di
     per_entry = len(b"event") + len(events[0])
     assert max(sizes) <= 2048 // per_entry and sum(sizes) == 41
     assert await usage(engine) == 40
-    (letter,) = await letters(engine)
-    assert letter["code"] == "oversized"
+    (letter,) = await dead_letters_of(engine)
+    assert letter.code == "oversized"
     async with raw_connection(engine) as conn:
         row = await conn.fetchrow(
             "SELECT raw, original_length, original_sha256 FROM dead_letter WHERE id = $1",
-            letter["id"],
+            letter.id,
         )
     assert row is not None
     assert bytes(row["raw"]) == huge[: settings.max_event_bytes]

@@ -151,6 +151,8 @@ def test_secrets_never_reach_a_log_line() -> None:
     assert "hunter2" not in said and "SECRET" not in said and "c2Vj" not in said
     assert "postgresql://tally_writer:***@db:5432/tally" in said
     assert "tally_0123456789ab_***" in said
+    redis = logs.redact("redis://:s3cret@cache:6379/0 and postgresql://db/x?password=s3cret&a=1")
+    assert "s3cret" not in redis and "redis://:***@cache" in redis and "&a=1" in redis
 
 
 @pytest.fixture(scope="module")
@@ -210,12 +212,17 @@ async def test_api_requests_are_timed_by_route_template_and_traced(
         transport=httpx.ASGITransport(app=app), base_url="http://tally"
     ) as client:
         assert (await client.get("/v1/invoices/INV-2026-10-000001")).status_code == 401
+        await client.get("/asyncapi.json")
+        await client.get("/no/such/path/42")
+        await client.request("BREW", "/v1/health")  # a method a client made up
         scraped = samples((await client.get("/metrics")).text)
     route = {"method": "GET", "route": "/v1/invoices/{number}", "status": "401"}
     assert (value(scraped, "tally_http_request_duration_seconds_count", **route) or 0) >= 1
-    assert not [
-        labels for (_, labels) in scraped if ("route", "/v1/invoices/INV-2026-10-000001") in labels
-    ]
+    routes = {dict(labels).get("route") for (_, labels) in scraped}
+    methods = {dict(labels).get("method") for (_, labels) in scraped}
+    assert {"/asyncapi.json", "unmatched"} <= routes and "other" in methods
+    assert not {"/no/such/path/42", "/v1/invoices/INV-2026-10-000001"} & routes
+    assert "BREW" not in methods  # no label a client chooses
     assert any(s.name.startswith("GET /v1/invoices/{number}") for s in flushed(spans))
 
 
@@ -252,5 +259,6 @@ async def test_the_close_pushes_its_duration_and_invoices_when_it_ends(settings:
     [(path, body)] = Pushgateway.pushed
     assert path == "/metrics/job/tally-close"
     scraped = samples(body)
-    assert value(scraped, "tally_close_duration_seconds_count") == 1
-    assert value(scraped, "tally_invoices_issued_total") == issued == 1
+    assert (value(scraped, "tally_close_last_duration_seconds") or 0) > 0
+    assert value(scraped, "tally_close_last_invoices_issued") == issued == 1
+    assert (value(scraped, "tally_close_last_success_timestamp_seconds") or 0) > 1.7e9

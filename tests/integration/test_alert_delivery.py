@@ -22,10 +22,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
-from support.ledger_support import api, drain, event, urls_of
+from support.ledger_support import api, drain, event, read, urls_of
 from tally import bootstrap
 from tally.adapters.alert_feed import GROUP
-from tally.adapters.postgres import alert_outbox, alerts
+from tally.adapters.postgres import alert_outbox
+from tally.adapters.postgres.reads import alerts as alert_reads
 from tally.config import Settings
 from tally.domain.alert_delivery import EVENT_TYPE
 from tally.service_layer.alert_delivery import DeliveryReport
@@ -117,13 +118,13 @@ async def test_alerts_are_published_and_posted_signed_and_retried_after_a_500(
     hook, _ = await alert_outbox.add_webhook(engine, receiver.url, SECRET)
     dead, _ = await alert_outbox.add_webhook(engine, f"http://127.0.0.1:{closed_port()}/", None)
     await record_an_alert(settings, stream)
-    (recorded,) = await alerts.list_alerts(engine, "acme", "2026-10")
-    assert (recorded["meter"], recorded["kind"], recorded["threshold"]) == (
+    (recorded,) = await read(engine, alert_reads.alerts, "acme", "2026-10")
+    assert (recorded.meter, recorded.kind, recorded.threshold) == (
         "api_request",
         "used",
         Decimal(80),
     )
-    assert recorded["used"] == 90_000 and recorded["allocation"] == 110_000
+    assert recorded.used == 90_000 and recorded.allocation == 110_000
 
     def counted(result: str) -> float:
         value = REGISTRY.get_sample_value("tally_webhook_deliveries_total", {"result": result})
@@ -162,17 +163,17 @@ async def test_alerts_are_published_and_posted_signed_and_retried_after_a_500(
         assert posted.get_id() == headers["webhook-id"] == published.get_id()
         assert json.loads(body)["data"] == published.get_data()
 
-    (listed,) = await alerts.list_alerts(engine, "acme", None)
-    assert listed["published_at"] is not None
-    states = {w["webhook"]: w for w in listed["webhooks"]}
-    assert (states[hook]["attempts"], states[hook]["status_code"], states[hook]["error"]) == (
+    (listed,) = await read(engine, alert_reads.alerts, "acme", None)
+    assert listed.published_at is not None
+    states = {w.webhook: w for w in listed.webhooks}
+    assert (states[hook].attempts, states[hook].status_code, states[hook].error) == (
         2,
         200,
         None,
     )
-    assert states[hook]["next_at"] is None
-    assert states[dead]["attempts"] == 3 and states[dead]["next_at"] is None  # gave up
-    assert "ConnectError" in states[dead]["error"]
+    assert states[hook].next_at is None
+    assert states[dead].attempts == 3 and states[dead].next_at is None  # gave up
+    assert "ConnectError" in states[dead].error
 
     # nothing is published or POSTed twice
     async with bootstrap.alert_delivery(engine, settings, urls_of(settings)) as delivery:

@@ -7,10 +7,9 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.entry_shapes import SHAPES, Pairs
-from support.ledger_support import api, balance_map
+from support.ledger_support import api, balance_map, dead_letters_of, read
 from tally.adapters import redis_streams
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
 from tally.adapters.postgres.reads import org_balances
 from tally.config import Settings
 from tally.domain.rating import stream_fields
@@ -40,11 +39,11 @@ async def test_ambiguous_entries_xadded_to_redis_are_dead_lettered_and_replay_un
 
     report = await service.process(settings.stream, entries)
     assert report.counts["metered"] == 1
-    letters = await dead_letter_reads.dead_letters(engine)
-    assert [letter["code"] for letter in letters] == [code for _, code, _ in SHAPES.values()]
+    letters = await dead_letters_of(engine)
+    assert [letter.code for letter in letters] == [code for _, code, _ in SHAPES.values()]
     for letter, (_, _, reason) in zip(letters, SHAPES.values(), strict=True):
-        assert reason in letter["reason"]
-    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
+        assert reason in letter.reason
+    balances = balance_map(await read(engine, org_balances.balances, "acme", "2026-10"))
     assert balances["org/acme/2026-10/api_request/usage"] == 7  # neither 1 nor 500 of r1
 
     async with raw_connection(engine) as conn:
@@ -53,6 +52,4 @@ async def test_ambiguous_entries_xadded_to_redis_are_dead_lettered_and_replay_un
         pairs for _, pairs in entries[:-1]
     ]
     replayed = await replay_dead_letters(service, None, 100)
-    assert sorted(replayed.values()) == sorted(
-        f"rejected: {letter['reason']}" for letter in letters
-    )
+    assert sorted(replayed.values()) == sorted(f"rejected: {letter.reason}" for letter in letters)

@@ -9,10 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.ledger_support import ai, api, balance_map, drain, event
+from support.ledger_support import ai, api, balance_map, dead_letters_of, drain, event, read
 from tally import bootstrap
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
 from tally.adapters.postgres.reads import events as event_reads
 from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.verification import verify
@@ -47,7 +46,7 @@ async def test_usage_is_metered_into_balanced_entries(
     assert consumer.totals["metered"] == 5
     assert consumer.totals["non_billable"] == 1
     assert consumer.totals["recorded"] == 1
-    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
+    balances = balance_map(await read(engine, org_balances.balances, "acme", "2026-10"))
     assert balances[f"{APR}/usage"] == 4
     assert balances[f"{APR}/allowance"] == -4
     assert balances[f"{TOK}/usage/voice_bot"] == Decimal("294.117648")  # 5000 / 17, rounded up
@@ -67,18 +66,18 @@ async def test_each_duplicate_counts_once_and_a_conflict_is_kept_not_metered(
     await xadd(stream, settings.stream, same)  # much later, another retry
     consumer = await drain(settings)
     assert consumer.totals["duplicate"] == 1
-    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
+    balances = balance_map(await read(engine, org_balances.balances, "acme", "2026-10"))
     assert balances[f"{APR}/usage"] == 2
-    story = await event_reads.event_story(engine, "test", "r1")
+    story = await read(engine, event_reads.event_story, "test", "r1")
     assert story is not None
-    assert story["status"] == "metered"
-    assert sorted(d["status"] for d in story["deliveries"]) == [
+    assert story.status == "metered"
+    assert sorted(d.status for d in story.deliveries) == [
         "conflict",
         "duplicate",
         "duplicate",
         "duplicate",
     ]
-    assert story["entry"]["lines"]
+    assert story.entry.lines
     assert (await verify(engine)).ok
 
 
@@ -123,11 +122,11 @@ async def test_every_bad_input_is_dead_lettered_with_its_reason_and_the_stream_m
     consumer = await drain(settings)
     assert consumer.totals["rejected"] == len(BAD)
     assert consumer.totals["metered"] == 1
-    letters = await dead_letter_reads.dead_letters(engine)
+    letters = await dead_letters_of(engine)
     assert len(letters) == len(BAD)
     for expected, letter in zip(BAD, letters, strict=True):
-        assert expected in letter["reason"], (expected, letter["reason"])
-        assert letter["stream_id"] and letter["received_at"]
+        assert expected in letter.reason, (expected, letter.reason)
+        assert letter.stream_id and letter.received_at
     async with raw_connection(engine) as conn:
         kept = await conn.fetchval("SELECT raw FROM dead_letter WHERE reason LIKE 'malformed%'")
     assert bytes(kept) == BAD["malformed JSON"]
@@ -142,7 +141,7 @@ async def test_a_redelivered_reject_is_kept_once(
     entries = [("5-0", {b"event": b"not json"})]
     await service.process("s", entries)
     await service.process("s", entries)
-    assert len(await dead_letter_reads.dead_letters(engine)) == 1
+    assert len(await dead_letters_of(engine)) == 1
 
 
 async def test_replay_after_the_fix_meters_once_and_is_idempotent(
@@ -161,10 +160,10 @@ async def test_replay_after_the_fix_meters_once_and_is_idempotent(
     assert await replay_dead_letters(service, None, 100) == {
         key: value for key, value in again.items() if value.startswith("rejected")
     }
-    balances = balance_map(await org_balances.balances(engine, "hooli", "2026-10"))
+    balances = balance_map(await read(engine, org_balances.balances, "hooli", "2026-10"))
     assert balances["org/hooli/2026-10/api_request/usage"] == 4
-    letters = await dead_letter_reads.dead_letters(engine, include_replayed=True)
-    assert [letter["state"] for letter in letters] == ["replayed", "open"]
+    letters = await dead_letters_of(engine, include_replayed=True)
+    assert [letter.state for letter in letters] == ["replayed", "open"]
     assert (await verify(engine)).ok
 
 
@@ -245,9 +244,9 @@ async def test_entries_postgres_could_not_store_are_dead_letters_not_a_stalled_b
     report = await service.process("s", entries)
     assert report.counts["metered"] == 1
     assert report.counts["rejected"] == len(POISON)
-    letters = await dead_letter_reads.dead_letters(engine)
-    assert {letter["code"] for letter in letters} == {"schema_violation"}
-    assert all(letter["source"] in (None, "test") for letter in letters)
+    letters = await dead_letters_of(engine)
+    assert {letter.code for letter in letters} == {"schema_violation"}
+    assert all(letter.source in (None, "test") for letter in letters)
     assert (await verify(engine)).ok
 
 
@@ -263,10 +262,10 @@ async def test_an_entry_the_database_refuses_is_isolated_and_the_rest_is_metered
     entries.insert(4, ("50-0", {b"event": api("evil", count=100)}))
     report = await service.process("s", entries)
     assert report.counts["metered"] == 7
-    letters = await dead_letter_reads.dead_letters(engine)
-    assert [(letter["code"], letter["stream_id"]) for letter in letters] == [("unstorable", "50-0")]
-    assert "no_evil" in letters[0]["reason"]
-    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
+    letters = await dead_letters_of(engine)
+    assert [(letter.code, letter.stream_id) for letter in letters] == [("unstorable", "50-0")]
+    assert "no_evil" in letters[0].reason
+    balances = balance_map(await read(engine, org_balances.balances, "acme", "2026-10"))
     assert balances[f"{APR}/usage"] == sum(range(1, 8))
     assert (await verify(engine)).ok
 
@@ -279,5 +278,5 @@ async def test_an_entry_deleted_while_pending_does_not_hold_the_group(
     await stream.xdel(settings.stream, taken[0][1][0][0])  # read by a dead consumer, then deleted
     await drain(settings, claim_idle_ms=100)
     assert (await stream.xpending(settings.stream, settings.group))["pending"] == 0
-    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
+    balances = balance_map(await read(engine, org_balances.balances, "acme", "2026-10"))
     assert balances[f"{APR}/usage"] == 2

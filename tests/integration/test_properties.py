@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.ledger_support import ai, api
+from support.ledger_support import ai, api, read
 from tally import bootstrap
 from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.verification import verify
@@ -131,8 +131,8 @@ async def test_random_deliveries_give_exactly_the_models_balances(
     expected = model_balances(effects)
     actual = {}
     for org in orgs:
-        for row in await org_balances.balances(engine, org, None):
-            period = row["account"].split("/")[2]
-            actual[(org, period, row["account"])] = Fraction(row["balance"])
+        for row in await read(engine, org_balances.balances, org, None):
+            period = row.account.split("/")[2]
+            actual[(org, period, row.account)] = Fraction(row.balance)
     assert actual == expected
     assert (await verify(engine)).ok

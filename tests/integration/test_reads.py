@@ -110,7 +110,9 @@ async def test_the_trial_balance_balances_and_closes_on_the_accounts_balances(
     await october(service, engine)
     async with raw_connection(engine) as conn:
         found = await trial_balance(conn, OCT)
-        listed = [row async for row in accounts.iter_accounts(conn, accounts.AccountFilter())]
+        listed = [
+            row async for row in accounts.account_listing(accounts.AccountFilter()).iter_rows(conn)
+        ]
         assert found.balanced and found.totals
         assert {total.unit for total in found.totals} == {"api_request", "ai_token", "USD", "EUR"}
         for total in found.totals:
@@ -145,7 +147,9 @@ async def test_entries_pages_return_every_entry_once_while_entries_are_posted(
     async with raw_connection(engine) as conn:
         existing = {
             row.id
-            for row in (await entries.entries(conn, filters, await cursors(conn), limit=1000)).items
+            for row in (
+                await entries.entry_listing(filters).page(conn, await cursors(conn), None, 1000)
+            ).items
         }
     assert len(existing) == 40
 
@@ -154,7 +158,9 @@ async def test_entries_pages_return_every_entry_once_while_entries_are_posted(
         after = None
         async with raw_connection(engine) as conn:
             while True:
-                page = await entries.entries(conn, filters, await cursors(conn), after, limit=3)
+                page = await entries.entry_listing(filters).page(
+                    conn, await cursors(conn), after, 3
+                )
                 seen.extend(row.id for row in page.items)
                 if page.next is None:
                     return seen
@@ -178,13 +184,14 @@ async def test_lineage_reaches_every_event_each_invoice_bills(
             org = await conn.fetchval("SELECT org FROM invoice WHERE number = $1", number)
             rows, after = [], None
             while True:
-                page = await lineage.lineage(conn, number, await cursors(conn), after, limit=2)
-                assert page is not None
+                page = await lineage.lineage_listing(number).page(
+                    conn, await cursors(conn), after, 2
+                )
                 rows.extend(page.items)
                 if page.next is None:
                     break
                 after = page.next
-            streamed = [row async for row in lineage.iter_lineage(conn, number)]
+            streamed = [row async for row in lineage.lineage_listing(number).iter_rows(conn)]
             assert streamed == rows
             billed = {(row.source, row.event_id) for row in rows if row.source}
             metered = {
@@ -206,7 +213,7 @@ async def test_lineage_reaches_every_event_each_invoice_bills(
                         row.event_id,
                     )
                     assert row.sha256 == raw
-        assert await lineage.lineage(conn, 999, await cursors(conn)) is None
+        assert not await lineage.invoice_exists(conn, 999)
 
 
 async def test_one_entry_shows_its_lines_events_and_chain_position(

@@ -7,11 +7,10 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.ledger_support import api, balance_map, drain, event
+from support.ledger_support import api, balance_map, dead_letters_of, drain, event, read
 from tally import bootstrap
 from tally.adapters.postgres import sources
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
 from tally.adapters.postgres.reads import org_balances
 from tally.adapters.postgres.verification import verify
 from tally.config import Settings
@@ -28,13 +27,12 @@ def checking(engine: AsyncEngine, settings: Settings) -> MeteringService:
 async def letters(engine: AsyncEngine) -> dict[str, tuple[str, str]]:
     """Open dead letters: stream id -> (code, reason)."""
     return {
-        letter["stream_id"]: (letter["code"], letter["reason"])
-        for letter in await dead_letter_reads.dead_letters(engine)
+        letter.stream_id: (letter.code, letter.reason) for letter in await dead_letters_of(engine)
     }
 
 
 async def usage(engine: AsyncEngine, org: str) -> object:
-    balances = balance_map(await org_balances.balances(engine, org, "2026-10"))
+    balances = balance_map(await read(engine, org_balances.balances, org, "2026-10"))
     return balances.get(APR.format(org=org), 0)
 
 

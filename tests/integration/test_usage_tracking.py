@@ -11,7 +11,7 @@ from decimal import ROUND_CEILING, Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.ledger_support import ai, api, balance_map, event
+from support.ledger_support import ai, api, balance_map, event, read
 from tally import bootstrap
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import org_balances
@@ -87,7 +87,7 @@ async def test_tracking_equals_the_ledger_and_an_independent_computation(
     assert {f.name: f.used for f in ai_meter.features} == per_feature
     assert ai_meter.used == sum(per_feature.values()) == Decimal("8.031912")
     assert sum(w.used for w in ai_meter.weeks) == ai_meter.used  # days telescope exactly
-    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
+    balances = balance_map(await read(engine, org_balances.balances, "acme", "2026-10"))
     assert ai_meter.used == sum(v for k, v in balances.items() if "/ai_token/usage/" in k)
     assert ai_meter.weeks[0].used == tokens("voice_bot", Decimal(17)) + tokens(
         "messaging", Decimal(150)
@@ -96,7 +96,7 @@ async def test_tracking_equals_the_ledger_and_an_independent_computation(
     assert api_meter.remaining == api_meter.allocation - billable
     assert (api_meter.health.value, ai_meter.health.value) == ("GREEN", "GREEN")
 
-    document = tracked.document()
+    document = tracked.document().model_dump()
     assert document["meters"]["api_requests"]["used"] == billable
     assert document["meters"]["ai_tokens"]["health"] == "GREEN"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.ledger_support import event
+from support.ledger_support import event, read
 from tally import bootstrap
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import invoices
@@ -43,9 +43,9 @@ async def close(engine: AsyncEngine, period: str, **kwargs: Any) -> CloseReport:
 
 
 async def document(engine: AsyncEngine, org: str, period: str) -> dict[str, Any]:
-    found = await invoices.invoice(engine, org, period)
+    found = await read(engine, invoices.invoice, org, period)
     assert found is not None, f"no invoice for {org} {period}"
-    return found.document
+    return found.document.model_dump()
 
 
 def line(doc: dict[str, Any], meter: str) -> dict[str, Any]:

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from decimal import Decimal
+from typing import Any, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally import bootstrap
+from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads.dead_letters import (
+    DeadLetterFilter,
+    DeadLetterRow,
+    dead_letter_listing,
+)
+from tally.adapters.postgres.reads.listing import KeyedRow, Listing
+from tally.adapters.postgres.reads.org_balances import OrgBalance
 from tally.bootstrap import ServiceUrls
 from tally.config import Settings, get_settings
 from tally.service_layer import organizations
 from tally.service_layer.consumer import Consumer
 from tally.service_layer.metering import MeteringService
+
+T = TypeVar("T")
+R = TypeVar("R", bound=KeyedRow)
 
 ORGS = {"acme": "USD", "globex": "EUR", "initech": "JPY"}
 
@@ -126,5 +138,24 @@ async def drain(settings: Settings, **overrides: Any) -> Consumer:
     return consumer
 
 
-def balance_map(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {row["account"]: row["balance"] for row in rows}
+def balance_map(rows: list[OrgBalance]) -> dict[str, Decimal]:
+    return {row.account: row.balance for row in rows}
+
+
+async def read(engine: AsyncEngine, query: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """A query of the read side (it takes a connection first) on one of ``engine``'s."""
+    async with raw_connection(engine) as conn:
+        return await query(conn, *args)
+
+
+async def every_row(engine: AsyncEngine, listing: Listing[R]) -> list[R]:
+    async with raw_connection(engine) as conn:
+        return [row async for row in listing.iter_rows(conn)]
+
+
+async def dead_letters_of(
+    engine: AsyncEngine, include_replayed: bool = False
+) -> list[DeadLetterRow]:
+    """The dead letters, oldest first (the open ones only, unless ``include_replayed``)."""
+    state = None if include_replayed else "open"
+    return await every_row(engine, dead_letter_listing(DeadLetterFilter(state=state)))

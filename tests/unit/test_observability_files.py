@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 import tally.entrypoints.http.app
 import tally.service_layer.consumer
 import tally.service_layer.month_close  # noqa: F401  (their metrics, registered on import)
+from tally.adapters.telemetry.metrics import CLOSE_PUSHED
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "services" / "observability"
@@ -26,8 +27,8 @@ METRIC = re.compile(r"\b(tally_[a-z0-9_]+|up)\b")
 
 
 def exposed() -> set[str]:
-    """Every series name the process's registry can expose."""
-    names = set(PROMETHEUS_OWN)
+    """Every series name the process's registry can expose, and what the close pushes."""
+    names = set(PROMETHEUS_OWN) | {f"tally_close_last_{name}" for name in CLOSE_PUSHED}
     for family in REGISTRY.collect():
         names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
     return names
@@ -61,7 +62,7 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
         "tally_stream_oldest_pending_age_seconds",
         "tally_event_commit_latency_seconds_bucket",
         "tally_dead_letters",
-        "tally_close_duration_seconds_sum",
+        "tally_close_last_duration_seconds",
         "tally_http_request_duration_seconds_bucket",
         "tally_alerts_recorded_total",
     ):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from tally.domain.rating import SourceGrant
+
 PREFIX = "tally_"
 KEY_ID_BYTES = 6  # 12 hex digits: a lookup id, not a secret
 SECRET_BYTES = 32  # 256 random bits
@@ -108,6 +110,7 @@ class StoredKey:
     expires_at: datetime | None
     revoked_at: datetime | None
     source: str | None = None  # a producer key's one source
+    grant: SourceGrant | None = None  # what that source may bill now; None: removed
 
     def admits(self, secret: str, now: datetime) -> bool:
         """The secret is this key's, and the key is neither expired nor revoked."""

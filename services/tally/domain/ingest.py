@@ -20,8 +20,9 @@ dead letter the producer can look up.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -30,6 +31,9 @@ STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 HEADER_PREFIX = "ce-"
 REQUIRED = ("specversion", "id", "source", "type")
+ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}")  # CloudEvents' attribute names
+JSON_WHITESPACE = b" \t\n\r"
+MAX_ERRORS = 100  # refused events of a batch listed in the answer
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -53,6 +57,7 @@ class Incoming:
     source: str
     id: str
     raw: bytes
+    subject: str | None  # the organization billed, if the event names one
 
 
 @dataclass
@@ -71,14 +76,20 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").partition(";")[0].strip().lower()
 
 
-def parse(content_type: str | None, headers: Mapping[str, str], body: bytes) -> list[Incoming]:
-    """The events of a request (``headers`` with lower-case names), in order."""
+def parse(
+    content_type: str | None,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    max_events: int,
+) -> list[Incoming]:
+    """The events of a request (``headers``: every header as sent, lower-case names, repeats
+    included), in order; at most ``max_events`` (a batch is not read past one more)."""
     kind = media_type(content_type)
     if kind == STRUCTURED:
         return [_event(body)]
     if kind == BATCH:
-        return _batch(body)
-    if HEADER_PREFIX + "specversion" in headers:
+        return _batch(body, max_events)
+    if any(name == HEADER_PREFIX + "specversion" for name, _ in headers):
         return [_event(_binary(kind, headers, body))]
     raise Refused(
         "not_a_cloudevent",
@@ -89,19 +100,23 @@ def parse(content_type: str | None, headers: Mapping[str, str], body: bytes) -> 
 
 
 def _event(raw: bytes, where: str = "the body") -> Incoming:
+    return _checked(_one_value(raw, where), raw, where)
+
+
+def _one_value(raw: bytes, where: str) -> Any:
+    """The one JSON value ``raw`` holds (whitespace around it allowed, nothing else)."""
     try:
         text = raw.decode("utf-8")
-        start = _skip(text, 0)
-        event, end = _scanner.raw_decode(text, start)
+        value, end = _scanner.raw_decode(text, _skip(text, 0))
         if text[_skip(text, end) :]:
-            raise ValueError(f"text after the event at {end}")
+            raise ValueError(f"text after the value at {end}")
     except UnicodeDecodeError as exc:
         raise Refused(
             "malformed_json", f"{where}: malformed JSON: not UTF-8 ({exc.reason})"
         ) from exc
     except (ValueError, RecursionError) as exc:
         raise Refused("malformed_json", f"{where}: malformed JSON: {exc}") from exc
-    return _checked(event, raw, where)
+    return value
 
 
 def _checked(event: Any, raw: bytes, where: str) -> Incoming:
@@ -123,11 +138,15 @@ def _checked(event: Any, raw: bytes, where: str) -> Incoming:
             "not_a_cloudevent",
             f"{where}: specversion {event['specversion']!r}: only CloudEvents 1.0 is accepted",
         )
-    return Incoming(event["source"], event["id"], raw)
+    subject = event.get("subject")
+    return Incoming(
+        event["source"], event["id"], raw, subject if isinstance(subject, str) else None
+    )
 
 
-def _batch(body: bytes) -> list[Incoming]:
-    """Each element of the array, as the exact bytes it was written with."""
+def _batch(body: bytes, max_events: int) -> list[Incoming]:
+    """Each element of the array, as the exact bytes it was written with; every refused
+    one named (the first ``MAX_ERRORS``), and no more than ``max_events`` read."""
     try:
         text = body.decode("utf-8")
         start = _skip(text, 0)
@@ -135,17 +154,24 @@ def _batch(body: bytes) -> list[Incoming]:
             raise Refused("malformed_json", "a batch is a JSON array of events")
         events: list[Incoming] = []
         errors: list[dict[str, Any]] = []
+        refused = 0
         at = _skip(text, start + 1)
         while text[at : at + 1] != "]":
+            index = len(events) + refused
+            if index == max_events:
+                raise Refused("too_many_events", f"more than {max_events} events in one request")
             event, end = _scanner.raw_decode(text, at)
-            index = len(events) + len(errors)
             try:
                 events.append(_checked(event, text[at:end].encode(), f"event {index}"))
             except Refused as exc:
-                errors.append({"index": index, "code": exc.code, "message": exc.message})
+                refused += 1
+                if len(errors) < MAX_ERRORS:
+                    errors.append({"index": index, "code": exc.code, "message": exc.message})
             at = _skip(text, end)
             if text[at : at + 1] == ",":
                 at = _skip(text, at + 1)
+                if text[at : at + 1] == "]":
+                    raise Refused("malformed_json", f"malformed JSON: a value expected at {at}")
             elif text[at : at + 1] != "]":
                 raise Refused("malformed_json", f"malformed JSON: ',' or ']' expected at {at}")
         if text[_skip(text, at + 1) :]:
@@ -156,10 +182,11 @@ def _batch(body: bytes) -> list[Incoming]:
         if isinstance(exc, Refused):
             raise
         raise Refused("malformed_json", f"malformed JSON: {exc}") from exc
-    if errors:
+    if refused:
+        listed = "" if refused <= MAX_ERRORS else f" (the first {MAX_ERRORS} listed)"
         raise Refused(
             errors[0]["code"],
-            f"{len(errors)} of {len(events) + len(errors)} events refused; nothing was "
+            f"{refused} of {len(events) + refused} events refused{listed}; nothing was "
             f"written: {errors[0]['message']}",
             errors,
         )
@@ -174,23 +201,44 @@ def _skip(text: str, at: int) -> int:
     return at
 
 
-def _binary(kind: str, headers: Mapping[str, str], body: bytes) -> bytes:
+def _binary(kind: str, headers: Sequence[tuple[str, str]], body: bytes) -> bytes:
     """A binary-mode request as the structured event it stands for."""
     if kind and kind != "application/json" and not kind.endswith("+json"):
         raise Refused(
             "not_json", f"binary mode: the data must be JSON (Content-Type {kind} is not)"
         )
-    attributes = {
-        name[len(HEADER_PREFIX) :]: unquote(value)
-        for name, value in headers.items()
-        if name.startswith(HEADER_PREFIX) and len(name) > len(HEADER_PREFIX)
-    }
+    attributes: dict[str, str] = {}
+    for header, value in headers:
+        if not header.startswith(HEADER_PREFIX):
+            continue
+        name = header[len(HEADER_PREFIX) :]
+        if not ATTRIBUTE_NAME.fullmatch(name):
+            raise Refused(
+                "not_a_cloudevent",
+                f"header {header}: an attribute's name is 1 to 20 lower-case letters or digits",
+            )
+        if name in attributes:  # which one would count is a guess: refused
+            raise Refused("not_a_cloudevent", f"header {header} is sent twice")
+        attributes[name] = _header_value(header, value)
     if kind:
         attributes["datacontenttype"] = kind
     ordered = {name: attributes[name] for name in REQUIRED if name in attributes}
     ordered |= {name: attributes[name] for name in sorted(attributes) if name not in ordered}
     head = json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
-    data = body.strip()
-    if not data:
+    if not body.strip(JSON_WHITESPACE):
         return head.encode()
-    return head[:-1].encode() + b',"data":' + data + b"}"
+    _one_value(body, "the data")  # one JSON value: nothing spliced after it
+    return head[:-1].encode() + b',"data":' + body.strip(JSON_WHITESPACE) + b"}"
+
+
+def _header_value(header: str, value: str) -> str:
+    """A header's value, percent-decoded as the binding says (UTF-8, and only valid escapes:
+    two different headers never decode to one value)."""
+    if not value.isascii() or not value.isprintable():
+        raise Refused("not_a_cloudevent", f"header {header}: printable ASCII only (%-encode)")
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise Refused(
+            "not_a_cloudevent", f"header {header}: %-escapes that are not UTF-8 ({exc.reason})"
+        ) from exc

@@ -234,6 +234,10 @@ class Consumer:
             for task in (stop, committer, *readers):
                 task.cancel()
             await asyncio.gather(stop, committer, *readers, return_exceptions=True)
+            while not self._ready.empty():  # never committed: it stays pending in Redis
+                _, span = self._ready.get_nowait()
+                span.set_status(Status(StatusCode.ERROR, "not committed: the consumer stopped"))
+                span.end()
 
     # ------------------------------------------------------------------ retries
 
@@ -452,27 +456,35 @@ class Consumer:
                 await self._retrying("compact the rollups", self.service.compact_rollups)
 
     async def _gauge_loop(self) -> None:
+        """The gauges read from Redis and PostgreSQL: a failure here is logged and tried
+        again at the next interval, never a reason to stop metering."""
         while not self._stop.is_set():
-            for key in self.readers:
-                report = await self._retrying(
-                    "look at the stream",
-                    functools.partial(
-                        stream_health.stream_report,
-                        self.db,
-                        self.streams,
-                        self.redis,
-                        key,
-                        self.settings.group,
-                    ),
-                )
-                metrics.STREAM_STATUS.set(report)
-            metrics.dead_letters_kept(
-                await self._retrying(
-                    "count the dead letters",
-                    functools.partial(self.db.stream_records.dead_letter_counts, self.db.engine),
-                )
-            )
+            try:
+                await self._set_gauges()
+            except Exception as exc:
+                log.warning("cannot read the metrics' gauges (%s: %s)", type(exc).__name__, exc)
             await self._pause(self.settings.metrics_interval_s)
+
+    async def _set_gauges(self) -> None:
+        for key in self.readers:
+            report = await self._retrying(
+                "look at the stream",
+                functools.partial(
+                    stream_health.stream_report,
+                    self.db,
+                    self.streams,
+                    self.redis,
+                    key,
+                    self.settings.group,
+                ),
+            )
+            metrics.STREAM_STATUS.set(report)
+        metrics.dead_letters_kept(
+            await self._retrying(
+                "count the dead letters",
+                functools.partial(self.db.stream_records.dead_letter_counts, self.db.engine),
+            )
+        )
 
     async def _exit_when_idle(self) -> None:
         quiet = 0

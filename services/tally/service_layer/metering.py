@@ -12,10 +12,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
+from tally.adapters.ports.metering import LetterToReplay
 from tally.adapters.ports.unit_of_work import Database
 from tally.domain.alerts import batch_usage
 from tally.domain.deliveries import DeliveryCounts
@@ -286,14 +286,13 @@ class MeteringService:
         return report
 
 
-def _letter_fields(letter: Mapping[str, Any]) -> Fields:
+def _letter_fields(letter: LetterToReplay) -> Fields:
     """The stream entry a dead letter keeps; an oversized one only by its start and digest
     (so replaying it gives the same answer, never a half event)."""
-    raw = bytes(letter["raw"])
-    if letter["original_length"] is not None:
-        length = letter["original_length"]
-        return OversizedEntry(length, length, letter["original_sha256"], raw)
-    return stream_fields(raw, letter["code"])
+    if letter.original_length is not None and letter.original_sha256 is not None:
+        length = letter.original_length  # the two are recorded together
+        return OversizedEntry(length, length, letter.original_sha256, letter.raw)
+    return stream_fields(letter.raw, letter.code)
 
 
 async def replay_dead_letters(
@@ -312,16 +311,14 @@ async def replay_dead_letters(
     while letters := await service.db.dead_letters.open_dead_letters(
         service.db.engine, ids, after, batch_size
     ):
-        after = letters[-1]["id"]
-        for stream in sorted({letter["stream"] for letter in letters}):
-            chosen = [letter for letter in letters if letter["stream"] == stream]
-            entries = [(letter["stream_id"], _letter_fields(letter)) for letter in chosen]
+        after = letters[-1].id
+        for stream in sorted({letter.stream for letter in letters}):
+            chosen = [letter for letter in letters if letter.stream == stream]
+            entries = [(letter.stream_id, _letter_fields(letter)) for letter in chosen]
             report = await service.process(
-                stream, entries, {letter["stream_id"]: letter["id"] for letter in chosen}
+                stream, entries, {letter.stream_id: letter.id for letter in chosen}
             )
-            outcomes.update(
-                {letter["id"]: report.outcomes[letter["stream_id"]] for letter in chosen}
-            )
+            outcomes.update({letter.id: report.outcomes[letter.stream_id] for letter in chosen})
         if on_batch:
             on_batch(len(letters))
     return outcomes

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.http.conftest import OWN, bearer, make_key, sign_in
 from tally import bootstrap
-from tally.adapters.postgres import organizations as organization_rows
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import events as event_reads
+from tally.adapters.postgres.reads import organizations as organization_reads
 from tally.domain.access import Role
 from tally.entrypoints.http.app import create_app
 from tally.service_layer import organizations
@@ -168,7 +168,7 @@ async def test_an_unexpected_exception_on_a_page_shows_the_request_id(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(organization_rows, "list_all", fail)
+    monkeypatch.setattr(organization_reads, "organizations", fail)
     with caplog.at_level(logging.INFO, "tally.api"):
         page = await auditor.get("/ui/")
     assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")

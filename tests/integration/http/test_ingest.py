@@ -34,6 +34,8 @@ from tally.service_layer.api_keys import create_key
 SOURCE = "crm-sync"
 STRUCTURED = {"content-type": "application/cloudevents+json"}
 BATCH = {"content-type": "application/cloudevents-batch+json"}
+BINARY = {"content-type": "application/json", "ce-specversion": "1.0", "ce-id": "b",
+          "ce-source": SOURCE, "ce-type": "api.request"}  # fmt: skip
 
 
 def sdk_event(event_id: str, count: int = 1, source: str = SOURCE) -> CloudEvent:
@@ -157,6 +159,11 @@ async def test_what_is_not_a_cloudevent_is_refused_whole_and_nothing_is_written(
         (JSONFormat().write(sdk_event("x", source="other")), STRUCTURED, 403, "forbidden"),
         (b"count=1", {"ce-specversion": "1.0", "ce-id": "t", "ce-source": SOURCE,
                       "ce-type": "api.request", "content-type": "text/plain"}, 400, "not_json"),
+        (b'{"a":1},"subject":"globex"', BINARY, 400, "malformed_json"),  # not one value
+        (b'{"a":1}\x0b', BINARY, 400, "malformed_json"),
+        (b"{}", BINARY | {"ce-id": "a%FF"}, 400, "not_a_cloudevent"),  # not UTF-8
+        (b"{}", BINARY | {"ce-Bad_Name": "x"}, 400, "not_a_cloudevent"),
+        (b"[" + good + b",]", BATCH, 400, "malformed_json"),  # a trailing comma
     ]  # fmt: skip
     for body, headers, status, code in cases:
         answer = await gateway.send(body, headers)
@@ -166,6 +173,16 @@ async def test_what_is_not_a_cloudevent_is_refused_whole_and_nothing_is_written(
         {"index": 1, "code": "not_a_cloudevent", "message": batch.json()["errors"][0]["message"]}
     ]
     assert "event 1" in batch.json()["errors"][0]["message"]
+    many = await gateway.send(b"[" + b",".join([no_id] * 400) + b"]", BATCH)
+    assert len(many.json()["errors"]) == 100 and "400 of 400 events refused" in many.text
+    twice = await gateway.client.post(  # the same attribute twice: which would count?
+        "/v1/events",
+        content=b"{}",
+        headers=[*BINARY.items(), ("ce-subject", "acme"), ("ce-subject", "globex"),
+                 *gateway.auth.items()],
+    )  # fmt: skip
+    assert (twice.status_code, twice.json()["code"]) == (400, "not_a_cloudevent"), twice.text
+    assert "ce-subject is sent twice" in twice.json()["message"]
     assert await stream_length(settings) == 0  # nothing of any of them was written
 
 
@@ -179,12 +196,44 @@ async def test_the_body_size_and_the_keys_event_budget_are_limited(
         big = JSONFormat().write(sdk_event("big"))[:-1] + b', "pad": "' + b"x" * 4000 + b'"}'
         too_big = await gateway.send(big, STRUCTURED)
         assert (too_big.status_code, too_big.json()["code"]) == (413, "too_large")
+
+        async def chunks(part: bytes = big[:1000]) -> AsyncIterator[bytes]:  # no Content-Length
+            for _ in range(10):
+                yield part
+
+        chunked = await gateway.client.post(
+            "/v1/events", content=chunks(), headers=STRUCTURED | gateway.auth
+        )
+        assert (chunked.status_code, chunked.json()["code"]) == (413, "too_large")
         sent = [
             await gateway.send(JSONFormat().write(sdk_event(f"r{n}")), STRUCTURED) for n in range(3)
         ]
         assert [a.status_code for a in sent] == [202, 202, 429]
         assert int(sent[2].headers["retry-after"]) >= 1
         assert await stream_length(tight) == 2
+
+
+async def test_a_key_bills_only_the_organizations_its_source_may_bill(
+    gateway: Gateway, engine: AsyncEngine, settings: Settings
+) -> None:
+    await sources.add(engine, "narrow", ["acme"])
+    key, _ = await create_key(
+        bootstrap.api_key_store(engine), Role.producer, None, None, None, "narrow"
+    )
+    auth = {"authorization": f"Bearer {key.secret}"}
+    event = json.loads(JSONFormat().write(sdk_event("n1", source="narrow")))
+    sent = []
+    for subject in ("globex", "acme"):
+        body = json.dumps(event | {"subject": subject}).encode()
+        sent.append(
+            await gateway.client.post("/v1/events", content=body, headers=STRUCTURED | auth)
+        )
+    assert sent[0].status_code == 403 and "may not bill organization 'globex'" in sent[0].text
+    assert sent[1].status_code == 202
+    await sources.remove(engine, "narrow")  # a removed source's key sends nothing more
+    again = await gateway.client.post("/v1/events", content=body, headers=STRUCTURED | auth)
+    assert again.status_code == 403 and "unknown source" in again.text
+    assert await stream_length(settings) == 1
 
 
 async def test_only_a_producer_key_sends_and_it_reads_nothing(

@@ -174,7 +174,8 @@ async def test_lineage_over_the_api_pages_through_what_the_cli_prints(
         params["cursor"] = body["next"]
     async with raw_connection(engine) as conn:
         expected = [
-            plain(row.model_dump()) async for row in lineage.iter_lineage(conn, int(number[4:]))
+            plain(row.model_dump())
+            async for row in lineage.lineage_listing(int(number[4:])).iter_rows(conn)
         ]
     assert rows == expected
     assert {row["invoice"] for row in rows} == {number}

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.http.conftest import OWN, Ledger, bearer, fill, make_key
+from support.ledger_support import read
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import invoices
 from tally.domain.access import Role
@@ -102,9 +103,9 @@ async def test_an_invoice_is_the_fixed_json_of_tally_invoice_show(
 ) -> None:
     key = await make_key(engine, Role.org_viewer, OWN)
     answer = await client.get(f"/v1/invoices/{ledger.invoices[OWN]}", headers=bearer(key))
-    found = await invoices.invoice(engine, OWN, "2026-10")
+    found = await read(engine, invoices.invoice, OWN, "2026-10")
     assert found is not None
-    assert answer.json() == plain(found.document)
+    assert answer.json() == plain(found.document.model_dump())
     assert isinstance(answer.json()["total"], str)  # decimals as strings
 
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from support.ledger_support import api, balance_map
+from support.ledger_support import api, balance_map, read
 from support.migrations import LEDGER_0001, Migrations, ledger_0001, unchanged
 from tally.adapters.postgres import metering_store, sources
 from tally.adapters.postgres.connection import raw_connection
@@ -180,7 +180,7 @@ async def test_0004_keeps_a_metered_ledger_verifiable(migrations: Migrations) ->
     verification = await verify(engine)
     assert verification.ok, verification.findings
     assert (verification.events, verification.entries, verification.tallies) == (1, 1, 1)
-    balances = balance_map(await org_balances.balances(engine, "acme", "2026-10"))
+    balances = balance_map(await read(engine, org_balances.balances, "acme", "2026-10"))
     assert balances["org/acme/2026-10/api_request/usage"] == 3
 
     await sources.add(engine, "crm-sync", ["acme"])

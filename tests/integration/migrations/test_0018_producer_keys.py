@@ -47,8 +47,12 @@ async def test_0018_keeps_the_keys_and_binds_a_producer_key_to_a_registered_sour
                     values[1],
                 )  # fmt: skip
         with pytest.raises(asyncpg.RestrictViolationError, match="only ever revoked"):
-            await conn.execute("UPDATE api_key SET source = 'other' WHERE id = '0123456789ac'")
+            await conn.execute(  # a revocation is allowed, with another source it is not
+                "UPDATE api_key SET revoked_at = now(), source = 'x' WHERE id = '0123456789ac'"
+            )
         await conn.execute("UPDATE api_key SET revoked_at = now() WHERE id = '0123456789ac'")
+    with pytest.raises(Exception, match="producer keys exist"):  # never deleted: no way down
+        await migrations.downgrade(PREVIOUS)
 
 
 async def test_0018_round_trips(migrations: Migrations) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -93,9 +94,23 @@ class MeteringStore(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class LetterToReplay:
+    """An open dead letter as a replay needs it: the stream entry it keeps (an oversized
+    one only by its start, its length and digest) and the answer it got."""
+
+    id: int
+    stream: str
+    stream_id: str
+    raw: bytes
+    code: str
+    original_length: int | None
+    original_sha256: str | None
+
+
 class DeadLetters(Protocol):
     """The open dead letters, in id order (what ``tally dlq replay`` meters again)."""
 
     async def open_dead_letters(
         self, engine: AsyncEngine, ids: list[int] | None, after: int, limit: int
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[LetterToReplay]: ...

@@ -126,32 +126,3 @@ async def thresholds_of(engine: AsyncEngine, org: str) -> tuple[Decimal, ...]:
             "SELECT thresholds FROM alert_threshold WHERE org = $1 ORDER BY id DESC LIMIT 1", org
         )
     return tuple(found) if found else DEFAULT_THRESHOLDS
-
-
-async def list_alerts(
-    engine: AsyncEngine, org: str | None, period: str | None
-) -> list[dict[str, Any]]:
-    """Recorded alerts, oldest first, with their delivery state: when published on the
-    stream, and per webhook the attempts made and the last answer."""
-    async with raw_connection(engine) as conn:
-        rows = await conn.fetch(
-            """SELECT a.id, a.org, a.period, a.meter, a.kind, a.threshold, a.used, a.allocation,
-                      a.projected, a.crossed_at, p.published_at,
-                      coalesce(jsonb_agg(jsonb_build_object(
-                          'webhook', w.webhook, 'attempts', w.attempt,
-                          'status_code', w.status_code, 'error', w.error,
-                          'next_at', w.next_at) ORDER BY w.webhook)
-                        FILTER (WHERE w.webhook IS NOT NULL), '[]') AS webhooks
-                 FROM alert a
-                 LEFT JOIN alert_published p ON p.alert_id = a.id
-                 LEFT JOIN LATERAL (
-                      SELECT DISTINCT ON (webhook) webhook, attempt, status_code, error, next_at
-                        FROM webhook_attempt WHERE alert_id = a.id
-                       ORDER BY webhook, attempt DESC) w ON true
-                WHERE ($1::text IS NULL OR a.org = $1) AND ($2::text IS NULL OR a.period = $2)
-                GROUP BY a.id, p.published_at
-                ORDER BY a.id""",
-            org,
-            period,
-        )
-    return [dict(row) for row in rows]

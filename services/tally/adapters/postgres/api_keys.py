@@ -1,15 +1,16 @@
-"""The API keys' rows: added, listed, revoked once, and found by id for each request."""
+"""The API keys' rows: added, revoked once, and found by id for each request (listing them
+is ``reads.api_keys``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
 from tally.domain.access import KeyRefused, NewKey, Scope, StoredKey
+from tally.domain.rating import SourceGrant
 
 
 class PostgresApiKeys:
@@ -62,21 +63,18 @@ class PostgresApiKeys:
         return "revoked" if row["revoked"] else "already revoked"
 
 
-async def list_keys(engine: AsyncEngine) -> list[dict[str, Any]]:
-    """Every key, oldest first, without its secret's hash."""
-    async with raw_connection(engine) as conn:
-        rows = await conn.fetch(
-            """SELECT id, name, role, array_to_string(scopes, ' ') AS scopes, org, source,
-                      created_at, expires_at, revoked_at
-                 FROM api_key ORDER BY created_at, id"""
-        )
-    return [dict(row) for row in rows]
-
-
 async def find_key(engine: AsyncEngine, key_id: str) -> StoredKey | None:
+    """The key, with its source's newest registration (a producer key's grant) read in the
+    same round trip."""
     async with raw_connection(engine) as conn:
         row = await conn.fetchrow(
-            f"SELECT {KEY_COLUMNS} FROM api_key WHERE id = $1",
+            f"""SELECT {KEY_COLUMNS}, g.enabled AS grant_enabled, g.any_org AS grant_any_org,
+                       g.orgs AS grant_orgs
+                  FROM api_key
+                  LEFT JOIN LATERAL (SELECT enabled, any_org, orgs FROM producer_source
+                                      WHERE name = api_key.source
+                                      ORDER BY id DESC LIMIT 1) g ON true
+                 WHERE id = $1""",
             key_id,
         )
     return None if row is None else stored_key(row)
@@ -87,6 +85,7 @@ KEY_COLUMNS = "id, secret_hash, scopes, org, expires_at, revoked_at, source"
 
 
 def stored_key(row: asyncpg.Record) -> StoredKey:
+    granted = row.get("grant_enabled")  # absent where only the key was read (the pages)
     return StoredKey(
         row["id"],
         row["secret_hash"],
@@ -95,4 +94,5 @@ def stored_key(row: asyncpg.Record) -> StoredKey:
         row["expires_at"],
         row["revoked_at"],
         row["source"],
+        SourceGrant(row["grant_any_org"], frozenset(row["grant_orgs"])) if granted else None,
     )

@@ -1,6 +1,7 @@
 """The daily rollups (``api_usage_daily``, ``ai_usage_daily``): added to by the metering
 transaction (as appended deltas, compacted into the daily rows later), recomputed from
-``usage_event`` by verify and rebuild, read by the reports (daily rows plus deltas).
+``usage_event`` by verify and rebuild, read by the reports (daily rows plus deltas: their
+queries are the read side's, ``reads.usage_reports``).
 
 They are derived data. The events are the evidence (immutable, hash-chained), so the one
 truth of a rollup is the query ``_API_TRUTH`` / ``_AI_TRUTH`` over ``usage_event``: verify
@@ -14,13 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
 from decimal import Decimal
 
 import asyncpg
 
-from tally.domain.api_usage import DayRange, PairCounts, count_pairs, tiling
-from tally.domain.period import period_bounds
 from tally.domain.rating import Rated
 from tally.domain.rollups import ai_days, api_days
 
@@ -262,99 +260,3 @@ async def rebuild(conn: asyncpg.Connection, org: str) -> int:
     for rollup in CHECKED:
         changed += await conn.fetchval(rollup.rebuild_sql(), org)
     return changed
-
-
-async def billable_pairs(conn: asyncpg.Connection, org: str, days: DayRange) -> PairCounts:
-    """Billable requests per client, URL and bucket over whole UTC days (the report's pairs;
-    non-billable client kinds stay out): the tiling's months and month-weeks from the
-    spans, its single days from the daily rows (those it takes away negated), and every
-    day's deltas (in neither yet)."""
-    if days.empty:
-        return {}
-    cut = tiling(days)
-    key = "oauth_client_id, method, template_uri, status"
-    # Summed per exact status, bucketed in Python: five FILTERed numeric sums a row cost
-    # PostgreSQL 2-4 times this one sum (EXPLAIN ANALYZE, previous 7 days: ~55 vs 130-300 ms).
-    rows = await conn.fetch(
-        f"""SELECT oauth_client_id, method || ' ' || template_uri, status, sum(requests)::bigint
-              FROM (SELECT {key}, requests FROM {API_SPANS.table}
-                     WHERE org = $1 AND billable
-                       AND (first_day, last_day) IN (SELECT * FROM unnest($2::date[], $3::date[]))
-                    UNION ALL
-                    SELECT {key}, requests FROM {API_USAGE.table}
-                     WHERE org = $1 AND billable AND day = ANY($4::date[])
-                    UNION ALL
-                    SELECT {key}, -requests FROM {API_USAGE.table}
-                     WHERE org = $1 AND billable AND day = ANY($7::date[])
-                    UNION ALL
-                    SELECT {key}, requests FROM {API_USAGE.delta}
-                     WHERE org = $1 AND billable AND day BETWEEN $5 AND $6) AS r
-             GROUP BY oauth_client_id, method, template_uri, status
-            HAVING sum(requests) > 0""",
-        org,
-        [span.first for span in cut.spans],
-        [span.last for span in cut.spans],
-        cut.days,
-        days.first,
-        days.last,
-        cut.minus,
-    )
-    return count_pairs(rows)
-
-
-async def daily_statuses(
-    conn: asyncpg.Connection, org: str, days: DayRange, client: str | None, url: str | None
-) -> list[tuple[date, int, int]]:
-    """Billable requests per (UTC day, status) over whole days (the daily rows and their
-    deltas), of one client or one URL (``"GET /api/v2/users"``) or all."""
-    if days.empty:
-        return []
-    key = "day, oauth_client_id, method, template_uri, status, requests"
-    rows = await conn.fetch(
-        f"""SELECT day, status, sum(requests)::bigint
-              FROM (SELECT {key} FROM {API_USAGE.table}
-                     WHERE org = $1 AND billable AND day BETWEEN $2 AND $3
-                    UNION ALL
-                    SELECT {key} FROM {API_USAGE.delta}
-                     WHERE org = $1 AND billable AND day BETWEEN $2 AND $3) AS r
-             WHERE ($4::text IS NULL OR oauth_client_id = $4)
-               AND ($5::text IS NULL OR method || ' ' || template_uri = $5)
-             GROUP BY day, status HAVING sum(requests) > 0""",
-        org,
-        days.first,
-        days.last,
-        client,
-        url,
-    )
-    return [(day, status, count) for day, status, count in rows]
-
-
-async def daily_requests(conn: asyncpg.Connection, org: str, period: str) -> dict[date, Decimal]:
-    """Billable requests per UTC day of a period (the days' totals and their deltas)."""
-    start, end = period_bounds(period)
-    rows = await conn.fetch(
-        f"""SELECT day, sum(requests) AS n
-              FROM (SELECT day, requests FROM {API_BILLABLE_DAYS.table}
-                     WHERE org = $1 AND day >= $2 AND day < $3
-                    UNION ALL
-                    SELECT day, requests FROM {API_USAGE.delta}
-                     WHERE org = $1 AND billable AND day >= $2 AND day < $3) AS r
-             GROUP BY day HAVING sum(requests) > 0""",
-        org,
-        start.date(),
-        end.date(),
-    )
-    return {r["day"]: Decimal(r["n"]) for r in rows}
-
-
-async def daily_ai_quantities(
-    conn: asyncpg.Connection, org: str, period: str
-) -> dict[tuple[date, str], Decimal]:
-    """AI quantity per (UTC day, feature) of a period, in each feature's own unit."""
-    rows = await conn.fetch(
-        f"""SELECT day, feature, sum(quantity) AS quantity FROM {AI_USAGE.rows_sql()} AS r
-            WHERE org = $1 AND period = $2 GROUP BY day, feature HAVING sum(quantity) > 0""",
-        org,
-        period,
-    )
-    return {(r["day"], r["feature"]): r["quantity"] for r in rows}

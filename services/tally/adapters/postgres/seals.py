@@ -15,6 +15,7 @@ the tree is ``tally.domain.merkle``'s (RFC 6962).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -62,28 +63,8 @@ class SealRecord(BaseModel):
     def heads(self) -> dict[int, int]:
         return {head.lane: head.seq for head in self.lanes}
 
-    def on_invoice(self) -> dict[str, object]:
-        """The ``seal`` key of an invoice's fixed JSON shape."""
-        return {
-            "root": self.root,
-            "sequence": self.sequence,
-            "sealed_at": self.sealed_at,
-            "entries": self.entries,
-        }
-
     def signed_bytes(self) -> bytes:
         return seal_signature.signed_bytes(self.period, self.sequence, self.root, self.entries)
-
-    def signature_on_invoice(self) -> dict[str, object] | None:
-        """The ``seal_signature`` key of an invoice's fixed JSON shape, beside ``seal``."""
-        if self.signature is None:
-            return None
-        return {
-            "algorithm": seal_signature.ALGORITHM,
-            "key_id": self.key_id,
-            "signature": self.signature,
-            "keys": seal_signature.KEYS_PATH,
-        }
 
 
 class SealKey(BaseModel):
@@ -261,19 +242,27 @@ async def seal_keys(engine: AsyncEngine) -> list[SealKey]:
         return await stored_keys(conn)
 
 
-async def seals_page(
-    conn: asyncpg.Connection, period: str | None, cursors: Cursors, after: str | None, limit: int
-) -> Page[SealRecord]:
-    """A page of seals (one period's, or all) by period and sequence (the API's list)."""
-    cursors = cursors.bound_to("seals")
-    found = await stored(conn, period, None, cursors.after(after, SEAL_KEY), fetch_limit(limit))
-    return cursors.page(found, limit)
+@dataclass(frozen=True)
+class SealListing:
+    """Seals (one period's, or all) by period and sequence: a few a month, each with its
+    lane heads (a second query), so read by ``stored`` rather than as one ``Listing``."""
 
+    period: str | None
 
-async def every_seal(conn: asyncpg.Connection, period: str | None) -> AsyncIterator[SealRecord]:
-    """Every seal (one period's, or all), in order: a few a month, read at once."""
-    for seal in await stored(conn, period):
-        yield seal
+    @property
+    def fields(self) -> list[str]:
+        return list(SealRecord.model_fields)
+
+    async def page(
+        self, conn: asyncpg.Connection, cursors: Cursors, after: str | None, limit: int
+    ) -> Page[SealRecord]:
+        signed = cursors.bound_to("seals")
+        key = signed.after(after, SEAL_KEY)
+        return signed.page(await stored(conn, self.period, None, key, fetch_limit(limit)), limit)
+
+    async def iter_rows(self, conn: asyncpg.Connection) -> AsyncIterator[SealRecord]:
+        for seal in await stored(conn, self.period):
+            yield seal
 
 
 async def period_seals(engine: AsyncEngine, period: str) -> list[SealRecord]:

@@ -6,12 +6,10 @@ who was allowed what, and since when, stays on record.
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres.connection import raw_connection, raw_transaction
+from tally.adapters.postgres.connection import raw_transaction
 
 MAX_NAME = 256  # the wire contract's limit on ``source``
 
@@ -66,18 +64,6 @@ async def remove(engine: AsyncEngine, name: str) -> None:
             "VALUES ($1, false, false, '{}')",
             name,
         )
-
-
-async def list_all(engine: AsyncEngine, history: bool = False) -> list[dict[str, Any]]:
-    """The newest version of each source (``history``: every version), by name."""
-    query = (
-        "SELECT name, enabled, any_org, orgs, recorded_at FROM producer_source ORDER BY name, id"
-        if history
-        else """SELECT DISTINCT ON (name) name, enabled, any_org, orgs, recorded_at
-                  FROM producer_source ORDER BY name, id DESC"""
-    )
-    async with raw_connection(engine) as conn:
-        return [dict(row) for row in await conn.fetch(query)]
 
 
 async def _newest(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:

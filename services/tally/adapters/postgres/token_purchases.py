@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.ports.token_purchases import Standing
 from tally.adapters.postgres.close_store import CLOSE_LOCK
-from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads.invoices import invoice_number
 
 
@@ -43,15 +40,3 @@ class PostgresTokenPurchases:
             note,
         )
         return purchase
-
-
-async def purchases(engine: AsyncEngine, org: str, period: str | None) -> list[dict[str, Any]]:
-    """An organization's purchases (of one period, or all), in the order they were made."""
-    async with raw_connection(engine) as conn:
-        rows = await conn.fetch(
-            """SELECT id, period, tokens, note, recorded_at FROM token_purchase
-                WHERE org = $1 AND ($2::text IS NULL OR period = $2) ORDER BY id""",
-            org,
-            period,
-        )
-    return [dict(row) for row in rows]

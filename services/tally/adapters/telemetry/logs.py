@@ -17,10 +17,11 @@ from typing import Any
 
 from opentelemetry import trace
 
-# user:password@ in a URL, the secret half of an API key (tally_<id>_<secret>), a webhook's
-# signing secret (whsec_<base64>)
+# a URL's user:password@ (or :password@) and password= parameter, the secret half of an API
+# key (tally_<id>_<secret>), a webhook's signing secret (whsec_<base64>)
 _SECRETS = (
-    (re.compile(r"(?<=://)([^:/@\s]+):([^@\s]+)@"), r"\1:***@"),
+    (re.compile(r"(?<=://)([^:/@\s]*):([^@\s]+)@"), r"\1:***@"),
+    (re.compile(r"(?i)\b(password|passwd|pass)=[^&\s]+"), r"\1=***"),
     (re.compile(r"\b(tally_[0-9a-f]{8,})_[A-Za-z0-9_-]+"), r"\1_***"),
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=]+"), "whsec_***"),
 )

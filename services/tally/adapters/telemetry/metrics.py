@@ -180,6 +180,29 @@ def serve(host: str, port: int) -> None:
     start_http_server(port, addr=host)
 
 
-def push(gateway: str, job: str) -> None:
-    """Push the default registry to a Pushgateway: how a job that exits (the close) is seen."""
-    push_to_gateway(gateway, job=job, registry=REGISTRY)
+# What a `tally close` that exits pushes (gauges of its last run: a pushed counter would
+# restart at each run): the name after ``tally_close_last_``, and its help.
+CLOSE_PUSHED = {
+    "success_timestamp_seconds": "When the last close ended (Unix time)",
+    "failure_timestamp_seconds": "When the last close failed (Unix time)",
+    "duration_seconds": "How long the last close took",
+    "invoices_issued": "Invoices the last close issued",
+}
+
+
+def push_close(gateway: str, seconds: float, issued: int | None) -> None:
+    """The last close's figures to a Pushgateway (job ``tally-close``). ``issued`` None: it
+    failed, and only the failure's time is pushed (the last success's figures stay)."""
+    registry = CollectorRegistry()
+    values = (
+        {"failure_timestamp_seconds": time.time()}
+        if issued is None
+        else {
+            "success_timestamp_seconds": time.time(),
+            "duration_seconds": seconds,
+            "invoices_issued": issued,
+        }
+    )
+    for name, value in values.items():
+        Gauge(f"tally_close_last_{name}", CLOSE_PUSHED[name], registry=registry).set(value)
+    push_to_gateway(gateway, job="tally-close", registry=registry)

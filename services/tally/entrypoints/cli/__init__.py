@@ -1,4 +1,5 @@
-"""The ``tally`` command: one Typer app; each module here registers its commands."""
+"""The ``tally`` command: one Typer app; each module here registers its commands (a new
+command group is a new module with a ``register``)."""
 
 from __future__ import annotations
 
@@ -10,36 +11,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tally.adapters.ports.streams import UnsupportedServer
 from tally.adapters.postgres.schema import RateCardChanged
-from tally.entrypoints.cli import (
-    alerts,
-    apikey,
-    bench,
-    chaos,
-    close,
-    consume,
-    demo,
-    dlq,
-    emit,
-    estimate,
-    events,
-    invoice,
-    ledger,
-    loadgen,
-    migrate,
-    org,
-    report,
-    rollups,
-    schemas,
-    seal,
-    serve,
-    source,
-    statement,
-    stop,
-    stream,
-    usage,
-    webhook,
-)
 from tally.entrypoints.cli.rendering import errors
+from tally.entrypoints.discovery import submodules
 from tally.service_layer.consumer import Unreachable
 from tally.service_layer.organizations import OrganizationError
 
@@ -50,35 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (
-    migrate,
-    org,
-    source,
-    schemas,
-    serve,
-    apikey,
-    alerts,
-    webhook,
-    bench,
-    close,
-    invoice,
-    chaos,
-    consume,
-    demo,
-    estimate,
-    ledger,
-    seal,
-    statement,
-    events,
-    dlq,
-    emit,
-    loadgen,
-    stop,
-    stream,
-    report,
-    usage,
-    rollups,
-):
+# Each module here with a ``register`` is a command or a command group: found, in name
+# order, never listed here.
+for module in submodules("tally.entrypoints.cli", "register"):
     module.register(app)
 
 

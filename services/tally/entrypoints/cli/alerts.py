@@ -8,9 +8,16 @@ import typer
 
 from tally import bootstrap
 from tally.adapters.postgres import alerts
+from tally.adapters.postgres.reads import alerts as alert_reads
 from tally.adapters.telemetry import logs, metrics, tracing
 from tally.domain.alerts import parse_thresholds
-from tally.entrypoints.cli.context import engine_for, run, settings_and_urls, with_engine
+from tally.entrypoints.cli.context import (
+    engine_for,
+    run,
+    settings_and_urls,
+    with_connection,
+    with_engine,
+)
 from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
@@ -37,7 +44,8 @@ def alerts_list(
 ) -> None:
     """Recorded alerts, oldest first, with when each was published and how its webhook
     deliveries stand (attempts, last answer, next retry)."""
-    rows = with_engine(lambda engine: alerts.list_alerts(engine, org, period))
+    found = with_connection(lambda conn: alert_reads.alerts(conn, org, period))
+    rows = [row.model_dump() for row in found]
     if fmt is Format.json:
         print_rows(rows, fmt)
         return

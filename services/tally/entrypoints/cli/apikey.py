@@ -7,10 +7,10 @@ from typing import Annotated
 import typer
 
 from tally import bootstrap
-from tally.adapters.postgres.api_keys import list_keys
+from tally.adapters.postgres.reads import api_keys as key_reads
 from tally.config import parse_retention
 from tally.domain.access import KeyRefused, Role
-from tally.entrypoints.cli.context import with_engine
+from tally.entrypoints.cli.context import with_connection, with_engine
 from tally.entrypoints.cli.rendering import Format, FormatOption, console, fail, print_rows
 from tally.service_layer.api_keys import create_key
 
@@ -59,7 +59,8 @@ def apikey_create(
 @apikey_app.command("list")
 def apikey_list(fmt: FormatOption = Format.table) -> None:
     """Every key with its role, scopes, organization and dates (never a secret)."""
-    print_rows(with_engine(list_keys), fmt, "API keys")
+    keys = with_connection(key_reads.api_keys)
+    print_rows([key.model_dump() for key in keys], fmt, "API keys")
 
 
 @apikey_app.command("revoke")

@@ -49,6 +49,15 @@ def bench(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Consumer batch size.")] = None,
     seed: Annotated[int, typer.Option()] = 7,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            help="Drain into a copy of this database (e.g. one `bench api --keep` filled)."
+        ),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Run ledger verify after the drain.")
+    ] = True,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -67,7 +76,7 @@ def bench(
         settings = settings.model_copy(update={"stream_shards": shards})
 
     async def main() -> dict[str, object]:
-        async with Bench(settings, urls, orgs) as scratch:
+        async with Bench(settings, urls, orgs, template, check) as scratch:
             if rate is not None:
                 errors.print(f"holding {rate} events/s for {seconds}s …")
                 return as_dict(await scratch.steady(rate, seconds, seed))

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
 from tally import bootstrap
+from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import invoices
 from tally.adapters.telemetry import metrics, tracing
 from tally.config import get_settings
 from tally.domain.period import previous_period
-from tally.entrypoints.cli.context import with_engine
+from tally.entrypoints.cli.context import all_rows, with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
@@ -70,17 +72,18 @@ def close(
                 await sign_seals(bootstrap.seal_signing_store(engine), key)
             except SealKeyError as exc:
                 raise SealKeyError(f"{chosen} is closed, its seals are not signed: {exc}") from exc
-        return report, await invoices.list_invoices(engine, chosen)
+        async with raw_connection(engine) as conn:
+            return report, await all_rows(conn, invoices.invoice_listing(period=chosen))
 
+    started = time.perf_counter()
     try:
         report, listed = with_engine(work)
     except (CloseRefused, SealKeyError) as exc:
         raise fail(str(exc)) from exc
-    if settings.metrics_pushgateway:
-        try:
-            metrics.push(settings.metrics_pushgateway, "tally-close")
-        except OSError as exc:  # the close is done: a missed push is reported, not fatal
-            errors.print(f"warning: metrics not pushed to {settings.metrics_pushgateway}: {exc}")
+    except Exception:
+        _push(settings.metrics_pushgateway, time.perf_counter() - started, None)
+        raise
+    _push(settings.metrics_pushgateway, time.perf_counter() - started, report.issued)
     if fmt is Format.json:
         print_rows({"period": chosen, "issued": report.issued, "invoices": listed}, fmt)
         return
@@ -92,6 +95,17 @@ def close(
         f"{report.invoices} in all"
         + ("" if report.issued else " (already closed: nothing changed)")
     )
+
+
+def _push(gateway: str | None, seconds: float, issued: int | None) -> None:
+    """The run's figures to the Pushgateway, if one is configured; a missed push is said,
+    never a reason to fail a close that is done."""
+    if not gateway:
+        return
+    try:
+        metrics.push_close(gateway, seconds, issued)
+    except OSError as exc:
+        errors.print(f"warning: metrics not pushed to {gateway}: {exc}")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,6 @@ month, show the invoices, verify."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -90,9 +89,13 @@ def _as_data(result: DemoResult) -> dict[str, Any]:
         "period": result.period,
         "published": result.summary.as_dict(),
         "consumed": dict(result.consumed),
-        "balances": result.balances,
-        "dead_letters": dict(Counter(letter["code"] for letter in result.dead_letters)),
-        "invoices": {org: invoice.document for org, invoice in result.invoices.items()},
+        "balances": {
+            org: [row.model_dump() for row in rows] for org, rows in result.balances.items()
+        },
+        "dead_letters": {c.code: c.open for c in result.dead_letters if c.open},
+        "invoices": {
+            org: invoice.document.model_dump() for org, invoice in result.invoices.items()
+        },
         "verified": result.verification.ok,
         "findings": [vars(finding) for finding in result.verification.findings],
         "api_key": result.api_key.secret if result.api_key else None,
@@ -133,18 +136,15 @@ def _show(result: DemoResult) -> None:
     consumed = result.consumed
     console.print("metered: " + ", ".join(f"{v} {k}" for k, v in sorted(consumed.items())))
     for org, accounts in result.balances.items():
-        used = next(
-            (a["balance"] for a in accounts if a["account"].endswith("api_request/usage")), 0
-        )
+        used = next((a.balance for a in accounts if a.account.endswith("api_request/usage")), 0)
         expected = result.billable_requests(org)
         mark = "[green]✓[/green]" if used == expected else "[red]✗[/red]"
         console.print(
             f"  {mark} {org} ({DEMO_ORGS[org]}): {used:f} billable API requests metered "
             f"({expected} sent)"
         )
-    codes = Counter(letter["code"] for letter in result.dead_letters)
     print_rows(
-        [{"code": code, "dead letters": count} for code, count in codes.most_common()],
+        [{"code": c.code, "dead letters": c.open} for c in result.dead_letters if c.open],
         Format.table,
         f"dead letters ({tally_command()} dlq list)",
     )

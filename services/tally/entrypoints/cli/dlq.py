@@ -10,12 +10,16 @@ from rich.progress import Progress
 from tally import bootstrap
 from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
 from tally.config import get_settings
-from tally.entrypoints.cli.context import with_engine
+from tally.domain.pagination import DEFAULT_LIMIT
+from tally.entrypoints.cli.context import read_page, with_engine
 from tally.entrypoints.cli.rendering import (
+    AfterOption,
     Format,
     FormatOption,
+    LimitOption,
     errors,
     fail,
+    print_page,
     print_rows,
 )
 from tally.service_layer.metering import replay_dead_letters
@@ -25,15 +29,25 @@ dlq_app = typer.Typer(
 )
 
 
+TABLE_COLUMNS = ("id", "received_at", "code", "source", "event_id", "state", "reason")
+
+
 @dlq_app.command("list")
 def dlq_list(
     all_: Annotated[bool, typer.Option("--all", help="Include replayed dead letters.")] = False,
-    limit: Annotated[int, typer.Option(min=1)] = 100,
+    code: Annotated[str | None, typer.Option(help="Only this code, e.g. invalid_json.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only the events of this source.")] = None,
+    limit: LimitOption = DEFAULT_LIMIT,
+    after: AfterOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Rejected entries with their reason (open ones unless --all)."""
-    rows = with_engine(lambda engine: dead_letter_reads.dead_letters(engine, all_, limit))
-    print_rows(rows, fmt, "dead letters")
+    """Rejected entries with their reason (open ones unless --all), oldest first, a page at
+    a time: the rows of `GET /v1/dead-letters`."""
+    filters = dead_letter_reads.DeadLetterFilter(
+        code=code, source=source, state=None if all_ else "open"
+    )
+    page = read_page(dead_letter_reads.dead_letter_listing(filters), after, limit)
+    print_page(page, fmt, "dead letters", TABLE_COLUMNS)
 
 
 @dlq_app.command("replay")

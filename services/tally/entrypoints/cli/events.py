@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from tally.adapters.postgres.reads import events as event_reads
-from tally.entrypoints.cli.context import with_engine
+from tally.entrypoints.cli.context import with_connection
 from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
@@ -28,31 +28,31 @@ def events_show(
     """Status (metered, non_billable, recorded, duplicate, conflict, rejected), entry, the
     invoice that bills it (late: it arrived after its period was closed), and the event's
     optional CloudEvents attributes and extensions."""
-    story = with_engine(lambda engine: event_reads.event_story(engine, source, event_id))
+    story = with_connection(lambda conn: event_reads.event_story(conn, source, event_id))
     if story is None:
         raise fail(f"no event ({source}, {event_id}) was ever received")
     if fmt is Format.json:
-        print_rows(story, fmt)
+        print_rows(story.model_dump(), fmt)
         return
-    console.print(f"[bold]({source}, {event_id})[/bold]: {story['status']}")
-    if story["billing"]:
-        late = "[yellow]late[/yellow] · " if story["billing"]["late"] else ""
-        console.print(f"billing: {late}{story['billing']['detail']}")
-    if story["event"]:
-        event = {k: v for k, v in story["event"].items() if k != "payload"}
+    console.print(f"[bold]({source}, {event_id})[/bold]: {story.status}")
+    if story.billing:
+        late = "[yellow]late[/yellow] · " if story.billing.late else ""
+        console.print(f"billing: {late}{story.billing.detail}")
+    if story.event:
+        event = story.event.model_dump(exclude={"payload"})
         print_rows([{"field": k, "value": v} for k, v in event.items()], fmt, "event")
-    if story["attributes"]:
-        rows = [{"attribute": k, "value": v} for k, v in story["attributes"].items()]
+    if story.attributes:
+        rows = [{"attribute": k, "value": v} for k, v in story.attributes.items()]
         print_rows(rows, fmt, "optional attributes and extensions")
-    if story["entry"]:
-        entry: dict[str, Any] = story["entry"]
+    if entry := story.entry:
         console.print(
-            f"entry {entry['id']} ({entry['kind']}, key {entry['idempotency_key']}, "
-            f"lane {entry['lane']} seq {entry['seq']}) carries {entry['events']} event(s)"
+            f"entry {entry.id} ({entry.kind}, key {entry.idempotency_key}, "
+            f"lane {entry.lane} seq {entry.seq}) carries {entry.events} event(s)"
         )
-        print_rows(entry["lines"], fmt, "entry lines")
-    if story["deliveries"]:
-        print_rows(story["deliveries"], fmt, "other deliveries of this key")
+        print_rows([line.model_dump() for line in entry.lines], fmt, "entry lines")
+    if story.deliveries:
+        deliveries = [delivery.model_dump() for delivery in story.deliveries]
+        print_rows(deliveries, fmt, "other deliveries of this key")
 
 
 def register(app: typer.Typer) -> None:

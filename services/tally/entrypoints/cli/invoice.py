@@ -6,19 +6,20 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.reads import cursors, invoices, lineage
-from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor, Page
-from tally.entrypoints.cli.context import with_engine
+from tally.adapters.postgres.reads import invoices, lineage
+from tally.domain.pagination import DEFAULT_LIMIT
+from tally.entrypoints.cli.context import all_rows, read_page, with_connection
 from tally.entrypoints.cli.rendering import (
+    AfterOption,
     Format,
     FormatOption,
+    LimitOption,
     check_period,
     console,
     fail,
     print_invoice,
+    print_page,
     print_rows,
     to_csv,
     to_html,
@@ -43,7 +44,7 @@ def invoice_list(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Invoices, in number order."""
-    listed = with_engine(lambda engine: invoices.list_invoices(engine, period))
+    listed = with_connection(lambda conn: all_rows(conn, invoices.invoice_listing(period=period)))
     print_rows(listed, fmt, "invoices" + (f" for {period}" if period else ""))
 
 
@@ -56,11 +57,11 @@ def invoice_show(
     ] = DocumentFormat.table,
 ) -> None:
     """One invoice: lines per meter, AI tokens per feature, adjustments, total, entries."""
-    found = with_engine(lambda engine: invoices.invoice(engine, org, period))
+    found = with_connection(lambda conn: invoices.invoice(conn, org, period))
     if found is None:
         raise fail(f"no invoice for {org} in {period}: is the period closed (`tally close`)?")
     if fmt is DocumentFormat.json:
-        print_rows(found.document, Format.json)
+        print_rows(found.document.model_dump(), Format.json)
     elif fmt is DocumentFormat.csv:
         typer.echo(to_csv(found), nl=False)
     elif fmt is DocumentFormat.html:
@@ -68,7 +69,7 @@ def invoice_show(
     else:
         print_invoice(found)
         for where, entries in sorted(found.entries.items()):
-            ids = ", ".join(f"{entry['id']} ({entry['kind']})" for entry in entries)
+            ids = ", ".join(f"{entry.id} ({entry.kind})" for entry in entries)
             console.print(f"[dim]{where} bills entries {ids}[/dim]")
 
 
@@ -85,33 +86,15 @@ def invoice_lineage(
     number: Annotated[
         int, typer.Argument(metavar="NUMBER", help="INV-000042 or 42.", parser=_invoice_number)
     ],
-    limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="Rows per page.")] = (
-        DEFAULT_LIMIT
-    ),
-    after: Annotated[
-        str | None, typer.Option(help="Continue after this cursor (the previous page's next).")
-    ] = None,
+    limit: LimitOption = DEFAULT_LIMIT,
+    after: AfterOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Each invoice line -> the entries it bills -> the events they carry, a page at a time."""
-
-    async def work(engine: AsyncEngine) -> Page[lineage.LineageRow] | None:
-        async with raw_connection(engine) as conn:
-            return await lineage.lineage(conn, number, await cursors(conn), after, limit)
-
-    try:
-        page = with_engine(work)
-    except BadCursor as exc:
-        raise fail(str(exc), 2) from exc
-    if page is None:
+    if not with_connection(lambda conn: lineage.invoice_exists(conn, number)):
         raise fail(f"no invoice {invoices.invoice_number(number)}")
-    items = [row.model_dump() for row in page.items]
-    if fmt is Format.json:
-        print_rows({"items": items, "next": page.next}, fmt)
-        return
-    print_rows(items, fmt, f"lineage of {invoices.invoice_number(number)}")
-    if page.next:
-        console.print(f"[dim]more: add --after {page.next}[/dim]", highlight=False)
+    page = read_page(lineage.lineage_listing(number), after, limit)
+    print_page(page, fmt, f"lineage of {invoices.invoice_number(number)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,16 +18,19 @@ from tally.adapters.postgres.reads import cursors, entries, gl_export, org_balan
 from tally.adapters.postgres.reads.gl_export import Shape, Standard
 from tally.adapters.postgres.verification import CHECKS, unknown, verify
 from tally.adapters.tabular import StreamFormat
-from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
-from tally.entrypoints.cli.context import with_engine
+from tally.domain.pagination import DEFAULT_LIMIT, BadCursor
+from tally.entrypoints.cli.context import all_rows, read_page, with_connection, with_engine
 from tally.entrypoints.cli.rendering import (
+    AfterOption,
     Format,
     FormatOption,
+    LimitOption,
     check_period,
     console,
     errors,
     fail,
     parse_instant,
+    print_page,
     print_rows,
 )
 from tally.entrypoints.plain import verification_summary
@@ -45,30 +48,14 @@ def balances(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Each account's balance (debits positive) for an organization and period."""
-    rows = with_engine(lambda engine: org_balances.balances(engine, org, period))
+    found = with_connection(lambda conn: org_balances.balances(conn, org, period))
+    rows = [row.model_dump() for row in found]
     print_rows(rows, fmt, f"balances of {org}" + (f" for {period}" if period else ""))
 
 
 PeriodOption = Annotated[
     str | None, typer.Option(help="Billing period YYYY-MM.", callback=check_period)
 ]
-
-
-LimitOption = Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="Rows per page.")]
-
-
-AfterOption = Annotated[
-    str | None, typer.Option(help="Continue after this cursor (the previous page's next).")
-]
-
-
-def _page_footer(next_cursor: str | None, fmt: Format) -> None:
-    if next_cursor and fmt is Format.table:
-        console.print(f"[dim]more: add --after {next_cursor}[/dim]", highlight=False)
-
-
-def _bad_cursor(exc: BadCursor) -> typer.Exit:
-    return fail(str(exc), 2)
 
 
 @ledger_app.command("accounts")
@@ -81,12 +68,7 @@ def accounts_command(
 ) -> None:
     """Accounts with their debits, credits and balance (debits positive)."""
     filters = account_reads.AccountFilter(org=org, period=period, unit=unit, kind=kind)
-
-    async def work(engine: AsyncEngine) -> list[dict[str, Any]]:
-        async with raw_connection(engine) as conn:
-            return [row.model_dump() async for row in account_reads.iter_accounts(conn, filters)]
-
-    rows = with_engine(work)
+    rows = with_connection(lambda conn: all_rows(conn, account_reads.account_listing(filters)))
     if fmt is Format.table:  # the code names owner, period, unit and kind
         rows = [{k: row[k] for k in ("code", "debits", "credits", "balance")} for row in rows]
     print_rows(rows, fmt, "accounts")
@@ -115,7 +97,7 @@ def balance_command(
     try:
         found = with_engine(work)
     except BadCursor as exc:
-        raise _bad_cursor(exc) from exc
+        raise fail(str(exc), 2) from exc
     if found is None:
         raise fail(f"no account {account!r} (see `tally ledger accounts`)")
     if fmt is Format.json:
@@ -126,8 +108,7 @@ def balance_command(
         f"{found.balance:f} {found.unit} (debits {found.debits:f}, credits {found.credits:f})",
         highlight=False,
     )
-    print_rows([row.model_dump() for row in found.movements.items], fmt, "movements")
-    _page_footer(found.movements.next, fmt)
+    print_page(found.movements, fmt, "movements")
 
 
 @ledger_app.command("trial-balance")
@@ -175,21 +156,7 @@ def entries_command(
         posted_from=parse_instant(posted_from),
         posted_to=parse_instant(posted_to),
     )
-
-    async def work(engine: AsyncEngine) -> Any:
-        async with raw_connection(engine) as conn:
-            return await entries.entries(conn, filters, await cursors(conn), after, limit)
-
-    try:
-        page = with_engine(work)
-    except BadCursor as exc:
-        raise _bad_cursor(exc) from exc
-    items = [row.model_dump() for row in page.items]
-    if fmt is Format.json:
-        print_rows({"items": items, "next": page.next}, fmt)
-        return
-    print_rows(items, fmt, "entries")
-    _page_footer(page.next, fmt)
+    print_page(read_page(entries.entry_listing(filters), after, limit), fmt, "entries")
 
 
 @ledger_app.command("entry")

@@ -9,11 +9,10 @@ from typing import Annotated
 import typer
 
 from tally import bootstrap
-from tally.adapters.postgres import organizations as organization_rows
-from tally.adapters.postgres import token_purchases
+from tally.adapters.postgres.reads import organizations as organization_reads
 from tally.domain.events import MAX_USERS
 from tally.domain.period import period_of
-from tally.entrypoints.cli.context import with_engine
+from tally.entrypoints.cli.context import with_connection, with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
@@ -48,7 +47,7 @@ def org_add(
 @org_app.command("list")
 def org_list(fmt: FormatOption = Format.table) -> None:
     """The organizations and their currencies."""
-    rows = with_engine(organization_rows.list_all)
+    rows = with_connection(organization_reads.organizations)
     print_rows(
         [{"org": o.name, "currency": o.currency, "created_at": o.created_at} for o in rows],
         fmt,
@@ -102,11 +101,8 @@ def org_commitments(
     fmt: FormatOption = Format.table,
 ) -> None:
     """The organization's commitments, oldest first (a later one supersedes)."""
-    print_rows(
-        with_engine(lambda engine: organization_rows.commitments(engine, org)),
-        fmt,
-        f"commitments of {org}",
-    )
+    found = with_connection(lambda conn: organization_reads.commitments(conn, org))
+    print_rows([row.model_dump() for row in found], fmt, f"commitments of {org}")
 
 
 @org_app.command("tokens")
@@ -133,8 +129,8 @@ def org_tokens(
     if buy is None:
         if note is not None:
             raise fail("--note goes with --buy", 2)
-        rows = with_engine(lambda engine: token_purchases.purchases(engine, org, period))
-        print_rows(rows, fmt, f"tokens bought by {org}")
+        bought = with_connection(lambda conn: organization_reads.token_purchases(conn, org, period))
+        print_rows([row.model_dump() for row in bought], fmt, f"tokens bought by {org}")
         return
     chosen = period or period_of(datetime.now(UTC))
     try:

@@ -12,16 +12,18 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from html import escape
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from tally.adapters.postgres.reads.invoices import Invoice
+from tally.adapters.postgres.reads.invoices import Invoice, InvoiceSeal, InvoiceSealSignature
 from tally.domain.csv_cells import safe_row
 from tally.domain.invoicing import FEATURES_USED
+from tally.domain.pagination import MAX_LIMIT, Page
 from tally.domain.period import is_period
 from tally.entrypoints.plain import plain
 
@@ -63,6 +65,31 @@ def print_rows(
     for item in items:
         table.add_row(*(str(plain(item[column])) for column in items[0]))
     console.print(table)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def print_page(
+    page: Page[M], fmt: Format, title: str, columns: Sequence[str] | None = None
+) -> None:
+    """A page of a list as the API answers it in JSON (``items`` and ``next``), or as a
+    table of ``columns`` (default: all) with the option that shows the next page."""
+    items = [row.model_dump() for row in page.items]
+    if fmt is Format.json:
+        print_rows({"items": items, "next": page.next}, fmt)
+        return
+    if columns is not None:
+        items = [{column: item[column] for column in columns} for item in items]
+    print_rows(items, fmt, title)
+    if page.next:
+        console.print(f"[dim]more: add --after {page.next}[/dim]", highlight=False)
+
+
+LimitOption = Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="Rows per page.")]
+AfterOption = Annotated[
+    str | None, typer.Option(help="Continue after this cursor (the previous page's next).")
+]
 
 
 def print_fields(fields: dict[str, Any], title: str = "") -> None:
@@ -127,18 +154,18 @@ def _text(value: Any) -> str:
     return format(value, "f") if isinstance(value, Decimal) else str(value)
 
 
-def seal_text(seal: dict[str, Any], signed: dict[str, Any] | None) -> str:
+def seal_text(seal: InvoiceSeal, signed: InvoiceSealSignature | None) -> str:
     """The month seal on an invoice, and its signature when it has one: what a customer
     keeps to check the ledger later."""
     text = (
-        f"month seal {seal['sequence']}: SHA-256 Merkle root {seal['root']} over "
-        f"{seal['entries']} entries, sealed {plain(seal['sealed_at'])}"
+        f"month seal {seal.sequence}: SHA-256 Merkle root {seal.root} over "
+        f"{seal.entries} entries, sealed {plain(seal.sealed_at)}"
     )
     if signed is None:
         return text + "; not signed yet"
     return (
-        f"{text}; {signed['algorithm']} signature {signed['signature']} by key "
-        f"{signed['key_id']} (public keys: {signed['keys']})"
+        f"{text}; {signed.algorithm} signature {signed.signature} by key {signed.key_id} "
+        f"(public keys: {signed.keys})"
     )
 
 
@@ -147,26 +174,26 @@ def rows(invoice: Invoice) -> list[dict[str, str]]:
     (when the period has one): what CSV, HTML and the table show."""
     doc = invoice.document
     out = []
-    for line in doc["lines"]:
-        out.append({"kind": "line", **{column: _text(line[column]) for column in COLUMNS}})
-        if line["meter"] == "ai_tokens":
+    for line in doc.lines:
+        out.append({"kind": "line", **{column: _text(getattr(line, column)) for column in COLUMNS}})
+        if line.meter == "ai_tokens":
             out.extend(
                 {"kind": "feature", "meter": "ai_tokens", "description": feature,
                  "used": _text(tokens)}
                 for feature, tokens in sorted(invoice.features.items())
             )  # fmt: skip
-    for adjustment in doc["adjustments"]:
+    for adjustment in doc.adjustments:
         out.append(
             {
                 "kind": "adjustment",
-                "meter": adjustment["meter"],
-                "description": f"{adjustment['invoice']}: {adjustment['description']}",
-                "amount": _text(adjustment["amount"]),
+                "meter": adjustment.meter,
+                "description": f"{adjustment.invoice}: {adjustment.description}",
+                "amount": _text(adjustment.amount),
             }
         )
-    out.append({"kind": "total", "description": doc["currency"], "amount": _text(doc["total"])})
-    if doc["seal"]:
-        out.append({"kind": "seal", "description": seal_text(doc["seal"], doc["seal_signature"])})
+    out.append({"kind": "total", "description": doc.currency, "amount": _text(doc.total)})
+    if doc.seal:
+        out.append({"kind": "seal", "description": seal_text(doc.seal, doc.seal_signature)})
     return [{column: row.get(column, "") for column in ("kind", *COLUMNS)} for row in out]
 
 
@@ -180,7 +207,7 @@ def to_csv(invoice: Invoice) -> str:
 
 def to_html(invoice: Invoice) -> str:
     doc = invoice.document
-    title = f"Invoice {doc['number']}: {doc['org']}, {doc['period']}"
+    title = f"Invoice {doc.number}: {doc.org}, {doc.period}"
     header = "".join(f"<th>{escape(column)}</th>" for column in ("kind", *COLUMNS))
     body = "\n".join(
         "<tr>" + "".join(f"<td>{escape(value)}</td>" for value in row.values()) + "</tr>"
@@ -188,7 +215,7 @@ def to_html(invoice: Invoice) -> str:
     )
     entries = "\n".join(
         f"<li>{escape(where)}: entries "
-        + ", ".join(escape(f"{e['id']} ({e['kind']})") for e in listed)
+        + ", ".join(escape(f"{e.id} ({e.kind})") for e in listed)
         + "</li>"
         for where, listed in sorted(invoice.entries.items())
     )
@@ -198,7 +225,7 @@ def to_html(invoice: Invoice) -> str:
 td,th{{border:1px solid #ccc;padding:.3em .6em}}td:nth-child(n+4){{text-align:right}}</style>
 </head><body>
 <h1>{escape(title)}</h1>
-<p>Status: {escape(doc["status"])} &middot; currency {escape(doc["currency"])} &middot;
+<p>Status: {escape(doc.status)} &middot; currency {escape(doc.currency)} &middot;
 issued {escape(invoice.issued_at.isoformat())}</p>
 <table><thead><tr>{header}</tr></thead><tbody>
 {body}
@@ -214,7 +241,7 @@ def print_invoice(invoice: Invoice) -> None:
     descriptions (the table stays narrow enough for a terminal)."""
     doc = invoice.document
     table = Table(
-        title=" · ".join(doc[key] for key in ("number", "org", "period", "currency", "status")),
+        title=" · ".join((doc.number, doc.org, doc.period, doc.currency, doc.status)),
         title_justify="left",
     )
     table.add_column("item")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from typing import Annotated, Any
 
@@ -25,22 +26,28 @@ def serve(
 
     settings, _ = settings_and_urls()  # start the embedded servers once, before the workers
     workers = workers or settings.api_workers
+    counted_in = None
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # each worker counts its own requests in files here; /metrics sums them
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tally-metrics-")
-    uvicorn.run(
-        "tally.entrypoints.http.app:create_app",
-        factory=True,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        workers=workers,
-        access_log=False,  # tally.api logs every request with its key id
-        proxy_headers=False,  # the app believes only TALLY_TRUSTED_PROXIES
-        log_config=_log_config(settings.log_format),  # applied in every worker process
-        # a spawned worker imports the whole CLI before it answers the supervisor's ping:
-        # on a busy host that takes more than uvicorn's 5 s, and it would be killed forever
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
-    )
+        counted_in = tempfile.mkdtemp(prefix="tally-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = counted_in
+    try:
+        uvicorn.run(
+            "tally.entrypoints.http.app:create_app",
+            factory=True,
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            workers=workers,
+            access_log=False,  # tally.api logs every request with its key id
+            proxy_headers=False,  # the app believes only TALLY_TRUSTED_PROXIES
+            log_config=_log_config(settings.log_format),  # applied in every worker process
+            # a spawned worker imports the whole CLI before it answers the supervisor's ping:
+            # on a busy host that takes more than uvicorn's 5 s, and it would be killed forever
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+        )
+    finally:
+        if counted_in is not None:  # the workers' counts end with the server
+            shutil.rmtree(counted_in, ignore_errors=True)
 
 
 def _log_config(log_format: str) -> dict[str, Any]:
@@ -70,7 +77,10 @@ def _log_config(log_format: str) -> dict[str, Any]:
         **LOGGING_CONFIG,
         "formatters": {
             **LOGGING_CONFIG["formatters"],
-            "requests": {"format": "%(asctime)s %(name)s %(message)s"},
+            "requests": {
+                "()": "tally.adapters.telemetry.logs.RedactingText",
+                "fmt": "%(asctime)s %(name)s %(message)s",
+            },
         },
         "handlers": {
             **LOGGING_CONFIG["handlers"],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from tally.adapters.postgres import sources
-from tally.entrypoints.cli.context import with_engine
+from tally.adapters.postgres.reads import sources as source_reads
+from tally.adapters.postgres.reads.sources import SourceVersion
+from tally.entrypoints.cli.context import with_connection, with_engine
 from tally.entrypoints.cli.rendering import (
     Format,
     FormatOption,
@@ -62,15 +64,15 @@ def source_list(
     fmt: FormatOption = Format.table,
 ) -> None:
     """The registered sources and what each may bill (``*``: any organization)."""
-    rows = with_engine(lambda engine: sources.list_all(engine, history))
+    rows = with_connection(lambda conn: source_reads.sources(conn, history))
     print_rows(
         [
             {
-                "source": row["name"],
-                "enabled": row["enabled"],
-                "any_org": row["any_org"],
-                "orgs": row["orgs"] if fmt is Format.json else _orgs_cell(row),
-                "recorded_at": row["recorded_at"],
+                "source": row.name,
+                "enabled": row.enabled,
+                "any_org": row.any_org,
+                "orgs": row.orgs if fmt is Format.json else _orgs_cell(row),
+                "recorded_at": row.recorded_at,
             }
             for row in rows
         ],
@@ -79,8 +81,8 @@ def source_list(
     )
 
 
-def _orgs_cell(row: dict[str, Any]) -> str:
-    return "*" if row["any_org"] else ",".join(row["orgs"]) or "-"
+def _orgs_cell(row: SourceVersion) -> str:
+    return "*" if row.any_org else ",".join(row.orgs) or "-"
 
 
 def register(app: typer.Typer) -> None:

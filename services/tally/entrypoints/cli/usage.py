@@ -45,7 +45,7 @@ def usage(
             return await allocation_tracking(conn, org, chosen, now)
 
     tracking = with_engine(read)
-    document = tracking.document()
+    document = tracking.document().model_dump()
     if fmt is Format.json:
         print_rows(document, fmt)
         return

@@ -21,47 +21,19 @@ from tally import bootstrap
 from tally.adapters.telemetry import tracing
 from tally.config import Settings, get_settings
 from tally.domain.throttle import EventBudget, FailureLimiter
+from tally.entrypoints.discovery import submodules
 from tally.entrypoints.failures import LastResort
 from tally.entrypoints.http import errors
 from tally.entrypoints.http.auth import SECURITY_SCHEMES, authorize, declaration
 from tally.entrypoints.http.headers import SecurityHeaders
 from tally.entrypoints.http.request_log import RequestLog
-from tally.entrypoints.http.routes import (
-    accounts,
-    dead_letters,
-    entries,
-    events,
-    gl_export,
-    health,
-    ingest,
-    invoices,
-    metrics,
-    seal_keys,
-    seals,
-    statement,
-    trial_balance,
-    usage,
-    verify,
-)
 from tally.entrypoints.pages.app import create_pages
 from tally.entrypoints.pages.web import Seller
 
-ROUTERS: tuple[APIRouter, ...] = (
-    health.router,
-    metrics.router,
-    invoices.router,
-    events.router,
-    ingest.router,
-    dead_letters.router,
-    verify.router,
-    accounts.router,
-    trial_balance.router,
-    entries.router,
-    seals.router,
-    seal_keys.router,
-    statement.router,
-    gl_export.router,
-    usage.router,
+# Every module of routes/ is a noun's routes: found there, in name order (the OpenAPI
+# document's order), never listed here.
+ROUTERS: tuple[APIRouter, ...] = tuple(
+    module.router for module in submodules("tally.entrypoints.http.routes", "router")
 )
 DESCRIPTION = """Tally's API for auditors, finance and organizations, read-only but for one
 route: `POST /v1/events`, where a producer key sends usage events over HTTP.

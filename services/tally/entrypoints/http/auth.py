@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.api_keys import find_key
 from tally.domain.access import Scope, key_id_of
+from tally.domain.rating import SourceGrant
 from tally.entrypoints.http import throttling
 from tally.entrypoints.http.errors import ApiError
 
@@ -54,6 +55,7 @@ class Caller:
     key_id: str | None  # None on a public route
     org: str | None  # the one organization an org-bound key may read
     source: str | None = None  # the one source a producer key sends events as
+    grant: SourceGrant | None = None  # what that source may bill now (None: removed)
 
     def sees(self, org: str) -> bool:
         return self.org is None or self.org == org
@@ -111,7 +113,7 @@ async def authorize(request: Request) -> Caller:
         asked = params.get("org")
         if asked is not None and asked != key.org:
             raise ApiError(403, "this key reads only its own organization")
-    return Caller(key.id, key.org, key.source)
+    return Caller(key.id, key.org, key.source, key.grant)
 
 
 CallerDep = Annotated[Caller, Depends(authorize)]

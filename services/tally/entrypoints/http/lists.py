@@ -2,16 +2,15 @@
 ``Accept: text/csv`` or ``?format=csv``, CSV of every matching row (not one page), streamed
 row by row from a server-side cursor so that memory stays flat whatever the size.
 
-A list is either a ``Listing`` (SQL ordered by its key: ``answer``) or one of the read
-side's queries (``tally.adapters.postgres.reads``: a page function and its streaming
-twin, ``answer_read``)."""
+A list is a ``Listing`` of the read side (``tally.adapters.postgres.reads.listing``): its
+page is the JSON, its rows the CSV."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import asyncpg
 from fastapi import Depends, Query, Request, Response
@@ -21,10 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres import reads
 from tally.adapters.postgres.connection import raw_connection
-from tally.adapters.postgres.reads import listing as listings
-from tally.adapters.postgres.reads.listing import Listing
+from tally.adapters.postgres.reads.listing import Paged
 from tally.adapters.tabular import StreamFormat, text_stream
-from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor, Cursors, Page
+from tally.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor, Cursors
 from tally.entrypoints.http.errors import ApiError, ErrorBody
 from tally.entrypoints.inputs import Text
 from tally.entrypoints.plain import plain
@@ -107,52 +105,46 @@ def json_or_csv(description: str | None = None) -> dict[int | str, dict[str, Any
 CURSOR_ERROR: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "`invalid_cursor`: not a `next` of this list"},
 }
-LIST_RESPONSES = {
-    **json_or_csv('`{"items": [...], "next": cursor or null}`, or CSV'),
-    **CURSOR_ERROR,
-}
+M = TypeVar("M", bound=BaseModel)
+
+
+class ItemsPage(BaseModel, Generic[M]):
+    """A list's JSON page, as the OpenAPI document declares it."""
+
+    items: list[M]
+    next: str | None  # the cursor of the next page; None: this is the last page
+
+
+def list_of(row: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """A list's answers in the OpenAPI document: a JSON page of ``row``s, or CSV of them
+    all; a cursor it did not give out."""
+    page = json_or_csv('`{"items": [...], "next": cursor or null}`, or CSV')[200]
+    return {200: {**page, "model": ItemsPage[row]}, **CURSOR_ERROR}  # type: ignore[valid-type]
 
 
 def invalid_cursor(exc: BadCursor) -> ApiError:
     return ApiError(400, str(exc), "invalid_cursor")
 
 
-async def answer(paging: Paging, listing: Listing) -> Response:
+async def answer(paging: Paging, listing: Paged[Any]) -> Response:
+    """The listing's page as JSON, or every row of it as CSV."""
     if paging.csv:
-        every = (cells(row.values()) async for row in listings.stream(paging.engine, listing))
-        return stream_rows(StreamFormat.csv, None, every)
-    cursors = paging.cursors.bound_to(listing.sql)  # a list is its query
-    try:
-        after = cursors.after(paging.cursor, listing.shape)
-    except BadCursor as exc:
-        raise invalid_cursor(exc) from exc
-    rows = await listings.fetch(paging.engine, listing, after, paging.limit + 1)
-    page = cursors.page(rows, paging.limit)
-    return JSONResponse({"items": [plain(row.values) for row in page.items], "next": page.next})
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-async def answer_read(
-    paging: Paging,
-    model: type[M],
-    page: Callable[[asyncpg.Connection, Cursors, str | None, int], Awaitable[Page[M]]],
-    every: Callable[[asyncpg.Connection], AsyncIterator[M]],
-) -> Response:
-    """A read-side list: ``page(conn, cursors, cursor, limit)`` as JSON, or ``every(conn)``
-    as CSV."""
-    if paging.csv:
-        rows = (cells(row) async for row in on_connection(paging.engine, every))
-        return stream_rows(StreamFormat.csv, list(model.model_fields), rows)
+        rows = (cells(row) async for row in on_connection(paging.engine, listing.iter_rows))
+        return stream_rows(StreamFormat.csv, listing.fields, rows)
     try:
         async with raw_connection(paging.engine) as conn:
-            found = await page(conn, paging.cursors, paging.cursor, paging.limit)
+            found = await listing.page(conn, paging.cursors, paging.cursor, paging.limit)
     except BadCursor as exc:
         raise invalid_cursor(exc) from exc
     return JSONResponse(
         {"items": [plain(row.model_dump()) for row in found.items], "next": found.next}
     )
+
+
+def shown(found: BaseModel) -> JSONResponse:
+    """One read's model as JSON (decimals as exact strings, instants in ISO 8601): the
+    shape its route's ``response_model`` declares."""
+    return JSONResponse(plain(found.model_dump()))
 
 
 async def on_connection(

@@ -9,6 +9,7 @@ millisecond on every answer.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tally.adapters.telemetry.metrics import HTTP_REQUEST_DURATION
 
 log = logging.getLogger("tally.api")
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestLog:
@@ -41,9 +43,10 @@ class RequestLog:
             await self.app(scope, receive, sending)
         finally:
             seconds = time.perf_counter() - started
-            HTTP_REQUEST_DURATION.labels(
-                scope["method"], route_template(scope), str(status)
-            ).observe(seconds)
+            method = scope["method"] if scope["method"] in METHODS else "other"  # any client's
+            HTTP_REQUEST_DURATION.labels(method, route_template(scope), str(status)).observe(
+                seconds
+            )
             state: dict[str, Any] = scope.get("state", {})
             key, request_id = state.get("key_id"), state.get("request_id")
             log.info(
@@ -68,8 +71,15 @@ class RequestLog:
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's template (``/v1/invoices/{number}``); ``unmatched`` for a 404."""
+    """The matched route's template (``/v1/invoices/{number}``); a plain route without
+    parameters (``/``, ``/asyncapi.json``) by its path; ``unmatched`` for anything else (a
+    404, a static file: paths a client chooses)."""
     path = getattr(scope.get("route"), "path", None)
-    if not isinstance(path, str):
-        return "unmatched"
-    return str(scope.get("root_path", "")) + path
+    if isinstance(path, str):
+        return str(scope.get("root_path", "")) + path
+    endpoint = scope.get("endpoint")  # a function: a route of its own (a mount's is an app)
+    if (inspect.isfunction(endpoint) or inspect.ismethod(endpoint)) and not scope.get(
+        "path_params"
+    ):
+        return str(scope["path"])
+    return "unmatched"

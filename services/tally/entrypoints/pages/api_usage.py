@@ -17,6 +17,7 @@ from tally.entrypoints.inputs import Text
 from tally.entrypoints.pages import charts
 from tally.entrypoints.pages.web import (
     BUCKET_NAMES,
+    NavLink,
     Refusal,
     engine,
     organization_exists,
@@ -27,6 +28,7 @@ from tally.entrypoints.pages.web import (
 )
 
 router = APIRouter()
+NAV = (NavLink("API usage", "api_usage", 2),)
 
 
 presets = [

@@ -8,8 +8,8 @@ never write (but for opening and revoking its session, through the two functions
 database lets it call). The two forms that POST (sign-in, sign-out) are accepted only from
 the server's own origin and with the CSRF token of their cookie. Links and redirects are
 paths, never built from the Host header. One module per noun (session, estimate, invoices,
-dead_letters, dashboard, api_usage); ``web`` is what they share. Mounted by the API's app
-at ``/ui``.
+dead_letters, dashboard, api_usage), each with its ``router``, found by ``ROUTERS``; ``web``
+is what they share. Mounted by the API's app at ``/ui``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -28,41 +28,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tally.domain.throttle import FailureLimiter
+from tally.entrypoints.discovery import submodules
 from tally.entrypoints.failures import LastResort
 from tally.entrypoints.http import throttling
-from tally.entrypoints.pages import (
-    api_usage as api_usage_pages,
-)
-from tally.entrypoints.pages import (
-    charts,
-    dashboard,
-    dead_letters,
-    formatting,
-    invoices,
-    session,
-)
-from tally.entrypoints.pages import (
-    estimate as estimate_pages,
-)
+from tally.entrypoints.pages import charts, formatting
 from tally.entrypoints.pages.web import (
     HERE,
     Refusal,
     Seller,
+    navigation,
     page,
     path_for,
     viewer_of,
 )
 
-# Every page, by noun: the app includes them in this order (the matrix and property tests
-# read the pages from here, as the API's tests read its routers).
-ROUTERS = (
-    session.router,
-    estimate_pages.router,
-    invoices.router,
-    dead_letters.router,
-    dashboard.router,
-    api_usage_pages.router,
-)
+# Every page, by noun: each module of this package with a ``router`` (found, in name order,
+# never listed here), and its ``NAV`` links in the layout's navigation; the matrix and
+# property tests read the pages from here, as the API's tests read its routers.
+PAGES = submodules("tally.entrypoints.pages", "router")
+ROUTERS: tuple[APIRouter, ...] = tuple(module.router for module in PAGES)
+NAVIGATION = navigation([(module.router, getattr(module, "NAV", ())) for module in PAGES])
 
 
 def create_pages(
@@ -105,6 +90,7 @@ def create_pages(
         short=formatting.short,
         share=formatting.share,
         ring=charts.ring_dash,
+        nav=NAVIGATION,
     )
     # A filter is called directly, a global through the context (~3 times slower): the API
     # usage report formats ~1,900 numbers a page.

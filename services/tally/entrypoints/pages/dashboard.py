@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from tally.adapters.postgres import alerts as alert_store
+from tally.adapters.postgres.reads import alerts as alert_reads
 from tally.adapters.postgres.reads import usage_reports
 from tally.domain.access import Scope
 from tally.domain.period import period_bounds, period_of
@@ -15,6 +15,7 @@ from tally.entrypoints.http.auth import OrgBinding, scoped
 from tally.entrypoints.inputs import Period, Text
 from tally.entrypoints.pages import charts
 from tally.entrypoints.pages.web import (
+    NavLink,
     Refusal,
     engine,
     organization_exists,
@@ -24,6 +25,7 @@ from tally.entrypoints.pages.web import (
 )
 
 router = APIRouter()
+NAV = (NavLink("Dashboard", "dashboard", 1),)
 
 
 @router.get("/orgs/{org}", name="dashboard", **scoped(Scope.usage_read, OrgBinding.path))
@@ -42,7 +44,7 @@ async def dashboard(request: Request, org: Text, period: Period | None = None) -
             tracking = await usage_reports.allocation_tracking(conn, org, chosen, now)
         except LookupError as exc:  # a period no rate card covers
             raise Refusal(404, "No rate card", f"{exc}.") from exc
-    alerts = await alert_store.list_alerts(engine(request), org, chosen)
+        alerts = await alert_reads.alerts(conn, org, chosen)
     ai, api = tracking.ai_tokens, tracking.api_requests
     start, end = period_bounds(chosen)
     week_columns, week_ticks = charts.columns([(w.name, w.used) for w in ai.weeks])

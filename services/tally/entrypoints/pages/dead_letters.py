@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -10,23 +9,27 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from tally.adapters.postgres import reads
 from tally.adapters.postgres.reads import dead_letters as dead_letter_reads
-from tally.adapters.postgres.reads import listing
 from tally.domain import bounds
 from tally.domain.access import Scope
+from tally.domain.pagination import BadCursor
 from tally.entrypoints.http.auth import scoped
 from tally.entrypoints.inputs import Id
 from tally.entrypoints.pages import documents
 from tally.entrypoints.pages.web import (
     PAGE_ROWS,
+    NavLink,
     Refusal,
     engine,
     page,
     path_for,
+    read_snapshot,
     signed_in,
 )
 
 router = APIRouter()
+NAV = (NavLink("Dead letters", "dead_letters", 5),)
 
 
 def letter_filters(request: Request) -> dict[str, Any]:
@@ -53,38 +56,35 @@ def letter_filters(request: Request) -> dict[str, Any]:
 
 @router.get("/dead-letters", name="dead_letters", **scoped(Scope.dlq_read))
 async def dead_letters_page(request: Request) -> HTMLResponse:
-    """A page of dead letters (keyset: ``after`` the last id shown), filtered, with the
-    open and total count of each code."""
+    """A page of dead letters (keyset: ``after`` the previous page's cursor), filtered,
+    with the open and total count of each code."""
     viewer = await signed_in(request)
     chosen = letter_filters(request)
-    after = request.query_params.get("after", "")
-    if after and not after.isdigit():
-        raise Refusal(400, "Not a page of dead letters", f"after is an id, not {after!r}")
+    after = request.query_params.get("after")
     day = timedelta(days=1)
-    found = await listing.fetch(
-        engine(request),
-        dead_letter_reads.dead_letter_listing(
-            chosen["code"], chosen["source"],
-            datetime.combine(chosen["first"], time(), UTC) if chosen["first"] else None,
-            org=chosen["org"], state=None if chosen["state"] == "all" else chosen["state"],
-            before=datetime.combine(chosen["last"] + day, time(), UTC)
-            if chosen["last"] else None,
-        ),
-        (int(after),) if after else None,
-        PAGE_ROWS + 1,
+    filters = dead_letter_reads.DeadLetterFilter(
+        code=chosen["code"], source=chosen["source"], org=chosen["org"],
+        state=None if chosen["state"] == "all" else chosen["state"],
+        since=datetime.combine(chosen["first"], time(), UTC) if chosen["first"] else None,
+        before=datetime.combine(chosen["last"] + day, time(), UTC) if chosen["last"] else None,
     )  # fmt: skip
-    rows = [row.values for row in found[:PAGE_ROWS]]
+    async with read_snapshot(engine(request)) as conn:
+        try:
+            found = await dead_letter_reads.dead_letter_listing(filters).page(
+                conn, await reads.cursors(conn), after, PAGE_ROWS
+            )
+        except BadCursor as exc:
+            raise Refusal(400, "Not a page of dead letters", str(exc)) from exc
+        codes = await dead_letter_reads.dead_letter_codes(conn)
     kept = {k: str(v) for k, v in chosen.items() if v is not None and k not in ("first", "last")}
     kept |= {"from": str(chosen["first"])} if chosen["first"] else {}
     kept |= {"to": str(chosen["last"])} if chosen["last"] else {}
     here = path_for(request, "ui:dead_letters")
     return page(
-        request, "dead_letters.html", viewer, rows=rows, chosen=chosen,
-        codes=await dead_letter_reads.dead_letter_codes(engine(request)),
+        request, "dead_letters.html", viewer, rows=found.items, chosen=chosen, codes=codes,
         filtered=any(chosen[k] for k in ("code", "source", "org", "first", "last")),
         here=here, kept=kept, after=after,
-        next_page=f"{here}?" + urlencode(kept | {"after": rows[-1]["id"]})
-        if len(found) > PAGE_ROWS else None,
+        next_page=found.next and f"{here}?" + urlencode(kept | {"after": found.next}),
         active="dead_letters", title="Dead letters",
     )  # fmt: skip
 
@@ -94,13 +94,13 @@ async def dead_letter_page(request: Request, letter_id: Id) -> HTMLResponse:
     """One dead letter: why it was refused, its raw bytes, how to replay it and what
     happened to it (and to its event) since."""
     viewer = await signed_in(request)
-    letter = await dead_letter_reads.dead_letter(engine(request), letter_id)
-    if letter is None:
-        raise Refusal(404, "No such dead letter", f"There is no dead letter {letter_id}.")
-    raw = base64.b64decode(letter["raw_base64"])
+    async with read_snapshot(engine(request)) as conn:
+        letter = await dead_letter_reads.dead_letter(conn, letter_id)
+        if letter is None:
+            raise Refusal(404, "No such dead letter", f"There is no dead letter {letter_id}.")
+        history = await dead_letter_reads.dead_letter_history(conn, letter)
     return page(
-        request, "dead_letter.html", viewer, letter=letter, size=len(raw),
-        hex_lines=documents.hex_dump(raw), history=await dead_letter_reads.dead_letter_history(
-            engine(request), letter),
+        request, "dead_letter.html", viewer, letter=letter, size=len(letter.raw),
+        hex_lines=documents.hex_dump(letter.raw), history=history,
         active="dead_letters", title=f"Dead letter {letter_id}",
     )  # fmt: skip

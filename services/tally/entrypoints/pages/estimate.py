@@ -18,6 +18,7 @@ from tally.domain.estimate import EstimateInput, EstimateReport, estimate, repor
 from tally.domain.ratecard import RateCard
 from tally.entrypoints.http.auth import scoped
 from tally.entrypoints.pages.web import (
+    NavLink,
     Refusal,
     engine,
     page,
@@ -25,6 +26,7 @@ from tally.entrypoints.pages.web import (
 )
 
 router = APIRouter()
+NAV = (NavLink("Estimator", "estimate", 4),)
 
 
 ai_fields = [

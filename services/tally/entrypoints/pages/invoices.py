@@ -21,6 +21,7 @@ from tally.entrypoints.pages import documents, formatting
 from tally.entrypoints.pages.web import (
     HERE,
     PAGE_ROWS,
+    NavLink,
     Refusal,
     Seller,
     engine,
@@ -31,12 +32,14 @@ from tally.entrypoints.pages.web import (
 )
 
 router = APIRouter()
+NAV = (NavLink("Invoices", "invoices", 3),)
 
 
 @router.get("/orgs/{org}/invoices", name="invoices", **scoped(Scope.invoices_read, OrgBinding.path))
 async def invoices_page(request: Request, org: Text) -> HTMLResponse:
     viewer = await signed_in(request)
-    rows = await invoice_store.list_invoices(engine(request), None, org)
+    async with read_snapshot(engine(request)) as conn:
+        rows = [row async for row in invoice_store.invoice_listing(org).iter_rows(conn)]
     return page(
         request, "invoices.html", viewer, org=org, rows=rows, active="invoices",
         title=f"Invoices of {org}",
@@ -44,11 +47,10 @@ async def invoices_page(request: Request, org: Text) -> HTMLResponse:
 
 
 async def invoice_of(request: Request, org: str, period: str) -> invoice_store.Invoice:
-    found = (
-        await invoice_store.invoice(engine(request), org, period, billed=False)
-        if is_period(period)
-        else None
-    )
+    found = None
+    if is_period(period):
+        async with read_snapshot(engine(request)) as conn:
+            found = await invoice_store.invoice(conn, org, period, billed=False)
     if found is None:
         raise Refusal(404, "No such invoice", f"{org} has no invoice for {period}.")
     return found
@@ -58,7 +60,7 @@ def invoice_context(seller: Seller, org: str, found: invoice_store.Invoice) -> d
     return {
         "org": org, "inv": found, "seller": seller, "active": "invoices",
         "due": documents.due_date(found.issued_at, seller.payment_days),
-        "title": f"Invoice {found.document['number']}",
+        "title": f"Invoice {found.document.number}",
     }  # fmt: skip
 
 
@@ -79,7 +81,7 @@ async def invoice_pdf(request: Request, org: Text, period: str) -> Response:
         pdf = await documents.pdf(bytes(html), HERE / "static")
     except documents.PdfUnavailable as exc:
         raise Refusal(503, "No PDF on this server", str(exc)) from exc
-    name = f"{found.document['number']}-{org}-{period}.pdf"
+    name = f"{found.document.number}-{org}-{period}.pdf"
     return Response(
         pdf,
         media_type="application/pdf",
@@ -110,21 +112,18 @@ async def invoice_line_page(request: Request, org: Text, period: str, meter: Tex
     they carry, each with its time; ``entry`` shows one entry's events."""
     viewer = await signed_in(request)
     found = await invoice_of(request, org, period)
-    line = next((item for item in found.document["lines"] if item["meter"] == meter), None)
+    line = next((item for item in found.document.lines if item.meter == meter), None)
     if line is None:
         raise Refusal(404, "No such invoice line", f"{org} has no {meter} line for {period}.")
     query = request.query_params
     after, entry = query.get("after"), query.get("entry")
-    number = int(found.document["number"].removeprefix("INV-"))
+    number = int(found.document.number.removeprefix("INV-"))
     async with read_snapshot(engine(request)) as conn:
         try:
-            events = await lineage_reads.lineage(
-                conn, number, await reads.cursors(conn), after, PAGE_ROWS,
-                meter=meter, entry=int(entry) if entry else None,
-            )  # fmt: skip
+            listing = lineage_reads.lineage_listing(number, meter, int(entry) if entry else None)
+            events = await listing.page(conn, await reads.cursors(conn), after, PAGE_ROWS)
         except (BadCursor, ValueError) as exc:
             raise Refusal(400, "Not a page of this line", str(exc)) from exc
-    assert events is not None  # the invoice exists (invoices are never deleted)
     here = path_for(request, "ui:invoice_line", org=org, period=period, meter=meter)
     kept = {"entry": entry} if entry else {}
     return page(
@@ -132,5 +131,5 @@ async def invoice_line_page(request: Request, org: Text, period: str, meter: Tex
         entries=list(dict.fromkeys((r.entry_id, r.entry_kind) for r in events.items)),
         events=events.items, entry=entry, here=here, first_page=after is not None,
         next_page=events.next and f"{here}?" + urlencode({"after": events.next} | kept),
-        active="invoices", title=f"{found.document['number']} · {formatting.label(meter)}",
+        active="invoices", title=f"{found.document.number} · {formatting.label(meter)}",
     )  # fmt: skip

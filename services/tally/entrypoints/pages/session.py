@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from tally.adapters.postgres import organizations as organization_rows
+from tally.adapters.postgres.reads import organizations as organization_reads
 from tally.adapters.postgres.ui_sessions import open_session, revoke_session
 from tally.domain.access import Scope, key_id_of
 from tally.domain.sessions import new_session_id
@@ -15,16 +15,19 @@ from tally.entrypoints.http.auth import scoped
 from tally.entrypoints.pages.web import (
     COOKIE,
     FORM_COOKIE,
+    NavLink,
     check_form,
     cookie,
     engine,
     local_target,
     page,
     path_for,
+    read_snapshot,
     signed_in,
 )
 
 router = APIRouter()
+NAV = (NavLink("Organizations", "home", 6, every_org=True),)
 
 
 @router.get("/", name="home", **scoped(None))
@@ -33,8 +36,9 @@ async def home(request: Request) -> Response:
     if viewer.org is not None:
         target = "dashboard" if viewer.can(Scope.usage_read) else "invoices"
         return RedirectResponse(path_for(request, "ui:" + target, org=viewer.org), 303)
-    orgs = await organization_rows.list_all(engine(request))
-    return page(request, "orgs.html", viewer, orgs=orgs, active="orgs", title="Organizations")
+    async with read_snapshot(engine(request)) as conn:
+        orgs = await organization_reads.organizations(conn)
+    return page(request, "orgs.html", viewer, orgs=orgs, active="home", title="Organizations")
 
 
 @router.get("/sign-in", name="sign_in", **scoped(None))

@@ -7,7 +7,7 @@ templates, the seller, the public URL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -46,6 +47,52 @@ class Viewer:
 
     def sees(self, org: str) -> bool:
         return self.org is None or self.org == org
+
+
+@dataclass(frozen=True)
+class NavLink:
+    """A page in the main navigation: a page module lists its own in ``NAV``, so a new page
+    is linked from its module, not from the layout."""
+
+    label: str
+    page: str  # the page's route name
+    place: int  # left to right
+    every_org: bool = False  # only for keys that read every organization
+
+
+@dataclass(frozen=True)
+class NavEntry:
+    """A navigation link as the layout draws it: shown to a viewer holding ``scope``; a
+    page of one organization (``org``) only while an organization is in view."""
+
+    label: str
+    page: str
+    scope: str | None
+    org: bool
+    every_org: bool
+
+
+def navigation(routers: Sequence[tuple[APIRouter, Sequence[NavLink]]]) -> list[NavEntry]:
+    """Every page's navigation link, in place order, with its page's declared scope."""
+    entries = []
+    for router, links in routers:
+        routes = {route.name: route for route in router.routes if isinstance(route, APIRoute)}
+        for link in links:
+            route = routes[link.page]  # a link names a page of its own module
+            scope, _ = declaration(route)
+            entries.append(
+                (
+                    link.place,
+                    NavEntry(
+                        link.label,
+                        link.page,
+                        None if scope is None else scope.value,
+                        "{org}" in route.path,
+                        link.every_org,
+                    ),
+                )
+            )
+    return [entry for _, entry in sorted(entries, key=lambda pair: pair[0])]
 
 
 BUCKET_NAMES = {

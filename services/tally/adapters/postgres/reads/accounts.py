@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import Amount, fetch_limit, stream
-from tally.domain.pagination import DEFAULT_LIMIT, Cursors, Key, Page
+from tally.adapters.postgres.reads import Amount
+from tally.adapters.postgres.reads.listing import KeyedRow, Listing, in_order
+from tally.domain.pagination import Key
 
 
 class AccountFilter(BaseModel):
@@ -18,7 +16,7 @@ class AccountFilter(BaseModel):
     kind: str | None = None
 
 
-class AccountRow(BaseModel):
+class AccountRow(KeyedRow):
     id: int
     code: str
     owner: str
@@ -47,27 +45,12 @@ SELECT a.id, a.code, a.owner, a.period, a.unit, a.kind, a.feature,
  ORDER BY a.code"""
 
 
-def _args(filters: AccountFilter) -> tuple[str | None, ...]:
-    return (filters.org, filters.period, filters.unit, filters.kind)
-
-
-async def accounts(
-    conn: asyncpg.Connection,
-    filters: AccountFilter,
-    cursors: Cursors,
-    after: str | None = None,
-    limit: int = DEFAULT_LIMIT,
-) -> Page[AccountRow]:
-    cursors = cursors.bound_to("accounts")
-    key = cursors.after(after, (str,))
-    rows = await conn.fetch(
-        QUERY + " LIMIT $6", *_args(filters), key[0] if key else None, fetch_limit(limit)
+def account_listing(filters: AccountFilter) -> Listing[AccountRow]:
+    """Accounts in code order."""
+    return Listing(
+        "accounts",
+        QUERY,
+        in_order(filters),
+        AccountRow,
+        (str,),
     )
-    return cursors.page([AccountRow(**dict(row)) for row in rows], limit)
-
-
-async def iter_accounts(
-    conn: asyncpg.Connection, filters: AccountFilter
-) -> AsyncIterator[AccountRow]:
-    async for row in stream(conn, QUERY, *_args(filters), None):
-        yield AccountRow(**dict(row))

@@ -15,11 +15,12 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import Amount, fetch_limit, snapshot
+from tally.adapters.postgres.reads import Amount, snapshot
+from tally.adapters.postgres.reads.listing import KeyedRow, Listing
 from tally.domain.pagination import DEFAULT_LIMIT, Cursors, Key, Page
 
 
-class Movement(BaseModel):
+class Movement(KeyedRow):
     line_id: int
     entry_id: int
     kind: str
@@ -65,8 +66,7 @@ SELECT l.id AS line_id, l.entry_id, e.kind, e.posted_at, l.amount,
   FROM entry_line l JOIN journal_entry e ON e.id = l.entry_id
  WHERE l.account_id = (SELECT id FROM account WHERE code = $1) AND e.posted_at <= $2
    AND ($3::bigint IS NULL OR (l.entry_id, l.id) < ($3, $4))
- ORDER BY l.entry_id DESC, l.id DESC
- LIMIT $5"""
+ ORDER BY l.entry_id DESC, l.id DESC"""
 
 
 async def balance_totals(
@@ -87,15 +87,12 @@ async def balance(
 ) -> Balance | None:
     """The account's balance as of ``as_of`` (default: now) with a page of its movements."""
     instant = as_of or datetime.now(UTC)
-    cursors = cursors.bound_to(f"balance {account}")
-    key = cursors.after(after, (int, int))
+    movements = Listing(f"balance {account}", MOVEMENTS, (account, instant), Movement, (int, int))
     async with snapshot(conn):
         totals = await balance_totals(conn, account, instant)
         if totals is None:
             return None
-        rows = await conn.fetch(
-            MOVEMENTS, account, instant, *(key or (None, None)), fetch_limit(limit)
-        )
+        page = await movements.page(conn, cursors, after, limit)
     unit, debits, credits = totals
     return Balance(
         account=account,
@@ -104,5 +101,5 @@ async def balance(
         debits=debits,
         credits=credits,
         balance=debits - credits,
-        movements=cursors.page([Movement(**dict(row)) for row in rows], limit),
+        movements=page,
     )

@@ -3,15 +3,15 @@ events it carries (with the SHA-256 of their raw bytes) and its place in the has
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Literal
 
 import asyncpg
 from pydantic import BaseModel
 
-from tally.adapters.postgres.reads import Amount, fetch_limit, snapshot, stream
-from tally.domain.pagination import DEFAULT_LIMIT, Cursors, Key, Page
+from tally.adapters.postgres.reads import Amount, snapshot
+from tally.adapters.postgres.reads.listing import KeyedRow, Listing, in_order
+from tally.domain.pagination import Key
 
 
 class EntryFilter(BaseModel):
@@ -23,7 +23,7 @@ class EntryFilter(BaseModel):
     posted_to: datetime | None = None  # exclusive
 
 
-class EntrySummary(BaseModel):
+class EntrySummary(KeyedRow):
     id: int
     idempotency_key: str
     kind: str
@@ -82,38 +82,15 @@ SELECT e.id, e.idempotency_key, e.kind, e.org, e.period, e.rate_card_version, e.
  ORDER BY e.id"""
 
 
-def _args(filters: EntryFilter) -> tuple[object, ...]:
-    return (
-        filters.org,
-        filters.period,
-        filters.kind,
-        filters.account,
-        filters.posted_from,
-        filters.posted_to,
-    )
-
-
-async def entries(
-    conn: asyncpg.Connection,
-    filters: EntryFilter,
-    cursors: Cursors,
-    after: str | None = None,
-    limit: int = DEFAULT_LIMIT,
-) -> Page[EntrySummary]:
+def entry_listing(filters: EntryFilter) -> Listing[EntrySummary]:
     """Oldest first. A page never repeats or skips an entry, whatever is posted meanwhile."""
-    cursors = cursors.bound_to("entries")
-    key = cursors.after(after, (int,))
-    rows = await conn.fetch(
-        QUERY + " LIMIT $8", *_args(filters), key[0] if key else None, fetch_limit(limit)
+    return Listing(
+        "entries",
+        QUERY,
+        in_order(filters),
+        EntrySummary,
+        (int,),
     )
-    return cursors.page([EntrySummary(**dict(row)) for row in rows], limit)
-
-
-async def iter_entries(
-    conn: asyncpg.Connection, filters: EntryFilter
-) -> AsyncIterator[EntrySummary]:
-    async for row in stream(conn, QUERY, *_args(filters), None):
-        yield EntrySummary(**dict(row))
 
 
 async def entry(conn: asyncpg.Connection, entry_id: int, raw: bool = False) -> EntryDetail | None:

@@ -3,19 +3,85 @@ what billed it. Nothing here writes."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
+from pydantic import BaseModel
 
-from tally.adapters.postgres.connection import raw_connection
+from tally.adapters.postgres.reads import Amount, snapshot
 from tally.adapters.postgres.reads.invoices import invoice_number
 from tally.domain.events import optional_attributes
 
 
-async def event_story(engine: AsyncEngine, source: str, event_id: str) -> dict[str, Any] | None:
-    """Every delivery of one (source, id), and the entry that carries it."""
-    async with raw_connection(engine) as conn:
+class EventRecord(BaseModel):
+    """The event as it was stored (its raw bytes as ``payload``)."""
+
+    status: str
+    type: str
+    org: str
+    period: str
+    event_time: datetime
+    meter: str | None
+    feature: str | None
+    quantity: Amount
+    rate_card_version: str
+    stream: str
+    stream_id: str
+    received_at: datetime
+    entry_id: int | None
+    payload: str
+
+
+class CarryingLine(BaseModel):
+    account: str
+    unit: str
+    amount: Amount
+
+
+class CarryingEntry(BaseModel):
+    """The entry that carries the event, with how many events it carries in all."""
+
+    id: int
+    idempotency_key: str
+    kind: str
+    posted_at: datetime
+    rate_card_version: str | None
+    lane: int
+    seq: int
+    events: int
+    lines: list[CarryingLine]
+
+
+class Billing(BaseModel):
+    late: bool  # it arrived after its period was closed
+    invoice: str | None  # the invoice that bills it, once one does
+    detail: str
+
+
+class Delivery(BaseModel):
+    """A delivery of the key that was not metered: a duplicate, a conflict, a rejection."""
+
+    status: str
+    stream_id: str
+    received_at: datetime
+    detail: str | None
+
+
+class EventStory(BaseModel):
+    source: str
+    id: str
+    status: str  # the event's, or (never stored) its last delivery's
+    event: EventRecord | None
+    attributes: dict[str, Any]  # its optional CloudEvents attributes and extensions
+    entry: CarryingEntry | None
+    billing: Billing | None
+    deliveries: list[Delivery]
+
+
+async def event_story(conn: asyncpg.Connection, source: str, event_id: str) -> EventStory | None:
+    """Every delivery of one (source, id), and the entry that carries it, in one snapshot."""
+    async with snapshot(conn):
         event = await conn.fetchrow(
             """SELECT status, type, org, period, event_time, meter, feature, quantity,
                       rate_card_version, stream, stream_id, received_at, entry_id,
@@ -25,7 +91,7 @@ async def event_story(engine: AsyncEngine, source: str, event_id: str) -> dict[s
             event_id,
         )
         deliveries = [
-            dict(row)
+            Delivery.model_validate(dict(row))
             for row in await conn.fetch(
                 """SELECT 'duplicate' AS status, stream_id, received_at, NULL AS detail
                      FROM duplicate_delivery WHERE source = $1 AND id = $2
@@ -58,23 +124,25 @@ async def event_story(engine: AsyncEngine, source: str, event_id: str) -> dict[s
             carried = await conn.fetchval(
                 "SELECT count(*) FROM usage_event WHERE entry_id = $1", event["entry_id"]
             )
-            entry = {**dict(header or {}), "events": carried, "lines": [dict(x) for x in lines]}
+            entry = CarryingEntry.model_validate(
+                {**dict(header or {}), "events": carried, "lines": [dict(x) for x in lines]}
+            )
         billing = await _billing(conn, event) if event is not None else None
     if event is None and not deliveries:
         return None
-    return {
-        "source": source,
-        "id": event_id,
-        "status": event["status"] if event else deliveries[-1]["status"],
-        "event": dict(event) if event else None,
-        "attributes": optional_attributes(event["payload"].encode()) if event else {},
-        "entry": entry,
-        "billing": billing,
-        "deliveries": deliveries,
-    }
+    return EventStory(
+        source=source,
+        id=event_id,
+        status=event["status"] if event else deliveries[-1].status,
+        event=EventRecord.model_validate(dict(event)) if event else None,
+        attributes=optional_attributes(event["payload"].encode()) if event else {},
+        entry=entry,
+        billing=billing,
+        deliveries=deliveries,
+    )
 
 
-async def _billing(conn: asyncpg.Connection, event: asyncpg.Record) -> dict[str, Any]:
+async def _billing(conn: asyncpg.Connection, event: asyncpg.Record) -> Billing:
     """Which invoice bills the event, and whether it was late (after its period's close)."""
     closed = await conn.fetchrow(
         "SELECT number, recorded_at FROM invoice WHERE org = $1 AND period = $2",
@@ -92,23 +160,23 @@ async def _billing(conn: asyncpg.Connection, event: asyncpg.Record) -> dict[str,
                 f"late: {event['period']} was closed before {event['org']} had an invoice for "
                 "it; the next close issues it"
             )
-            return {"late": True, "invoice": None, "detail": detail}
-        return {"late": False, "invoice": None, "detail": "period not closed yet"}
+            return Billing(late=True, invoice=None, detail=detail)
+        return Billing(late=False, invoice=None, detail="period not closed yet")
     original = invoice_number(closed["number"])
     if billed is not None and billed["original"] is None:
-        return {"late": False, "invoice": original, "detail": f"billed on {original}"}
+        return Billing(late=False, invoice=original, detail=f"billed on {original}")
     if billed is not None:
         on = invoice_number(billed["invoice"])
         detail = f"late: billed on {on} as a prior-period adjustment of {original}"
-        return {"late": True, "invoice": on, "detail": detail}
+        return Billing(late=True, invoice=on, detail=detail)
     if event["entry_id"] is not None:
         detail = (
             f"late: arrived after {original} was issued; "
             "the next close bills it as a prior-period adjustment"
         )
-        return {"late": True, "invoice": None, "detail": detail}
+        return Billing(late=True, invoice=None, detail=detail)
     late = event["received_at"] > closed["recorded_at"]
     detail = f"not billed ({event['status']})" + (
         f"; late: recorded after {original} was issued, which stays as issued" if late else ""
     )
-    return {"late": late, "invoice": None, "detail": detail}
+    return Billing(late=late, invoice=None, detail=detail)

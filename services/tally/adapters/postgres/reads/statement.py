@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from tally.adapters.postgres import seals
-from tally.adapters.postgres.reads.invoices import invoice_document, invoice_number
+from tally.adapters.postgres.reads.invoices import invoice, invoice_number
 from tally.domain import merkle, seal_signature
 from tally.domain.ledger import canonical_amount
 from tally.domain.statement import FORMAT, proof_of
@@ -195,17 +195,19 @@ async def statement_lines(
         async for row in conn.cursor(UNCARRIED, org, period, prefetch=PREFETCH):
             events += 1
             yield {**_event(row), "entry": None}
-        invoice = await invoice_document(conn, head)
+        billed = await invoice(conn, org, period, billed=False)
+        assert billed is not None  # its head was read in this snapshot
+        document = billed.document.model_dump(mode="json")
         card = await conn.fetchval(
             "SELECT body::text FROM rate_card WHERE version = $1", head["rate_card_version"]
         )
         yield {
             "type": "trailer",
-            "invoice": invoice["number"],
-            "currency": invoice["currency"],
-            "lines": invoice["lines"],
-            "adjustments": invoice["adjustments"],
-            "total": invoice["total"],
+            "invoice": document["number"],
+            "currency": document["currency"],
+            "lines": document["lines"],
+            "adjustments": document["adjustments"],
+            "total": document["total"],
             "rate_card": json.loads(card, parse_float=Decimal),  # as stored: exact, in order
             "entries": entries,
             "events": events,

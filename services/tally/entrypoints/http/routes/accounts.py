@@ -3,9 +3,10 @@ movements that make it (``tally ledger balance``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import JSONResponse
 
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import accounts, balances
@@ -15,19 +16,23 @@ from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError, documented
 from tally.entrypoints.http.lists import (
     CURSOR_ERROR,
-    LIST_RESPONSES,
     PagingDep,
-    answer_read,
+    answer,
     invalid_cursor,
+    list_of,
+    shown,
 )
 from tally.entrypoints.http.params import InstantQuery, PeriodQuery
 from tally.entrypoints.inputs import Text
-from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["ledger"])
 
 
-@router.get("/v1/accounts", **scoped(Scope.ledger_read, OrgBinding.query), responses=LIST_RESPONSES)
+@router.get(
+    "/v1/accounts",
+    **scoped(Scope.ledger_read, OrgBinding.query),
+    responses=list_of(accounts.AccountRow),
+)
 async def list_accounts(
     caller: CallerDep,
     paging: PagingDep,
@@ -38,18 +43,14 @@ async def list_accounts(
 ) -> Response:
     """Accounts in code order with their debits, credits and balance (debits positive)."""
     filters = accounts.AccountFilter(org=caller.narrow(org), period=period, unit=unit, kind=kind)
-    return await answer_read(
-        paging,
-        accounts.AccountRow,
-        lambda conn, cursors, after, limit: accounts.accounts(conn, filters, cursors, after, limit),
-        lambda conn: accounts.iter_accounts(conn, filters),
-    )
+    return await answer(paging, accounts.account_listing(filters))
 
 
 @router.get(
     "/v1/accounts/{code:path}/balance",
     **scoped(Scope.ledger_read),
     responses={**CURSOR_ERROR, **documented(406)},
+    response_model=balances.Balance,
 )
 async def account_balance(
     caller: CallerDep,
@@ -58,7 +59,7 @@ async def account_balance(
         Text, Path(description="Account code, e.g. org/acme/2026-10/api_request/usage.")
     ],
     as_of: InstantQuery = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """The balance as of `as_of` (default: now; by posting time) and its movements, newest
     first, as a page (`movements.items`, `movements.next`: pass it as `cursor`). JSON only."""
     if paging.csv:
@@ -72,5 +73,4 @@ async def account_balance(
         raise invalid_cursor(exc) from exc
     if found is None:
         raise ApiError(404, f"no account {code!r}")
-    shown: dict[str, Any] = plain(found.model_dump())
-    return shown
+    return shown(found)

@@ -3,9 +3,10 @@ its Merkle inclusion proof in its month's seal (``tally ledger prove``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from tally.adapters.postgres import seals
 from tally.adapters.postgres.connection import raw_connection
@@ -13,15 +14,18 @@ from tally.adapters.postgres.reads import entries
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError
-from tally.entrypoints.http.lists import LIST_RESPONSES, PagingDep, answer_read
+from tally.entrypoints.http.lists import PagingDep, answer, list_of, shown
 from tally.entrypoints.http.params import InstantQuery, OrgQuery, PeriodQuery
 from tally.entrypoints.inputs import Id, Text
-from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["ledger"])
 
 
-@router.get("/v1/entries", **scoped(Scope.ledger_read, OrgBinding.query), responses=LIST_RESPONSES)
+@router.get(
+    "/v1/entries",
+    **scoped(Scope.ledger_read, OrgBinding.query),
+    responses=list_of(entries.EntrySummary),
+)
 async def list_entries(
     caller: CallerDep,
     paging: PagingDep,
@@ -41,33 +45,31 @@ async def list_entries(
         posted_from=posted_from,
         posted_to=posted_to,
     )
-    return await answer_read(
-        paging,
-        entries.EntrySummary,
-        lambda conn, cursors, after, limit: entries.entries(conn, filters, cursors, after, limit),
-        lambda conn: entries.iter_entries(conn, filters),
-    )
+    return await answer(paging, entries.entry_listing(filters))
 
 
-@router.get("/v1/entries/{entry_id}", **scoped(Scope.ledger_read))
+@router.get(
+    "/v1/entries/{entry_id}", **scoped(Scope.ledger_read), response_model=entries.EntryDetail
+)
 async def show_entry(
     caller: CallerDep,
     request: Request,
     entry_id: Id,
     raw: Annotated[bool, Query(description="Include each event's raw bytes.")] = False,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """One entry: its lines, the events it carries (SHA-256 of their raw bytes; the raw
     event with `raw=true`) and its position in the hash chain."""
     async with raw_connection(request.app.state.engine) as conn:
         found = await entries.entry(conn, entry_id, raw)
     if found is None:
         raise ApiError(404, f"no entry {entry_id}")
-    shown: dict[str, Any] = plain(found.model_dump())
-    return shown
+    return shown(found)
 
 
-@router.get("/v1/entries/{entry_id}/proof", **scoped(Scope.ledger_read))
-async def prove_entry(caller: CallerDep, request: Request, entry_id: Id) -> dict[str, Any]:
+@router.get(
+    "/v1/entries/{entry_id}/proof", **scoped(Scope.ledger_read), response_model=seals.EntryProof
+)
+async def prove_entry(caller: CallerDep, request: Request, entry_id: Id) -> JSONResponse:
     """The entry's Merkle inclusion proof in the seal that covers it (check it with the
     script of the docs' page "The month seal"); 404 `not_sealed` while no seal covers it
     yet."""
@@ -77,5 +79,4 @@ async def prove_entry(caller: CallerDep, request: Request, entry_id: Id) -> dict
         raise ApiError(404, str(exc), "not_sealed") from exc
     if proof is None:
         raise ApiError(404, f"no entry {entry_id}")
-    shown: dict[str, Any] = plain(proof.model_dump())
-    return shown
+    return shown(proof)

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
+from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import events as event_reads
 from tally.domain.access import Scope
 from tally.entrypoints.http.auth import CallerDep, scoped
 from tally.entrypoints.http.errors import ApiError
+from tally.entrypoints.http.lists import shown
 from tally.entrypoints.inputs import Text
-from tally.entrypoints.plain import plain
 
 router = APIRouter(tags=["events"])
 
 
-@router.get("/v1/events/{source}/{event_id}", **scoped(Scope.ledger_read))
+@router.get(
+    "/v1/events/{source}/{event_id}",
+    **scoped(Scope.ledger_read),
+    response_model=event_reads.EventStory,
+)
 async def show_event(
     caller: CallerDep, request: Request, source: Text, event_id: Text
-) -> dict[str, Any]:
+) -> JSONResponse:
     """What `tally events show SOURCE ID --format json` prints."""
-    story = await event_reads.event_story(request.app.state.engine, source, event_id)
+    async with raw_connection(request.app.state.engine) as conn:
+        story = await event_reads.event_story(conn, source, event_id)
     if story is None:
         raise ApiError(404, f"no event ({source}, {event_id}) was ever received")
-    shown: dict[str, Any] = plain(story)
-    return shown
+    return shown(story)

@@ -19,8 +19,10 @@ from tally import bootstrap
 from tally.config import Settings
 from tally.domain import ingest
 from tally.domain.access import Scope
+from tally.domain.events import InvalidEvent
+from tally.domain.rating import check_source
 from tally.domain.throttle import EventBudget
-from tally.entrypoints.http.auth import CallerDep, scoped
+from tally.entrypoints.http.auth import Caller, CallerDep, scoped
 from tally.entrypoints.http.errors import ApiError, documented
 from tally.sdk.producer import UsageProducer
 
@@ -89,21 +91,21 @@ async def send_events(request: Request, caller: CallerDep) -> Accepted:
     same request again is a duplicate, counted once."""
     settings: Settings = request.app.state.settings
     body = await _body(request, settings.ingest_max_body_bytes)
+    headers = [
+        (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
+    ]
     try:
-        events = ingest.parse(request.headers.get("content-type"), request.headers, body)
+        events = ingest.parse(
+            request.headers.get("content-type"), headers, body, settings.ingest_max_batch
+        )
     except ingest.Refused as exc:
         raise ApiError(400, exc.message, exc.code, errors=exc.errors or None) from exc
-    if len(events) > settings.ingest_max_batch:
-        raise ApiError(
-            400,
-            f"{len(events)} events in one request: at most {settings.ingest_max_batch}",
-            "too_many_events",
-        )
     if foreign := sorted({event.source for event in events} - {caller.source}):
         raise ApiError(
             403,
             f"this key sends events only as source {caller.source!r}, not {foreign[0]!r}",
         )
+    _check_organizations(caller, events)
     budget: EventBudget = request.app.state.event_budget
     wait = budget.take(caller.key_id or "", len(events))
     if wait:
@@ -126,6 +128,19 @@ async def send_events(request: Request, caller: CallerDep) -> Accepted:
             for event, stream_id in zip(events, stream_ids, strict=True)
         ],
     )
+
+
+def _check_organizations(caller: Caller, events: list[ingest.Incoming]) -> None:
+    """Every organization billed is one the source may bill (403 for the request if not):
+    a key sends only what its source's registration allows (read with the key). An event
+    naming none is the consumer's to refuse, with a dead letter."""
+    source = caller.source or ""
+    grants = {} if caller.grant is None else {source: caller.grant}
+    try:
+        for org in sorted({event.subject for event in events if event.subject is not None}):
+            check_source(grants, source, org)
+    except InvalidEvent as exc:
+        raise ApiError(403, exc.reason) from exc
 
 
 async def _body(request: Request, limit: int) -> bytes:

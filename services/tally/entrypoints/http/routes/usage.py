@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from tally.adapters.postgres.connection import raw_connection
@@ -16,11 +17,11 @@ from tally.adapters.postgres.reads import usage_reports
 from tally.adapters.postgres.reads.rate_cards import load_rate_cards
 from tally.domain import api_usage
 from tally.domain.access import Scope
-from tally.domain.estimate import EstimateInput, Seats, estimate, report
+from tally.domain.estimate import EstimateInput, EstimateReport, Seats, estimate, report
 from tally.domain.period import period_of
 from tally.entrypoints.http.auth import CallerDep, OrgBinding, scoped
 from tally.entrypoints.http.errors import ApiError, documented
-from tally.entrypoints.http.lists import json_or_csv
+from tally.entrypoints.http.lists import json_or_csv, shown
 from tally.entrypoints.http.params import PeriodQuery
 from tally.entrypoints.inputs import Day, Text
 from tally.entrypoints.plain import plain
@@ -88,10 +89,14 @@ async def api_usage_report(
     return body
 
 
-@router.get("/v1/orgs/{org}/usage", **scoped(Scope.usage_read, OrgBinding.path))
+@router.get(
+    "/v1/orgs/{org}/usage",
+    **scoped(Scope.usage_read, OrgBinding.path),
+    response_model=usage_reports.TrackingDocument,
+)
 async def allocation_tracking(
     caller: CallerDep, request: Request, org: OrgPath, period: PeriodQuery = None
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Both meters in a period (default: this one): allocation so far, used, remaining, by
     feature, weeks, projection and health."""
     now = datetime.now(UTC)
@@ -103,18 +108,22 @@ async def allocation_tracking(
             )
         except LookupError as exc:
             raise ApiError(404, str(exc)) from exc
-    document: dict[str, Any] = plain(tracking.document())
-    return document
+    return shown(tracking.document())
 
 
-@router.get("/v1/estimate", **scoped(Scope.usage_read), responses=BAD_REQUEST)
+@router.get(
+    "/v1/estimate",
+    **scoped(Scope.usage_read),
+    responses=BAD_REQUEST,
+    response_model=EstimateReport,
+)
 async def cost_estimate(
     caller: CallerDep,
     request: Request,
     seats: Annotated[
         list[Text] | None, Query(description="LICENSE:MODEL:USERS, repeatable, e.g. gc2:named:200")
     ] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """A month of AI tokens and API requests against the allocation, with the overage and its
     cost, priced by the rate card in effect (every `tally estimate` option as a query
     parameter named like the estimate's fields, e.g. `copilot_users`, `working_days`)."""
@@ -137,5 +146,4 @@ async def cost_estimate(
         result = report(estimate(given, card))
     except ValueError as exc:
         raise ApiError(400, str(exc)) from exc
-    body: dict[str, Any] = result.model_dump(mode="json")
-    return body
+    return JSONResponse(result.model_dump(mode="json"))
