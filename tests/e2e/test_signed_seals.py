@@ -9,11 +9,14 @@ import csv
 import io
 from pathlib import Path
 
+import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from support.cli import env_for, tally, xadd_like_an_integration
 from support.close_support import license_day
 from support.ledger_support import api
+from support.seal_support import signature_snippet
 from tally.config import Settings
 from tally.domain.seal_signature import signed_bytes
 
@@ -108,6 +111,9 @@ async def test_seals_are_signed_and_stay_verifiable_across_a_key_rotation(
     assert october["seal_signature"]["key_id"] == new["key_id"]  # type: ignore[index]
     assert checks(october, new["public_key"]) and not checks(october, old["public_key"])
     assert checks(september, old["public_key"])  # the retired key's seal still checks
+    exec(signature_snippet(), {"invoice": september, "key": old})  # the docs' check passes
+    with pytest.raises(InvalidSignature):
+        exec(signature_snippet(), {"invoice": september, "key": new})
 
     retired_file = tmp_path / "retired.pem"
     retired_file.write_bytes(old_pem)

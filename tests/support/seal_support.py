@@ -28,3 +28,9 @@ async def check(script: Path, proof: str, *root: str) -> tuple[int, str]:
     out, _ = await process.communicate(proof.encode())
     assert process.returncode is not None
     return process.returncode, out.decode()
+
+
+def signature_snippet() -> str:
+    """The page's second Python block: checking an invoice's seal signature, given the
+    invoice's JSON as ``invoice`` and its key from tally-seal-keys.json as ``key``."""
+    return SEAL_PAGE.read_text().split("```python\n", 2)[2].split("```", 1)[0]
