@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -133,8 +134,21 @@ async def test_seals_are_signed_and_stay_verifiable_across_a_key_rotation(
     assert exported.code == 0 and "lines in" in exported.said, exported
     to_stdout = await tally(settings, "statement", "export", "--org", "acme", "--period", SEP)
     assert to_stdout.stdout == statement.read_text()
-    verified = await tally(settings, "statement", "verify", str(statement))
+    keys_json = tmp_path / "keys.json"
+    keys_json.write_text(json.dumps({"keys": [old, new]}))
+    verified = await tally(
+        settings, "statement", "verify", str(statement), "--keys", str(keys_json)
+    )
     assert verified.code == 0 and "checks" in verified.said, verified
+    keys_json.write_text(json.dumps({"keys": [new]}))  # not the key that signed September
+    unpublished = await tally(
+        settings, "statement", "verify", str(statement), "--keys", str(keys_json)
+    )
+    assert unpublished.code == 1 and "is not a published key" in unpublished.said, unpublished
+    bad_keys = await tally(
+        settings, "statement", "verify", str(statement), "--keys", str(statement)
+    )
+    assert bad_keys.code == 2 and "not the published keys' document" in bad_keys.said
     forged = tmp_path / "forged.jsonl"
     forged.write_text(statement.read_text().replace(september["seal_signature"]["signature"],  # type: ignore[index]
                                                     "00" * 64))  # fmt: skip

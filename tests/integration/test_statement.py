@@ -23,7 +23,7 @@ from tally.adapters.postgres import seals
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.reads.statement import NoStatement, statement_lines
 from tally.adapters.postgres.verification import verify
-from tally.domain.statement import BadStatement, check
+from tally.domain.statement import BadStatement, check, published_keys
 from tally.entrypoints.plain import json_line
 from tally.service_layer.metering import MeteringService
 from tally.service_layer.seal_signing import load_private_key, new_key_pair, publish, sign_seals
@@ -138,6 +138,13 @@ async def test_a_statement_proves_every_event_and_adds_up_to_the_invoice(
     other_key.write_text(json.dumps({"keys": [{"public_key": "ab" * 32}]}))
     code, said = await run_script(script, good, other_key)
     assert code == 1 and "no valid signature by a known key" in said
+    with good.open("rb") as read:
+        assert check(read, published_keys(keys.read_bytes())) == []
+    with good.open("rb") as read:
+        unknown = check(read, published_keys(other_key.read_bytes()))
+    assert len(unknown) == 2 and all("is not a published key" in f for f in unknown)
+    with pytest.raises(BadStatement, match="published keys"):
+        published_keys(b"[]")
     with pytest.raises(BadStatement, match="header"):
         check([b'{"type": "event"}\n'])
     with pytest.raises(BadStatement, match="trailer"):

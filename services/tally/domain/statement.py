@@ -105,6 +105,7 @@ def _stated_units(raw: bytes) -> Decimal | None:
 @dataclass
 class _Check:
     header: dict[str, Any]
+    published: frozenset[str] | None  # the public keys (hex) Tally publishes, if given
     findings: list[str] = field(default_factory=list)
     roots: dict[int, bytes] = field(default_factory=dict)
     entry: dict[str, Any] | None = None
@@ -126,6 +127,8 @@ class _Check:
             message = seal_signature.signed_bytes(
                 self.header["period"], seal["sequence"], seal["root"], seal["entries"]
             )
+            if self.published is not None and signed["public_key"] not in self.published:
+                self.findings.append(f"{where}: key {signed['key_id']} is not a published key")
             if seal_signature.key_id(public) != signed["key_id"]:
                 self.findings.append(f"{where}: the public key is not key {signed['key_id']}")
             elif not seal_signature.verify(public, bytes.fromhex(signed["signature"]), message):
@@ -210,9 +213,17 @@ class _Check:
             self.findings.append(f"the lines add up to {amounts}, the total is {trailer['total']}")
 
 
-def check(lines: Iterable[bytes]) -> list[str]:
+def published_keys(document: bytes) -> frozenset[str]:
+    """The public keys (hex) of a saved ``/.well-known/tally-seal-keys.json``."""
+    try:
+        return frozenset(key["public_key"] for key in json.loads(document)["keys"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadStatement(f"not the published keys' document ({exc!r})") from exc
+
+
+def check(lines: Iterable[bytes], published: frozenset[str] | None = None) -> list[str]:
     """What is wrong with a statement, named (empty: it checks); ``BadStatement`` when it
-    cannot be read as one."""
+    cannot be read as one. ``published``: the public keys the seals must be signed by."""
     state: _Check | None = None
     trailer = None
     for number, text in enumerate(lines, 1):
@@ -226,7 +237,7 @@ def check(lines: Iterable[bytes]) -> list[str]:
             if state is None:
                 if kind != "header" or line.get("format") != FORMAT:
                     raise BadStatement(f"line {number}: not a {FORMAT} header")
-                state = _Check(line)
+                state = _Check(line, published)
                 state.seals()
             elif kind == "entry":
                 state.add_entry(line)

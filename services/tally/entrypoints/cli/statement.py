@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads.statement import NoStatement, statement_lines
-from tally.domain.statement import BadStatement, check
+from tally.domain.statement import BadStatement, check, published_keys
 from tally.entrypoints.cli.context import with_engine
 from tally.entrypoints.cli.rendering import check_period, console, fail
 from tally.entrypoints.plain import json_line
@@ -55,12 +55,24 @@ def export(
 @statement_app.command("verify")
 def verify(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A statement (JSON Lines).")],
+    keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="A saved /.well-known/tally-seal-keys.json: the seals' keys must be in it."
+        ),
+    ] = None,
 ) -> None:
     """Check a statement offline: every proof, every seal's signature, every entry's hash
     from its events, and that the events add up to each invoice line (exit 1 if not)."""
     try:
+        published = published_keys(keys.read_bytes()) if keys else None
+    except OSError as exc:
+        raise fail(f"cannot read {keys}: {exc.strerror}", 2) from exc
+    except BadStatement as exc:
+        raise fail(f"{keys}: {exc}", 2) from exc
+    try:
         with file.open("rb") as lines:
-            findings = check(lines)
+            findings = check(lines, published)
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror}", 2) from exc
     except BadStatement as exc:
