@@ -174,23 +174,23 @@ async def statement_lines(
         yield await _header(conn, org, period, head, sealed)
         entries = events = 0
         current: int | None = None
-        place: tuple[int, int] | None = None
+        proof: dict[str, Any] | None = None  # the current entry's, if a seal holds it
         async for row in conn.cursor(CARRIED, org, period, prefetch=PREFETCH):
             if row["entry"] != current:
                 current = row["entry"]
                 place = sealed.find(row["lane"], row["seq"])
-                if place is not None:  # an entry posted after the last seal: not listed
+                proof = None if place is None else proof_of(sealed.trees[place[0]].prove(place[1]))
+                if place is not None:  # else posted after the last seal: not listed yet
                     entries += 1
                     yield await _entry(conn, row, place[0])
-            if place is None:
+            if proof is None:
                 continue
             events += 1
-            proof = sealed.trees[place[0]].prove(place[1])
             yield {
                 **_event(row),
                 "entry": row["entry"],
                 "leaf": bytes(row["hash"]).hex(),
-                "proof": proof_of(proof),
+                "proof": proof,
             }
         async for row in conn.cursor(UNCARRIED, org, period, prefetch=PREFETCH):
             events += 1
