@@ -152,11 +152,15 @@ async def test_seals_are_signed_and_stay_verifiable_across_a_key_rotation(
     forged = tmp_path / "forged.jsonl"
     forged.write_text(statement.read_text().replace(september["seal_signature"]["signature"],  # type: ignore[index]
                                                     "00" * 64))  # fmt: skip
-    refused = await tally(settings, "statement", "verify", str(forged))
+    keys_json.write_text(json.dumps({"keys": [old, new]}))
+    keyed = ("--keys", str(keys_json))
+    refused = await tally(settings, "statement", "verify", str(forged), *keyed)
     assert refused.code == 1 and "signature does not verify" in refused.said, refused
-    nothing = await tally(settings, "statement", "verify", str(tmp_path / "none.jsonl"))
+    unkeyed = await tally(settings, "statement", "verify", str(statement))
+    assert unkeyed.code == 2 and "--keys" in unkeyed.said  # its own keys prove nothing
+    nothing = await tally(settings, "statement", "verify", str(tmp_path / "none.jsonl"), *keyed)
     assert nothing.code == 2 and "cannot read" in nothing.said
-    not_one = await tally(settings, "statement", "verify", str(key_file))
+    not_one = await tally(settings, "statement", "verify", str(key_file), *keyed)
     assert not_one.code == 2 and "is not a statement" in not_one.said
     unclosed = await tally(
         settings, "statement", "export", "--org", "acme", "--period", "2026-11", "--out",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import close, license_day, meter
@@ -23,6 +24,7 @@ from tally.adapters.postgres import seals
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.reads.statement import NoStatement, statement_lines
 from tally.adapters.postgres.verification import verify
+from tally.domain import seal_signature
 from tally.domain.statement import BadStatement, check, published_keys
 from tally.entrypoints.plain import json_line
 from tally.service_layer.metering import MeteringService
@@ -32,9 +34,12 @@ SEP, OCT = "2026-09", "2026-10"
 IN_SEP = {"time": "2026-09-15T12:00:00Z"}
 
 
-async def signed_september(service: MeteringService, engine: AsyncEngine) -> None:
+async def signed_september(
+    service: MeteringService, engine: AsyncEngine, owner: AsyncEngine
+) -> None:
     """acme's September over its API allocation, with AI usage, a request that is not
-    billable and late usage billed on October's invoice; every seal signed."""
+    billable and late usage billed on October's invoice; every seal signed (the key
+    published by the schema's owner, as `tally seal keygen` does)."""
     await meter(
         service,
         [
@@ -50,7 +55,7 @@ async def signed_september(service: MeteringService, engine: AsyncEngine) -> Non
     await close(engine, SEP)
     store = bootstrap.seal_signing_store(engine)
     pair = new_key_pair()
-    await publish(store, pair)
+    await publish(bootstrap.seal_signing_store(owner), pair)
     key = load_private_key(pair.private_pem, "the test's key")
     await sign_seals(store, key)
     await meter(service, [api("acme-late", count=7, org="acme", **IN_SEP)])
@@ -63,9 +68,9 @@ def event(lines: list[dict[str, Any]], event_id: str) -> dict[str, Any]:
 
 
 async def test_a_statement_proves_every_event_and_adds_up_to_the_invoice(
-    engine: AsyncEngine, service: MeteringService, tmp_path: Path
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService, tmp_path: Path
 ) -> None:
-    await signed_september(service, engine)
+    await signed_september(service, engine, owner)
     good = tmp_path / "acme.jsonl"
     lines = await export(engine, "acme", SEP, good)
     header, trailer = lines[0], lines[-1]
@@ -90,13 +95,14 @@ async def test_a_statement_proves_every_event_and_adds_up_to_the_invoice(
     api_line = next(line for line in trailer["lines"] if line["meter"] == "api_requests")
     assert api_line["used"] == "300005" and api_line["overage"] == "80005"
 
-    with good.open("rb") as read:
-        assert check(read) == []
     script = tmp_path / "check_statement.py"
     script.write_text(docs_script())
     keys = tmp_path / "keys.json"
     published = await seals.seal_keys(engine)
     keys.write_text(json.dumps({"keys": [key.model_dump(mode="json") for key in published]}))
+    known = published_keys(keys.read_bytes())
+    with good.open("rb") as read:
+        assert check(read, known) == []
     code, said = await run_script(script, good, keys)
     assert (code, said.strip()) == (0, "every signature, proof and invoice line checks"), said
 
@@ -121,15 +127,48 @@ async def test_a_statement_proves_every_event_and_adds_up_to_the_invoice(
     def rebill(lines: list[dict[str, Any]]) -> None:  # the invoice says more was used
         lines[-1]["lines"][0]["used"] = "300006"
 
+    def self_signed(lines: list[dict[str, Any]]) -> None:  # signed by a key of the forger's
+        private = Ed25519PrivateKey.generate()
+        public = private.public_key().public_bytes_raw()
+        for seal in lines[0]["seals"]:
+            message = seal_signature.signed_bytes(
+                lines[0]["period"], seal["sequence"], seal["root"], seal["entries"]
+            )
+            seal["signature"] |= {
+                "public_key": public.hex(),
+                "key_id": seal_signature.key_id(public),
+                "signature": private.sign(message).hex(),
+            }
+
+    def doubled(lines: list[dict[str, Any]]) -> None:  # one entry's block listed twice
+        start = next(i for i, line in enumerate(lines) if line["type"] == "entry")
+        end = next(i for i in range(start + 1, len(lines)) if lines[i]["type"] != "event")
+        block = json.loads(json.dumps(lines[start:end]))
+        block[0]["id"] = -1
+        for line in block[1:]:
+            line["entry"] = -1
+        lines[end:end] = block
+
+    def relabelled(lines: list[dict[str, Any]]) -> None:  # 1 token per 20 read as 2 per 1
+        event(lines, "acme-3")["feature"] = "virtual_agent"
+
+    def reshaped(lines: list[dict[str, Any]]) -> None:  # a proof from another leaf's place
+        proof = event(lines, "acme-2")["proof"]
+        proof["index"] = proof["index"] ^ 1
+
     for change, named in [
         (recount, "entry"),
         (reroute, "proof does not lead"),
         (resign, "signature"),
         (rebill, "api_requests"),
+        (self_signed, "not a published key"),
+        (doubled, "listed twice"),
+        (relabelled, "not its bytes'"),
+        (reshaped, "proof does not lead"),
     ]:
         bad = forged(lines, tmp_path / f"{change.__name__}.jsonl", change)
         with bad.open("rb") as read:
-            findings = check(read)
+            findings = check(read, known)
         assert findings and named in " ".join(findings), (change.__name__, findings)
         code, said = await run_script(script, bad, keys)
         assert code == 1 and said.strip(), (change.__name__, said)
@@ -146,9 +185,9 @@ async def test_a_statement_proves_every_event_and_adds_up_to_the_invoice(
     with pytest.raises(BadStatement, match="published keys"):
         published_keys(b"[]")
     with pytest.raises(BadStatement, match="header"):
-        check([b'{"type": "event"}\n'])
+        check([b'{"type": "event"}\n'], known)
     with pytest.raises(BadStatement, match="trailer"):
-        check(good.read_bytes().splitlines()[:-1])
+        check(good.read_bytes().splitlines()[:-1], known)
 
 
 async def test_no_statement_without_an_invoice_or_a_seal(
@@ -192,7 +231,7 @@ async def test_a_statement_streams_in_flat_memory(
 async def test_verify_names_a_signature_changed_after_signing(
     engine: AsyncEngine, owner: AsyncEngine, service: MeteringService
 ) -> None:
-    await signed_september(service, engine)
+    await signed_september(service, engine, owner)
     assert (await verify(engine)).ok
     async with raw_transaction(owner) as conn:  # as the superuser, triggers off
         await conn.execute("SET LOCAL session_replication_role = replica")

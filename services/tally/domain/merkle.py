@@ -137,6 +137,20 @@ def prove(leaves: Sequence[bytes], index: int) -> Proof:
     return Tree(leaves).prove(index)
 
 
+def sides(index: int, size: int) -> list[Side]:
+    """The sides of the siblings a proof of ``leaves[index]`` in a tree of ``size`` leaves
+    has, from the leaf up: what binds a proof to its place (the same siblings on other
+    sides would prove another leaf, or the same one twice)."""
+    found: list[Side] = []
+    position, width = index, size
+    while width > 1:
+        partner = position ^ 1
+        if partner < width:
+            found.append("left" if partner < position else "right")
+        position, width = position // 2, (width + 1) // 2
+    return found
+
+
 def verify_proof(proof: Proof) -> bool:
     """The leaf, folded with its siblings, gives the root."""
     node = leaf_hash(proof.leaf)

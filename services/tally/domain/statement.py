@@ -64,11 +64,18 @@ def proof_of(proof: merkle.Proof) -> dict[str, Any]:
     }
 
 
-def _folds_to(leaf: bytes, proof: dict[str, Any], root: bytes) -> bool:
+def _folds_to(leaf: bytes, proof: dict[str, Any], root: bytes, size: int) -> bool:
+    """The proof leads to the root from its own place: its siblings' sides are those of
+    leaf ``index`` of a tree of ``size`` (the seal's signed entry count)."""
     siblings = tuple(
         merkle.Sibling(step["side"], bytes.fromhex(step["hash"])) for step in proof["siblings"]
     )
-    return merkle.verify_proof(merkle.Proof(leaf, proof["index"], 0, siblings, root))
+    index = proof["index"]
+    if not (isinstance(index, int) and 0 <= index < size):
+        return False
+    if [step.side for step in siblings] != merkle.sides(index, size):
+        return False
+    return merkle.verify_proof(merkle.Proof(leaf, index, size, siblings, root))
 
 
 def _entry_hash(entry: dict[str, Any], carried: list[tuple[str, str, bytes]]) -> bytes:
@@ -91,23 +98,28 @@ def _entry_hash(entry: dict[str, Any], carried: list[tuple[str, str, bytes]]) ->
     )
 
 
-def _stated_units(raw: bytes) -> Decimal | None:
-    """The units an event's own bytes state: an API request's count, an AI quantity."""
-    event = json.loads(raw)
+def _stated(raw: bytes) -> tuple[str, str | None, Decimal] | None:
+    """What an event's own bytes state it counts: (meter, AI feature, units). Never the
+    line's labels, which no hash covers."""
+    event = json.loads(raw, parse_float=Decimal)
     data = event.get("data") or {}
     if event.get("type") == "api.request":
-        return Decimal(data.get("count", 1))
+        return "api_request", None, Decimal(data.get("count", 1))
     if event.get("type") == "ai.usage":
-        return Decimal(str(data["quantity"]))
+        return "ai_token", str(data["feature"]), Decimal(str(data["quantity"]))
     return None
 
 
 @dataclass
 class _Check:
     header: dict[str, Any]
-    published: frozenset[str] | None  # the public keys (hex) Tally publishes, if given
+    published: frozenset[str]  # the public keys (hex) Tally publishes
     findings: list[str] = field(default_factory=list)
     roots: dict[int, bytes] = field(default_factory=dict)
+    sizes: dict[int, int] = field(default_factory=dict)  # each seal's signed entry count
+    places: set[tuple[int, int]] = field(default_factory=set)  # (seal, leaf index) proven
+    entry_ids: set[Any] = field(default_factory=set)
+    place: tuple[int, int] | None = None  # the current entry's (seal, leaf index)
     entry: dict[str, Any] | None = None
     carried: list[tuple[str, str, bytes]] = field(default_factory=list)
     api: Decimal = Decimal(0)
@@ -119,6 +131,7 @@ class _Check:
         for seal in self.header["seals"]:
             where = f"seal {seal['sequence']} of {self.header['period']}"
             self.roots[seal["sequence"]] = bytes.fromhex(seal["root"])
+            self.sizes[seal["sequence"]] = int(seal["entries"])
             signed = seal["signature"]
             if signed is None:
                 self.findings.append(f"{where} is not signed")
@@ -127,7 +140,8 @@ class _Check:
             message = seal_signature.signed_bytes(
                 self.header["period"], seal["sequence"], seal["root"], seal["entries"]
             )
-            if self.published is not None and signed["public_key"] not in self.published:
+            # the key must be one Tally published: a key the statement brings proves nothing
+            if signed["public_key"] not in self.published:
                 self.findings.append(f"{where}: key {signed['key_id']} is not a published key")
             if seal_signature.key_id(public) != signed["key_id"]:
                 self.findings.append(f"{where}: the public key is not key {signed['key_id']}")
@@ -149,6 +163,15 @@ class _Check:
         self.close_entry()
         self.entry = line
         self.entries += 1
+        where = f"entry {line['id']}"
+        if (line["org"], line["period"]) != (self.header["org"], self.header["period"]):
+            self.findings.append(
+                f"{where} is {line['org']}'s of {line['period']}, not the statement's "
+                f"{self.header['org']}'s of {self.header['period']}"
+            )
+        if line["id"] in self.entry_ids:
+            self.findings.append(f"{where} is listed twice")
+        self.entry_ids.add(line["id"])
 
     def add_event(self, line: dict[str, Any]) -> None:
         self.events += 1
@@ -163,17 +186,33 @@ class _Check:
             self.findings.append(f"{where}: not under the entry that carries it")
             return
         self.carried.append((line["source"], line["id"], bytes.fromhex(line["raw_sha256"])))
-        root = self.roots.get(entry["seal"])
-        if root is None or not _folds_to(bytes.fromhex(line["leaf"]), line["proof"], root):
+        root, size = self.roots.get(entry["seal"]), self.sizes.get(entry["seal"], 0)
+        proof = line["proof"]
+        if root is None or not _folds_to(bytes.fromhex(line["leaf"]), proof, root, size):
             self.findings.append(f"{where}: its proof does not lead to seal {entry['seal']}'s root")
-        quantity = Decimal(line["quantity"])
-        if _stated_units(raw) != quantity:
-            self.findings.append(f"{where}: quantity {quantity} is not what its bytes state")
+        place = (entry["seal"], proof["index"])
+        if len(self.carried) == 1:  # the entry's first event: its leaf's place, once a statement
+            if place in self.places:
+                self.findings.append(f"{where}: its entry's leaf is listed twice")
+            self.places.add(place)
+            self.place = place
+        elif place != self.place:
+            self.findings.append(f"{where}: not at its entry's place in the seal")
+        stated = _stated(raw)
+        if stated is None or (stated[0], stated[1], stated[2]) != (
+            line["meter"],
+            line["feature"],
+            Decimal(line["quantity"]),
+        ):
+            self.findings.append(f"{where}: its meter, feature or quantity is not its bytes'")
+        if stated is None:
+            return
+        meter, feature, units = stated  # the bytes, never the labels, are added up
         if entry["invoice"] == self.header["invoice"] and entry["adjusts"] is None:
-            if line["meter"] == "api_request":
-                self.api += quantity
+            if meter == "api_request":
+                self.api += units
             else:
-                self.ai[line["feature"]] += quantity
+                self.ai[feature or ""] += units
 
     def totals(self, trailer: dict[str, Any]) -> None:
         self.close_entry()
@@ -221,9 +260,10 @@ def published_keys(document: bytes) -> frozenset[str]:
         raise BadStatement(f"not the published keys' document ({exc!r})") from exc
 
 
-def check(lines: Iterable[bytes], published: frozenset[str] | None = None) -> list[str]:
+def check(lines: Iterable[bytes], published: frozenset[str]) -> list[str]:
     """What is wrong with a statement, named (empty: it checks); ``BadStatement`` when it
-    cannot be read as one. ``published``: the public keys the seals must be signed by."""
+    cannot be read as one. ``published``: the public keys the seals must be signed by,
+    from Tally's published document saved by the customer (never the statement's own)."""
     state: _Check | None = None
     trailer = None
     for number, text in enumerate(lines, 1):

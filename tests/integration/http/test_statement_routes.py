@@ -4,6 +4,7 @@ checks offline."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -14,18 +15,22 @@ from support.statement_support import export
 from tally import bootstrap
 from tally.domain.access import Role
 from tally.domain.seal_signature import CANONICAL
-from tally.domain.statement import MEDIA_TYPE, check
+from tally.domain.statement import MEDIA_TYPE, check, published_keys
 from tally.service_layer.seal_signing import load_private_key, new_key_pair, publish, sign_seals
 
 
 async def test_the_keys_are_public_and_a_viewers_statement_checks(
-    client: httpx.AsyncClient, ledger: Ledger, engine: AsyncEngine, tmp_path: Path
+    client: httpx.AsyncClient,
+    ledger: Ledger,
+    engine: AsyncEngine,
+    owner: AsyncEngine,
+    tmp_path: Path,
 ) -> None:
     none_yet = await client.get("/.well-known/tally-seal-keys.json")
     assert none_yet.status_code == 200 and none_yet.json()["keys"] == []
     store = bootstrap.seal_signing_store(engine)
     pair = new_key_pair()
-    valid_from = await publish(store, pair)
+    valid_from = await publish(bootstrap.seal_signing_store(owner), pair)  # as keygen does
     assert [s.period for s in await sign_seals(store, load_private_key(pair.private_pem, "k"))]
 
     published = (await client.get("/.well-known/tally-seal-keys.json")).json()
@@ -53,7 +58,8 @@ async def test_the_keys_are_public_and_a_viewers_statement_checks(
     assert answer.text == exported.read_text()
     assert lines[0]["invoice"] == ledger.invoices[OWN]
     assert lines[0]["seals"][0]["signature"]["key_id"] == pair.key_id
-    assert check(answer.content.splitlines()) == []
+    known = published_keys(json.dumps(published).encode())  # what the customer saved
+    assert check(answer.content.splitlines(), known) == []
 
     invoice = (await client.get(f"/v1/invoices/{ledger.invoices[OWN]}", headers=viewer)).json()
     assert invoice["seal_signature"]["key_id"] == pair.key_id

@@ -68,6 +68,7 @@ WRITER_READ_ONLY = frozenset(
         "invoice_counter",
         "ui_session",  # only READER_FUNCTIONS write it
         "cursor_key",  # the API's cursors' signing key
+        "seal_key",  # who signs seals: only the owner publishes a key (`tally seal keygen`)
     }
 )
 # The functions the reader may call: the pages' sessions, opened and revoked.

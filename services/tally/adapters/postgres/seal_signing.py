@@ -47,12 +47,26 @@ class PostgresSealSigning:
         ]
 
     async def add_signature(self, seal: Unsigned, key_id: str, signature: bytes) -> None:
+        """Store the seal's signature; the same one stored already (a concurrent signer with
+        the same key: Ed25519 is deterministic) is fine, another one is an error, never
+        hidden."""
         async with raw_connection(self.engine) as conn:
-            await conn.execute(
-                """INSERT INTO seal_signature (period, sequence, key_id, signature)
-                   VALUES ($1, $2, $3, $4) ON CONFLICT (period, sequence) DO NOTHING""",
+            stored = await conn.fetchrow(
+                """WITH added AS (
+                       INSERT INTO seal_signature (period, sequence, key_id, signature)
+                       VALUES ($1, $2, $3, $4) ON CONFLICT (period, sequence) DO NOTHING
+                       RETURNING key_id, signature)
+                   SELECT key_id, signature FROM added
+                   UNION ALL
+                   SELECT key_id, signature FROM seal_signature
+                    WHERE period = $1 AND sequence = $2 AND NOT EXISTS (SELECT 1 FROM added)""",
                 seal.period,
                 seal.sequence,
                 key_id,
                 signature,
+            )
+        if stored is None or (stored["key_id"], bytes(stored["signature"])) != (key_id, signature):
+            raise RuntimeError(
+                f"seal {seal.sequence} of {seal.period} already carries another signature "
+                f"(key {stored['key_id'] if stored else '?'}): not replaced"
             )

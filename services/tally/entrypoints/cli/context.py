@@ -29,8 +29,8 @@ def settings_and_urls() -> tuple[Settings, ServiceUrls]:
 
 
 @asynccontextmanager
-async def engine_for(urls: ServiceUrls) -> AsyncIterator[AsyncEngine]:
-    engine = bootstrap.engine(urls.database)
+async def engine_for(urls: ServiceUrls, owner: bool = False) -> AsyncIterator[AsyncEngine]:
+    engine = bootstrap.engine(urls.database, owner=owner)
     try:
         yield engine
     finally:
@@ -41,12 +41,13 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
-def with_engine(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """Run ``work`` with an engine on the configured (or embedded) database."""
+def with_engine(work: Callable[[AsyncEngine], Awaitable[T]], owner: bool = False) -> T:
+    """Run ``work`` with an engine on the configured (or embedded) database, acting as
+    tally_writer (``owner``: as the login role, which must own the schema, as migrate)."""
     _, urls = settings_and_urls()
 
     async def main() -> T:
-        async with engine_for(urls) as engine:
+        async with engine_for(urls, owner) as engine:
             return await work(engine)
 
     return run(main())

@@ -94,7 +94,9 @@ def keygen(
     except OSError as exc:
         raise fail(f"cannot write {path}: {exc.strerror}") from exc
     try:
-        valid_from = with_engine(lambda engine: publish(bootstrap.seal_signing_store(engine), pair))
+        valid_from = with_engine(  # as the owner: tally_writer may not publish a key
+            lambda engine: publish(bootstrap.seal_signing_store(engine), pair), owner=True
+        )
     except BaseException:
         fresh.unlink(missing_ok=True)
         raise

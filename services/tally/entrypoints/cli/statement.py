@@ -56,16 +56,18 @@ def export(
 def verify(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A statement (JSON Lines).")],
     keys: Annotated[
-        Path | None,
+        Path,
         typer.Option(
-            help="A saved /.well-known/tally-seal-keys.json: the seals' keys must be in it."
+            help="Tally's /.well-known/tally-seal-keys.json, saved: the seals' keys must be in "
+            "it (a key the statement carries proves nothing by itself)."
         ),
-    ] = None,
+    ],
 ) -> None:
-    """Check a statement offline: every proof, every seal's signature, every entry's hash
-    from its events, and that the events add up to each invoice line (exit 1 if not)."""
+    """Check a statement offline: every proof, every seal's signature by a published key,
+    every entry's hash from its events, and that the events add up to each invoice line
+    (exit 1 if not)."""
     try:
-        published = published_keys(keys.read_bytes()) if keys else None
+        published = published_keys(keys.read_bytes())
     except OSError as exc:
         raise fail(f"cannot read {keys}: {exc.strerror}", 2) from exc
     except BadStatement as exc:
