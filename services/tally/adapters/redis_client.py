@@ -13,6 +13,7 @@ the consumer and the SDK retry rather than fail on.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from typing import Any
@@ -56,11 +57,27 @@ FAILOVER_REPLY = re.compile(
 )
 
 
+# redis-py's asyncio connection, which a cluster client's other task may close under a
+# command while it reinitializes the nodes after a failover: the command then fails on the
+# connection's missing writer or reader with an AttributeError raised there.
+_CONNECTION_MODULE = os.path.join("redis", "asyncio", "connection.py")
+
+
 def failover(exc: BaseException) -> bool:
     """A connection lost or a cluster's topology changing, not a mistake in the command."""
     if isinstance(exc, FAILOVER_ERRORS):
         return True
+    if isinstance(exc, AttributeError):
+        return _raised_in(exc, _CONNECTION_MODULE)
     return isinstance(exc, ResponseError) and FAILOVER_REPLY.search(str(exc)) is not None
+
+
+def _raised_in(exc: BaseException, module: str) -> bool:
+    """``exc`` was raised by code of ``module`` (its traceback's innermost frame)."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_code.co_filename.endswith(module)
 
 
 @lru_cache(maxsize=16)
