@@ -103,6 +103,12 @@ async def test_seals_are_signed_and_stay_verifiable_across_a_key_rotation(
     old_pem = key_file.read_bytes()
     again = await tally(settings, "seal", "keygen", env=keyed)
     assert again.code == 2 and "--rotate" in again.said and key_file.read_bytes() == old_pem
+    leftover = key_file.with_name(key_file.name + ".new")  # a keygen that stopped halfway
+    leftover.write_bytes(b"a private key that may be published")
+    stopped = await tally(settings, "seal", "keygen", "--rotate", env=keyed)
+    assert stopped.code == 2 and "may have published its key" in stopped.said, stopped
+    assert leftover.read_bytes() == b"a private key that may be published"  # never deleted
+    leftover.unlink()
     rotated = await tally(settings, "seal", "keygen", "--rotate", env=keyed)
     assert rotated.code == 0, rotated
     assert key_file.read_bytes() != old_pem

@@ -58,7 +58,13 @@ def _write_private(path: Path, pem: bytes) -> Path:
     """Write the private key next to ``path`` (owner-only), to be renamed into place once
     its public key is published."""
     fresh = path.with_name(path.name + ".new")
-    fresh.unlink(missing_ok=True)
+    if fresh.exists():  # a keygen stopped between publishing its key and this file's rename
+        raise fail(
+            f"{fresh} exists: an earlier keygen may have published its key and stopped before "
+            f"moving it to {path}; compare it with `tally seal keys`, then move it into place "
+            "or remove it",
+            2,
+        )
     descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as out:
         out.write(pem)
