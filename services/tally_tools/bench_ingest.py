@@ -109,13 +109,11 @@ class IngestBench:
         await databases.drop(self.urls.database)
 
     async def run(self, events: int, batch: int, concurrency: int) -> IngestResult:
+        values = [
+            api_request_event(f"e{n}", SOURCE, ORG, "2026-10-15T12:00:00Z") for n in range(events)
+        ]
         bodies = [
-            b"["
-            + b",".join(
-                api_request_event(f"e{n}", SOURCE, ORG, "2026-10-15T12:00:00Z")
-                for n in range(start, min(start + batch, events))
-            )
-            + b"]"
+            b"[" + b",".join(values[start : start + batch]) + b"]"
             for start in range(0, events, batch)
         ]
         headers = {"authorization": f"Bearer {self.key}", "content-type": BATCH_TYPE}
@@ -140,7 +138,7 @@ class IngestBench:
         seconds = time.perf_counter() - started
         server_seconds = pid_cpu_seconds(self.server.pid) - server_cpu
         client_seconds = client_cpu.seconds()
-        xadd_seconds = await self._xadd(events, batch)
+        xadd_seconds = await self._xadd(values, batch)
         redis = redis_streams.connect(self.urls.redis)
         try:
             length = int(await redis.xlen(self.stream))
@@ -161,16 +159,13 @@ class IngestBench:
             stream_length=length,
         )
 
-    async def _xadd(self, events: int, batch: int) -> float:
+    async def _xadd(self, values: list[bytes], batch: int) -> float:
         """The plain pipeline: the same events, XADDed ``batch`` at a time (seconds)."""
-        values = [
-            api_request_event(f"e{n}", SOURCE, ORG, "2026-10-15T12:00:00Z") for n in range(events)
-        ]
         client = redis_streams.connect(self.urls.redis)
         key = f"{self.stream}:xadd"
         try:
             started = time.perf_counter()
-            for start in range(0, events, batch):
+            for start in range(0, len(values), batch):
                 pipe = client.pipeline(transaction=False)
                 for value in values[start : start + batch]:
                     pipe.xadd(key, {b"event": value})

@@ -416,6 +416,11 @@ class UsageProducer:
         entry (so a tool can send an entry without the ``event`` field). Returns the
         stream ids of ``values``, in order. Same batching and retries as :meth:`flush`.
         """
+        return [stream_id for _, stream_id in await self.publish_routed(values)]
+
+    async def publish_routed(self, values: Sequence[RawEntry]) -> list[tuple[str, str]]:
+        """:meth:`publish_raw`, returning each value's stream key (its shard) with its
+        stream id: the routing is read once, by the send."""
         entries = [
             (self.key_of(value), {EVENT_FIELD: value} if isinstance(value, bytes | str) else value)
             for value in values
@@ -425,7 +430,7 @@ class UsageProducer:
         async with self._lock:
             for start in range(0, len(entries), self.batch_size):
                 published += await self._send(entries[start : start + self.batch_size])
-        return published
+        return [(key, stream_id) for (key, _), stream_id in zip(entries, published, strict=True)]
 
     async def publish_all(
         self, values: Iterable[RawEntry], progress: Callable[[int], object] | None = None

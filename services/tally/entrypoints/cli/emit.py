@@ -86,7 +86,8 @@ async def _publish_one(settings: Settings, raw: bytes) -> tuple[str, str]:
     """The key (the event's shard) and stream id it was published at."""
     url = service_urls(settings).redis
     async with bootstrap.producer(settings, url, max_retries=2) as producer:
-        return producer.key_of(raw), (await producer.publish_raw([raw]))[0]
+        [routed] = await producer.publish_routed([raw])
+        return routed
 
 
 def register(app: typer.Typer) -> None:

@@ -114,18 +114,12 @@ async def send_events(request: Request, caller: CallerDep) -> Accepted:
             f"this key's event budget is spent: retry in {wait} s",
             headers={"Retry-After": str(wait)},
         )
-    producer = _producer(request)
-    stream_ids = await producer.publish_raw([event.raw for event in events])
+    routed = await _producer(request).publish_routed([event.raw for event in events])
     return Accepted(
         accepted=len(events),
         events=[
-            AcceptedEvent(
-                source=event.source,
-                id=event.id,
-                stream=producer.key_of(event.raw),
-                stream_id=stream_id,
-            )
-            for event, stream_id in zip(events, stream_ids, strict=True)
+            AcceptedEvent(source=event.source, id=event.id, stream=stream, stream_id=stream_id)
+            for event, (stream, stream_id) in zip(events, routed, strict=True)
         ],
     )
 
