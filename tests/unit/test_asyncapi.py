@@ -65,7 +65,7 @@ def payload_validator(document: dict[str, Any], message: str) -> Draft202012Vali
     return Draft202012Validator({**document, "$ref": ref})
 
 
-def test_the_usage_stream_carries_the_three_event_types(document: dict[str, Any]) -> None:
+def test_the_usage_stream_carries_the_four_event_types(document: dict[str, Any]) -> None:
     channels = {name: c["address"] for name, c in document["channels"].items()}
     assert channels == {
         "usage": "tally:usage",
@@ -79,6 +79,7 @@ def test_the_usage_stream_carries_the_three_event_types(document: dict[str, Any]
             "api.request",
             "ai.usage",
             "license.usage",
+            "tally.void",
         }
         operation = document["operations"][f"metering:{channel}"]
         assert operation["action"] == "receive" and "XACK" in operation["description"]
@@ -89,6 +90,7 @@ def test_the_usage_stream_carries_the_three_event_types(document: dict[str, Any]
         "license.usage": event(
             "license.usage", "l1", {"license": "gc2", "model": "named", "users": 3}
         ),
+        "tally.void": event("tally.void", "v1", {"source": "test", "id": "r1", "reason": "x"}),
     }
     for kind, wire in samples.items():
         valid = payload_validator(document, kind)

@@ -598,6 +598,7 @@ def test_schemas_folder_is_current() -> None:
         "api.request.json",
         "ai.usage.json",
         "license.usage.json",
+        "tally.void.json",
         "openapi.json",
         "asyncapi.json",
     }

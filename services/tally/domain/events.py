@@ -43,7 +43,9 @@ from tally.domain.period import period_of
 
 EVENT_FIELD = "event"  # a stream entry's one field: the event's JSON
 DEFAULT_STREAM = "tally:usage"  # the stream key, unless configured otherwise
-EVENT_TYPES = ("api.request", "ai.usage", "license.usage")
+EVENT_TYPES = ("api.request", "ai.usage", "license.usage", "tally.void")
+VOID_TYPE = "tally.void"  # a correction: takes back a metered event of the same source
+MAX_REASON = 1000  # characters of a void's reason
 MAX_QUANTITY = Decimal(10) ** 15
 MAX_DECIMAL_PLACES = 12  # finer than any meter needs; bounds what NUMERIC must store
 MAX_USERS = 10**7
@@ -135,6 +137,14 @@ class LicenseUsageData(_Strict):
         elif self.users is None or self.hours is not None:
             raise ValueError(f"{self.model} licenses report 'users' (and no 'hours')")
         return self
+
+
+class VoidData(_Strict):
+    """What a ``tally.void`` event takes back: the key of a metered event, and why."""
+
+    source: NonEmpty = Field(description="the voided event's source: the void's own source")
+    id: NonEmpty = Field(description="the voided event's id")
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=MAX_REASON, pattern=r"\S")]
 
 
 _extension_name = re.compile(r"[a-z0-9]{1,20}")  # fullmatch: no "$" before a newline
@@ -252,15 +262,22 @@ class LicenseUsageEvent(_Envelope):
     data: LicenseUsageData
 
 
-UsageEvent = Annotated[
-    ApiRequestEvent | AiUsageEvent | LicenseUsageEvent, Field(discriminator="type")
-]
+class VoidEvent(_Envelope):
+    """A correction: ``subject`` is the voided event's organization."""
+
+    type: Literal["tally.void"]
+    data: VoidData
+
+
+AnyEvent = ApiRequestEvent | AiUsageEvent | LicenseUsageEvent | VoidEvent
+UsageEvent = Annotated[AnyEvent, Field(discriminator="type")]
 EVENT_MODELS: dict[str, type[_Envelope]] = {
     "api.request": ApiRequestEvent,
     "ai.usage": AiUsageEvent,
     "license.usage": LicenseUsageEvent,
+    VOID_TYPE: VoidEvent,
 }
-_adapter: TypeAdapter[ApiRequestEvent | AiUsageEvent | LicenseUsageEvent] = TypeAdapter(UsageEvent)
+_adapter: TypeAdapter[AnyEvent] = TypeAdapter(UsageEvent)
 
 
 class InvalidEvent(ValueError):
@@ -357,7 +374,7 @@ _unique_keys_decoder = json.JSONDecoder(
 )
 
 
-def validate_event(body: dict[str, Any]) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:
+def validate_event(body: dict[str, Any]) -> AnyEvent:
     kind = body.get("type")
     if kind not in EVENT_MODELS:
         if "type" not in body:
@@ -393,9 +410,6 @@ def _refuse_bad_names(extensions: Iterable[str]) -> None:
             )
 
 
-AnyEvent = ApiRequestEvent | AiUsageEvent | LicenseUsageEvent
-
-
 def _checked(event: AnyEvent) -> AnyEvent:
     """What the models cannot say: extension names, and a time with a UTC instant."""
     if event.__pydantic_extra__:
@@ -409,7 +423,7 @@ def _checked(event: AnyEvent) -> AnyEvent:
     return event
 
 
-def parse_event(raw: bytes) -> ApiRequestEvent | AiUsageEvent | LicenseUsageEvent:
+def parse_event(raw: bytes) -> AnyEvent:
     """Parse and validate one event's bytes.
 
     Fast path: an ``api.request`` has no decimal field, so pydantic's own JSON parser
@@ -455,8 +469,14 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://tally.dev/schemas/v1/{kind}.json"
         schema["title"] = f"Tally {kind} event (wire contract v1)"
+        what = (
+            "A 'tally.void' correction: it takes back the metered event data.source/data.id, "
+            "which must be of this event's own source and organization (subject)"
+            if kind == VOID_TYPE
+            else f"One '{kind}' usage event"
+        )
         schema["description"] = (
-            f"One '{kind}' usage event: the value of the 'event' field of a stream entry, "
+            f"{what}: the value of the 'event' field of a stream entry, "
             "a CloudEvents 1.0 structured event in UTF-8 JSON. (source, id) is its "
             "idempotency key, forever. Optional CloudEvents attributes and extensions "
             "are accepted; a JSON object with a repeated key is refused."

@@ -17,7 +17,9 @@ After these entries the allowance account of the period is exactly zero.
 Late usage (usage entries of an already invoiced period that no invoice bills yet) is
 rated against that period's allocation: first it takes back what had expired, then it is
 overage at that period's unit price. It becomes an adjustment line on this invoice that
-references the original one; the original is never rewritten.
+references the original one; the original is never rewritten. Voided usage of such a period
+(usage reversals, negative) is the same rule run backwards: it gives back overage first,
+then expires again, and the adjustment is a credit.
 """
 
 from __future__ import annotations
@@ -277,6 +279,9 @@ def _adjust(given: CloseInput, late: LateUsage, minor: int) -> tuple[Adjustment,
     description = (
         f"late usage for {billed.period}: {quantity(late.amount)} {label}, "
         f"{quantity(unexpired)} from the expired allocation, {quantity(units)} over"
+        if late.amount >= 0
+        else f"voided usage for {billed.period}: {quantity(-late.amount)} {label} taken back, "
+        f"{quantity(-unexpired)} to the expired allocation, {quantity(-units)} over credited"
     )
     key = f"adjust/{given.org}/{billed.period}/{unit}/on-{given.period}"
     entries = []

@@ -9,6 +9,7 @@ Vocabulary (used the same way everywhere):
   a debit, negative a credit.
 - **lane**: one of a few hash chains entries are appended to; writers take any free lane,
   so the chain is tamper-evident without serialising every writer into one queue.
+- **usage reversal**: a void's entry, taking back one metered event's usage in its period.
 - **allowance**: what an organization may use in a period; usage draws it, the close's
   **grant** fills it with the **allocation**, **expiry** removes what is left unused (no
   carryover) and **overage** sells what was used beyond it, into a **receivable**.
@@ -110,11 +111,36 @@ def usage_entry(
     rate_card_version: str,
 ) -> Entry:
     """Usage draws the allowance: debit usage (per AI feature), credit the allowance."""
+    return _usage_lines(key, "usage", org, period, meter, amounts, rate_card_version)
+
+
+def usage_reversal_entry(
+    key: str,
+    org: str,
+    period: str,
+    meter: Meter,
+    amounts: dict[str | None, Decimal],
+    rate_card_version: str,
+) -> Entry:
+    """A void takes usage back (``amounts`` are negative): credit usage, refill the
+    allowance, in the voided event's period."""
+    return _usage_lines(key, "usage_reversal", org, period, meter, amounts, rate_card_version)
+
+
+def _usage_lines(
+    key: str,
+    kind: str,
+    org: str,
+    period: str,
+    meter: Meter,
+    amounts: dict[str | None, Decimal],
+    rate_card_version: str,
+) -> Entry:
     lines = [
         Line(usage(org, period, meter, feature), amount) for feature, amount in amounts.items()
     ]
     lines.append(Line(allowance(org, period, meter), -sum(amounts.values(), Decimal(0))))
-    return _balanced(Entry(key, "usage", org, period, rate_card_version, tuple(lines)))
+    return _balanced(Entry(key, kind, org, period, rate_card_version, tuple(lines)))
 
 
 def _balanced(entry: Entry) -> Entry:

@@ -18,9 +18,10 @@ from typing import Any, Literal, NamedTuple
 from tally.domain.events import (
     EVENT_FIELD,
     AiUsageEvent,
+    AnyEvent,
     ApiRequestEvent,
     InvalidEvent,
-    LicenseUsageEvent,
+    VoidEvent,
     decode_json,
     parse_event,
     storable_text,
@@ -30,7 +31,7 @@ from tally.domain.period import period_of
 from tally.domain.ratecard import RateCardBook
 
 EVENT_FIELD_BYTES = EVENT_FIELD.encode()  # the wire's field name as Redis gives it
-Status = Literal["metered", "non_billable", "recorded"]
+Status = Literal["metered", "non_billable", "recorded", "correction"]
 EventKey = tuple[str, str]  # (source, id): the idempotency key, forever
 
 
@@ -91,6 +92,13 @@ class ApiCall(NamedTuple):
     requests: int  # the event's count
 
 
+class VoidAsk(NamedTuple):
+    """What a ``tally.void`` event asks: take back ``target`` (an event of its own source)."""
+
+    target: EventKey
+    reason: str
+
+
 class LicenseUse(NamedTuple):
     """A license report: users (named, concurrent) or hours (hourly) of one license model."""
 
@@ -120,6 +128,7 @@ class Rated:
     license: LicenseUse | None = None
     api: ApiCall | None = None  # an API request's client, URL and status (rollups)
     traceparent: str | None = None  # the producer's trace (W3C), for the batch span's links
+    void: VoidAsk | None = None  # set for a ``tally.void`` correction (status correction)
     key: EventKey = field(init=False)
 
     def __post_init__(self) -> None:
@@ -260,7 +269,10 @@ def rate(
         feature: str | None = None
         license_use: LicenseUse | None = None
         api_call: ApiCall | None = None
-        if isinstance(event, ApiRequestEvent):
+        void: VoidAsk | None = None
+        if isinstance(event, VoidEvent):
+            status, quantity, void = "correction", Decimal(0), _void_ask(event)
+        elif isinstance(event, ApiRequestEvent):
             data = event.data
             api_call = ApiCall(
                 data.oauth_client_id, data.template_uri, data.method, data.status, data.count
@@ -327,10 +339,25 @@ def rate(
         license=license_use,
         api=api_call,
         traceparent=_traceparent(event),
+        void=void,
     )
 
 
-def _traceparent(event: ApiRequestEvent | AiUsageEvent | LicenseUsageEvent) -> str | None:
+def _void_ask(event: VoidEvent) -> VoidAsk:
+    """A correction speaks only for its own source's events, and never for itself."""
+    target = (event.data.source, event.data.id)
+    if event.data.source != event.source:
+        raise InvalidEvent(
+            "void_other_source",
+            f"a tally.void from source {event.source!r} cannot void an event of source "
+            f"{event.data.source!r}: only the event's own source may void it",
+        )
+    if target == (event.source, event.id):
+        raise InvalidEvent("void_of_itself", "a tally.void cannot void itself (data.id is its id)")
+    return VoidAsk(target, event.data.reason)
+
+
+def _traceparent(event: AnyEvent) -> str | None:
     extra = event.model_extra
     value = extra.get("traceparent") if extra else None
     return value if isinstance(value, str) else None

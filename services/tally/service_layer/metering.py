@@ -34,6 +34,7 @@ from tally.domain.rating import (
     stream_fields,
     usage_postings,
 )
+from tally.service_layer import voids
 from tally.service_layer.rating_process import RatingContext, RatingProcess
 from tally.service_layer.unit_of_work import RETRIES, retrying
 
@@ -246,6 +247,12 @@ class MeteringService:
         async with self.db.transaction() as conn:
             stored = await self.store.stored_keys(conn, [event.key for event in rated])
             deliveries = sort_deliveries(stream, rated, stored)
+            voiding, refused = await voids.judge_batch(self.store, conn, deliveries.new, book)
+            if refused:  # a void the ledger refuses is a dead letter, its event not stored
+                gone = {reject.stream_id for reject in refused}
+                deliveries.new = [e for e in deliveries.new if e.stream_id not in gone]
+                rated = [e for e in rated if e.stream_id not in gone]
+                rejects = [*rejects, *refused]
             batch_ai = ai_quantities(deliveries.new)
             totals_after = await self.store.add_ai_quantities(conn, batch_ai)
             postings = usage_postings(deliveries.new, book, batch_ai, totals_after)
@@ -258,6 +265,9 @@ class MeteringService:
             await self.store.add_rollups(conn, deliveries.new)  # new events only: counted once
             added = batch_usage(p.entry for p in postings)
             report.alerts = await self.store.record_alert_crossings(conn, added, book, received_at)
+            reversals = await voids.apply(
+                self.store, self.journal, conn, voiding, book, received_at
+            )
             counts += DeliveryCounts(
                 dead_letters=await self.store.write_rejects(conn, stream, received_at, rejects)
             )
@@ -275,7 +285,7 @@ class MeteringService:
             if rejects:
                 report.counts.update(rejected=len(rejects))
                 report.rejected.update(reject.code for reject in rejects)
-            report.postings = len(postings)
+            report.postings = len(postings) + len(reversals)
             if replaying:
                 closed = await self.store.record_replays(
                     conn, replaying, report.outcomes, received_at

@@ -23,6 +23,7 @@ from tally.domain.rating import (
     SourceGrant,
     TotalKey,
 )
+from tally.domain.voids import Target, VoidRequest
 
 
 class MeteringStore(Protocol):
@@ -92,6 +93,37 @@ class MeteringStore(Protocol):
     async def record_tally(
         self, conn: asyncpg.Connection, stream: str, at: datetime, counts: DeliveryCounts
     ) -> None: ...
+
+    async def void_targets(
+        self, conn: asyncpg.Connection, keys: Sequence[EventKey]
+    ) -> dict[EventKey, Target]:
+        """The stored events these voids name, each with whether it is voided already."""
+
+    async def write_voids(
+        self,
+        conn: asyncpg.Connection,
+        voids: Sequence[tuple[VoidRequest, Rated]],
+        entry_ids: Mapping[EventKey, int],
+        at: datetime,
+    ) -> None:
+        """Record each void with the id of its reversing entry."""
+
+    async def ai_totals(
+        self, conn: asyncpg.Connection, keys: Sequence[TotalKey]
+    ) -> dict[TotalKey, Decimal]:
+        """The running AI totals, locked until the transaction ends."""
+
+    async def take_back_ai_quantities(
+        self, conn: asyncpg.Connection, taken: Mapping[TotalKey, Decimal]
+    ) -> dict[TotalKey, Decimal]:
+        """Subtract voided AI quantities from the running totals; returns the totals after."""
+
+    async def take_back_usage(
+        self, conn: asyncpg.Connection, taken: Mapping[UsageKey, Decimal]
+    ) -> None:
+        """Subtract voided usage from the usage totals the alerts read."""
+
+    async def invoice_of(self, conn: asyncpg.Connection, org: str, period: str) -> int | None: ...
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,8 @@ OWES_INVOICE = """
                      WHERE p.org = o.name AND p.period = $1)
          OR EXISTS (SELECT 1 FROM journal_entry e
                       JOIN invoice i ON i.org = e.org AND i.period = e.period
-                     WHERE e.org = o.name AND e.period < $1 AND e.kind = 'usage'
+                     WHERE e.org = o.name AND e.period < $1
+                       AND e.kind IN ('usage', 'usage_reversal')
                        AND NOT EXISTS (SELECT 1 FROM billed_entry b
                                         WHERE b.entry_id = e.id)))"""
 
@@ -156,7 +157,8 @@ async def _usage(
         f"""SELECT e.org, e.id, l.unit, l.feature, l.amount
               FROM journal_entry e
              CROSS JOIN LATERAL ({USAGE_LINES}) l
-             WHERE e.kind = 'usage' AND e.org = ANY($1::text[]) AND e.period = $2""",
+             WHERE e.kind IN ('usage', 'usage_reversal')
+               AND e.org = ANY($1::text[]) AND e.period = $2""",
         names,
         period,
     ):
@@ -182,7 +184,8 @@ async def _late_usage(
               FROM journal_entry e
               JOIN invoice i ON i.org = e.org AND i.period = e.period
              CROSS JOIN LATERAL ({USAGE_LINES}) l
-             WHERE e.kind = 'usage' AND e.org = ANY($1::text[]) AND e.period < $2
+             WHERE e.kind IN ('usage', 'usage_reversal')
+               AND e.org = ANY($1::text[]) AND e.period < $2
                AND NOT EXISTS (SELECT 1 FROM billed_entry b WHERE b.entry_id = e.id)
              GROUP BY e.org, i.number, e.id, l.unit""",
         names,
@@ -358,7 +361,7 @@ async def closed_periods_missing_invoices(conn: asyncpg.Connection, before: str)
     rows = await conn.fetch(
         """SELECT DISTINCT e.period FROM journal_entry e
              JOIN period_close c ON c.period = e.period
-            WHERE e.period < $1 AND e.kind = 'usage'
+            WHERE e.period < $1 AND e.kind IN ('usage', 'usage_reversal')
               AND NOT EXISTS (SELECT 1 FROM invoice i
                                WHERE i.org = e.org AND i.period = e.period)
             ORDER BY e.period""",

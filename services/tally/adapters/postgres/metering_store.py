@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 import asyncpg
 
@@ -23,7 +24,9 @@ from tally.domain.rating import (
     SourceGrant,
     TotalKey,
 )
+from tally.domain.voids import Target, VoidRequest
 
+K = TypeVar("K", bound=tuple[str, ...])
 EVENT_COLUMNS = (
     "source",
     "id",
@@ -327,3 +330,132 @@ async def record_alert_crossings(
     """Threshold alerts the batch's usage crosses (``alerts.record_crossings``), in its
     transaction: recorded once per organization, period, meter and threshold."""
     return await alerts.record_crossings(conn, added, book, now)
+
+
+async def void_targets(
+    conn: asyncpg.Connection, keys: Sequence[EventKey]
+) -> dict[EventKey, Target]:
+    """The stored events these voids name, each with whether it is voided already."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        """SELECT e.source, e.id, e.status, e.org, e.period, e.raw, e.stream_id,
+                  e.received_at, o.currency, x.source IS NOT NULL AS voided
+             FROM unnest($1::text[], $2::text[]) AS k(source, id)
+             JOIN usage_event e USING (source, id)
+             JOIN organization o ON o.name = e.org
+             LEFT JOIN event_void x USING (source, id)""",
+        [key[0] for key in keys],
+        [key[1] for key in keys],
+    )
+    return {
+        (r["source"], r["id"]): Target(
+            (r["source"], r["id"]),
+            r["status"],
+            r["org"],
+            r["period"],
+            r["voided"],
+            bytes(r["raw"]),
+            r["stream_id"],
+            r["received_at"],
+            r["currency"],
+        )
+        for r in rows
+    }
+
+
+async def write_voids(
+    conn: asyncpg.Connection,
+    voids: Sequence[tuple[VoidRequest, Rated]],
+    entry_ids: Mapping[EventKey, int],
+    at: datetime,
+) -> None:
+    """Record each void with its reversing entry (the database refuses a second void)."""
+    await conn.execute(
+        """INSERT INTO event_void (source, id, org, period, entry_id, reason, requested_by,
+                                   void_source, void_id, voided_at)
+           SELECT *, $10 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                     $5::bigint[], $6::text[], $7::text[], $8::text[],
+                                     $9::text[])""",
+        [event.source for _, event in voids],
+        [event.id for _, event in voids],
+        [event.org for _, event in voids],
+        [event.period for _, event in voids],
+        [entry_ids[event.key] for _, event in voids],
+        [request.reason for request, _ in voids],
+        [request.requested_by for request, _ in voids],
+        [request.asked_by[0] if request.asked_by else None for request, _ in voids],
+        [request.asked_by[1] if request.asked_by else None for request, _ in voids],
+        at,
+    )
+
+
+async def invoice_of(conn: asyncpg.Connection, org: str, period: str) -> int | None:
+    """The organization's invoice for the period, if it has one."""
+    number: int | None = await conn.fetchval(
+        "SELECT number FROM invoice WHERE org = $1 AND period = $2", org, period
+    )
+    return number
+
+
+async def take_back_ai_quantities(
+    conn: asyncpg.Connection, taken: Mapping[TotalKey, Decimal]
+) -> dict[TotalKey, Decimal]:
+    """Subtract voided AI quantities (``taken``: negative) from the running totals; returns
+    the totals after. Call it after ``write_voids``: the database lets a total shrink only
+    in the transaction that records the void."""
+    rows = await _take_back(
+        conn, "meter_total", ("org", "period", "feature", "rate_card_version"), "quantity", taken
+    )
+    return {(r["org"], r["period"], r["feature"], r["rate_card_version"]): r["total"] for r in rows}
+
+
+async def ai_totals(conn: asyncpg.Connection, keys: Sequence[TotalKey]) -> dict[TotalKey, Decimal]:
+    """The running AI totals, locked (in key order) until the transaction ends."""
+    rows = await conn.fetch(
+        """SELECT t.org, t.period, t.feature, t.rate_card_version, t.quantity FROM meter_total t
+             JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                  AS k(org, period, feature, rate_card_version)
+               USING (org, period, feature, rate_card_version)
+            ORDER BY 1, 2, 3, 4 FOR UPDATE OF t""",
+        *([k[n] for k in sorted(keys)] for n in range(4)),
+    )
+    return {
+        (r["org"], r["period"], r["feature"], r["rate_card_version"]): r["quantity"] for r in rows
+    }
+
+
+async def take_back_usage(conn: asyncpg.Connection, taken: Mapping[UsageKey, Decimal]) -> None:
+    """Subtract voided usage (negative) from the usage totals the alerts read."""
+    await _take_back(conn, "usage_total", ("org", "period", "meter"), "used", taken)
+
+
+async def _take_back(
+    conn: asyncpg.Connection,
+    table: str,
+    key: tuple[str, ...],
+    column: str,
+    deltas: Mapping[K, Decimal],
+) -> list[asyncpg.Record]:
+    """Add negative ``deltas`` to existing rows, locked in key order as the upserts lock
+    them (an upsert's insert half would check a negative row against the table's CHECK)."""
+    if not deltas:
+        return []
+    keys = sorted(deltas)
+    names = ", ".join(key)
+    arrays = ", ".join(f"${n + 1}::text[]" for n in range(len(key)))
+    given = len(key) + 1
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""WITH d AS (SELECT * FROM unnest({arrays}, ${given}::numeric[]) AS d({names}, delta)),
+                 locked AS (SELECT {names} FROM {table} WHERE ({names}) IN (SELECT {names} FROM d)
+                             ORDER BY {names} FOR UPDATE)
+            UPDATE {table} t SET {column} = t.{column} + d.delta FROM d
+             WHERE ({", ".join(f"t.{k}" for k in key)}) = ({", ".join(f"d.{k}" for k in key)})
+               AND EXISTS (SELECT 1 FROM locked)
+            RETURNING {", ".join(f"t.{k}" for k in key)}, t.{column} AS total""",
+        *([k[n] for k in keys] for n in range(len(key))),
+        [deltas[k] for k in keys],
+    )
+    if len(rows) != len(keys):
+        raise ValueError(f"{table}: a voided event's running total is missing")
+    return rows

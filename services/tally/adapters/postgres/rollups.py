@@ -44,23 +44,26 @@ async def add(conn: asyncpg.Connection, new_events: Iterable[Rated]) -> None:
         )
 
 
-# What the rollups must hold, from the stored events ($1: one organization, or NULL: all).
-_API_TRUTH = """
+# What the rollups must hold, from the stored events ($1: one organization, or NULL: all):
+# a voided event counts for nothing (its void appended the negative delta).
+VOIDED = "EXISTS (SELECT 1 FROM event_void x WHERE x.source = v.source AND x.id = v.id)"
+_API_TRUTH = f"""
 SELECT org, (event_time AT TIME ZONE 'UTC')::date AS day,
        data ->> 'oauth_client_id' AS oauth_client_id, data ->> 'template_uri' AS template_uri,
        data ->> 'method' AS method, (data ->> 'status')::numeric::integer AS status,
        event_status = 'metered' AS billable, sum(quantity)::bigint AS amount
   FROM (SELECT org, event_time, status AS event_status, quantity,
                convert_from(raw, 'UTF8')::jsonb -> 'data' AS data
-          FROM usage_event
+          FROM usage_event v
          WHERE type = 'api.request' AND status IN ('metered', 'non_billable')
-           AND ($1::text IS NULL OR org = $1)) AS e
+           AND ($1::text IS NULL OR org = $1) AND NOT {VOIDED}) AS e
  GROUP BY 1, 2, 3, 4, 5, 6, 7"""
-_AI_TRUTH = """
+_AI_TRUTH = f"""
 SELECT org, period, (event_time AT TIME ZONE 'UTC')::date AS day, feature,
        sum(quantity) AS amount
-  FROM usage_event
+  FROM usage_event v
  WHERE meter = 'ai_token' AND feature IS NOT NULL AND ($1::text IS NULL OR org = $1)
+   AND NOT {VOIDED}
  GROUP BY 1, 2, 3, 4"""
 
 

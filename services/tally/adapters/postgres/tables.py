@@ -109,6 +109,22 @@ class UsageEvent(SQLModel, table=True):
     entry_id: int | None = None
 
 
+class EventVoid(SQLModel, table=True):
+    """A metered event taken back by its ``usage_reversal`` entry (0020): once, forever."""
+
+    __tablename__ = "event_void"
+    source: str = Field(primary_key=True)
+    id: str = Field(primary_key=True)
+    org: str
+    period: str
+    entry_id: int = Field(foreign_key="journal_entry.id", unique=True)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    requested_by: str
+    void_source: str | None = None  # the ``tally.void`` event that asked, if one did
+    void_id: str | None = None
+    voided_at: datetime = _ts(nullable=False)
+
+
 class LicenseUsage(SQLModel, table=True):
     __tablename__ = "license_usage"
     source: str = Field(primary_key=True)

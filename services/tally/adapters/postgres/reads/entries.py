@@ -9,6 +9,7 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel
 
+from tally.adapters.postgres.carried import CARRIED_EVENTS, event_status
 from tally.adapters.postgres.reads import Amount, snapshot
 from tally.adapters.postgres.reads.listing import KeyedRow, Listing, in_order
 from tally.domain.pagination import Key
@@ -112,10 +113,10 @@ async def entry(conn: asyncpg.Connection, entry_id: int, raw: bool = False) -> E
             entry_id,
         )
         events = await conn.fetch(
-            """SELECT source, id, type, status, event_time, quantity,
-                      encode(sha256(raw), 'hex') AS sha256,
-                      CASE WHEN $2 THEN convert_from(raw, 'UTF8') END AS raw
-                 FROM usage_event WHERE entry_id = $1 ORDER BY source, id""",
+            f"""SELECT source, id, type, {event_status("c")} AS status, event_time, quantity,
+                       encode(sha256(raw), 'hex') AS sha256,
+                       CASE WHEN $2 THEN convert_from(raw, 'UTF8') END AS raw
+                  FROM {CARRIED_EVENTS} c WHERE carrier = $1 ORDER BY source, id""",
             entry_id,
             raw,
         )

@@ -3,12 +3,14 @@ what billed it. Nothing here writes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from pydantic import BaseModel
 
+from tally.adapters.postgres.carried import CARRIED_EVENTS
 from tally.adapters.postgres.reads import Amount, snapshot
 from tally.adapters.postgres.reads.invoices import invoice_number
 from tally.domain.events import optional_attributes
@@ -59,6 +61,19 @@ class Billing(BaseModel):
     detail: str
 
 
+class VoidRecord(BaseModel):
+    """A void: the event it took back, why and who asked, and its usage reversal."""
+
+    source: str  # the voided event's key
+    id: str
+    reason: str
+    requested_by: str
+    asked_by: str | None  # the tally.void event that asked, as ``source/id``
+    voided_at: datetime
+    reversal: CarryingEntry
+    billing: Billing  # which invoice counts (or credits) the reversal
+
+
 class Delivery(BaseModel):
     """A delivery of the key that was not metered: a duplicate, a conflict, a rejection."""
 
@@ -76,6 +91,7 @@ class EventStory(BaseModel):
     attributes: dict[str, Any]  # its optional CloudEvents attributes and extensions
     entry: CarryingEntry | None
     billing: Billing | None
+    void: VoidRecord | None  # the void of this event, or the one this tally.void asked for
     deliveries: list[Delivery]
 
 
@@ -111,38 +127,81 @@ async def event_story(conn: asyncpg.Connection, source: str, event_id: str) -> E
         ]
         entry = None
         if event is not None and event["entry_id"] is not None:
-            header = await conn.fetchrow(
-                """SELECT id, idempotency_key, kind, posted_at, rate_card_version, lane, seq
-                     FROM journal_entry WHERE id = $1""",
-                event["entry_id"],
-            )
-            lines = await conn.fetch(
-                """SELECT a.code AS account, a.unit, l.amount FROM entry_line l
-                     JOIN account a ON a.id = l.account_id WHERE l.entry_id = $1 ORDER BY a.code""",
-                event["entry_id"],
-            )
-            carried = await conn.fetchval(
-                "SELECT count(*) FROM usage_event WHERE entry_id = $1", event["entry_id"]
-            )
-            entry = CarryingEntry.model_validate(
-                {**dict(header or {}), "events": carried, "lines": [dict(x) for x in lines]}
-            )
+            entry = await _carrying(conn, event["entry_id"])
         billing = await _billing(conn, event) if event is not None else None
+        void = await _void(conn, source, event_id, event) if event is not None else None
     if event is None and not deliveries:
         return None
+    status = event["status"] if event else deliveries[-1].status
     return EventStory(
         source=source,
         id=event_id,
-        status=event["status"] if event else deliveries[-1].status,
+        status="voided" if void is not None and status == "metered" else status,
         event=EventRecord.model_validate(dict(event)) if event else None,
         attributes=optional_attributes(event["payload"].encode()) if event else {},
         entry=entry,
         billing=billing,
+        void=void,
         deliveries=deliveries,
     )
 
 
-async def _billing(conn: asyncpg.Connection, event: asyncpg.Record) -> Billing:
+async def _carrying(conn: asyncpg.Connection, entry_id: int) -> CarryingEntry:
+    header = await conn.fetchrow(
+        """SELECT id, idempotency_key, kind, posted_at, rate_card_version, lane, seq
+             FROM journal_entry WHERE id = $1""",
+        entry_id,
+    )
+    lines = await conn.fetch(
+        """SELECT a.code AS account, a.unit, l.amount FROM entry_line l
+             JOIN account a ON a.id = l.account_id WHERE l.entry_id = $1 ORDER BY a.code""",
+        entry_id,
+    )
+    carried = await conn.fetchval(
+        f"SELECT count(*) FROM {CARRIED_EVENTS} c WHERE carrier = $1", entry_id
+    )
+    return CarryingEntry.model_validate(
+        {**dict(header or {}), "events": carried, "lines": [dict(x) for x in lines]}
+    )
+
+
+async def _void(
+    conn: asyncpg.Connection, source: str, event_id: str, event: asyncpg.Record
+) -> VoidRecord | None:
+    """The void of this event, or (for a tally.void) the void it asked for."""
+    row = await conn.fetchrow(
+        """SELECT x.source, x.id, x.reason, x.requested_by, x.voided_at, x.entry_id,
+                  x.void_source || '/' || x.void_id AS asked_by, v.org, v.period,
+                  v.received_at
+             FROM event_void x JOIN usage_event v ON v.source = x.source AND v.id = x.id
+            WHERE (x.source = $1 AND x.id = $2) OR (x.void_source = $1 AND x.void_id = $2)""",
+        source,
+        event_id,
+    )
+    if row is None:
+        return None
+    reversal = await _carrying(conn, row["entry_id"])
+    carrier = {
+        "org": row["org"],
+        "period": row["period"],
+        "entry_id": row["entry_id"],
+        "received_at": row["voided_at"],
+        "status": "metered",
+    }
+    billing = await _billing(conn, carrier)
+    return VoidRecord(
+        source=row["source"],
+        id=row["id"],
+        reason=row["reason"],
+        requested_by=row["requested_by"],
+        asked_by=row["asked_by"],
+        voided_at=row["voided_at"],
+        reversal=reversal,
+        billing=billing,
+    )
+
+
+async def _billing(conn: asyncpg.Connection, event: Mapping[str, Any]) -> Billing:
     """Which invoice bills the event, and whether it was late (after its period's close)."""
     closed = await conn.fetchrow(
         "SELECT number, recorded_at FROM invoice WHERE org = $1 AND period = $2",

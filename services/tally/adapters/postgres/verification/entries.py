@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from tally.adapters.postgres.carried import CARRIED_EVENTS
 from tally.adapters.postgres.verification.chains import JOURNAL_CHAIN, walk_chain
 from tally.adapters.postgres.verification.registry import Context, check
 from tally.domain.ledger import Account, CarriedEvent, Entry, chain_hash, events_digest
@@ -68,10 +69,9 @@ async def journal_chain(ctx: Context) -> None:
         result.lines += 1
     carried: dict[int, list[CarriedEvent]] = defaultdict(list)
     for row in await conn.fetch(
-        "SELECT entry_id, source, id, sha256(raw) AS raw_hash FROM usage_event"
-        " WHERE entry_id IS NOT NULL"
+        f"SELECT carrier, source, id, sha256(raw) AS raw_hash FROM {CARRIED_EVENTS} c"
     ):
-        carried[row["entry_id"]].append((row["source"], row["id"], bytes(row["raw_hash"])))
+        carried[row["carrier"]].append((row["source"], row["id"], bytes(row["raw_hash"])))
     heads = {row["lane"]: row for row in await conn.fetch("SELECT * FROM ledger_lane ORDER BY 1")}
     result.lanes = len(heads)
     result.heads = [

@@ -15,7 +15,8 @@ from tally.domain.rating import EVENT_FIELD_BYTES, Limits, Rated, rate
 @check(
     "events",
     "each metered event is carried by a usage entry of its organization and period, each usage "
-    "entry carries events, and an entry's requests are its events' counts",
+    "entry carries events, each usage reversal one voided event, and an entry's requests are "
+    "its events' counts (a reversal's, minus its event's)",
     "unlinked event",
     "empty usage entry",
     "usage mismatch",
@@ -41,8 +42,19 @@ async def events(ctx: Context) -> None:
     ):
         result.add("empty usage entry", f"usage entry {row['id']} carries no event")
     for row in await conn.fetch(
-        f"""WITH carried AS (SELECT entry_id, sum(quantity) AS q FROM usage_event
-                              WHERE meter = '{API_REQUEST}' GROUP BY entry_id),
+        """SELECT e.id FROM journal_entry e
+            WHERE e.kind = 'usage_reversal'
+              AND NOT EXISTS (SELECT 1 FROM event_void x WHERE x.entry_id = e.id)"""
+    ):
+        result.add("empty usage entry", f"usage reversal {row['id']} voids no event")
+    for row in await conn.fetch(
+        f"""WITH carried AS (SELECT entry_id, sum(q) AS q FROM (
+                                SELECT entry_id, quantity AS q FROM usage_event
+                                 WHERE meter = '{API_REQUEST}'
+                                UNION ALL
+                                SELECT x.entry_id, -v.quantity FROM event_void x
+                                  JOIN usage_event v USING (source, id)
+                                 WHERE v.meter = '{API_REQUEST}') AS c GROUP BY entry_id),
                  posted AS (SELECT l.entry_id, sum(l.amount) AS q FROM entry_line l
                               JOIN account a ON a.id = l.account_id
                              WHERE a.unit = '{API_REQUEST}' AND a.kind = 'usage'
@@ -60,7 +72,8 @@ async def events(ctx: Context) -> None:
 
 @check(
     "ai-tokens",
-    "each feature's AI tokens are the rate card's conversion of its events' quantities",
+    "each feature's AI tokens are the rate card's conversion of its events' quantities, the "
+    "voided ones left out",
     "token mismatch",
 )
 async def ai_tokens(ctx: Context) -> None:
@@ -70,8 +83,10 @@ async def ai_tokens(ctx: Context) -> None:
     cards = {card.version: card for card in book.cards}
     used: dict[tuple[str, str, str, str], Decimal] = {}
     for row in await conn.fetch(
-        f"""SELECT org, period, feature, rate_card_version, sum(quantity) AS q FROM usage_event
-             WHERE meter = '{AI_TOKEN}' GROUP BY 1, 2, 3, 4"""
+        f"""SELECT org, period, feature, rate_card_version, sum(quantity) AS q FROM usage_event v
+             WHERE meter = '{AI_TOKEN}' AND NOT EXISTS (SELECT 1 FROM event_void x
+                                                         WHERE (x.source, x.id) = (v.source, v.id))
+             GROUP BY 1, 2, 3, 4"""
     ):
         used[(row["org"], row["period"], row["feature"], row["rate_card_version"])] = row["q"]
     tokens: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)

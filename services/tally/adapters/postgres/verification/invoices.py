@@ -13,7 +13,7 @@ from tally.domain.ledger import Account, canonical_amount
 BILLED_USAGE = """
     SELECT b.invoice, b.meter, b.original, sum(l.amount) AS amount
       FROM billed_entry b
-      JOIN journal_entry e ON e.id = b.entry_id AND e.kind = 'usage'
+      JOIN journal_entry e ON e.id = b.entry_id AND e.kind IN ('usage', 'usage_reversal')
       JOIN entry_line l ON l.entry_id = e.id
       JOIN account a ON a.id = l.account_id AND a.kind = 'usage'
      GROUP BY b.invoice, b.meter, b.original"""
@@ -67,7 +67,7 @@ async def invoices(ctx: Context) -> None:
              JOIN invoice i ON i.org = e.org AND i.period = e.period
              JOIN entry_line l ON l.entry_id = e.id
              JOIN account a ON a.id = l.account_id AND a.kind = 'usage'
-            WHERE e.kind = 'usage'
+            WHERE e.kind IN ('usage', 'usage_reversal')
               AND NOT EXISTS (SELECT 1 FROM billed_entry b WHERE b.entry_id = e.id)
             GROUP BY e.org, e.period, a.unit"""
     ):
