@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import close, license_day, meter
 from support.ledger_support import ai, api
+from support.ledger_support import event as ledger_event
 from support.statement_support import docs_script, export, forged, run_script
 from tally import bootstrap
 from tally.adapters.postgres import seals
@@ -246,3 +247,72 @@ async def test_verify_names_a_signature_changed_after_signing(
         f"{(await seals.seal_keys(engine))[0].key_id} does not verify: the signature or the "
         "seal was changed after signing"
     ]
+
+
+async def test_voided_events_are_listed_under_their_reversal_and_count_negatively(
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService, tmp_path: Path
+) -> None:
+    """Two events voided before the close (an API request and AI minutes that round): the
+    statement lists each under its usage entry and under its reversal, both checkers add
+    up to the net invoice line, and a reversal passed off as usage is caught."""
+    await meter(
+        service,
+        [
+            license_day("acme-lic", "gc2", "named", 2, org="acme", day="2026-09-05"),
+            api("acme-1", count=300_000, org="acme", **IN_SEP),
+            api("acme-2", count=50_000, org="acme", **IN_SEP),
+            ai("acme-3", "voice_bot", 40, "minute", org="acme", **IN_SEP),
+            ai("acme-4", "voice_bot", 9, "minute", org="acme", **IN_SEP),
+        ],
+    )
+    reason = {"reason": "sent twice"}
+    await meter(
+        service,
+        [
+            ledger_event(
+                "tally.void", "v-2", {"source": "test", "id": "acme-2", **reason}, **IN_SEP
+            ),
+            ledger_event(
+                "tally.void", "v-4", {"source": "test", "id": "acme-4", **reason}, **IN_SEP
+            ),
+        ],
+    )
+    await close(engine, SEP)
+    pair = new_key_pair()
+    await publish(bootstrap.seal_signing_store(owner), pair)
+    await sign_seals(bootstrap.seal_signing_store(engine), load_private_key(pair.private_pem, "k"))
+    good = tmp_path / "acme.jsonl"
+    lines = await export(engine, "acme", SEP, good)
+    entries = {line["id"]: line for line in lines if line["type"] == "entry"}
+    listed = [
+        (line["id"], line["status"], entries[line["entry"]]["kind"])
+        for line in lines
+        if line["type"] == "event" and line["id"] in {"acme-2", "acme-4"}
+    ]
+    assert sorted(listed) == [
+        ("acme-2", "voided", "usage"), ("acme-2", "voided", "usage_reversal"),
+        ("acme-4", "voided", "usage"), ("acme-4", "voided", "usage_reversal"),
+    ]  # fmt: skip
+    api_line = next(line for line in lines[-1]["lines"] if line["meter"] == "api_requests")
+    assert api_line["used"] == "300000"
+    keys = tmp_path / "keys.json"
+    published = await seals.seal_keys(engine)
+    keys.write_text(json.dumps({"keys": [key.model_dump(mode="json") for key in published]}))
+    known = published_keys(keys.read_bytes())
+    with good.open("rb") as read:
+        assert check(read, known) == []
+    script = tmp_path / "check_statement.py"
+    script.write_text(docs_script())
+    code, said = await run_script(script, good, keys)
+    assert (code, said.strip()) == (0, "every signature, proof and invoice line checks"), said
+
+    def unvoided(lines: list[dict[str, Any]]) -> None:  # a reversal passed off as usage
+        for line in lines:
+            if line["type"] == "entry" and line["kind"] == "usage_reversal":
+                line["kind"] = "usage"
+
+    bad = forged(lines, tmp_path / "unvoided.jsonl", unvoided)
+    with bad.open("rb") as read:
+        assert any("do not hash to its leaf" in f for f in check(read, known))
+    code, said = await run_script(script, bad, keys)
+    assert code == 1, said

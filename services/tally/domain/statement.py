@@ -24,7 +24,9 @@ entry's events at a time): every raw hash, every entry hash from its fields and 
 events, every proof against its seal's root, every seal's signature, and that the
 events an invoice line bills add up to the line under the rate card (API requests: their
 count; AI tokens: each feature's quantity converted as ``RateCard.tokens`` does), with
-its overage and amount priced as the close prices them (``price_meter``). A line's
+its overage and amount priced as the close prices them (``price_meter``). A usage
+reversal (``kind`` usage_reversal) carries the event a void took back: its units count
+negatively, so the line adds up to the usage not voided. A line's
 allocation comes from the license reports and commitments of the close, so it is taken
 as the invoice states it; the line of purchased tokens bills no events.
 """
@@ -179,7 +181,7 @@ class _Check:
         raw = base64.b64decode(line["raw"], validate=True)
         if hashlib.sha256(raw).hexdigest() != line["raw_sha256"]:
             self.findings.append(f"{where}: its raw bytes do not hash to raw_sha256")
-        if line["status"] != "metered":
+        if line["entry"] is None:  # not billable, a license report, a correction: no entry
             return
         entry = self.entry
         if entry is None or line["entry"] != entry["id"] or line["leaf"] != entry["hash"]:
@@ -208,6 +210,8 @@ class _Check:
         if stated is None:
             return
         meter, feature, units = stated  # the bytes, never the labels, are added up
+        if entry["kind"] == "usage_reversal":  # a void takes its event back (kind is hashed)
+            units = -units
         if entry["invoice"] == self.header["invoice"] and entry["adjusts"] is None:
             if meter == "api_request":
                 self.api += units

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from tally.adapters.postgres import seals
+from tally.adapters.postgres.carried import CARRIED_EVENTS, event_status
 from tally.adapters.postgres.reads.invoices import invoice, invoice_number
 from tally.domain import merkle, seal_signature
 from tally.domain.ledger import canonical_amount
@@ -24,12 +25,13 @@ PREFETCH = 2_000  # events read per round trip
 
 # The organization's usage entries of the period with the events each carries, in leaf
 # order (lane, seq), each entry's lines (what its hash covers) on its first row only.
-CARRIED = """
+# A usage reversal carries the event it voids (listed as ``voided`` under both entries).
+CARRIED = f"""
 SELECT e.id AS entry, e.lane, e.seq, e.posted_at, e.idempotency_key, e.kind, e.org,
        e.period, e.rate_card_version, e.prev_hash, e.hash, b.invoice, b.original,
-       v.source, v.id, v.status, v.meter, v.feature, v.quantity, v.raw
+       v.source, v.id, {event_status("v")} AS status, v.meter, v.feature, v.quantity, v.raw
   FROM journal_entry e
-  JOIN usage_event v ON v.entry_id = e.id
+  JOIN {CARRIED_EVENTS} v ON v.carrier = e.id
   LEFT JOIN billed_entry b ON b.entry_id = e.id
  WHERE e.org = $1 AND e.period = $2
  ORDER BY e.lane, e.seq, v.source, v.id"""
