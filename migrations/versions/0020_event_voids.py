@@ -103,7 +103,7 @@ CREATE TRIGGER event_void_checks BEFORE INSERT ON event_void
     FOR EACH ROW EXECUTE FUNCTION tally_event_void_checks();
 
 -- A running total (AI quantity, usage) shrinks only in the transaction that records a void
--- of its organization and period.
+-- of its organization and period (in that transaction itself, not in a savepoint of it).
 CREATE FUNCTION tally_voided_here(org text, period text) RETURNS boolean
     LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT 1 FROM event_void x WHERE x.org = $1 AND x.period = $2

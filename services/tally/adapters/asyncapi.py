@@ -4,7 +4,8 @@ FastStream generates it from the alerts stream's application (``alert_feed``: th
 subscriber and the stream's declared publisher), with the settings' defaults and a
 documentation URL. The usage stream is read by Tally's own reader, not by FastStream, so it
 is declared here for documentation: its keys (one, or one per shard), the consumer group,
-the field ``event`` and the event types (usage and corrections), their JSON Schemas those of ``schemas/``.
+the field ``event`` and the event types (usage and corrections), their JSON Schemas those
+of ``schemas/``.
 """
 
 from __future__ import annotations

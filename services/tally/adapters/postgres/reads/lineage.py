@@ -1,6 +1,7 @@
 """An invoice's lineage: each line (or prior-period adjustment) -> the entries it bills
 (``billed_entry``) -> the events each entry carries. Entries of the close (grant,
-expiry, overage) carry no event: they appear once, with no event."""
+expiry, overage) carry no event: they appear once, with no event. A usage reversal carries
+the event its void took back, with the quantity negative (a line's quantities add up)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
+from tally.adapters.postgres.carried import CARRIED_EVENTS, event_status
 from tally.adapters.postgres.reads import Amount
 from tally.adapters.postgres.reads.invoices import INVOICE_NUMBER
 from tally.adapters.postgres.reads.listing import KeyedRow, Listing
@@ -35,11 +37,13 @@ class LineageRow(KeyedRow):
 QUERY = f"""
 SELECT {INVOICE_NUMBER.format("b.invoice")} AS invoice, b.meter,
        {INVOICE_NUMBER.format("b.original")} AS adjusts, b.entry_id, e.kind AS entry_kind,
-       e.period AS entry_period, v.source, v.id AS event_id, v.status AS event_status,
-       v.event_time, v.quantity, encode(sha256(v.raw), 'hex') AS sha256
+       e.period AS entry_period, v.source, v.id AS event_id,
+       {event_status("v")} AS event_status, v.event_time,
+       CASE WHEN e.kind = 'usage_reversal' THEN -v.quantity ELSE v.quantity END AS quantity,
+       encode(sha256(v.raw), 'hex') AS sha256
   FROM billed_entry b
   JOIN journal_entry e ON e.id = b.entry_id
-  LEFT JOIN usage_event v ON v.entry_id = b.entry_id
+  LEFT JOIN {CARRIED_EVENTS} v ON v.carrier = b.entry_id
  WHERE b.invoice = $1
    AND ($2::text IS NULL OR (b.meter = $2 AND b.original IS NULL))
    AND ($3::bigint IS NULL OR b.entry_id = $3)
