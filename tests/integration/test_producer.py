@@ -21,6 +21,7 @@ from tally.domain.events import (
     ApiRequestEvent,
     InvalidEvent,
     LicenseUsageEvent,
+    VoidEvent,
     parse_event,
 )
 from tally.sdk.producer import EVENT_FIELD, NotReplicated, UsageProducer
@@ -101,6 +102,25 @@ async def test_each_method_writes_one_event_field_that_parses(
     raw_time = json.loads(stored[1][1][b"event"])["time"]
     assert raw_time.endswith("Z")
     assert abs(ai.utc_time - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def test_void_writes_a_correction_of_the_producers_own_event(
+    client: aioredis.Redis, stream_key: str
+) -> None:
+    async with UsageProducer(client, stream_key, source="crm-sync") as producer:
+        void_id = await producer.void("acme", "01JD-wrong", reason="count was 10x")
+        with pytest.raises(InvalidEvent, match="reason"):
+            await producer.void("acme", "01JD-wrong", reason="")
+    [(_, fields)] = await entries(client, stream_key)
+    event = parse_event(fields[b"event"])
+    assert isinstance(event, VoidEvent) and event.id == void_id
+    assert (event.source, event.subject, event.data.source, event.data.id) == (
+        "crm-sync",
+        "acme",
+        "crm-sync",
+        "01JD-wrong",
+    )
+    assert event.data.reason == "count was 10x"
 
 
 async def test_a_bad_call_fails_at_the_caller_and_queues_nothing(

@@ -356,6 +356,22 @@ class UsageProducer:
             data["hours"] = hours
         return await self._queue_event("license.usage", org, data, time, source, id)
 
+    async def void(
+        self,
+        org: str,
+        event_id: str,
+        *,
+        reason: str,
+        time: datetime | str | None = None,
+        source: str | None = None,
+        id: str | None = None,
+    ) -> str:
+        """Queue a ``tally.void``: take back the metered event ``event_id`` of this
+        producer's source (amend = void + a new event under a new id)."""
+        own = self.source if source is None else source
+        data = {"source": own, "id": event_id, "reason": reason}
+        return await self._queue_event("tally.void", org, data, time, source, id)
+
     async def _queue_event(
         self,
         kind: str,
