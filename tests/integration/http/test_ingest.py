@@ -140,6 +140,31 @@ async def test_sending_the_same_request_again_is_a_duplicate_counted_once(
     }
 
 
+async def test_a_producer_voids_its_own_event_over_http_and_an_auditor_sees_it_voided(
+    gateway: Gateway, engine: AsyncEngine, settings: Settings
+) -> None:
+    sent = to_structured(sdk_event("wrong", 40), JSONFormat())
+    assert (await gateway.send(sent.body, sent.headers)).status_code == 202
+    await drain(settings)
+    correction = CloudEvent(
+        attributes={"type": "tally.void", "source": SOURCE, "id": "void-1", "subject": "acme",
+                    "time": datetime(2026, 10, 16, tzinfo=UTC)},
+        data={"source": SOURCE, "id": "wrong", "reason": "count was 10x"},
+    )  # fmt: skip
+    voided = to_binary(correction, JSONFormat())
+    assert (await gateway.send(voided.body, voided.headers)).status_code == 202
+    await drain(settings)
+
+    auditor = {"authorization": f"Bearer {await make_key(engine, Role.auditor)}"}
+    story = (await gateway.client.get(f"/v1/events/{SOURCE}/wrong", headers=auditor)).json()
+    assert story["status"] == "voided"
+    assert story["void"]["reason"] == "count was 10x"
+    assert story["void"]["asked_by"] == f"{SOURCE}/void-1"
+    assert story["void"]["reversal"]["kind"] == "usage_reversal"
+    asked = (await gateway.client.get(f"/v1/events/{SOURCE}/void-1", headers=auditor)).json()
+    assert asked["status"] == "correction" and asked["void"]["id"] == "wrong"
+
+
 async def test_what_is_not_a_cloudevent_is_refused_whole_and_nothing_is_written(
     gateway: Gateway, engine: AsyncEngine, settings: Settings
 ) -> None:
