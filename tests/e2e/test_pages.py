@@ -26,7 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from support.browser import SCREENSHOTS, console_errors, screenshot
 from support.cli import tally
 from support.close_support import close, license_day, meter
-from support.ledger_support import ai, api
+from support.ledger_support import ai, api, event
 from tally import bootstrap
 from tally.config import Settings
 from tally.domain.period import period_of, previous_period
@@ -96,6 +96,9 @@ async def fill_ledger(settings: Settings) -> None:
         )
         events.append(ai("t1", "agent_copilot", 120, "token", org="acme", time=day(0)))
         await meter(service, events)
+        last = f"old-{LINEAGE_EVENTS - 1}"  # voided: its line lists it under its reversal too
+        why = {"source": "test", "id": last, "reason": "sent twice"}
+        await meter(service, [event("tally.void", "void-1", why, org="acme", time=day(0))])
         refused = [
             api(f"0193a6f2-7c1d-7e4b-9f00-{n:012d}", org="nowhere", time=day(1))
             for n in range(STRANGERS)
@@ -223,7 +226,7 @@ async def test_pages_in_a_browser(
         "Previous 30 days"
     )
     # never today's 999; last month's 400,060 fall in the 30 days
-    assert "400,285 requests" in browser.find_element(By.ID, "report").text
+    assert "400,284 requests" in browser.find_element(By.ID, "report").text  # old-59 voided
     assert len(browser.find_elements(By.CSS_SELECTOR, "#daily-h + svg g.day")) == 30
     assert browser.find_elements(By.CSS_SELECTOR, "#daily-h + svg rect.b429")
     browser.find_element(By.LINK_TEXT, "Previous 7 days").click()  # htmx swaps the report
@@ -342,6 +345,9 @@ async def test_pages_in_a_browser(
     rest = texts(browser, "td.event-id")
     assert rest and not set(rest) & set(carried)  # the next page, none repeated
     assert f"old-{LINEAGE_EVENTS - 1}" in rest
+    statuses = texts(browser, "div.scroll table tbody tr")
+    assert any("voided" in row and "-1" in row for row in statuses), statuses  # the reversal
+    look(browser, "invoice_line_voided")
     browser.find_element(By.CSS_SELECTOR, "a.entry-link").click()  # one entry's events
     wait_for(browser, ".chip", "Entry")
 

@@ -89,8 +89,9 @@ def when(moment: datetime) -> Markup:
 
 def label(name: str) -> str:
     """A human label for a snake_case name (a feature, a meter): ``ai_scoring`` is
-    "AI scoring", ``agent_copilot`` "Agent copilot"."""
-    words = ["AI" if word == "ai" else word for word in name.split("_")]
+    "AI scoring", ``api_requests`` "API requests", ``agent_copilot`` "Agent copilot"."""
+    acronyms = {"ai": "AI", "api": "API"}
+    words = [acronyms.get(word, word) for word in name.split("_")]
     text = " ".join(words)
     return text[:1].upper() + text[1:]
 
