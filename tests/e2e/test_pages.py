@@ -35,6 +35,8 @@ from tally.service_layer import organizations
 NOW = datetime.now(UTC)
 THIS, LAST = period_of(NOW), previous_period(NOW)
 LAST_MONTH_DAY = (NOW.replace(day=1) - timedelta(days=10)).strftime("%Y-%m-%d")
+EARLIER_DAY = (NOW.replace(day=1) - timedelta(days=45)).strftime("%Y-%m-%d")  # before LAST
+EARLIER = EARLIER_DAY[:7]
 SNAKE = re.compile(r"\b[a-z]+_[a-z_]+\b")
 RAW_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d|\d\d:\d\d:\d\d\.\d+")
 LINEAGE_EVENTS = 60  # more than a page (50) of the invoice line's events
@@ -61,7 +63,8 @@ def day(days_ago: int) -> str:
 async def fill_ledger(settings: Settings) -> None:
     """Three organizations; API requests of two clients over the last weeks (and today, which
     no report shows), AI usage, licence reports (one hourly: a fractional allocation); last
-    month closed and invoiced; hooli used only last month; dead letters of several codes."""
+    month closed and invoiced; hooli used only last month (the month before, voided after
+    its close, is credited on last month's invoice); dead letters of several codes."""
     engine = bootstrap.engine(bootstrap.service_urls(settings).database)
     service = bootstrap.metering_service(engine, settings)
     try:
@@ -80,6 +83,7 @@ async def fill_ledger(settings: Settings) -> None:
             ),
             ai("t-frac", "voice_bot", 100, "minute", org="acme", time=f"{last_month}T11:00:00Z"),
             api("h1", count=1234, org="hooli", time=f"{last_month}T10:00:00Z"),
+            api("h0", count=5_000, org="hooli", time=f"{EARLIER_DAY}T10:00:00Z"),
         ]
         events += [
             api(f"old-{n:02d}", org="acme", time=f"{last_month}T12:{n:02d}:00Z")
@@ -96,6 +100,9 @@ async def fill_ledger(settings: Settings) -> None:
         )
         events.append(ai("t1", "agent_copilot", 120, "token", org="acme", time=day(0)))
         await meter(service, events)
+        await close(engine, EARLIER)  # hooli's h0, voided after: credited on LAST's invoice
+        why = {"source": "test", "id": "h0", "reason": "a load test, not usage"}
+        await meter(service, [event("tally.void", "void-0", why, org="hooli", time=day(0))])
         last = f"old-{LINEAGE_EVENTS - 1}"  # voided: its line lists it under its reversal too
         why = {"source": "test", "id": last, "reason": "sent twice"}
         await meter(service, [event("tally.void", "void-1", why, org="acme", time=day(0))])
@@ -214,6 +221,20 @@ async def test_pages_in_a_browser(
     browser.get(f"{base}/ui/orgs/hooli")  # used only last month: that month, said so
     wait_for(browser, "h1", f"hooli · usage {LAST}")
     assert "latest period with usage" in browser.find_element(By.CSS_SELECTOR, ".period-note").text
+    browser.get(f"{base}/ui/orgs/hooli/invoices")
+    newest = max(browser.find_elements(By.PARTIAL_LINK_TEXT, "INV-"), key=lambda a: a.text)
+    number = newest.text
+    newest.click()  # LAST's, with the credit
+    wait_for(browser, "#inv-title", f"Invoice {number}")
+    document = browser.find_element(By.CSS_SELECTOR, "article.invoice").text
+    assert f"voided usage for {EARLIER}: 5,000 requests taken back, 5,000 over credited" in (
+        document
+    )
+    assert "-¥60" in document, document  # 5,000 requests at JPY 0.012, credited
+    due = browser.find_element(By.CSS_SELECTOR, ".due").text  # ¥15 of use less ¥60 of credit
+    assert due.split() == ["Credit", "¥45", "nothing", "to", "pay"], due
+    assert "Nothing to pay: ¥45 is credited to hooli" in document
+    look(browser, "invoice_credit")
     browser.get(f"{base}/ui/orgs/globex")  # no usage at all: the current month, said so
     wait_for(browser, "h1", f"globex · usage {THIS}")
     assert "no usage is recorded yet" in browser.find_element(By.CSS_SELECTOR, ".period-note").text

@@ -114,8 +114,8 @@ async def test_a_void_in_a_closed_period_is_credited_on_the_next_invoice(
     [adjustment] = nov["adjustments"]
     assert (adjustment["period"], str(adjustment["amount"])) == (OCT, "-80.00")
     assert adjustment["description"] == (
-        "voided usage for 2026-10: 1,000,000 requests taken back, 200,000 to the expired "
-        "allocation, 800,000 over credited"
+        "voided usage for 2026-10: 1,000,000 requests taken back, 800,000 over credited, "
+        "200,000 expired again"
     )
     async with raw_connection(engine) as conn:
         stored = await conn.fetchrow("SELECT used, unexpired, overage FROM invoice_adjustment")

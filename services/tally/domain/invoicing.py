@@ -276,13 +276,18 @@ def _adjust(given: CloseInput, late: LateUsage, minor: int) -> tuple[Adjustment,
     total = money(billed.overage + units, billed.unit_price, minor).amount
     charge = Money(units * billed.unit_price, total - billed.amount)
     label = "requests" if late.meter == "api_requests" else "tokens"
-    description = (
-        f"late usage for {billed.period}: {quantity(late.amount)} {label}, "
-        f"{quantity(unexpired)} from the expired allocation, {quantity(units)} over"
-        if late.amount >= 0
-        else f"voided usage for {billed.period}: {quantity(-late.amount)} {label} taken back, "
-        f"{quantity(-unexpired)} to the expired allocation, {quantity(-units)} over credited"
-    )
+    if late.amount >= 0:
+        description = (
+            f"late usage for {billed.period}: {quantity(late.amount)} {label}, "
+            f"{quantity(unexpired)} from the expired allocation, {quantity(units)} over"
+        )
+    else:  # voided usage: what it credits, then what expires again
+        parts = [f"voided usage for {billed.period}: {quantity(-late.amount)} {label} taken back"]
+        if units:
+            parts.append(f"{quantity(-units)} over credited")
+        if unexpired:
+            parts.append(f"{quantity(-unexpired)} expired again")
+        description = ", ".join(parts)
     key = f"adjust/{given.org}/{billed.period}/{unit}/on-{given.period}"
     entries = []
     if unexpired:
