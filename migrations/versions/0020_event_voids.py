@@ -31,10 +31,13 @@ down_revision = "0019"
 branch_labels = None
 depends_on = None
 
+# Each widened CHECK is added NOT VALID: every stored row met the narrower check it replaces,
+# so none needs reading again (a scan of usage_event under an exclusive lock would stop
+# metering on a large ledger); new rows are checked as always.
 UPGRADE = """
 ALTER TABLE usage_event DROP CONSTRAINT usage_event_status_check;
 ALTER TABLE usage_event ADD CONSTRAINT usage_event_status_check
-    CHECK (status IN ('metered', 'non_billable', 'recorded', 'correction'));
+    CHECK (status IN ('metered', 'non_billable', 'recorded', 'correction')) NOT VALID;
 
 -- a void in a closed period is credited at the next close: an adjustment of one sign
 ALTER TABLE invoice_adjustment DROP CONSTRAINT invoice_adjustment_used_check,
@@ -43,11 +46,11 @@ ALTER TABLE invoice_adjustment DROP CONSTRAINT invoice_adjustment_used_check,
     DROP CONSTRAINT invoice_adjustment_amount_check;
 ALTER TABLE invoice_adjustment ADD CONSTRAINT invoice_adjustment_one_sign CHECK (
     (used >= 0 AND unexpired >= 0 AND overage >= 0 AND amount >= 0)
-    OR (used <= 0 AND unexpired <= 0 AND overage <= 0 AND amount <= 0));
+    OR (used <= 0 AND unexpired <= 0 AND overage <= 0 AND amount <= 0)) NOT VALID;
 
 -- a void appends the negative of its event to the rollups' deltas
 ALTER TABLE api_usage_delta DROP CONSTRAINT api_usage_delta_requests_check,
-    ADD CONSTRAINT api_usage_delta_requests_check CHECK (requests <> 0);
+    ADD CONSTRAINT api_usage_delta_requests_check CHECK (requests <> 0) NOT VALID;
 ALTER TABLE ai_usage_delta DROP CONSTRAINT ai_usage_delta_quantity_check;
 
 CREATE TABLE event_void (
@@ -103,7 +106,8 @@ CREATE TRIGGER event_void_checks BEFORE INSERT ON event_void
     FOR EACH ROW EXECUTE FUNCTION tally_event_void_checks();
 
 -- A running total (AI quantity, usage) shrinks only in the transaction that records a void
--- of its organization and period (in that transaction itself, not in a savepoint of it).
+-- of its organization and period (in that transaction itself, not in a savepoint of it: the
+-- void's row must carry the transaction's own id: a void in a savepoint is refused, safely).
 CREATE FUNCTION tally_voided_here(org text, period text) RETURNS boolean
     LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT 1 FROM event_void x WHERE x.org = $1 AND x.period = $2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
@@ -32,6 +33,9 @@ def _differences(connection: Connection) -> list[Any]:
     ]
 
 
+# SQLAlchemy reflects a CHECK added NOT VALID (migration 0020's widened checks) with an
+# option its comparison does not know, and says so; the tables and columns are what matter.
+@pytest.mark.filterwarnings("ignore:Can't validate argument 'dialect_options'")
 async def test_models_match_the_migrated_schema(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         assert await connection.run_sync(_differences) == []

@@ -254,6 +254,11 @@ def _purchase(given: CloseInput, minor: int) -> tuple[InvoiceLine, ClosePosting]
     return InvoiceLine(PURCHASED, description, priced, ()), ClosePosting(entry, PURCHASED)
 
 
+def _counted(amount: Decimal, unit: str) -> str:
+    """``1 request``, ``2 requests``, ``0.5 tokens``."""
+    return f"{quantity(amount)} {unit}" + ("" if amount == 1 else "s")
+
+
 def _seats(seats: Mapping[Seat, Decimal], per: Mapping[Seat, Decimal]) -> str:
     shown = [
         f"{lic} {model} {quantity(count)} x {quantity(per[(lic, model)])}"
@@ -275,19 +280,21 @@ def _adjust(given: CloseInput, late: LateUsage, minor: int) -> tuple[Adjustment,
     # rounded total grew by, so a series of small late amounts never drifts from it
     total = money(billed.overage + units, billed.unit_price, minor).amount
     charge = Money(units * billed.unit_price, total - billed.amount)
-    label = "requests" if late.meter == "api_requests" else "tokens"
-    if late.amount >= 0:
+    label = "request" if late.meter == "api_requests" else "token"
+    if late.amount > 0:
         description = (
-            f"late usage for {billed.period}: {quantity(late.amount)} {label}, "
+            f"late usage for {billed.period}: {_counted(late.amount, label)}, "
             f"{quantity(unexpired)} from the expired allocation, {quantity(units)} over"
         )
-    else:  # voided usage: what it credits, then what expires again
-        parts = [f"voided usage for {billed.period}: {quantity(-late.amount)} {label} taken back"]
+    elif late.amount < 0:  # voided usage: what it credits, then what expires again
+        parts = [f"voided usage for {billed.period}: {_counted(-late.amount, label)} taken back"]
         if units:
             parts.append(f"{quantity(-units)} over credited")
         if unexpired:
             parts.append(f"{quantity(-unexpired)} expired again")
         description = ", ".join(parts)
+    else:
+        description = f"late usage and voids for {billed.period} cancel out: nothing to bill"
     key = f"adjust/{given.org}/{billed.period}/{unit}/on-{given.period}"
     entries = []
     if unexpired:

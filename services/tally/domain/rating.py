@@ -68,6 +68,10 @@ class Limits:
     max_future_skew: timedelta
 
 
+# A stored event rated again as it was metered (verify, voids): no size or clock limit now.
+AS_STORED = Limits(max_event_bytes=2**31, max_future_skew=timedelta(days=365_000))
+
+
 @dataclass(frozen=True)
 class Reject:
     """A stream entry that cannot be metered, kept as a dead letter."""

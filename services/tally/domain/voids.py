@@ -25,23 +25,20 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from tally.domain.ledger import API_REQUEST, Meter, usage_reversal_entry
 from tally.domain.ratecard import RateCardBook
 from tally.domain.rating import (
+    AS_STORED,
     EVENT_FIELD_BYTES,
     EventKey,
-    Limits,
     Posting,
     Rated,
     TotalKey,
     rate,
 )
-
-# A stored event is rated again as it was metered: no size or clock limit applies now.
-AS_STORED = Limits(max_event_bytes=2**31, max_future_skew=timedelta(days=365_000))
 
 
 @dataclass(frozen=True)
@@ -70,6 +67,7 @@ class Target:
     stream_id: str = ""
     received_at: datetime | None = None
     currency: str = ""
+    rate_card_version: str = ""  # the card that metered it: the void prices by it too
 
     @classmethod
     def of(cls, event: Rated) -> Target:
@@ -87,6 +85,7 @@ class VoidRefused(ValueError):
 
 
 def shown(key: EventKey) -> str:
+    """An event's key as messages write it: ``(source, id)``."""
     return f"({key[0]}, {key[1]})"
 
 
@@ -121,20 +120,28 @@ def judge(request: VoidRequest, target: Target | None, claimed: Iterable[EventKe
 
 
 def rated_again(target: Target, book: RateCardBook) -> Rated:
-    """The stored event as metering rated it, from its raw bytes (as verify does)."""
+    """The stored event as metering rated it, from its raw bytes, by the rate card that
+    metered it (a card loaded since, effective earlier, never reprices a void)."""
     assert target.received_at is not None, "a stored event has its time of receipt"
+    pinned = [card for card in book.cards if card.version == target.rate_card_version]
+    if not pinned:
+        raise VoidRefused(
+            "void_unratable",
+            f"event {shown(target.key)} was metered by rate card {target.rate_card_version!r}, "
+            "which is not loaded: run `tally ledger verify`",
+        )
     result = rate(
         target.stream_id,
         {EVENT_FIELD_BYTES: target.raw},
         {target.org: target.currency},
-        book,
+        RateCardBook(pinned),
         AS_STORED,
         target.received_at,
     )
-    if not isinstance(result, Rated):
+    if not isinstance(result, Rated) or result.rate_card_version != target.rate_card_version:
         raise VoidRefused(
             "void_unratable",
-            f"event {shown(target.key)} no longer rates ({result.reason}): run "
+            f"event {shown(target.key)} no longer rates as it was metered: run "
             "`tally ledger verify`",
         )
     return result

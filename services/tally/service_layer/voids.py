@@ -49,7 +49,7 @@ async def judge_batch(
     if not asking:
         return [], []
     stored = await store.void_targets(conn, [event.void.target for event in asking if event.void])
-    in_batch = {event.key: event for event in new if event.void is None}
+    in_batch = {event.key: event for event in new}  # a tally.void is refused as a target
     voiding: Voiding = []
     refused: list[Reject] = []
     for event in asking:
@@ -80,7 +80,11 @@ async def apply(
     at: datetime,
 ) -> list[tuple[Posting, int]]:
     """Post each void's reversal and record it, in the caller's transaction; returns each
-    reversal with its entry's id."""
+    reversal with its entry's id.
+
+    The running totals are locked in key order, but after the batch's own: two batches that
+    meter and void each other's organizations can deadlock, and the loser is retried whole
+    (as any deadlock of a batch is)."""
     if not voiding:
         return []
     originals = [event for _, event in voiding]

@@ -159,7 +159,7 @@ async def test_a_producer_voids_its_own_event_over_http_and_an_auditor_sees_it_v
     story = (await gateway.client.get(f"/v1/events/{SOURCE}/wrong", headers=auditor)).json()
     assert story["status"] == "voided"
     assert story["void"]["reason"] == "count was 10x"
-    assert story["void"]["asked_by"] == f"{SOURCE}/void-1"
+    assert story["void"]["asked_by"] == {"source": SOURCE, "id": "void-1"}
     assert story["void"]["reversal"]["kind"] == "usage_reversal"
     asked = (await gateway.client.get(f"/v1/events/{SOURCE}/void-1", headers=auditor)).json()
     assert asked["status"] == "correction" and asked["void"]["id"] == "wrong"

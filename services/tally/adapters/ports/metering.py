@@ -115,15 +115,16 @@ class MeteringStore(Protocol):
 
     async def take_back_ai_quantities(
         self, conn: asyncpg.Connection, taken: Mapping[TotalKey, Decimal]
-    ) -> dict[TotalKey, Decimal]:
-        """Subtract voided AI quantities from the running totals; returns the totals after."""
+    ) -> None:
+        """Subtract voided AI quantities from the running totals."""
 
     async def take_back_usage(
         self, conn: asyncpg.Connection, taken: Mapping[UsageKey, Decimal]
     ) -> None:
         """Subtract voided usage from the usage totals the alerts read."""
 
-    async def invoice_of(self, conn: asyncpg.Connection, org: str, period: str) -> int | None: ...
+    async def invoice_of(self, conn: asyncpg.Connection, org: str, period: str) -> int | None:
+        """The organization's invoice for the period, if it has one."""
 
 
 @dataclass(frozen=True)

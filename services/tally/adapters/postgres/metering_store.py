@@ -340,7 +340,8 @@ async def void_targets(
         return {}
     rows = await conn.fetch(
         """SELECT e.source, e.id, e.status, e.org, e.period, e.raw, e.stream_id,
-                  e.received_at, o.currency, x.source IS NOT NULL AS voided
+                  e.received_at, o.currency, e.rate_card_version,
+                  x.source IS NOT NULL AS voided
              FROM unnest($1::text[], $2::text[]) AS k(source, id)
              JOIN usage_event e USING (source, id)
              JOIN organization o ON o.name = e.org
@@ -359,6 +360,7 @@ async def void_targets(
             r["stream_id"],
             r["received_at"],
             r["currency"],
+            r["rate_card_version"],
         )
         for r in rows
     }
@@ -400,14 +402,13 @@ async def invoice_of(conn: asyncpg.Connection, org: str, period: str) -> int | N
 
 async def take_back_ai_quantities(
     conn: asyncpg.Connection, taken: Mapping[TotalKey, Decimal]
-) -> dict[TotalKey, Decimal]:
-    """Subtract voided AI quantities (``taken``: negative) from the running totals; returns
-    the totals after. Call it after ``write_voids``: the database lets a total shrink only
-    in the transaction that records the void."""
-    rows = await _take_back(
+) -> None:
+    """Subtract voided AI quantities (``taken``: negative) from the running totals. Call it
+    after ``write_voids``: the database lets a total shrink only in the transaction that
+    records the void."""
+    await _take_back(
         conn, "meter_total", ("org", "period", "feature", "rate_card_version"), "quantity", taken
     )
-    return {(r["org"], r["period"], r["feature"], r["rate_card_version"]): r["total"] for r in rows}
 
 
 async def ai_totals(conn: asyncpg.Connection, keys: Sequence[TotalKey]) -> dict[TotalKey, Decimal]:
@@ -436,26 +437,27 @@ async def _take_back(
     key: tuple[str, ...],
     column: str,
     deltas: Mapping[K, Decimal],
-) -> list[asyncpg.Record]:
-    """Add negative ``deltas`` to existing rows, locked in key order as the upserts lock
-    them (an upsert's insert half would check a negative row against the table's CHECK)."""
+) -> None:
+    """Add negative ``deltas`` to existing rows (an upsert's insert half would check a
+    negative row against the table's CHECK), locked first in key order, as the upserts
+    lock them."""
     if not deltas:
-        return []
+        return
     keys = sorted(deltas)
     names = ", ".join(key)
     arrays = ", ".join(f"${n + 1}::text[]" for n in range(len(key)))
-    given = len(key) + 1
-    rows: list[asyncpg.Record] = await conn.fetch(
-        f"""WITH d AS (SELECT * FROM unnest({arrays}, ${given}::numeric[]) AS d({names}, delta)),
-                 locked AS (SELECT {names} FROM {table} WHERE ({names}) IN (SELECT {names} FROM d)
-                             ORDER BY {names} FOR UPDATE)
-            UPDATE {table} t SET {column} = t.{column} + d.delta FROM d
-             WHERE ({", ".join(f"t.{k}" for k in key)}) = ({", ".join(f"d.{k}" for k in key)})
-               AND EXISTS (SELECT 1 FROM locked)
-            RETURNING {", ".join(f"t.{k}" for k in key)}, t.{column} AS total""",
-        *([k[n] for k in keys] for n in range(len(key))),
+    columns = [[k[n] for k in keys] for n in range(len(key))]
+    await conn.execute(
+        f"""SELECT 1 FROM {table} WHERE ({names}) IN (SELECT * FROM unnest({arrays}))
+             ORDER BY {names} FOR UPDATE""",
+        *columns,
+    )
+    status = await conn.execute(
+        f"""UPDATE {table} t SET {column} = t.{column} + d.delta
+              FROM unnest({arrays}, ${len(key) + 1}::numeric[]) AS d({names}, delta)
+             WHERE ({", ".join(f"t.{k}" for k in key)}) = ({", ".join(f"d.{k}" for k in key)})""",
+        *columns,
         [deltas[k] for k in keys],
     )
-    if len(rows) != len(keys):
+    if int(status.rsplit(" ", 1)[1]) != len(keys):
         raise ValueError(f"{table}: a voided event's running total is missing")
-    return rows

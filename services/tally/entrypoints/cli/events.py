@@ -23,6 +23,7 @@ from tally.entrypoints.cli.rendering import (
 )
 from tally.service_layer import voids
 
+MAX_ON_BEHALF = 200  # characters of --by (the record keeps at most 512 in all)
 events_app = typer.Typer(help="What became of an event; void one.", no_args_is_help=True)
 
 
@@ -58,7 +59,8 @@ def events_show(
         )
         print_rows([line.model_dump() for line in entry.lines], fmt, "entry lines")
     if void := story.void:
-        asked = f" (tally.void {void.asked_by})" if void.asked_by else ""
+        by = void.asked_by
+        asked = f" (tally.void ({by.source}, {by.id}))" if by else ""
         console.print(
             f"void of ({void.source}, {void.id}) by {void.requested_by}{asked} at "
             f"{void.voided_at:%Y-%m-%d %H:%M:%SZ}: {void.reason}"
@@ -81,14 +83,19 @@ def events_void(
     ],
     by: Annotated[
         str | None,
-        typer.Option("--by", help="Who asks (default: the operating-system user)."),
+        typer.Option(
+            "--by",
+            help="On whose behalf (recorded after the operating-system user who runs it).",
+        ),
     ] = None,
 ) -> None:
     """Take back a metered event: a usage reversal in its period (credited at the next close
     when that period is closed). Once per event, never undone; amend = void + a new event."""
     if not reason.strip() or len(reason) > MAX_REASON:
         raise fail(f"give --reason: some text, at most {MAX_REASON} characters", 2)
-    requester = by or f"cli:{getpass.getuser()}"
+    if by is not None and (not by.strip() or len(by) > MAX_ON_BEHALF):
+        raise fail(f"give --by: some text, at most {MAX_ON_BEHALF} characters", 2)
+    requester = f"cli:{getpass.getuser()}" + (f" for {by}" if by else "")
     request = VoidRequest((source, event_id), reason, requester)
     try:
         done = with_engine(lambda engine: voids.void_event(bootstrap.database(engine), request))

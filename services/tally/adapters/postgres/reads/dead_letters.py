@@ -171,6 +171,14 @@ async def dead_letter_history(conn: asyncpg.Connection, letter: DeadLetter) -> l
                 at=metered["received_at"], letter=None, what=f"event {metered['status']}{entry}"
             )
         )
+    voided = await conn.fetchrow(
+        "SELECT voided_at, entry_id, reason FROM event_void WHERE source = $1 AND id = $2",
+        letter.source,
+        letter.event_id,
+    )
+    if voided:
+        what = f"event voided (usage reversal {voided['entry_id']}): {voided['reason']}"
+        steps.append(HistoryStep(at=voided["voided_at"], letter=None, what=what))
     return sorted(steps, key=lambda step: (step.at, step.letter or 0))
 
 

@@ -61,6 +61,13 @@ class Billing(BaseModel):
     detail: str
 
 
+class EventKeyRef(BaseModel):
+    """An event's key, as two fields (a source may hold any character, ``/`` included)."""
+
+    source: str
+    id: str
+
+
 class VoidRecord(BaseModel):
     """A void: the event it took back, why and who asked, and its usage reversal."""
 
@@ -68,7 +75,7 @@ class VoidRecord(BaseModel):
     id: str
     reason: str
     requested_by: str
-    asked_by: str | None  # the tally.void event that asked, as ``source/id``
+    asked_by: EventKeyRef | None  # the tally.void event that asked, if one did
     voided_at: datetime
     reversal: CarryingEntry
     billing: Billing  # which invoice counts (or credits) the reversal
@@ -171,7 +178,7 @@ async def _void(
     """The void of this event, or (for a tally.void) the void it asked for."""
     row = await conn.fetchrow(
         """SELECT x.source, x.id, x.reason, x.requested_by, x.voided_at, x.entry_id,
-                  x.void_source || '/' || x.void_id AS asked_by, v.org, v.period,
+                  x.void_source, x.void_id, v.org, v.period,
                   v.received_at
              FROM event_void x JOIN usage_event v ON v.source = x.source AND v.id = x.id
             WHERE (x.source = $1 AND x.id = $2) OR (x.void_source = $1 AND x.void_id = $2)""",
@@ -194,7 +201,11 @@ async def _void(
         id=row["id"],
         reason=row["reason"],
         requested_by=row["requested_by"],
-        asked_by=row["asked_by"],
+        asked_by=(
+            EventKeyRef(source=row["void_source"], id=row["void_id"])
+            if row["void_id"] is not None
+            else None
+        ),
         voided_at=row["voided_at"],
         reversal=reversal,
         billing=billing,

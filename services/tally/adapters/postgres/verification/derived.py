@@ -96,3 +96,37 @@ async def usage_totals(ctx: Context) -> None:
             f"{row['org']} {row['period']} {row['meter']}: the alerts' running total is "
             f"{row['stored']}, the usage accounts hold {row['ledger']}",
         )
+
+
+@check(
+    "ai-totals",
+    "the running AI quantities the next batch converts from are the events' quantities, the "
+    "voided ones left out",
+    "ai total",
+)
+async def ai_totals(ctx: Context) -> None:
+    """``meter_total`` (each AI feature's running quantity per organization, period and rate
+    card) is what its events add up to: a batch's tokens are converted from it, and a void
+    may shrink it, so it is checked on its own, not only through the tokens posted."""
+    conn, result = ctx.conn, ctx.result
+    for row in await conn.fetch(
+        """WITH events AS (
+               SELECT org, period, feature, rate_card_version, sum(quantity) AS quantity
+                 FROM usage_event v
+                WHERE meter = 'ai_token' AND feature IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM event_void x
+                                   WHERE x.source = v.source AND x.id = v.id)
+                GROUP BY 1, 2, 3, 4)
+           SELECT org, period, feature, rate_card_version, t.quantity AS stored,
+                  e.quantity AS events
+             FROM meter_total t FULL JOIN events e USING (org, period, feature, rate_card_version)
+            WHERE t.quantity IS DISTINCT FROM e.quantity
+              AND NOT (t.quantity = 0 AND e.quantity IS NULL)
+            ORDER BY 1, 2, 3, 4"""
+    ):
+        result.add(
+            "ai total",
+            f"{row['org']} {row['period']} {row['feature']} (rate card "
+            f"{row['rate_card_version']}): the running quantity is {row['stored']}, its events "
+            f"add up to {row['events']}",
+        )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
 from decimal import Decimal
 
 from tally.adapters.postgres import stream_records
 from tally.adapters.postgres.verification.registry import Context, check
 from tally.domain.ledger import AI_TOKEN, API_REQUEST
-from tally.domain.rating import EVENT_FIELD_BYTES, Limits, Rated, rate
+from tally.domain.rating import AS_STORED, EVENT_FIELD_BYTES, Rated, rate
 
 
 @check(
@@ -128,7 +127,6 @@ async def event_bytes(ctx: Context) -> None:
     conn, result = ctx.conn, ctx.result
     book = await ctx.rate_cards()
     orgs = {row["name"]: row["currency"] for row in await conn.fetch("SELECT * FROM organization")}
-    unchecked = Limits(max_event_bytes=2**31, max_future_skew=timedelta(days=365_000))
     query = """SELECT v.*, l.license, l.model, l.users, l.hours, l.day
                  FROM usage_event v LEFT JOIN license_usage l USING (source, id)"""
     async for row in conn.cursor(query, prefetch=5000):
@@ -138,7 +136,7 @@ async def event_bytes(ctx: Context) -> None:
             {EVENT_FIELD_BYTES: bytes(row["raw"])},
             orgs,
             book,
-            unchecked,
+            AS_STORED,
             row["received_at"],
         )
         if not isinstance(rated, Rated):
