@@ -5,6 +5,7 @@ use case and by a ``tally.void`` event; every refusal, with its reason; every su
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.close_support import balance, close, document, license_day, line, meter
 from support.ledger_support import ai, api, dead_letters_of, event, read
 from tally import bootstrap
+from tally.adapters.postgres import schema
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.postgres.reads import events as event_reads
 from tally.adapters.postgres.verification import verify
+from tally.config import Settings
 from tally.domain.voids import VoidRefused, VoidRequest
 from tally.service_layer.metering import MeteringService
 from tally.service_layer.voids import void_event
@@ -237,4 +240,31 @@ async def test_ai_tokens_stay_the_conversion_of_what_is_not_voided(
         )
     card = (await service.book()).cards[0]
     assert tokens == card.tokens("voice_bot", Decimal(kept))
+    assert (await verify(engine)).ok
+
+
+async def test_a_void_prices_by_the_rate_card_that_metered_its_event(
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService, settings: Settings
+) -> None:
+    """A rate card loaded after the event, effective before it, never reprices its void: the
+    reversal takes back what was posted, under the same card, from the CLI and the stream."""
+    await meter(
+        service,
+        [ai("m1", "voice_bot", 170, "minute", org="globex"), api("a1", count=5, org="globex")],
+    )
+    card = (await service.book()).cards[0]
+    later = card.model_copy(
+        update={"version": "2026-10", "effective_from": datetime(2026, 10, 1, tzinfo=UTC)}
+    )
+    await schema.load_rate_cards(owner, [later])
+    done = await void_event(bootstrap.database(engine), VoidRequest(("test", "a1"), "x", "cli:ops"))
+    assert done.taken_back == -5
+    restarted = bootstrap.metering_service(engine, settings)  # a consumer started since
+    await meter(restarted, [void("v-1", "m1", org="globex")])
+    assert await dead_letters_of(engine) == []
+    async with raw_connection(engine) as conn:
+        versions = await conn.fetch(
+            "SELECT DISTINCT rate_card_version FROM journal_entry WHERE kind = 'usage_reversal'"
+        )
+    assert [row["rate_card_version"] for row in versions] == [card.version]
     assert (await verify(engine)).ok
