@@ -16,6 +16,7 @@ from tally.adapters.postgres.reads import invoices
 from tally.domain.period import period_bounds
 from tally.service_layer.metering import MeteringService
 from tally.service_layer.month_close import CloseReport, close_period
+from tally.service_layer.reproduce import Reproduction, reproduce_all
 
 GRACE = timedelta(hours=24)
 STREAM_IDS = itertools.count(1)  # unique per test process, as a stream's ids are
@@ -39,7 +40,23 @@ def after(period: str) -> datetime:
 
 
 async def close(engine: AsyncEngine, period: str, **kwargs: Any) -> CloseReport:
-    return await close_period(bootstrap.database(engine), period, after(period), GRACE, **kwargs)
+    """Close ``period``; then every invoice of the ledger must reproduce from its raw events
+    (``tally invoice reproduce --all``), so every close test checks that too."""
+    db = bootstrap.database(engine)
+    report = await close_period(db, period, after(period), GRACE, **kwargs)
+    await reproduced(engine)
+    return report
+
+
+async def reproduced(engine: AsyncEngine) -> list[Reproduction]:
+    """Every invoice reproduced; fails naming each one that does not, and why."""
+    done = await reproduce_all(bootstrap.database(engine))
+    failed = [r for r in done if not r.reproduced]
+    assert not failed, "\n".join(
+        f"{r.number}: {[*r.differences, *r.digest_differences, *r.events_changed]}"
+        for r in failed
+    )
+    return done
 
 
 async def document(engine: AsyncEngine, org: str, period: str) -> dict[str, Any]:

@@ -157,6 +157,11 @@ class InvoiceDraft:
         )
 
 
+def invoice_number(number: int) -> str:
+    """How people (and the invoice's JSON) name invoice 42: ``INV-000042``."""
+    return f"INV-{number:06d}"
+
+
 def quantity(value: Decimal) -> str:
     """A quantity for people: thousands separated, no exponent, no trailing zeros."""
     value = value.normalize()

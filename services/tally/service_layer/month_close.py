@@ -118,7 +118,7 @@ async def _close(
         ) -> int:
             async with db.transaction() as conn:
                 inputs = await db.close.close_inputs(conn, part, period, card)
-                drafts = [_draft(given) for given in inputs]
+                drafts = [draft_invoice(given) for given in inputs]
                 return len(await db.close.write_invoices(conn, journal, drafts, as_of))
 
         issued += await retrying(close_chunk, journal, RETRYABLE, RETRIES, "close chunk")
@@ -131,7 +131,7 @@ async def _close(
     return issued
 
 
-def _draft(given: CloseInput) -> InvoiceDraft:
+def draft_invoice(given: CloseInput) -> InvoiceDraft:
     """One organization's invoice; a rule the rate card cannot apply names the organization."""
     try:
         with localcontext() as exact:  # room for any quantity the wire contract admits

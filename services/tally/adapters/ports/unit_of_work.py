@@ -13,6 +13,7 @@ from tally.adapters.ports.close import CloseStore
 from tally.adapters.ports.ledger import Journal
 from tally.adapters.ports.metering import DeadLetters, MeteringStore
 from tally.adapters.ports.organizations import OrganizationStore
+from tally.adapters.ports.reproduction import ReproductionStore
 from tally.adapters.ports.streams import StreamRecords
 
 
@@ -31,6 +32,9 @@ class Database(Protocol):
 
     @property
     def organizations(self) -> OrganizationStore: ...
+
+    @property
+    def reproduction(self) -> ReproductionStore: ...
 
     @property
     def stream_records(self) -> StreamRecords: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -43,17 +44,23 @@ async def license_days(
 
 
 async def commitments(
-    conn: asyncpg.Connection, orgs: Sequence[str], period: str
+    conn: asyncpg.Connection,
+    orgs: Sequence[str],
+    period: str,
+    recorded_by: datetime | None = None,
 ) -> dict[str, dict[Seat, Decimal]]:
     """The commitment in force for the period per license and model: the newest one whose
-    ``from_period`` has begun."""
+    ``from_period`` has begun (of those recorded by ``recorded_by``, when given: as an
+    invoice issued then saw them)."""
     committed: dict[str, dict[Seat, Decimal]] = defaultdict(dict)
     for row in await conn.fetch(
         """SELECT DISTINCT ON (org, license, model) org, license, model, quantity
              FROM commitment WHERE org = ANY($1::text[]) AND from_period <= $2
+              AND ($3::timestamptz IS NULL OR recorded_at <= $3)
             ORDER BY org, license, model, id DESC""",
         list(orgs),
         period,
+        recorded_by,
     ):
         committed[row["org"]][(row["license"], row["model"])] = row["quantity"]
     return committed

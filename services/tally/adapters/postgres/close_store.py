@@ -15,7 +15,7 @@ from decimal import Decimal
 import asyncpg
 
 from tally.adapters.ports.ledger import Journal
-from tally.adapters.postgres import allocations
+from tally.adapters.postgres import allocations, invoice_inputs
 from tally.adapters.postgres.seals import seal_due_periods as seal_due_periods  # the close seals
 from tally.domain.invoicing import (
     METERS,
@@ -206,9 +206,10 @@ async def _late_usage(
 
 
 async def _billed(
-    conn: asyncpg.Connection, numbers: list[int]
+    conn: asyncpg.Connection, numbers: list[int], before: int | None = None
 ) -> dict[tuple[int, InvoiceMeter], Billed]:
-    """Per invoice and meter: the original line plus every adjustment billed since."""
+    """Per invoice and meter: the original line plus every adjustment billed since (by the
+    invoices numbered below ``before``, when given: as it stood when that one was issued)."""
     rows = await conn.fetch(
         """SELECT i.number, i.period, l.meter, l.allocation, l.unit_price,
                   l.used + coalesce(sum(a.used), 0) AS used,
@@ -217,10 +218,12 @@ async def _billed(
              FROM invoice i
              JOIN invoice_line l ON l.invoice = i.number
              LEFT JOIN invoice_adjustment a ON a.original = i.number AND a.meter = l.meter
+                                           AND ($2::bigint IS NULL OR a.invoice < $2)
             WHERE i.number = ANY($1::bigint[])
             GROUP BY i.number, i.period, l.meter, l.allocation, l.unit_price, l.used, l.overage,
                      l.amount""",
         numbers,
+        before,
     )
     return {
         (row["number"], row["meter"]): Billed(
@@ -242,7 +245,8 @@ async def write_invoices(
     drafts: Sequence[InvoiceDraft],
     issued_at: datetime,
 ) -> list[int]:
-    """Post the drafts' entries and write their invoices, numbered next in the sequence."""
+    """Post the drafts' entries and write their invoices, numbered next in the sequence,
+    each with its input digest."""
     if not drafts:
         return []
     last = await conn.fetchval(
@@ -310,6 +314,7 @@ async def write_invoices(
             [a.amount for _, a in adjustments],
         )
     await _bill(conn, numbered, entry_ids)
+    await invoice_inputs.record(conn, numbers)  # the input digest, with the invoice or not at all
     return numbers
 
 

@@ -255,6 +255,16 @@ class BilledEntry(SQLModel, table=True):
     original: int | None = Field(default=None, foreign_key="invoice.number")
 
 
+class InvoiceInput(SQLModel, table=True):
+    """An invoice's input digest and what it covers (0021; ``tally invoice reproduce``)."""
+
+    __tablename__ = "invoice_input"
+    invoice: int = Field(primary_key=True, foreign_key="invoice.number")
+    digest: bytes = _bytes(nullable=False)
+    parts: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    recorded_at: datetime = _ts(nullable=False)
+
+
 class PeriodClose(SQLModel, table=True):
     __tablename__ = "period_close"
     period: str = Field(primary_key=True)

@@ -10,8 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tally.adapters.ports.close import CloseStore
 from tally.adapters.ports.metering import DeadLetters, MeteringStore
 from tally.adapters.ports.organizations import OrganizationStore
+from tally.adapters.ports.reproduction import ReproductionStore
 from tally.adapters.ports.streams import StreamRecords
-from tally.adapters.postgres import close_store, metering_store, stream_records
+from tally.adapters.postgres import (
+    close_store,
+    metering_store,
+    reproduction_store,
+    stream_records,
+)
 from tally.adapters.postgres import organizations as organization_store
 from tally.adapters.postgres.connection import raw_connection, raw_transaction
 from tally.adapters.postgres.journal import Journal
@@ -25,6 +31,7 @@ class PostgresDatabase:
     dead_letters: DeadLetters = dead_letter_reads
     close: CloseStore = close_store
     organizations: OrganizationStore = organization_store
+    reproduction: ReproductionStore = reproduction_store
     stream_records: StreamRecords = stream_records
 
     def __init__(self, engine: AsyncEngine) -> None:

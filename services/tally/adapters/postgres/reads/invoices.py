@@ -16,15 +16,12 @@ from tally.adapters.postgres.reads import Amount
 from tally.adapters.postgres.reads.listing import KeyedRow, Listing
 from tally.domain import seal_signature
 from tally.domain.invoicing import PURCHASED
+from tally.domain.invoicing import invoice_number as invoice_number
 from tally.domain.pagination import Key
 
 # ``invoice_number`` in SQL, of the column ``{0}`` (NULL stays NULL), so that a list
 # streams its rows as they come.
 INVOICE_NUMBER = "'INV-' || lpad({0}::text, greatest(6, length({0}::text)), '0')"
-
-
-def invoice_number(number: int) -> str:
-    return f"INV-{number:06d}"
 
 
 class InvoiceSummary(KeyedRow):
