@@ -53,8 +53,7 @@ async def reproduced(engine: AsyncEngine) -> list[Reproduction]:
     done = await reproduce_all(bootstrap.database(engine))
     failed = [r for r in done if not r.reproduced]
     assert not failed, "\n".join(
-        f"{r.number}: {[*r.differences, *r.digest_differences, *r.events_changed]}"
-        for r in failed
+        f"{r.number}: {[*r.differences, *r.digest_differences, *r.events_changed]}" for r in failed
     )
     return done
 
