@@ -37,6 +37,7 @@ from tally.domain.invoicing import (
     LateUsage,
     Usage,
     invoice_number,
+    quantity,
 )
 from tally.domain.ledger import API_REQUEST
 from tally.domain.ratecard import LicenseModel, LicenseName, RateCard, RateCardBook
@@ -357,9 +358,8 @@ def _rows(kind: str, key: str, stored: object, reproduced: object) -> list[str]:
     assert isinstance(stored, list) and isinstance(reproduced, list)
 
     def keyed(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
-        return {
-            " ".join(filter(None, (row.get(key, ""), row.get("meter", "")))): row for row in rows
-        }
+        names = (key, "meter") if key != "meter" else (key,)
+        return {" ".join(filter(None, (row.get(n, "") for n in names))): row for row in rows}
 
     ours, theirs = keyed(stored), keyed(reproduced)
     found = []
@@ -473,11 +473,10 @@ def rebuild(stored: StoredInvoice, book: RateCardBook) -> Rebuilt:
                 again.feature,
                 again.quantity,
             ):
-                meter, feature, quantity = event.recorded
                 notes.append(
-                    f"event {event.key}: its raw bytes now say {number_text(again.quantity)} "
-                    f"{again.feature or again.meter or again.type}, metered as "
-                    f"{number_text(quantity)} {feature or meter}"
+                    f"event {event.key}: its raw bytes now say "
+                    f"{_counted(again.meter, again.feature, again.quantity)}, it was metered as "
+                    f"{_counted(*event.recorded)}"
                 )
             out.append((event, again))
         return out
@@ -522,6 +521,13 @@ def rebuild(stored: StoredInvoice, book: RateCardBook) -> Rebuilt:
         purchased=sum((p.tokens for p in stored.purchases), Decimal(0)),
     )
     return Rebuilt(given, len(stored.billed), tuple(notes))
+
+
+def _counted(meter: str | None, feature: str | None, amount: Decimal) -> str:
+    """What an event counts, for people: ``1,500,000 requests``, ``3.5 voice_bot``."""
+    if meter == API_REQUEST:
+        return f"{quantity(amount)} requests"
+    return f"{quantity(amount)} {feature or 'not billable'}"
 
 
 def _usage(
