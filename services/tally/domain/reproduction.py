@@ -423,12 +423,13 @@ def part_differences(stored: Sequence[Part], now: Sequence[Part]) -> list[str]:
     before, after = {p.name: p for p in stored}, {p.name: p for p in now}
     found = []
     for name in sorted(set(before) | set(after)):
-        was, found_now = before.get(name), after.get(name)
-        if was is None or found_now is None or was != found_now:
-            count = (
-                f"{was.items if was else 0} at the close, {found_now.items if found_now else 0} now"
-            )
-            found.append(f"{name} changed ({count})")
+        was, is_now = before.get(name), after.get(name)
+        if was is None:
+            found.append(f"{name}: not covered by the recorded digest")
+        elif is_now is None:
+            found.append(f"{name}: covered by the recorded digest, absent now")
+        elif was != is_now:
+            found.append(f"{name} changed ({was.items} at the close, {is_now.items} now)")
     return found
 
 
