@@ -315,6 +315,10 @@ async def test_the_demo_runs_end_to_end_and_a_rerun_changes_nothing(settings: Se
     assert {invoice["currency"] for invoice in first["invoices"].values()} == {
         "USD", "EUR", "JPY", "GBP",
     }  # fmt: skip
+    reproduced = await tally(settings, "invoice", "reproduce", "--all", "--json")
+    assert reproduced.code == 0, reproduced  # every invoice the demo made, from its raw events
+    assert len(reproduced.json()) == len(first["invoices"])
+    assert all(r["reproduced"] and r["digest"] for r in reproduced.json())
     again = (await tally(settings, "demo", "--events", "3000", "--format", "json")).json()
     assert again["balances"] == first["balances"]
     assert again["invoices"] == first["invoices"]

@@ -130,3 +130,19 @@ async def test_closing_a_month_and_reading_its_invoices(settings: Settings) -> N
     shown_again = await tally(settings, "invoice", "show", "--org", "acme", "--period", SEP,
                               "--format", "json")  # fmt: skip
     assert shown_again.json() == shown.json()  # September's invoice is never rewritten
+
+    # every invoice recomputes from its raw events alone, byte for byte, digest included
+    every, one, missing_invoice, neither = await tally_all(
+        settings,
+        ["invoice", "reproduce", "--all", "--json"],
+        ["invoice", "reproduce", "INV-000001"],
+        ["invoice", "reproduce", "INV-000999"],
+        ["invoice", "reproduce"],
+    )
+    assert every.code == 0, every
+    reproduced = every.json()
+    assert [r["number"] for r in reproduced] == [f"INV-{n:06d}" for n in range(1, 4)]
+    assert all(r["reproduced"] and r["digest"] == r["digest_now"] for r in reproduced)
+    assert one.code == 0 and "INV-000001 (acme 2026-09, USD 80.00): reproduced" in one.said
+    assert missing_invoice.code == 2 and "no invoice INV-000999" in missing_invoice.said
+    assert neither.code == 2 and "NUMBER" in neither.said

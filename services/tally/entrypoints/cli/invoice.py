@@ -118,7 +118,7 @@ def invoice_reproduce(
     """Recompute invoices from the stored raw events alone, through the close's own rules,
     and compare each with the stored one byte for byte, and its input digest with the one
     the close recorded. Exit 0 only when every invoice reproduces, 1 otherwise."""
-    if (number is None) == every:
+    if (number is not None) == every:
         raise fail("name one invoice (NUMBER) or --all", 2)
 
     async def work(engine: Any) -> list[Reproduction]:
