@@ -89,9 +89,11 @@ def _parts(rows: str, record: str, by: str = "") -> str:
     """Per invoice (and ``by``): how many records ``rows`` gives, and the SHA-256 of them
     sorted bytewise and joined."""
     return f"""
-        SELECT x.invoice{by}, count(*) AS items,
-               sha256(string_agg({record}, ''::bytea ORDER BY {record})) AS sha256
-          FROM ({rows}) x GROUP BY x.invoice{by}"""
+        SELECT y.invoice{by}, count(*) AS items,
+               sha256(string_agg(y.record, ''::bytea ORDER BY y.record)) AS sha256
+          FROM (SELECT x.invoice{by.replace("y.", "x.")}, {record} AS record
+                  FROM ({rows}) x) y
+         GROUP BY y.invoice{by}"""
 
 
 async def record(conn: asyncpg.Connection, numbers: Sequence[int]) -> None:
@@ -115,7 +117,7 @@ async def record(conn: asyncpg.Connection, numbers: Sequence[int]) -> None:
     }
     parts: dict[int, list[Part]] = {number: [] for number in numbers}
     events = billed_events("b.invoice = ANY($1::bigint[])")
-    for row in await conn.fetch(_parts(events, EVENT_RECORD, ", x.meter, x.original"), numbers):
+    for row in await conn.fetch(_parts(events, EVENT_RECORD, ", y.meter, y.original"), numbers):
         name = (
             line_part(row["meter"])
             if row["original"] is None
