@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from support.close_support import close, document, license_day, meter, reproduced
-from support.ledger_support import ai, api
+from support.ledger_support import ai, api, event
 from tally import bootstrap
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.ratecard_files import bundled_cards
@@ -256,3 +256,54 @@ async def test_any_usage_in_any_batches_reproduces(
             if batch[start:end]:
                 await meter(service, batch[start:end])
         await close(engine, SEP if not late else OCT)  # reproduces every invoice
+
+
+def voiding(event_id: str, target: str, time: str) -> bytes:
+    data = {"source": "test", "id": target, "reason": "sent twice"}
+    return event("tally.void", event_id, data, org="globex", time=time)
+
+
+async def test_voided_events_count_negatively_in_the_figures_and_the_digest(
+    engine: AsyncEngine, service: MeteringService
+) -> None:
+    """A void in an open period is billed net on the line; one in a closed period (an API
+    request and AI sessions) is credited by the next invoice's adjustments: each reversal
+    carries its event, which the digest covers with the sign -1."""
+    september = {"org": "globex", "time": f"{SEP}-10T00:00:00Z"}
+    await meter(
+        service,
+        [
+            license_day("g-lic", "gc2", "named", 1, org="globex", day=f"{SEP}-01"),
+            api("g-1", count=200_000, **september),
+            api("g-2", count=50_000, **september),
+            ai("g-va", "virtual_agent", 200, "session", **september),
+            ai("g-vb", "voice_bot", 40, "minute", **september),
+        ],
+    )
+    await meter(service, [voiding("v-1", "g-2", f"{SEP}-12T00:00:00Z")])
+    await close(engine, SEP)
+    await meter(
+        service,
+        [
+            voiding("v-2", "g-1", f"{OCT}-01T00:00:00Z"),
+            voiding("v-3", "g-vb", f"{OCT}-01T00:00:00Z"),
+        ],
+    )
+    await close(engine, OCT)  # reproduces both invoices
+
+    assert (await document(engine, "globex", SEP))["total"] > 0
+    credits = (await document(engine, "globex", OCT))["adjustments"]
+    assert {a["meter"] for a in credits} == {"api_requests", "ai_tokens"}
+    assert all(a["amount"] <= 0 for a in credits)
+    async with raw_connection(engine) as conn:
+        covered = {
+            row["number"]: {p["part"]: p["items"] for p in json.loads(row["parts"])}
+            for row in await conn.fetch(
+                "SELECT i.number, n.parts::text AS parts FROM invoice_input n"
+                " JOIN invoice i ON i.number = n.invoice WHERE i.org = 'globex'"
+            )
+        }
+    first, second = sorted(covered)
+    assert covered[first]["line api_requests"] == 3  # g-1, g-2, and g-2 taken back
+    assert covered[second][f"adjustment INV-{first:06d} api_requests"] == 1
+    assert covered[second][f"adjustment INV-{first:06d} ai_tokens"] == 1

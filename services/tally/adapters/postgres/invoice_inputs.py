@@ -31,13 +31,21 @@ from tally.domain.reproduction import (
 
 def billed_events(where: str) -> str:
     """Each event an invoice line or adjustment bills (``b``: its ``billed_entry`` row, to be
-    filtered by ``where``), with its sign: +1 for the events a usage entry carries. The one
-    place that says which events an invoice bills: the digest and reproduce both read it."""
+    filtered by ``where``), with its sign: +1 for the events a usage entry carries, -1 for
+    the event a usage reversal takes back (a void: ``event_void.entry_id``; the event's own
+    ``entry_id`` keeps naming the entry that metered it). The one place that says which
+    events an invoice bills: the digest and reproduce both read it."""
+    columns = "v.source, v.id, v.raw, v.received_at, v.meter AS event_meter, v.feature, v.quantity"
     return f"""
-        SELECT b.invoice, b.meter, b.original, b.entry_id, 1 AS sign, v.source, v.id, v.raw,
-               v.received_at, v.meter AS event_meter, v.feature, v.quantity
+        SELECT b.invoice, b.meter, b.original, b.entry_id, 1 AS sign, {columns}
           FROM billed_entry b
           JOIN usage_event v ON v.entry_id = b.entry_id
+         WHERE {where}
+        UNION ALL
+        SELECT b.invoice, b.meter, b.original, b.entry_id, -1 AS sign, {columns}
+          FROM billed_entry b
+          JOIN event_void x ON x.entry_id = b.entry_id
+          JOIN usage_event v ON v.source = x.source AND v.id = x.id
          WHERE {where}"""
 
 
