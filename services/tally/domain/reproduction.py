@@ -339,6 +339,9 @@ def canonical_json(figured: InvoiceFigures) -> bytes:
     return json.dumps(canonical(figured), separators=(",", ":"), ensure_ascii=False).encode()
 
 
+Row = dict[str, str]
+
+
 def differences(stored: InvoiceFigures, reproduced: InvoiceFigures) -> list[str]:
     """Each field that differs, named: which line or adjustment, stored vs reproduced."""
     ours, theirs = canonical(stored), canonical(reproduced)
@@ -347,31 +350,31 @@ def differences(stored: InvoiceFigures, reproduced: InvoiceFigures) -> list[str]
         for name in ("number", "org", "period", "currency", "rate_card_version", "total")
         if ours[name] != theirs[name]
     ]
-    found += _rows("line", "meter", ours["lines"], theirs["lines"])
-    found += _rows("adjustment", "invoice", ours["adjustments"], theirs["adjustments"])
-    found += _rows("feature", "", [ours["features"]], [theirs["features"]])
-    return found
+    for kind, rows, key in (
+        ("line", "lines", ("meter",)),
+        ("adjustment", "adjustments", ("invoice", "meter")),
+    ):
+        found += _rows(kind, key, cast(list[Row], ours[rows]), cast(list[Row], theirs[rows]))
+    features = [cast(Row, ours["features"])], [cast(Row, theirs["features"])]
+    return found + _rows("feature", (), *features)
 
 
-def _rows(kind: str, key: str, stored: object, reproduced: object) -> list[str]:
-    """The fields of the rows (matched by ``key`` and meter) that differ."""
-    assert isinstance(stored, list) and isinstance(reproduced, list)
+def _rows(kind: str, key: tuple[str, ...], stored: list[Row], reproduced: list[Row]) -> list[str]:
+    """The fields that differ of the rows matched by ``key`` (none: one row)."""
 
-    def keyed(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
-        names = (key, "meter") if key != "meter" else (key,)
-        return {" ".join(filter(None, (row.get(n, "") for n in names))): row for row in rows}
+    def keyed(rows: list[Row]) -> dict[str, Row]:
+        return {" ".join((kind, *(row[name] for name in key))): row for row in rows}
 
     ours, theirs = keyed(stored), keyed(reproduced)
     found = []
-    for name in sorted(set(ours) | set(theirs)):
-        label = f"{kind} {name}".strip()
-        if name not in theirs:
+    for label in sorted(set(ours) | set(theirs)):
+        if label not in theirs:
             found.append(f"{label}: stored, not reproduced")
-        elif name not in ours:
+        elif label not in ours:
             found.append(f"{label}: reproduced, not stored")
         else:
-            for column in sorted(set(ours[name]) | set(theirs[name])):
-                was, now = ours[name].get(column, "-"), theirs[name].get(column, "-")
+            for column in sorted(set(ours[label]) | set(theirs[label])):
+                was, now = ours[label].get(column, "-"), theirs[label].get(column, "-")
                 if was != now:
                     found.append(f"{label} {column}: stored {was}, reproduced {now}")
     return found
@@ -447,40 +450,9 @@ def rebuild(stored: StoredInvoice, book: RateCardBook) -> Rebuilt:
     f = stored.figures
     cards = {card.version: card for card in book.cards}
     notes: list[str] = []
-    orgs = {f.org: f.currency}
 
     def rated(events: Iterable[RawEvent], period: str) -> list[tuple[RawEvent, Rated]]:
-        out = []
-        for event in events:
-            again = rate(
-                "0-0", {EVENT_FIELD_BYTES: event.raw}, orgs, book, UNCHECKED, event.received_at
-            )
-            if not isinstance(again, Rated):
-                notes.append(f"event {event.key} no longer rates: {again.reason}")
-                continue
-            if (again.source, again.id) != (event.source, event.id) or (
-                again.org,
-                again.period,
-            ) != (
-                f.org,
-                period,
-            ):
-                notes.append(
-                    f"event {event.key}: its raw bytes now say event ({again.source}, "
-                    f"{again.id}) of {again.org} for {again.period}"
-                )
-            if event.recorded is not None and event.recorded != (
-                again.meter,
-                again.feature,
-                again.quantity,
-            ):
-                notes.append(
-                    f"event {event.key}: its raw bytes now say "
-                    f"{_counted(again.meter, again.feature, again.quantity)}, it was metered as "
-                    f"{_counted(*event.recorded)}"
-                )
-            out.append((event, again))
-        return out
+        return _rated(events, (f.org, f.currency, period), book, notes)
 
     periods = {(o, m): b.period for (o, m), b in stored.billed_before.items()}
     own = [e for e in stored.billed if e.original is None]
@@ -522,6 +494,40 @@ def rebuild(stored: StoredInvoice, book: RateCardBook) -> Rebuilt:
         purchased=sum((p.tokens for p in stored.purchases), Decimal(0)),
     )
     return Rebuilt(given, len(stored.billed), tuple(notes))
+
+
+def _rated(
+    events: Iterable[RawEvent],
+    billed: tuple[str, str, str],
+    book: RateCardBook,
+    notes: list[str],
+) -> list[tuple[RawEvent, Rated]]:
+    """Each event rated again from its raw bytes (as stored, whatever the limits said), for
+    ``billed`` (organization, its currency, the period billed); what no longer rates, or
+    rates as another event, organization, period or count than metered goes to ``notes``."""
+    org, currency, period = billed
+    out = []
+    for event in events:
+        # the stream id is not in the raw bytes (and not rated): any will do
+        fields = {EVENT_FIELD_BYTES: event.raw}
+        again = rate("0-0", fields, {org: currency}, book, UNCHECKED, event.received_at)
+        if not isinstance(again, Rated):
+            notes.append(f"event {event.key} no longer rates: {again.reason}")
+            continue
+        said = (again.source, again.id, again.org, again.period)
+        if said != (event.source, event.id, org, period):
+            notes.append(
+                f"event {event.key}: its raw bytes now say event ({again.source}, "
+                f"{again.id}) of {again.org} for {again.period}"
+            )
+        counted = (again.meter, again.feature, again.quantity)
+        if event.recorded is not None and event.recorded != counted:
+            notes.append(
+                f"event {event.key}: its raw bytes now say {_counted(*counted)}, it was "
+                f"metered as {_counted(*event.recorded)}"
+            )
+        out.append((event, again))
+    return out
 
 
 def _counted(meter: str | None, feature: str | None, amount: Decimal) -> str:
