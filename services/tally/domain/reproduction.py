@@ -531,10 +531,11 @@ def _rated(
 
 
 def _counted(meter: str | None, feature: str | None, amount: Decimal) -> str:
-    """What an event counts, for people: ``1,500,000 requests``, ``3.5 voice_bot``."""
+    """What an event counts, for people: ``1,500,000 requests``, ``3.5 voice_bot``, ``20
+    users or hours (a license report)``."""
     if meter == API_REQUEST:
         return f"{quantity(amount)} requests"
-    return f"{quantity(amount)} {feature or 'not billable'}"
+    return f"{quantity(amount)} {feature or 'users or hours (a license report)'}"
 
 
 def _usage(

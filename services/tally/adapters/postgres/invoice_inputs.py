@@ -52,7 +52,8 @@ def billed_events(where: str) -> str:
 # The license reports of the invoice's organization and period that reached the ledger
 # before the invoice was recorded (the close read them; later ones change nothing).
 LICENSE_REPORTS = """
-    SELECT i.number AS invoice, v.source, v.id, v.raw, v.received_at
+    SELECT i.number AS invoice, v.source, v.id, v.raw, v.received_at,
+           v.meter AS event_meter, v.feature, v.quantity
       FROM invoice i
       JOIN license_usage l ON l.org = i.org AND l.period = i.period
       JOIN usage_event v ON v.source = l.source AND v.id = l.id

@@ -162,11 +162,16 @@ def _print_reproduction(result: Reproduction) -> None:
         console.print(
             f"{what}: reproduced byte for byte from {result.events} events; {digest}",
             highlight=False,
+            soft_wrap=True,  # one line per invoice, whatever the terminal's width
         )
         return
-    console.print(f"[bold red]{what}: does not reproduce[/bold red]; {digest}", highlight=False)
+    console.print(
+        f"[bold red]{what}: does not reproduce[/bold red]; {digest}",
+        highlight=False,
+        soft_wrap=True,
+    )
     for line in (*result.differences, *result.digest_differences, *result.events_changed):
-        console.print(f"  - {line}", highlight=False, markup=False)
+        console.print(f"  - {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
