@@ -152,6 +152,7 @@ class RawEvent:
     original: int | None = None  # set: billed by an adjustment of that invoice
     sign: int = 1  # -1: the event is taken back (carried by a reversal)
     entry_id: int | None = None
+    rate_card_version: str | None = None  # the card that metered it (a billed event)
     recorded: tuple[str | None, str | None, Decimal] | None = None  # meter, feature, quantity
 
     @property
@@ -557,9 +558,10 @@ def _usage(
     for index, group in enumerate((before, events)):
         for event, again in group:
             if again.meter == unit and again.feature is not None:
-                quantities[(again.feature, again.rate_card_version)][index] += (
-                    event.sign * again.quantity
-                )
+                # converted by the card that metered it, as its entry was (a card loaded
+                # since may be in effect at its time now)
+                version = event.rate_card_version or again.rate_card_version
+                quantities[(again.feature, version)][index] += event.sign * again.quantity
     features: dict[str, Decimal] = defaultdict(Decimal)
     for (feature, version), (earlier, added) in sorted(quantities.items()):
         if not any(r.feature == feature for _, r in events):

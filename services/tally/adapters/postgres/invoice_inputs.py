@@ -35,7 +35,8 @@ def billed_events(where: str) -> str:
     the event a usage reversal takes back (a void: ``event_void.entry_id``; the event's own
     ``entry_id`` keeps naming the entry that metered it). The one place that says which
     events an invoice bills: the digest and reproduce both read it."""
-    columns = "v.source, v.id, v.raw, v.received_at, v.meter AS event_meter, v.feature, v.quantity"
+    columns = """v.source, v.id, v.raw, v.received_at, v.rate_card_version, v.meter AS event_meter,
+                 v.feature, v.quantity"""
     return f"""
         SELECT b.invoice, b.meter, b.original, b.entry_id, 1 AS sign, {columns}
           FROM billed_entry b

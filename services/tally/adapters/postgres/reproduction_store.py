@@ -161,6 +161,7 @@ def _raw(row: asyncpg.Record) -> RawEvent:
         original=fields.get("original"),
         sign=fields.get("sign", 1),
         entry_id=fields.get("entry_id"),
+        rate_card_version=fields.get("rate_card_version"),
         recorded=(fields["event_meter"], fields["feature"], fields["quantity"])
         if "quantity" in fields
         else None,
