@@ -23,7 +23,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Final, cast
 
@@ -41,14 +41,13 @@ from tally.domain.invoicing import (
 )
 from tally.domain.ledger import API_REQUEST
 from tally.domain.ratecard import LicenseModel, LicenseName, RateCard, RateCardBook
-from tally.domain.rating import EVENT_FIELD_BYTES, Limits, Rated, rate
+from tally.domain.rating import AS_STORED, EVENT_FIELD_BYTES, Rated, rate
 
 FORM: Final = "tally invoice input 1"  # the digest's first field: its byte form's version
 LICENSE_PART: Final = "license reports"
 COMMITMENT_PART: Final = "commitments"
 PURCHASE_PART: Final = "token purchases"
 # Rated again as stored, whatever the size and time limits said when it was metered.
-UNCHECKED: Final = Limits(max_event_bytes=2**31, max_future_skew=timedelta(days=365_000))
 
 
 def field(value: str | bytes) -> bytes:
@@ -511,7 +510,7 @@ def _rated(
     for event in events:
         # the stream id is not in the raw bytes (and not rated): any will do
         fields = {EVENT_FIELD_BYTES: event.raw}
-        again = rate("0-0", fields, {org: currency}, book, UNCHECKED, event.received_at)
+        again = rate("0-0", fields, {org: currency}, book, AS_STORED, event.received_at)
         if not isinstance(again, Rated):
             notes.append(f"event {event.key} no longer rates: {again.reason}")
             continue

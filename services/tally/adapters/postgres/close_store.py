@@ -193,7 +193,7 @@ async def _late_usage(
     )
     if not rows:
         return defaultdict(list)
-    billed = await _billed(conn, sorted({row["number"] for row in rows}))
+    billed = await billed_so_far(conn, sorted({row["number"] for row in rows}))
     grouped: dict[tuple[str, int, InvoiceMeter], list[asyncpg.Record]] = defaultdict(list)
     for row in rows:
         grouped[(row["org"], row["number"], METER_OF_UNIT[row["unit"]])].append(row)
@@ -205,7 +205,7 @@ async def _late_usage(
     return out
 
 
-async def _billed(
+async def billed_so_far(
     conn: asyncpg.Connection, numbers: list[int], before: int | None = None
 ) -> dict[tuple[int, InvoiceMeter], Billed]:
     """Per invoice and meter: the original line plus every adjustment billed since (by the

@@ -11,7 +11,7 @@ from typing import Any, cast
 import asyncpg
 
 from tally.adapters.postgres import allocations
-from tally.adapters.postgres.close_store import _billed
+from tally.adapters.postgres.close_store import billed_so_far
 from tally.adapters.postgres.invoice_inputs import (
     COMMITMENTS,
     LICENSE_REPORTS,
@@ -67,7 +67,7 @@ async def stored_invoice(conn: asyncpg.Connection, number: int) -> StoredInvoice
     late |= {(e.original, cast(InvoiceMeter, e.meter)) for e in billed if e.original is not None}
     billed_before = {
         key: state
-        for key, state in (await _billed(conn, sorted({o for o, _ in late}), number)).items()
+        for key, state in (await billed_so_far(conn, sorted({o for o, _ in late}), number)).items()
         if key in late
     }
     figures = InvoiceFigures(
