@@ -94,7 +94,11 @@ PAGE_PATH = {"org": OWN, "period": OCT, "meter": "api_requests", "letter_id": "1
 
 def encoded(value: str) -> str:
     """``value`` in a URL as a client can send it: UTF-8, percent-encoded (a lone surrogate
-    as its bytes: the server reads U+FFFD)."""
+    as its bytes: the server reads U+FFFD). A value of ``.`` or ``..`` has its dots encoded
+    too: as they are, they are dot-segments, which the client removes (``/v1/events/./.``
+    is sent as ``/v1/events/``, another route)."""
+    if value in {".", ".."}:
+        return value.replace(".", "%2E")
     return quote(value.encode("utf-8", "surrogatepass"), safe="")
 
 
