@@ -217,6 +217,8 @@ def without_invoice(where: str) -> tuple[str, ...]:
             "unbilled close entry",
         ),
         (("UPDATE organization SET currency = 'GBP' WHERE name = 'acme'",), "currency"),
+        (("UPDATE usage_event SET rate_card_version = 'x' WHERE status = 'metered'",),
+         "unlinked event"),
         (("TRUNCATE duplicate_delivery",), "delivery tally"),
         (("TRUNCATE event_conflict",), "delivery tally"),
         (("TRUNCATE dead_letter",), "delivery tally"),

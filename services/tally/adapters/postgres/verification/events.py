@@ -8,12 +8,14 @@ from decimal import Decimal
 from tally.adapters.postgres import stream_records
 from tally.adapters.postgres.verification.registry import Context, check
 from tally.domain.ledger import AI_TOKEN, API_REQUEST
+from tally.domain.ratecard import RateCardBook
 from tally.domain.rating import AS_STORED, EVENT_FIELD_BYTES, Rated, rate
 
 
 @check(
     "events",
-    "each metered event is carried by a usage entry of its organization and period, each usage "
+    "each metered event is carried by a usage entry of its organization, period and rate card, "
+    "each usage "
     "entry carries events, each usage reversal one voided event, and an entry's requests are "
     "its events' counts (a reversal's, minus its event's)",
     "unlinked event",
@@ -27,7 +29,8 @@ async def events(ctx: Context) -> None:
         """SELECT v.source, v.id, v.entry_id FROM usage_event v
              LEFT JOIN journal_entry e ON e.id = v.entry_id
             WHERE v.status = 'metered' AND (e.id IS NULL OR e.kind <> 'usage'
-                  OR e.org <> v.org OR e.period <> v.period)"""
+                  OR e.org <> v.org OR e.period <> v.period
+                  OR e.rate_card_version IS DISTINCT FROM v.rate_card_version)"""
     ):
         result.add(
             "unlinked event",
@@ -90,7 +93,15 @@ async def ai_tokens(ctx: Context) -> None:
         used[(row["org"], row["period"], row["feature"], row["rate_card_version"])] = row["q"]
     tokens: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
     for key, quantity in used.items():
-        tokens[key[:3]] += cards[key[3]].tokens(key[2], quantity)
+        card = cards.get(key[3])
+        if card is None:  # a version no card has: named, never a crash of verify
+            result.add(
+                "token mismatch",
+                f"{key[0]} {key[1]} {key[2]}: events of rate card {key[3]!r}, which is not "
+                "loaded, cannot be converted",
+            )
+            continue
+        tokens[key[:3]] += card.tokens(key[2], quantity)
     posted = {
         (row["owner"], row["period"], row["feature"]): row["amount"]
         for row in await conn.fetch(
@@ -108,7 +119,16 @@ async def ai_tokens(ctx: Context) -> None:
             )
 
 
-STORED_AS_RATED = ("type", "org", "period", "status", "meter", "feature", "quantity")
+STORED_AS_RATED = (
+    "type",
+    "org",
+    "period",
+    "status",
+    "meter",
+    "feature",
+    "quantity",
+    "rate_card_version",
+)
 
 
 @check(
@@ -125,12 +145,21 @@ async def event_bytes(ctx: Context) -> None:
     when the event was metered (perhaps with the check off). The stored key, source
     included, is still checked against the raw bytes below."""
     conn, result = ctx.conn, ctx.result
-    book = await ctx.rate_cards()
+    # each event by the card that metered it: a card loaded since, in effect earlier, is
+    # not how it was rated (its entry's version, hashed, is checked by "events")
+    pinned = {card.version: RateCardBook([card]) for card in (await ctx.rate_cards()).cards}
     orgs = {row["name"]: row["currency"] for row in await conn.fetch("SELECT * FROM organization")}
     query = """SELECT v.*, l.license, l.model, l.users, l.hours, l.day
                  FROM usage_event v LEFT JOIN license_usage l USING (source, id)"""
     async for row in conn.cursor(query, prefetch=5000):
         key = f"({row['source']}, {row['id']})"
+        book = pinned.get(row["rate_card_version"])
+        if book is None:
+            result.add(
+                "event bytes",
+                f"{key} was metered by rate card {row['rate_card_version']!r}, which is not loaded",
+            )
+            continue
         rated = rate(
             row["stream_id"],
             {EVENT_FIELD_BYTES: bytes(row["raw"])},
