@@ -74,8 +74,8 @@ def demo(
         console.print(
             f"\ndone in {time.perf_counter() - started:.1f}s. Try: {tally} ledger balances "
             f"--org acme --period {result.period} · {tally} invoice show --org acme --period "
-            f"{result.period} --format html · {tally} dlq list · "
-            f"{tally} events show SOURCE ID · {tally} stop",
+            f"{result.period} --format html · {tally} invoice reproduce --all · "
+            f"{tally} dlq list · {tally} events show SOURCE ID · {tally} stop",
             soft_wrap=True,
         )
         _show_api(result, settings.api_host, settings.api_port)
