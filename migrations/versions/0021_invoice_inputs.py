@@ -6,9 +6,14 @@ The invariants kept here:
 - ``digest`` is a SHA-256 (32 bytes) of the invoice's inputs in the canonical byte form of
   ``tally.domain.reproduction`` (docs: the month close, "Reproducible invoices");
   ``parts`` says what it covers: a JSON array of ``{"part", "items", "sha256"}``, one per
-  line, adjustment, the license reports, the commitments and the token purchases;
+  line, adjustment, the license reports, the requests not billed, the commitments and the
+  token purchases;
 - a record: UPDATE, DELETE and TRUNCATE are refused. The writer inserts, the reader
   selects (the grants' default).
+
+``usage_event_unbilled`` finds an organization's events of a period that no entry carries
+(requests not billable, license reports, corrections) without reading the others: the close
+hashes them per invoice, and a customer's statement lists them.
 
 Revision ID: 0021
 """
@@ -28,10 +33,14 @@ CREATE TABLE invoice_input (
     digest      bytea NOT NULL CHECK (octet_length(digest) = 32),
     parts       jsonb NOT NULL CHECK (jsonb_typeof(parts) = 'array'),
     recorded_at timestamptz NOT NULL DEFAULT now()
-)
+);
+CREATE INDEX usage_event_unbilled ON usage_event (org, period) WHERE entry_id IS NULL
 """
 
-DOWNGRADE = "DROP TABLE invoice_input"
+DOWNGRADE = """
+DROP INDEX usage_event_unbilled;
+DROP TABLE invoice_input
+"""
 
 
 def upgrade() -> None:

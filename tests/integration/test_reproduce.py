@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.close_support import close, document, license_day, meter, reproduced
 from support.ledger_support import ai, api, event
 from tally import bootstrap
+from tally.adapters.postgres import schema
 from tally.adapters.postgres.connection import raw_connection
 from tally.adapters.ratecard_files import bundled_cards
 from tally.service_layer import organizations
@@ -93,6 +95,9 @@ async def test_the_fair_use_example_reproduces_with_the_digest_the_docs_describe
     license_ = [
         field("test") + field("acme-lic") + field(hashlib.sha256(raws["acme-lic"]).digest())
     ]
+    not_billed = [
+        field("test") + field("acme-ui") + field(hashlib.sha256(raws["acme-ui"]).digest())
+    ]
     expected = hashlib.sha256(
         b"".join(
             field(value)
@@ -103,6 +108,7 @@ async def test_the_fair_use_example_reproduces_with_the_digest_the_docs_describe
         + part("license reports", license_)
         + part("line ai_tokens", [])
         + part("line api_requests", billed)
+        + part("not billed", not_billed)
         + part("token purchases", [])
     ).hexdigest()
     assert acme.digest == expected == bytes(stored["digest"]).hex()
@@ -112,6 +118,7 @@ async def test_the_fair_use_example_reproduces_with_the_digest_the_docs_describe
         "license reports": 1,
         "line ai_tokens": 0,
         "line api_requests": 3,
+        "not billed": 1,
         "token purchases": 0,
     }
 
@@ -307,3 +314,75 @@ async def test_voided_events_count_negatively_in_the_figures_and_the_digest(
     assert covered[first]["line api_requests"] == 3  # g-1, g-2, and g-2 taken back
     assert covered[second][f"adjustment INV-{first:06d} api_requests"] == 1
     assert covered[second][f"adjustment INV-{first:06d} ai_tokens"] == 1
+
+
+async def test_a_rate_card_loaded_after_the_close_never_changes_how_an_invoice_reproduces(
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService
+) -> None:
+    """A card effective from the invoiced month, loaded after its close, that would bill
+    nothing of the month's requests and convert voice-bot minutes otherwise: the invoice
+    still reproduces, each event rated by the card that metered it."""
+    await meter(service, [*fair_use_example("acme"), ai("acme-vb", "voice_bot", 170, "minute")])
+    await close(engine, OCT)
+    card = (await service.book()).cards[0]
+    later = card.model_copy(
+        update={
+            "version": "2026-10-later",
+            "effective_from": datetime(2026, 10, 1, tzinfo=UTC),
+            "api": card.api.model_copy(
+                update={
+                    "billable_client_kinds": card.api.billable_client_kinds - {"integration"},
+                    "non_billable_client_kinds": card.api.non_billable_client_kinds
+                    | {"integration"},
+                }
+            ),
+        }
+    )
+    await schema.load_rate_cards(owner, [later])
+    result = await reproduce_invoice(engine, "acme", OCT)
+    assert result.reproduced, result
+
+
+async def test_an_invoice_without_a_digest_does_not_reproduce_once_its_events_changed(
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService
+) -> None:
+    """An invoice issued before its digest was recorded (migration 0021) has only its events
+    to show it billed them: one that now says it is another event is a failure."""
+    await meter(service, fair_use_example("acme"))
+    await close(engine, OCT)
+    async with raw_connection(owner) as conn:  # a superuser, triggers off
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute("DELETE FROM invoice_input")
+        await conn.execute(
+            """UPDATE usage_event SET raw = convert_to(replace(convert_from(raw, 'UTF8'),
+                   '"acme-2"', '"other-9"'), 'UTF8') WHERE id = 'acme-2'"""
+        )
+        await conn.execute("SET session_replication_role = origin")
+    result = await reproduce_invoice(engine, "acme", OCT)
+    assert result.identical and result.digest is None
+    assert not result.reproduced
+    assert any("other-9" in note for note in result.events_changed), result.events_changed
+
+
+async def test_a_request_not_billed_whose_bytes_now_say_billable_is_named(
+    engine: AsyncEngine, owner: AsyncEngine, service: MeteringService
+) -> None:
+    """The period's requests of a kind not billable are inputs too: rewritten as billable
+    behind the ledger's back, the digest's part and the event are named."""
+    await meter(service, fair_use_example("acme"))
+    await close(engine, OCT)
+    async with raw_connection(owner) as conn:  # a superuser, triggers off
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute(
+            """UPDATE usage_event SET raw = convert_to(replace(convert_from(raw, 'UTF8'),
+                   '"client_kind": "ui"', '"client_kind": "integration"'), 'UTF8')
+                WHERE id = 'acme-ui'"""
+        )
+        await conn.execute("SET session_replication_role = origin")
+    result = await reproduce_invoice(engine, "acme", OCT)
+    assert not result.reproduced
+    assert result.digest_differences == ("not billed changed (1 at the close, 1 now)",)
+    assert result.events_changed == (
+        "event (test, acme-ui): its raw bytes now say 5,000 requests, it was recorded as "
+        "5,000, not billed (a request not billable, or a license report)",
+    )

@@ -45,6 +45,7 @@ from tally.domain.rating import AS_STORED, EVENT_FIELD_BYTES, Rated, rate
 
 FORM: Final = "tally invoice input 1"  # the digest's first field: its byte form's version
 LICENSE_PART: Final = "license reports"
+NOT_BILLED_PART: Final = "not billed"  # the period's requests of a client kind not billable
 COMMITMENT_PART: Final = "commitments"
 PURCHASE_PART: Final = "token purchases"
 # Rated again as stored, whatever the size and time limits said when it was metered.
@@ -72,6 +73,7 @@ def adjustment_part(original: int, meter: str) -> str:
 FIXED_PARTS: Final = (
     *(line_part(meter) for meter in METERS),
     LICENSE_PART,
+    NOT_BILLED_PART,
     COMMITMENT_PART,
     PURCHASE_PART,
 )
@@ -92,8 +94,8 @@ def part(name: str, records: Iterable[bytes]) -> Part:
 
 
 def every_part(parts: Iterable[Part]) -> list[Part]:
-    """The parts by name, with the fixed ones (both lines, license reports, commitments,
-    purchases) present even when empty."""
+    """The parts by name, with the fixed ones (both lines, license reports, the requests not
+    billed, commitments, purchases) present even when empty."""
     named = {p.name: p for p in parts}
     for name in FIXED_PARTS:
         named.setdefault(name, part(name, ()))
@@ -168,7 +170,8 @@ def event_record(event: RawEvent) -> bytes:
     )
 
 
-def license_record(event: RawEvent) -> bytes:
+def raw_record(event: RawEvent) -> bytes:
+    """An event by its key and raw bytes (a license report, a request not billed)."""
     return field(event.source) + field(event.id) + field(hashlib.sha256(event.raw).digest())
 
 
@@ -392,6 +395,7 @@ class StoredInvoice:
     billed: tuple[RawEvent, ...]  # the events its lines and adjustments bill
     earlier: tuple[RawEvent, ...]  # per adjustment: what its period's meter billed before
     license_reports: tuple[RawEvent, ...]
+    not_billed: tuple[RawEvent, ...]  # the period's requests of a kind not billable
     commitments: tuple[Commitment, ...]  # recorded before the invoice, from its period on
     in_force: Mapping[Seat, Decimal]  # of them, what the close counts (newest per seat)
     purchases: tuple[Purchase, ...]
@@ -415,7 +419,8 @@ def parts_of(stored: StoredInvoice) -> list[Part]:
             else adjustment_part(event.original, event.meter)
         )
         grouped[name].append(event_record(event))
-    grouped[LICENSE_PART] = [license_record(e) for e in stored.license_reports]
+    grouped[LICENSE_PART] = [raw_record(e) for e in stored.license_reports]
+    grouped[NOT_BILLED_PART] = [raw_record(e) for e in stored.not_billed]
     grouped[COMMITMENT_PART] = [commitment_record(c) for c in stored.commitments]
     grouped[PURCHASE_PART] = [purchase_record(p) for p in stored.purchases]
     return every_part(part(name, records) for name, records in grouped.items())
@@ -482,6 +487,7 @@ def rebuild(stored: StoredInvoice, book: RateCardBook) -> Rebuilt:
         for _, r in rated(stored.license_reports, f.period)
         if r.license is not None
     ]
+    rated(stored.not_billed, f.period)  # each still rates as not billable, or is named
     given = CloseInput(
         org=f.org,
         currency=f.currency,
@@ -506,11 +512,15 @@ def _rated(
     ``billed`` (organization, its currency, the period billed); what no longer rates, or
     rates as another event, organization, period or count than metered goes to ``notes``."""
     org, currency, period = billed
+    # each event by the card that metered it: a card loaded since, in effect at its time
+    # now, is not how it was rated (nor how the close billed it)
+    pinned = {card.version: RateCardBook([card]) for card in book.cards}
     out = []
     for event in events:
         # the stream id is not in the raw bytes (and not rated): any will do
         fields = {EVENT_FIELD_BYTES: event.raw}
-        again = rate("0-0", fields, {org: currency}, book, AS_STORED, event.received_at)
+        by = pinned.get(event.rate_card_version or "", book)
+        again = rate("0-0", fields, {org: currency}, by, AS_STORED, event.received_at)
         if not isinstance(again, Rated):
             notes.append(f"event {event.key} no longer rates: {again.reason}")
             continue
@@ -522,20 +532,23 @@ def _rated(
             )
         counted = (again.meter, again.feature, again.quantity)
         if event.recorded is not None and event.recorded != counted:
+            how = "metered" if event.recorded[0] is not None else "recorded"
             notes.append(
                 f"event {event.key}: its raw bytes now say {_counted(*counted)}, it was "
-                f"metered as {_counted(*event.recorded)}"
+                f"{how} as {_counted(*event.recorded)}"
             )
         out.append((event, again))
     return out
 
 
 def _counted(meter: str | None, feature: str | None, amount: Decimal) -> str:
-    """What an event counts, for people: ``1,500,000 requests``, ``3.5 voice_bot``, ``20
-    users or hours (a license report)``."""
+    """What an event counts, for people: ``1,500,000 requests``, ``3.5 voice_bot``, ``20 not
+    billed (...)``: a request not billable and a license report meter nothing."""
     if meter == API_REQUEST:
         return f"{quantity(amount)} requests"
-    return f"{quantity(amount)} {feature or 'users or hours (a license report)'}"
+    if feature is not None:
+        return f"{quantity(amount)} {feature}"
+    return f"{quantity(amount)}, not billed (a request not billable, or a license report)"
 
 
 def _usage(

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from tally.adapters.ports.unit_of_work import Database
 from tally.domain.invoicing import invoice_number
+from tally.domain.ratecard import RateCardBook
 from tally.domain.reproduction import (
     canonical_json,
     differences,
@@ -52,13 +53,17 @@ class Reproduction:
 
     @property
     def reproduced(self) -> bool:
-        return self.identical and self.digest in (None, self.digest_now)
+        """Same figures, same inputs, and every event still says what was metered (an
+        invoice with no digest, issued before migration 0021, has only the last to show
+        that its events are the ones it billed)."""
+        return self.identical and self.digest in (None, self.digest_now) and not self.events_changed
 
 
-async def reproduce(db: Database, number: int) -> Reproduction:
-    """Recompute invoice ``number`` and compare it with the stored one."""
+async def reproduce(db: Database, number: int, book: RateCardBook | None = None) -> Reproduction:
+    """Recompute invoice ``number`` and compare it with the stored one (``book``: the rate
+    cards, when the caller loaded them already)."""
     async with db.connection() as conn:
-        book = await db.metering.load_rate_cards(conn)
+        book = book or await db.metering.load_rate_cards(conn)
         stored = await db.reproduction.stored_invoice(conn, number)
     if stored is None:
         raise NoSuchInvoice(f"no invoice {invoice_number(number)}")
@@ -75,7 +80,10 @@ async def reproduce(db: Database, number: int) -> Reproduction:
     now = input_digest(header(stored), parts)
     changed = [] if stored.digest in (None, now) else part_differences(stored.parts, parts)
     if stored.digest not in (None, now) and not changed:
-        changed = ["the invoice's header or rate card changed"]
+        changed = [
+            "every recorded part is as the close recorded it, yet the digest is not theirs: "
+            "the recorded digest, or the invoice's header or rate card, changed"
+        ]
     f = stored.figures
     return Reproduction(
         number=invoice_number(number),
@@ -94,9 +102,10 @@ async def reproduce(db: Database, number: int) -> Reproduction:
 
 
 async def reproduce_all(db: Database, progress: Progress | None = None) -> list[Reproduction]:
-    """Every invoice, in number order."""
+    """Every invoice, in number order (the rate cards loaded once)."""
     async with db.connection() as conn:
         total = await db.reproduction.invoice_count(conn)
+        book = await db.metering.load_rate_cards(conn)
     done: list[Reproduction] = []
     after = 0
     while True:
@@ -105,7 +114,7 @@ async def reproduce_all(db: Database, progress: Progress | None = None) -> list[
         if not numbers:
             return done
         for number in numbers:
-            done.append(await reproduce(db, number))
+            done.append(await reproduce(db, number, book))
             if progress:
                 progress(len(done), max(total, len(done)))
         after = numbers[-1]

@@ -18,6 +18,7 @@ import asyncpg
 from tally.domain.reproduction import (
     COMMITMENT_PART,
     LICENSE_PART,
+    NOT_BILLED_PART,
     PURCHASE_PART,
     Header,
     Part,
@@ -53,12 +54,23 @@ def billed_events(where: str) -> str:
 # The license reports of the invoice's organization and period that reached the ledger
 # before the invoice was recorded (the close read them; later ones change nothing).
 LICENSE_REPORTS = """
-    SELECT i.number AS invoice, v.source, v.id, v.raw, v.received_at,
+    SELECT i.number AS invoice, v.source, v.id, v.raw, v.received_at, v.rate_card_version,
            v.meter AS event_meter, v.feature, v.quantity
       FROM invoice i
       JOIN license_usage l ON l.org = i.org AND l.period = i.period
       JOIN usage_event v ON v.source = l.source AND v.id = l.id
      WHERE i.number = ANY($1::bigint[]) AND v.received_at <= i.recorded_at"""
+
+# The requests of the invoice's organization and period of a client kind not billable that
+# reached the ledger before the invoice was recorded: billed by nothing, so covered here
+# (an event whose bytes now say billable is named by reproduce).
+NOT_BILLED = """
+    SELECT i.number AS invoice, v.source, v.id, v.raw, v.received_at, v.rate_card_version,
+           v.meter AS event_meter, v.feature, v.quantity
+      FROM invoice i
+      JOIN usage_event v ON v.org = i.org AND v.period = i.period AND v.entry_id IS NULL
+     WHERE i.number = ANY($1::bigint[]) AND v.status = 'non_billable'
+       AND v.received_at <= i.recorded_at"""
 
 # The commitments recorded before the invoice that apply from its period or earlier (the
 # close counts the newest per license and model among them).
@@ -85,7 +97,7 @@ def _text(value: str) -> str:
 EVENT_RECORD = " || ".join(
     (_text("x.source"), _text("x.id"), _field("sha256(x.raw)"), _text("x.sign::text"))
 )
-LICENSE_RECORD = " || ".join((_text("x.source"), _text("x.id"), _field("sha256(x.raw)")))
+RAW_RECORD = " || ".join((_text("x.source"), _text("x.id"), _field("sha256(x.raw)")))
 COMMITMENT_RECORD = (
     " || ".join(
         _text(f"x.{column}") for column in ("id::text", "license", "model", "quantity::text")
@@ -135,7 +147,8 @@ async def record(conn: asyncpg.Connection, numbers: Sequence[int]) -> None:
         )
         parts[row["invoice"]].append(Part(name, row["items"], row["sha256"]))
     for name, rows, record in (
-        (LICENSE_PART, LICENSE_REPORTS, LICENSE_RECORD),
+        (LICENSE_PART, LICENSE_REPORTS, RAW_RECORD),
+        (NOT_BILLED_PART, NOT_BILLED, RAW_RECORD),
         (COMMITMENT_PART, COMMITMENTS, COMMITMENT_RECORD),
         (PURCHASE_PART, PURCHASES, PURCHASE_RECORD),
     ):

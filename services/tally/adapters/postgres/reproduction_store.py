@@ -15,6 +15,7 @@ from tally.adapters.postgres.close_store import billed_so_far
 from tally.adapters.postgres.invoice_inputs import (
     COMMITMENTS,
     LICENSE_REPORTS,
+    NOT_BILLED,
     PURCHASES,
     billed_events,
 )
@@ -106,6 +107,7 @@ async def stored_invoice(conn: asyncpg.Connection, number: int) -> StoredInvoice
         billed=tuple(billed),
         earlier=tuple(await _earlier(conn, number, sorted(late))),
         license_reports=tuple(_raw(row) for row in await conn.fetch(LICENSE_REPORTS, [number])),
+        not_billed=tuple(_raw(row) for row in await conn.fetch(NOT_BILLED, [number])),
         commitments=tuple(
             Commitment(row["id"], row["license"], row["model"], row["quantity"], row["from_period"])
             for row in await conn.fetch(COMMITMENTS, [number])
