@@ -85,6 +85,17 @@ class RateCardBook:
         if not self.cards:
             raise ValueError("no rate card loaded: run `tally migrate`")
         self._newest_first = [(c.effective_from.timestamp(), c) for c in reversed(self.cards)]
+        self._alone: dict[str, RateCardBook] = {}
+
+    def as_metered(self, version: str) -> RateCardBook | None:
+        """A book of the card ``version`` alone (None: not loaded): a stored event is rated
+        again by the card that metered it, never by one loaded since and in effect earlier."""
+        if version not in self._alone:
+            card = next((c for c in self.cards if c.version == version), None)
+            if card is None:
+                return None
+            self._alone[version] = RateCardBook([card])
+        return self._alone[version]
 
     def in_effect(self, at: datetime) -> RateCard | None:
         """The newest card whose ``effective_from`` is not after ``at`` (None before all)."""

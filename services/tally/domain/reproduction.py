@@ -48,7 +48,6 @@ LICENSE_PART: Final = "license reports"
 NOT_BILLED_PART: Final = "not billed"  # the period's requests of a client kind not billable
 COMMITMENT_PART: Final = "commitments"
 PURCHASE_PART: Final = "token purchases"
-# Rated again as stored, whatever the size and time limits said when it was metered.
 
 
 def field(value: str | bytes) -> bytes:
@@ -514,12 +513,11 @@ def _rated(
     org, currency, period = billed
     # each event by the card that metered it: a card loaded since, in effect at its time
     # now, is not how it was rated (nor how the close billed it)
-    pinned = {card.version: RateCardBook([card]) for card in book.cards}
     out = []
     for event in events:
         # the stream id is not in the raw bytes (and not rated): any will do
         fields = {EVENT_FIELD_BYTES: event.raw}
-        by = pinned.get(event.rate_card_version or "", book)
+        by = book.as_metered(event.rate_card_version or "") or book
         again = rate("0-0", fields, {org: currency}, by, AS_STORED, event.received_at)
         if not isinstance(again, Rated):
             notes.append(f"event {event.key} no longer rates: {again.reason}")

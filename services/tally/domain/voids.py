@@ -123,8 +123,8 @@ def rated_again(target: Target, book: RateCardBook) -> Rated:
     """The stored event as metering rated it, from its raw bytes, by the rate card that
     metered it (a card loaded since, effective earlier, never reprices a void)."""
     assert target.received_at is not None, "a stored event has its time of receipt"
-    pinned = [card for card in book.cards if card.version == target.rate_card_version]
-    if not pinned:
+    pinned = book.as_metered(target.rate_card_version)
+    if pinned is None:
         raise VoidRefused(
             "void_unratable",
             f"event {shown(target.key)} was metered by rate card {target.rate_card_version!r}, "
@@ -134,7 +134,7 @@ def rated_again(target: Target, book: RateCardBook) -> Rated:
         target.stream_id,
         {EVENT_FIELD_BYTES: target.raw},
         {target.org: target.currency},
-        RateCardBook(pinned),
+        pinned,
         AS_STORED,
         target.received_at,
     )

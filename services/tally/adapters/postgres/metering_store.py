@@ -403,12 +403,11 @@ async def invoice_of(conn: asyncpg.Connection, org: str, period: str) -> int | N
 async def take_back_ai_quantities(
     conn: asyncpg.Connection, taken: Mapping[TotalKey, Decimal]
 ) -> None:
-    """Subtract voided AI quantities (``taken``: negative) from the running totals. Call it
-    after ``write_voids``: the database lets a total shrink only in the transaction that
-    records the void."""
-    await _take_back(
-        conn, "meter_total", ("org", "period", "feature", "rate_card_version"), "quantity", taken
-    )
+    """Subtract voided AI quantities (``taken``: negative) from the running totals, which
+    ``ai_totals`` locked earlier in this transaction. Call it after ``write_voids``: the
+    database lets a total shrink only in the transaction that records the void."""
+    key = ("org", "period", "feature", "rate_card_version")
+    await _take_back(conn, "meter_total", key, "quantity", taken, locked=True)
 
 
 async def ai_totals(conn: asyncpg.Connection, keys: Sequence[TotalKey]) -> dict[TotalKey, Decimal]:
@@ -437,21 +436,23 @@ async def _take_back(
     key: tuple[str, ...],
     column: str,
     deltas: Mapping[K, Decimal],
+    locked: bool = False,
 ) -> None:
     """Add negative ``deltas`` to existing rows (an upsert's insert half would check a
     negative row against the table's CHECK), locked first in key order, as the upserts
-    lock them."""
+    lock them (unless the caller ``locked`` them already)."""
     if not deltas:
         return
     keys = sorted(deltas)
     names = ", ".join(key)
     arrays = ", ".join(f"${n + 1}::text[]" for n in range(len(key)))
     columns = [[k[n] for k in keys] for n in range(len(key))]
-    await conn.execute(
-        f"""SELECT 1 FROM {table} WHERE ({names}) IN (SELECT * FROM unnest({arrays}))
-             ORDER BY {names} FOR UPDATE""",
-        *columns,
-    )
+    if not locked:
+        await conn.execute(
+            f"""SELECT 1 FROM {table} WHERE ({names}) IN (SELECT * FROM unnest({arrays}))
+                 ORDER BY {names} FOR UPDATE""",
+            *columns,
+        )
     status = await conn.execute(
         f"""UPDATE {table} t SET {column} = t.{column} + d.delta
               FROM unnest({arrays}, ${len(key) + 1}::numeric[]) AS d({names}, delta)

@@ -8,7 +8,6 @@ from decimal import Decimal
 from tally.adapters.postgres import stream_records
 from tally.adapters.postgres.verification.registry import Context, check
 from tally.domain.ledger import AI_TOKEN, API_REQUEST
-from tally.domain.ratecard import RateCardBook
 from tally.domain.rating import AS_STORED, EVENT_FIELD_BYTES, Rated, rate
 
 
@@ -147,13 +146,13 @@ async def event_bytes(ctx: Context) -> None:
     conn, result = ctx.conn, ctx.result
     # each event by the card that metered it: a card loaded since, in effect earlier, is
     # not how it was rated (its entry's version, hashed, is checked by "events")
-    pinned = {card.version: RateCardBook([card]) for card in (await ctx.rate_cards()).cards}
+    cards = await ctx.rate_cards()
     orgs = {row["name"]: row["currency"] for row in await conn.fetch("SELECT * FROM organization")}
     query = """SELECT v.*, l.license, l.model, l.users, l.hours, l.day
                  FROM usage_event v LEFT JOIN license_usage l USING (source, id)"""
     async for row in conn.cursor(query, prefetch=5000):
         key = f"({row['source']}, {row['id']})"
-        book = pinned.get(row["rate_card_version"])
+        book = cards.as_metered(row["rate_card_version"])
         if book is None:
             result.add(
                 "event bytes",
